@@ -1,0 +1,324 @@
+//! The operator's API on its own listener: accounts, keys, top-ups, usage, maintenance,
+//! metrics, health.
+//!
+//! Everything here is off the client hot path, so it uses `serde_json` freely. It shares the
+//! error shape of the client API. All routes except `/metrics`, `/healthz` and `/readyz`
+//! require `Authorization: Bearer <admin token>` (compared in constant time). It never shows a
+//! plain API key except in the response that creates it.
+
+use std::sync::Arc;
+
+use monoio::io::AsyncWriteRent;
+use serde_json::{Value, json};
+
+use crate::auth;
+use crate::errors::ErrorKind;
+use crate::http::request::Method;
+use crate::http::response::{self, ResponseContext};
+use crate::http::server::{Handler, Request, ResponseSink};
+use crate::metrics::Route;
+use crate::money::{self, Nanos};
+use crate::shared::Shared;
+use crate::store::{KeyKind, KeyRecord, StoreError};
+
+/// Longest account id, key name or payment reference accepted, in bytes.
+const MAX_ADMIN_ID_BYTES: usize = 64;
+const MAX_KEY_NAME_BYTES: usize = 128;
+const MAX_PAYMENT_REFERENCE_BYTES: usize = 128;
+
+pub struct AdminHandler {
+    shared: Arc<Shared>,
+}
+
+/// A response decided by an admin route: status and JSON body, or an error.
+type AdminResult = Result<(u16, Value), AdminError>;
+
+/// An admin refusal: kind, param and a message built off the hot path.
+struct AdminError {
+    kind: ErrorKind,
+    param: Option<&'static str>,
+    message: String,
+}
+
+fn admin_error(kind: ErrorKind, param: Option<&'static str>, message: impl Into<String>) -> AdminError {
+    AdminError { kind, param, message: message.into() }
+}
+
+fn bad(param: &'static str, message: impl Into<String>) -> AdminError {
+    admin_error(ErrorKind::InvalidParameter, Some(param), message)
+}
+
+fn store_error(error: StoreError, what: &str) -> AdminError {
+    match error {
+        StoreError::NotFound => admin_error(ErrorKind::NotFound, None, format!("No such {what}.")),
+        StoreError::AlreadyExists => admin_error(ErrorKind::AlreadyExists, Some("id"), format!("That {what} already exists.")),
+        StoreError::Unavailable => admin_error(ErrorKind::ServiceUnavailable, None, "The store is unreachable."),
+        StoreError::Overflow => bad("amount", "The amount is out of range."),
+    }
+}
+
+impl Handler for AdminHandler {
+    async fn handle<S: AsyncWriteRent>(&self, request: &Request<'_>, sink: &mut ResponseSink<S>) {
+        let head = &request.head;
+        let path = head.path;
+        let context = ResponseContext { request_id: None, rates: None, keep_alive: sink.keep_alive };
+        match (head.method, path) {
+            (Method::Get, "/healthz") => {
+                response::write_full(&mut sink.out, 200, "application/json", &[], &context, b"{\"status\":\"ok\"}");
+                return;
+            }
+            (Method::Get, "/readyz") => {
+                let (status, body) = self.readiness().await;
+                response::write_full(&mut sink.out, status, "application/json", &[], &context, body.to_string().as_bytes());
+                return;
+            }
+            (Method::Get, "/metrics") => {
+                let text = self.shared.metrics.render();
+                response::write_full(&mut sink.out, 200, "text/plain; version=0.0.4", &[], &context, text.as_bytes());
+                return;
+            }
+            _ => {}
+        }
+        let result = if !self.authorized(head.authorization) {
+            Err(admin_error(ErrorKind::InvalidApiKey, None, "The admin API needs 'Authorization: Bearer <admin token>'."))
+        } else {
+            self.route(head.method, path, head.query, request.body).await
+        };
+        match result {
+            Ok((status, body)) => {
+                let bytes = serde_json::to_vec(&body).unwrap_or_default();
+                response::write_full(&mut sink.out, status, "application/json", &[], &context, &bytes);
+                self.shared.metrics.admin.count_request(Route::Unknown, status);
+            }
+            Err(error) => {
+                let spec = error.kind.spec();
+                let body = json!({"error": {"message": error.message, "type": spec.error_type, "param": error.param, "code": spec.code}});
+                let bytes = serde_json::to_vec(&body).unwrap_or_default();
+                let allow: [(&str, &[u8]); 1] = [("allow", b"GET, POST, PUT, DELETE")];
+                let extra: &[(&str, &[u8])] = if error.kind == ErrorKind::MethodNotAllowed { &allow } else { &[] };
+                response::write_full(&mut sink.out, spec.status, "application/json", extra, &context, &bytes);
+                self.shared.metrics.admin.count_request(Route::Unknown, spec.status);
+            }
+        }
+    }
+}
+
+impl AdminHandler {
+    pub fn new(shared: Arc<Shared>) -> AdminHandler {
+        AdminHandler { shared }
+    }
+
+    fn authorized(&self, header: Option<&[u8]>) -> bool {
+        let Some(header) = header else { return false };
+        let Some(token) = header.strip_prefix(b"Bearer ") else { return false };
+        constant_time_eq(token, self.shared.admin_token.as_bytes())
+    }
+
+    async fn readiness(&self) -> (u16, Value) {
+        let store_ok = self.shared.store.ping().await;
+        let running = self.shared.workers_running.load(std::sync::atomic::Ordering::Acquire);
+        // The admin listener counts itself among the running loops.
+        let workers_ok = running > self.shared.workers_expected();
+        let ready = store_ok && workers_ok && !self.shared.is_draining();
+        let body = json!({"ready": ready, "store": store_ok, "workers_running": running.saturating_sub(1), "draining": self.shared.is_draining()});
+        (if ready { 200 } else { 503 }, body)
+    }
+
+    async fn route(&self, method: Method, path: &str, query: &str, body: &[u8]) -> AdminResult {
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        match (method, segments.as_slice()) {
+            (Method::Post, ["admin", "accounts"]) => self.create_account(body).await,
+            (Method::Get, ["admin", "accounts", id]) => self.get_account(id).await,
+            (Method::Post, ["admin", "accounts", id, "keys"]) => self.create_key(id, body).await,
+            (Method::Delete, ["admin", "keys", key_id]) => self.revoke_key(key_id).await,
+            (Method::Post, ["admin", "accounts", id, "topups"]) => self.topup(id, body).await,
+            (Method::Get, ["admin", "accounts", id, "usage"]) => self.usage(id, query).await,
+            (Method::Put, ["admin", "maintenance"]) => self.maintenance(body),
+            (_, ["admin", "accounts"] | ["admin", "accounts", _] | ["admin", "accounts", _, _] | ["admin", "keys", _] | ["admin", "maintenance"]) => {
+                Err(admin_error(ErrorKind::MethodNotAllowed, None, format!("Method not allowed on {path}.")))
+            }
+            _ => Err(admin_error(ErrorKind::UnknownEndpoint, None, format!("Unknown admin endpoint: {path}."))),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.shared.clock.now_ms()
+    }
+
+    async fn create_account(&self, body: &[u8]) -> AdminResult {
+        let value = parse_object(body, true)?;
+        check_fields(&value, &["id", "signup_credit_usd"])?;
+        let id = optional_string(&value, "id")?;
+        if let Some(id) = id {
+            validate_id(id, "id")?;
+        }
+        let credit = match optional_string(&value, "signup_credit_usd")? {
+            Some(text) => money::parse_usd(text).map_err(|e| bad("signup_credit_usd", format!("signup_credit_usd: {e}")))?,
+            None => self.shared.config.billing.signup_credit,
+        };
+        let account = self.shared.store.create_account(id, credit, self.now_ms()).await.map_err(|e| store_error(e, "account"))?;
+        Ok((201, account_json(&account)))
+    }
+
+    async fn get_account(&self, id: &str) -> AdminResult {
+        let account = self.shared.store.account(id).await.map_err(|e| store_error(e, "account"))?;
+        Ok((200, account_json(&account)))
+    }
+
+    async fn create_key(&self, account_id: &str, body: &[u8]) -> AdminResult {
+        let value = parse_object(body, false)?;
+        check_fields(&value, &["kind", "name"])?;
+        let kind = match value.get("kind").and_then(Value::as_str) {
+            Some("live") => KeyKind::Live,
+            Some("test") => KeyKind::Test,
+            Some(_) | None => return Err(bad("kind", "kind must be \"live\" or \"test\".")),
+        };
+        let name = optional_string(&value, "name")?;
+        if name.is_some_and(|n| n.len() > MAX_KEY_NAME_BYTES) {
+            return Err(bad("name", format!("name is longer than {MAX_KEY_NAME_BYTES} bytes.")));
+        }
+        let account = self.shared.store.account(account_id).await.map_err(|e| store_error(e, "account"))?;
+        let (key, hash) = auth::generate_key(kind);
+        let key_id: Arc<str> = format!("key_{}", auth::random_base62(16)).into();
+        let record = KeyRecord { key_id: key_id.clone(), account_id: account.id, kind, name: name.map(Into::into), revoked: false };
+        self.shared.store.insert_key(hash, record).await.map_err(|e| store_error(e, "key"))?;
+        Ok((201, json!({"key_id": &*key_id, "key": key, "kind": kind.as_str()})))
+    }
+
+    async fn revoke_key(&self, key_id: &str) -> AdminResult {
+        self.shared.store.revoke_key(key_id).await.map_err(|e| store_error(e, "key"))?;
+        Ok((200, json!({"key_id": key_id, "revoked": true})))
+    }
+
+    async fn topup(&self, account_id: &str, body: &[u8]) -> AdminResult {
+        let value = parse_object(body, false)?;
+        check_fields(&value, &["amount", "currency", "reference"])?;
+        let amount = value.get("amount").and_then(Value::as_str).ok_or_else(|| {
+            admin_error(ErrorKind::MissingRequiredParameter, Some("amount"), "amount is required, as a decimal string such as \"100.00\".")
+        })?;
+        let reference = value.get("reference").and_then(Value::as_str).ok_or_else(|| {
+            admin_error(ErrorKind::MissingRequiredParameter, Some("reference"), "reference (the payment reference) is required.")
+        })?;
+        if reference.is_empty() || reference.len() > MAX_PAYMENT_REFERENCE_BYTES {
+            return Err(bad("reference", format!("reference must be 1 to {MAX_PAYMENT_REFERENCE_BYTES} bytes.")));
+        }
+        let nanos = match value.get("currency").and_then(Value::as_str) {
+            Some("USD") => money::parse_usd(amount),
+            Some("KES") => self.shared.config.billing.kes_per_usd.to_nanos(amount),
+            _ => return Err(bad("currency", "currency must be \"KES\" or \"USD\".")),
+        }
+        .map_err(|e| bad("amount", format!("amount: {e}")))?;
+        if nanos == Nanos::ZERO {
+            return Err(bad("amount", "amount must be more than zero."));
+        }
+        let result =
+            self.shared.store.topup(account_id, nanos, reference, self.now_ms()).await.map_err(|e| store_error(e, "account"))?;
+        Ok((200, json!({"balance_usd": result.balance.to_usd_string(), "tier": &*result.tier, "duplicate": result.duplicate})))
+    }
+
+    async fn usage(&self, account_id: &str, query: &str) -> AdminResult {
+        let mut limit = 100usize;
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("limit", value)) => {
+                    limit = value.parse().map_err(|_| bad("limit", "limit must be a positive integer."))?;
+                    if limit == 0 || limit > crate::limits::MAX_USAGE_QUERY_LIMIT {
+                        return Err(bad("limit", format!("limit must be 1 to {}.", crate::limits::MAX_USAGE_QUERY_LIMIT)));
+                    }
+                }
+                _ => return Err(bad("limit", "the only query parameter is limit.")),
+            }
+        }
+        let records = self.shared.store.usage(account_id, limit).await.map_err(|e| store_error(e, "account"))?;
+        let data: Vec<Value> = records
+            .iter()
+            .map(|r| {
+                json!({
+                    "request_id": &*r.request_id,
+                    "key_id": &*r.key_id,
+                    "model": &*r.model,
+                    "prompt_tokens": r.prompt_tokens,
+                    "completion_tokens": r.completion_tokens,
+                    "cost_usd": r.cost.to_usd_string(),
+                    "outcome": r.outcome,
+                    "created_at": r.created_at_ms / 1000,
+                })
+            })
+            .collect();
+        Ok((200, json!({"object": "list", "data": data})))
+    }
+
+    fn maintenance(&self, body: &[u8]) -> AdminResult {
+        let value = parse_object(body, false)?;
+        check_fields(&value, &["enabled", "retry_after_s"])?;
+        let enabled = value.get("enabled").and_then(Value::as_bool).ok_or_else(|| bad("enabled", "enabled must be a boolean."))?;
+        let retry_after_s = match value.get("retry_after_s") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(v.as_u64().filter(|s| (1..=3600).contains(s)).ok_or_else(|| bad("retry_after_s", "retry_after_s must be an integer from 1 to 3600."))?),
+        };
+        self.shared.maintenance.set(enabled, retry_after_s);
+        Ok((200, json!({"enabled": enabled, "retry_after_s": retry_after_s.unwrap_or(crate::shared::Maintenance::DEFAULT_RETRY_AFTER_S)})))
+    }
+}
+
+fn account_json(account: &crate::store::AccountView) -> Value {
+    json!({
+        "id": &*account.id,
+        "tier": &*account.tier,
+        "balance_usd": account.balance.to_usd_string(),
+        "held_usd": account.held.to_usd_string(),
+        "created_at": account.created_at_ms / 1000,
+    })
+}
+
+fn parse_object(body: &[u8], empty_ok: bool) -> Result<Value, AdminError> {
+    if body.is_empty() && empty_ok {
+        return Ok(json!({}));
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(value @ Value::Object(_)) => Ok(value),
+        _ => Err(admin_error(ErrorKind::InvalidJson, None, "The request body must be a JSON object.")),
+    }
+}
+
+fn check_fields(value: &Value, allowed: &[&str]) -> Result<(), AdminError> {
+    if let Some(map) = value.as_object() {
+        for key in map.keys() {
+            if !allowed.contains(&key.as_str()) {
+                return Err(admin_error(
+                    ErrorKind::InvalidParameter,
+                    None,
+                    format!("Unknown field '{key}'; allowed: {}.", allowed.join(", ")),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn optional_string<'a>(value: &'a Value, field: &'static str) -> Result<Option<&'a str>, AdminError> {
+    match value.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(bad(field, format!("{field} must be a string."))),
+    }
+}
+
+fn validate_id(id: &str, field: &'static str) -> Result<(), AdminError> {
+    let valid = !id.is_empty()
+        && id.len() <= MAX_ADMIN_ID_BYTES
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if valid {
+        Ok(())
+    } else {
+        Err(bad(field, format!("{field} must be 1 to {MAX_ADMIN_ID_BYTES} letters, digits, '_' or '-'.")))
+    }
+}
+
+/// Compares without an early exit, so response time does not reveal how much of a guess matched.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

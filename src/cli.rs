@@ -1,0 +1,253 @@
+//! The command line: the zero-config demo, `serve`, `check-config` and `sandbox`.
+//!
+//! Owns argument parsing, reading secrets from the environment, printing what an operator needs
+//! to start (keys, admin token, snippets), and waiting for SIGTERM/SIGINT to drain. It holds no
+//! request logic.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use crate::clock::Clock;
+use crate::config::{self, Config};
+use crate::runtime::Gateway;
+use crate::store::{KeyKind, KeyRecord, Store};
+
+const USAGE: &str = "\
+usage:
+  fikra-gateway                                   run the single-node demo (sandbox models, embedded store)
+  fikra-gateway serve --config FILE               run in production from a TOML config
+  fikra-gateway check-config --config FILE        report every problem in FILE, exit 1 if any
+  fikra-gateway sandbox --listen ADDR [--ttft-ms N] [--tokens-per-second N] [--output-tokens N] [--workers N]
+                                                  run the sandbox model alone, as a stand-in upstream";
+
+pub fn run(args: &[String]) -> ExitCode {
+    let words: Vec<&str> = args.iter().map(String::as_str).collect();
+    match words.as_slice() {
+        [] => demo(),
+        ["serve", "--config", path] => serve(path),
+        ["check-config", "--config", path] => check_config(path),
+        ["sandbox", rest @ ..] => sandbox(rest),
+        ["--help" | "-h" | "help"] => {
+            println!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn check_config(path: &str) -> ExitCode {
+    let mut problems = match config::load_config(std::path::Path::new(path)) {
+        Ok(config) => config.missing_env_vars(),
+        Err(errors) => errors,
+    };
+    if problems.is_empty() {
+        println!("{path}: OK");
+        return ExitCode::SUCCESS;
+    }
+    problems.sort_by(|a, b| a.key.cmp(&b.key));
+    eprintln!("{path}: {} problem(s):", problems.len());
+    for problem in &problems {
+        eprintln!("  {problem}");
+    }
+    ExitCode::FAILURE
+}
+
+fn serve(path: &str) -> ExitCode {
+    let config = match config::load_config(std::path::Path::new(path)) {
+        Ok(config) => config,
+        Err(errors) => {
+            for error in errors {
+                eprintln!("config: {error}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let missing = config.missing_env_vars();
+    if !missing.is_empty() {
+        for error in missing {
+            eprintln!("config: {error}");
+        }
+        return ExitCode::FAILURE;
+    }
+    let admin_token = std::env::var(&config.server.admin_token_env).unwrap_or_default();
+    match Gateway::start(config, admin_token, Clock::System) {
+        Ok(gateway) => {
+            eprintln!(
+                "fikra-gateway: serving the API on {} and the admin API on {}",
+                gateway.client_addr, gateway.admin_addr
+            );
+            wait_for_termination();
+            eprintln!("fikra-gateway: draining");
+            gateway.shutdown();
+            eprintln!("fikra-gateway: stopped");
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("fikra-gateway: cannot start: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn demo() -> ExitCode {
+    let mut config = Config::demo();
+    config.server.listen = "127.0.0.1:8080".parse().expect("literal address");
+    config.server.admin_listen = "127.0.0.1:8081".parse().expect("literal address");
+    let admin_token = std::env::var(&config.server.admin_token_env)
+        .ok()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| format!("fk_admin_{}", crate::auth::random_base62(32)));
+    let signup_credit = config.billing.signup_credit;
+    let gateway = match Gateway::start(config, admin_token.clone(), Clock::System) {
+        Ok(gateway) => gateway,
+        Err(error) => {
+            eprintln!("fikra-gateway: cannot start the demo: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let store = gateway.shared.store.clone();
+    let now_ms = gateway.shared.clock.now_ms();
+    let (live_key, test_key) = match block_on(create_demo_account(&store, signup_credit, now_ms)) {
+        Ok(keys) => keys,
+        Err(error) => {
+            eprintln!("fikra-gateway: cannot create the demo account: {error}");
+            gateway.shutdown();
+            return ExitCode::FAILURE;
+        }
+    };
+    print_demo_banner(gateway.client_addr, gateway.admin_addr, &live_key, &test_key, &admin_token, signup_credit);
+    wait_for_termination();
+    gateway.shutdown();
+    ExitCode::SUCCESS
+}
+
+/// Creates the demo account with its signup credit and one live and one test key.
+async fn create_demo_account(
+    store: &Store,
+    signup_credit: crate::money::Nanos,
+    now_ms: u64,
+) -> Result<(String, String), crate::store::StoreError> {
+    let account = store.create_account(Some("demo"), signup_credit, now_ms).await?;
+    let mut keys = Vec::new();
+    for (kind, name) in [(KeyKind::Live, "demo live"), (KeyKind::Test, "demo test")] {
+        let (key, hash) = crate::auth::generate_key(kind);
+        let key_id: Arc<str> = format!("key_{}", crate::auth::random_base62(16)).into();
+        store
+            .insert_key(hash, KeyRecord { key_id, account_id: account.id.clone(), kind, name: Some(name.into()), revoked: false })
+            .await?;
+        keys.push(key);
+    }
+    let test_key = keys.pop().unwrap_or_default();
+    let live_key = keys.pop().unwrap_or_default();
+    Ok((live_key, test_key))
+}
+
+fn print_demo_banner(
+    client: SocketAddr,
+    admin: SocketAddr,
+    live_key: &str,
+    test_key: &str,
+    admin_token: &str,
+    credit: crate::money::Nanos,
+) {
+    println!(
+        "\
+fikra-gateway demo is running (embedded store, every model served by the built-in sandbox).
+
+  API base URL   http://{client}/v1
+  live key       {live_key}   (bills the demo wallet: {credit} USD signup credit)
+  test key       {test_key}   (sandbox, never billed)
+  admin API      http://{admin}   token: {admin_token}
+
+Try it:
+
+  curl -s http://{client}/v1/chat/completions \\
+    -H 'Authorization: Bearer {live_key}' -H 'Content-Type: application/json' \\
+    -d '{{\"model\":\"fikra-flash\",\"messages\":[{{\"role\":\"user\",\"content\":\"Habari?\"}}]}}'
+
+  curl -s http://{admin}/admin/accounts/demo -H 'Authorization: Bearer {admin_token}'
+
+  python3 - <<'PY'
+from openai import OpenAI
+client = OpenAI(base_url=\"http://{client}/v1\", api_key=\"{live_key}\")
+stream = client.chat.completions.create(model=\"fikra-flash\", stream=True,
+    messages=[{{\"role\": \"user\", \"content\": \"Habari?\"}}])
+for chunk in stream:
+    print(chunk.choices[0].delta.content or \"\", end=\"\", flush=True)
+print()
+PY
+
+Ctrl-C (or SIGTERM) drains and stops."
+    );
+}
+
+fn sandbox(args: &[&str]) -> ExitCode {
+    let mut listen: Option<SocketAddr> = None;
+    let mut settings = config::SandboxSettings::default();
+    let mut workers = 1usize;
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next().copied().unwrap_or("");
+        let number = || value.parse::<u64>();
+        let ok = match *flag {
+            "--listen" => value.parse().map(|addr| listen = Some(addr)).is_ok(),
+            "--ttft-ms" => number().map(|n| settings.time_to_first_token_ms = n).is_ok(),
+            "--tokens-per-second" => number().map(|n| settings.tokens_per_second = n).is_ok(),
+            "--output-tokens" => number()
+                .ok()
+                .filter(|n| (1..=crate::limits::SANDBOX_MAX_OUTPUT_TOKENS).contains(n))
+                .map(|n| settings.output_tokens = n)
+                .is_some(),
+            "--workers" => value.parse::<usize>().ok().filter(|n| (1..=crate::limits::MAX_WORKERS).contains(n)).map(|n| workers = n).is_some(),
+            _ => false,
+        };
+        if !ok {
+            eprintln!("sandbox: bad argument {flag} {value:?}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    }
+    let Some(listen) = listen else {
+        eprintln!("sandbox: --listen ADDR is required\n{USAGE}");
+        return ExitCode::from(2);
+    };
+    match crate::sandbox_server::SandboxServer::start(listen, workers, settings) {
+        Ok(server) => {
+            eprintln!("fikra-gateway sandbox: serving on {}", server.addr);
+            wait_for_termination();
+            server.shutdown();
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("fikra-gateway sandbox: cannot start: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Blocks until SIGTERM or SIGINT.
+fn wait_for_termination() {
+    let flag = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
+        if let Err(error) = signal_hook::flag::register(signal, flag.clone()) {
+            eprintln!("fikra-gateway: cannot install signal handler: {error}");
+        }
+    }
+    while !flag.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Runs one future to completion on a throwaway epoll runtime (start-up work off the workers).
+pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
+    let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("an epoll runtime can always be built");
+    runtime.block_on(future)
+}

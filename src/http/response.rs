@@ -1,0 +1,248 @@
+//! Response heads and bodies written into a reused per-connection buffer.
+//!
+//! Owns the byte layout of every response the gateway sends: status line, the fixed headers,
+//! the per-request ones (`x-request-id`, the six `x-ratelimit-*`, `retry-after`), JSON error
+//! bodies from the start-up catalog, and chunked framing for SSE. It writes into `Vec<u8>`s the
+//! caller keeps warm, so a warm connection answers without allocating. It never performs IO.
+
+use std::io::Write;
+
+use crate::errors::{self, ApiError, ErrorKind};
+use crate::http::date;
+use crate::http::duration::write_go_duration;
+use crate::store::RateSnapshot;
+
+/// The per-request facts every response head may carry.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct ResponseContext<'a> {
+    /// `x-request-id` (authenticated requests and everything after routing).
+    pub request_id: Option<&'a str>,
+    /// Rate-limit state for the `x-ratelimit-*` headers (authenticated requests only).
+    pub rates: Option<&'a RateSnapshot>,
+    /// `false` adds `connection: close`.
+    pub keep_alive: bool,
+}
+
+/// Extra header values some errors need.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct ErrorExtras {
+    /// Milliseconds until a retry can succeed (429 and 503): `retry-after` and `retry-after-ms`.
+    pub retry_after_ms: Option<u64>,
+    /// Methods for `allow` (405).
+    pub allow: Option<&'static str>,
+}
+
+/// Writes `HTTP/1.1 <status> <reason>\r\n`.
+pub fn write_status_line(out: &mut Vec<u8>, status: u16) {
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, errors::reason_phrase(status));
+}
+
+/// Writes the headers every response carries after the status line (date, connection, request
+/// id, rate limits), without the terminating blank line.
+pub fn write_common_headers(out: &mut Vec<u8>, context: &ResponseContext<'_>) {
+    out.extend_from_slice(b"date: ");
+    date::write_http_date(out);
+    out.extend_from_slice(b"\r\n");
+    if !context.keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    if let Some(request_id) = context.request_id {
+        out.extend_from_slice(b"x-request-id: ");
+        out.extend_from_slice(request_id.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if let Some(rates) = context.rates {
+        write_rate_headers(out, rates);
+    }
+}
+
+/// Writes the six `x-ratelimit-*` headers of SPEC §1.
+pub fn write_rate_headers(out: &mut Vec<u8>, rates: &RateSnapshot) {
+    let _ = write!(
+        out,
+        "x-ratelimit-limit-requests: {}\r\nx-ratelimit-remaining-requests: {}\r\nx-ratelimit-reset-requests: ",
+        rates.requests_limit, rates.requests_remaining
+    );
+    write_go_duration(out, rates.requests_reset_ms);
+    let _ = write!(
+        out,
+        "\r\nx-ratelimit-limit-tokens: {}\r\nx-ratelimit-remaining-tokens: {}\r\nx-ratelimit-reset-tokens: ",
+        rates.tokens_limit, rates.tokens_remaining
+    );
+    write_go_duration(out, rates.tokens_reset_ms);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes a complete response with a body of known length: head, then `body`.
+pub fn write_full(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    extra_headers: &[(&str, &[u8])],
+    context: &ResponseContext<'_>,
+    body: &[u8],
+) {
+    write_status_line(out, status);
+    let _ = write!(out, "content-type: {content_type}\r\ncontent-length: {}\r\n", body.len());
+    for (name, value) in extra_headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    write_common_headers(out, context);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body);
+}
+
+/// Writes a complete JSON error response. `scratch` is a reused buffer for the body.
+pub fn write_error(
+    out: &mut Vec<u8>,
+    scratch: &mut Vec<u8>,
+    error: &ApiError<'_>,
+    extras: &ErrorExtras,
+    context: &ResponseContext<'_>,
+) {
+    scratch.clear();
+    errors::write_body(scratch, error);
+    let rendered = errors::catalog().get(error.kind);
+    out.extend_from_slice(&rendered.head_fixed);
+    let _ = write!(out, "content-length: {}\r\n", scratch.len());
+    if let Some(retry_after_ms) = extras.retry_after_ms {
+        let _ = write!(
+            out,
+            "retry-after: {}\r\nretry-after-ms: {}\r\n",
+            errors::retry_after_seconds(retry_after_ms),
+            retry_after_ms
+        );
+    } else if error.kind.spec().has_retry_after {
+        out.extend_from_slice(b"retry-after: 1\r\n");
+    }
+    if let Some(allow) = extras.allow {
+        out.extend_from_slice(b"allow: ");
+        out.extend_from_slice(allow.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    write_common_headers(out, context);
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(scratch);
+}
+
+/// Writes the head of a streamed (chunked) response.
+pub fn write_stream_head(out: &mut Vec<u8>, status: u16, content_type: &str, extra_headers: &[(&str, &[u8])], context: &ResponseContext<'_>) {
+    write_status_line(out, status);
+    let _ = write!(out, "content-type: {content_type}\r\ntransfer-encoding: chunked\r\ncache-control: no-cache\r\n");
+    for (name, value) in extra_headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    write_common_headers(out, context);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Frames `payload` as one HTTP/1.1 chunk (nothing for an empty payload: that would end the body).
+pub fn write_chunk(out: &mut Vec<u8>, payload: &[u8]) {
+    if payload.is_empty() {
+        return;
+    }
+    let _ = write!(out, "{:x}\r\n", payload.len());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Ends a chunked body.
+pub fn write_last_chunk(out: &mut Vec<u8>) {
+    out.extend_from_slice(b"0\r\n\r\n");
+}
+
+/// Writes `payload` as one chunk, framing it in place: the caller wrote the payload at
+/// `out[start..]`, and this inserts the size line before it and the CRLF after. Used by the SSE
+/// relay to render an event straight into the output buffer.
+pub fn frame_chunk_in_place(out: &mut Vec<u8>, start: usize) {
+    let payload_len = out.len() - start;
+    if payload_len == 0 {
+        return;
+    }
+    let mut size_line = [0u8; 18];
+    let mut cursor = std::io::Cursor::new(&mut size_line[..]);
+    let _ = write!(cursor, "{payload_len:x}\r\n");
+    let size_len = cursor.position() as usize;
+    out.splice(start..start, size_line[..size_len].iter().copied());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// The status a client sees for an error kind (for metrics).
+pub fn status_of(kind: ErrorKind) -> u16 {
+    kind.spec().status
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(bytes: &[u8]) -> String {
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
+    // Goal: a 429 carries every SPEC header with exact values.
+    #[test]
+    fn rate_limit_error_has_spec_headers() {
+        let rates = RateSnapshot {
+            requests_limit: 30,
+            requests_remaining: 0,
+            requests_reset_ms: 1146,
+            tokens_limit: 40000,
+            tokens_remaining: 39000,
+            tokens_reset_ms: 1500,
+        };
+        let error = ApiError {
+            kind: ErrorKind::RateLimitExceeded,
+            param: None,
+            detail: errors::Detail::RateLimited {
+                bucket: errors::Bucket::Requests,
+                limit: 30,
+                used: 30,
+                requested: 1,
+                retry_after_ms: 1146,
+            },
+        };
+        let (mut out, mut scratch) = (Vec::new(), Vec::new());
+        let context = ResponseContext { request_id: Some("req_1"), rates: Some(&rates), keep_alive: true };
+        write_error(&mut out, &mut scratch, &error, &ErrorExtras { retry_after_ms: Some(1146), allow: None }, &context);
+        let response = text(&out);
+        let (head, body) = response.split_once("\r\n\r\n").unwrap();
+        let lines: Vec<&str> = head.split("\r\n").collect();
+        assert_eq!(lines[0], "HTTP/1.1 429 Too Many Requests");
+        for expected in [
+            "content-type: application/json",
+            "x-should-retry: true",
+            "retry-after: 2",
+            "retry-after-ms: 1146",
+            "x-request-id: req_1",
+            "x-ratelimit-limit-requests: 30",
+            "x-ratelimit-remaining-requests: 0",
+            "x-ratelimit-reset-requests: 1.146s",
+            "x-ratelimit-limit-tokens: 40000",
+            "x-ratelimit-remaining-tokens: 39000",
+            "x-ratelimit-reset-tokens: 1.5s",
+        ] {
+            assert!(lines.contains(&expected), "missing {expected:?} in {lines:?}");
+        }
+        assert!(lines.contains(&format!("content-length: {}", body.len()).as_str()));
+        assert!(!lines.iter().any(|l| l.starts_with("connection:")));
+    }
+
+    // Goal: in-place chunk framing equals framing a copy.
+    #[test]
+    fn frames_chunk_in_place() {
+        let mut out = b"HEAD".to_vec();
+        out.extend_from_slice(b"data: {}\n\n");
+        frame_chunk_in_place(&mut out, 4);
+        let mut expected = b"HEAD".to_vec();
+        write_chunk(&mut expected, b"data: {}\n\n");
+        assert_eq!(out, expected);
+        assert_eq!(text(&expected), "HEADa\r\ndata: {}\n\n\r\n");
+    }
+}

@@ -1,0 +1,369 @@
+//! The HTTP/1.1 connection loop: read a request, hand it to a handler, write the answer, repeat.
+//!
+//! Owns keep-alive, pipelining (requests answered strictly in order from one buffer), the head
+//! and body limits (431/413), the read timeouts (head, body, idle keep-alive), request-body
+//! framing (Content-Length and chunked), `Expect: 100-continue`, and the close decision. What a
+//! request *means* is the handler's business; this module never looks past framing. Buffers are
+//! per connection and reused for every request on it.
+
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
+use monoio::time::Instant;
+
+use crate::errors::{ApiError, Detail, ErrorKind};
+use crate::http::chunked::{ChunkedDecoder, ChunkedError};
+use crate::http::request::{BodyFraming, HeadError, RequestHead, parse_head};
+use crate::http::response::{self, ErrorExtras, ResponseContext};
+
+/// The bounds one listener applies to every connection (config may lower the constants).
+#[derive(Copy, Clone, Debug)]
+pub struct ServerLimits {
+    pub max_head_bytes: usize,
+    pub max_body_bytes: usize,
+    pub head_timeout_ms: u64,
+    pub body_timeout_ms: u64,
+    pub keepalive_timeout_ms: u64,
+    pub write_timeout_ms: u64,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        use crate::limits::*;
+        ServerLimits {
+            max_head_bytes: MAX_REQUEST_HEAD_BYTES,
+            max_body_bytes: MAX_REQUEST_BODY_BYTES,
+            head_timeout_ms: HEAD_READ_TIMEOUT_MS,
+            body_timeout_ms: BODY_READ_TIMEOUT_MS,
+            keepalive_timeout_ms: KEEPALIVE_IDLE_TIMEOUT_MS,
+            write_timeout_ms: RESPONSE_WRITE_TIMEOUT_MS,
+        }
+    }
+}
+
+/// Initial capacity of a connection's read buffer; it grows up to the head + body limits.
+const READ_BUFFER_INITIAL_BYTES: usize = 8 * 1024;
+/// Initial capacity of a connection's output buffer.
+const OUT_BUFFER_INITIAL_BYTES: usize = 8 * 1024;
+/// Read at least this much spare capacity per read call.
+const READ_CHUNK_MIN_BYTES: usize = 4 * 1024;
+
+/// The write side of a connection as a handler sees it: an output buffer and the stream.
+/// Handlers append bytes to `out`; `flush` sends them now (SSE), otherwise the loop sends them
+/// after the handler returns.
+pub struct ResponseSink<S> {
+    stream: S,
+    /// Bytes not yet written to the client.
+    pub out: Vec<u8>,
+    /// Reused scratch space (error bodies, rendering).
+    pub scratch: Vec<u8>,
+    /// Whether the connection stays open after this response; handlers may clear it.
+    pub keep_alive: bool,
+    write_timeout: Duration,
+    /// Set once a write failed or timed out: the client is gone and the connection is dead.
+    pub broken: bool,
+}
+
+impl<S: AsyncWriteRent> ResponseSink<S> {
+    /// Writes everything in `out` to the client now. On error or timeout the sink is marked
+    /// broken (a partly written response cannot be continued) and an error is returned.
+    pub async fn flush(&mut self) -> std::io::Result<()> {
+        if self.broken {
+            return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection already broken"));
+        }
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let buffer = std::mem::take(&mut self.out);
+        match monoio::time::timeout(self.write_timeout, self.stream.write_all(buffer)).await {
+            Ok((Ok(_), mut buffer)) => {
+                buffer.clear();
+                self.out = buffer;
+                Ok(())
+            }
+            Ok((Err(error), buffer)) => {
+                self.out = buffer;
+                self.out.clear();
+                self.broken = true;
+                Err(error)
+            }
+            Err(_elapsed) => {
+                // The buffer went down with the cancelled write; start a fresh one.
+                self.out = Vec::new();
+                self.broken = true;
+                Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))
+            }
+        }
+    }
+
+    /// Context for response heads that carry no request id or rate headers.
+    pub fn bare_context(&self) -> ResponseContext<'static> {
+        ResponseContext { request_id: None, rates: None, keep_alive: self.keep_alive }
+    }
+}
+
+/// One parsed request as handlers see it.
+pub struct Request<'buf> {
+    pub head: RequestHead<'buf>,
+    pub body: &'buf [u8],
+}
+
+/// What serves requests on a connection.
+pub trait Handler {
+    /// Answers one request by appending to (and possibly flushing) `sink`.
+    fn handle<S: AsyncWriteRent>(
+        &self,
+        request: &Request<'_>,
+        sink: &mut ResponseSink<S>,
+    ) -> impl std::future::Future<Output = ()>;
+
+    /// Called for requests refused by the framing layer (for metrics). Default: nothing.
+    fn framing_rejected(&self, _kind: ErrorKind) {}
+}
+
+/// Why reading the next request stopped.
+enum ReadOutcome {
+    /// The buffer holds a complete head (and framing was checked); `head_len` bytes long.
+    Head,
+    /// The client closed or went idle between requests: close quietly.
+    Closed,
+    /// The request is refused by the framing layer: answer and close.
+    Refused(ApiError<'static>),
+    /// Unexpected expectation: answer 417 and close.
+    ExpectationFailed,
+}
+
+/// Serves one connection until it closes.
+pub async fn serve_connection<S, H>(stream: S, handler: &H, limits: &ServerLimits)
+where
+    S: AsyncReadRent + AsyncWriteRent,
+    H: Handler,
+{
+    let mut read_buffer: Vec<u8> = Vec::with_capacity(READ_BUFFER_INITIAL_BYTES);
+    let mut chunked_body: Vec<u8> = Vec::new();
+    let mut sink = ResponseSink {
+        stream,
+        out: Vec::with_capacity(OUT_BUFFER_INITIAL_BYTES),
+        scratch: Vec::with_capacity(1024),
+        keep_alive: true,
+        write_timeout: Duration::from_millis(limits.write_timeout_ms),
+        broken: false,
+    };
+    let mut requests_served: u64 = 0;
+    loop {
+        match read_head(&mut sink.stream, &mut read_buffer, limits).await {
+            ReadOutcome::Head => {}
+            ReadOutcome::Closed => return,
+            ReadOutcome::Refused(error) => {
+                handler.framing_rejected(error.kind);
+                sink.keep_alive = false;
+                let context = sink.bare_context();
+                response::write_error(&mut sink.out, &mut sink.scratch, &error, &ErrorExtras::default(), &context);
+                let _ = sink.flush().await;
+                return;
+            }
+            ReadOutcome::ExpectationFailed => {
+                sink.keep_alive = false;
+                let context = sink.bare_context();
+                response::write_full(&mut sink.out, 417, "text/plain", &[], &context, b"");
+                let _ = sink.flush().await;
+                return;
+            }
+        }
+        // The head is complete and valid (read_head checked it); take its framing facts.
+        let (head_len, framing, keep_alive, expect_continue) = match parse_head(&read_buffer, limits.max_head_bytes) {
+            Ok(Some(head)) => (head.head_len, head.framing, head.keep_alive, head.expect_continue),
+            _ => return,
+        };
+        requests_served += 1;
+        sink.keep_alive = keep_alive && requests_served < crate::limits::MAX_REQUESTS_PER_CONNECTION;
+
+        // Read the body according to its framing.
+        let body_outcome = read_body(
+            &mut sink,
+            &mut read_buffer,
+            &mut chunked_body,
+            head_len,
+            framing,
+            expect_continue,
+            limits,
+        )
+        .await;
+        let consumed = match body_outcome {
+            Ok(consumed) => consumed,
+            Err(Some(error)) => {
+                handler.framing_rejected(error.kind);
+                sink.keep_alive = false;
+                let context = sink.bare_context();
+                response::write_error(&mut sink.out, &mut sink.scratch, &error, &ErrorExtras::default(), &context);
+                let _ = sink.flush().await;
+                return;
+            }
+            Err(None) => return,
+        };
+
+        {
+            let head = match parse_head(&read_buffer, limits.max_head_bytes) {
+                Ok(Some(head)) => head,
+                _ => return,
+            };
+            let body: &[u8] = match framing {
+                BodyFraming::Chunked => &chunked_body,
+                BodyFraming::ContentLength(length) => &read_buffer[head_len..head_len + length as usize],
+                BodyFraming::None => &[],
+            };
+            let request = Request { head, body };
+            handler.handle(&request, &mut sink).await;
+        }
+        if sink.broken || sink.flush().await.is_err() || !sink.keep_alive {
+            return;
+        }
+        read_buffer.drain(..consumed);
+        chunked_body.clear();
+    }
+}
+
+/// Reads until `buffer` holds a complete, valid request head.
+async fn read_head<S: AsyncReadRent>(stream: &mut S, buffer: &mut Vec<u8>, limits: &ServerLimits) -> ReadOutcome {
+    let idle_deadline = Instant::now() + Duration::from_millis(limits.keepalive_timeout_ms);
+    let mut head_deadline: Option<Instant> = None;
+    loop {
+        if !buffer.is_empty() {
+            match parse_head(buffer, limits.max_head_bytes) {
+                Ok(Some(_)) => return ReadOutcome::Head,
+                Ok(None) => {}
+                Err(error) => return refusal_for_head_error(error, limits),
+            }
+            head_deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(limits.head_timeout_ms));
+        }
+        let deadline = head_deadline.unwrap_or(idle_deadline);
+        // Never read more than the head limit allows (plus one byte to detect "too large").
+        let room = (limits.max_head_bytes + 1).saturating_sub(buffer.len()).max(1);
+        match read_more(stream, buffer, room, deadline).await {
+            ReadMore::Bytes => {}
+            ReadMore::Eof | ReadMore::Failed | ReadMore::TimedOut => return ReadOutcome::Closed,
+        }
+    }
+}
+
+fn refusal_for_head_error(error: HeadError, limits: &ServerLimits) -> ReadOutcome {
+    match error {
+        HeadError::TooLarge | HeadError::TooManyHeaders => ReadOutcome::Refused(ApiError {
+            kind: ErrorKind::HeadersTooLarge,
+            param: None,
+            detail: Detail::HeadersTooLarge { limit_bytes: limits.max_head_bytes },
+        }),
+        HeadError::UnsupportedExpectation => ReadOutcome::ExpectationFailed,
+        HeadError::ConflictingFraming => ReadOutcome::Refused(ApiError::with_text(
+            ErrorKind::MalformedRequest,
+            "Conflicting Content-Length / Transfer-Encoding headers; the request was refused and the connection closed.",
+        )),
+        HeadError::UnsupportedTransferEncoding => ReadOutcome::Refused(ApiError::with_text(
+            ErrorKind::MalformedRequest,
+            "Only 'Transfer-Encoding: chunked' is supported for request bodies.",
+        )),
+        HeadError::Malformed(reason) => ReadOutcome::Refused(ApiError::with_text(ErrorKind::MalformedRequest, reason)),
+    }
+}
+
+/// Reads the body that follows a head of `head_len` bytes. Returns how many bytes of the
+/// buffer the whole request used, `Err(Some(..))` to refuse it, `Err(None)` to close quietly.
+async fn read_body<S: AsyncReadRent + AsyncWriteRent>(
+    sink: &mut ResponseSink<S>,
+    buffer: &mut Vec<u8>,
+    chunked_body: &mut Vec<u8>,
+    head_len: usize,
+    framing: BodyFraming,
+    expect_continue: bool,
+    limits: &ServerLimits,
+) -> Result<usize, Option<ApiError<'static>>> {
+    let too_large = ApiError {
+        kind: ErrorKind::RequestTooLarge,
+        param: None,
+        detail: Detail::RequestTooLarge { limit_bytes: limits.max_body_bytes },
+    };
+    let deadline = Instant::now() + Duration::from_millis(limits.body_timeout_ms);
+    match framing {
+        BodyFraming::None => Ok(head_len),
+        BodyFraming::ContentLength(length) => {
+            if length > limits.max_body_bytes as u64 {
+                return Err(Some(too_large));
+            }
+            let end = head_len + length as usize;
+            if expect_continue && buffer.len() < end {
+                send_continue(sink).await?;
+            }
+            while buffer.len() < end {
+                match read_more(&mut sink.stream, buffer, end - buffer.len(), deadline).await {
+                    ReadMore::Bytes => {}
+                    _ => return Err(None),
+                }
+            }
+            Ok(end)
+        }
+        BodyFraming::Chunked => {
+            let mut decoder = ChunkedDecoder::new(limits.max_body_bytes);
+            let mut position = head_len;
+            if expect_continue && buffer.len() == head_len {
+                send_continue(sink).await?;
+            }
+            loop {
+                match decoder.decode(&buffer[position..], chunked_body) {
+                    Ok(progress) => {
+                        position += progress.consumed;
+                        if progress.done {
+                            return Ok(position);
+                        }
+                    }
+                    Err(ChunkedError::TooLarge) => return Err(Some(too_large)),
+                    Err(ChunkedError::Malformed(reason)) => {
+                        return Err(Some(ApiError::with_text(ErrorKind::MalformedRequest, reason)));
+                    }
+                }
+                // Drop the decoded bytes (keeping the head for the handler) so the buffer does not
+                // hold the body twice; undecoded bytes stay for the next decode call.
+                buffer.drain(head_len..position);
+                position = head_len;
+                match read_more(&mut sink.stream, buffer, READ_CHUNK_MIN_BYTES * 4, deadline).await {
+                    ReadMore::Bytes => {}
+                    _ => return Err(None),
+                }
+            }
+        }
+    }
+}
+
+async fn send_continue<S: AsyncWriteRent>(sink: &mut ResponseSink<S>) -> Result<(), Option<ApiError<'static>>> {
+    sink.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
+    sink.flush().await.map_err(|_| None)
+}
+
+enum ReadMore {
+    Bytes,
+    Eof,
+    Failed,
+    TimedOut,
+}
+
+/// Appends at most `max_bytes` (at least one) more bytes from the stream to `buffer`, waiting
+/// until `deadline`.
+async fn read_more<S: AsyncReadRent>(stream: &mut S, buffer: &mut Vec<u8>, max_bytes: usize, deadline: Instant) -> ReadMore {
+    let wanted = max_bytes.clamp(1, READ_CHUNK_MIN_BYTES.max(max_bytes.min(64 * 1024)));
+    buffer.reserve(wanted);
+    let start = buffer.len();
+    let owned = std::mem::take(buffer);
+    let end = start + wanted.min(owned.capacity() - start);
+    let slice = owned.slice_mut(start..end);
+    match monoio::time::timeout_at(deadline, stream.read(slice)).await {
+        Ok((result, slice)) => {
+            *buffer = slice.into_inner();
+            match result {
+                Ok(0) => ReadMore::Eof,
+                Ok(_) => ReadMore::Bytes,
+                Err(_) => ReadMore::Failed,
+            }
+        }
+        Err(_elapsed) => ReadMore::TimedOut,
+    }
+}

@@ -1,0 +1,211 @@
+//! Counters every worker bumps on its own shard, and their Prometheus text rendering.
+//!
+//! Each worker owns one `WorkerMetrics` (plain relaxed atomics written by that worker alone, so
+//! there is no contention on the data path); the admin listener sums the shards when scraped.
+//! This module decides metric names and labels; it never blocks and never allocates on the
+//! data path (allocation happens only when rendering a scrape).
+
+use std::fmt::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::errors::ErrorKind;
+
+/// The routes requests are counted under.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    ChatCompletions,
+    ListModels,
+    RetrieveModel,
+    Unknown,
+    /// Requests refused before routing (malformed HTTP, oversized heads).
+    Framing,
+}
+
+impl Route {
+    pub const ALL: [Route; 5] = [Route::ChatCompletions, Route::ListModels, Route::RetrieveModel, Route::Unknown, Route::Framing];
+    pub fn label(self) -> &'static str {
+        match self {
+            Route::ChatCompletions => "/v1/chat/completions",
+            Route::ListModels => "/v1/models",
+            Route::RetrieveModel => "/v1/models/{id}",
+            Route::Unknown => "unknown",
+            Route::Framing => "framing",
+        }
+    }
+    fn index(self) -> usize {
+        Route::ALL.iter().position(|r| *r == self).unwrap_or(0)
+    }
+}
+
+/// Statuses with their own counter; anything else counts as the last slot ("other").
+const COUNTED_STATUSES: [u16; 15] = [200, 400, 401, 402, 404, 405, 413, 417, 429, 431, 500, 502, 503, 504, 0];
+const STATUS_SLOTS: usize = COUNTED_STATUSES.len();
+const KIND_SLOTS: usize = ErrorKind::ALL.len();
+
+/// Which IO driver a worker runs.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Driver {
+    IoUring,
+    Epoll,
+}
+
+impl Driver {
+    pub fn label(self) -> &'static str {
+        match self {
+            Driver::IoUring => "io_uring",
+            Driver::Epoll => "epoll",
+        }
+    }
+}
+
+/// One worker's counters.
+pub struct WorkerMetrics {
+    requests: [[AtomicU64; STATUS_SLOTS]; Route::ALL.len()],
+    rejections: [AtomicU64; KIND_SLOTS],
+    /// 0 = not started, 1 = io_uring, 2 = epoll.
+    driver: AtomicU64,
+    pub connections_accepted: AtomicU64,
+    pub connections_open: AtomicU64,
+    pub requests_in_flight: AtomicU64,
+    pub sandbox_chunks_emitted: AtomicU64,
+    pub settlements: AtomicU64,
+    pub charged_nanos: AtomicU64,
+    pub operator_loss_nanos: AtomicU64,
+    pub max_tokens_clamped: AtomicU64,
+    pub connection_panics: AtomicU64,
+}
+
+impl Default for WorkerMetrics {
+    fn default() -> Self {
+        WorkerMetrics {
+            requests: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+            rejections: std::array::from_fn(|_| AtomicU64::new(0)),
+            driver: AtomicU64::new(0),
+            connections_accepted: AtomicU64::new(0),
+            connections_open: AtomicU64::new(0),
+            requests_in_flight: AtomicU64::new(0),
+            sandbox_chunks_emitted: AtomicU64::new(0),
+            settlements: AtomicU64::new(0),
+            charged_nanos: AtomicU64::new(0),
+            operator_loss_nanos: AtomicU64::new(0),
+            max_tokens_clamped: AtomicU64::new(0),
+            connection_panics: AtomicU64::new(0),
+        }
+    }
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.fetch_add(by, Ordering::Relaxed);
+}
+
+impl WorkerMetrics {
+    pub fn count_request(&self, route: Route, status: u16) {
+        let slot = COUNTED_STATUSES.iter().position(|s| *s == status).unwrap_or(STATUS_SLOTS - 1);
+        bump(&self.requests[route.index()][slot], 1);
+    }
+
+    pub fn count_rejection(&self, kind: ErrorKind) {
+        let slot = ErrorKind::ALL.iter().position(|k| *k == kind).unwrap_or(0);
+        bump(&self.rejections[slot], 1);
+    }
+
+    pub fn set_driver(&self, driver: Driver) {
+        self.driver.store(if driver == Driver::IoUring { 1 } else { 2 }, Ordering::Relaxed);
+    }
+
+    pub fn driver(&self) -> Option<Driver> {
+        match self.driver.load(Ordering::Relaxed) {
+            1 => Some(Driver::IoUring),
+            2 => Some(Driver::Epoll),
+            _ => None,
+        }
+    }
+
+    pub fn add(counter: &AtomicU64, by: u64) {
+        bump(counter, by);
+    }
+
+    pub fn gauge_up(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn gauge_down(counter: &AtomicU64) {
+        counter.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// All workers' shards.
+#[derive(Default)]
+pub struct Metrics {
+    pub workers: Vec<Arc<WorkerMetrics>>,
+    /// Requests answered by the admin listener.
+    pub admin: Arc<WorkerMetrics>,
+}
+
+impl Metrics {
+    pub fn new(workers: usize) -> Metrics {
+        Metrics { workers: (0..workers).map(|_| Arc::new(WorkerMetrics::default())).collect(), admin: Arc::default() }
+    }
+
+    fn sum(&self, read: impl Fn(&WorkerMetrics) -> u64) -> u64 {
+        self.workers.iter().map(|w| read(w)).sum()
+    }
+
+    /// Requests counted for `route` with `status`, summed over workers (tests and scrapes).
+    pub fn requests(&self, route: Route, status: u16) -> u64 {
+        let slot = COUNTED_STATUSES.iter().position(|s| *s == status).unwrap_or(STATUS_SLOTS - 1);
+        self.sum(|w| w.requests[route.index()][slot].load(Ordering::Relaxed))
+    }
+
+    /// The Prometheus text exposition of every counter.
+    pub fn render(&self) -> String {
+        let mut text = String::with_capacity(4096);
+        let _ = writeln!(text, "# HELP fikra_requests_total Client API requests answered, by route and status.");
+        let _ = writeln!(text, "# TYPE fikra_requests_total counter");
+        for route in Route::ALL {
+            for (slot, status) in COUNTED_STATUSES.iter().enumerate() {
+                let value = self.sum(|w| w.requests[route.index()][slot].load(Ordering::Relaxed));
+                if value > 0 {
+                    let status_label = if *status == 0 { "other".to_string() } else { status.to_string() };
+                    let _ = writeln!(text, "fikra_requests_total{{route=\"{}\",status=\"{status_label}\"}} {value}", route.label());
+                }
+            }
+        }
+        let _ = writeln!(text, "# HELP fikra_rejections_total Requests refused, by reason (the error code).");
+        let _ = writeln!(text, "# TYPE fikra_rejections_total counter");
+        let mut by_code: Vec<(&str, u64)> = Vec::new();
+        for (slot, kind) in ErrorKind::ALL.iter().enumerate() {
+            let value = self.sum(|w| w.rejections[slot].load(Ordering::Relaxed));
+            let code = kind.spec().code;
+            match by_code.iter_mut().find(|(c, _)| *c == code) {
+                Some(entry) => entry.1 += value,
+                None => by_code.push((code, value)),
+            }
+        }
+        for (code, value) in by_code {
+            let _ = writeln!(text, "fikra_rejections_total{{reason=\"{code}\"}} {value}");
+        }
+        let _ = writeln!(text, "# HELP fikra_worker_driver The IO driver each worker runs (1 = this driver).");
+        let _ = writeln!(text, "# TYPE fikra_worker_driver gauge");
+        for (index, worker) in self.workers.iter().enumerate() {
+            if let Some(driver) = worker.driver() {
+                let _ = writeln!(text, "fikra_worker_driver{{worker=\"{index}\",driver=\"{}\"}} 1", driver.label());
+            }
+        }
+        let scalar = |text: &mut String, name: &str, kind: &str, help: &str, value: u64| {
+            let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        };
+        let load = |read: fn(&WorkerMetrics) -> &AtomicU64| self.sum(|w| read(w).load(Ordering::Relaxed));
+        scalar(&mut text, "fikra_connections_accepted_total", "counter", "Client connections accepted.", load(|w| &w.connections_accepted));
+        scalar(&mut text, "fikra_connections_open", "gauge", "Client connections open now.", load(|w| &w.connections_open));
+        scalar(&mut text, "fikra_requests_in_flight", "gauge", "Client requests being answered now.", load(|w| &w.requests_in_flight));
+        scalar(&mut text, "fikra_sandbox_chunks_emitted_total", "counter", "Content chunks the in-process sandbox produced.", load(|w| &w.sandbox_chunks_emitted));
+        scalar(&mut text, "fikra_settlements_total", "counter", "Holds settled.", load(|w| &w.settlements));
+        scalar(&mut text, "fikra_charged_nanos_total", "counter", "Nano-USD charged to wallets.", load(|w| &w.charged_nanos));
+        scalar(&mut text, "fikra_operator_loss_nanos_total", "counter", "Nano-USD of usage beyond the hold, not charged (operator loss).", load(|w| &w.operator_loss_nanos));
+        scalar(&mut text, "fikra_max_tokens_clamped_total", "counter", "Requests whose output cap was lowered to what the wallet could pay.", load(|w| &w.max_tokens_clamped));
+        scalar(&mut text, "fikra_connection_panics_total", "counter", "Connections ended by a bug (panic caught).", load(|w| &w.connection_panics));
+        text
+    }
+}

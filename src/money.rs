@@ -1,0 +1,230 @@
+//! Money as integers: nano-USD balances, nano-USD-per-token prices, exact decimal parsing.
+//!
+//! Owns every conversion between the decimal strings operators and admins write ("1.00" USD,
+//! "0.5" USD per million tokens, "1300" KES at "130" KES per USD) and the integers the wallet
+//! keeps. Never uses floating point; every operation is checked or saturating by name.
+
+use std::fmt;
+
+/// Nano-USD per USD.
+pub const NANOS_PER_USD: u64 = 1_000_000_000;
+
+/// An amount of money in nano-USD (1e-9 USD). Never negative by construction.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Nanos(pub u64);
+
+impl Nanos {
+    pub const ZERO: Nanos = Nanos(0);
+
+    pub fn checked_add(self, other: Nanos) -> Option<Nanos> {
+        self.0.checked_add(other.0).map(Nanos)
+    }
+    pub fn checked_sub(self, other: Nanos) -> Option<Nanos> {
+        self.0.checked_sub(other.0).map(Nanos)
+    }
+    pub fn saturating_sub(self, other: Nanos) -> Nanos {
+        Nanos(self.0.saturating_sub(other.0))
+    }
+    pub fn saturating_add(self, other: Nanos) -> Nanos {
+        Nanos(self.0.saturating_add(other.0))
+    }
+    /// Exact decimal USD with nine fractional digits, e.g. `1.000000000`.
+    pub fn to_usd_string(self) -> String {
+        self.to_string()
+    }
+}
+
+impl fmt::Display for Nanos {
+    /// Writes exact decimal USD with nine fractional digits, e.g. `0.999999500`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{:09}", self.0 / NANOS_PER_USD, self.0 % NANOS_PER_USD)
+    }
+}
+
+/// A per-token price in nano-USD (0.5 USD per million tokens = 500).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NanosPerToken(pub u64);
+
+impl NanosPerToken {
+    /// The cost of `tokens` tokens at this price; `None` on overflow.
+    pub fn cost_of(self, tokens: u64) -> Option<Nanos> {
+        self.0.checked_mul(tokens).map(Nanos)
+    }
+}
+
+/// Why a decimal string was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DecimalError {
+    Empty,
+    NotADecimal,
+    TooManyFractionDigits { max: u32 },
+    TooLarge,
+    Negative,
+}
+
+impl fmt::Display for DecimalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DecimalError::Empty => write!(f, "empty decimal"),
+            DecimalError::NotADecimal => write!(f, "not a decimal number (digits with an optional '.' part)"),
+            DecimalError::TooManyFractionDigits { max } => {
+                write!(f, "more than {max} digits after the decimal point")
+            }
+            DecimalError::TooLarge => write!(f, "number too large"),
+            DecimalError::Negative => write!(f, "must not be negative"),
+        }
+    }
+}
+
+/// Parses a non-negative decimal string into an integer scaled by `10^scale_digits`, exactly.
+/// `parse_scaled("1.5", 9) == Ok(1_500_000_000)`. Rejects signs other than a leading '-' (which
+/// reports `Negative`), exponents, spaces and more fraction digits than `scale_digits`.
+pub fn parse_scaled(text: &str, scale_digits: u32) -> Result<u128, DecimalError> {
+    if text.is_empty() {
+        return Err(DecimalError::Empty);
+    }
+    if text.starts_with('-') {
+        return Err(DecimalError::Negative);
+    }
+    let (whole, fraction) = match text.split_once('.') {
+        Some((w, f)) => (w, f),
+        None => (text, ""),
+    };
+    if whole.is_empty() && fraction.is_empty() {
+        return Err(DecimalError::NotADecimal);
+    }
+    if !whole.bytes().all(|b| b.is_ascii_digit()) || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(DecimalError::NotADecimal);
+    }
+    if text.ends_with('.') {
+        return Err(DecimalError::NotADecimal);
+    }
+    let fraction = fraction.trim_end_matches('0');
+    if fraction.len() as u32 > scale_digits {
+        return Err(DecimalError::TooManyFractionDigits { max: scale_digits });
+    }
+    let scale = 10u128.pow(scale_digits);
+    let mut whole_value: u128 = 0;
+    for digit in whole.bytes() {
+        whole_value = whole_value
+            .checked_mul(10)
+            .and_then(|v| v.checked_add(u128::from(digit - b'0')))
+            .ok_or(DecimalError::TooLarge)?;
+        if whole_value > u128::from(u64::MAX) {
+            return Err(DecimalError::TooLarge);
+        }
+    }
+    let mut fraction_value: u128 = 0;
+    for digit in fraction.bytes() {
+        fraction_value = fraction_value * 10 + u128::from(digit - b'0');
+    }
+    fraction_value *= 10u128.pow(scale_digits - fraction.len() as u32);
+    whole_value
+        .checked_mul(scale)
+        .and_then(|v| v.checked_add(fraction_value))
+        .ok_or(DecimalError::TooLarge)
+}
+
+/// Parses a USD amount ("1.00", "0.000000001") into nano-USD.
+pub fn parse_usd(text: &str) -> Result<Nanos, DecimalError> {
+    let value = parse_scaled(text, 9)?;
+    u64::try_from(value).map(Nanos).map_err(|_| DecimalError::TooLarge)
+}
+
+/// Parses a price in USD per million tokens ("0.5") into nano-USD per token (500). The price
+/// must be a whole number of nano-USD per token, i.e. a multiple of 0.001 USD per million.
+pub fn parse_usd_per_million(text: &str) -> Result<NanosPerToken, DecimalError> {
+    // USD per 1M tokens * 1e9 nanos/USD / 1e6 tokens = USD-per-million * 1000 nanos per token.
+    let value = parse_scaled(text, 3)?;
+    u64::try_from(value).map(NanosPerToken).map_err(|_| DecimalError::TooLarge)
+}
+
+/// Formats a nano-USD-per-token price back as USD per million tokens, trimmed ("0.5", "2").
+pub fn format_usd_per_million(price: NanosPerToken) -> String {
+    let whole = price.0 / 1000;
+    let fraction = price.0 % 1000;
+    if fraction == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{fraction:03}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// An exchange rate: how many units of a currency one USD buys, scaled by 1e9.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct UnitsPerUsd {
+    scaled_1e9: u128,
+}
+
+impl UnitsPerUsd {
+    /// Parses "130" or "129.85" (up to 9 fraction digits). Zero is refused.
+    pub fn parse(text: &str) -> Result<UnitsPerUsd, DecimalError> {
+        let scaled_1e9 = parse_scaled(text, 9)?;
+        if scaled_1e9 == 0 {
+            return Err(DecimalError::NotADecimal);
+        }
+        Ok(UnitsPerUsd { scaled_1e9 })
+    }
+
+    /// Converts an amount in this currency (decimal string, up to 9 fraction digits) to nano-USD,
+    /// rounding down to the nano-dollar.
+    pub fn to_nanos(self, amount: &str) -> Result<Nanos, DecimalError> {
+        let amount_scaled_1e9 = parse_scaled(amount, 9)?;
+        // amount / rate USD = amount_scaled / rate_scaled USD = amount_scaled * 1e9 / rate_scaled nanos.
+        let nanos = amount_scaled_1e9
+            .checked_mul(u128::from(NANOS_PER_USD))
+            .ok_or(DecimalError::TooLarge)?
+            / self.scaled_1e9;
+        u64::try_from(nanos).map(Nanos).map_err(|_| DecimalError::TooLarge)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: decimal strings convert to exact integers and bad ones are refused with a reason.
+    #[test]
+    fn parses_usd_amounts_exactly() {
+        assert_eq!(parse_usd("1.00"), Ok(Nanos(1_000_000_000)));
+        assert_eq!(parse_usd("0.000000001"), Ok(Nanos(1)));
+        assert_eq!(parse_usd("12"), Ok(Nanos(12_000_000_000)));
+        assert_eq!(parse_usd(".5"), Ok(Nanos(500_000_000)));
+        assert_eq!(parse_usd("0.1000000000"), Ok(Nanos(100_000_000)));
+        assert_eq!(parse_usd("0.0000000001"), Err(DecimalError::TooManyFractionDigits { max: 9 }));
+        assert_eq!(parse_usd("-1"), Err(DecimalError::Negative));
+        assert_eq!(parse_usd("1e3"), Err(DecimalError::NotADecimal));
+        assert_eq!(parse_usd("1."), Err(DecimalError::NotADecimal));
+        assert_eq!(parse_usd(""), Err(DecimalError::Empty));
+        assert_eq!(parse_usd(" 1"), Err(DecimalError::NotADecimal));
+        assert_eq!(parse_usd("99999999999999999999"), Err(DecimalError::TooLarge));
+    }
+
+    // Goal: the reference registry's prices become the integers SPEC §3 names.
+    #[test]
+    fn prices_per_million_become_nanos_per_token() {
+        assert_eq!(parse_usd_per_million("0.5"), Ok(NanosPerToken(500)));
+        assert_eq!(parse_usd_per_million("2.0"), Ok(NanosPerToken(2000)));
+        assert_eq!(parse_usd_per_million("5"), Ok(NanosPerToken(5000)));
+        assert_eq!(parse_usd_per_million("0.001"), Ok(NanosPerToken(1)));
+        assert!(parse_usd_per_million("0.0005").is_err());
+        assert_eq!(format_usd_per_million(NanosPerToken(500)), "0.5");
+        assert_eq!(format_usd_per_million(NanosPerToken(2000)), "2");
+        assert_eq!(format_usd_per_million(NanosPerToken(1250)), "1.25");
+    }
+
+    // Goal: KES converts at the configured rate, rounding down to the nano-dollar.
+    #[test]
+    fn kes_converts_at_rate() {
+        let rate = UnitsPerUsd::parse("130").unwrap();
+        assert_eq!(rate.to_nanos("1300"), Ok(Nanos(10_000_000_000)));
+        assert_eq!(rate.to_nanos("1"), Ok(Nanos(7_692_307)));
+        assert!(UnitsPerUsd::parse("0").is_err());
+    }
+
+    #[test]
+    fn displays_nine_digits() {
+        assert_eq!(Nanos(999_999_500).to_string(), "0.999999500");
+        assert_eq!(Nanos(12_000_000_001).to_string(), "12.000000001");
+    }
+}

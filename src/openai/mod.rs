@@ -1,0 +1,4 @@
+//! The OpenAI wire format as the gateway needs it: chat requests and the model registry.
+
+pub mod chat;
+pub mod models;

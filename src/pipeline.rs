@@ -1,0 +1,416 @@
+//! The control flow of one client request: route -> authenticate -> parse -> price -> admit ->
+//! dispatch -> relay -> settle.
+//!
+//! Every step is a call into a leaf module (auth, openai, store, sandbox); this file only decides
+//! the order and turns each refusal into exactly one JSON error. Once a key is recognised,
+//! every response carries `x-request-id` and the six rate-limit headers. An admitted request
+//! is settled exactly once, whatever happens after admission. `Worker` holds what one core
+//! owns: its key cache, its request-id counter and its metrics shard.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use monoio::io::AsyncWriteRent;
+
+use crate::auth::{self, Caller, KeyCache};
+use crate::errors::{ApiError, Detail, ErrorKind};
+use crate::http::request::Method;
+use crate::http::response::{self, ErrorExtras, ResponseContext};
+use crate::http::server::{Handler, Request, ResponseSink};
+use crate::limits::{PER_MESSAGE_OVERHEAD_TOKENS, PER_REQUEST_OVERHEAD_TOKENS};
+use crate::metrics::{Route, WorkerMetrics};
+use crate::openai::chat::{self, ChatRequest};
+use crate::openai::models::Backend;
+use crate::sandbox_server::{self, CompletionReply};
+use crate::shared::{NODE_TAG_LEN, Shared};
+use crate::store::{AdmitRequest, Admission, KeyKind, Outcome, RateSnapshot, Settled, Settlement, StoreError};
+
+/// `req_` + node tag + 16 hex digits of (worker, counter).
+pub const REQUEST_ID_LEN: usize = 4 + NODE_TAG_LEN + 16;
+
+/// A request id on the stack.
+#[derive(Copy, Clone)]
+pub struct RequestId([u8; REQUEST_ID_LEN]);
+
+impl RequestId {
+    pub fn as_str(&self) -> &str {
+        // Built only from ASCII below.
+        std::str::from_utf8(&self.0).unwrap_or("req_invalid")
+    }
+}
+
+/// What one worker (one core) owns.
+pub struct Worker {
+    pub index: usize,
+    pub shared: Arc<Shared>,
+    pub metrics: Arc<WorkerMetrics>,
+    key_cache: RefCell<KeyCache>,
+    request_counter: Cell<u64>,
+}
+
+impl Worker {
+    pub fn new(index: usize, shared: Arc<Shared>) -> Worker {
+        let metrics = shared.metrics.workers[index].clone();
+        Worker { index, shared, metrics, key_cache: RefCell::default(), request_counter: Cell::new(0) }
+    }
+
+    fn next_request_id(&self) -> RequestId {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let counter = self.request_counter.get().wrapping_add(1);
+        self.request_counter.set(counter);
+        let value = ((self.index as u64) << 48) | (counter & 0xffff_ffff_ffff);
+        let mut id = [0u8; REQUEST_ID_LEN];
+        id[..4].copy_from_slice(b"req_");
+        id[4..4 + NODE_TAG_LEN].copy_from_slice(&self.shared.node_tag);
+        for (i, slot) in id[4 + NODE_TAG_LEN..].iter_mut().enumerate() {
+            *slot = HEX[((value >> (60 - 4 * i)) & 0xf) as usize];
+        }
+        RequestId(id)
+    }
+
+    /// Resolves the presented key through this worker's cache, then the store.
+    async fn authenticate(&self, authorization: Option<&[u8]>) -> Result<Caller, ApiError<'static>> {
+        let presented = auth::parse_authorization(authorization)?;
+        let hash = auth::hash_key(presented.key);
+        let now_ms = self.shared.clock.now_ms();
+        let generation = self.shared.store.revocation_generation();
+        let cached = self.key_cache.borrow_mut().get(&hash, now_ms, generation).map(|entry| entry.record.clone());
+        let record = match cached {
+            Some(record) => record,
+            None => {
+                let record = match self.shared.store.resolve_key(&hash).await {
+                    Ok(record) => Some(record),
+                    Err(StoreError::NotFound) => None,
+                    Err(_) => {
+                        return Err(ApiError::with_text(
+                            ErrorKind::ServiceUnavailable,
+                            "The key store is unreachable right now. Please retry shortly.",
+                        ));
+                    }
+                };
+                self.key_cache.borrow_mut().put(hash, record.clone(), now_ms, generation);
+                record
+            }
+        };
+        match record {
+            None => Err(auth::UNKNOWN_KEY),
+            Some(record) if record.revoked => Err(auth::REVOKED_KEY),
+            Some(record) if record.kind != presented.kind => Err(auth::UNKNOWN_KEY),
+            Some(record) => Ok(Caller { key_id: record.key_id, account_id: record.account_id, kind: record.kind }),
+        }
+    }
+
+    async fn rates_of(&self, caller: &Caller) -> Option<RateSnapshot> {
+        self.shared.store.peek_rates(&caller.account_id, caller.kind, self.shared.clock.now_ms()).await.ok()
+    }
+
+    /// Writes `error` as the response and returns its status.
+    fn reject<S>(
+        &self,
+        sink: &mut ResponseSink<S>,
+        error: &ApiError<'_>,
+        extras: ErrorExtras,
+        request_id: Option<&RequestId>,
+        rates: Option<&RateSnapshot>,
+    ) -> u16 {
+        self.metrics.count_rejection(error.kind);
+        if self.shared.is_draining() {
+            sink.keep_alive = false;
+        }
+        let context = ResponseContext { request_id: request_id.map(RequestId::as_str), rates, keep_alive: sink.keep_alive };
+        response::write_error(&mut sink.out, &mut sink.scratch, error, &extras, &context);
+        error.kind.spec().status
+    }
+}
+
+/// The client API (`/v1/...`) served by one worker.
+pub struct ApiHandler {
+    pub worker: Worker,
+}
+
+impl Handler for ApiHandler {
+    async fn handle<S: AsyncWriteRent>(&self, request: &Request<'_>, sink: &mut ResponseSink<S>) {
+        let worker = &self.worker;
+        WorkerMetrics::gauge_up(&worker.metrics.requests_in_flight);
+        if worker.shared.is_draining() {
+            sink.keep_alive = false;
+        }
+        let (route, status) = self.route(request, sink).await;
+        worker.metrics.count_request(route, status);
+        WorkerMetrics::gauge_down(&worker.metrics.requests_in_flight);
+    }
+
+    fn framing_rejected(&self, kind: ErrorKind) {
+        self.worker.metrics.count_rejection(kind);
+        self.worker.metrics.count_request(Route::Framing, kind.spec().status);
+    }
+}
+
+const MODEL_PATH_PREFIX: &str = "/v1/models/";
+
+impl ApiHandler {
+    async fn route<S: AsyncWriteRent>(&self, request: &Request<'_>, sink: &mut ResponseSink<S>) -> (Route, u16) {
+        let head = &request.head;
+        let path = head.path;
+        let (route, allow) = if path == "/v1/chat/completions" {
+            (Route::ChatCompletions, "POST")
+        } else if path == "/v1/models" {
+            (Route::ListModels, "GET")
+        } else if path.len() > MODEL_PATH_PREFIX.len() && path.starts_with(MODEL_PATH_PREFIX) {
+            (Route::RetrieveModel, "GET")
+        } else {
+            let error = ApiError {
+                kind: ErrorKind::UnknownEndpoint,
+                param: None,
+                detail: Detail::UnknownEndpoint { method: head.method_str, path },
+            };
+            return (Route::Unknown, self.worker.reject(sink, &error, ErrorExtras::default(), None, None));
+        };
+        let method_ok = match route {
+            Route::ChatCompletions => head.method == Method::Post,
+            _ => head.method == Method::Get,
+        };
+        if !method_ok {
+            let error = ApiError {
+                kind: ErrorKind::MethodNotAllowed,
+                param: None,
+                detail: Detail::MethodNotAllowed { method: head.method_str, path, allow },
+            };
+            let extras = ErrorExtras { allow: Some(allow), ..ErrorExtras::default() };
+            return (route, self.worker.reject(sink, &error, extras, None, None));
+        }
+        let status = match route {
+            Route::ChatCompletions => self.chat_completions(request, sink).await,
+            Route::ListModels => self.models(None, request, sink).await,
+            _ => self.models(Some(&path[MODEL_PATH_PREFIX.len()..]), request, sink).await,
+        };
+        (route, status)
+    }
+
+    /// `GET /v1/models` and `GET /v1/models/{id}`.
+    async fn models<S: AsyncWriteRent>(&self, id: Option<&str>, request: &Request<'_>, sink: &mut ResponseSink<S>) -> u16 {
+        let worker = &self.worker;
+        let request_id = worker.next_request_id();
+        let caller = match worker.authenticate(request.head.authorization).await {
+            Ok(caller) => caller,
+            Err(error) => return worker.reject(sink, &error, ErrorExtras::default(), Some(&request_id), None),
+        };
+        let rates = worker.rates_of(&caller).await;
+        let registry = &worker.shared.registry;
+        let body = match id {
+            None => registry.list_json(),
+            Some(id) => match registry.get(id) {
+                Some((index, _)) => registry.model_json(index),
+                None => {
+                    let error = ApiError {
+                        kind: ErrorKind::ModelNotFoundOnRetrieve,
+                        param: Some("model"),
+                        detail: Detail::ModelNotFound { requested: id, suggestion: registry.closest(id) },
+                    };
+                    return worker.reject(sink, &error, ErrorExtras::default(), Some(&request_id), rates.as_ref());
+                }
+            },
+        };
+        let context = ResponseContext { request_id: Some(request_id.as_str()), rates: rates.as_ref(), keep_alive: sink.keep_alive };
+        response::write_full(&mut sink.out, 200, "application/json", &[], &context, body);
+        200
+    }
+
+    /// `POST /v1/chat/completions`.
+    async fn chat_completions<S: AsyncWriteRent>(&self, request: &Request<'_>, sink: &mut ResponseSink<S>) -> u16 {
+        let worker = &self.worker;
+        let shared = &worker.shared;
+        let request_id = worker.next_request_id();
+        let rid = Some(&request_id);
+        let caller = match worker.authenticate(request.head.authorization).await {
+            Ok(caller) => caller,
+            Err(error) => return worker.reject(sink, &error, ErrorExtras::default(), rid, None),
+        };
+        if let Some(retry_after_ms) = shared.maintenance.retry_after_ms() {
+            let rates = worker.rates_of(&caller).await;
+            let error = ApiError::with_text(
+                ErrorKind::ServiceUnavailable,
+                "The API is in scheduled maintenance. Please retry after the time in the retry-after header.",
+            );
+            let extras = ErrorExtras { retry_after_ms: Some(retry_after_ms), allow: None };
+            return worker.reject(sink, &error, extras, rid, rates.as_ref());
+        }
+        let chat = match chat::parse_chat_request(request.body) {
+            Ok(chat) => chat,
+            Err(error) => {
+                let rates = worker.rates_of(&caller).await;
+                return worker.reject(sink, &error, ErrorExtras::default(), rid, rates.as_ref());
+            }
+        };
+        let registry = &shared.registry;
+        let Some((model_index, model)) = registry.get(chat.model) else {
+            let rates = worker.rates_of(&caller).await;
+            let error = ApiError {
+                kind: ErrorKind::ModelNotFound,
+                param: Some("model"),
+                detail: Detail::ModelNotFound { requested: chat.model, suggestion: registry.closest(chat.model) },
+            };
+            return worker.reject(sink, &error, ErrorExtras::default(), rid, rates.as_ref());
+        };
+        if let Some(param) = registry.unsupported_param(model_index, chat::top_level_keys(&chat, request.body)) {
+            let rates = worker.rates_of(&caller).await;
+            let error = ApiError {
+                kind: ErrorKind::UnsupportedParameter,
+                param: Some(param),
+                detail: Detail::UnsupportedParam { model: &model.id },
+            };
+            return worker.reject(sink, &error, ErrorExtras::default(), rid, rates.as_ref());
+        }
+        if let Some(max_tokens) = chat.max_tokens
+            && max_tokens > model.max_output_tokens
+        {
+            let rates = worker.rates_of(&caller).await;
+            let error = ApiError::invalid("max_tokens", "must not exceed this model's output cap (see GET /v1/models)");
+            return worker.reject(sink, &error, ErrorExtras::default(), rid, rates.as_ref());
+        }
+
+        let input_tokens_upper = input_tokens_upper_bound(&chat);
+        let requested_output_tokens = chat.max_tokens.unwrap_or(model.max_output_tokens);
+        let admit = AdmitRequest {
+            request_id: request_id.as_str(),
+            account_id: &caller.account_id,
+            key_id: &caller.key_id,
+            key_kind: caller.kind,
+            model: &model.id,
+            input_tokens_upper,
+            requested_output_tokens,
+            client_set_output_cap: chat.max_tokens.is_some(),
+            input_price: model.input_price,
+            output_price: model.output_price,
+            now_ms: shared.clock.now_ms(),
+        };
+        let admitted = match shared.store.admit(&admit).await {
+            Ok(Admission::Admitted(admitted)) => admitted,
+            Ok(refusal) => return self.refuse_admission(sink, refusal, &request_id),
+            Err(error) => {
+                let error = match error {
+                    StoreError::Unavailable => ApiError::with_text(
+                        ErrorKind::ServiceUnavailable,
+                        "The billing store is unreachable right now. Please retry shortly.",
+                    ),
+                    _ => ApiError::new(ErrorKind::InternalError),
+                };
+                eprintln!("request {}: admission failed: {error:?}", request_id.as_str());
+                return worker.reject(sink, &error, ErrorExtras { retry_after_ms: Some(1000), allow: None }, rid, None);
+            }
+        };
+
+        let clamped_to = (chat.max_tokens.is_some() && admitted.output_cap_tokens < requested_output_tokens)
+            .then_some(admitted.output_cap_tokens);
+        if clamped_to.is_some() {
+            WorkerMetrics::add(&worker.metrics.max_tokens_clamped, 1);
+        }
+        let served_by_sandbox = caller.kind == KeyKind::Test || model.backend == Backend::Sandbox;
+        let (status, usage) = if served_by_sandbox {
+            let reply = CompletionReply {
+                request_id: request_id.as_str(),
+                model_id: &model.id,
+                output_cap_tokens: admitted.output_cap_tokens,
+                clamped_to,
+                chat: &chat,
+                body: request.body,
+                rates: Some(&admitted.rates),
+                created_unix_s: shared.clock.now_ms() / 1000,
+            };
+            let produced = sandbox_server::write_completion(sink, &reply, &shared.config.sandbox, &worker.metrics).await;
+            let outcome = if produced.client_aborted { Outcome::ClientAborted } else { Outcome::Completed };
+            let usage = Usage { prompt_tokens: produced.prompt_tokens, completion_tokens: produced.completion_tokens, outcome };
+            (200, usage)
+        } else {
+            // Upstream proxying arrives with the upstream client; until then such a model is
+            // reported unavailable and its hold released at zero.
+            let error = ApiError::with_text(
+                ErrorKind::UpstreamUnavailable,
+                "The model backend is unavailable. Please retry.",
+            );
+            let status = worker.reject(sink, &error, ErrorExtras::default(), rid, Some(&admitted.rates));
+            (status, Usage { prompt_tokens: 0, completion_tokens: 0, outcome: Outcome::BackendFailed })
+        };
+        self.settle(&request_id, usage).await;
+        status
+    }
+
+    fn refuse_admission<S>(&self, sink: &mut ResponseSink<S>, refusal: Admission, request_id: &RequestId) -> u16 {
+        let worker = &self.worker;
+        let rid = Some(request_id);
+        match refusal {
+            Admission::Admitted(_) => {
+                // Only refusals reach here; answering 500 keeps the data path panic-free.
+                worker.reject(sink, &ApiError::new(ErrorKind::InternalError), ErrorExtras::default(), rid, None)
+            }
+            Admission::RateLimited { bucket, limit, used, requested, retry_after_ms, rates } => {
+                let error = ApiError {
+                    kind: ErrorKind::RateLimitExceeded,
+                    param: None,
+                    detail: Detail::RateLimited { bucket, limit, used, requested, retry_after_ms },
+                };
+                let extras = ErrorExtras { retry_after_ms: Some(retry_after_ms.max(1)), allow: None };
+                worker.reject(sink, &error, extras, rid, Some(&rates))
+            }
+            Admission::TooLargeForTokenLimit { limit, requested, rates } => {
+                let error = ApiError {
+                    kind: ErrorKind::RateLimitRequestTooLarge,
+                    param: Some("max_tokens"),
+                    detail: Detail::RateLimitTooLarge { limit, requested },
+                };
+                worker.reject(sink, &error, ErrorExtras::default(), rid, Some(&rates))
+            }
+            Admission::InsufficientQuota { balance, available, needed, rates } => {
+                let error = ApiError {
+                    kind: ErrorKind::InsufficientQuota,
+                    param: None,
+                    detail: Detail::InsufficientQuota { balance, available, needed },
+                };
+                worker.reject(sink, &error, ErrorExtras::default(), rid, Some(&rates))
+            }
+        }
+    }
+
+    async fn settle(&self, request_id: &RequestId, usage: Usage) {
+        let shared = &self.worker.shared;
+        let settlement = Settlement {
+            request_id: request_id.as_str(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            outcome: usage.outcome,
+            now_ms: shared.clock.now_ms(),
+        };
+        match shared.store.settle(&settlement).await {
+            Ok(Settled::Charged { charged, operator_loss, .. }) => {
+                let metrics = &self.worker.metrics;
+                WorkerMetrics::add(&metrics.settlements, 1);
+                WorkerMetrics::add(&metrics.charged_nanos, charged.0);
+                WorkerMetrics::add(&metrics.operator_loss_nanos, operator_loss.0);
+            }
+            Ok(Settled::AlreadySettled) => {
+                eprintln!("request {}: settle found no hold (already settled or reaped)", request_id.as_str());
+            }
+            Err(error) => {
+                // The hold stays and the reaper releases it at its expiry: the customer is
+                // never charged more than the hold, at worst nothing.
+                eprintln!("request {}: settle failed: {error}", request_id.as_str());
+            }
+        }
+    }
+}
+
+/// Actual usage of an admitted request, for settlement.
+#[derive(Copy, Clone, Debug)]
+struct Usage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    outcome: Outcome,
+}
+
+/// The input upper bound of SPEC §3: a token is at least one byte, plus template overhead.
+pub fn input_tokens_upper_bound(chat: &ChatRequest<'_>) -> u64 {
+    chat.content_bytes
+        .saturating_add(chat.extra_input_bytes)
+        .saturating_add(PER_MESSAGE_OVERHEAD_TOKENS.saturating_mul(chat.message_count as u64))
+        .saturating_add(PER_REQUEST_OVERHEAD_TOKENS)
+}

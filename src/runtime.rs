@@ -1,0 +1,315 @@
+//! Process lifecycle: listeners, one monoio runtime per worker thread (io_uring preferred, epoll
+//! fallback), the admin thread, and draining shutdown.
+//!
+//! Owns the threads and the order things start and stop in. Listener sockets are created here,
+//! before any worker starts, so a port that another process already serves is refused at
+//! start-up instead of being silently shared through SO_REUSEPORT. Workers never share a
+//! listener: each gets its own socket on the same port and the kernel spreads connections.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+use monoio::time::Instant;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::admin::AdminHandler;
+use crate::clock::Clock;
+use crate::config::{Config, SANDBOX_UPSTREAM};
+use crate::http::server::{Handler, ServerLimits, serve_connection};
+use crate::metrics::{Driver, Metrics, WorkerMetrics};
+use crate::openai::models::{Backend, ModelEntry, Registry};
+use crate::pipeline::{ApiHandler, Worker};
+use crate::shared::{Maintenance, NODE_TAG_LEN, Shared};
+use crate::store::Store;
+
+/// Connections a listener queues before accepting.
+const LISTEN_BACKLOG: i32 = 4096;
+/// Pause after a failed accept (for example out of file descriptors) before trying again.
+const ACCEPT_ERROR_BACKOFF_MS: u64 = 50;
+/// How often a draining worker checks whether its requests have finished.
+const DRAIN_POLL_MS: u64 = 10;
+
+/// What a listener loop reports to and how long it drains: shared by the loops of one server.
+#[derive(Clone)]
+pub struct Lifecycle {
+    /// Loops currently accepting (readiness, start-up wait).
+    pub running: Arc<AtomicUsize>,
+    /// How long a stopping loop waits for its in-flight requests.
+    pub drain_deadline_ms: u64,
+}
+
+/// A running gateway: its addresses, shared state and threads.
+pub struct Gateway {
+    pub client_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+    stop_senders: Vec<oneshot::Sender<()>>,
+}
+
+/// How many workers `workers = 0` means on this machine.
+pub fn default_worker_count() -> usize {
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+}
+
+impl Gateway {
+    /// Binds the listeners and starts every thread. Returns once all workers accept.
+    pub fn start(config: Config, admin_token: String, clock: Clock) -> io::Result<Gateway> {
+        let workers = match config.server.workers {
+            0 => default_worker_count(),
+            n => n,
+        }
+        .min(crate::limits::MAX_WORKERS);
+        crate::errors::catalog();
+        let client_listeners = bind_reuseport_group(config.server.listen, workers)?;
+        let client_addr = client_listeners[0].local_addr()?;
+        let admin_listener = bind_reuseport_group(config.server.admin_listen, 1)?.remove(0);
+        let admin_addr = admin_listener.local_addr()?;
+
+        let store = match &config.store {
+            crate::config::StoreConfig::Embedded => Store::embedded(config.limits.clone()),
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::Unsupported,
+                    format!("store {other:?} is not available in this build; omit [store] for the embedded store"),
+                ));
+            }
+        };
+        let registry = registry_of(&config);
+        let mut node_tag = [0u8; NODE_TAG_LEN];
+        node_tag.copy_from_slice(crate::auth::random_base62(NODE_TAG_LEN).as_bytes());
+        let server_limits = server_limits_of(&config);
+        let shared = Arc::new(Shared {
+            config,
+            store,
+            registry,
+            metrics: Metrics::new(workers),
+            admin_token,
+            clock,
+            maintenance: Maintenance::default(),
+            node_tag,
+            draining: Default::default(),
+            workers_running: Default::default(),
+        });
+
+        let mut threads = Vec::new();
+        let mut stop_senders = Vec::new();
+        for (index, listener) in client_listeners.into_iter().enumerate() {
+            let (stop_sender, stop_receiver) = oneshot::channel();
+            stop_senders.push(stop_sender);
+            let shared = shared.clone();
+            let thread = std::thread::Builder::new().name(format!("fikra-worker-{index}")).spawn(move || {
+                let metrics = shared.metrics.workers[index].clone();
+                let handler = Rc::new(ApiHandler { worker: Worker::new(index, shared.clone()) });
+                let lifecycle = shared.lifecycle();
+                run_on_runtime(&metrics, &format!("worker {index}"), || {
+                    serve_listener(listener, handler.clone(), metrics.clone(), server_limits, stop_receiver, lifecycle)
+                });
+            })?;
+            threads.push(thread);
+        }
+        let (stop_sender, stop_receiver) = oneshot::channel();
+        stop_senders.push(stop_sender);
+        let admin_shared = shared.clone();
+        threads.push(std::thread::Builder::new().name("fikra-admin".into()).spawn(move || {
+            let metrics = admin_shared.metrics.admin.clone();
+            let handler = Rc::new(AdminHandler::new(admin_shared.clone()));
+            run_on_runtime(&metrics, "admin", || async {
+                monoio::spawn(reap_holds_forever(admin_shared.clone()));
+                let lifecycle = admin_shared.lifecycle();
+                serve_listener(admin_listener, handler.clone(), metrics.clone(), ServerLimits::default(), stop_receiver, lifecycle)
+                    .await
+            });
+        })?);
+
+        let gateway = Gateway { client_addr, admin_addr, shared, threads, stop_senders };
+        let started = std::time::Instant::now();
+        while gateway.shared.workers_running.load(Ordering::Acquire) < workers + 1 {
+            if started.elapsed() > Duration::from_secs(10) {
+                return Err(io::Error::other("workers did not start within 10 s"));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(gateway)
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the configured deadline), and
+    /// joins every thread.
+    pub fn shutdown(mut self) {
+        self.shared.draining.store(true, Ordering::Relaxed);
+        for sender in self.stop_senders.drain(..) {
+            let _ = sender.send(());
+        }
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// The model registry a config describes.
+pub fn registry_of(config: &Config) -> Registry {
+    let entries = config
+        .models
+        .iter()
+        .map(|model| ModelEntry {
+            id: model.id.clone(),
+            backend: if model.upstream == SANDBOX_UPSTREAM {
+                Backend::Sandbox
+            } else {
+                Backend::Upstream(model.upstream.clone())
+            },
+            upstream_model: model.upstream_model.clone(),
+            input_price: model.input_price,
+            output_price: model.output_price,
+            max_output_tokens: model.max_output_tokens,
+            unsupported_parameters: model.unsupported_parameters.clone(),
+            created_unix_s: model.created,
+        })
+        .collect();
+    Registry::new(entries)
+}
+
+/// The server limits a config asks for.
+pub fn server_limits_of(config: &Config) -> ServerLimits {
+    let server = &config.server;
+    ServerLimits {
+        max_head_bytes: server.max_head_bytes,
+        max_body_bytes: server.max_body_bytes,
+        head_timeout_ms: server.head_timeout_ms,
+        body_timeout_ms: server.body_timeout_ms,
+        keepalive_timeout_ms: server.keepalive_timeout_ms,
+        write_timeout_ms: crate::limits::RESPONSE_WRITE_TIMEOUT_MS,
+    }
+}
+
+/// Binds `count` listening sockets on `addr` with SO_REUSEPORT, after checking that no other
+/// socket (of any process) already listens there.
+pub fn bind_reuseport_group(addr: SocketAddr, count: usize) -> io::Result<Vec<StdTcpListener>> {
+    let mut addr = addr;
+    if addr.port() != 0 {
+        // A plain bind fails if anything listens on the port, even with SO_REUSEPORT.
+        let probe = new_socket(addr, false)?;
+        probe.bind(&addr.into()).map_err(|error| {
+            io::Error::new(error.kind(), format!("{addr} is already in use by another process ({error})"))
+        })?;
+        drop(probe);
+    }
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = new_socket(addr, true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        let listener: StdTcpListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn new_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Builds a monoio runtime (io_uring if the kernel allows it and the ring builds, else epoll),
+/// records which one in `metrics`, and runs `make_future()` on it to completion.
+pub fn run_on_runtime<F, Fut>(metrics: &WorkerMetrics, name: &str, make_future: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if monoio::utils::detect_uring() {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build() {
+            Ok(mut runtime) => {
+                metrics.set_driver(Driver::IoUring);
+                eprintln!("fikra-gateway: {name} runs on io_uring");
+                runtime.block_on(make_future());
+                return;
+            }
+            Err(error) => eprintln!("fikra-gateway: {name}: io_uring runtime failed to build ({error}); using epoll"),
+        }
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+        Ok(mut runtime) => {
+            metrics.set_driver(Driver::Epoll);
+            eprintln!("fikra-gateway: {name} runs on epoll");
+            runtime.block_on(make_future());
+        }
+        Err(error) => eprintln!("fikra-gateway: {name}: no runtime could be built: {error}"),
+    }
+}
+
+/// Accepts connections until told to stop, then waits for in-flight requests to finish.
+pub async fn serve_listener<H: Handler + 'static>(
+    listener: StdTcpListener,
+    handler: Rc<H>,
+    metrics: Arc<WorkerMetrics>,
+    limits: ServerLimits,
+    mut stop: oneshot::Receiver<()>,
+    lifecycle: Lifecycle,
+) {
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("fikra-gateway: cannot register listener: {error}");
+            return;
+        }
+    };
+    lifecycle.running.fetch_add(1, Ordering::Release);
+    loop {
+        // Cancelling an accept can leak the accepted descriptor (monoio 0.2.4); this select
+        // cancels at most once, at shutdown, when that no longer matters.
+        monoio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    WorkerMetrics::add(&metrics.connections_accepted, 1);
+                    let handler = handler.clone();
+                    let metrics = metrics.clone();
+                    monoio::spawn(async move {
+                        WorkerMetrics::gauge_up(&metrics.connections_open);
+                        let served = std::panic::AssertUnwindSafe(serve_connection(stream, &*handler, &limits));
+                        if crate::panic_guard::catch_unwind(served).await.is_err() {
+                            WorkerMetrics::add(&metrics.connection_panics, 1);
+                        }
+                        WorkerMetrics::gauge_down(&metrics.connections_open);
+                    });
+                }
+                Err(error) => {
+                    eprintln!("fikra-gateway: accept failed: {error}");
+                    monoio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
+                }
+            },
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + Duration::from_millis(lifecycle.drain_deadline_ms);
+    while metrics.requests_in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(DRAIN_POLL_MS)).await;
+    }
+    lifecycle.running.fetch_sub(1, Ordering::Release);
+}
+
+/// Releases holds whose request never settled (a crashed connection, a node that died).
+async fn reap_holds_forever(shared: Arc<Shared>) {
+    loop {
+        monoio::time::sleep(Duration::from_millis(crate::limits::HOLD_REAPER_INTERVAL_MS)).await;
+        match shared.store.reap_expired_holds(shared.clock.now_ms()).await {
+            Ok(0) => {}
+            Ok(count) => eprintln!("fikra-gateway: reaper released {count} expired holds"),
+            Err(error) => eprintln!("fikra-gateway: reaper failed: {error}"),
+        }
+    }
+}

@@ -1,0 +1,374 @@
+//! The embedded store: every account, key, bucket, hold and ledger line of one node, in process.
+//!
+//! For the single-node demo and the tests. All state sits behind one `Mutex`: each call takes
+//! it once, checks everything, then writes, so admission (RPM + TPM + wallet hold) and
+//! settlement are atomic by construction. The lock is held for microseconds and never across
+//! an await; the Redis store replaces it where more than one node shares state. Invariant after
+//! every call, for every account: `held <= balance`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::*;
+use crate::errors::Bucket;
+use crate::limits::{EMBEDDED_LEDGER_MAX_RECORDS_PER_ACCOUNT, HOLD_TTL_MS, MAX_USAGE_QUERY_LIMIT};
+use crate::ratelimit::TokenBucket;
+
+/// Characters of a generated account id after `acct_`.
+const GENERATED_ACCOUNT_ID_CHARS: usize = 16;
+
+struct Buckets {
+    requests: TokenBucket,
+    tokens: TokenBucket,
+}
+
+impl Buckets {
+    fn new(limits: &TierLimits, now_ms: u64) -> Buckets {
+        Buckets {
+            requests: TokenBucket::full(limits.requests_per_minute, now_ms),
+            tokens: TokenBucket::full(limits.tokens_per_minute, now_ms),
+        }
+    }
+
+    fn fit(&mut self, limits: &TierLimits, now_ms: u64) {
+        self.requests.set_capacity(limits.requests_per_minute, now_ms);
+        self.tokens.set_capacity(limits.tokens_per_minute, now_ms);
+    }
+
+    fn snapshot(&mut self, now_ms: u64) -> RateSnapshot {
+        RateSnapshot {
+            requests_limit: self.requests.capacity(),
+            requests_remaining: self.requests.available(now_ms),
+            requests_reset_ms: self.requests.reset_after_ms(now_ms),
+            tokens_limit: self.tokens.capacity(),
+            tokens_remaining: self.tokens.available(now_ms),
+            tokens_reset_ms: self.tokens.reset_after_ms(now_ms),
+        }
+    }
+}
+
+struct Account {
+    id: Arc<str>,
+    tier: Arc<str>,
+    balance: Nanos,
+    held: Nanos,
+    created_at_ms: u64,
+    live_buckets: Buckets,
+    /// Test-key traffic has its own Unverified-tier buckets.
+    test_buckets: Buckets,
+    ledger: VecDeque<UsageRecord>,
+}
+
+impl Account {
+    fn view(&self) -> AccountView {
+        AccountView { id: self.id.clone(), tier: self.tier.clone(), balance: self.balance, held: self.held, created_at_ms: self.created_at_ms }
+    }
+
+    fn buckets(&mut self, kind: KeyKind, policy: &LimitPolicy, now_ms: u64) -> &mut Buckets {
+        let limits = policy.limits_for(&self.id, &self.tier, kind);
+        let buckets = match kind {
+            KeyKind::Live => &mut self.live_buckets,
+            KeyKind::Test => &mut self.test_buckets,
+        };
+        buckets.fit(&limits, now_ms);
+        buckets
+    }
+
+    fn record(&mut self, record: UsageRecord) {
+        if self.ledger.len() >= EMBEDDED_LEDGER_MAX_RECORDS_PER_ACCOUNT {
+            self.ledger.pop_front();
+        }
+        self.ledger.push_back(record);
+    }
+
+    fn check_invariant(&self) {
+        debug_assert!(self.held <= self.balance, "account {}: held {} > balance {}", self.id, self.held, self.balance);
+    }
+}
+
+struct Hold {
+    account_id: Arc<str>,
+    key_id: Arc<str>,
+    kind: KeyKind,
+    model: Arc<str>,
+    amount: Nanos,
+    tokens_charged: u64,
+    input_price: NanosPerToken,
+    output_price: NanosPerToken,
+    expires_at_ms: u64,
+}
+
+#[derive(Default)]
+struct State {
+    accounts: HashMap<Arc<str>, Account>,
+    keys_by_hash: HashMap<KeyHash, KeyRecord>,
+    key_hash_by_id: HashMap<Arc<str>, KeyHash>,
+    holds: HashMap<Arc<str>, Hold>,
+    /// Payment references ever credited (globally unique per payment provider).
+    payment_references: HashSet<String>,
+    /// Model ids interned for ledger records.
+    models: HashSet<Arc<str>>,
+}
+
+pub struct EmbeddedStore {
+    policy: LimitPolicy,
+    state: Mutex<State>,
+    revocations: AtomicU64,
+}
+
+impl EmbeddedStore {
+    pub fn new(policy: LimitPolicy) -> EmbeddedStore {
+        EmbeddedStore { policy, state: Mutex::new(State::default()), revocations: AtomicU64::new(0) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half-written change (all writes come
+        // after all checks), so a poisoned lock is still consistent.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn create_account(&self, id: Option<&str>, signup_credit: Nanos, now_ms: u64) -> Result<AccountView, StoreError> {
+        let id: Arc<str> = match id {
+            Some(id) => id.into(),
+            None => format!("acct_{}", crate::auth::random_base62(GENERATED_ACCOUNT_ID_CHARS)).into(),
+        };
+        let mut state = self.lock();
+        if state.accounts.contains_key(&id) {
+            return Err(StoreError::AlreadyExists);
+        }
+        let tier: Arc<str> = TIER_UNVERIFIED.into();
+        let live = self.policy.limits_for(&id, &tier, KeyKind::Live);
+        let test = self.policy.limits_for(&id, &tier, KeyKind::Test);
+        let account = Account {
+            id: id.clone(),
+            tier,
+            balance: signup_credit,
+            held: Nanos::ZERO,
+            created_at_ms: now_ms,
+            live_buckets: Buckets::new(&live, now_ms),
+            test_buckets: Buckets::new(&test, now_ms),
+            ledger: VecDeque::new(),
+        };
+        let view = account.view();
+        state.accounts.insert(id, account);
+        Ok(view)
+    }
+
+    pub fn account(&self, id: &str) -> Result<AccountView, StoreError> {
+        self.lock().accounts.get(id).map(Account::view).ok_or(StoreError::NotFound)
+    }
+
+    pub fn insert_key(&self, hash: KeyHash, record: KeyRecord) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        if !state.accounts.contains_key(&record.account_id) {
+            return Err(StoreError::NotFound);
+        }
+        if state.keys_by_hash.contains_key(&hash) || state.key_hash_by_id.contains_key(&record.key_id) {
+            return Err(StoreError::AlreadyExists);
+        }
+        state.key_hash_by_id.insert(record.key_id.clone(), hash);
+        state.keys_by_hash.insert(hash, record);
+        Ok(())
+    }
+
+    pub fn resolve_key(&self, hash: &KeyHash) -> Result<KeyRecord, StoreError> {
+        self.lock().keys_by_hash.get(hash).cloned().ok_or(StoreError::NotFound)
+    }
+
+    pub fn revoke_key(&self, key_id: &str) -> Result<(), StoreError> {
+        let mut state = self.lock();
+        let hash = *state.key_hash_by_id.get(key_id).ok_or(StoreError::NotFound)?;
+        if let Some(record) = state.keys_by_hash.get_mut(&hash) {
+            record.revoked = true;
+        }
+        self.revocations.fetch_add(1, Ordering::Release);
+        Ok(())
+    }
+
+    pub fn revocation_generation(&self) -> u64 {
+        self.revocations.load(Ordering::Acquire)
+    }
+
+    pub fn topup(&self, account_id: &str, amount: Nanos, reference: &str, _now_ms: u64) -> Result<TopupResult, StoreError> {
+        let mut state = self.lock();
+        let duplicate = state.payment_references.contains(reference);
+        let account = state.accounts.get_mut(account_id).ok_or(StoreError::NotFound)?;
+        if duplicate {
+            return Ok(TopupResult { balance: account.balance, tier: account.tier.clone(), duplicate: true });
+        }
+        account.balance = account.balance.checked_add(amount).ok_or(StoreError::Overflow)?;
+        if &*account.tier == TIER_UNVERIFIED {
+            account.tier = TIER_TRUSTED.into();
+        }
+        let result = TopupResult { balance: account.balance, tier: account.tier.clone(), duplicate: false };
+        account.check_invariant();
+        state.payment_references.insert(reference.to_string());
+        Ok(result)
+    }
+
+    pub fn admit(&self, request: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
+        let now_ms = request.now_ms;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        if state.holds.contains_key(request.request_id) {
+            return Err(StoreError::AlreadyExists);
+        }
+        let account = state.accounts.get_mut(request.account_id).ok_or(StoreError::NotFound)?;
+        let (balance, held) = (account.balance, account.held);
+        let buckets = account.buckets(request.key_kind, &self.policy, now_ms);
+
+        // 1. The wallet: how much output can be paid for (test keys never touch it).
+        let mut output_cap = request.requested_output_tokens;
+        let input_cost = request.input_price.cost_of(request.input_tokens_upper).ok_or(StoreError::Overflow)?;
+        if request.key_kind == KeyKind::Live {
+            let available = balance.saturating_sub(held);
+            let needed = input_cost.checked_add(Nanos(request.output_price.0)).ok_or(StoreError::Overflow)?;
+            if available < needed {
+                let rates = buckets.snapshot(now_ms);
+                return Ok(Admission::InsufficientQuota { balance, available, needed, rates });
+            }
+            if request.output_price.0 > 0 {
+                output_cap = output_cap.min((available.0 - input_cost.0) / request.output_price.0);
+            }
+        }
+        // 2. TPM capacity: a request larger than the whole bucket can never pass.
+        let tokens_capacity = buckets.tokens.capacity();
+        if !request.client_set_output_cap {
+            output_cap = output_cap.min(tokens_capacity.saturating_sub(request.input_tokens_upper));
+        }
+        let tokens_needed = request.input_tokens_upper.saturating_add(output_cap);
+        if output_cap == 0 || tokens_needed > tokens_capacity {
+            let rates = buckets.snapshot(now_ms);
+            let requested = request.input_tokens_upper.saturating_add(output_cap.max(1));
+            return Ok(Admission::TooLargeForTokenLimit { limit: tokens_capacity, requested, rates });
+        }
+        // 3. RPM, then TPM, both checked before anything is taken.
+        for (bucket, tokens) in [(Bucket::Requests, 1), (Bucket::Tokens, tokens_needed)] {
+            let target = match bucket {
+                Bucket::Requests => &mut buckets.requests,
+                Bucket::Tokens => &mut buckets.tokens,
+            };
+            if let Err(denied) = target.check(tokens, now_ms) {
+                let limit = target.capacity();
+                let used = limit - target.available(now_ms);
+                let rates = buckets.snapshot(now_ms);
+                return Ok(Admission::RateLimited { bucket, limit, used, requested: tokens, retry_after_ms: denied.retry_after_ms, rates });
+            }
+        }
+        // 4. Commit: everything checked, now write.
+        let output_cost = request.output_price.cost_of(output_cap).ok_or(StoreError::Overflow)?;
+        let hold = if request.key_kind == KeyKind::Live { input_cost.checked_add(output_cost).ok_or(StoreError::Overflow)? } else { Nanos::ZERO };
+        let _ = buckets.requests.try_take(1, now_ms);
+        let _ = buckets.tokens.try_take(tokens_needed, now_ms);
+        let rates = buckets.snapshot(now_ms);
+        account.held = account.held.saturating_add(hold);
+        account.check_invariant();
+        let account_id = account.id.clone();
+        let model = intern(&mut state.models, request.model);
+        state.holds.insert(
+            request.request_id.into(),
+            Hold {
+                account_id,
+                key_id: request.key_id.into(),
+                kind: request.key_kind,
+                model,
+                amount: hold,
+                tokens_charged: tokens_needed,
+                input_price: request.input_price,
+                output_price: request.output_price,
+                expires_at_ms: now_ms.saturating_add(HOLD_TTL_MS),
+            },
+        );
+        Ok(Admission::Admitted(Admitted { hold, output_cap_tokens: output_cap, tokens_charged: tokens_needed, rates }))
+    }
+
+    pub fn settle(&self, settlement: &Settlement<'_>) -> Result<Settled, StoreError> {
+        let now_ms = settlement.now_ms;
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let Some(hold) = state.holds.remove(settlement.request_id) else {
+            return Ok(Settled::AlreadySettled);
+        };
+        let Some(account) = state.accounts.get_mut(&hold.account_id) else {
+            return Ok(Settled::AlreadySettled);
+        };
+        let (prompt, completion) = (settlement.prompt_tokens, settlement.completion_tokens);
+        let cost = u128::from(prompt) * u128::from(hold.input_price.0) + u128::from(completion) * u128::from(hold.output_price.0);
+        let (charged, operator_loss) = if hold.kind == KeyKind::Live {
+            let charged = Nanos(cost.min(u128::from(hold.amount.0)) as u64);
+            (charged, Nanos(u64::try_from(cost - u128::from(charged.0)).unwrap_or(u64::MAX)))
+        } else {
+            (Nanos::ZERO, Nanos::ZERO)
+        };
+        account.held = account.held.saturating_sub(hold.amount);
+        account.balance = account.balance.saturating_sub(charged);
+        let actual_tokens = prompt.saturating_add(completion);
+        let buckets = account.buckets(hold.kind, &self.policy, now_ms);
+        if actual_tokens < hold.tokens_charged {
+            buckets.tokens.give_back(hold.tokens_charged - actual_tokens, now_ms);
+        } else {
+            buckets.tokens.take_saturating(actual_tokens - hold.tokens_charged, now_ms);
+        }
+        account.record(UsageRecord {
+            request_id: settlement.request_id.into(),
+            key_id: hold.key_id,
+            model: hold.model,
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+            cost: charged,
+            outcome: settlement.outcome.as_str(),
+            created_at_ms: now_ms,
+        });
+        account.check_invariant();
+        Ok(Settled::Charged { charged, released: hold.amount.saturating_sub(charged), operator_loss })
+    }
+
+    pub fn peek_rates(&self, account_id: &str, kind: KeyKind, now_ms: u64) -> Result<RateSnapshot, StoreError> {
+        let mut state = self.lock();
+        let account = state.accounts.get_mut(account_id).ok_or(StoreError::NotFound)?;
+        Ok(account.buckets(kind, &self.policy, now_ms).snapshot(now_ms))
+    }
+
+    pub fn usage(&self, account_id: &str, limit: usize) -> Result<Vec<UsageRecord>, StoreError> {
+        let state = self.lock();
+        let account = state.accounts.get(account_id).ok_or(StoreError::NotFound)?;
+        Ok(account.ledger.iter().rev().take(limit.min(MAX_USAGE_QUERY_LIMIT)).cloned().collect())
+    }
+
+    /// Releases expired holds without charging (their TPM charge stays: the request may have
+    /// run). Each leaves a ledger line with outcome `expired` and cost 0.
+    pub fn reap_expired_holds(&self, now_ms: u64) -> usize {
+        let mut guard = self.lock();
+        let state = &mut *guard;
+        let expired: Vec<Arc<str>> =
+            state.holds.iter().filter(|(_, hold)| hold.expires_at_ms <= now_ms).map(|(id, _)| id.clone()).collect();
+        for request_id in &expired {
+            let Some(hold) = state.holds.remove(request_id) else { continue };
+            if let Some(account) = state.accounts.get_mut(&hold.account_id) {
+                account.held = account.held.saturating_sub(hold.amount);
+                account.record(UsageRecord {
+                    request_id: request_id.clone(),
+                    key_id: hold.key_id,
+                    model: hold.model,
+                    prompt_tokens: 0,
+                    completion_tokens: 0,
+                    cost: Nanos::ZERO,
+                    outcome: "expired",
+                    created_at_ms: now_ms,
+                });
+                account.check_invariant();
+            }
+        }
+        expired.len()
+    }
+}
+
+fn intern(models: &mut HashSet<Arc<str>>, model: &str) -> Arc<str> {
+    if let Some(existing) = models.get(model) {
+        return existing.clone();
+    }
+    let interned: Arc<str> = model.into();
+    models.insert(interned.clone());
+    interned
+}

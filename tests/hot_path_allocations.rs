@@ -1,0 +1,93 @@
+//! The hot path does not allocate per request once warm. A counting global allocator measures
+//! every allocation in the process while a client (which itself does not allocate in the
+//! measured loop: pre-built request bytes, a fixed read buffer) sends requests over one
+//! keep-alive connection.
+
+mod common;
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use common::*;
+
+struct CountingAllocator;
+
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards to the system allocator unchanged; only counts calls.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Sends `request` `count` times on one connection, reading each response of known length
+/// into a fixed buffer; returns the allocations counted meanwhile.
+fn allocations_for(stream: &mut std::net::TcpStream, request: &[u8], response_len: usize, count: usize) -> u64 {
+    let mut buffer = vec![0u8; response_len];
+    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    for _ in 0..count {
+        stream.write_all(request).unwrap();
+        stream.read_exact(&mut buffer).unwrap();
+    }
+    ALLOCATIONS.load(Ordering::SeqCst) - before
+}
+
+/// The exact byte length of the response to `request` (so the loop can read it without parsing).
+fn response_len(gateway: &TestGateway, request: &[u8]) -> usize {
+    let response = send_one(gateway.api, request);
+    let head_len = {
+        let mut text = format!("HTTP/1.1 {} x\r\n", response.status);
+        for (name, value) in &response.headers {
+            text.push_str(&format!("{name}: {value}\r\n"));
+        }
+        text.len() + 2
+    };
+    // Reason phrases differ in length from "x": measure the real status line instead.
+    let reason_len = match response.status {
+        200 => "OK".len(),
+        400 => "Bad Request".len(),
+        401 => "Unauthorized".len(),
+        404 => "Not Found".len(),
+        _ => panic!("unexpected status {}", response.status),
+    };
+    head_len - 1 + reason_len + response.body.len()
+}
+
+// Goal: once warm, refusing an unknown key (401), answering an unknown path (404), refusing bad
+// JSON (400) and listing models (200) allocate nothing at all, anywhere in the process.
+#[test]
+fn refusals_and_model_listing_do_not_allocate_once_warm() {
+    let gateway = TestGateway::start_config(config_with("workers = 1\n"));
+    let key = gateway.account_with_key("alloc", "1.00", "live");
+    let unknown_key = format!("fk_live_{}", "Z".repeat(32));
+    let cases = [
+        ("401 unknown key", chat_request(&unknown_key, &simple_chat("fikra-flash", "hi"))),
+        ("404 unknown path", "GET /v1/nothing HTTP/1.1\r\nhost: t\r\n\r\n".to_string()),
+        ("400 invalid json", chat_request(&key, "{not json")),
+        ("200 models", format!("GET /v1/models HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {key}\r\n\r\n")),
+    ];
+    for (name, request) in cases {
+        let length = response_len(&gateway, request.as_bytes());
+        let mut stream = connect(gateway.api);
+        // Warm up: connection buffers, the worker's key cache, the date cache.
+        allocations_for(&mut stream, request.as_bytes(), length, 50);
+        let counted = allocations_for(&mut stream, request.as_bytes(), length, 500);
+        assert_eq!(counted, 0, "{name}: {counted} allocations over 500 requests");
+    }
+}

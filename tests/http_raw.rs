@@ -1,0 +1,211 @@
+//! Raw-bytes HTTP/1.1 behaviour over real sockets: keep-alive, pipelining, limits,
+//! smuggling-shaped inputs, slow and half-closed clients, 100-continue.
+
+mod common;
+
+use std::io::{BufReader, Read, Write};
+use std::net::Shutdown;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn models_request(key: &str) -> String {
+    format!("GET /v1/models HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {key}\r\n\r\n")
+}
+
+/// Reads until the server closes; true if it closed (EOF) within the socket timeout.
+fn closed_by_server(reader: &mut BufReader<std::net::TcpStream>) -> bool {
+    let mut rest = Vec::new();
+    reader.read_to_end(&mut rest).is_ok() && rest.is_empty()
+}
+
+// Goal: three pipelined requests in one write get three responses, in order, on one connection.
+#[test]
+fn pipelined_requests_are_answered_in_order() {
+    let gateway = TestGateway::start("");
+    let key = gateway.account_with_key("pipe", "1.00", "live");
+    let stream = connect(gateway.api);
+    let body = simple_chat("fikra-flash", "first");
+    let batch = format!("{}{}{}", models_request(&key), chat_request(&key, &body), "GET /nope HTTP/1.1\r\nhost: t\r\n\r\n");
+    (&stream).write_all(batch.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let first = read_response(&mut reader).unwrap();
+    let second = read_response(&mut reader).unwrap();
+    let third = read_response(&mut reader).unwrap();
+    assert_eq!((first.status, second.status, third.status), (200, 200, 404));
+    assert_eq!(first.json()["object"], "list");
+    assert_eq!(second.json()["object"], "chat.completion");
+    assert_eq!(third.error().1, "unknown_endpoint");
+}
+
+// Goal: a head over 32 KiB gets 431 headers_too_large and the connection closes.
+#[test]
+fn oversized_head_gets_431() {
+    let gateway = TestGateway::start("");
+    let stream = connect(gateway.api);
+    let request = format!("GET /v1/models HTTP/1.1\r\nhost: t\r\nx-padding: {}\r\n\r\n", "a".repeat(33 * 1024));
+    let _ = (&stream).write_all(request.as_bytes());
+    let mut reader = BufReader::new(stream);
+    let response = read_response(&mut reader).unwrap();
+    assert_eq!(response.status, 431);
+    assert_eq!(response.error(), ("invalid_request_error".into(), "headers_too_large".into(), None));
+    assert_eq!(response.header("connection"), Some("close"));
+}
+
+// Goal: a declared body over 4 MiB gets 413 request_too_large without the body being read.
+#[test]
+fn oversized_body_gets_413() {
+    let gateway = TestGateway::start("");
+    let key = gateway.account_with_key("big", "1.00", "live");
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {key}\r\ncontent-length: {}\r\n\r\n",
+        4 * 1024 * 1024 + 1
+    );
+    let response = send_one(gateway.api, request.as_bytes());
+    assert_eq!(response.status, 413);
+    assert_eq!(response.error().1, "request_too_large");
+}
+
+// Goal: a chunked body over the limit is refused with 413 as soon as a chunk size says so.
+#[test]
+fn oversized_chunked_body_gets_413() {
+    let gateway = TestGateway::start("");
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n",
+        4 * 1024 * 1024 + 1
+    );
+    let response = send_one(gateway.api, request.as_bytes());
+    assert_eq!(response.status, 413);
+}
+
+// Goal: smuggling-shaped framing is refused with 400 and the connection closed, never forwarded.
+#[test]
+fn conflicting_framing_is_refused_and_closed() {
+    let gateway = TestGateway::start("");
+    let cases = [
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: +5\r\n\r\nhello",
+        "POST /v1/chat/completions HTTP/1.0\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n",
+        "GET http://evil/v1/models HTTP/1.1\r\nhost: t\r\n\r\n",
+    ];
+    for case in cases {
+        let stream = connect(gateway.api);
+        (&stream).write_all(case.as_bytes()).unwrap();
+        let mut reader = BufReader::new(stream);
+        let response = read_response(&mut reader).unwrap_or_else(|| panic!("no response to {case:?}"));
+        assert_eq!(response.status, 400, "{case:?}: {}", response.text());
+        assert_eq!(response.error().0, "invalid_request_error");
+        assert_eq!(response.header("connection"), Some("close"), "{case:?}");
+        assert!(closed_by_server(&mut reader), "{case:?} left the connection open");
+    }
+}
+
+// Goal: identical duplicate Content-Length headers are fine; the request is served.
+#[test]
+fn identical_duplicate_content_length_is_accepted() {
+    let gateway = TestGateway::start("");
+    let key = gateway.account_with_key("dup", "1.00", "live");
+    let body = simple_chat("fikra-flash", "hi");
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {key}\r\ncontent-length: {0}\r\ncontent-length: {0}\r\n\r\n{body}",
+        body.len()
+    );
+    assert_eq!(send_one(gateway.api, request.as_bytes()).status, 200);
+}
+
+// Goal: a chunked request body (with an extension and a trailer) is decoded and served.
+#[test]
+fn chunked_request_body_is_served() {
+    let gateway = TestGateway::start("");
+    let key = gateway.account_with_key("chunky", "1.00", "live");
+    let body = simple_chat("fikra-flash", "chunked hello");
+    let (a, b) = body.split_at(10);
+    let request = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {key}\r\ntransfer-encoding: chunked\r\n\r\n{:x};ext=1\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\nx-trailer: 1\r\n\r\n",
+        a.len(),
+        b.len()
+    );
+    let response = send_one(gateway.api, request.as_bytes());
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert_eq!(response.json()["model"], "fikra-flash");
+}
+
+// Goal: `Expect: 100-continue` gets an interim 100 before the body is sent, then the answer.
+#[test]
+fn expect_continue_gets_100_first() {
+    let gateway = TestGateway::start("");
+    let key = gateway.account_with_key("cont", "1.00", "live");
+    let body = simple_chat("fikra-flash", "continue");
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {key}\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        body.len()
+    );
+    let stream = connect(gateway.api);
+    (&stream).write_all(head.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let interim = read_response(&mut reader).unwrap();
+    assert_eq!(interim.status, 100);
+    (&stream).write_all(body.as_bytes()).unwrap();
+    let response = read_response(&mut reader).unwrap();
+    assert_eq!(response.status, 200);
+}
+
+// Goal: `Connection: close` is honoured: one answer carrying `connection: close`, then EOF.
+#[test]
+fn connection_close_is_honoured() {
+    let gateway = TestGateway::start("");
+    let key = gateway.account_with_key("closer", "1.00", "live");
+    let stream = connect(gateway.api);
+    let request = format!("GET /v1/models HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n");
+    (&stream).write_all(request.as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let response = read_response(&mut reader).unwrap();
+    assert_eq!(response.status, 200);
+    assert_eq!(response.header("connection"), Some("close"));
+    assert!(closed_by_server(&mut reader));
+}
+
+// Goal: a client that half-closes after sending its request still receives the answer.
+#[test]
+fn half_closed_client_still_gets_its_answer() {
+    let gateway = TestGateway::start("");
+    let key = gateway.account_with_key("half", "1.00", "live");
+    let stream = connect(gateway.api);
+    (&stream).write_all(chat_request(&key, &simple_chat("fikra-flash", "bye")).as_bytes()).unwrap();
+    stream.shutdown(Shutdown::Write).unwrap();
+    let mut reader = BufReader::new(stream);
+    let response = read_response(&mut reader).unwrap();
+    assert_eq!(response.status, 200);
+    assert!(closed_by_server(&mut reader));
+}
+
+// Goal: a slow client that never finishes its head is cut off at the head timeout (lowered to
+// 300 ms here), and the worker keeps serving others meanwhile.
+#[test]
+fn slow_head_is_cut_off_at_the_timeout() {
+    let gateway = TestGateway::start_config(config_with("head_timeout_ms = 300\n"));
+    let key = gateway.account_with_key("slow", "1.00", "live");
+    let stream = connect(gateway.api);
+    (&stream).write_all(b"GET /v1/models HTTP/1.1\r\nhost: t\r\n").unwrap();
+    let started = Instant::now();
+    let other = send_one(gateway.api, models_request(&key).replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n").as_bytes());
+    assert_eq!(other.status, 200);
+    let mut reader = BufReader::new(stream);
+    assert!(closed_by_server(&mut reader));
+    let waited = started.elapsed();
+    assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
+}
+
+// Goal: garbage that is not HTTP gets a 400 JSON error, and the server stays up.
+#[test]
+fn garbage_gets_400_and_server_survives() {
+    let gateway = TestGateway::start("");
+    let response = send_one(gateway.api, b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n");
+    assert_eq!(response.status, 400);
+    assert_eq!(response.error().1, "malformed_request");
+    let key = gateway.account_with_key("after", "1.00", "live");
+    assert_eq!(send_one(gateway.api, models_request(&key).as_bytes()).status, 200);
+}

@@ -1,0 +1,125 @@
+//! Money under concurrency: the wallet never goes negative, never pays for more than it holds,
+//! and its balance change equals the ledger's charges to the nano-dollar.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::*;
+
+const HIGH_LIMITS: &str = r#"
+[[account_overrides]]
+account = "rich"
+rpm = 100000
+tpm = 100000000
+
+[[account_overrides]]
+account = "calibrate"
+rpm = 100000
+tpm = 100000000
+"#;
+
+fn ledger_costs(gateway: &TestGateway, account: &str) -> Vec<(u64, String)> {
+    let usage = gateway.admin_call("GET", &format!("/admin/accounts/{account}/usage?limit=1000"), "").json();
+    usage["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (usd_to_nanos(r["cost_usd"].as_str().unwrap()), r["outcome"].as_str().unwrap().to_string()))
+        .collect()
+}
+
+// Goal: 200 concurrent requests against a wallet that pays for exactly k of them: at most k
+// succeed, every other one gets 402, the balance never drops below zero nor below what is held,
+// and balance before - balance after == sum of ledger charges, exactly.
+#[test]
+fn concurrent_requests_never_overdraw_the_wallet() {
+    let gateway = TestGateway::start(HIGH_LIMITS);
+    let body = serde_json::json!({
+        "model": "fikra-flash",
+        "max_tokens": 1,
+        "messages": [{"role": "user", "content": "x".repeat(2000)}]
+    })
+    .to_string();
+
+    // Learn the exact cost of one such request (the sandbox is deterministic).
+    let calibration_key = gateway.account_with_key("calibrate", "1.00", "live");
+    assert_eq!(gateway.chat(&calibration_key, &body).status, 200);
+    let costs = ledger_costs(&gateway, "calibrate");
+    assert_eq!(costs.len(), 1);
+    let cost = costs[0].0;
+    assert!(cost > 0);
+
+    // A wallet that pays for k = 37 requests, and is one nano-dollar short of a 38th.
+    let k: u64 = 37;
+    let credit = k * cost + cost - 1;
+    let credit_text = format!("{}.{:09}", credit / 1_000_000_000, credit % 1_000_000_000);
+    let key = gateway.account_with_key("rich", &credit_text, "live");
+    let before = gateway.balance_nanos("rich");
+    assert_eq!(before, credit);
+
+    let stop_watching = Arc::new(AtomicBool::new(false));
+    let watcher = {
+        let (stop, admin) = (stop_watching.clone(), gateway.admin);
+        std::thread::spawn(move || {
+            let mut observations = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let request = format!(
+                    "GET /admin/accounts/rich HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {ADMIN_TOKEN}\r\nconnection: close\r\n\r\n"
+                );
+                let account = send_one(admin, request.as_bytes()).json();
+                let balance = usd_to_nanos(account["balance_usd"].as_str().unwrap());
+                let held = usd_to_nanos(account["held_usd"].as_str().unwrap());
+                assert!(held <= balance, "held {held} > balance {balance}");
+                observations += 1;
+            }
+            observations
+        })
+    };
+
+    let api = gateway.api;
+    let threads: Vec<_> = (0..200)
+        .map(|_| {
+            let (key, body) = (key.clone(), body.clone());
+            std::thread::spawn(move || send_one(api, chat_request(&key, &body).as_bytes()))
+        })
+        .collect();
+    let responses: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    stop_watching.store(true, Ordering::Relaxed);
+    assert!(watcher.join().unwrap() > 0);
+
+    let succeeded = responses.iter().filter(|r| r.status == 200).count() as u64;
+    let refused = responses.iter().filter(|r| r.status == 402).count() as u64;
+    assert_eq!(succeeded + refused, 200, "only 200 and 402 expected");
+    assert!(succeeded <= k, "{succeeded} succeeded, wallet pays for {k}");
+    assert!(succeeded >= 1);
+    for response in responses.iter().filter(|r| r.status == 402) {
+        assert_eq!(response.error().1, "insufficient_quota");
+    }
+
+    let after = gateway.account("rich");
+    assert_eq!(after["held_usd"], "0.000000000");
+    let balance_after = usd_to_nanos(after["balance_usd"].as_str().unwrap());
+    let ledger = ledger_costs(&gateway, "rich");
+    assert_eq!(ledger.len() as u64, succeeded);
+    let charged: u64 = ledger.iter().map(|(c, _)| c).sum();
+    assert_eq!(before - balance_after, charged);
+    assert_eq!(charged, succeeded * cost);
+    assert!(ledger.iter().all(|(_, outcome)| outcome == "completed"));
+}
+
+// Goal: test keys are served but never touch the wallet.
+#[test]
+fn test_keys_never_touch_the_wallet() {
+    let gateway = TestGateway::start("");
+    let key = gateway.account_with_key("sandboxed", "0.50", "test");
+    for _ in 0..3 {
+        let response = gateway.chat(&key, &simple_chat("fikra-pro-120b", "hello"));
+        assert_eq!(response.status, 200);
+        assert_eq!(response.json()["model"], "fikra-pro-120b");
+    }
+    let account = gateway.account("sandboxed");
+    assert_eq!(account["balance_usd"], "0.500000000");
+    assert_eq!(account["held_usd"], "0.000000000");
+}

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The whole test suite, as CI runs it, on a fresh Debian machine:
+#   1. installs what the tests need (Python's official openai SDK and pytest, pinned);
+#   2. checks formatting and lints;
+#   3. runs every Rust test and the SDK conformance suite twice: on the io_uring driver (where
+#      the kernel allows it) and forced onto epoll (MONOIO_FORCE_LEGACY_DRIVER=1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
+
+cargo fmt --check
+cargo clippy --all-targets --quiet -- -D warnings
+cargo build --quiet --bins
+
+export FIKRA_GATEWAY_BIN="$PWD/target/debug/fikra-gateway"
+for driver in default epoll; do
+  if [ "$driver" = epoll ]; then export MONOIO_FORCE_LEGACY_DRIVER=1; else unset MONOIO_FORCE_LEGACY_DRIVER; fi
+  echo "== driver: $driver: Rust tests"
+  cargo test --quiet -- --test-threads=2
+  echo "== driver: $driver: OpenAI SDK conformance"
+  python3 -m pytest -q tests/sdk
+done

@@ -1,0 +1,214 @@
+//! The store behaviour suite: what every store (embedded now, Redis later) must do, driven
+//! through the `Store` interface with an explicit clock.
+
+use fikra_gateway::cli::block_on;
+use fikra_gateway::errors::Bucket;
+use fikra_gateway::money::{Nanos, NanosPerToken};
+use fikra_gateway::store::*;
+
+const T0: u64 = 1_800_000_000_000;
+const PRICE: NanosPerToken = NanosPerToken(500);
+
+fn store() -> Store {
+    Store::embedded(LimitPolicy::reference())
+}
+
+fn account(store: &Store, id: &str, credit: u64) {
+    block_on(store.create_account(Some(id), Nanos(credit), T0)).unwrap();
+}
+
+fn request<'a>(id: &'a str, account: &'a str, kind: KeyKind, input: u64, output: u64, client_cap: bool, now_ms: u64) -> AdmitRequest<'a> {
+    AdmitRequest {
+        request_id: id,
+        account_id: account,
+        key_id: "key_1",
+        key_kind: kind,
+        model: "fikra-flash",
+        input_tokens_upper: input,
+        requested_output_tokens: output,
+        client_set_output_cap: client_cap,
+        input_price: PRICE,
+        output_price: PRICE,
+        now_ms,
+    }
+}
+
+fn admit(store: &Store, request: &AdmitRequest<'_>) -> Admission {
+    block_on(store.admit(request)).unwrap()
+}
+
+fn settle(store: &Store, id: &str, prompt: u64, completion: u64) -> Settled {
+    let settlement = Settlement { request_id: id, prompt_tokens: prompt, completion_tokens: completion, outcome: Outcome::Completed, now_ms: T0 };
+    block_on(store.settle(&settlement)).unwrap()
+}
+
+// Goal: an Unverified account gets exactly 30 requests, then a 429 with exact numbers; the
+// denial takes nothing; two seconds later one more fits.
+#[test]
+fn thirty_requests_then_rate_limited() {
+    let store = store();
+    account(&store, "a", 1_000_000_000);
+    for i in 0..30 {
+        let id = format!("r{i}");
+        assert!(matches!(admit(&store, &request(&id, "a", KeyKind::Live, 10, 10, true, T0)), Admission::Admitted(_)));
+        settle(&store, &id, 10, 10);
+    }
+    match admit(&store, &request("r30", "a", KeyKind::Live, 10, 10, true, T0)) {
+        Admission::RateLimited { bucket, limit, used, requested, retry_after_ms, rates } => {
+            assert_eq!((bucket, limit, used, requested, retry_after_ms), (Bucket::Requests, 30, 30, 1, 2000));
+            assert_eq!((rates.requests_remaining, rates.requests_reset_ms), (0, 60_000));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(admit(&store, &request("r31", "a", KeyKind::Live, 10, 10, true, T0 + 2000)), Admission::Admitted(_)));
+}
+
+// Goal: the output cap is lowered to what the available balance pays for, with the exact hold;
+// 402 when not even one output token is affordable; nothing taken on refusal.
+#[test]
+fn clamps_output_to_the_wallet_then_refuses() {
+    let store = store();
+    account(&store, "w", 10_000);
+    match admit(&store, &request("c1", "w", KeyKind::Live, 18, 100, true, T0)) {
+        Admission::Admitted(admitted) => {
+            assert_eq!((admitted.output_cap_tokens, admitted.hold, admitted.tokens_charged), (2, Nanos(10_000), 20));
+            assert_eq!(admitted.rates.requests_remaining, 29);
+        }
+        other => panic!("{other:?}"),
+    }
+    match admit(&store, &request("c2", "w", KeyKind::Live, 18, 100, true, T0)) {
+        Admission::InsufficientQuota { balance, available, needed, rates } => {
+            assert_eq!((balance, available, needed), (Nanos(10_000), Nanos(0), Nanos(9_500)));
+            assert_eq!(rates.requests_remaining, 29);
+        }
+        other => panic!("{other:?}"),
+    }
+    let view = block_on(store.account("w")).unwrap();
+    assert_eq!((view.balance, view.held), (Nanos(10_000), Nanos(10_000)));
+}
+
+// Goal: settlement charges actual usage, never more than the hold, exactly once; TPM is trued up.
+#[test]
+fn settles_exactly_once_and_never_above_the_hold() {
+    let store = store();
+    account(&store, "s", 1_000_000);
+    let Admission::Admitted(admitted) = admit(&store, &request("s1", "s", KeyKind::Live, 100, 50, true, T0)) else { panic!() };
+    assert_eq!(admitted.hold, Nanos(75_000));
+    assert_eq!(settle(&store, "s1", 40, 10), Settled::Charged { charged: Nanos(25_000), released: Nanos(50_000), operator_loss: Nanos(0) });
+    assert_eq!(settle(&store, "s1", 40, 10), Settled::AlreadySettled);
+    let rates = block_on(store.peek_rates("s", KeyKind::Live, T0)).unwrap();
+    assert_eq!(rates.tokens_remaining, 40_000 - 50);
+    let Admission::Admitted(_) = admit(&store, &request("s2", "s", KeyKind::Live, 10, 10, true, T0)) else { panic!() };
+    // Usage beyond the hold: charge the hold, count the rest as operator loss.
+    assert_eq!(settle(&store, "s2", 30, 30), Settled::Charged { charged: Nanos(10_000), released: Nanos(0), operator_loss: Nanos(20_000) });
+    let view = block_on(store.account("s")).unwrap();
+    assert_eq!((view.balance, view.held), (Nanos(1_000_000 - 35_000), Nanos(0)));
+    let usage = block_on(store.usage("s", 10)).unwrap();
+    assert_eq!(usage.iter().map(|r| (r.cost, r.outcome)).collect::<Vec<_>>(), [(Nanos(10_000), "completed"), (Nanos(25_000), "completed")]);
+}
+
+// Goal: a request larger than the TPM bucket is refused as too large; without a client cap the
+// output cap is lowered to fit the bucket instead.
+#[test]
+fn tokens_per_minute_capacity() {
+    let store = store();
+    account(&store, "t", 1_000_000_000);
+    match admit(&store, &request("t1", "t", KeyKind::Live, 39_000, 2_000, true, T0)) {
+        Admission::TooLargeForTokenLimit { limit, requested, .. } => assert_eq!((limit, requested), (40_000, 41_000)),
+        other => panic!("{other:?}"),
+    }
+    match admit(&store, &request("t2", "t", KeyKind::Live, 39_000, 8_192, false, T0)) {
+        Admission::Admitted(admitted) => assert_eq!((admitted.output_cap_tokens, admitted.tokens_charged), (1_000, 40_000)),
+        other => panic!("{other:?}"),
+    }
+    match admit(&store, &request("t3", "t", KeyKind::Live, 10, 10, true, T0)) {
+        Admission::RateLimited { bucket: Bucket::Tokens, limit: 40_000, used: 40_000, requested: 20, retry_after_ms: 30, .. } => {}
+        other => panic!("{other:?}"),
+    }
+}
+
+// Goal: top-ups credit once per reference and flip Unverified to Trusted for good (100 RPM).
+#[test]
+fn topups_are_idempotent_and_flip_the_tier() {
+    let store = store();
+    account(&store, "p", 0);
+    let first = block_on(store.topup("p", Nanos(5_000_000_000), "MPESA-1", T0)).unwrap();
+    assert_eq!((first.balance, &*first.tier, first.duplicate), (Nanos(5_000_000_000), TIER_TRUSTED, false));
+    let again = block_on(store.topup("p", Nanos(5_000_000_000), "MPESA-1", T0)).unwrap();
+    assert_eq!((again.balance, again.duplicate), (Nanos(5_000_000_000), true));
+    assert_eq!(block_on(store.peek_rates("p", KeyKind::Live, T0)).unwrap().requests_limit, 100);
+    assert_eq!(block_on(store.topup("nobody", Nanos(1), "MPESA-2", T0)), Err(StoreError::NotFound));
+}
+
+// Goal: test keys never touch the wallet and use their own Unverified buckets.
+#[test]
+fn test_keys_are_free_and_separate() {
+    let store = store();
+    account(&store, "x", 0);
+    block_on(store.topup("x", Nanos(1_000), "ref-x", T0)).unwrap();
+    let Admission::Admitted(admitted) = admit(&store, &request("x1", "x", KeyKind::Test, 100, 100, true, T0)) else { panic!() };
+    assert_eq!((admitted.hold, admitted.rates.requests_limit), (Nanos(0), 30));
+    assert_eq!(settle(&store, "x1", 50, 50), Settled::Charged { charged: Nanos(0), released: Nanos(0), operator_loss: Nanos(0) });
+    assert_eq!(block_on(store.peek_rates("x", KeyKind::Live, T0)).unwrap().requests_remaining, 100);
+    assert_eq!(block_on(store.account("x")).unwrap().balance, Nanos(1_000));
+}
+
+// Goal: the reaper releases holds past their TTL and nothing else.
+#[test]
+fn reaper_releases_expired_holds() {
+    let store = store();
+    account(&store, "r", 1_000_000);
+    let Admission::Admitted(_) = admit(&store, &request("old", "r", KeyKind::Live, 10, 10, true, T0)) else { panic!() };
+    let later = T0 + fikra_gateway::limits::HOLD_TTL_MS;
+    let Admission::Admitted(_) = admit(&store, &request("new", "r", KeyKind::Live, 10, 10, true, later)) else { panic!() };
+    assert_eq!(block_on(store.reap_expired_holds(later)), Ok(1));
+    assert_eq!(block_on(store.account("r")).unwrap().held, Nanos(10_000));
+    assert_eq!(settle(&store, "old", 1, 1), Settled::AlreadySettled);
+}
+
+// Goal: under 8 threads x 25 admissions against a wallet that holds exactly k full requests,
+// at most k are admitted at once, the balance never drops below what is held, and after
+// settlement balance before - balance after equals the ledger's charges to the nano-dollar.
+#[test]
+fn concurrent_admissions_never_overdraw() {
+    let policy = LimitPolicy {
+        account_overrides: vec![("c".into(), TierLimits { requests_per_minute: 1_000_000, tokens_per_minute: 1_000_000_000 })],
+        ..LimitPolicy::reference()
+    };
+    let store = Store::embedded(policy);
+    let hold_per_request = (100 + 50) * 500;
+    let k = 23;
+    // Left over after k holds: one nano-dollar short of the input cost plus one output token.
+    account(&store, "c", k * hold_per_request + 100 * 500 + 500 - 1);
+    let admitted_ids: Vec<Vec<String>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|thread| {
+                let store = store.clone();
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    for i in 0..25 {
+                        let id = format!("t{thread}-{i}");
+                        if let Admission::Admitted(a) = admit(&store, &request(&id, "c", KeyKind::Live, 100, 50, true, T0)) {
+                            assert_eq!(a.output_cap_tokens, 50);
+                            mine.push(id);
+                        }
+                        let view = block_on(store.account("c")).unwrap();
+                        assert!(view.held <= view.balance);
+                    }
+                    mine
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let admitted: Vec<String> = admitted_ids.into_iter().flatten().collect();
+    assert_eq!(admitted.len() as u64, k, "holds are never released here, so exactly k fit");
+    let before = block_on(store.account("c")).unwrap().balance;
+    for (i, id) in admitted.iter().enumerate() {
+        settle(&store, id, 37 + i as u64 % 7, 13 + i as u64 % 5);
+    }
+    let after = block_on(store.account("c")).unwrap();
+    assert_eq!(after.held, Nanos(0));
+    let charged: u64 = block_on(store.usage("c", 1000)).unwrap().iter().map(|r| r.cost.0).sum();
+    assert_eq!(before.0 - after.balance.0, charged);
+}

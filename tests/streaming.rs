@@ -1,0 +1,109 @@
+//! Streaming: events reach the client as they are produced, and a client that leaves
+//! mid-stream is settled at once for what it received.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Write};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const PACED_SANDBOX: &str = "[sandbox]\ntime_to_first_token_ms = 0\ntokens_per_second = 20\noutput_tokens = 20\n";
+
+fn stream_body() -> String {
+    serde_json::json!({"model": "fikra-flash", "stream": true, "messages": [{"role": "user", "content": "tell me"}]}).to_string()
+}
+
+/// Reads the response head of a streamed answer, then returns the reader positioned at the body.
+fn open_stream(gateway: &TestGateway, key: &str) -> BufReader<std::net::TcpStream> {
+    let stream = connect(gateway.api);
+    (&stream).write_all(chat_request(key, &stream_body()).as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    let mut line = String::new();
+    reader.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "{line}");
+    loop {
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+    }
+    reader
+}
+
+/// Reads the next SSE `data:` payload from a chunked body.
+fn next_event(reader: &mut BufReader<std::net::TcpStream>) -> Option<String> {
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(data) = line.strip_prefix("data: ") {
+            return Some(data.trim_end().to_string());
+        }
+    }
+}
+
+// Goal: with the sandbox emitting 20 chunks 50 ms apart, the client holds the first content
+// chunk while the sandbox has produced fewer than all 20 (order of events, not a time budget),
+// and the stream ends with [DONE] after 20 content chunks.
+#[test]
+fn first_chunk_arrives_before_the_last_is_produced() {
+    let gateway = TestGateway::start(PACED_SANDBOX);
+    let key = gateway.account_with_key("streamer", "1.00", "live");
+    let mut reader = open_stream(&gateway, &key);
+    let role = next_event(&mut reader).unwrap();
+    assert!(role.contains("\"role\":\"assistant\""), "{role}");
+    let first = next_event(&mut reader).unwrap();
+    assert!(first.contains("\"content\""), "{first}");
+    let produced = metric(gateway.admin, "fikra_sandbox_chunks_emitted_total");
+    assert!(produced < 20, "sandbox had produced {produced} chunks when the client got the first");
+    let mut contents = 1;
+    let mut saw_done = false;
+    while let Some(event) = next_event(&mut reader) {
+        if event == "[DONE]" {
+            saw_done = true;
+            break;
+        }
+        let value: serde_json::Value = serde_json::from_str(&event).unwrap();
+        assert_eq!(value["model"], "fikra-flash");
+        if value["choices"][0]["delta"]["content"].is_string() {
+            contents += 1;
+        }
+        assert!(value.get("usage").is_none() || value["usage"].is_null(), "usage only when asked: {event}");
+    }
+    assert!(saw_done);
+    assert_eq!(contents, 20);
+}
+
+// Goal: a client that disconnects mid-stream is settled within a second, charged for what it
+// was delivered, and the hold is fully released.
+#[test]
+fn client_disconnect_mid_stream_is_settled_quickly() {
+    let gateway = TestGateway::start(PACED_SANDBOX);
+    let key = gateway.account_with_key("leaver", "1.00", "live");
+    let mut reader = open_stream(&gateway, &key);
+    for _ in 0..4 {
+        next_event(&mut reader).unwrap();
+    }
+    drop(reader);
+    let left_at = Instant::now();
+    let record = loop {
+        let usage = gateway.admin_call("GET", "/admin/accounts/leaver/usage", "").json();
+        if let Some(record) = usage["data"].as_array().unwrap().first().cloned() {
+            break record;
+        }
+        assert!(left_at.elapsed() < Duration::from_secs(2), "not settled within the deadline");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(left_at.elapsed() < Duration::from_millis(1500), "settled after {:?}", left_at.elapsed());
+    assert_eq!(record["outcome"], "client_aborted");
+    let completion = record["completion_tokens"].as_u64().unwrap();
+    assert!((3..20).contains(&completion), "{completion}");
+    let prompt = record["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(usd_to_nanos(record["cost_usd"].as_str().unwrap()), (prompt + completion) * 500);
+    let account = gateway.account("leaver");
+    assert_eq!(account["held_usd"], "0.000000000");
+    assert_eq!(usd_to_nanos(account["balance_usd"].as_str().unwrap()), 1_000_000_000 - (prompt + completion) * 500);
+}
