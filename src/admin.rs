@@ -51,7 +51,9 @@ fn bad(param: &'static str, message: impl Into<String>) -> AdminError {
 fn store_error(error: StoreError, what: &str) -> AdminError {
     match error {
         StoreError::NotFound => admin_error(ErrorKind::NotFound, None, format!("No such {what}.")),
-        StoreError::AlreadyExists => admin_error(ErrorKind::AlreadyExists, Some("id"), format!("That {what} already exists.")),
+        StoreError::AlreadyExists => {
+            admin_error(ErrorKind::AlreadyExists, Some("id"), format!("That {what} already exists."))
+        }
         StoreError::Unavailable => admin_error(ErrorKind::ServiceUnavailable, None, "The store is unreachable."),
         StoreError::Overflow => bad("amount", "The amount is out of range."),
     }
@@ -69,7 +71,14 @@ impl Handler for AdminHandler {
             }
             (Method::Get, "/readyz") => {
                 let (status, body) = self.readiness().await;
-                response::write_full(&mut sink.out, status, "application/json", &[], &context, body.to_string().as_bytes());
+                response::write_full(
+                    &mut sink.out,
+                    status,
+                    "application/json",
+                    &[],
+                    &context,
+                    body.to_string().as_bytes(),
+                );
                 return;
             }
             (Method::Get, "/metrics") => {
@@ -80,7 +89,11 @@ impl Handler for AdminHandler {
             _ => {}
         }
         let result = if !self.authorized(head.authorization) {
-            Err(admin_error(ErrorKind::InvalidApiKey, None, "The admin API needs 'Authorization: Bearer <admin token>'."))
+            Err(admin_error(
+                ErrorKind::InvalidApiKey,
+                None,
+                "The admin API needs 'Authorization: Bearer <admin token>'.",
+            ))
         } else {
             self.route(head.method, path, head.query, request.body).await
         };
@@ -134,9 +147,14 @@ impl AdminHandler {
             (Method::Post, ["admin", "accounts", id, "topups"]) => self.topup(id, body).await,
             (Method::Get, ["admin", "accounts", id, "usage"]) => self.usage(id, query).await,
             (Method::Put, ["admin", "maintenance"]) => self.maintenance(body),
-            (_, ["admin", "accounts"] | ["admin", "accounts", _] | ["admin", "accounts", _, _] | ["admin", "keys", _] | ["admin", "maintenance"]) => {
-                Err(admin_error(ErrorKind::MethodNotAllowed, None, format!("Method not allowed on {path}.")))
-            }
+            (
+                _,
+                ["admin", "accounts"]
+                | ["admin", "accounts", _]
+                | ["admin", "accounts", _, _]
+                | ["admin", "keys", _]
+                | ["admin", "maintenance"],
+            ) => Err(admin_error(ErrorKind::MethodNotAllowed, None, format!("Method not allowed on {path}."))),
             _ => Err(admin_error(ErrorKind::UnknownEndpoint, None, format!("Unknown admin endpoint: {path}."))),
         }
     }
@@ -153,10 +171,13 @@ impl AdminHandler {
             validate_id(id, "id")?;
         }
         let credit = match optional_string(&value, "signup_credit_usd")? {
-            Some(text) => money::parse_usd(text).map_err(|e| bad("signup_credit_usd", format!("signup_credit_usd: {e}")))?,
+            Some(text) => {
+                money::parse_usd(text).map_err(|e| bad("signup_credit_usd", format!("signup_credit_usd: {e}")))?
+            }
             None => self.shared.config.billing.signup_credit,
         };
-        let account = self.shared.store.create_account(id, credit, self.now_ms()).await.map_err(|e| store_error(e, "account"))?;
+        let account =
+            self.shared.store.create_account(id, credit, self.now_ms()).await.map_err(|e| store_error(e, "account"))?;
         Ok((201, account_json(&account)))
     }
 
@@ -180,7 +201,13 @@ impl AdminHandler {
         let account = self.shared.store.account(account_id).await.map_err(|e| store_error(e, "account"))?;
         let (key, hash) = auth::generate_key(kind);
         let key_id: Arc<str> = format!("key_{}", auth::random_base62(16)).into();
-        let record = KeyRecord { key_id: key_id.clone(), account_id: account.id, kind, name: name.map(Into::into), revoked: false };
+        let record = KeyRecord {
+            key_id: key_id.clone(),
+            account_id: account.id,
+            kind,
+            name: name.map(Into::into),
+            revoked: false,
+        };
         self.shared.store.insert_key(hash, record).await.map_err(|e| store_error(e, "key"))?;
         Ok((201, json!({"key_id": &*key_id, "key": key, "kind": kind.as_str()})))
     }
@@ -194,10 +221,18 @@ impl AdminHandler {
         let value = parse_object(body, false)?;
         check_fields(&value, &["amount", "currency", "reference"])?;
         let amount = value.get("amount").and_then(Value::as_str).ok_or_else(|| {
-            admin_error(ErrorKind::MissingRequiredParameter, Some("amount"), "amount is required, as a decimal string such as \"100.00\".")
+            admin_error(
+                ErrorKind::MissingRequiredParameter,
+                Some("amount"),
+                "amount is required, as a decimal string such as \"100.00\".",
+            )
         })?;
         let reference = value.get("reference").and_then(Value::as_str).ok_or_else(|| {
-            admin_error(ErrorKind::MissingRequiredParameter, Some("reference"), "reference (the payment reference) is required.")
+            admin_error(
+                ErrorKind::MissingRequiredParameter,
+                Some("reference"),
+                "reference (the payment reference) is required.",
+            )
         })?;
         if reference.is_empty() || reference.len() > MAX_PAYMENT_REFERENCE_BYTES {
             return Err(bad("reference", format!("reference must be 1 to {MAX_PAYMENT_REFERENCE_BYTES} bytes.")));
@@ -211,9 +246,16 @@ impl AdminHandler {
         if nanos == Nanos::ZERO {
             return Err(bad("amount", "amount must be more than zero."));
         }
-        let result =
-            self.shared.store.topup(account_id, nanos, reference, self.now_ms()).await.map_err(|e| store_error(e, "account"))?;
-        Ok((200, json!({"balance_usd": result.balance.to_usd_string(), "tier": &*result.tier, "duplicate": result.duplicate})))
+        let result = self
+            .shared
+            .store
+            .topup(account_id, nanos, reference, self.now_ms())
+            .await
+            .map_err(|e| store_error(e, "account"))?;
+        Ok((
+            200,
+            json!({"balance_usd": result.balance.to_usd_string(), "tier": &*result.tier, "duplicate": result.duplicate}),
+        ))
     }
 
     async fn usage(&self, account_id: &str, query: &str) -> AdminResult {
@@ -223,7 +265,10 @@ impl AdminHandler {
                 Some(("limit", value)) => {
                     limit = value.parse().map_err(|_| bad("limit", "limit must be a positive integer."))?;
                     if limit == 0 || limit > crate::limits::MAX_USAGE_QUERY_LIMIT {
-                        return Err(bad("limit", format!("limit must be 1 to {}.", crate::limits::MAX_USAGE_QUERY_LIMIT)));
+                        return Err(bad(
+                            "limit",
+                            format!("limit must be 1 to {}.", crate::limits::MAX_USAGE_QUERY_LIMIT),
+                        ));
                     }
                 }
                 _ => return Err(bad("limit", "the only query parameter is limit.")),
@@ -251,13 +296,23 @@ impl AdminHandler {
     fn maintenance(&self, body: &[u8]) -> AdminResult {
         let value = parse_object(body, false)?;
         check_fields(&value, &["enabled", "retry_after_s"])?;
-        let enabled = value.get("enabled").and_then(Value::as_bool).ok_or_else(|| bad("enabled", "enabled must be a boolean."))?;
+        let enabled = value
+            .get("enabled")
+            .and_then(Value::as_bool)
+            .ok_or_else(|| bad("enabled", "enabled must be a boolean."))?;
         let retry_after_s = match value.get("retry_after_s") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_u64().filter(|s| (1..=3600).contains(s)).ok_or_else(|| bad("retry_after_s", "retry_after_s must be an integer from 1 to 3600."))?),
+            Some(v) => Some(
+                v.as_u64()
+                    .filter(|s| (1..=3600).contains(s))
+                    .ok_or_else(|| bad("retry_after_s", "retry_after_s must be an integer from 1 to 3600."))?,
+            ),
         };
         self.shared.maintenance.set(enabled, retry_after_s);
-        Ok((200, json!({"enabled": enabled, "retry_after_s": retry_after_s.unwrap_or(crate::shared::Maintenance::DEFAULT_RETRY_AFTER_S)})))
+        Ok((
+            200,
+            json!({"enabled": enabled, "retry_after_s": retry_after_s.unwrap_or(crate::shared::Maintenance::DEFAULT_RETRY_AFTER_S)}),
+        ))
     }
 }
 

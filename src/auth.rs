@@ -70,7 +70,7 @@ pub fn parse_authorization(header: Option<&[u8]>) -> Result<PresentedKey<'_>, Ap
         None => return Err(ApiError::new(ErrorKind::MissingApiKey)),
         Some(value) => trim_ascii(value),
     };
-    if header.is_empty() {
+    if header.is_empty() || header.eq_ignore_ascii_case(b"bearer") {
         return Err(ApiError::new(ErrorKind::MissingApiKey));
     }
     let Some(space) = header.iter().position(|&b| b == b' ') else {

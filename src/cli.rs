@@ -139,7 +139,10 @@ async fn create_demo_account(
         let (key, hash) = crate::auth::generate_key(kind);
         let key_id: Arc<str> = format!("key_{}", crate::auth::random_base62(16)).into();
         store
-            .insert_key(hash, KeyRecord { key_id, account_id: account.id.clone(), kind, name: Some(name.into()), revoked: false })
+            .insert_key(
+                hash,
+                KeyRecord { key_id, account_id: account.id.clone(), kind, name: Some(name.into()), revoked: false },
+            )
             .await?;
         keys.push(key);
     }
@@ -204,7 +207,12 @@ fn sandbox(args: &[&str]) -> ExitCode {
                 .filter(|n| (1..=crate::limits::SANDBOX_MAX_OUTPUT_TOKENS).contains(n))
                 .map(|n| settings.output_tokens = n)
                 .is_some(),
-            "--workers" => value.parse::<usize>().ok().filter(|n| (1..=crate::limits::MAX_WORKERS).contains(n)).map(|n| workers = n).is_some(),
+            "--workers" => value
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=crate::limits::MAX_WORKERS).contains(n))
+                .map(|n| workers = n)
+                .is_some(),
             _ => false,
         };
         if !ok {

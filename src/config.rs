@@ -100,7 +100,11 @@ pub struct SandboxSettings {
 
 impl Default for SandboxSettings {
     fn default() -> Self {
-        SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens: DEFAULT_SANDBOX_OUTPUT_TOKENS }
+        SandboxSettings {
+            time_to_first_token_ms: 0,
+            tokens_per_second: 0,
+            output_tokens: DEFAULT_SANDBOX_OUTPUT_TOKENS,
+        }
     }
 }
 
@@ -143,8 +147,9 @@ impl Config {
 }
 
 pub fn load_config(path: &Path) -> Result<Config, Vec<ConfigError>> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| vec![ConfigError { key: path.display().to_string(), message: format!("cannot read: {error}") }])?;
+    let text = std::fs::read_to_string(path).map_err(|error| {
+        vec![ConfigError { key: path.display().to_string(), message: format!("cannot read: {error}") }]
+    })?;
     parse_config(&text)
 }
 
@@ -154,7 +159,11 @@ pub fn parse_config(text: &str) -> Result<Config, Vec<ConfigError>> {
         vec![ConfigError { key: "(file)".into(), message: format!("not valid TOML: {}", error.message()) }]
     })?;
     let mut walker = Walker { errors: Vec::new() };
-    walker.known_keys("", &table, &["server", "store", "billing", "tiers", "account_overrides", "upstreams", "models", "sandbox"]);
+    walker.known_keys(
+        "",
+        &table,
+        &["server", "store", "billing", "tiers", "account_overrides", "upstreams", "models", "sandbox"],
+    );
     let server = walker.server(table.get("server"));
     let store = walker.store(table.get("store"));
     let billing = walker.billing(table.get("billing"));
@@ -275,7 +284,8 @@ impl Walker {
             Some(Value::Integer(0)) | None => 0,
             other => self.integer("server.workers", other, limits::MAX_WORKERS as u64).unwrap_or(0) as usize,
         };
-        let mut bounded = |key: &str, max: u64| self.integer(&format!("server.{key}"), table.get(key), max).unwrap_or(max);
+        let mut bounded =
+            |key: &str, max: u64| self.integer(&format!("server.{key}"), table.get(key), max).unwrap_or(max);
         let max_head_bytes = bounded("max_head_bytes", limits::MAX_REQUEST_HEAD_BYTES as u64) as usize;
         let max_body_bytes = bounded("max_body_bytes", limits::MAX_REQUEST_BODY_BYTES as u64) as usize;
         let head_timeout_ms = bounded("head_timeout_ms", limits::HEAD_READ_TIMEOUT_MS);
@@ -399,7 +409,10 @@ impl Walker {
             }
             Some(_) => self.error("account_overrides", "must be an array of tables ([[account_overrides]])"),
         }
-        debug_assert!(policy.tiers.iter().any(|(t, _)| &**t == TIER_UNVERIFIED) && policy.tiers.iter().any(|(t, _)| &**t == TIER_TRUSTED));
+        debug_assert!(
+            policy.tiers.iter().any(|(t, _)| &**t == TIER_UNVERIFIED)
+                && policy.tiers.iter().any(|(t, _)| &**t == TIER_TRUSTED)
+        );
         policy
     }
 
@@ -422,7 +435,11 @@ impl Walker {
         let mut upstreams: Vec<UpstreamConfig> = Vec::new();
         for (index, table) in self.array_of_tables("upstreams", value).into_iter().enumerate() {
             let prefix = format!("upstreams[{index}]");
-            self.known_keys(&prefix, table, &["name", "base_url", "api_key_env", "ca_file", "connect_timeout_ms", "response_timeout_ms"]);
+            self.known_keys(
+                &prefix,
+                table,
+                &["name", "base_url", "api_key_env", "ca_file", "connect_timeout_ms", "response_timeout_ms"],
+            );
             let name = self.string(&join(&prefix, "name"), table.get("name"));
             let base_url = self.string(&join(&prefix, "base_url"), table.get("base_url"));
             let (Some(name), Some(base_url)) = (name.clone(), base_url.clone()) else {
@@ -469,7 +486,9 @@ impl Walker {
     fn price(&mut self, key: String, value: Option<&Value>) -> Option<NanosPerToken> {
         let text = self.string(&key, value)?;
         money::parse_usd_per_million(&text)
-            .map_err(|error| self.error(key, format!("'{text}': {error} (USD per million tokens, a multiple of 0.001)")))
+            .map_err(|error| {
+                self.error(key, format!("'{text}': {error} (USD per million tokens, a multiple of 0.001)"))
+            })
             .ok()
     }
 
@@ -483,7 +502,16 @@ impl Walker {
             self.known_keys(
                 &prefix,
                 table,
-                &["id", "upstream", "upstream_model", "input_usd_per_million", "output_usd_per_million", "max_output_tokens", "unsupported_parameters", "created"],
+                &[
+                    "id",
+                    "upstream",
+                    "upstream_model",
+                    "input_usd_per_million",
+                    "output_usd_per_million",
+                    "max_output_tokens",
+                    "unsupported_parameters",
+                    "created",
+                ],
             );
             for required in ["id", "upstream", "input_usd_per_million", "output_usd_per_million", "max_output_tokens"] {
                 if table.get(required).is_none() {
@@ -506,13 +534,19 @@ impl Walker {
                 && upstream != SANDBOX_UPSTREAM
                 && !upstreams.iter().any(|u| &u.name == upstream)
             {
-                self.error(join(&prefix, "upstream"), format!("'{upstream}' is not 'sandbox' nor an [[upstreams]] name"));
+                self.error(
+                    join(&prefix, "upstream"),
+                    format!("'{upstream}' is not 'sandbox' nor an [[upstreams]] name"),
+                );
             }
             let upstream_model = self.string(&join(&prefix, "upstream_model"), table.get("upstream_model"));
             let input_price = self.price(join(&prefix, "input_usd_per_million"), table.get("input_usd_per_million"));
             let output_price = self.price(join(&prefix, "output_usd_per_million"), table.get("output_usd_per_million"));
-            let max_output_tokens =
-                self.integer(&join(&prefix, "max_output_tokens"), table.get("max_output_tokens"), limits::MAX_MODEL_OUTPUT_TOKENS);
+            let max_output_tokens = self.integer(
+                &join(&prefix, "max_output_tokens"),
+                table.get("max_output_tokens"),
+                limits::MAX_MODEL_OUTPUT_TOKENS,
+            );
             let unsupported_parameters = match table.get("unsupported_parameters") {
                 None => Vec::new(),
                 Some(Value::Array(items)) if items.iter().all(Value::is_str) => {

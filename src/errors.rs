@@ -103,26 +103,87 @@ impl ErrorKind {
         const INVALID: &str = "invalid_request_error";
         let (status, error_type, code, should_retry, has_retry_after, default_message) = match self {
             InvalidJson => (400, INVALID, "invalid_json", Unsaid, false, "The request body must be a JSON object."),
-            MissingRequiredParameter => (400, INVALID, "missing_required_parameter", Unsaid, false, "A required parameter is missing."),
+            MissingRequiredParameter => {
+                (400, INVALID, "missing_required_parameter", Unsaid, false, "A required parameter is missing.")
+            }
             InvalidParameter => (400, INVALID, "invalid_parameter", Unsaid, false, "A parameter has an invalid value."),
-            UnsupportedParameter => (400, INVALID, "unsupported_parameter", Unsaid, false, "A parameter is not supported by this model."),
+            UnsupportedParameter => {
+                (400, INVALID, "unsupported_parameter", Unsaid, false, "A parameter is not supported by this model.")
+            }
             ModelNotFound => (400, INVALID, "model_not_found", Unsaid, false, "The model does not exist."),
             ModelNotFoundOnRetrieve => (404, INVALID, "model_not_found", Unsaid, false, "The model does not exist."),
-            MalformedRequest => (400, INVALID, "malformed_request", Unsaid, false, "The request is not valid HTTP/1.1."),
-            MissingApiKey => (401, "authentication_error", "missing_api_key", Unsaid, false, "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'."),
-            InvalidApiKey => (401, "authentication_error", "invalid_api_key", Unsaid, false, "Incorrect API key provided."),
-            RevokedApiKey => (401, "authentication_error", "revoked_api_key", Unsaid, false, "This API key has been revoked."),
-            InsufficientQuota => (402, "billing_error", "insufficient_quota", No, false, "Your balance is too low for this request. Top up by M-Pesa or card to continue."),
+            MalformedRequest => {
+                (400, INVALID, "malformed_request", Unsaid, false, "The request is not valid HTTP/1.1.")
+            }
+            MissingApiKey => (
+                401,
+                "authentication_error",
+                "missing_api_key",
+                Unsaid,
+                false,
+                "You didn't provide an API key. Send it in the Authorization header as 'Bearer YOUR_KEY'.",
+            ),
+            InvalidApiKey => {
+                (401, "authentication_error", "invalid_api_key", Unsaid, false, "Incorrect API key provided.")
+            }
+            RevokedApiKey => {
+                (401, "authentication_error", "revoked_api_key", Unsaid, false, "This API key has been revoked.")
+            }
+            InsufficientQuota => (
+                402,
+                "billing_error",
+                "insufficient_quota",
+                No,
+                false,
+                "Your balance is too low for this request. Top up by M-Pesa or card to continue.",
+            ),
             UnknownEndpoint => (404, INVALID, "unknown_endpoint", Unsaid, false, "Unknown endpoint."),
-            MethodNotAllowed => (405, INVALID, "method_not_allowed", Unsaid, false, "Method not allowed for this endpoint."),
+            MethodNotAllowed => {
+                (405, INVALID, "method_not_allowed", Unsaid, false, "Method not allowed for this endpoint.")
+            }
             RequestTooLarge => (413, INVALID, "request_too_large", Unsaid, false, "The request body is too large."),
             HeadersTooLarge => (431, INVALID, "headers_too_large", Unsaid, false, "The request headers are too large."),
             RateLimitExceeded => (429, "rate_limit_error", "rate_limit_exceeded", Yes, true, "Rate limit reached."),
-            RateLimitRequestTooLarge => (429, "rate_limit_error", "rate_limit_exceeded", No, false, "Request too large for the tokens-per-minute limit."),
-            InternalError => (500, "api_error", "internal_error", Unsaid, false, "The server had an error while processing your request."),
-            UpstreamUnavailable => (502, "api_error", "upstream_unavailable", Yes, false, "The model backend is unavailable. Please retry."),
-            ServiceUnavailable => (503, "api_error", "service_unavailable", Yes, true, "The service is temporarily unavailable. Please retry shortly."),
-            UpstreamTimeout => (504, "api_error", "upstream_timeout", Yes, false, "The model backend did not respond in time. Please retry."),
+            RateLimitRequestTooLarge => (
+                429,
+                "rate_limit_error",
+                "rate_limit_exceeded",
+                No,
+                false,
+                "Request too large for the tokens-per-minute limit.",
+            ),
+            InternalError => (
+                500,
+                "api_error",
+                "internal_error",
+                Unsaid,
+                false,
+                "The server had an error while processing your request.",
+            ),
+            UpstreamUnavailable => (
+                502,
+                "api_error",
+                "upstream_unavailable",
+                Yes,
+                false,
+                "The model backend is unavailable. Please retry.",
+            ),
+            ServiceUnavailable => (
+                503,
+                "api_error",
+                "service_unavailable",
+                Yes,
+                true,
+                "The service is temporarily unavailable. Please retry shortly.",
+            ),
+            UpstreamTimeout => (
+                504,
+                "api_error",
+                "upstream_timeout",
+                Yes,
+                false,
+                "The model backend did not respond in time. Please retry.",
+            ),
             NotFound => (404, INVALID, "not_found", Unsaid, false, "No such object."),
             AlreadyExists => (409, INVALID, "already_exists", Unsaid, false, "An object with this id already exists."),
         };
@@ -147,17 +208,48 @@ pub enum Detail<'a> {
     /// `param` is missing.
     MissingParam,
     /// `param` is present but wrong; `reason` says what it must be ("must be a boolean").
-    InvalidParam { reason: &'static str },
+    InvalidParam {
+        reason: &'static str,
+    },
     /// `param` is not supported by `model`.
-    UnsupportedParam { model: &'a str },
-    ModelNotFound { requested: &'a str, suggestion: Option<&'a str> },
-    InsufficientQuota { balance: Nanos, available: Nanos, needed: Nanos },
-    RateLimited { bucket: Bucket, limit: u64, used: u64, requested: u64, retry_after_ms: u64 },
-    RateLimitTooLarge { limit: u64, requested: u64 },
-    UnknownEndpoint { method: &'a str, path: &'a str },
-    MethodNotAllowed { method: &'a str, path: &'a str, allow: &'static str },
-    RequestTooLarge { limit_bytes: usize },
-    HeadersTooLarge { limit_bytes: usize },
+    UnsupportedParam {
+        model: &'a str,
+    },
+    ModelNotFound {
+        requested: &'a str,
+        suggestion: Option<&'a str>,
+    },
+    InsufficientQuota {
+        balance: Nanos,
+        available: Nanos,
+        needed: Nanos,
+    },
+    RateLimited {
+        bucket: Bucket,
+        limit: u64,
+        used: u64,
+        requested: u64,
+        retry_after_ms: u64,
+    },
+    RateLimitTooLarge {
+        limit: u64,
+        requested: u64,
+    },
+    UnknownEndpoint {
+        method: &'a str,
+        path: &'a str,
+    },
+    MethodNotAllowed {
+        method: &'a str,
+        path: &'a str,
+        allow: &'static str,
+    },
+    RequestTooLarge {
+        limit_bytes: usize,
+    },
+    HeadersTooLarge {
+        limit_bytes: usize,
+    },
 }
 
 /// One error, ready to render.
@@ -210,8 +302,13 @@ impl Catalog {
             .map(|kind| {
                 let spec = kind.spec();
                 let mut head_fixed = Vec::new();
-                write!(head_fixed, "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n", spec.status, reason_phrase(spec.status))
-                    .expect("write to Vec");
+                write!(
+                    head_fixed,
+                    "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\n",
+                    spec.status,
+                    reason_phrase(spec.status)
+                )
+                .expect("write to Vec");
                 match spec.should_retry {
                     ShouldRetry::Unsaid => {}
                     ShouldRetry::Yes => head_fixed.extend_from_slice(b"x-should-retry: true\r\n"),
@@ -287,7 +384,9 @@ pub fn write_json_escaped(out: &mut Vec<u8>, text: &str) {
         out.extend_from_slice(&bytes[start..index]);
         match escape {
             Some(sequence) => out.extend_from_slice(sequence),
-            None => out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(byte >> 4) as usize], HEX[(byte & 15) as usize]]),
+            None => {
+                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(byte >> 4) as usize], HEX[(byte & 15) as usize]])
+            }
         }
         start = index + 1;
     }
@@ -357,7 +456,10 @@ pub fn write_message(out: &mut Vec<u8>, error: &ApiError<'_>) {
                 Bucket::Requests => "requests per min (RPM)",
                 Bucket::Tokens => "tokens per min (TPM)",
             };
-            let _ = write!(out, "Rate limit reached for {name}: Limit {limit}, Used {used}, Requested {requested}. Please try again in ");
+            let _ = write!(
+                out,
+                "Rate limit reached for {name}: Limit {limit}, Used {used}, Requested {requested}. Please try again in "
+            );
             write_seconds(out, retry_after_ms);
             out.push(b'.');
         }
@@ -376,7 +478,9 @@ pub fn write_message(out: &mut Vec<u8>, error: &ApiError<'_>) {
             if path.starts_with("/v1/v1/") || path == "/v1/v1" {
                 out.extend_from_slice(b" The path repeats '/v1': set the SDK's base URL to end in a single '/v1'.");
             } else if !path.starts_with("/v1/") && path != "/v1" {
-                out.extend_from_slice(b" The path is missing the '/v1' prefix: set the SDK's base URL to end in '/v1'.");
+                out.extend_from_slice(
+                    b" The path is missing the '/v1' prefix: set the SDK's base URL to end in '/v1'.",
+                );
             }
         }
         Detail::MethodNotAllowed { method, path, allow } => {
@@ -455,7 +559,13 @@ mod tests {
         let error = ApiError {
             kind: ErrorKind::RateLimitExceeded,
             param: None,
-            detail: Detail::RateLimited { bucket: Bucket::Requests, limit: 30, used: 30, requested: 1, retry_after_ms: 1146 },
+            detail: Detail::RateLimited {
+                bucket: Bucket::Requests,
+                limit: 30,
+                used: 30,
+                requested: 1,
+                retry_after_ms: 1146,
+            },
         };
         assert_eq!(
             body(&error)["error"]["message"],
@@ -481,9 +591,17 @@ mod tests {
 
     #[test]
     fn unknown_endpoint_spots_prefix_mistakes() {
-        let doubled = ApiError { kind: ErrorKind::UnknownEndpoint, param: None, detail: Detail::UnknownEndpoint { method: "POST", path: "/v1/v1/chat/completions" } };
+        let doubled = ApiError {
+            kind: ErrorKind::UnknownEndpoint,
+            param: None,
+            detail: Detail::UnknownEndpoint { method: "POST", path: "/v1/v1/chat/completions" },
+        };
         assert!(body(&doubled)["error"]["message"].as_str().unwrap().contains("repeats '/v1'"));
-        let missing = ApiError { kind: ErrorKind::UnknownEndpoint, param: None, detail: Detail::UnknownEndpoint { method: "POST", path: "/chat/completions" } };
+        let missing = ApiError {
+            kind: ErrorKind::UnknownEndpoint,
+            param: None,
+            detail: Detail::UnknownEndpoint { method: "POST", path: "/chat/completions" },
+        };
         assert!(body(&missing)["error"]["message"].as_str().unwrap().contains("missing the '/v1' prefix"));
     }
 

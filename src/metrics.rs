@@ -23,7 +23,8 @@ pub enum Route {
 }
 
 impl Route {
-    pub const ALL: [Route; 5] = [Route::ChatCompletions, Route::ListModels, Route::RetrieveModel, Route::Unknown, Route::Framing];
+    pub const ALL: [Route; 5] =
+        [Route::ChatCompletions, Route::ListModels, Route::RetrieveModel, Route::Unknown, Route::Framing];
     pub fn label(self) -> &'static str {
         match self {
             Route::ChatCompletions => "/v1/chat/completions",
@@ -168,7 +169,11 @@ impl Metrics {
                 let value = self.sum(|w| w.requests[route.index()][slot].load(Ordering::Relaxed));
                 if value > 0 {
                     let status_label = if *status == 0 { "other".to_string() } else { status.to_string() };
-                    let _ = writeln!(text, "fikra_requests_total{{route=\"{}\",status=\"{status_label}\"}} {value}", route.label());
+                    let _ = writeln!(
+                        text,
+                        "fikra_requests_total{{route=\"{}\",status=\"{status_label}\"}} {value}",
+                        route.label()
+                    );
                 }
             }
         }
@@ -197,15 +202,63 @@ impl Metrics {
             let _ = writeln!(text, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
         };
         let load = |read: fn(&WorkerMetrics) -> &AtomicU64| self.sum(|w| read(w).load(Ordering::Relaxed));
-        scalar(&mut text, "fikra_connections_accepted_total", "counter", "Client connections accepted.", load(|w| &w.connections_accepted));
-        scalar(&mut text, "fikra_connections_open", "gauge", "Client connections open now.", load(|w| &w.connections_open));
-        scalar(&mut text, "fikra_requests_in_flight", "gauge", "Client requests being answered now.", load(|w| &w.requests_in_flight));
-        scalar(&mut text, "fikra_sandbox_chunks_emitted_total", "counter", "Content chunks the in-process sandbox produced.", load(|w| &w.sandbox_chunks_emitted));
+        scalar(
+            &mut text,
+            "fikra_connections_accepted_total",
+            "counter",
+            "Client connections accepted.",
+            load(|w| &w.connections_accepted),
+        );
+        scalar(
+            &mut text,
+            "fikra_connections_open",
+            "gauge",
+            "Client connections open now.",
+            load(|w| &w.connections_open),
+        );
+        scalar(
+            &mut text,
+            "fikra_requests_in_flight",
+            "gauge",
+            "Client requests being answered now.",
+            load(|w| &w.requests_in_flight),
+        );
+        scalar(
+            &mut text,
+            "fikra_sandbox_chunks_emitted_total",
+            "counter",
+            "Content chunks the in-process sandbox produced.",
+            load(|w| &w.sandbox_chunks_emitted),
+        );
         scalar(&mut text, "fikra_settlements_total", "counter", "Holds settled.", load(|w| &w.settlements));
-        scalar(&mut text, "fikra_charged_nanos_total", "counter", "Nano-USD charged to wallets.", load(|w| &w.charged_nanos));
-        scalar(&mut text, "fikra_operator_loss_nanos_total", "counter", "Nano-USD of usage beyond the hold, not charged (operator loss).", load(|w| &w.operator_loss_nanos));
-        scalar(&mut text, "fikra_max_tokens_clamped_total", "counter", "Requests whose output cap was lowered to what the wallet could pay.", load(|w| &w.max_tokens_clamped));
-        scalar(&mut text, "fikra_connection_panics_total", "counter", "Connections ended by a bug (panic caught).", load(|w| &w.connection_panics));
+        scalar(
+            &mut text,
+            "fikra_charged_nanos_total",
+            "counter",
+            "Nano-USD charged to wallets.",
+            load(|w| &w.charged_nanos),
+        );
+        scalar(
+            &mut text,
+            "fikra_operator_loss_nanos_total",
+            "counter",
+            "Nano-USD of usage beyond the hold, not charged (operator loss).",
+            load(|w| &w.operator_loss_nanos),
+        );
+        scalar(
+            &mut text,
+            "fikra_max_tokens_clamped_total",
+            "counter",
+            "Requests whose output cap was lowered to what the wallet could pay.",
+            load(|w| &w.max_tokens_clamped),
+        );
+        scalar(
+            &mut text,
+            "fikra_connection_panics_total",
+            "counter",
+            "Connections ended by a bug (panic caught).",
+            load(|w| &w.connection_panics),
+        );
         text
     }
 }

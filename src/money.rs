@@ -119,10 +119,7 @@ pub fn parse_scaled(text: &str, scale_digits: u32) -> Result<u128, DecimalError>
         fraction_value = fraction_value * 10 + u128::from(digit - b'0');
     }
     fraction_value *= 10u128.pow(scale_digits - fraction.len() as u32);
-    whole_value
-        .checked_mul(scale)
-        .and_then(|v| v.checked_add(fraction_value))
-        .ok_or(DecimalError::TooLarge)
+    whole_value.checked_mul(scale).and_then(|v| v.checked_add(fraction_value)).ok_or(DecimalError::TooLarge)
 }
 
 /// Parses a USD amount ("1.00", "0.000000001") into nano-USD.
@@ -171,10 +168,8 @@ impl UnitsPerUsd {
     pub fn to_nanos(self, amount: &str) -> Result<Nanos, DecimalError> {
         let amount_scaled_1e9 = parse_scaled(amount, 9)?;
         // amount / rate USD = amount_scaled / rate_scaled USD = amount_scaled * 1e9 / rate_scaled nanos.
-        let nanos = amount_scaled_1e9
-            .checked_mul(u128::from(NANOS_PER_USD))
-            .ok_or(DecimalError::TooLarge)?
-            / self.scaled_1e9;
+        let nanos =
+            amount_scaled_1e9.checked_mul(u128::from(NANOS_PER_USD)).ok_or(DecimalError::TooLarge)? / self.scaled_1e9;
         u64::try_from(nanos).map(Nanos).map_err(|_| DecimalError::TooLarge)
     }
 }

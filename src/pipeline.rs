@@ -23,7 +23,7 @@ use crate::openai::chat::{self, ChatRequest};
 use crate::openai::models::Backend;
 use crate::sandbox_server::{self, CompletionReply};
 use crate::shared::{NODE_TAG_LEN, Shared};
-use crate::store::{AdmitRequest, Admission, KeyKind, Outcome, RateSnapshot, Settled, Settlement, StoreError};
+use crate::store::{Admission, AdmitRequest, KeyKind, Outcome, RateSnapshot, Settled, Settlement, StoreError};
 
 /// `req_` + node tag + 16 hex digits of (worker, counter).
 pub const REQUEST_ID_LEN: usize = 4 + NODE_TAG_LEN + 16;
@@ -117,7 +117,8 @@ impl Worker {
         if self.shared.is_draining() {
             sink.keep_alive = false;
         }
-        let context = ResponseContext { request_id: request_id.map(RequestId::as_str), rates, keep_alive: sink.keep_alive };
+        let context =
+            ResponseContext { request_id: request_id.map(RequestId::as_str), rates, keep_alive: sink.keep_alive };
         response::write_error(&mut sink.out, &mut sink.scratch, error, &extras, &context);
         error.kind.spec().status
     }
@@ -188,7 +189,12 @@ impl ApiHandler {
     }
 
     /// `GET /v1/models` and `GET /v1/models/{id}`.
-    async fn models<S: AsyncWriteRent>(&self, id: Option<&str>, request: &Request<'_>, sink: &mut ResponseSink<S>) -> u16 {
+    async fn models<S: AsyncWriteRent>(
+        &self,
+        id: Option<&str>,
+        request: &Request<'_>,
+        sink: &mut ResponseSink<S>,
+    ) -> u16 {
         let worker = &self.worker;
         let request_id = worker.next_request_id();
         let caller = match worker.authenticate(request.head.authorization).await {
@@ -211,7 +217,11 @@ impl ApiHandler {
                 }
             },
         };
-        let context = ResponseContext { request_id: Some(request_id.as_str()), rates: rates.as_ref(), keep_alive: sink.keep_alive };
+        let context = ResponseContext {
+            request_id: Some(request_id.as_str()),
+            rates: rates.as_ref(),
+            keep_alive: sink.keep_alive,
+        };
         response::write_full(&mut sink.out, 200, "application/json", &[], &context, body);
         200
     }
@@ -317,17 +327,17 @@ impl ApiHandler {
                 rates: Some(&admitted.rates),
                 created_unix_s: shared.clock.now_ms() / 1000,
             };
-            let produced = sandbox_server::write_completion(sink, &reply, &shared.config.sandbox, &worker.metrics).await;
+            let produced =
+                sandbox_server::write_completion(sink, &reply, &shared.config.sandbox, &worker.metrics).await;
             let outcome = if produced.client_aborted { Outcome::ClientAborted } else { Outcome::Completed };
-            let usage = Usage { prompt_tokens: produced.prompt_tokens, completion_tokens: produced.completion_tokens, outcome };
+            let usage =
+                Usage { prompt_tokens: produced.prompt_tokens, completion_tokens: produced.completion_tokens, outcome };
             (200, usage)
         } else {
             // Upstream proxying arrives with the upstream client; until then such a model is
             // reported unavailable and its hold released at zero.
-            let error = ApiError::with_text(
-                ErrorKind::UpstreamUnavailable,
-                "The model backend is unavailable. Please retry.",
-            );
+            let error =
+                ApiError::with_text(ErrorKind::UpstreamUnavailable, "The model backend is unavailable. Please retry.");
             let status = worker.reject(sink, &error, ErrorExtras::default(), rid, Some(&admitted.rates));
             (status, Usage { prompt_tokens: 0, completion_tokens: 0, outcome: Outcome::BackendFailed })
         };

@@ -123,8 +123,15 @@ impl Gateway {
             run_on_runtime(&metrics, "admin", || async {
                 monoio::spawn(reap_holds_forever(admin_shared.clone()));
                 let lifecycle = admin_shared.lifecycle();
-                serve_listener(admin_listener, handler.clone(), metrics.clone(), ServerLimits::default(), stop_receiver, lifecycle)
-                    .await
+                serve_listener(
+                    admin_listener,
+                    handler.clone(),
+                    metrics.clone(),
+                    ServerLimits::default(),
+                    stop_receiver,
+                    lifecycle,
+                )
+                .await
             });
         })?);
 

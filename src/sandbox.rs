@@ -12,12 +12,11 @@ use crate::errors::write_json_escaped;
 
 /// Plain lowercase ASCII words (nothing JSON would escape).
 const VOCABULARY: [&str; 64] = [
-    "habari", "njema", "asante", "karibu", "safari", "rafiki", "jambo", "pole", "sana", "leo", "kesho", "jana",
-    "maji", "chai", "kahawa", "mkate", "nyumba", "shamba", "mlima", "mto", "ziwa", "bahari", "jua", "mvua",
-    "upepo", "nyota", "mwezi", "anga", "token", "model", "stream", "answer", "gateway", "wallet", "limit", "request",
-    "the", "a", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "then", "rests",
-    "under", "tree", "near", "river", "where", "birds", "sing", "softly", "every", "morning", "light", "falls",
-    "on", "green", "hills", "again",
+    "habari", "njema", "asante", "karibu", "safari", "rafiki", "jambo", "pole", "sana", "leo", "kesho", "jana", "maji",
+    "chai", "kahawa", "mkate", "nyumba", "shamba", "mlima", "mto", "ziwa", "bahari", "jua", "mvua", "upepo", "nyota",
+    "mwezi", "anga", "token", "model", "stream", "answer", "gateway", "wallet", "limit", "request", "the", "a",
+    "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "and", "then", "rests", "under", "tree", "near", "river",
+    "where", "birds", "sing", "softly", "every", "morning", "light", "falls", "on", "green", "hills", "again",
 ];
 
 /// FNV-1a over `bytes`: the seed of a completion (same last user message, same answer).
@@ -38,7 +37,7 @@ pub fn completion_tokens(settings: &SandboxSettings, max_tokens: u64) -> u64 {
 
 /// When token `index` is emitted, in ms after the request started (no drift over long answers).
 pub fn emit_offset_ms(settings: &SandboxSettings, index: u64) -> u64 {
-    let spacing = if settings.tokens_per_second == 0 { 0 } else { index.saturating_mul(1000) / settings.tokens_per_second };
+    let spacing = index.saturating_mul(1000).checked_div(settings.tokens_per_second).unwrap_or(0);
     settings.time_to_first_token_ms.saturating_add(spacing)
 }
 
@@ -130,9 +129,19 @@ pub fn write_content_chunk(
 }
 
 /// The SSE event carrying the finish reason.
-pub fn write_finish_chunk(out: &mut Vec<u8>, completion_id: &str, model: &str, created_unix_s: u64, cut_by_length: bool) {
+pub fn write_finish_chunk(
+    out: &mut Vec<u8>,
+    completion_id: &str,
+    model: &str,
+    created_unix_s: u64,
+    cut_by_length: bool,
+) {
     write_chunk_prefix(out, completion_id, model, created_unix_s);
-    let _ = write!(out, "[{{\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"{}\"}}]}}\n\n", finish_reason(cut_by_length));
+    let _ = write!(
+        out,
+        "[{{\"index\":0,\"delta\":{{}},\"logprobs\":null,\"finish_reason\":\"{}\"}}]}}\n\n",
+        finish_reason(cut_by_length)
+    );
 }
 
 /// The usage-only SSE event (`choices` empty), sent when the client asked for usage.
@@ -202,7 +211,8 @@ mod tests {
         let parsed = events(&stream);
         assert_eq!(parsed.len(), 8);
         assert_eq!(parsed[0]["choices"][0]["delta"]["role"], "assistant");
-        let streamed: String = parsed[1..6].iter().map(|e| e["choices"][0]["delta"]["content"].as_str().unwrap()).collect();
+        let streamed: String =
+            parsed[1..6].iter().map(|e| e["choices"][0]["delta"]["content"].as_str().unwrap()).collect();
         assert_eq!(streamed, content);
         assert_eq!(parsed[6]["choices"][0]["finish_reason"], "length");
         assert_eq!(parsed[7]["choices"], serde_json::json!([]));

@@ -85,9 +85,14 @@ pub async fn write_completion<S: AsyncWriteRent>(
     }
     let clamp_header: [(&str, &[u8]); 1] = [("x-fikra-max-tokens-clamped", &clamp_value[..clamp_len])];
     let extra_headers: &[(&str, &[u8])] = if reply.clamped_to.is_some() { &clamp_header } else { &[] };
-    let context = ResponseContext { request_id: Some(reply.request_id), rates: reply.rates, keep_alive: sink.keep_alive };
+    let context =
+        ResponseContext { request_id: Some(reply.request_id), rates: reply.rates, keep_alive: sink.keep_alive };
     let started = Instant::now();
-    let delivered = |completion_tokens: u64, client_aborted: bool| SandboxUsage { prompt_tokens, completion_tokens, client_aborted };
+    let delivered = |completion_tokens: u64, client_aborted: bool| SandboxUsage {
+        prompt_tokens,
+        completion_tokens,
+        client_aborted,
+    };
 
     if !chat.stream {
         if completion_tokens > 0 {
@@ -97,7 +102,16 @@ pub async fn write_completion<S: AsyncWriteRent>(
             }
         }
         sink.scratch.clear();
-        sandbox::write_unary_body(&mut sink.scratch, completion_id, model, created, seed, completion_tokens, prompt_tokens, cut_by_cap);
+        sandbox::write_unary_body(
+            &mut sink.scratch,
+            completion_id,
+            model,
+            created,
+            seed,
+            completion_tokens,
+            prompt_tokens,
+            cut_by_cap,
+        );
         WorkerMetrics::add(&metrics.sandbox_chunks_emitted, completion_tokens);
         let body = std::mem::take(&mut sink.scratch);
         response::write_full(&mut sink.out, 200, "application/json", extra_headers, &context, &body);
@@ -118,7 +132,15 @@ pub async fn write_completion<S: AsyncWriteRent>(
             monoio::time::sleep_until(started + Duration::from_millis(offset_ms)).await;
         }
         let start = sink.out.len();
-        sandbox::write_content_chunk(&mut sink.out, completion_id, model, created, seed, index, index + 1 == completion_tokens);
+        sandbox::write_content_chunk(
+            &mut sink.out,
+            completion_id,
+            model,
+            created,
+            seed,
+            index,
+            index + 1 == completion_tokens,
+        );
         response::frame_chunk_in_place(&mut sink.out, start);
         WorkerMetrics::add(&metrics.sandbox_chunks_emitted, 1);
         if sink.flush().await.is_err() {
@@ -157,7 +179,14 @@ impl Handler for SandboxHandler {
         match (head.method, head.path) {
             (Method::Post, "/v1/chat/completions") => {}
             (Method::Get, "/v1/models") => {
-                response::write_full(&mut sink.out, 200, "application/json", &[], &context, b"{\"object\":\"list\",\"data\":[]}");
+                response::write_full(
+                    &mut sink.out,
+                    200,
+                    "application/json",
+                    &[],
+                    &context,
+                    b"{\"object\":\"list\",\"data\":[]}",
+                );
                 return;
             }
             (_, path) => {
@@ -228,7 +257,10 @@ impl SandboxServer {
                         worker_metrics.clone(),
                         ServerLimits::default(),
                         stop_receiver,
-                        crate::runtime::Lifecycle { running, drain_deadline_ms: crate::limits::SHUTDOWN_DRAIN_DEADLINE_MS },
+                        crate::runtime::Lifecycle {
+                            running,
+                            drain_deadline_ms: crate::limits::SHUTDOWN_DRAIN_DEADLINE_MS,
+                        },
                     )
                 });
             })?);

@@ -48,10 +48,26 @@ unsupported_parameters = ["logprobs"]
         (r#"{"messages":[{"role":"user","content":"x"}]}"#, "missing_required_parameter", Some("model")),
         (r#"{"model":"fikra-flash"}"#, "missing_required_parameter", Some("messages")),
         (r#"{"model":"fikra-flash","messages":[]}"#, "invalid_parameter", Some("messages")),
-        (r#"{"model":"fikra-flash","messages":[{"role":"user","content":"x"}],"temperature":3.5}"#, "invalid_parameter", Some("temperature")),
-        (r#"{"model":"fikra-flash","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#, "invalid_parameter", Some("max_tokens")),
-        (r#"{"model":"fikra-flash","messages":[{"role":"user","content":"x"}],"max_tokens":9000}"#, "invalid_parameter", Some("max_tokens")),
-        (r#"{"model":"fikra-flash","messages":[{"role":"user","content":"x"}],"logprobs":true}"#, "unsupported_parameter", Some("logprobs")),
+        (
+            r#"{"model":"fikra-flash","messages":[{"role":"user","content":"x"}],"temperature":3.5}"#,
+            "invalid_parameter",
+            Some("temperature"),
+        ),
+        (
+            r#"{"model":"fikra-flash","messages":[{"role":"user","content":"x"}],"max_tokens":0}"#,
+            "invalid_parameter",
+            Some("max_tokens"),
+        ),
+        (
+            r#"{"model":"fikra-flash","messages":[{"role":"user","content":"x"}],"max_tokens":9000}"#,
+            "invalid_parameter",
+            Some("max_tokens"),
+        ),
+        (
+            r#"{"model":"fikra-flash","messages":[{"role":"user","content":"x"}],"logprobs":true}"#,
+            "unsupported_parameter",
+            Some("logprobs"),
+        ),
         (r#"{"model":"fikra-flsh","messages":[{"role":"user","content":"x"}]}"#, "model_not_found", Some("model")),
     ];
     for (body, code, param) in cases {
@@ -72,10 +88,8 @@ fn authentication_failures_get_401() {
     let gateway = TestGateway::start("");
     let key = gateway.account_with_key("auth", "1.00", "live");
     let body = simple_chat("fikra-flash", "hi");
-    let no_header = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    );
+    let no_header =
+        format!("POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n{body}", body.len());
     expect(&send_one(gateway.api, no_header.as_bytes()), 401, "authentication_error", "missing_api_key", None);
     let unknown = format!("fk_live_{}", "A".repeat(32));
     expect(&gateway.chat(&unknown, &body), 401, "authentication_error", "invalid_api_key", None);
@@ -158,7 +172,9 @@ fn rate_limit_errors() {
     let retry_after_ms: u64 = limited.header("retry-after-ms").unwrap().parse().unwrap();
     assert!((1..=2000).contains(&retry_after_ms), "{retry_after_ms}");
     assert_eq!(limited.header("retry-after"), Some(if retry_after_ms > 1000 { "2" } else { "1" }));
-    assert!(limited.message().starts_with("Rate limit reached for requests per min (RPM): Limit 30, Used 30, Requested 1."));
+    assert!(
+        limited.message().starts_with("Rate limit reached for requests per min (RPM): Limit 30, Used 30, Requested 1.")
+    );
 }
 
 // Goal: maintenance mode answers 503 with retry-after; off again restores service. A model on a

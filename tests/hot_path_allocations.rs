@@ -14,6 +14,8 @@ use common::*;
 struct CountingAllocator;
 
 static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+/// The counter is process-wide: tests that read it take turns.
+static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 // SAFETY: forwards to the system allocator unchanged; only counts calls.
 unsafe impl GlobalAlloc for CountingAllocator {
@@ -73,6 +75,7 @@ fn response_len(gateway: &TestGateway, request: &[u8]) -> usize {
 // JSON (400) and listing models (200) allocate nothing at all, anywhere in the process.
 #[test]
 fn refusals_and_model_listing_do_not_allocate_once_warm() {
+    let _turn = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let gateway = TestGateway::start_config(config_with("workers = 1\n"));
     let key = gateway.account_with_key("alloc", "1.00", "live");
     let unknown_key = format!("fk_live_{}", "Z".repeat(32));
@@ -90,4 +93,26 @@ fn refusals_and_model_listing_do_not_allocate_once_warm() {
         let counted = allocations_for(&mut stream, request.as_bytes(), length, 500);
         assert_eq!(counted, 0, "{name}: {counted} allocations over 500 requests");
     }
+}
+
+// Goal: a full completion (auth, parse, admit, sandbox answer, settle) allocates only in the
+// embedded store, which keeps a hold and a ledger line per request: at most a fixed handful
+// per request, never growing with the request. (The count also shows the counter sees the
+// workers' allocations, so the zero above is not vacuous.)
+#[test]
+fn completion_allocations_are_bounded() {
+    let _turn = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let gateway = TestGateway::start_config(config_with(
+        "workers = 1\n[[account_overrides]]\naccount = \"alloc2\"\nrpm = 1000000\ntpm = 1000000000\n",
+    ));
+    let key = gateway.account_with_key("alloc2", "1000", "live");
+    let request = chat_request(&key, &simple_chat("fikra-flash", "how many allocations?"));
+    let length = response_len(&gateway, request.as_bytes());
+    let mut stream = connect(gateway.api);
+    allocations_for(&mut stream, request.as_bytes(), length, 50);
+    let counted = allocations_for(&mut stream, request.as_bytes(), length, 500);
+    println!("completion: {counted} allocations over 500 requests");
+    assert!(counted > 0);
+    // Measured: 3 per request (the hold's request id and key id, the ledger line's request id).
+    assert!(counted <= 500 * 4, "{counted} allocations over 500 requests");
 }

@@ -26,7 +26,8 @@ fn pipelined_requests_are_answered_in_order() {
     let key = gateway.account_with_key("pipe", "1.00", "live");
     let stream = connect(gateway.api);
     let body = simple_chat("fikra-flash", "first");
-    let batch = format!("{}{}{}", models_request(&key), chat_request(&key, &body), "GET /nope HTTP/1.1\r\nhost: t\r\n\r\n");
+    let batch =
+        format!("{}{}{}", models_request(&key), chat_request(&key, &body), "GET /nope HTTP/1.1\r\nhost: t\r\n\r\n");
     (&stream).write_all(batch.as_bytes()).unwrap();
     let mut reader = BufReader::new(stream);
     let first = read_response(&mut reader).unwrap();
@@ -159,7 +160,8 @@ fn connection_close_is_honoured() {
     let gateway = TestGateway::start("");
     let key = gateway.account_with_key("closer", "1.00", "live");
     let stream = connect(gateway.api);
-    let request = format!("GET /v1/models HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n");
+    let request =
+        format!("GET /v1/models HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {key}\r\nconnection: close\r\n\r\n");
     (&stream).write_all(request.as_bytes()).unwrap();
     let mut reader = BufReader::new(stream);
     let response = read_response(&mut reader).unwrap();
@@ -191,7 +193,8 @@ fn slow_head_is_cut_off_at_the_timeout() {
     let stream = connect(gateway.api);
     (&stream).write_all(b"GET /v1/models HTTP/1.1\r\nhost: t\r\n").unwrap();
     let started = Instant::now();
-    let other = send_one(gateway.api, models_request(&key).replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n").as_bytes());
+    let other =
+        send_one(gateway.api, models_request(&key).replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n").as_bytes());
     assert_eq!(other.status, 200);
     let mut reader = BufReader::new(stream);
     assert!(closed_by_server(&mut reader));

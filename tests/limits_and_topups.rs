@@ -57,7 +57,11 @@ fn topup_validation() {
         assert_eq!(response.status, status, "{body}: {}", response.text());
         response.error();
     }
-    let unknown = gateway.admin_call("POST", "/admin/accounts/nobody/topups", r#"{"amount":"1","currency":"USD","reference":"r5"}"#);
+    let unknown = gateway.admin_call(
+        "POST",
+        "/admin/accounts/nobody/topups",
+        r#"{"amount":"1","currency":"USD","reference":"r5"}"#,
+    );
     assert_eq!(unknown.status, 404);
     assert_eq!(gateway.balance_nanos("payer"), 0);
     assert_eq!(gateway.account("payer")["tier"], "unverified");

@@ -17,7 +17,15 @@ fn account(store: &Store, id: &str, credit: u64) {
     block_on(store.create_account(Some(id), Nanos(credit), T0)).unwrap();
 }
 
-fn request<'a>(id: &'a str, account: &'a str, kind: KeyKind, input: u64, output: u64, client_cap: bool, now_ms: u64) -> AdmitRequest<'a> {
+fn request<'a>(
+    id: &'a str,
+    account: &'a str,
+    kind: KeyKind,
+    input: u64,
+    output: u64,
+    client_cap: bool,
+    now_ms: u64,
+) -> AdmitRequest<'a> {
     AdmitRequest {
         request_id: id,
         account_id: account,
@@ -38,7 +46,13 @@ fn admit(store: &Store, request: &AdmitRequest<'_>) -> Admission {
 }
 
 fn settle(store: &Store, id: &str, prompt: u64, completion: u64) -> Settled {
-    let settlement = Settlement { request_id: id, prompt_tokens: prompt, completion_tokens: completion, outcome: Outcome::Completed, now_ms: T0 };
+    let settlement = Settlement {
+        request_id: id,
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        outcome: Outcome::Completed,
+        now_ms: T0,
+    };
     block_on(store.settle(&settlement)).unwrap()
 }
 
@@ -60,7 +74,10 @@ fn thirty_requests_then_rate_limited() {
         }
         other => panic!("{other:?}"),
     }
-    assert!(matches!(admit(&store, &request("r31", "a", KeyKind::Live, 10, 10, true, T0 + 2000)), Admission::Admitted(_)));
+    assert!(matches!(
+        admit(&store, &request("r31", "a", KeyKind::Live, 10, 10, true, T0 + 2000)),
+        Admission::Admitted(_)
+    ));
 }
 
 // Goal: the output cap is lowered to what the available balance pays for, with the exact hold;
@@ -92,19 +109,30 @@ fn clamps_output_to_the_wallet_then_refuses() {
 fn settles_exactly_once_and_never_above_the_hold() {
     let store = store();
     account(&store, "s", 1_000_000);
-    let Admission::Admitted(admitted) = admit(&store, &request("s1", "s", KeyKind::Live, 100, 50, true, T0)) else { panic!() };
+    let Admission::Admitted(admitted) = admit(&store, &request("s1", "s", KeyKind::Live, 100, 50, true, T0)) else {
+        panic!()
+    };
     assert_eq!(admitted.hold, Nanos(75_000));
-    assert_eq!(settle(&store, "s1", 40, 10), Settled::Charged { charged: Nanos(25_000), released: Nanos(50_000), operator_loss: Nanos(0) });
+    assert_eq!(
+        settle(&store, "s1", 40, 10),
+        Settled::Charged { charged: Nanos(25_000), released: Nanos(50_000), operator_loss: Nanos(0) }
+    );
     assert_eq!(settle(&store, "s1", 40, 10), Settled::AlreadySettled);
     let rates = block_on(store.peek_rates("s", KeyKind::Live, T0)).unwrap();
     assert_eq!(rates.tokens_remaining, 40_000 - 50);
     let Admission::Admitted(_) = admit(&store, &request("s2", "s", KeyKind::Live, 10, 10, true, T0)) else { panic!() };
     // Usage beyond the hold: charge the hold, count the rest as operator loss.
-    assert_eq!(settle(&store, "s2", 30, 30), Settled::Charged { charged: Nanos(10_000), released: Nanos(0), operator_loss: Nanos(20_000) });
+    assert_eq!(
+        settle(&store, "s2", 30, 30),
+        Settled::Charged { charged: Nanos(10_000), released: Nanos(0), operator_loss: Nanos(20_000) }
+    );
     let view = block_on(store.account("s")).unwrap();
     assert_eq!((view.balance, view.held), (Nanos(1_000_000 - 35_000), Nanos(0)));
     let usage = block_on(store.usage("s", 10)).unwrap();
-    assert_eq!(usage.iter().map(|r| (r.cost, r.outcome)).collect::<Vec<_>>(), [(Nanos(10_000), "completed"), (Nanos(25_000), "completed")]);
+    assert_eq!(
+        usage.iter().map(|r| (r.cost, r.outcome)).collect::<Vec<_>>(),
+        [(Nanos(10_000), "completed"), (Nanos(25_000), "completed")]
+    );
 }
 
 // Goal: a request larger than the TPM bucket is refused as too large; without a client cap the
@@ -118,11 +146,20 @@ fn tokens_per_minute_capacity() {
         other => panic!("{other:?}"),
     }
     match admit(&store, &request("t2", "t", KeyKind::Live, 39_000, 8_192, false, T0)) {
-        Admission::Admitted(admitted) => assert_eq!((admitted.output_cap_tokens, admitted.tokens_charged), (1_000, 40_000)),
+        Admission::Admitted(admitted) => {
+            assert_eq!((admitted.output_cap_tokens, admitted.tokens_charged), (1_000, 40_000))
+        }
         other => panic!("{other:?}"),
     }
     match admit(&store, &request("t3", "t", KeyKind::Live, 10, 10, true, T0)) {
-        Admission::RateLimited { bucket: Bucket::Tokens, limit: 40_000, used: 40_000, requested: 20, retry_after_ms: 30, .. } => {}
+        Admission::RateLimited {
+            bucket: Bucket::Tokens,
+            limit: 40_000,
+            used: 40_000,
+            requested: 20,
+            retry_after_ms: 30,
+            ..
+        } => {}
         other => panic!("{other:?}"),
     }
 }
@@ -146,9 +183,14 @@ fn test_keys_are_free_and_separate() {
     let store = store();
     account(&store, "x", 0);
     block_on(store.topup("x", Nanos(1_000), "ref-x", T0)).unwrap();
-    let Admission::Admitted(admitted) = admit(&store, &request("x1", "x", KeyKind::Test, 100, 100, true, T0)) else { panic!() };
+    let Admission::Admitted(admitted) = admit(&store, &request("x1", "x", KeyKind::Test, 100, 100, true, T0)) else {
+        panic!()
+    };
     assert_eq!((admitted.hold, admitted.rates.requests_limit), (Nanos(0), 30));
-    assert_eq!(settle(&store, "x1", 50, 50), Settled::Charged { charged: Nanos(0), released: Nanos(0), operator_loss: Nanos(0) });
+    assert_eq!(
+        settle(&store, "x1", 50, 50),
+        Settled::Charged { charged: Nanos(0), released: Nanos(0), operator_loss: Nanos(0) }
+    );
     assert_eq!(block_on(store.peek_rates("x", KeyKind::Live, T0)).unwrap().requests_remaining, 100);
     assert_eq!(block_on(store.account("x")).unwrap().balance, Nanos(1_000));
 }
@@ -160,7 +202,9 @@ fn reaper_releases_expired_holds() {
     account(&store, "r", 1_000_000);
     let Admission::Admitted(_) = admit(&store, &request("old", "r", KeyKind::Live, 10, 10, true, T0)) else { panic!() };
     let later = T0 + fikra_gateway::limits::HOLD_TTL_MS;
-    let Admission::Admitted(_) = admit(&store, &request("new", "r", KeyKind::Live, 10, 10, true, later)) else { panic!() };
+    let Admission::Admitted(_) = admit(&store, &request("new", "r", KeyKind::Live, 10, 10, true, later)) else {
+        panic!()
+    };
     assert_eq!(block_on(store.reap_expired_holds(later)), Ok(1));
     assert_eq!(block_on(store.account("r")).unwrap().held, Nanos(10_000));
     assert_eq!(settle(&store, "old", 1, 1), Settled::AlreadySettled);
@@ -172,7 +216,10 @@ fn reaper_releases_expired_holds() {
 #[test]
 fn concurrent_admissions_never_overdraw() {
     let policy = LimitPolicy {
-        account_overrides: vec![("c".into(), TierLimits { requests_per_minute: 1_000_000, tokens_per_minute: 1_000_000_000 })],
+        account_overrides: vec![(
+            "c".into(),
+            TierLimits { requests_per_minute: 1_000_000, tokens_per_minute: 1_000_000_000 },
+        )],
         ..LimitPolicy::reference()
     };
     let store = Store::embedded(policy);
@@ -188,7 +235,9 @@ fn concurrent_admissions_never_overdraw() {
                     let mut mine = Vec::new();
                     for i in 0..25 {
                         let id = format!("t{thread}-{i}");
-                        if let Admission::Admitted(a) = admit(&store, &request(&id, "c", KeyKind::Live, 100, 50, true, T0)) {
+                        if let Admission::Admitted(a) =
+                            admit(&store, &request(&id, "c", KeyKind::Live, 100, 50, true, T0))
+                        {
                             assert_eq!(a.output_cap_tokens, 50);
                             mine.push(id);
                         }

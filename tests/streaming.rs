@@ -11,7 +11,8 @@ use common::*;
 const PACED_SANDBOX: &str = "[sandbox]\ntime_to_first_token_ms = 0\ntokens_per_second = 20\noutput_tokens = 20\n";
 
 fn stream_body() -> String {
-    serde_json::json!({"model": "fikra-flash", "stream": true, "messages": [{"role": "user", "content": "tell me"}]}).to_string()
+    serde_json::json!({"model": "fikra-flash", "stream": true, "messages": [{"role": "user", "content": "tell me"}]})
+        .to_string()
 }
 
 /// Reads the response head of a streamed answer, then returns the reader positioned at the body.

@@ -7,7 +7,10 @@ fn defaults() {
     assert_eq!(config.server.listen, "0.0.0.0:8080".parse().unwrap());
     assert_eq!(config.server.admin_listen, "127.0.0.1:8081".parse().unwrap());
     assert_eq!(config.server.admin_token_env, "FIKRA_ADMIN_TOKEN");
-    assert_eq!((config.server.workers, config.server.max_head_bytes, config.server.max_body_bytes), (0, 32 * 1024, 4 * 1024 * 1024));
+    assert_eq!(
+        (config.server.workers, config.server.max_head_bytes, config.server.max_body_bytes),
+        (0, 32 * 1024, 4 * 1024 * 1024)
+    );
     assert_eq!(config.store, StoreConfig::Embedded);
     assert_eq!(config.billing.signup_credit, Nanos(1_000_000_000));
     assert_eq!(config.billing.kes_per_usd.to_nanos("130"), Ok(Nanos(1_000_000_000)));

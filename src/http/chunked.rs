@@ -27,7 +27,9 @@ pub struct Progress {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum State {
     /// Reading hex digits of a chunk size.
-    Size { digits: u32 },
+    Size {
+        digits: u32,
+    },
     /// After the size: extensions until CR.
     Extension,
     /// Saw CR ending the size line; expect LF.
@@ -43,7 +45,9 @@ enum State {
     /// Inside a trailer line.
     TrailerLine,
     /// Saw CR inside/ending a trailer line; expect LF.
-    TrailerLf { empty_line: bool },
+    TrailerLf {
+        empty_line: bool,
+    },
     Done,
 }
 

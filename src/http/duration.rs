@@ -27,7 +27,13 @@ pub fn write_go_duration(out: &mut Vec<u8>, duration_ms: u64) {
     let _ = write!(out, "{seconds}");
     if millis > 0 {
         let digits = [b'0' + (millis / 100) as u8, b'0' + (millis / 10 % 10) as u8, b'0' + (millis % 10) as u8];
-        let len = if digits[2] != b'0' { 3 } else if digits[1] != b'0' { 2 } else { 1 };
+        let len = if digits[2] != b'0' {
+            3
+        } else if digits[1] != b'0' {
+            2
+        } else {
+            1
+        };
         out.push(b'.');
         out.extend_from_slice(&digits[..len]);
     }

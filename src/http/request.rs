@@ -230,13 +230,22 @@ mod tests {
     #[test]
     fn refuses_ambiguous_framing() {
         let cases = [
-            ("POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::ConflictingFraming),
-            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n", HeadError::ConflictingFraming),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::ConflictingFraming,
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n",
+                HeadError::ConflictingFraming,
+            ),
             ("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n", HeadError::ConflictingFraming),
             ("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n", HeadError::ConflictingFraming),
             ("POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n", HeadError::UnsupportedTransferEncoding),
             ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", HeadError::UnsupportedTransferEncoding),
-            ("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", HeadError::UnsupportedTransferEncoding),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadError::UnsupportedTransferEncoding,
+            ),
             ("POST / HTTP/1.1\r\nTransfer-Encoding: xchunked\r\n\r\n", HeadError::UnsupportedTransferEncoding),
             ("POST / HTTP/1.1\r\nExpect: something\r\n\r\n", HeadError::UnsupportedExpectation),
         ];
@@ -255,9 +264,16 @@ mod tests {
             "GET / HTTP/1.1\r\nBad Header: x\r\n\r\n",
         ];
         for text in malformed {
-            assert!(matches!(parse(text), Err(HeadError::Malformed(_))), "{text:?}: {:?}", parse(text).map(|h| h.map(|h| h.framing)));
+            assert!(
+                matches!(parse(text), Err(HeadError::Malformed(_))),
+                "{text:?}: {:?}",
+                parse(text).map(|h| h.map(|h| h.framing))
+            );
         }
-        assert_eq!(parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").unwrap().unwrap().framing, BodyFraming::ContentLength(5));
+        assert_eq!(
+            parse("POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").unwrap().unwrap().framing,
+            BodyFraming::ContentLength(5)
+        );
     }
 
     // Goal: a head split at any byte is incomplete until its last byte arrives.

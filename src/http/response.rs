@@ -129,7 +129,13 @@ pub fn write_error(
 }
 
 /// Writes the head of a streamed (chunked) response.
-pub fn write_stream_head(out: &mut Vec<u8>, status: u16, content_type: &str, extra_headers: &[(&str, &[u8])], context: &ResponseContext<'_>) {
+pub fn write_stream_head(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    extra_headers: &[(&str, &[u8])],
+    context: &ResponseContext<'_>,
+) {
     write_status_line(out, status);
     let _ = write!(out, "content-type: {content_type}\r\ntransfer-encoding: chunked\r\ncache-control: no-cache\r\n");
     for (name, value) in extra_headers {

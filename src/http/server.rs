@@ -180,16 +180,8 @@ where
         sink.keep_alive = keep_alive && requests_served < crate::limits::MAX_REQUESTS_PER_CONNECTION;
 
         // Read the body according to its framing.
-        let body_outcome = read_body(
-            &mut sink,
-            &mut read_buffer,
-            &mut chunked_body,
-            head_len,
-            framing,
-            expect_continue,
-            limits,
-        )
-        .await;
+        let body_outcome =
+            read_body(&mut sink, &mut read_buffer, &mut chunked_body, head_len, framing, expect_continue, limits).await;
         let consumed = match body_outcome {
             Ok(consumed) => consumed,
             Err(Some(error)) => {
@@ -348,7 +340,12 @@ enum ReadMore {
 
 /// Appends at most `max_bytes` (at least one) more bytes from the stream to `buffer`, waiting
 /// until `deadline`.
-async fn read_more<S: AsyncReadRent>(stream: &mut S, buffer: &mut Vec<u8>, max_bytes: usize, deadline: Instant) -> ReadMore {
+async fn read_more<S: AsyncReadRent>(
+    stream: &mut S,
+    buffer: &mut Vec<u8>,
+    max_bytes: usize,
+    deadline: Instant,
+) -> ReadMore {
     let wanted = max_bytes.clamp(1, READ_CHUNK_MIN_BYTES.max(max_bytes.min(64 * 1024)));
     buffer.reserve(wanted);
     let start = buffer.len();

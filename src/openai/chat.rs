@@ -122,7 +122,11 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, ApiError<'_>> 
                 return Err(invalid_json("The request has too many top-level parameters."));
             }
             if top_level_keys(&request, body).any(|existing| existing == key) {
-                facts.note(ApiError { kind: ErrorKind::InvalidParameter, param: Some(key), detail: Detail::Text("This parameter appears more than once.") });
+                facts.note(ApiError {
+                    kind: ErrorKind::InvalidParameter,
+                    param: Some(key),
+                    detail: Detail::Text("This parameter appears more than once."),
+                });
             }
             request.top_level_keys[request.top_level_key_count] = key_inner;
             request.top_level_key_count += 1;
@@ -332,7 +336,13 @@ impl<'a> Scanner<'a> {
     }
 
     /// One top-level member's value: validated as JSON, and interpreted when the key matters.
-    fn member_value(&mut self, key: &'a str, text: &'a str, request: &mut ChatRequest<'a>, facts: &mut Facts<'a>) -> Result<(), ApiError<'static>> {
+    fn member_value(
+        &mut self,
+        key: &'a str,
+        text: &'a str,
+        request: &mut ChatRequest<'a>,
+        facts: &mut Facts<'a>,
+    ) -> Result<(), ApiError<'static>> {
         match key {
             "messages" => {
                 facts.saw_messages = true;
@@ -382,11 +392,7 @@ impl<'a> Scanner<'a> {
                     None => facts.note(invalid(param, "must be a positive integer")),
                 }
             }
-            "n" => {
-                if raw != "1" && raw != "null" {
-                    facts.note(invalid("n", "only n = 1 is supported"));
-                }
-            }
+            "n" if raw != "1" && raw != "null" => facts.note(invalid("n", "only n = 1 is supported")),
             "tools" | "functions" | "tool_choice" | "response_format" => request.extra_input_bytes += span.len(),
             _ => {}
         }
@@ -434,7 +440,12 @@ impl<'a> Scanner<'a> {
     }
 
     /// `messages`: a non-empty array of objects with a known `role` and a `content`.
-    fn messages(&mut self, text: &'a str, request: &mut ChatRequest<'a>, facts: &mut Facts<'a>) -> Result<(), ApiError<'static>> {
+    fn messages(
+        &mut self,
+        text: &'a str,
+        request: &mut ChatRequest<'a>,
+        facts: &mut Facts<'a>,
+    ) -> Result<(), ApiError<'static>> {
         if self.peek() != Some(b'[') {
             self.value(1)?;
             facts.note(invalid("messages", "must be a non-empty array of messages"));
@@ -457,7 +468,10 @@ impl<'a> Scanner<'a> {
                 self.message(text, request, facts)?;
             } else {
                 self.value(2)?;
-                facts.note(messages_error(ErrorKind::InvalidParameter, "Each message must be an object with 'role' and 'content'."));
+                facts.note(messages_error(
+                    ErrorKind::InvalidParameter,
+                    "Each message must be an object with 'role' and 'content'.",
+                ));
             }
             self.skip_whitespace();
             match self.next() {
@@ -468,7 +482,12 @@ impl<'a> Scanner<'a> {
         }
     }
 
-    fn message(&mut self, text: &'a str, request: &mut ChatRequest<'a>, facts: &mut Facts<'a>) -> Result<(), ApiError<'static>> {
+    fn message(
+        &mut self,
+        text: &'a str,
+        request: &mut ChatRequest<'a>,
+        facts: &mut Facts<'a>,
+    ) -> Result<(), ApiError<'static>> {
         self.position += 1;
         let mut role: Option<&str> = None;
         let mut role_valid = true;
@@ -552,7 +571,14 @@ impl<'a> Scanner<'a> {
     }
 }
 
-fn check_number_range<'a>(raw: &str, first: Option<u8>, max: f64, param: &'a str, reason: &'static str, facts: &mut Facts<'a>) {
+fn check_number_range<'a>(
+    raw: &str,
+    first: Option<u8>,
+    max: f64,
+    param: &'a str,
+    reason: &'static str,
+    facts: &mut Facts<'a>,
+) {
     if raw == "null" {
         return;
     }
@@ -574,7 +600,13 @@ fn parse_positive_integer(raw: &str) -> Option<u64> {
 /// Writes `body` for a backend: the model replaced by `backend_model`, the output cap set to
 /// `output_cap_tokens` (added as `max_tokens` if the client gave none), and, for streams,
 /// `stream_options` forced to include usage. Untouched bytes are copied as they are.
-pub fn write_backend_body(body: &[u8], request: &ChatRequest<'_>, backend_model: &str, output_cap_tokens: u64, out: &mut Vec<u8>) {
+pub fn write_backend_body(
+    body: &[u8],
+    request: &ChatRequest<'_>,
+    backend_model: &str,
+    output_cap_tokens: u64,
+    out: &mut Vec<u8>,
+) {
     use std::io::Write;
     // Edits sorted by position: (span to replace, what to write).
     #[derive(Clone, Copy)]

@@ -62,7 +62,13 @@ struct Account {
 
 impl Account {
     fn view(&self) -> AccountView {
-        AccountView { id: self.id.clone(), tier: self.tier.clone(), balance: self.balance, held: self.held, created_at_ms: self.created_at_ms }
+        AccountView {
+            id: self.id.clone(),
+            tier: self.tier.clone(),
+            balance: self.balance,
+            held: self.held,
+            created_at_ms: self.created_at_ms,
+        }
     }
 
     fn buckets(&mut self, kind: KeyKind, policy: &LimitPolicy, now_ms: u64) -> &mut Buckets {
@@ -128,7 +134,12 @@ impl EmbeddedStore {
         self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    pub fn create_account(&self, id: Option<&str>, signup_credit: Nanos, now_ms: u64) -> Result<AccountView, StoreError> {
+    pub fn create_account(
+        &self,
+        id: Option<&str>,
+        signup_credit: Nanos,
+        now_ms: u64,
+    ) -> Result<AccountView, StoreError> {
         let id: Arc<str> = match id {
             Some(id) => id.into(),
             None => format!("acct_{}", crate::auth::random_base62(GENERATED_ACCOUNT_ID_CHARS)).into(),
@@ -190,7 +201,13 @@ impl EmbeddedStore {
         self.revocations.load(Ordering::Acquire)
     }
 
-    pub fn topup(&self, account_id: &str, amount: Nanos, reference: &str, _now_ms: u64) -> Result<TopupResult, StoreError> {
+    pub fn topup(
+        &self,
+        account_id: &str,
+        amount: Nanos,
+        reference: &str,
+        _now_ms: u64,
+    ) -> Result<TopupResult, StoreError> {
         let mut state = self.lock();
         let duplicate = state.payment_references.contains(reference);
         let account = state.accounts.get_mut(account_id).ok_or(StoreError::NotFound)?;
@@ -228,8 +245,8 @@ impl EmbeddedStore {
                 let rates = buckets.snapshot(now_ms);
                 return Ok(Admission::InsufficientQuota { balance, available, needed, rates });
             }
-            if request.output_price.0 > 0 {
-                output_cap = output_cap.min((available.0 - input_cost.0) / request.output_price.0);
+            if let Some(affordable) = (available.0 - input_cost.0).checked_div(request.output_price.0) {
+                output_cap = output_cap.min(affordable);
             }
         }
         // 2. TPM capacity: a request larger than the whole bucket can never pass.
@@ -253,12 +270,23 @@ impl EmbeddedStore {
                 let limit = target.capacity();
                 let used = limit - target.available(now_ms);
                 let rates = buckets.snapshot(now_ms);
-                return Ok(Admission::RateLimited { bucket, limit, used, requested: tokens, retry_after_ms: denied.retry_after_ms, rates });
+                return Ok(Admission::RateLimited {
+                    bucket,
+                    limit,
+                    used,
+                    requested: tokens,
+                    retry_after_ms: denied.retry_after_ms,
+                    rates,
+                });
             }
         }
         // 4. Commit: everything checked, now write.
         let output_cost = request.output_price.cost_of(output_cap).ok_or(StoreError::Overflow)?;
-        let hold = if request.key_kind == KeyKind::Live { input_cost.checked_add(output_cost).ok_or(StoreError::Overflow)? } else { Nanos::ZERO };
+        let hold = if request.key_kind == KeyKind::Live {
+            input_cost.checked_add(output_cost).ok_or(StoreError::Overflow)?
+        } else {
+            Nanos::ZERO
+        };
         let _ = buckets.requests.try_take(1, now_ms);
         let _ = buckets.tokens.try_take(tokens_needed, now_ms);
         let rates = buckets.snapshot(now_ms);
@@ -294,7 +322,8 @@ impl EmbeddedStore {
             return Ok(Settled::AlreadySettled);
         };
         let (prompt, completion) = (settlement.prompt_tokens, settlement.completion_tokens);
-        let cost = u128::from(prompt) * u128::from(hold.input_price.0) + u128::from(completion) * u128::from(hold.output_price.0);
+        let cost = u128::from(prompt) * u128::from(hold.input_price.0)
+            + u128::from(completion) * u128::from(hold.output_price.0);
         let (charged, operator_loss) = if hold.kind == KeyKind::Live {
             let charged = Nanos(cost.min(u128::from(hold.amount.0)) as u64);
             (charged, Nanos(u64::try_from(cost - u128::from(charged.0)).unwrap_or(u64::MAX)))

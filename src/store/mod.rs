@@ -153,12 +153,28 @@ pub struct Admitted {
 pub enum Admission {
     Admitted(Admitted),
     /// A bucket is empty now; `retry_after_ms` is when it will hold `requested` again.
-    RateLimited { bucket: crate::errors::Bucket, limit: u64, used: u64, requested: u64, retry_after_ms: u64, rates: RateSnapshot },
+    RateLimited {
+        bucket: crate::errors::Bucket,
+        limit: u64,
+        used: u64,
+        requested: u64,
+        retry_after_ms: u64,
+        rates: RateSnapshot,
+    },
     /// The request alone needs more tokens than the TPM bucket can ever hold.
-    TooLargeForTokenLimit { limit: u64, requested: u64, rates: RateSnapshot },
+    TooLargeForTokenLimit {
+        limit: u64,
+        requested: u64,
+        rates: RateSnapshot,
+    },
     /// Not even a one-token answer is affordable. `available` is balance minus other holds;
     /// `needed` is the cost of the input bound plus one output token.
-    InsufficientQuota { balance: Nanos, available: Nanos, needed: Nanos, rates: RateSnapshot },
+    InsufficientQuota {
+        balance: Nanos,
+        available: Nanos,
+        needed: Nanos,
+        rates: RateSnapshot,
+    },
 }
 
 /// How a request ended, as recorded in the ledger.
@@ -259,7 +275,12 @@ impl Store {
         Store::Embedded(Arc::new(embedded::EmbeddedStore::new(policy)))
     }
 
-    pub async fn create_account(&self, id: Option<&str>, signup_credit: Nanos, now_ms: u64) -> Result<AccountView, StoreError> {
+    pub async fn create_account(
+        &self,
+        id: Option<&str>,
+        signup_credit: Nanos,
+        now_ms: u64,
+    ) -> Result<AccountView, StoreError> {
         match self {
             Store::Embedded(store) => store.create_account(id, signup_credit, now_ms),
         }
@@ -299,7 +320,13 @@ impl Store {
         }
     }
 
-    pub async fn topup(&self, account_id: &str, amount: Nanos, reference: &str, now_ms: u64) -> Result<TopupResult, StoreError> {
+    pub async fn topup(
+        &self,
+        account_id: &str,
+        amount: Nanos,
+        reference: &str,
+        now_ms: u64,
+    ) -> Result<TopupResult, StoreError> {
         match self {
             Store::Embedded(store) => store.topup(account_id, amount, reference, now_ms),
         }

@@ -15,9 +15,8 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 
 /// The config every test starts from: free ports, two workers, instant sandbox, plus `extra`.
 pub fn config_with(extra: &str) -> Config {
-    let text = format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\nworkers = 2\n{extra}\n"
-    );
+    let workers = if extra.contains("workers") { "" } else { "workers = 2\n" };
+    let text = format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{workers}{extra}\n");
     match parse_config(&text) {
         Ok(config) => config,
         Err(errors) => panic!("test config invalid: {errors:?}\n{text}"),
@@ -47,13 +46,18 @@ impl TestGateway {
 
     /// Creates an account with `credit_usd` and one key of `kind`; returns the key.
     pub fn account_with_key(&self, id: &str, credit_usd: &str, kind: &str) -> String {
-        let created = self.admin_call("POST", "/admin/accounts", &format!(r#"{{"id":"{id}","signup_credit_usd":"{credit_usd}"}}"#));
+        let created = self.admin_call(
+            "POST",
+            "/admin/accounts",
+            &format!(r#"{{"id":"{id}","signup_credit_usd":"{credit_usd}"}}"#),
+        );
         assert_eq!(created.status, 201, "create account: {}", created.text());
         self.new_key(id, kind)
     }
 
     pub fn new_key(&self, account: &str, kind: &str) -> String {
-        let key = self.admin_call("POST", &format!("/admin/accounts/{account}/keys"), &format!(r#"{{"kind":"{kind}"}}"#));
+        let key =
+            self.admin_call("POST", &format!("/admin/accounts/{account}/keys"), &format!(r#"{{"kind":"{kind}"}}"#));
         assert_eq!(key.status, 201, "create key: {}", key.text());
         key.json()["key"].as_str().unwrap().to_string()
     }

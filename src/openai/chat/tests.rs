@@ -31,7 +31,10 @@ fn extracts_facts() {
     assert_eq!(request.last_user_content.slice(body.as_bytes()), b"last");
     assert_eq!(request.model_value_span.slice(body.as_bytes()), b"\"fikra-flash\"");
     let keys: Vec<&str> = top_level_keys(&request, body.as_bytes()).collect();
-    assert_eq!(keys, ["model", "stream", "max_tokens", "stream_options", "messages", "tools", "temperature", "top_p", "seed", "n"]);
+    assert_eq!(
+        keys,
+        ["model", "stream", "max_tokens", "stream_options", "messages", "tools", "temperature", "top_p", "seed", "n"]
+    );
     let both = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":50,"max_completion_tokens":20}"#;
     assert_eq!(parse_chat_request(both.as_bytes()).unwrap().max_tokens, Some(20));
 }
@@ -54,27 +57,75 @@ fn validation_errors() {
         (r#"{"model":"m","messages":[{"role":"user"}]}"#, MissingRequiredParameter, Some("messages")),
         (r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#, InvalidParameter, Some("messages")),
         (r#"{"model":"m","messages":[{"role":"user","content":5}]}"#, InvalidParameter, Some("messages")),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#, InvalidParameter, Some("stream")),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":2.5}"#, InvalidParameter, Some("temperature")),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":1e400}"#, InvalidParameter, Some("temperature")),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
+            InvalidParameter,
+            Some("stream"),
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":2.5}"#,
+            InvalidParameter,
+            Some("temperature"),
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":1e400}"#,
+            InvalidParameter,
+            Some("temperature"),
+        ),
         (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_p":-0.1}"#, InvalidParameter, Some("top_p")),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1.5}"#, InvalidParameter, Some("max_tokens")),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":0}"#, InvalidParameter, Some("max_completion_tokens")),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1.5}"#,
+            InvalidParameter,
+            Some("max_tokens"),
+        ),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":0}"#,
+            InvalidParameter,
+            Some("max_completion_tokens"),
+        ),
         (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#, InvalidParameter, Some("n")),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":5}"#, InvalidParameter, Some("stream_options")),
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":5}"#,
+            InvalidParameter,
+            Some("stream_options"),
+        ),
         (r#"{"model":"m","model":"n","messages":[{"role":"user","content":"x"}]}"#, InvalidParameter, Some("model")),
     ];
     for (body, kind, param) in cases {
         assert_eq!(error_of(body), (kind, param.map(str::to_string)), "{body}");
     }
-    assert!(parse_chat_request(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":0,"top_p":1.0,"max_tokens":null}"#.as_bytes()).is_ok());
+    assert!(
+        parse_chat_request(
+            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":0,"top_p":1.0,"max_tokens":null}"#
+                .as_bytes()
+        )
+        .is_ok()
+    );
 }
 
 // Goal: strict JSON: every malformed input is invalid_json, never accepted, never a panic.
 #[test]
 fn strict_json() {
     let wrap = |value: &str| format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"extra":{value}}}"#);
-    for value in ["01", "1.", ".5", "-", "+1", "1e", "tru", "nul", "\"\\x\"", "\"\\ud800\"", "\"\\udc00\"", "\"\\ud800\\u0041\"", "[1,]", "{\"a\":1,}", "{\"a\"}", "\"a\nb\"", "'a'"] {
+    for value in [
+        "01",
+        "1.",
+        ".5",
+        "-",
+        "+1",
+        "1e",
+        "tru",
+        "nul",
+        "\"\\x\"",
+        "\"\\ud800\"",
+        "\"\\udc00\"",
+        "\"\\ud800\\u0041\"",
+        "[1,]",
+        "{\"a\":1,}",
+        "{\"a\"}",
+        "\"a\nb\"",
+        "'a'",
+    ] {
         assert_eq!(error_of(&wrap(value)).0, ErrorKind::InvalidJson, "{value}");
     }
     for value in ["-0", "0.5e-3", "1E+2", "\"\\ud83d\\ude00\"", "\"\\u00e9\"", "[]", "{}", "[[[]]]", "\"é\""] {
@@ -100,7 +151,11 @@ fn depth_limit() {
 
 /// A valid request whose `extra` member is `depth` nested arrays (depth 1 at top level + arrays).
 fn wrap_depth(arrays: usize) -> String {
-    format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"extra":{}{}}}"#, "[".repeat(arrays), "]".repeat(arrays))
+    format!(
+        r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"extra":{}{}}}"#,
+        "[".repeat(arrays),
+        "]".repeat(arrays)
+    )
 }
 
 // Goal: the backend body changes only the model, the cap and stream_options, and parses.
@@ -120,5 +175,8 @@ fn rewrites_for_the_backend() {
     let mut out = Vec::new();
     write_backend_body(plain.as_bytes(), &request, "up/model", 64, &mut out);
     let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    assert_eq!(value, serde_json::json!({"messages":[{"role":"user","content":"x"}],"model":"up/model","stream":true,"max_tokens":64,"stream_options":{"include_usage":true}}));
+    assert_eq!(
+        value,
+        serde_json::json!({"messages":[{"role":"user","content":"x"}],"model":"up/model","stream":true,"max_tokens":64,"stream_options":{"include_usage":true}})
+    );
 }
