@@ -78,3 +78,18 @@ fn admin_requires_token() {
     let ready = send_one(gateway.admin, b"GET /readyz HTTP/1.1\r\nhost: t\r\n\r\n");
     assert_eq!(ready.status, 200, "{}", ready.text());
 }
+
+// Goal: every worker reports the driver it runs on: epoll when forced, else io_uring where the
+// kernel offers it (this is how CI proves the suite ran on both).
+#[test]
+fn workers_report_their_driver() {
+    let gateway = TestGateway::start("");
+    let forced_epoll = std::env::var("MONOIO_FORCE_LEGACY_DRIVER").is_ok_and(|v| v == "1");
+    let expected = if forced_epoll || !monoio::utils::detect_uring() { "epoll" } else { "io_uring" };
+    for worker in 0..2 {
+        assert_eq!(
+            metric(gateway.admin, &format!("fikra_worker_driver{{worker=\"{worker}\",driver=\"{expected}\"}}")),
+            1
+        );
+    }
+}
