@@ -41,6 +41,8 @@ pub enum ErrorKind {
     UpstreamUnavailable,
     ServiceUnavailable,
     UpstreamTimeout,
+    /// An `Expect` header other than `100-continue`.
+    ExpectationFailed,
     /// Admin API: the named account or key does not exist.
     NotFound,
     /// Admin API: the account id is taken.
@@ -70,7 +72,7 @@ pub struct KindSpec {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 23] = [
+    pub const ALL: [ErrorKind; 24] = [
         ErrorKind::InvalidJson,
         ErrorKind::MissingRequiredParameter,
         ErrorKind::InvalidParameter,
@@ -92,6 +94,7 @@ impl ErrorKind {
         ErrorKind::UpstreamUnavailable,
         ErrorKind::ServiceUnavailable,
         ErrorKind::UpstreamTimeout,
+        ErrorKind::ExpectationFailed,
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
     ];
@@ -184,6 +187,9 @@ impl ErrorKind {
                 false,
                 "The model backend did not respond in time. Please retry.",
             ),
+            ExpectationFailed => {
+                (417, INVALID, "unsupported_expectation", Unsaid, false, "Only 'Expect: 100-continue' is supported.")
+            }
             NotFound => (404, INVALID, "not_found", Unsaid, false, "No such object."),
             AlreadyExists => (409, INVALID, "already_exists", Unsaid, false, "An object with this id already exists."),
         };

@@ -73,6 +73,16 @@ pub fn write_rate_headers(out: &mut Vec<u8>, rates: &RateSnapshot) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Writes `name: value` lines.
+fn write_headers(out: &mut Vec<u8>, headers: &[(&str, &[u8])]) {
+    for (name, value) in headers {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
 /// Writes a complete response with a body of known length: head, then `body`.
 pub fn write_full(
     out: &mut Vec<u8>,
@@ -84,12 +94,7 @@ pub fn write_full(
 ) {
     write_status_line(out, status);
     let _ = write!(out, "content-type: {content_type}\r\ncontent-length: {}\r\n", body.len());
-    for (name, value) in extra_headers {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
+    write_headers(out, extra_headers);
     write_common_headers(out, context);
     out.extend_from_slice(b"\r\n");
     out.extend_from_slice(body);
@@ -138,12 +143,7 @@ pub fn write_stream_head(
 ) {
     write_status_line(out, status);
     let _ = write!(out, "content-type: {content_type}\r\ntransfer-encoding: chunked\r\ncache-control: no-cache\r\n");
-    for (name, value) in extra_headers {
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value);
-        out.extend_from_slice(b"\r\n");
-    }
+    write_headers(out, extra_headers);
     write_common_headers(out, context);
     out.extend_from_slice(b"\r\n");
 }

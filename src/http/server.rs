@@ -130,8 +130,6 @@ enum ReadOutcome {
     Closed,
     /// The request is refused by the framing layer: answer and close.
     Refused(ApiError<'static>),
-    /// Unexpected expectation: answer 417 and close.
-    ExpectationFailed,
 }
 
 /// Serves one connection until it closes.
@@ -155,21 +153,7 @@ where
         match read_head(&mut sink.stream, &mut read_buffer, limits).await {
             ReadOutcome::Head => {}
             ReadOutcome::Closed => return,
-            ReadOutcome::Refused(error) => {
-                handler.framing_rejected(error.kind);
-                sink.keep_alive = false;
-                let context = sink.bare_context();
-                response::write_error(&mut sink.out, &mut sink.scratch, &error, &ErrorExtras::default(), &context);
-                let _ = sink.flush().await;
-                return;
-            }
-            ReadOutcome::ExpectationFailed => {
-                sink.keep_alive = false;
-                let context = sink.bare_context();
-                response::write_full(&mut sink.out, 417, "text/plain", &[], &context, b"");
-                let _ = sink.flush().await;
-                return;
-            }
+            ReadOutcome::Refused(error) => return refuse_and_close(&mut sink, handler, &error).await,
         }
         // The head is complete and valid (read_head checked it); take its framing facts.
         let (head_len, framing, keep_alive, expect_continue) = match parse_head(&read_buffer, limits.max_head_bytes) {
@@ -184,14 +168,7 @@ where
             read_body(&mut sink, &mut read_buffer, &mut chunked_body, head_len, framing, expect_continue, limits).await;
         let consumed = match body_outcome {
             Ok(consumed) => consumed,
-            Err(Some(error)) => {
-                handler.framing_rejected(error.kind);
-                sink.keep_alive = false;
-                let context = sink.bare_context();
-                response::write_error(&mut sink.out, &mut sink.scratch, &error, &ErrorExtras::default(), &context);
-                let _ = sink.flush().await;
-                return;
-            }
+            Err(Some(error)) => return refuse_and_close(&mut sink, handler, &error).await,
             Err(None) => return,
         };
 
@@ -214,6 +191,20 @@ where
         read_buffer.drain(..consumed);
         chunked_body.clear();
     }
+}
+
+/// Answers a request the framing layer refused, then gives up the connection: after a framing
+/// error the position of the next request in the byte stream is unknowable.
+async fn refuse_and_close<S: AsyncWriteRent, H: Handler>(
+    sink: &mut ResponseSink<S>,
+    handler: &H,
+    error: &ApiError<'_>,
+) {
+    handler.framing_rejected(error.kind);
+    sink.keep_alive = false;
+    let context = sink.bare_context();
+    response::write_error(&mut sink.out, &mut sink.scratch, error, &ErrorExtras::default(), &context);
+    let _ = sink.flush().await;
 }
 
 /// Reads until `buffer` holds a complete, valid request head.
@@ -246,7 +237,7 @@ fn refusal_for_head_error(error: HeadError, limits: &ServerLimits) -> ReadOutcom
             param: None,
             detail: Detail::HeadersTooLarge { limit_bytes: limits.max_head_bytes },
         }),
-        HeadError::UnsupportedExpectation => ReadOutcome::ExpectationFailed,
+        HeadError::UnsupportedExpectation => ReadOutcome::Refused(ApiError::new(ErrorKind::ExpectationFailed)),
         HeadError::ConflictingFraming => ReadOutcome::Refused(ApiError::with_text(
             ErrorKind::MalformedRequest,
             "Conflicting Content-Length / Transfer-Encoding headers; the request was refused and the connection closed.",
