@@ -365,7 +365,7 @@ impl ApiHandler {
             Admission::TooLargeForTokenLimit { limit, requested, rates } => {
                 let error = ApiError {
                     kind: ErrorKind::RateLimitRequestTooLarge,
-                    param: Some("max_tokens"),
+                    param: None,
                     detail: Detail::RateLimitTooLarge { limit, requested },
                 };
                 worker.reject(sink, &error, ErrorExtras::default(), rid, Some(&rates))

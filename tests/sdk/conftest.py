@@ -6,15 +6,9 @@ asserts that it exits 0 within 10 s: graceful shutdown is part of the contract (
 
 from __future__ import annotations
 
-import dataclasses
-
-import openai
 import pytest
 
-from gateway_harness import Gateway, STOP_TIMEOUT_S
-
-# Every SDK call has a deadline, so a hung gateway fails a test instead of hanging the suite.
-SDK_TIMEOUT_S = 15.0
+from gateway_harness import STOP_TIMEOUT_S, Gateway, Tenant, make_tenant
 
 
 @pytest.fixture(scope="module")
@@ -28,29 +22,6 @@ def gateway(tmp_path_factory):
         assert code == 0, (
             f"gateway did not exit 0 within {STOP_TIMEOUT_S}s of SIGTERM (exit code {code}):\n{gw.log_tail()}"
         )
-
-
-@dataclasses.dataclass
-class Tenant:
-    """One fresh account with one live key, and an SDK client using it."""
-
-    gateway: Gateway
-    account_id: str
-    key: str
-    key_id: str
-
-    def client(self, key: str | None = None, **options) -> openai.OpenAI:
-        options.setdefault("timeout", SDK_TIMEOUT_S)
-        return openai.OpenAI(base_url=self.gateway.base_url, api_key=key or self.key, **options)
-
-    def account(self) -> dict:
-        return self.gateway.account(self.account_id)
-
-
-def make_tenant(gateway: Gateway, signup_credit_usd: str | None = None, kind: str = "live") -> Tenant:
-    account = gateway.create_account(signup_credit_usd=signup_credit_usd)
-    key = gateway.create_key(account["id"], kind=kind)
-    return Tenant(gateway=gateway, account_id=account["id"], key=key["key"], key_id=key["key_id"])
 
 
 @pytest.fixture

@@ -20,8 +20,13 @@ import time
 from decimal import Decimal
 from pathlib import Path
 
-import httpx2
+import dataclasses
 
+import httpx2
+import openai
+
+# Every SDK call has a deadline, so a hung gateway fails a test instead of hanging the suite.
+SDK_TIMEOUT_S = 15.0
 DEFAULT_BINARY = "/work/main/target/debug/fikra-gateway"
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
@@ -306,3 +311,26 @@ class RequestCounter:
             for key in set(after) | set(self.before)
             if after.get(key, 0) != self.before.get(key, 0)
         }
+
+
+@dataclasses.dataclass
+class Tenant:
+    """One fresh account with one key, and SDK clients using it."""
+
+    gateway: Gateway
+    account_id: str
+    key: str
+    key_id: str
+
+    def client(self, key: str | None = None, **options) -> openai.OpenAI:
+        options.setdefault("timeout", SDK_TIMEOUT_S)
+        return openai.OpenAI(base_url=self.gateway.base_url, api_key=key or self.key, **options)
+
+    def account(self) -> dict:
+        return self.gateway.account(self.account_id)
+
+
+def make_tenant(gateway: Gateway, signup_credit_usd: str | None = None, kind: str = "live") -> Tenant:
+    account = gateway.create_account(signup_credit_usd=signup_credit_usd)
+    key = gateway.create_key(account["id"], kind=kind)
+    return Tenant(gateway=gateway, account_id=account["id"], key=key["key"], key_id=key["key_id"])

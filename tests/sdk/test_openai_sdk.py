@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import socket
 import time
 from decimal import Decimal
 
@@ -17,8 +18,16 @@ import httpx2
 import openai
 import pytest
 
-from conftest import SDK_TIMEOUT_S, Tenant, make_tenant
-from gateway_harness import Gateway, RequestCounter, nanos_to_usd, random_base62, usd_to_nanos
+from gateway_harness import (
+    SDK_TIMEOUT_S,
+    Gateway,
+    RequestCounter,
+    Tenant,
+    make_tenant,
+    nanos_to_usd,
+    random_base62,
+    usd_to_nanos,
+)
 
 CHAT = "/v1/chat/completions"
 MODEL = "fikra-flash"
@@ -750,9 +759,18 @@ def slow_gateway(tmp_path_factory):
         gw.admin.close()
 
 
+def accepts_connections(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
 def test_sigterm_lets_an_in_flight_stream_finish_then_exits_0(slow_gateway: Gateway):
-    """SIGTERM during a stream: the stream still delivers all 20 content chunks, the finish
-    reason and the usage chunk, and then the process exits 0 within 10 s."""
+    """SIGTERM during a stream: the gateway stops accepting new connections while the stream is
+    still running, the stream still delivers all 20 content chunks, the finish reason and the
+    usage chunk, and then the process exits 0 within 10 s."""
     gateway = slow_gateway
     account = gateway.create_account()
     key = gateway.create_key(account["id"])["key"]
@@ -765,6 +783,7 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits_0(slow_gateway: Gate
     usage = None
     after_sigterm = 0
     signalled = False
+    refused_during_stream = False
     for chunk in stream:
         if chunk.usage is not None:
             usage = chunk.usage
@@ -773,6 +792,8 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits_0(slow_gateway: Gate
                 content.append(chunk.choices[0].delta.content)
                 if signalled:
                     after_sigterm += 1
+                    if not refused_during_stream and len(content) < 20:
+                        refused_during_stream = not accepts_connections(gateway.port)
                 else:
                     gateway.terminate()
                     signalled = True
@@ -783,5 +804,6 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits_0(slow_gateway: Gate
     assert after_sigterm == 19
     assert finish_reasons == ["stop"]
     assert usage is not None and usage.completion_tokens == 20
+    assert refused_during_stream, "the gateway still accepted new connections after SIGTERM, while draining"
     code = gateway.wait_exit(10.0)
     assert code == 0, f"exit code {code} after SIGTERM:\n{gateway.log_tail()}"
