@@ -43,6 +43,10 @@ pub enum ErrorKind {
     UpstreamTimeout,
     /// An `Expect` header other than `100-continue`.
     ExpectationFailed,
+    /// The upstream refused the client's parameters with 400 (message normalized).
+    UpstreamRejectedRequest,
+    /// The upstream refused the client's parameters with 422 (message normalized).
+    UpstreamUnprocessable,
     /// Admin API: the named account or key does not exist.
     NotFound,
     /// Admin API: the account id is taken.
@@ -72,7 +76,7 @@ pub struct KindSpec {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 24] = [
+    pub const ALL: [ErrorKind; 26] = [
         ErrorKind::InvalidJson,
         ErrorKind::MissingRequiredParameter,
         ErrorKind::InvalidParameter,
@@ -95,6 +99,8 @@ impl ErrorKind {
         ErrorKind::ServiceUnavailable,
         ErrorKind::UpstreamTimeout,
         ErrorKind::ExpectationFailed,
+        ErrorKind::UpstreamRejectedRequest,
+        ErrorKind::UpstreamUnprocessable,
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
     ];
@@ -190,6 +196,17 @@ impl ErrorKind {
             ExpectationFailed => {
                 (417, INVALID, "unsupported_expectation", Unsaid, false, "Only 'Expect: 100-continue' is supported.")
             }
+            UpstreamRejectedRequest => {
+                (400, INVALID, "invalid_request", Unsaid, false, "The model rejected the request's parameters.")
+            }
+            UpstreamUnprocessable => (
+                422,
+                INVALID,
+                "invalid_request",
+                Unsaid,
+                false,
+                "The model could not process the request's parameters.",
+            ),
             NotFound => (404, INVALID, "not_found", Unsaid, false, "No such object."),
             AlreadyExists => (409, INVALID, "already_exists", Unsaid, false, "An object with this id already exists."),
         };
@@ -211,6 +228,8 @@ pub enum Detail<'a> {
     Default,
     /// A fixed sentence chosen by the raiser.
     Text(&'static str),
+    /// A sentence built at run time (upstream messages, already cleaned of upstream names).
+    Message(&'a str),
     /// `param` is missing.
     MissingParam,
     /// `param` is present but wrong; `reason` says what it must be ("must be a boolean").
@@ -421,6 +440,7 @@ pub fn write_message(out: &mut Vec<u8>, error: &ApiError<'_>) {
     match error.detail {
         Detail::Default => out.extend_from_slice(error.kind.spec().default_message.as_bytes()),
         Detail::Text(text) => write_json_escaped(out, text),
+        Detail::Message(text) => write_json_escaped(out, text),
         Detail::MissingParam => {
             out.extend_from_slice(b"Missing required parameter: '");
             write_json_escaped(out, param);

@@ -21,9 +21,11 @@ use crate::limits::{PER_MESSAGE_OVERHEAD_TOKENS, PER_REQUEST_OVERHEAD_TOKENS};
 use crate::metrics::{Route, WorkerMetrics};
 use crate::openai::chat::{self, ChatRequest};
 use crate::openai::models::Backend;
+use crate::proxy::{self, ProxyRequest};
 use crate::sandbox_server::{self, CompletionReply};
 use crate::shared::{NODE_TAG_LEN, Shared};
 use crate::store::{Admission, AdmitRequest, KeyKind, Outcome, RateSnapshot, Settled, Settlement, StoreError};
+use crate::upstream::client::Pool;
 
 /// `req_` + node tag + 16 hex digits of (worker, counter).
 pub const REQUEST_ID_LEN: usize = 4 + NODE_TAG_LEN + 16;
@@ -46,12 +48,24 @@ pub struct Worker {
     pub metrics: Arc<WorkerMetrics>,
     key_cache: RefCell<KeyCache>,
     request_counter: Cell<u64>,
+    /// This core's idle connections to upstreams.
+    pub pool: Pool,
+    /// Reused buffers for upstream requests (one per request in flight at most).
+    request_buffers: RefCell<Vec<Vec<u8>>>,
 }
 
 impl Worker {
     pub fn new(index: usize, shared: Arc<Shared>) -> Worker {
         let metrics = shared.metrics.workers[index].clone();
-        Worker { index, shared, metrics, key_cache: RefCell::default(), request_counter: Cell::new(0) }
+        Worker {
+            index,
+            shared,
+            metrics,
+            key_cache: RefCell::default(),
+            request_counter: Cell::new(0),
+            pool: Pool::default(),
+            request_buffers: RefCell::default(),
+        }
     }
 
     fn next_request_id(&self) -> RequestId {
@@ -334,12 +348,39 @@ impl ApiHandler {
                 Usage { prompt_tokens: produced.prompt_tokens, completion_tokens: produced.completion_tokens, outcome };
             (200, usage)
         } else {
-            // Upstream proxying arrives with the upstream client; until then such a model is
-            // reported unavailable and its hold released at zero.
-            let error =
-                ApiError::with_text(ErrorKind::UpstreamUnavailable, "The model backend is unavailable. Please retry.");
-            let status = worker.reject(sink, &error, ErrorExtras::default(), rid, Some(&admitted.rates));
-            (status, Usage { prompt_tokens: 0, completion_tokens: 0, outcome: Outcome::BackendFailed })
+            let upstream = match &model.backend {
+                Backend::Upstream(name) => shared.upstreams.index_of(name),
+                Backend::Sandbox => None,
+            };
+            match upstream {
+                Some(upstream) => {
+                    let proxied = ProxyRequest {
+                        request_id: request_id.as_str(),
+                        model,
+                        chat: &chat,
+                        body: request.body,
+                        admitted: &admitted,
+                        clamped_to,
+                        input_tokens_upper,
+                    };
+                    let mut buffer = worker.request_buffers.borrow_mut().pop().unwrap_or_default();
+                    let target = &shared.upstreams.targets[upstream];
+                    let result =
+                        proxy::proxy_completion(sink, target, upstream, &worker.pool, &proxied, &mut buffer).await;
+                    worker.request_buffers.borrow_mut().push(buffer);
+                    let usage = Usage {
+                        prompt_tokens: result.prompt_tokens,
+                        completion_tokens: result.completion_tokens,
+                        outcome: result.outcome,
+                    };
+                    (result.status, usage)
+                }
+                None => {
+                    let error = ApiError::new(ErrorKind::UpstreamUnavailable);
+                    let status = worker.reject(sink, &error, ErrorExtras::default(), rid, Some(&admitted.rates));
+                    (status, Usage { prompt_tokens: 0, completion_tokens: 0, outcome: Outcome::BackendFailed })
+                }
+            }
         };
         self.settle(&request_id, usage).await;
         status

@@ -82,6 +82,7 @@ impl Gateway {
             }
         };
         let registry = registry_of(&config);
+        let upstreams = crate::upstream::build(&config.upstreams)?;
         let mut node_tag = [0u8; NODE_TAG_LEN];
         node_tag.copy_from_slice(crate::auth::random_base62(NODE_TAG_LEN).as_bytes());
         let server_limits = server_limits_of(&config);
@@ -89,6 +90,7 @@ impl Gateway {
             config,
             store,
             registry,
+            upstreams,
             metrics: Metrics::new(workers),
             admin_token,
             clock,

@@ -44,6 +44,7 @@ pub struct Shared {
     pub config: Config,
     pub store: Store,
     pub registry: Registry,
+    pub upstreams: crate::upstream::Upstreams,
     pub metrics: Metrics,
     pub admin_token: String,
     pub clock: Clock,

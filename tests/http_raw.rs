@@ -153,7 +153,10 @@ fn expect_continue_gets_100_first() {
     let response = read_response(&mut reader).unwrap();
     assert_eq!(response.status, 200);
     // Any other expectation is refused with 417 and the connection closed.
-    let other = send_one(gateway.api, b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nexpect: 200-ok\r\ncontent-length: 2\r\n\r\n{}");
+    let other = send_one(
+        gateway.api,
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nexpect: 200-ok\r\ncontent-length: 2\r\n\r\n{}",
+    );
     assert_eq!(other.status, 417);
     assert_eq!(other.error(), ("invalid_request_error".into(), "unsupported_expectation".into(), None));
     assert_eq!(other.header("connection"), Some("close"));

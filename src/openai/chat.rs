@@ -1,605 +1,525 @@
-//! Reading a chat-completion request body: strict JSON validation and the facts the gateway
-//! needs (model, stream, output cap, input size), in one pass, without allocating.
+//! Chat-completion request bodies: validation, the facts the gateway prices and routes on, and
+//! the rewrite sent to a backend.
 //!
-//! The scanner accepts exactly RFC 8259 JSON (UTF-8 checked, escapes and surrogate pairs
-//! checked, number grammar, nothing after the value), with nesting bounded by
-//! `MAX_JSON_DEPTH`. It never decodes or copies strings: every fact is a span into the body or
-//! a number, so the body can be forwarded untouched. Validation follows SPEC §1; unknown
-//! parameters pass through. It decides nothing about money or limits.
+//! `parse_chat_request` walks the body once with the strict scanner of `json_scan` (a child
+//! module), checks it
+//! against SPEC §1 and returns spans and numbers borrowed from the body: it never allocates,
+//! never recurses without bound and never panics. Every key is compared by its decoded text, so
+//! `"m\u006fdel"` is the model and cannot smuggle a second value past the checks; a repeated
+//! top-level key is refused for the same reason (the upstream might keep the other one).
+//! `write_backend_body` copies the body, replacing only the model, the output cap and (for
+//! streams) `stream_options.include_usage`, never re-serializing the rest. This module decides
+//! nothing about prices, limits or which model exists; that is the registry's and the
+//! pipeline's job.
 
 use crate::errors::{ApiError, Detail, ErrorKind};
-use crate::limits::{MAX_JSON_DEPTH, MAX_MESSAGES};
+use crate::limits::MAX_MESSAGES;
 
-/// Most top-level members a request may have.
+pub mod json_scan;
+
+use self::json_scan::{JsonFault, Scanner, ValueKind, content_eq, content_hash, contents_eq};
+
+pub use self::json_scan::{Span, object_members};
+
+/// Most top-level members a request may have; more is refused as `invalid_json`.
 pub const MAX_TOP_LEVEL_KEYS: usize = 64;
 
-/// A byte range of the body.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct Span {
-    pub start: u32,
-    pub end: u32,
-}
-
-impl Span {
-    fn new(start: usize, end: usize) -> Span {
-        Span { start: start as u32, end: end as u32 }
-    }
-    pub fn len(&self) -> u64 {
-        u64::from(self.end - self.start)
-    }
-    pub fn is_empty(&self) -> bool {
-        self.start == self.end
-    }
-    pub fn slice<'a>(&self, body: &'a [u8]) -> &'a [u8] {
-        &body[self.start as usize..self.end as usize]
-    }
-}
-
-/// What the gateway needs from a valid chat request; every borrowed part points into the body.
+/// What the gateway needs from a valid chat request. Every borrowed part points into the body.
 #[derive(Clone, Debug)]
 pub struct ChatRequest<'a> {
-    /// The model id as written between the quotes (escapes are left as written).
+    /// The model id as written between its quotes (escapes left as written, so an escaped id
+    /// simply matches no registry entry).
     pub model: &'a str,
-    /// The model value including its quotes (for rewriting).
+    /// The model value including its quotes.
     pub model_value_span: Span,
+    /// `stream` (false when absent or null).
     pub stream: bool,
-    /// The client's output cap (`max_tokens` or `max_completion_tokens`; the smaller if both).
+    /// The client's output cap: `max_tokens` or `max_completion_tokens`, the smaller if both.
     pub max_tokens: Option<u64>,
-    /// Value spans of `max_tokens` and `max_completion_tokens`, where present (for rewriting).
-    pub max_tokens_value_spans: [Option<Span>; 2],
-    /// Value span of `stream_options`, where present (for rewriting).
-    pub stream_options_value_span: Option<Span>,
     pub message_count: usize,
-    /// Upper bound of the message text in bytes: raw lengths of every message's content, name,
-    /// tool calls and tool call id (a raw JSON string is never shorter than its decoded text).
+    /// Upper bound of the message text in bytes: over every message, the raw length of every
+    /// member's value except `role` (content, name, tool_calls, tool_call_id, and anything else
+    /// the upstream might render into the prompt). A string counts its bytes between the
+    /// quotes (never fewer than it decodes to), null counts 0, arrays and objects count whole.
     pub content_bytes: u64,
-    /// Raw lengths of `tools`, `functions`, `tool_choice`, `response_format` (tokenized too).
+    /// Raw lengths, counted the same way, of the top-level `tools`, `functions`, `tool_choice`
+    /// and `response_format` values (the upstream tokenizes them too).
     pub extra_input_bytes: u64,
-    /// `stream_options.include_usage` was true in the client's request.
+    /// The client's own `stream_options.include_usage` was true.
     pub include_usage_requested: bool,
-    /// The raw content of the last `user` message (seed of the sandbox's answer).
+    /// The content of the last `user` message: a string's bytes between the quotes, or a
+    /// content-part array whole. Empty if no user message has content.
     pub last_user_content: Span,
+    /// Offset just past the body's opening `{`, where the rewrite inserts members.
+    pub members_start: u32,
+    /// Value spans of `max_tokens` and `max_completion_tokens` where present (null included:
+    /// the rewrite must replace a null cap too).
+    pub max_tokens_value_spans: [Option<Span>; 2],
+    /// `stream_options` as the client sent it, where present.
+    pub stream_options: Option<StreamOptionsLayout>,
     top_level_keys: [Span; MAX_TOP_LEVEL_KEYS],
     top_level_key_count: usize,
 }
 
-/// The names of the request's top-level members, in order.
-pub fn top_level_keys<'a>(request: &ChatRequest<'a>, body: &'a [u8]) -> impl Iterator<Item = &'a str> + use<'a> {
-    let keys = request.top_level_keys;
-    (0..request.top_level_key_count).map(move |i| std::str::from_utf8(keys[i].slice(body)).unwrap_or(""))
+/// Where the client's `stream_options` sits, for the rewrite.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct StreamOptionsLayout {
+    /// The whole member, key to value.
+    pub member: Span,
+    pub value: Span,
+    /// The value is an object with at least one member (else it is `{}` or null).
+    pub has_members: bool,
+    /// Offset just past the value's `{` (meaningful when `has_members`).
+    pub members_start: u32,
+    /// The value of the client's `include_usage` member, where present.
+    pub include_usage_value: Option<Span>,
 }
 
-const ROLES: [&str; 6] = ["system", "developer", "user", "assistant", "tool", "function"];
-
-fn invalid_json(reason: &'static str) -> ApiError<'static> {
-    ApiError::with_text(ErrorKind::InvalidJson, reason)
+impl ChatRequest<'_> {
+    /// Spans of the top-level keys' raw contents (between the quotes), in body order.
+    pub fn top_level_key_spans(&self) -> &[Span] {
+        &self.top_level_keys[..self.top_level_key_count]
+    }
 }
 
-fn invalid<'a>(param: &'a str, reason: &'static str) -> ApiError<'a> {
-    ApiError::invalid(param, reason)
+/// The names of the request's top-level members in body order, as written between the quotes
+/// (compare them with `json_scan::content_eq` to see through escapes).
+pub fn top_level_keys<'a>(request: &ChatRequest<'a>, body: &'a [u8]) -> impl Iterator<Item = &'a str> {
+    request.top_level_key_spans().iter().map(move |span| std::str::from_utf8(span.slice(body)).unwrap_or(""))
 }
 
-fn messages_error(kind: ErrorKind, text: &'static str) -> ApiError<'static> {
-    ApiError { kind, param: Some("messages"), detail: Detail::Text(text) }
+impl From<JsonFault> for ApiError<'static> {
+    fn from(fault: JsonFault) -> ApiError<'static> {
+        ApiError::with_text(ErrorKind::InvalidJson, fault.message())
+    }
 }
 
-/// Validates `body` and extracts what the gateway needs.
+/// Validates `body` as a chat-completion request and extracts its facts. JSON faults win over
+/// parameter errors; among parameter errors the first in body order wins, then a missing
+/// `model`, then a missing `messages`.
 pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, ApiError<'_>> {
-    let text = std::str::from_utf8(body).map_err(|_| invalid_json("The request body is not valid UTF-8."))?;
-    let mut scanner = Scanner { bytes: body, position: 0 };
-    let mut facts = Facts::default();
-    scanner.skip_whitespace();
-    if scanner.peek() != Some(b'{') {
-        // Tell "valid JSON but not an object" from "not JSON" only for the message.
-        return Err(invalid_json("The request body must be a JSON object."));
+    if u32::try_from(body.len()).is_err() {
+        return Err(JsonFault::TooLarge.into());
     }
-    let mut request = ChatRequest {
-        model: "",
-        model_value_span: Span::default(),
-        stream: false,
-        max_tokens: None,
-        max_tokens_value_spans: [None, None],
-        stream_options_value_span: None,
-        message_count: 0,
-        content_bytes: 0,
-        extra_input_bytes: 0,
-        include_usage_requested: false,
-        last_user_content: Span::default(),
-        top_level_keys: [Span::default(); MAX_TOP_LEVEL_KEYS],
-        top_level_key_count: 0,
-    };
-    scanner.position += 1;
-    scanner.skip_whitespace();
-    if scanner.peek() == Some(b'}') {
-        scanner.position += 1;
-    } else {
-        loop {
-            scanner.skip_whitespace();
-            let key_span = scanner.string()?;
-            let key = &text[key_span.start as usize + 1..key_span.end as usize - 1];
-            let key_inner = Span::new(key_span.start as usize + 1, key_span.end as usize - 1);
-            if request.top_level_key_count == MAX_TOP_LEVEL_KEYS {
-                return Err(invalid_json("The request has too many top-level parameters."));
-            }
-            if top_level_keys(&request, body).any(|existing| existing == key) {
-                facts.note(ApiError {
-                    kind: ErrorKind::InvalidParameter,
-                    param: Some(key),
-                    detail: Detail::Text("This parameter appears more than once."),
-                });
-            }
-            request.top_level_keys[request.top_level_key_count] = key_inner;
-            request.top_level_key_count += 1;
-            scanner.skip_whitespace();
-            scanner.expect(b':')?;
-            scanner.skip_whitespace();
-            scanner.member_value(key, text, &mut request, &mut facts)?;
-            scanner.skip_whitespace();
-            match scanner.next() {
-                Some(b',') => continue,
-                Some(b'}') => break,
-                _ => return Err(invalid_json("The request body is not valid JSON.")),
-            }
-        }
+    if std::str::from_utf8(body).is_err() {
+        return Err(JsonFault::NotUtf8.into());
     }
-    scanner.skip_whitespace();
-    if scanner.position != body.len() {
-        return Err(invalid_json("The request body has data after the JSON object."));
-    }
-    if let Some(error) = facts.first_error {
+    let mut walk = Walk { body, scanner: Scanner::new(body), first_error: None, saw_model: false, saw_messages: false };
+    let request = walk.request()?;
+    if let Some(error) = walk.first_error {
         return Err(error);
     }
-    if !facts.saw_model {
+    if !walk.saw_model {
         return Err(ApiError::missing("model"));
     }
-    if !facts.saw_messages {
+    if !walk.saw_messages {
         return Err(ApiError::missing("messages"));
     }
     Ok(request)
 }
 
-/// Semantic findings collected while the JSON is still being validated (JSON errors win).
-#[derive(Default)]
-struct Facts<'a> {
+/// Top-level members the gateway reads; everything else passes through unread.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum TopKey {
+    Model,
+    Messages,
+    Stream,
+    StreamOptions,
+    Temperature,
+    TopP,
+    MaxTokens,
+    MaxCompletionTokens,
+    N,
+    /// Tokenized by the upstream as part of the prompt: `tools`, `functions`, `tool_choice`,
+    /// `response_format`.
+    PromptExtra,
+}
+
+const TOP_KEYS: [(&str, TopKey); 13] = [
+    ("model", TopKey::Model),
+    ("messages", TopKey::Messages),
+    ("stream", TopKey::Stream),
+    ("stream_options", TopKey::StreamOptions),
+    ("temperature", TopKey::Temperature),
+    ("top_p", TopKey::TopP),
+    ("max_tokens", TopKey::MaxTokens),
+    ("max_completion_tokens", TopKey::MaxCompletionTokens),
+    ("n", TopKey::N),
+    ("tools", TopKey::PromptExtra),
+    ("functions", TopKey::PromptExtra),
+    ("tool_choice", TopKey::PromptExtra),
+    ("response_format", TopKey::PromptExtra),
+];
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Role {
+    System,
+    Developer,
+    User,
+    Assistant,
+    Tool,
+    Function,
+    /// Present but not a string naming one of the above.
+    Invalid,
+}
+
+const ROLES: [(&str, Role); 6] = [
+    ("system", Role::System),
+    ("developer", Role::Developer),
+    ("user", Role::User),
+    ("assistant", Role::Assistant),
+    ("tool", Role::Tool),
+    ("function", Role::Function),
+];
+
+/// Message members whose repetition is refused (each changes what is billed or sent).
+#[derive(Copy, Clone)]
+enum MessageKey {
+    Role = 1,
+    Content = 2,
+    ToolCalls = 4,
+    FunctionCall = 8,
+}
+
+const MESSAGE_KEYS: [(&str, MessageKey); 4] = [
+    ("role", MessageKey::Role),
+    ("content", MessageKey::Content),
+    ("tool_calls", MessageKey::ToolCalls),
+    ("function_call", MessageKey::FunctionCall),
+];
+
+// Nesting levels of the parts of a request (the body's object is level 1).
+const TOP_MEMBER_DEPTH: usize = 2;
+const MESSAGE_DEPTH: usize = 3;
+const MESSAGE_MEMBER_DEPTH: usize = 4;
+const STREAM_OPTIONS_MEMBER_DEPTH: usize = 3;
+
+fn messages_error(kind: ErrorKind, text: &'static str) -> ApiError<'static> {
+    ApiError { kind, param: Some("messages"), detail: Detail::Text(text) }
+}
+
+/// Bytes a value may turn into once the upstream renders it: a string's raw content, nothing
+/// for null, anything else whole.
+fn prompt_bytes(kind: ValueKind, span: Span) -> u64 {
+    match kind {
+        ValueKind::String => span.inner().len(),
+        ValueKind::Null => 0,
+        _ => span.len(),
+    }
+}
+
+/// One pass over the body. JSON faults abort at once (`?`); parameter errors are remembered in
+/// `first_error` and the walk goes on, so a later JSON fault still wins.
+struct Walk<'a> {
+    body: &'a [u8],
+    scanner: Scanner<'a>,
     first_error: Option<ApiError<'a>>,
     saw_model: bool,
     saw_messages: bool,
 }
 
-impl<'a> Facts<'a> {
+impl<'a> Walk<'a> {
     fn note(&mut self, error: ApiError<'a>) {
         if self.first_error.is_none() {
             self.first_error = Some(error);
         }
     }
-}
 
-struct Scanner<'a> {
-    bytes: &'a [u8],
-    position: usize,
-}
-
-impl<'a> Scanner<'a> {
-    fn peek(&self) -> Option<u8> {
-        self.bytes.get(self.position).copied()
+    fn text(&self, span: Span) -> &'a str {
+        std::str::from_utf8(span.slice(self.body)).unwrap_or("")
     }
 
-    fn next(&mut self) -> Option<u8> {
-        let byte = self.peek()?;
-        self.position += 1;
-        Some(byte)
-    }
-
-    fn expect(&mut self, byte: u8) -> Result<(), ApiError<'static>> {
-        if self.next() == Some(byte) { Ok(()) } else { Err(invalid_json("The request body is not valid JSON.")) }
-    }
-
-    fn skip_whitespace(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.position += 1;
+    fn request(&mut self) -> Result<ChatRequest<'a>, JsonFault> {
+        if self.scanner.peek_kind()? != ValueKind::Object {
+            // Check the value anyway so "not JSON" and "JSON but not an object" read differently.
+            self.scanner.value(1)?;
+            self.scanner.finish()?;
+            return Err(JsonFault::NotAnObject);
         }
-    }
-
-    /// A JSON string starting here; returns its span including the quotes.
-    fn string(&mut self) -> Result<Span, ApiError<'static>> {
-        const BAD: &str = "The request body has an invalid JSON string.";
-        let start = self.position;
-        if self.next() != Some(b'"') {
-            return Err(invalid_json("The request body is not valid JSON."));
-        }
-        loop {
-            match self.next() {
-                None => return Err(invalid_json(BAD)),
-                Some(b'"') => return Ok(Span::new(start, self.position)),
-                Some(b'\\') => match self.next() {
-                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => {}
-                    Some(b'u') => {
-                        let unit = self.hex4().ok_or_else(|| invalid_json(BAD))?;
-                        if (0xD800..0xDC00).contains(&unit) {
-                            // A high surrogate must be followed by an escaped low surrogate.
-                            if self.next() != Some(b'\\') || self.next() != Some(b'u') {
-                                return Err(invalid_json(BAD));
-                            }
-                            let low = self.hex4().ok_or_else(|| invalid_json(BAD))?;
-                            if !(0xDC00..0xE000).contains(&low) {
-                                return Err(invalid_json(BAD));
-                            }
-                        } else if (0xDC00..0xE000).contains(&unit) {
-                            return Err(invalid_json(BAD));
-                        }
-                    }
-                    _ => return Err(invalid_json(BAD)),
-                },
-                Some(0x00..=0x1f) => return Err(invalid_json(BAD)),
-                Some(_) => {}
+        let members_start = self.scanner.enter(1)?;
+        let mut request = ChatRequest {
+            model: "",
+            model_value_span: Span::EMPTY,
+            stream: false,
+            max_tokens: None,
+            message_count: 0,
+            content_bytes: 0,
+            extra_input_bytes: 0,
+            include_usage_requested: false,
+            last_user_content: Span::EMPTY,
+            members_start: members_start as u32,
+            max_tokens_value_spans: [None, None],
+            stream_options: None,
+            top_level_keys: [Span::EMPTY; MAX_TOP_LEVEL_KEYS],
+            top_level_key_count: 0,
+        };
+        // Decoded-key hashes, so finding a repeated key costs no more than reading the keys.
+        let mut key_hashes = [0u64; MAX_TOP_LEVEL_KEYS];
+        let mut first = true;
+        while self.scanner.next_item(b'}', &mut first)? {
+            let key_span = self.scanner.key()?;
+            let key = key_span.inner();
+            let key_raw = key.slice(self.body);
+            let count = request.top_level_key_count;
+            if count == MAX_TOP_LEVEL_KEYS {
+                return Err(JsonFault::TooManyKeys);
             }
-        }
-    }
-
-    fn hex4(&mut self) -> Option<u32> {
-        let digits = self.bytes.get(self.position..self.position + 4)?;
-        let mut value = 0u32;
-        for &digit in digits {
-            value = value * 16 + (digit as char).to_digit(16)?;
-        }
-        self.position += 4;
-        Some(value)
-    }
-
-    /// A JSON number starting here (RFC 8259 grammar); returns its span.
-    fn number(&mut self) -> Result<Span, ApiError<'static>> {
-        const BAD: &str = "The request body has an invalid JSON number.";
-        let start = self.position;
-        if self.peek() == Some(b'-') {
-            self.position += 1;
-        }
-        match self.next() {
-            Some(b'0') => {}
-            Some(b'1'..=b'9') => self.digits(),
-            _ => return Err(invalid_json(BAD)),
-        }
-        if self.peek() == Some(b'.') {
-            self.position += 1;
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(invalid_json(BAD));
+            let hash = content_hash(key_raw);
+            let repeated = (0..count).any(|seen| {
+                key_hashes[seen] == hash && contents_eq(request.top_level_keys[seen].slice(self.body), key_raw)
+            });
+            if repeated {
+                self.note(ApiError::invalid(self.text(key), "must not appear more than once"));
             }
-            self.digits();
+            key_hashes[count] = hash;
+            request.top_level_keys[count] = key;
+            request.top_level_key_count = count + 1;
+            let top_key = TOP_KEYS.iter().find(|(name, _)| content_eq(key_raw, name.as_bytes())).map(|(_, k)| *k);
+            self.member(top_key, key_span.start, &mut request)?;
         }
-        if matches!(self.peek(), Some(b'e' | b'E')) {
-            self.position += 1;
-            if matches!(self.peek(), Some(b'+' | b'-')) {
-                self.position += 1;
-            }
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(invalid_json(BAD));
-            }
-            self.digits();
-        }
-        Ok(Span::new(start, self.position))
+        self.scanner.finish()?;
+        Ok(request)
     }
 
-    fn digits(&mut self) {
-        while matches!(self.peek(), Some(b'0'..=b'9')) {
-            self.position += 1;
-        }
-    }
-
-    fn literal(&mut self, word: &'static [u8]) -> Result<(), ApiError<'static>> {
-        if self.bytes[self.position..].starts_with(word) {
-            self.position += word.len();
-            Ok(())
-        } else {
-            Err(invalid_json("The request body is not valid JSON."))
-        }
-    }
-
-    /// Validates any JSON value starting here (nested up to `MAX_JSON_DEPTH` below `depth`).
-    fn value(&mut self, depth: usize) -> Result<Span, ApiError<'static>> {
-        let start = self.position;
-        match self.peek() {
-            Some(b'"') => return self.string(),
-            Some(b'-' | b'0'..=b'9') => return self.number(),
-            Some(b't') => self.literal(b"true")?,
-            Some(b'f') => self.literal(b"false")?,
-            Some(b'n') => self.literal(b"null")?,
-            Some(open @ (b'{' | b'[')) => {
-                if depth >= MAX_JSON_DEPTH {
-                    return Err(invalid_json("The request body is nested too deeply."));
-                }
-                let close = if open == b'{' { b'}' } else { b']' };
-                self.position += 1;
-                self.skip_whitespace();
-                if self.peek() == Some(close) {
-                    self.position += 1;
-                    return Ok(Span::new(start, self.position));
-                }
-                loop {
-                    self.skip_whitespace();
-                    if open == b'{' {
-                        self.string()?;
-                        self.skip_whitespace();
-                        self.expect(b':')?;
-                        self.skip_whitespace();
-                    }
-                    self.value(depth + 1)?;
-                    self.skip_whitespace();
-                    match self.next() {
-                        Some(b',') => continue,
-                        Some(byte) if byte == close => break,
-                        _ => return Err(invalid_json("The request body is not valid JSON.")),
-                    }
-                }
-            }
-            _ => return Err(invalid_json("The request body is not valid JSON.")),
-        }
-        Ok(Span::new(start, self.position))
-    }
-
-    /// One top-level member's value: validated as JSON, and interpreted when the key matters.
-    fn member_value(
-        &mut self,
-        key: &'a str,
-        text: &'a str,
-        request: &mut ChatRequest<'a>,
-        facts: &mut Facts<'a>,
-    ) -> Result<(), ApiError<'static>> {
+    /// One top-level member's value: always validated as JSON, interpreted when it matters.
+    fn member(&mut self, key: Option<TopKey>, key_start: u32, request: &mut ChatRequest<'a>) -> Result<(), JsonFault> {
+        let kind = self.scanner.peek_kind()?;
         match key {
-            "messages" => {
-                facts.saw_messages = true;
-                return self.messages(text, request, facts);
-            }
-            "stream_options" => {
-                request.stream_options_value_span = Some(Span::new(self.position, self.position));
-                let include = self.stream_options(facts)?;
-                request.include_usage_requested = include;
-                if let Some(span) = request.stream_options_value_span.as_mut() {
-                    span.end = self.position as u32;
+            Some(TopKey::Messages) => {
+                self.saw_messages = true;
+                if kind == ValueKind::Array {
+                    return self.messages(request);
                 }
-                return Ok(());
+            }
+            Some(TopKey::StreamOptions) if kind == ValueKind::Object => {
+                return self.stream_options(key_start, request);
             }
             _ => {}
         }
-        let first = self.peek();
-        let span = self.value(1)?;
-        let raw = &text[span.start as usize..span.end as usize];
+        let (kind, span) = self.scanner.value(TOP_MEMBER_DEPTH)?;
+        let Some(key) = key else { return Ok(()) };
+        // Only numbers are read as text (short); other values are never re-scanned.
+        let number = if kind == ValueKind::Number { self.text(span) } else { "" };
         match key {
-            "model" => {
-                facts.saw_model = true;
-                if first == Some(b'"') {
-                    request.model = &raw[1..raw.len() - 1];
+            TopKey::Model => {
+                self.saw_model = true;
+                if kind == ValueKind::String {
+                    request.model = self.text(span.inner());
                     request.model_value_span = span;
                 } else {
-                    facts.note(invalid("model", "must be a string naming a model (see GET /v1/models)"));
+                    self.note(ApiError::invalid("model", "must be a string naming a model (see GET /v1/models)"));
                 }
             }
-            "stream" => match raw {
-                "true" => request.stream = true,
-                "false" | "null" => request.stream = false,
-                _ => facts.note(invalid("stream", "must be a boolean")),
+            TopKey::Messages => {
+                self.note(ApiError::invalid("messages", "must be a non-empty array of message objects"))
+            }
+            TopKey::Stream => match kind {
+                ValueKind::True => request.stream = true,
+                ValueKind::False | ValueKind::Null => request.stream = false,
+                _ => self.note(ApiError::invalid("stream", "must be a boolean")),
             },
-            "temperature" => check_number_range(raw, first, 2.0, "temperature", "must be a number from 0 to 2", facts),
-            "top_p" => check_number_range(raw, first, 1.0, "top_p", "must be a number from 0 to 1", facts),
-            "max_tokens" | "max_completion_tokens" => {
-                let param = if key == "max_tokens" { "max_tokens" } else { "max_completion_tokens" };
-                if raw == "null" {
-                    return Ok(());
-                }
-                match parse_positive_integer(raw) {
-                    Some(value) => {
-                        request.max_tokens = Some(request.max_tokens.map_or(value, |other| other.min(value)));
-                        request.max_tokens_value_spans[usize::from(param != "max_tokens")] = Some(span);
-                    }
-                    None => facts.note(invalid(param, "must be a positive integer")),
+            TopKey::StreamOptions => {
+                if kind == ValueKind::Null {
+                    let member = Span { start: key_start, end: span.end };
+                    let layout = StreamOptionsLayout {
+                        member,
+                        value: span,
+                        has_members: false,
+                        members_start: span.start,
+                        include_usage_value: None,
+                    };
+                    request.stream_options = Some(layout);
+                } else {
+                    self.note(ApiError::invalid("stream_options", "must be an object or null"));
                 }
             }
-            "n" if raw != "1" && raw != "null" => facts.note(invalid("n", "only n = 1 is supported")),
-            "tools" | "functions" | "tool_choice" | "response_format" => request.extra_input_bytes += span.len(),
-            _ => {}
+            TopKey::Temperature => self.check_range(kind, number, 2.0, "temperature", "must be a number from 0 to 2"),
+            TopKey::TopP => self.check_range(kind, number, 1.0, "top_p", "must be a number from 0 to 1"),
+            TopKey::MaxTokens | TopKey::MaxCompletionTokens => {
+                let (param, slot) =
+                    if key == TopKey::MaxTokens { ("max_tokens", 0) } else { ("max_completion_tokens", 1) };
+                request.max_tokens_value_spans[slot] = Some(span);
+                if kind != ValueKind::Null {
+                    match positive_integer(kind, number) {
+                        Some(value) => {
+                            request.max_tokens = Some(request.max_tokens.map_or(value, |other| other.min(value)))
+                        }
+                        None => self.note(ApiError::invalid(param, "must be a positive integer")),
+                    }
+                }
+            }
+            TopKey::N => {
+                if kind != ValueKind::Null && number != "1" {
+                    self.note(ApiError::invalid("n", "must be 1 (the gateway returns a single choice)"));
+                }
+            }
+            TopKey::PromptExtra => request.extra_input_bytes += prompt_bytes(kind, span),
         }
         Ok(())
     }
 
-    /// `stream_options`: an object or null; returns whether `include_usage` is true.
-    fn stream_options(&mut self, facts: &mut Facts<'a>) -> Result<bool, ApiError<'static>> {
-        if self.peek() != Some(b'{') {
-            let raw_start = self.position;
-            self.value(1)?;
-            if &self.bytes[raw_start..self.position] != b"null" {
-                facts.note(invalid("stream_options", "must be an object or null"));
+    fn check_range(&mut self, kind: ValueKind, number: &str, max: f64, param: &'static str, reason: &'static str) {
+        let in_range = match kind {
+            ValueKind::Null => true,
+            ValueKind::Number => {
+                number.parse::<f64>().is_ok_and(|value| value.is_finite() && (0.0..=max).contains(&value))
             }
-            return Ok(false);
-        }
-        let mut include_usage = false;
-        self.position += 1;
-        self.skip_whitespace();
-        if self.peek() == Some(b'}') {
-            self.position += 1;
-            return Ok(false);
-        }
-        loop {
-            self.skip_whitespace();
-            let key = self.string()?;
-            self.skip_whitespace();
-            self.expect(b':')?;
-            self.skip_whitespace();
-            let value = self.value(2)?;
-            if key.slice(self.bytes) == b"\"include_usage\"" {
-                match value.slice(self.bytes) {
-                    b"true" => include_usage = true,
-                    b"false" | b"null" => include_usage = false,
-                    _ => facts.note(invalid("stream_options", "include_usage must be a boolean")),
-                }
-            }
-            self.skip_whitespace();
-            match self.next() {
-                Some(b',') => continue,
-                Some(b'}') => return Ok(include_usage),
-                _ => return Err(invalid_json("The request body is not valid JSON.")),
-            }
+            _ => false,
+        };
+        if !in_range {
+            self.note(ApiError::invalid(param, reason));
         }
     }
 
-    /// `messages`: a non-empty array of objects with a known `role` and a `content`.
-    fn messages(
-        &mut self,
-        text: &'a str,
-        request: &mut ChatRequest<'a>,
-        facts: &mut Facts<'a>,
-    ) -> Result<(), ApiError<'static>> {
-        if self.peek() != Some(b'[') {
-            self.value(1)?;
-            facts.note(invalid("messages", "must be a non-empty array of messages"));
-            return Ok(());
-        }
-        self.position += 1;
-        self.skip_whitespace();
-        if self.peek() == Some(b']') {
-            self.position += 1;
-            facts.note(invalid("messages", "must be a non-empty array of messages"));
-            return Ok(());
-        }
-        loop {
-            self.skip_whitespace();
-            if request.message_count == MAX_MESSAGES {
-                facts.note(invalid("messages", "has too many messages"));
+    /// `stream_options` given as an object: only `include_usage` is read (a boolean).
+    fn stream_options(&mut self, key_start: u32, request: &mut ChatRequest<'a>) -> Result<(), JsonFault> {
+        let value_start = self.scanner.position();
+        let members_start = self.scanner.enter(TOP_MEMBER_DEPTH)?;
+        let mut layout = StreamOptionsLayout {
+            member: Span::EMPTY,
+            value: Span::EMPTY,
+            has_members: false,
+            members_start: members_start as u32,
+            include_usage_value: None,
+        };
+        let mut first = true;
+        while self.scanner.next_item(b'}', &mut first)? {
+            layout.has_members = true;
+            let key = self.scanner.key()?.inner();
+            let (kind, span) = self.scanner.value(STREAM_OPTIONS_MEMBER_DEPTH)?;
+            if !content_eq(key.slice(self.body), b"include_usage") {
+                continue;
             }
+            if layout.include_usage_value.is_some() {
+                self.note(ApiError::invalid("stream_options", "include_usage must not appear more than once"));
+            }
+            layout.include_usage_value = Some(span);
+            match kind {
+                ValueKind::True => request.include_usage_requested = true,
+                ValueKind::False => request.include_usage_requested = false,
+                _ => self.note(ApiError::invalid("stream_options", "include_usage must be a boolean")),
+            }
+        }
+        let end = self.scanner.position();
+        layout.value = Span::new(value_start, end);
+        layout.member = Span { start: key_start, end: end as u32 };
+        request.stream_options = Some(layout);
+        Ok(())
+    }
+
+    /// `messages` given as an array: each element a message object.
+    fn messages(&mut self, request: &mut ChatRequest<'a>) -> Result<(), JsonFault> {
+        self.scanner.enter(TOP_MEMBER_DEPTH)?;
+        let mut first = true;
+        while self.scanner.next_item(b']', &mut first)? {
             request.message_count += 1;
-            if self.peek() == Some(b'{') {
-                self.message(text, request, facts)?;
+            if request.message_count == MAX_MESSAGES + 1 {
+                self.note(ApiError::invalid("messages", "has more messages than the gateway accepts"));
+            }
+            if self.scanner.peek_kind()? == ValueKind::Object {
+                self.message(request)?;
             } else {
-                self.value(2)?;
-                facts.note(messages_error(
+                self.scanner.value(MESSAGE_DEPTH)?;
+                self.note(messages_error(
                     ErrorKind::InvalidParameter,
                     "Each message must be an object with 'role' and 'content'.",
                 ));
             }
-            self.skip_whitespace();
-            match self.next() {
-                Some(b',') => continue,
-                Some(b']') => return Ok(()),
-                _ => return Err(invalid_json("The request body is not valid JSON.")),
-            }
         }
+        if request.message_count == 0 {
+            self.note(ApiError::invalid("messages", "must be a non-empty array of message objects"));
+        }
+        Ok(())
     }
 
-    fn message(
-        &mut self,
-        text: &'a str,
-        request: &mut ChatRequest<'a>,
-        facts: &mut Facts<'a>,
-    ) -> Result<(), ApiError<'static>> {
-        self.position += 1;
-        let mut role: Option<&str> = None;
-        let mut role_valid = true;
-        let mut content: Option<(Span, Option<u8>)> = None;
+    fn message(&mut self, request: &mut ChatRequest<'a>) -> Result<(), JsonFault> {
+        self.scanner.enter(MESSAGE_DEPTH)?;
+        let mut role = None;
+        let mut content: Option<(ValueKind, Span)> = None;
         let mut has_tool_calls = false;
-        self.skip_whitespace();
-        if self.peek() == Some(b'}') {
-            self.position += 1;
-        } else {
-            loop {
-                self.skip_whitespace();
-                let key = self.string()?;
-                let key = &text[key.start as usize + 1..key.end as usize - 1];
-                self.skip_whitespace();
-                self.expect(b':')?;
-                self.skip_whitespace();
-                let first = self.peek();
-                let value = self.value(3)?;
-                let raw = &text[value.start as usize..value.end as usize];
-                match key {
-                    "role" => {
-                        if first == Some(b'"') && ROLES.contains(&&raw[1..raw.len() - 1]) {
-                            role = Some(&raw[1..raw.len() - 1]);
-                        } else {
-                            role_valid = false;
-                            role = Some("");
-                        }
-                    }
-                    "content" => content = Some((value, first)),
-                    "tool_calls" => {
-                        has_tool_calls = raw != "null";
-                        request.content_bytes += value.len();
-                    }
-                    "name" | "tool_call_id" => request.content_bytes += value.len(),
-                    _ => {}
+        let mut seen_keys = 0u8;
+        let mut first = true;
+        while self.scanner.next_item(b'}', &mut first)? {
+            let key = self.scanner.key()?.inner();
+            let (kind, span) = self.scanner.value(MESSAGE_MEMBER_DEPTH)?;
+            let key_raw = key.slice(self.body);
+            let known = MESSAGE_KEYS.iter().find(|(name, _)| content_eq(key_raw, name.as_bytes())).map(|(_, k)| *k);
+            if let Some(known) = known {
+                if seen_keys & known as u8 != 0 {
+                    self.note(messages_error(
+                        ErrorKind::InvalidParameter,
+                        "A message has the same key more than once.",
+                    ));
                 }
-                self.skip_whitespace();
-                match self.next() {
-                    Some(b',') => continue,
-                    Some(b'}') => break,
-                    _ => return Err(invalid_json("The request body is not valid JSON.")),
-                }
+                seen_keys |= known as u8;
             }
+            match known {
+                Some(MessageKey::Role) => {
+                    let name = span.inner().slice(self.body);
+                    let found = ROLES.iter().find(|(role, _)| content_eq(name, role.as_bytes())).map(|(_, r)| *r);
+                    role = Some(found.filter(|_| kind == ValueKind::String).unwrap_or(Role::Invalid));
+                    continue;
+                }
+                Some(MessageKey::Content) => content = Some((kind, span)),
+                Some(MessageKey::ToolCalls | MessageKey::FunctionCall) => has_tool_calls |= kind != ValueKind::Null,
+                None => {}
+            }
+            request.content_bytes += prompt_bytes(kind, span);
         }
         let Some(role) = role else {
-            facts.note(messages_error(ErrorKind::MissingRequiredParameter, "Each message needs a 'role'."));
+            self.note(messages_error(ErrorKind::MissingRequiredParameter, "Each message needs a 'role'."));
             return Ok(());
         };
-        if !role_valid {
-            facts.note(messages_error(
+        if role == Role::Invalid {
+            self.note(messages_error(
                 ErrorKind::InvalidParameter,
-                "A message role must be one of system, developer, user, assistant, tool, function.",
+                "A message's role must be one of system, developer, user, assistant, tool or function.",
             ));
             return Ok(());
         }
+        let may_omit_content = role == Role::Assistant || has_tool_calls;
         match content {
-            None if role == "assistant" && has_tool_calls => {}
-            None => facts.note(messages_error(ErrorKind::MissingRequiredParameter, "Each message needs a 'content'.")),
-            Some((span, first)) => match first {
-                Some(b'"') => {
-                    let inner = Span::new(span.start as usize + 1, span.end as usize - 1);
-                    request.content_bytes += inner.len();
-                    if role == "user" {
-                        request.last_user_content = inner;
-                    }
-                }
-                Some(b'[') => {
-                    request.content_bytes += span.len();
-                    if role == "user" {
-                        request.last_user_content = span;
-                    }
-                }
-                Some(b'n') if role == "assistant" => {}
-                _ => facts.note(messages_error(
-                    ErrorKind::InvalidParameter,
-                    "A message's content must be a string or an array of content parts.",
-                )),
-            },
+            None if may_omit_content => {}
+            None => self.note(messages_error(ErrorKind::MissingRequiredParameter, "Each message needs a 'content'.")),
+            Some((ValueKind::String, span)) if role == Role::User => request.last_user_content = span.inner(),
+            Some((ValueKind::Array, span)) if role == Role::User => request.last_user_content = span,
+            Some((ValueKind::String | ValueKind::Array, _)) => {}
+            Some((ValueKind::Null, _)) if may_omit_content => {}
+            Some(_) => self.note(messages_error(
+                ErrorKind::InvalidParameter,
+                "A message's content must be a string or an array of content parts (null only for assistant messages and tool calls).",
+            )),
         }
         Ok(())
     }
 }
 
-fn check_number_range<'a>(
-    raw: &str,
-    first: Option<u8>,
-    max: f64,
-    param: &'a str,
-    reason: &'static str,
-    facts: &mut Facts<'a>,
-) {
-    if raw == "null" {
-        return;
-    }
-    let in_range = matches!(first, Some(b'-' | b'0'..=b'9'))
-        && raw.parse::<f64>().is_ok_and(|value| value.is_finite() && (0.0..=max).contains(&value));
-    if !in_range {
-        facts.note(invalid(param, reason));
-    }
-}
-
-/// A JSON integer > 0 that fits in u64 (no fraction, no exponent, no sign).
-fn parse_positive_integer(raw: &str) -> Option<u64> {
-    if raw.is_empty() || !raw.bytes().all(|b| b.is_ascii_digit()) {
+/// A JSON integer above zero that fits in u64: digits only (no sign, fraction or exponent).
+fn positive_integer(kind: ValueKind, number: &str) -> Option<u64> {
+    if kind != ValueKind::Number || !number.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    raw.parse::<u64>().ok().filter(|value| *value > 0)
+    number.parse::<u64>().ok().filter(|value| *value > 0)
 }
 
-/// Writes `body` for a backend: the model replaced by `backend_model`, the output cap set to
-/// `output_cap_tokens` (added as `max_tokens` if the client gave none), and, for streams,
-/// `stream_options` forced to include usage. Untouched bytes are copied as they are.
+/// What one edit of the backend body writes in place of its span.
+#[derive(Copy, Clone)]
+enum Replacement {
+    /// The backend model as a JSON string.
+    Model,
+    /// The output cap as a number.
+    Cap,
+    /// `"max_tokens":<cap>,` (inserted when the client gave no cap).
+    CapMember,
+    Fixed(&'static [u8]),
+}
+
+/// Writes into `out` (appending) the body to send to a backend: `body` with the model value
+/// replaced by `backend_model` (JSON-escaped), every `max_tokens` / `max_completion_tokens`
+/// value set to `output_cap_tokens` (or `"max_tokens":N` added first if there was none), and,
+/// when streaming, `stream_options.include_usage` forced to true while the client's other
+/// stream options are kept. Every other byte is copied as it is. `request` must come from
+/// `parse_chat_request(body)`.
 pub fn write_backend_body(
     body: &[u8],
     request: &ChatRequest<'_>,
@@ -607,55 +527,87 @@ pub fn write_backend_body(
     output_cap_tokens: u64,
     out: &mut Vec<u8>,
 ) {
-    use std::io::Write;
-    // Edits sorted by position: (span to replace, what to write).
-    #[derive(Clone, Copy)]
-    enum Edit<'m> {
-        Model(&'m str),
-        Cap,
-        StreamOptions,
-    }
-    let mut edits: [(Span, Option<Edit<'_>>); 4] = [(Span::default(), None); 4];
+    const INCLUDE_USAGE_OBJECT: &[u8] = b"{\"include_usage\":true}";
+    let top = Span { start: request.members_start, end: request.members_start };
+    // At most four edits: the model, two caps (or one inserted cap), stream_options.
+    let mut edits = [(Span::EMPTY, Replacement::Fixed(b"")); 4];
     let mut count = 0;
-    edits[count] = (request.model_value_span, Some(Edit::Model(backend_model)));
-    count += 1;
-    for span in request.max_tokens_value_spans.iter().flatten() {
-        edits[count] = (*span, Some(Edit::Cap));
-        count += 1;
-    }
-    if request.stream
-        && let Some(span) = request.stream_options_value_span
-    {
-        edits[count] = (span, Some(Edit::StreamOptions));
-        count += 1;
-    }
-    edits[..count].sort_by_key(|(span, _)| span.start);
-    // The opening brace, then what must be added, then the rest with replacements.
-    let open = body.iter().position(|&b| b == b'{').unwrap_or(0);
-    out.extend_from_slice(&body[..=open]);
-    if request.max_tokens_value_spans.iter().all(Option::is_none) {
-        let _ = write!(out, "\"max_tokens\":{output_cap_tokens},");
-    }
-    if request.stream && request.stream_options_value_span.is_none() {
-        out.extend_from_slice(b"\"stream_options\":{\"include_usage\":true},");
-    }
-    let mut cursor = open + 1;
-    for (span, edit) in &edits[..count] {
-        out.extend_from_slice(&body[cursor..span.start as usize]);
-        match edit {
-            Some(Edit::Model(model)) => {
-                out.push(b'"');
-                crate::errors::write_json_escaped(out, model);
-                out.push(b'"');
-            }
-            Some(Edit::Cap) => {
-                let _ = write!(out, "{output_cap_tokens}");
-            }
-            Some(Edit::StreamOptions) | None => out.extend_from_slice(b"{\"include_usage\":true}"),
+    let mut push = |span: Span, replacement: Replacement| {
+        if let Some(slot) = edits.get_mut(count) {
+            *slot = (span, replacement);
+            count += 1;
         }
-        cursor = span.end as usize;
+    };
+    push(request.model_value_span, Replacement::Model);
+    let mut cap_present = false;
+    for span in request.max_tokens_value_spans.into_iter().flatten() {
+        push(span, Replacement::Cap);
+        cap_present = true;
     }
-    out.extend_from_slice(&body[cursor..]);
+    if !cap_present {
+        push(top, Replacement::CapMember);
+    }
+    if request.stream {
+        match request.stream_options {
+            None => push(top, Replacement::Fixed(b"\"stream_options\":{\"include_usage\":true},")),
+            Some(options) if !options.has_members => push(options.value, Replacement::Fixed(INCLUDE_USAGE_OBJECT)),
+            Some(options) => match options.include_usage_value {
+                Some(value) => push(value, Replacement::Fixed(b"true")),
+                None => {
+                    let at = Span { start: options.members_start, end: options.members_start };
+                    push(at, Replacement::Fixed(b"\"include_usage\":true,"));
+                }
+            },
+        }
+    }
+    let edits = &mut edits[..count];
+    // Body order; an insertion (empty span) goes before a replacement starting at the same
+    // offset, and insertions at one offset keep the order they were pushed in. Insertion sort:
+    // at most four entries, stable, no allocation.
+    for sorted in 1..edits.len() {
+        let mut at = sorted;
+        while at > 0 && (edits[at - 1].0.start, edits[at - 1].0.end) > (edits[at].0.start, edits[at].0.end) {
+            edits.swap(at - 1, at);
+            at -= 1;
+        }
+    }
+    out.reserve(body.len() + backend_model.len() * 2 + 96);
+    let mut copied_to = 0usize;
+    for (span, replacement) in edits.iter() {
+        let start = (span.start as usize).clamp(copied_to, body.len());
+        out.extend_from_slice(&body[copied_to..start]);
+        match replacement {
+            Replacement::Model => {
+                out.push(b'"');
+                crate::errors::write_json_escaped(out, backend_model);
+                out.push(b'"');
+            }
+            Replacement::Cap => push_decimal(out, output_cap_tokens),
+            Replacement::CapMember => {
+                out.extend_from_slice(b"\"max_tokens\":");
+                push_decimal(out, output_cap_tokens);
+                out.push(b',');
+            }
+            Replacement::Fixed(bytes) => out.extend_from_slice(bytes),
+        }
+        copied_to = (span.end as usize).clamp(start, body.len());
+    }
+    out.extend_from_slice(&body[copied_to..]);
+}
+
+/// Appends `value` in decimal.
+fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
+    let mut digits = [0u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[start..]);
 }
 
 #[cfg(test)]

@@ -1,182 +1,470 @@
 use super::*;
-use crate::errors::ErrorKind;
+use crate::errors::ErrorKind::{self, *};
+use crate::limits::MAX_JSON_DEPTH;
 
-fn error_of(body: &str) -> (ErrorKind, Option<String>) {
-    let error = parse_chat_request(body.as_bytes()).expect_err(body);
-    (error.kind, error.param.map(str::to_string))
+/// The kind and param of the error `body` is refused with.
+fn error_of(body: &[u8]) -> (ErrorKind, Option<String>) {
+    match parse_chat_request(body) {
+        Ok(_) => panic!("accepted: {}", String::from_utf8_lossy(body)),
+        Err(error) => (error.kind, error.param.map(str::to_string)),
+    }
 }
 
-const OK: &str = r#"{"model":"fikra-flash","messages":[{"role":"user","content":"hi"}]}"#;
+/// The invalid_json message `body` is refused with.
+fn json_fault_of(body: &[u8]) -> &'static str {
+    match parse_chat_request(body) {
+        Err(ApiError { kind: InvalidJson, param: None, detail: Detail::Text(text) }) => text,
+        other => panic!("{}: {other:?}", String::from_utf8_lossy(body)),
+    }
+}
 
-// Goal: the facts of valid requests of every documented shape come out exactly.
+/// A valid request with one extra top-level member `"x": value`.
+fn with_extra(value: &str) -> String {
+    format!(r#"{{"model":"fikra-flash","messages":[{{"role":"user","content":"hi"}}],"x":{value}}}"#)
+}
+
+/// A valid request with one extra top-level member (the given raw member text).
+fn with_member(member: &str) -> String {
+    format!(r#"{{"model":"fikra-flash","messages":[{{"role":"user","content":"hi"}}],{member}}}"#)
+}
+
+/// A valid request with the given messages array text.
+fn with_messages(messages: &str) -> String {
+    format!(r#"{{"model":"fikra-flash","messages":{messages}}}"#)
+}
+
+/// The facts of a parsed request that the tests compare.
+#[derive(Debug, PartialEq, Eq)]
+struct Facts<'a> {
+    model: &'a str,
+    stream: bool,
+    max_tokens: Option<u64>,
+    messages: usize,
+    content_bytes: u64,
+    extra_bytes: u64,
+    include_usage: bool,
+    last_user: &'a str,
+}
+
+/// Expected facts; `counts` is (messages, content bytes, extra input bytes).
+fn facts<'a>(
+    model: &'a str,
+    stream: bool,
+    max_tokens: Option<u64>,
+    counts: (usize, u64, u64),
+    include_usage: bool,
+    last_user: &'a str,
+) -> Facts<'a> {
+    let (messages, content_bytes, extra_bytes) = counts;
+    Facts { model, stream, max_tokens, messages, content_bytes, extra_bytes, include_usage, last_user }
+}
+
+fn facts_of(body: &str) -> Facts<'_> {
+    let request = parse_chat_request(body.as_bytes()).unwrap_or_else(|error| panic!("{body}: {error:?}"));
+    Facts {
+        model: request.model,
+        stream: request.stream,
+        max_tokens: request.max_tokens,
+        messages: request.message_count,
+        content_bytes: request.content_bytes,
+        extra_bytes: request.extra_input_bytes,
+        include_usage: request.include_usage_requested,
+        last_user: std::str::from_utf8(request.last_user_content.slice(body.as_bytes())).unwrap(),
+    }
+}
+
+// Goal: request shapes from the OpenAI docs are accepted and their facts come out exactly.
 #[test]
-fn extracts_facts() {
-    let body = r#" {"model": "fikra-flash", "stream": true, "max_tokens": 100,
-        "stream_options": {"include_usage": true},
-        "messages": [{"role": "system", "content": "be brief"},
-                     {"role": "user", "content": [{"type": "text", "text": "caf\u00e9"}]},
-                     {"role": "assistant", "content": null, "tool_calls": [{"id": "c1"}]},
-                     {"role": "tool", "tool_call_id": "c1", "content": "42"},
-                     {"role": "user", "content": "last"}],
-        "tools": [{"type": "function"}], "temperature": 0.7, "top_p": 1, "seed": 5, "n": 1} "#;
+fn extracts_facts_from_documented_shapes() {
+    let cases: [(&str, Facts); 9] = [
+        // system + user: 28 + 6 content bytes.
+        (
+            r#"{"model":"fikra-flash","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello!"}]}"#,
+            facts("fikra-flash", false, None, (2, 28 + 6, 0), false, "Hello!"),
+        ),
+        // Multimodal content parts count whole; the last user message wins the seed span.
+        (
+            r#"{"model":"fikra-pro-20b","messages":[{"role":"user","content":"first"},{"role":"user","content":[{"type":"text","text":"What's in this image?"},{"type":"image_url","image_url":{"url":"https://x.test/a.png"}}]}],"max_tokens":300}"#,
+            facts(
+                "fikra-pro-20b",
+                false,
+                Some(300),
+                (2, 5 + 112, 0),
+                false,
+                r#"[{"type":"text","text":"What's in this image?"},{"type":"image_url","image_url":{"url":"https://x.test/a.png"}}]"#,
+            ),
+        ),
+        // Tool calls: null content counts 0; tool_calls, tool_call_id and name count; tools are extra input.
+        (
+            r#"{"model":"fikra-flash","messages":[{"role":"user","content":"Weather in Nairobi?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Nairobi\"}"}}]},{"role":"tool","tool_call_id":"call_1","name":"get_weather","content":"22C"}],"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}],"tool_choice":"auto"}"#,
+            facts("fikra-flash", false, None, (3, 19 + 106 + 6 + 11 + 3, 86 + 4), false, "Weather in Nairobi?"),
+        ),
+        // Assistant tool-call message without a content key at all.
+        (
+            r#"{"model":"fikra-flash","messages":[{"role":"user","content":"x"},{"role":"assistant","tool_calls":[]}]}"#,
+            facts("fikra-flash", false, None, (2, 1 + 2, 0), false, "x"),
+        ),
+        // Streaming with include_usage; whitespace everywhere; response_format counted.
+        (
+            " {\n \"model\" : \"fikra-auto\" ,\r\n \"stream\" : true , \"stream_options\" : { \"include_usage\" : true } ,\n\t\"messages\" : [ { \"role\" : \"developer\" , \"content\" : \"be brief\" } , { \"role\" : \"user\" , \"content\" : \"go\" } ] , \"response_format\" : {\"type\":\"json_object\"} } \n",
+            facts("fikra-auto", true, None, (2, 8 + 2, 22), true, "go"),
+        ),
+        // Both caps: the smaller wins; nulls are defaults; escapes count raw.
+        (
+            r#"{"model":"fikra-flash","messages":[{"role":"user","content":"caf\u00e9 \ud83d\ude00"}],"max_tokens":50,"max_completion_tokens":20,"temperature":null,"top_p":null,"n":null,"stream":null,"seed":1}"#,
+            facts("fikra-flash", false, Some(20), (1, 22, 0), false, r"caf\u00e9 \ud83d\ude00"),
+        ),
+        // Edge values in range: temperature -0, top_p 0.0, n 1, include_usage false, u64::MAX cap.
+        (
+            r#"{"model":"m","messages":[{"role":"user","content":""}],"temperature":-0,"top_p":0.0,"n":1,"stream":false,"stream_options":{"include_usage":false},"max_tokens":18446744073709551615}"#,
+            facts("m", false, Some(u64::MAX), (1, 0, 0), false, ""),
+        ),
+        // Escaped keys are read by their decoded names; an escaped model value stays raw.
+        (
+            r#"{"m\u006fdel":"fikra\u002dflash","messages":[{"r\u006fle":"user","c\u006fntent":"abc"}],"max_t\u006fkens":7,"\u0073tream":true}"#,
+            facts(r"fikra\u002dflash", true, Some(7), (1, 3, 0), false, "abc"),
+        ),
+        // Unknown message members count too (the upstream may render them); role never does.
+        (
+            r#"{"model":"m","messages":[{"role":"function","name":"f","content":"out","extra":{"k":1}}]}"#,
+            facts("m", false, None, (1, 1 + 3 + 7, 0), false, ""),
+        ),
+    ];
+    for (body, expected) in cases {
+        assert_eq!(facts_of(body), expected, "{body}");
+    }
+}
+
+// Goal: the spans the rewrite and the unsupported-parameter check rely on are exact.
+#[test]
+fn records_spans_and_keys() {
+    let body = r#"{ "model" : "fikra-flash", "max_tokens":null, "stream_options":{"x":1,"include_usage":true}, "messages":[{"role":"user","content":"q"}], "l\u006fgprobs":true }"#;
     let request = parse_chat_request(body.as_bytes()).unwrap();
-    assert_eq!(request.model, "fikra-flash");
-    assert!(request.stream && request.include_usage_requested);
-    assert_eq!(request.max_tokens, Some(100));
-    assert_eq!(request.message_count, 5);
-    let raw_array = r#"[{"type": "text", "text": "caf\u00e9"}]"#.len() as u64;
-    let tool_calls = r#"[{"id": "c1"}]"#.len() as u64;
-    assert_eq!(request.content_bytes, 8 + raw_array + tool_calls + 4 + 2 + 4);
-    assert_eq!(request.extra_input_bytes, r#"[{"type": "function"}]"#.len() as u64);
-    assert_eq!(request.last_user_content.slice(body.as_bytes()), b"last");
-    assert_eq!(request.model_value_span.slice(body.as_bytes()), b"\"fikra-flash\"");
-    let keys: Vec<&str> = top_level_keys(&request, body.as_bytes()).collect();
-    assert_eq!(
-        keys,
-        ["model", "stream", "max_tokens", "stream_options", "messages", "tools", "temperature", "top_p", "seed", "n"]
-    );
-    let both = r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":50,"max_completion_tokens":20}"#;
-    assert_eq!(parse_chat_request(both.as_bytes()).unwrap().max_tokens, Some(20));
+    let bytes = body.as_bytes();
+    assert_eq!(request.model_value_span.slice(bytes), b"\"fikra-flash\"");
+    assert_eq!(request.members_start, 1);
+    assert_eq!(request.max_tokens, None);
+    assert_eq!(request.max_tokens_value_spans[0].map(|s| s.slice(bytes)), Some(b"null".as_slice()));
+    assert_eq!(request.max_tokens_value_spans[1], None);
+    let options = request.stream_options.unwrap();
+    assert_eq!(options.member.slice(bytes), br#""stream_options":{"x":1,"include_usage":true}"#);
+    assert_eq!(options.value.slice(bytes), br#"{"x":1,"include_usage":true}"#);
+    assert!(options.has_members);
+    assert_eq!(options.include_usage_value.map(|s| s.slice(bytes)), Some(b"true".as_slice()));
+    let keys: Vec<&str> = top_level_keys(&request, bytes).collect();
+    assert_eq!(keys, ["model", "max_tokens", "stream_options", "messages", r"l\u006fgprobs"]);
 }
 
-// Goal: each validation rule gives its exact kind and param.
+// Goal: every validation rule refuses with its exact kind and param.
 #[test]
-fn validation_errors() {
-    use ErrorKind::*;
-    let cases: [(&str, ErrorKind, Option<&str>); 22] = [
-        ("", InvalidJson, None),
-        ("[]", InvalidJson, None),
-        ("\"text\"", InvalidJson, None),
-        (r#"{"messages":[{"role":"user","content":"x"}]}"#, MissingRequiredParameter, Some("model")),
-        (r#"{"model":"m"}"#, MissingRequiredParameter, Some("messages")),
-        (r#"{"model":5,"messages":[{"role":"user","content":"x"}]}"#, InvalidParameter, Some("model")),
-        (r#"{"model":"m","messages":[]}"#, InvalidParameter, Some("messages")),
-        (r#"{"model":"m","messages":{}}"#, InvalidParameter, Some("messages")),
-        (r#"{"model":"m","messages":["hi"]}"#, InvalidParameter, Some("messages")),
-        (r#"{"model":"m","messages":[{"content":"x"}]}"#, MissingRequiredParameter, Some("messages")),
-        (r#"{"model":"m","messages":[{"role":"user"}]}"#, MissingRequiredParameter, Some("messages")),
-        (r#"{"model":"m","messages":[{"role":"wizard","content":"x"}]}"#, InvalidParameter, Some("messages")),
-        (r#"{"model":"m","messages":[{"role":"user","content":5}]}"#, InvalidParameter, Some("messages")),
+fn validation_errors_have_exact_kind_and_param() {
+    let user = r#"[{"role":"user","content":"x"}]"#;
+    let cases: Vec<(String, ErrorKind, Option<&str>)> = vec![
+        (format!(r#"{{"messages":{user}}}"#), MissingRequiredParameter, Some("model")),
+        (r#"{"model":"m"}"#.into(), MissingRequiredParameter, Some("messages")),
+        ("{}".into(), MissingRequiredParameter, Some("model")),
+        (format!(r#"{{"model":5,"messages":{user}}}"#), InvalidParameter, Some("model")),
+        (format!(r#"{{"model":null,"messages":{user}}}"#), InvalidParameter, Some("model")),
+        (format!(r#"{{"model":["m"],"messages":{user}}}"#), InvalidParameter, Some("model")),
+        (with_messages("[]"), InvalidParameter, Some("messages")),
+        (with_messages("{}"), InvalidParameter, Some("messages")),
+        (with_messages("null"), InvalidParameter, Some("messages")),
+        (with_messages(r#""hi""#), InvalidParameter, Some("messages")),
+        (with_messages(r#"["hi"]"#), InvalidParameter, Some("messages")),
+        (with_messages(r#"[{"role":"user","content":"x"},null]"#), InvalidParameter, Some("messages")),
+        (with_messages(r#"[{"content":"x"}]"#), MissingRequiredParameter, Some("messages")),
+        (with_messages(r#"[{"role":"user"}]"#), MissingRequiredParameter, Some("messages")),
+        (with_messages(r#"[{"role":"system","content":null}]"#), InvalidParameter, Some("messages")),
+        (with_messages(r#"[{"role":"user","content":null}]"#), InvalidParameter, Some("messages")),
+        (with_messages(r#"[{"role":"wizard","content":"x"}]"#), InvalidParameter, Some("messages")),
+        (with_messages(r#"[{"role":"User","content":"x"}]"#), InvalidParameter, Some("messages")),
+        (with_messages(r#"[{"role":7,"content":"x"}]"#), InvalidParameter, Some("messages")),
+        (with_messages(r#"[{"role":"user","content":5}]"#), InvalidParameter, Some("messages")),
+        (with_messages(r#"[{"role":"user","content":{"text":"x"}}]"#), InvalidParameter, Some("messages")),
+        (with_messages(r#"[{"role":"user","content":"a","content":"b"}]"#), InvalidParameter, Some("messages")),
+        (with_messages(r#"[{"role":"user","role":"system","content":"a"}]"#), InvalidParameter, Some("messages")),
+        (with_member(r#""stream":"true""#), InvalidParameter, Some("stream")),
+        (with_member(r#""stream":1"#), InvalidParameter, Some("stream")),
+        (with_member(r#""temperature":2.0001"#), InvalidParameter, Some("temperature")),
+        (with_member(r#""temperature":-0.1"#), InvalidParameter, Some("temperature")),
+        (with_member(r#""temperature":1e400"#), InvalidParameter, Some("temperature")),
+        (with_member(r#""temperature":"1""#), InvalidParameter, Some("temperature")),
+        (with_member(r#""top_p":1.5"#), InvalidParameter, Some("top_p")),
+        (with_member(r#""top_p":true"#), InvalidParameter, Some("top_p")),
+        (with_member(r#""max_tokens":0"#), InvalidParameter, Some("max_tokens")),
+        (with_member(r#""max_tokens":-5"#), InvalidParameter, Some("max_tokens")),
+        (with_member(r#""max_tokens":1.5"#), InvalidParameter, Some("max_tokens")),
+        (with_member(r#""max_tokens":1.0"#), InvalidParameter, Some("max_tokens")),
+        (with_member(r#""max_tokens":1e3"#), InvalidParameter, Some("max_tokens")),
+        (with_member(r#""max_tokens":"100""#), InvalidParameter, Some("max_tokens")),
+        (with_member(r#""max_tokens":18446744073709551616"#), InvalidParameter, Some("max_tokens")),
+        (with_member(r#""max_completion_tokens":-0"#), InvalidParameter, Some("max_completion_tokens")),
+        (with_member(r#""n":2"#), InvalidParameter, Some("n")),
+        (with_member(r#""n":1.0"#), InvalidParameter, Some("n")),
+        (with_member(r#""stream_options":true"#), InvalidParameter, Some("stream_options")),
+        (with_member(r#""stream_options":[]"#), InvalidParameter, Some("stream_options")),
+        (with_member(r#""stream_options":{"include_usage":"yes"}"#), InvalidParameter, Some("stream_options")),
+        (with_member(r#""stream_options":{"include_usage":null}"#), InvalidParameter, Some("stream_options")),
         (
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream":"yes"}"#,
-            InvalidParameter,
-            Some("stream"),
-        ),
-        (
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":2.5}"#,
-            InvalidParameter,
-            Some("temperature"),
-        ),
-        (
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":1e400}"#,
-            InvalidParameter,
-            Some("temperature"),
-        ),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"top_p":-0.1}"#, InvalidParameter, Some("top_p")),
-        (
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_tokens":1.5}"#,
-            InvalidParameter,
-            Some("max_tokens"),
-        ),
-        (
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"max_completion_tokens":0}"#,
-            InvalidParameter,
-            Some("max_completion_tokens"),
-        ),
-        (r#"{"model":"m","messages":[{"role":"user","content":"x"}],"n":2}"#, InvalidParameter, Some("n")),
-        (
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"stream_options":5}"#,
+            with_member(r#""stream_options":{"include_usage":true,"include_usage":false}"#),
             InvalidParameter,
             Some("stream_options"),
         ),
-        (r#"{"model":"m","model":"n","messages":[{"role":"user","content":"x"}]}"#, InvalidParameter, Some("model")),
+        (format!(r#"{{"model":"a","messages":{user},"model":"b"}}"#), InvalidParameter, Some("model")),
+        (format!(r#"{{"model":"a","messages":{user},"m\u006fdel":"b"}}"#), InvalidParameter, Some(r"m\u006fdel")),
+        (with_member(r#""max_tokens":5,"max_t\u006fkens":9000"#), InvalidParameter, Some(r"max_t\u006fkens")),
+        (with_member(r#""seed":1,"seed":2"#), InvalidParameter, Some("seed")),
+        // The first parameter error in body order wins over later ones and over missing keys.
+        (r#"{"stream":1,"temperature":9}"#.into(), InvalidParameter, Some("stream")),
+        (r#"{"model":"m","messages":[],"n":3}"#.into(), InvalidParameter, Some("messages")),
     ];
     for (body, kind, param) in cases {
-        assert_eq!(error_of(body), (kind, param.map(str::to_string)), "{body}");
+        assert_eq!(error_of(body.as_bytes()), (kind, param.map(str::to_string)), "{body}");
     }
-    assert!(
-        parse_chat_request(
-            r#"{"model":"m","messages":[{"role":"user","content":"x"}],"temperature":0,"top_p":1.0,"max_tokens":null}"#
-                .as_bytes()
-        )
-        .is_ok()
+}
+
+// Goal: the message-count limit is inclusive, and one more message is refused.
+#[test]
+fn limits_message_count() {
+    let messages = |count: usize| format!("[{}]", vec![r#"{"role":"user","content":"x"}"#; count].join(","));
+    assert_eq!(
+        parse_chat_request(with_messages(&messages(MAX_MESSAGES)).as_bytes()).unwrap().message_count,
+        MAX_MESSAGES
+    );
+    assert_eq!(
+        error_of(with_messages(&messages(MAX_MESSAGES + 1)).as_bytes()),
+        (InvalidParameter, Some("messages".into()))
     );
 }
 
-// Goal: strict JSON: every malformed input is invalid_json, never accepted, never a panic.
+// Goal: the top-level key limit is inclusive, and one more key is invalid_json.
 #[test]
-fn strict_json() {
-    let wrap = |value: &str| format!(r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"extra":{value}}}"#);
-    for value in [
-        "01",
-        "1.",
-        ".5",
-        "-",
-        "+1",
-        "1e",
-        "tru",
-        "nul",
-        "\"\\x\"",
-        "\"\\ud800\"",
-        "\"\\udc00\"",
-        "\"\\ud800\\u0041\"",
-        "[1,]",
-        "{\"a\":1,}",
-        "{\"a\"}",
-        "\"a\nb\"",
-        "'a'",
-    ] {
-        assert_eq!(error_of(&wrap(value)).0, ErrorKind::InvalidJson, "{value}");
-    }
-    for value in ["-0", "0.5e-3", "1E+2", "\"\\ud83d\\ude00\"", "\"\\u00e9\"", "[]", "{}", "[[[]]]", "\"é\""] {
-        assert!(parse_chat_request(wrap(value).as_bytes()).is_ok(), "{value}");
-    }
-    assert_eq!(error_of(&format!("{OK} x")).0, ErrorKind::InvalidJson);
-    assert_eq!(error_of(&format!("{OK},")).0, ErrorKind::InvalidJson);
-    assert_eq!(error_of(r#"{"model":"m""#).0, ErrorKind::InvalidJson);
-    let invalid_utf8 = [b"{\"model\":\"\xff\",\"messages\":[]}".as_slice(), b"{\"model\":\"\xc0\xaf\"}".as_slice()];
-    for body in invalid_utf8 {
-        assert_eq!(parse_chat_request(body).unwrap_err().kind, ErrorKind::InvalidJson);
-    }
+fn limits_top_level_keys() {
+    let body = |keys: usize| with_member(&(0..keys - 2).map(|i| format!("\"k{i}\":0")).collect::<Vec<_>>().join(","));
+    assert_eq!(
+        top_level_keys(&parse_chat_request(body(MAX_TOP_LEVEL_KEYS).as_bytes()).unwrap(), body(64).as_bytes()).count(),
+        64
+    );
+    assert_eq!(json_fault_of(body(MAX_TOP_LEVEL_KEYS + 1).as_bytes()), JsonFault::TooManyKeys.message());
 }
 
-// Goal: nesting up to the limit passes, one deeper fails, and absurd depth cannot overflow the stack.
+// Goal: malformed JSON anywhere is invalid_json with the fault's message, before any parameter error.
 #[test]
-fn depth_limit() {
-    let nested = |depth: usize| wrap_depth(depth);
-    assert!(parse_chat_request(nested(MAX_JSON_DEPTH - 1).as_bytes()).is_ok());
-    assert_eq!(parse_chat_request(nested(MAX_JSON_DEPTH).as_bytes()).unwrap_err().kind, ErrorKind::InvalidJson);
-    assert_eq!(parse_chat_request(nested(100_000).as_bytes()).unwrap_err().kind, ErrorKind::InvalidJson);
+fn malformed_json_is_invalid_json() {
+    use JsonFault::*;
+    let cases: Vec<(Vec<u8>, JsonFault)> = vec![
+        (b"".to_vec(), Syntax),
+        (b"   ".to_vec(), Syntax),
+        (b"[]".to_vec(), NotAnObject),
+        (b"\"model\"".to_vec(), NotAnObject),
+        (b"1".to_vec(), NotAnObject),
+        (b"null".to_vec(), NotAnObject),
+        (b"{\"model\":\"m\"".to_vec(), Syntax),
+        (with_extra(r#""\x""#).into_bytes(), BadString),
+        (with_extra(r#""\u00G0""#).into_bytes(), BadString),
+        (with_extra(r#""\ud800""#).into_bytes(), BadString),
+        (with_extra(r#""\udc00""#).into_bytes(), BadString),
+        (with_extra(r#""\ud800\u0041""#).into_bytes(), BadString),
+        (with_extra("\"tab\there\"").into_bytes(), BadString),
+        (with_extra("01").into_bytes(), BadNumber),
+        (with_extra("1.").into_bytes(), BadNumber),
+        (with_extra(".5").into_bytes(), Syntax),
+        (with_extra("-").into_bytes(), BadNumber),
+        (with_extra("+1").into_bytes(), Syntax),
+        (with_extra("[1,]").into_bytes(), Syntax),
+        (with_extra("{\"a\":1,}").into_bytes(), Syntax),
+        (with_extra("True").into_bytes(), Syntax),
+        (with_extra("/* c */ 1").into_bytes(), Syntax),
+        (br#"{"model":"m","messages":[{"role":"user","content":"x"}],}"#.to_vec(), Syntax),
+        (br#"{"model":"m","messages":[{"role":"user","content":"x"},]}"#.to_vec(), Syntax),
+        (br#"{"model":"m","messages":[{"role":"user","content":"x",}]}"#.to_vec(), Syntax),
+        (br#"{"model":"m","messages":[{"role":"user","content":"x"}]} x"#.to_vec(), TrailingData),
+        (br#"{"model":"m","messages":[{"role":"user","content":"x"}]}{}"#.to_vec(), TrailingData),
+        (br#"{"model":"m","messages":[{"role":"user","content":"x"}]},"#.to_vec(), TrailingData),
+        // A later JSON fault wins over an earlier parameter error.
+        (br#"{"model":5,"messages":[],"n":2,"x":01}"#.to_vec(), BadNumber),
+        (br#"{"model":5,"messages":[{"role":"user","content":"\u12"}]}"#.to_vec(), BadString),
+        // Invalid UTF-8: a stray byte, an overlong '/', a UTF-8-encoded surrogate, a truncated sequence.
+        (b"{\"model\":\"\xff\",\"messages\":[]}".to_vec(), NotUtf8),
+        (b"{\"model\":\"\xc0\xaf\",\"messages\":[]}".to_vec(), NotUtf8),
+        (b"{\"model\":\"\xed\xa0\x80\",\"messages\":[]}".to_vec(), NotUtf8),
+        (b"{\"model\":\"\xe2\x82\",\"messages\":[]}".to_vec(), NotUtf8),
+        (
+            b"{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\"\xf8\x88\x80\x80\x80\"}]}".to_vec(),
+            NotUtf8,
+        ),
+    ];
+    for (body, fault) in cases {
+        assert_eq!(json_fault_of(&body), fault.message(), "{}", String::from_utf8_lossy(&body));
+    }
 }
 
-/// A valid request whose `extra` member is `depth` nested arrays (depth 1 at top level + arrays).
-fn wrap_depth(arrays: usize) -> String {
-    format!(
-        r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],"extra":{}{}}}"#,
-        "[".repeat(arrays),
-        "]".repeat(arrays)
-    )
+// Goal: valid JSON values of every kind pass through an unknown member untouched.
+#[test]
+fn accepts_valid_json_values() {
+    let values = [
+        "-0",
+        "0.5e-3",
+        "1E+2",
+        "1e400",
+        "-12.75",
+        r#""\ud83d\ude00 \u00e9 \" \\ \/ \b \f \n \r \t""#,
+        "\"caf\u{e9} \u{1F600}\"",
+        "[]",
+        "{}",
+        "[[[]]]",
+        r#"{"a":[1,{"b":null}],"c":false}"#,
+        "true",
+        "null",
+    ];
+    for value in values {
+        assert_eq!(parse_chat_request(with_extra(value).as_bytes()).map(|r| r.message_count), Ok(1), "{value}");
+    }
 }
 
-// Goal: the backend body changes only the model, the cap and stream_options, and parses.
+// Goal: nesting to MAX_JSON_DEPTH (the body's object counting as 1) passes, one deeper is
+// refused, and absurd depth is refused without exhausting the stack, in any member.
+#[test]
+fn bounds_nesting_depth() {
+    let deep_extra = |levels: usize| with_extra(&format!("{}{}", "[".repeat(levels - 1), "]".repeat(levels - 1)));
+    let deep_content = |levels: usize| {
+        // body object 1, messages 2, message 3, content array 4.
+        let arrays = levels - 3;
+        with_messages(&format!(r#"[{{"role":"user","content":{}{}}}]"#, "[".repeat(arrays), "]".repeat(arrays)))
+    };
+    let deep_options = |levels: usize| {
+        let objects = levels - 2;
+        with_member(&format!(r#""stream_options":{{"x":{}1{}}}"#, r#"{"y":"#.repeat(objects), "}".repeat(objects)))
+    };
+    for body in [deep_extra, deep_content, deep_options] {
+        assert!(parse_chat_request(body(MAX_JSON_DEPTH).as_bytes()).is_ok());
+        assert_eq!(json_fault_of(body(MAX_JSON_DEPTH + 1).as_bytes()), JsonFault::TooDeep.message());
+        assert_eq!(json_fault_of(body(10_000).as_bytes()), JsonFault::TooDeep.message());
+    }
+    let unclosed = format!("{}{}", r#"{"a":"#.repeat(100_000), "[".repeat(100_000));
+    assert_eq!(json_fault_of(unclosed.as_bytes()), JsonFault::TooDeep.message());
+}
+
+/// Parses `body`, rewrites it, and returns the output bytes.
+fn rewrite(body: &str, backend_model: &str, cap: u64) -> Vec<u8> {
+    let request = parse_chat_request(body.as_bytes()).unwrap_or_else(|error| panic!("{body}: {error:?}"));
+    let mut out = Vec::new();
+    write_backend_body(body.as_bytes(), &request, backend_model, cap, &mut out);
+    out
+}
+
+// Goal: the backend body changes only the model, the caps and include_usage, and parses to
+// exactly the expected object.
 #[test]
 fn rewrites_for_the_backend() {
-    let body = r#"{"model":"fikra-flash","messages":[{"role":"user","content":"say fikra-flash"}],"max_tokens":500,"stream":true,"stream_options":{"include_usage":false},"seed":7}"#;
-    let request = parse_chat_request(body.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    write_backend_body(body.as_bytes(), &request, "openai/gpt-oss-20b", 120, &mut out);
-    let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
-    let expected = serde_json::json!({"model":"openai/gpt-oss-20b","messages":[{"role":"user","content":"say fikra-flash"}],
-        "max_tokens":120,"stream":true,"stream_options":{"include_usage":true},"seed":7});
-    assert_eq!(value, expected);
+    let msgs = r#"[{"role":"user","content":"hi"}]"#;
+    let cases: Vec<(String, &str, u64, serde_json::Value)> = vec![
+        // No cap given: max_tokens is added; no stream: stream_options untouched.
+        (
+            format!(r#"{{"model":"fikra-flash","messages":{msgs},"stream_options":{{"include_usage":false}}}}"#),
+            "openai/gpt-oss-20b",
+            8192,
+            serde_json::json!({"max_tokens":8192,"model":"openai/gpt-oss-20b","messages":[{"role":"user","content":"hi"}],"stream_options":{"include_usage":false}}),
+        ),
+        // Both caps (one null) are replaced.
+        (
+            format!(r#"{{"model":"fikra-flash","max_tokens":null,"messages":{msgs},"max_completion_tokens":900}}"#),
+            "up",
+            120,
+            serde_json::json!({"model":"up","max_tokens":120,"messages":[{"role":"user","content":"hi"}],"max_completion_tokens":120}),
+        ),
+        // Stream without stream_options: one is added with include_usage.
+        (
+            format!(r#"{{"model":"fikra-flash","messages":{msgs},"stream":true,"max_tokens":10}}"#),
+            "up",
+            10,
+            serde_json::json!({"model":"up","messages":[{"role":"user","content":"hi"}],"stream":true,"max_tokens":10,"stream_options":{"include_usage":true}}),
+        ),
+        // Stream with null, empty and include_usage-only stream_options: the value is replaced.
+        (
+            format!(
+                r#"{{"model":"fikra-flash","messages":{msgs},"stream":true,"stream_options":null,"max_tokens":5}}"#
+            ),
+            "up",
+            5,
+            serde_json::json!({"model":"up","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"max_tokens":5}),
+        ),
+        (
+            format!(
+                r#"{{"model":"fikra-flash","messages":{msgs},"stream":true,"stream_options":{{ }},"max_tokens":5}}"#
+            ),
+            "up",
+            5,
+            serde_json::json!({"model":"up","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"max_tokens":5}),
+        ),
+        (
+            format!(
+                r#"{{"model":"fikra-flash","messages":{msgs},"stream":true,"stream_options":{{"include_usage":false}},"max_tokens":5}}"#
+            ),
+            "up",
+            5,
+            serde_json::json!({"model":"up","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true},"max_tokens":5}),
+        ),
+        // Other stream options are kept; include_usage is set or added.
+        (
+            format!(
+                r#"{{"model":"fikra-flash","messages":{msgs},"stream":true,"stream_options":{{"a":1,"include_usage":false,"b":[2]}},"max_tokens":5}}"#
+            ),
+            "up",
+            5,
+            serde_json::json!({"model":"up","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"a":1,"include_usage":true,"b":[2]},"max_tokens":5}),
+        ),
+        (
+            format!(
+                r#"{{"model":"fikra-flash","messages":{msgs},"stream":true,"stream_options":{{"continuous_usage_stats":true}},"max_tokens":5}}"#
+            ),
+            "up",
+            5,
+            serde_json::json!({"model":"up","messages":[{"role":"user","content":"hi"}],"stream":true,"stream_options":{"include_usage":true,"continuous_usage_stats":true},"max_tokens":5}),
+        ),
+        // An escaped model key is still the model; the backend name is JSON-escaped.
+        (
+            format!(r#"{{"m\u006fdel":"fikra-flash","messages":{msgs},"max_tokens":3}}"#),
+            "we\"ird\\name\u{1}",
+            3,
+            serde_json::json!({"model":"we\"ird\\name\u{1}","messages":[{"role":"user","content":"hi"}],"max_tokens":3}),
+        ),
+    ];
+    for (body, backend, cap, expected) in cases {
+        let out = rewrite(&body, backend, cap);
+        let value: serde_json::Value =
+            serde_json::from_slice(&out).unwrap_or_else(|e| panic!("{body}: {e}: {}", String::from_utf8_lossy(&out)));
+        assert_eq!(value, expected, "{body}");
+    }
+}
 
-    let plain = r#"{ "messages":[{"role":"user","content":"x"}], "model":"a\"b", "stream":true }"#;
-    let request = parse_chat_request(plain.as_bytes()).unwrap();
-    let mut out = Vec::new();
-    write_backend_body(plain.as_bytes(), &request, "up/model", 64, &mut out);
-    let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
+// Goal: untouched bytes (spacing, key order, the model name inside content) are copied as they are.
+#[test]
+fn rewrite_changes_only_the_model_member() {
+    let body = r#"{ "messages" : [ {"role":"user","content":"model \"fikra-flash\": \"model\":\"fikra-flash\""} ],
+  "model" : "fikra-flash", "stream" : true, "stream_options" : {"include_usage" : false}, "max_tokens" : 99 }"#;
+    let expected = r#"{ "messages" : [ {"role":"user","content":"model \"fikra-flash\": \"model\":\"fikra-flash\""} ],
+  "model" : "openai/gpt-oss-120b", "stream" : true, "stream_options" : {"include_usage" : true}, "max_tokens" : 64 }"#;
+    assert_eq!(String::from_utf8(rewrite(body, "openai/gpt-oss-120b", 64)).unwrap(), expected);
+
+    let bare = r#"{"model":"fikra-flash","messages":[{"role":"user","content":"fikra-flash"}],"stream":true}"#;
+    let expected = r#"{"max_tokens":7,"stream_options":{"include_usage":true},"model":"up","messages":[{"role":"user","content":"fikra-flash"}],"stream":true}"#;
+    let out = rewrite(bare, "up", 7);
+    assert_eq!(String::from_utf8(out).unwrap(), expected);
+}
+
+// Goal: the rewrite appends to the caller's buffer and reuses its capacity.
+#[test]
+fn rewrite_appends_to_the_buffer() {
+    let body = r#"{"model":"fikra-flash","messages":[{"role":"user","content":"x"}],"max_tokens":1}"#;
+    let request = parse_chat_request(body.as_bytes()).unwrap();
+    let mut out = Vec::with_capacity(1024);
+    out.extend_from_slice(b"HEAD");
+    let capacity = out.capacity();
+    write_backend_body(body.as_bytes(), &request, "u", 18446744073709551615, &mut out);
     assert_eq!(
-        value,
-        serde_json::json!({"messages":[{"role":"user","content":"x"}],"model":"up/model","stream":true,"max_tokens":64,"stream_options":{"include_usage":true}})
+        out,
+        br#"HEAD{"model":"u","messages":[{"role":"user","content":"x"}],"max_tokens":18446744073709551615}"#
     );
+    assert_eq!(out.capacity(), capacity);
 }

@@ -1,0 +1,658 @@
+//! A strict RFC 8259 JSON scanner over a borrowed request body.
+//!
+//! Owns the grammar and nothing else: strings (escapes checked, `\uXXXX` surrogates paired,
+//! no raw control characters), numbers (`-? (0 | [1-9][0-9]*) (.[0-9]+)? ([eE][+-]?[0-9]+)?`),
+//! the three literals, structure (no trailing commas, no comments, only space, tab, CR and LF
+//! between tokens) and a nesting bound of `MAX_JSON_DEPTH`. UTF-8 is checked once for the whole
+//! body by the caller (outside strings only ASCII is legal, so that covers string contents).
+//! It never allocates, never recurses (nested containers are tracked on a fixed stack), never
+//! copies or decodes a string into a buffer (key comparisons decode on the fly) and never
+//! panics, whatever the input. What the values mean is for the caller (`openai::chat`, the
+//! registry's parameter check).
+
+use crate::limits::MAX_JSON_DEPTH;
+
+/// A byte range of the body (`start..end`). Bodies are bounded far below 4 GiB, so `u32` fits.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Span {
+    pub start: u32,
+    pub end: u32,
+}
+
+impl Span {
+    pub const EMPTY: Span = Span { start: 0, end: 0 };
+
+    /// Callers only pass offsets into a body they checked to be shorter than `u32::MAX`.
+    pub fn new(start: usize, end: usize) -> Span {
+        Span { start: start as u32, end: end as u32 }
+    }
+    pub fn len(&self) -> u64 {
+        u64::from(self.end.saturating_sub(self.start))
+    }
+    pub fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+    /// The bytes this span covers in `body` (empty if it does not fit, never a panic).
+    pub fn slice<'a>(&self, body: &'a [u8]) -> &'a [u8] {
+        body.get(self.start as usize..self.end as usize).unwrap_or(&[])
+    }
+    /// The span without its first and last byte: a string value's content without its quotes.
+    pub fn inner(&self) -> Span {
+        if self.len() < 2 {
+            Span { start: self.start, end: self.start }
+        } else {
+            Span { start: self.start + 1, end: self.end - 1 }
+        }
+    }
+}
+
+/// Why a body is not acceptable JSON. Each becomes a 400 `invalid_json` with its message.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum JsonFault {
+    NotUtf8,
+    Syntax,
+    BadString,
+    BadNumber,
+    TooDeep,
+    TrailingData,
+    NotAnObject,
+    TooLarge,
+    /// More top-level members than `openai::chat::MAX_TOP_LEVEL_KEYS`.
+    TooManyKeys,
+}
+
+impl JsonFault {
+    pub fn message(self) -> &'static str {
+        match self {
+            JsonFault::NotUtf8 => "The request body is not valid UTF-8.",
+            JsonFault::Syntax => "The request body is not valid JSON.",
+            JsonFault::BadString => {
+                "The request body contains an invalid JSON string (bad escape, lone surrogate, unescaped control character or missing quote)."
+            }
+            JsonFault::BadNumber => "The request body contains an invalid JSON number.",
+            JsonFault::TooDeep => "The request body is nested too deeply.",
+            JsonFault::TrailingData => "The request body has data after the JSON object.",
+            JsonFault::NotAnObject => "The request body must be a JSON object.",
+            JsonFault::TooLarge => "The request body is too large to parse.",
+            JsonFault::TooManyKeys => "The request body has too many top-level keys.",
+        }
+    }
+}
+
+/// The kind of a JSON value, known from its first byte.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ValueKind {
+    Object,
+    Array,
+    String,
+    Number,
+    True,
+    False,
+    Null,
+}
+
+/// A cursor over the body. Every method leaves the cursor just past what it consumed.
+pub struct Scanner<'a> {
+    bytes: &'a [u8],
+    position: usize,
+}
+
+impl<'a> Scanner<'a> {
+    pub fn new(bytes: &'a [u8]) -> Scanner<'a> {
+        Scanner { bytes, position: 0 }
+    }
+
+    pub fn position(&self) -> usize {
+        self.position
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.bytes.get(self.position).copied()
+    }
+
+    pub fn skip_whitespace(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
+            self.position += 1;
+        }
+    }
+
+    /// Skips whitespace and tells which kind of value starts here, without consuming it.
+    pub fn peek_kind(&mut self) -> Result<ValueKind, JsonFault> {
+        self.skip_whitespace();
+        match self.peek() {
+            Some(b'{') => Ok(ValueKind::Object),
+            Some(b'[') => Ok(ValueKind::Array),
+            Some(b'"') => Ok(ValueKind::String),
+            Some(b'-' | b'0'..=b'9') => Ok(ValueKind::Number),
+            Some(b't') => Ok(ValueKind::True),
+            Some(b'f') => Ok(ValueKind::False),
+            Some(b'n') => Ok(ValueKind::Null),
+            _ => Err(JsonFault::Syntax),
+        }
+    }
+
+    /// Enters the object or array that starts here and sits at nesting level `depth` (the
+    /// top-level value is level 1). Returns the offset just past its opening bracket.
+    pub fn enter(&mut self, depth: usize) -> Result<usize, JsonFault> {
+        self.skip_whitespace();
+        if !matches!(self.peek(), Some(b'{' | b'[')) {
+            return Err(JsonFault::Syntax);
+        }
+        if depth > MAX_JSON_DEPTH {
+            return Err(JsonFault::TooDeep);
+        }
+        self.position += 1;
+        Ok(self.position)
+    }
+
+    /// Moves to the next member (`close` = `}`) or element (`close` = `]`) of the container
+    /// entered last; `Ok(false)` once it has closed. `first` starts true for each container.
+    pub fn next_item(&mut self, close: u8, first: &mut bool) -> Result<bool, JsonFault> {
+        self.skip_whitespace();
+        if *first {
+            *first = false;
+            if self.peek() == Some(close) {
+                self.position += 1;
+                return Ok(false);
+            }
+            return Ok(true);
+        }
+        match self.peek() {
+            Some(b',') => {
+                self.position += 1;
+                self.skip_whitespace();
+                Ok(true)
+            }
+            Some(byte) if byte == close => {
+                self.position += 1;
+                Ok(false)
+            }
+            _ => Err(JsonFault::Syntax),
+        }
+    }
+
+    /// Reads a member's key and the colon after it; returns the key's span including quotes.
+    pub fn key(&mut self) -> Result<Span, JsonFault> {
+        self.skip_whitespace();
+        if self.peek() != Some(b'"') {
+            return Err(JsonFault::Syntax);
+        }
+        let key = self.string()?;
+        self.skip_whitespace();
+        if self.peek() != Some(b':') {
+            return Err(JsonFault::Syntax);
+        }
+        self.position += 1;
+        Ok(key)
+    }
+
+    /// Reads one whole value of any kind sitting at nesting level `depth`; returns its kind and
+    /// span. Containers are walked iteratively, so no input can exhaust the stack.
+    pub fn value(&mut self, depth: usize) -> Result<(ValueKind, Span), JsonFault> {
+        let kind = self.peek_kind()?;
+        let start = self.position;
+        match kind {
+            ValueKind::Object | ValueKind::Array => self.skip_container(depth)?,
+            _ => self.scalar()?,
+        }
+        Ok((kind, Span::new(start, self.position)))
+    }
+
+    /// Checks that only whitespace follows.
+    pub fn finish(&mut self) -> Result<(), JsonFault> {
+        self.skip_whitespace();
+        if self.position == self.bytes.len() { Ok(()) } else { Err(JsonFault::TrailingData) }
+    }
+
+    fn skip_container(&mut self, depth: usize) -> Result<(), JsonFault> {
+        // closers[i] is the closing byte of the container open at level depth + i.
+        let mut closers = [0u8; MAX_JSON_DEPTH];
+        let mut open = 0usize;
+        let mut first = true;
+        self.push_container(&mut closers, &mut open, depth)?;
+        while open > 0 {
+            let close = closers[open - 1];
+            if !self.next_item(close, &mut first)? {
+                open -= 1;
+                continue;
+            }
+            if close == b'}' {
+                self.key()?;
+                self.skip_whitespace();
+            }
+            match self.peek() {
+                Some(b'{' | b'[') => {
+                    self.push_container(&mut closers, &mut open, depth)?;
+                    first = true;
+                }
+                _ => self.scalar()?,
+            }
+        }
+        Ok(())
+    }
+
+    fn push_container(
+        &mut self,
+        closers: &mut [u8; MAX_JSON_DEPTH],
+        open: &mut usize,
+        depth: usize,
+    ) -> Result<(), JsonFault> {
+        let level = depth + *open;
+        let slot =
+            closers.get_mut(*open).filter(|_| (1..=MAX_JSON_DEPTH).contains(&level)).ok_or(JsonFault::TooDeep)?;
+        *slot = if self.peek() == Some(b'{') { b'}' } else { b']' };
+        *open += 1;
+        self.position += 1;
+        Ok(())
+    }
+
+    fn scalar(&mut self) -> Result<(), JsonFault> {
+        match self.peek_kind()? {
+            ValueKind::String => self.string().map(|_| ()),
+            ValueKind::Number => self.number().map(|_| ()),
+            ValueKind::True => self.literal(b"true"),
+            ValueKind::False => self.literal(b"false"),
+            ValueKind::Null => self.literal(b"null"),
+            ValueKind::Object | ValueKind::Array => Err(JsonFault::Syntax),
+        }
+    }
+
+    fn literal(&mut self, word: &'static [u8]) -> Result<(), JsonFault> {
+        if self.bytes.get(self.position..).is_some_and(|rest| rest.starts_with(word)) {
+            self.position += word.len();
+            Ok(())
+        } else {
+            Err(JsonFault::Syntax)
+        }
+    }
+
+    /// A string starting at its opening quote; returns its span including both quotes.
+    fn string(&mut self) -> Result<Span, JsonFault> {
+        let start = self.position;
+        self.position += 1;
+        loop {
+            let Some(&byte) = self.bytes.get(self.position) else {
+                return Err(JsonFault::BadString);
+            };
+            self.position += 1;
+            match byte {
+                b'"' => return Ok(Span::new(start, self.position)),
+                b'\\' => self.escape()?,
+                0x00..=0x1f => return Err(JsonFault::BadString),
+                _ => {}
+            }
+        }
+    }
+
+    /// The rest of an escape after its backslash.
+    fn escape(&mut self) -> Result<(), JsonFault> {
+        let Some(&byte) = self.bytes.get(self.position) else {
+            return Err(JsonFault::BadString);
+        };
+        self.position += 1;
+        match byte {
+            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(()),
+            b'u' => {
+                let unit = self.hex4()?;
+                if is_low_surrogate(unit) {
+                    return Err(JsonFault::BadString);
+                }
+                if is_high_surrogate(unit) {
+                    // A high surrogate must be followed at once by an escaped low surrogate.
+                    if self.bytes.get(self.position..self.position + 2) != Some(b"\\u".as_slice()) {
+                        return Err(JsonFault::BadString);
+                    }
+                    self.position += 2;
+                    if !is_low_surrogate(self.hex4()?) {
+                        return Err(JsonFault::BadString);
+                    }
+                }
+                Ok(())
+            }
+            _ => Err(JsonFault::BadString),
+        }
+    }
+
+    fn hex4(&mut self) -> Result<u32, JsonFault> {
+        let digits = self.bytes.get(self.position..self.position + 4).ok_or(JsonFault::BadString)?;
+        let value = hex_value(digits).ok_or(JsonFault::BadString)?;
+        self.position += 4;
+        Ok(value)
+    }
+
+    /// A number per the RFC grammar; returns its span.
+    fn number(&mut self) -> Result<Span, JsonFault> {
+        let start = self.position;
+        if self.peek() == Some(b'-') {
+            self.position += 1;
+        }
+        match self.peek() {
+            Some(b'0') => self.position += 1,
+            Some(b'1'..=b'9') => self.digits(),
+            _ => return Err(JsonFault::BadNumber),
+        }
+        if self.peek() == Some(b'.') {
+            self.position += 1;
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(JsonFault::BadNumber);
+            }
+            self.digits();
+        }
+        if let Some(b'e' | b'E') = self.peek() {
+            self.position += 1;
+            if let Some(b'+' | b'-') = self.peek() {
+                self.position += 1;
+            }
+            if !matches!(self.peek(), Some(b'0'..=b'9')) {
+                return Err(JsonFault::BadNumber);
+            }
+            self.digits();
+        }
+        // A digit right after a complete number ("01") is not part of any valid token.
+        if matches!(self.peek(), Some(b'0'..=b'9')) {
+            return Err(JsonFault::BadNumber);
+        }
+        Ok(Span::new(start, self.position))
+    }
+
+    fn digits(&mut self) {
+        while let Some(b'0'..=b'9') = self.peek() {
+            self.position += 1;
+        }
+    }
+}
+
+fn is_high_surrogate(unit: u32) -> bool {
+    (0xD800..0xDC00).contains(&unit)
+}
+
+fn is_low_surrogate(unit: u32) -> bool {
+    (0xDC00..0xE000).contains(&unit)
+}
+
+fn hex_value(digits: &[u8]) -> Option<u32> {
+    digits.iter().try_fold(0u32, |value, &digit| Some(value * 16 + char::from(digit).to_digit(16)?))
+}
+
+/// Walks the members of the JSON object `json`, calling `visit(key, value_span)` for each of
+/// its own (top-level) members in order; `key` is the raw text between the key's quotes and the
+/// value span includes a string's quotes. The whole of `json` is checked (UTF-8, strict
+/// grammar, nesting bounded, nothing after the object); `None` if it is not a valid object, in
+/// which case `visit` may already have seen the members before the fault.
+pub fn object_members<'j>(json: &'j [u8], mut visit: impl FnMut(&'j [u8], Span)) -> Option<()> {
+    if u32::try_from(json.len()).is_err() || std::str::from_utf8(json).is_err() {
+        return None;
+    }
+    let mut scanner = Scanner::new(json);
+    if scanner.peek_kind().ok()? != ValueKind::Object {
+        return None;
+    }
+    scanner.enter(1).ok()?;
+    let mut first = true;
+    while scanner.next_item(b'}', &mut first).ok()? {
+        let key = scanner.key().ok()?.inner();
+        let (_, value) = scanner.value(2).ok()?;
+        visit(key.slice(json), value);
+    }
+    scanner.finish().ok()
+}
+
+/// The decoded UTF-8 bytes of a string's content (between its quotes), produced on the fly.
+/// Expects content the scanner accepted; anything else decodes to U+FFFD rather than panicking.
+pub struct Unescaped<'a> {
+    raw: &'a [u8],
+    position: usize,
+    pending: [u8; 4],
+    pending_next: usize,
+    pending_end: usize,
+}
+
+impl<'a> Unescaped<'a> {
+    pub fn new(raw: &'a [u8]) -> Unescaped<'a> {
+        Unescaped { raw, position: 0, pending: [0; 4], pending_next: 0, pending_end: 0 }
+    }
+
+    fn unicode_escape(&mut self) -> u8 {
+        let unit = self.hex_at(self.position);
+        self.position += 4;
+        let code_point = match unit {
+            Some(high) if is_high_surrogate(high) => {
+                let low = (self.raw.get(self.position..self.position + 2) == Some(b"\\u".as_slice()))
+                    .then(|| self.hex_at(self.position + 2))
+                    .flatten()
+                    .filter(|low| is_low_surrogate(*low));
+                match low {
+                    Some(low) => {
+                        self.position += 6;
+                        0x10000 + ((high - 0xD800) << 10) + (low - 0xDC00)
+                    }
+                    None => 0xFFFD,
+                }
+            }
+            Some(unit) => unit,
+            None => 0xFFFD,
+        };
+        let decoded = char::from_u32(code_point).unwrap_or('\u{FFFD}');
+        let len = decoded.encode_utf8(&mut self.pending).len();
+        self.pending_next = 1;
+        self.pending_end = len;
+        self.pending[0]
+    }
+
+    fn hex_at(&self, at: usize) -> Option<u32> {
+        hex_value(self.raw.get(at..at + 4)?)
+    }
+}
+
+impl Iterator for Unescaped<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        if self.pending_next < self.pending_end {
+            self.pending_next += 1;
+            return Some(self.pending[self.pending_next - 1]);
+        }
+        let byte = *self.raw.get(self.position)?;
+        self.position += 1;
+        if byte != b'\\' {
+            return Some(byte);
+        }
+        let escaped = *self.raw.get(self.position)?;
+        self.position += 1;
+        Some(match escaped {
+            b'b' => 0x08,
+            b'f' => 0x0c,
+            b'n' => b'\n',
+            b'r' => b'\r',
+            b't' => b'\t',
+            b'u' => self.unicode_escape(),
+            other => other,
+        })
+    }
+}
+
+/// Whether a string's raw content (between its quotes) decodes to exactly `plain`. Costs
+/// O(len(plain)) however long `raw` is: decoding stops at the first difference.
+pub fn content_eq(raw: &[u8], plain: &[u8]) -> bool {
+    // An escape makes the raw text longer than what it decodes to, so a raw text no longer
+    // than `plain` matches only byte for byte.
+    raw == plain || (raw.len() > plain.len() && Unescaped::new(raw).eq(plain.iter().copied()))
+}
+
+/// Whether two strings' raw contents decode to the same text (`"a"` equals `"\u0061"`).
+pub fn contents_eq(a: &[u8], b: &[u8]) -> bool {
+    a == b || ((a.contains(&b'\\') || b.contains(&b'\\')) && Unescaped::new(a).eq(Unescaped::new(b)))
+}
+
+/// FNV-1a hash of a string's decoded content: equal for spellings that `contents_eq` equates.
+pub fn content_hash(raw: &[u8]) -> u64 {
+    let hash = |state: u64, byte: u8| (state ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3);
+    if raw.contains(&b'\\') {
+        Unescaped::new(raw).fold(0xcbf2_9ce4_8422_2325, hash)
+    } else {
+        raw.iter().fold(0xcbf2_9ce4_8422_2325, |state, &byte| hash(state, byte))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Scans `text` as one top-level value followed only by whitespace.
+    fn scan(text: &str) -> Result<ValueKind, JsonFault> {
+        let mut scanner = Scanner::new(text.as_bytes());
+        let (kind, _) = scanner.value(1)?;
+        scanner.finish()?;
+        Ok(kind)
+    }
+
+    // Goal: the number grammar accepts exactly RFC 8259 numbers.
+    #[test]
+    fn numbers_follow_the_grammar() {
+        use JsonFault::*;
+        let cases: [(&str, Result<ValueKind, JsonFault>); 18] = [
+            ("0", Ok(ValueKind::Number)),
+            ("-0", Ok(ValueKind::Number)),
+            ("12.5e-3", Ok(ValueKind::Number)),
+            ("1E+2", Ok(ValueKind::Number)),
+            ("1e400", Ok(ValueKind::Number)),
+            ("-12", Ok(ValueKind::Number)),
+            ("01", Err(BadNumber)),
+            ("-01", Err(BadNumber)),
+            ("1.", Err(BadNumber)),
+            (".5", Err(Syntax)),
+            ("+1", Err(Syntax)),
+            ("-", Err(BadNumber)),
+            ("1e", Err(BadNumber)),
+            ("1e+", Err(BadNumber)),
+            ("1.e3", Err(BadNumber)),
+            ("0x10", Err(TrailingData)),
+            ("NaN", Err(Syntax)),
+            ("Infinity", Err(Syntax)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(scan(text), expected, "{text}");
+        }
+    }
+
+    // Goal: strings accept valid escapes and pairs, and refuse every malformed escape.
+    #[test]
+    fn strings_check_escapes() {
+        use JsonFault::*;
+        let cases: [(&str, Result<ValueKind, JsonFault>); 16] = [
+            (r#""plain""#, Ok(ValueKind::String)),
+            (r#""\" \\ \/ \b \f \n \r \t""#, Ok(ValueKind::String)),
+            (r#""\u00e9\uD83D\uDE00""#, Ok(ValueKind::String)),
+            ("\"caf\u{e9} \u{1F600}\"", Ok(ValueKind::String)),
+            (r#""\x""#, Err(BadString)),
+            (r#""\u12""#, Err(BadString)),
+            (r#""\u12G4""#, Err(BadString)),
+            (r#""\ud800""#, Err(BadString)),
+            (r#""\udc00""#, Err(BadString)),
+            (r#""\ud800\u0041""#, Err(BadString)),
+            (r#""\ud800\n""#, Err(BadString)),
+            (r#""\udc00\ud800""#, Err(BadString)),
+            ("\"a\nb\"", Err(BadString)),
+            ("\"a\tb\"", Err(BadString)),
+            ("\"open", Err(BadString)),
+            ("'single'", Err(Syntax)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(scan(text), expected, "{text}");
+        }
+    }
+
+    // Goal: structure is strict: no trailing commas, comments, stray tokens or odd whitespace.
+    #[test]
+    fn structure_is_strict() {
+        use JsonFault::*;
+        let cases: [(&str, Result<ValueKind, JsonFault>); 16] = [
+            (" {\"a\" : [1 , {\"b\":null}, true, false] }\r\n\t", Ok(ValueKind::Object)),
+            ("[]", Ok(ValueKind::Array)),
+            ("{}", Ok(ValueKind::Object)),
+            ("[1,]", Err(Syntax)),
+            ("{\"a\":1,}", Err(Syntax)),
+            ("[,1]", Err(Syntax)),
+            ("{\"a\"}", Err(Syntax)),
+            ("{\"a\":}", Err(Syntax)),
+            ("{a:1}", Err(Syntax)),
+            ("[1 2]", Err(Syntax)),
+            ("[1] // c", Err(TrailingData)),
+            ("[1]]", Err(TrailingData)),
+            ("[tru]", Err(Syntax)),
+            ("\u{a0}[]", Err(Syntax)),
+            ("[\u{c}]", Err(Syntax)),
+            ("", Err(Syntax)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(scan(text), expected, "{text:?}");
+        }
+    }
+
+    // Goal: nesting to MAX_JSON_DEPTH passes, one more fails, and huge depth fails without recursion.
+    #[test]
+    fn depth_is_bounded() {
+        let nested = |levels: usize| format!("{}{}", "[".repeat(levels), "]".repeat(levels));
+        assert_eq!(scan(&nested(MAX_JSON_DEPTH)), Ok(ValueKind::Array));
+        assert_eq!(scan(&nested(MAX_JSON_DEPTH + 1)), Err(JsonFault::TooDeep));
+        assert_eq!(scan(&"[".repeat(1_000_000)), Err(JsonFault::TooDeep));
+        let objects = |levels: usize| format!("{}1{}", "{\"k\":".repeat(levels), "}".repeat(levels));
+        assert_eq!(scan(&objects(MAX_JSON_DEPTH)), Ok(ValueKind::Object));
+        assert_eq!(scan(&objects(MAX_JSON_DEPTH + 1)), Err(JsonFault::TooDeep));
+    }
+
+    // Goal: object_members visits each top-level member of a valid object and refuses the rest.
+    #[test]
+    fn walks_object_members() {
+        let cases: [(&[u8], Option<&str>); 9] = [
+            (
+                br#" {"id":"c1", "usage":{"prompt_tokens":3}, "choices":[] , "n":-1.5e3} "#,
+                Some(r#"id="c1";usage={"prompt_tokens":3};choices=[];n=-1.5e3;"#),
+            ),
+            (b"{}", Some("")),
+            (br#"{"k\"q":null}"#, Some(r#"k\"q=null;"#)),
+            (br#"{"a":1}x"#, None),
+            (br#"{"a":1,}"#, None),
+            (br#"[{"a":1}]"#, None),
+            (br#""a""#, None),
+            (b"{\"a\":\"\xff\"}", None),
+            (b"", None),
+        ];
+        for (json, expected) in cases {
+            let mut seen = String::new();
+            let result = object_members(json, |key, value| {
+                seen.push_str(std::str::from_utf8(key).unwrap());
+                seen.push('=');
+                seen.push_str(std::str::from_utf8(value.slice(json)).unwrap());
+                seen.push(';');
+            });
+            assert_eq!(result.map(|()| seen.as_str()), expected, "{}", String::from_utf8_lossy(json));
+        }
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(MAX_JSON_DEPTH - 1), "]".repeat(MAX_JSON_DEPTH - 1));
+        assert_eq!(object_members(deep.as_bytes(), |_, _| {}), Some(()));
+        let deeper = format!("{{\"a\":{}{}}}", "[".repeat(MAX_JSON_DEPTH), "]".repeat(MAX_JSON_DEPTH));
+        assert_eq!(object_members(deeper.as_bytes(), |_, _| {}), None);
+    }
+
+    // Goal: escaped and plain spellings of a key compare equal, different keys do not.
+    #[test]
+    fn compares_decoded_contents() {
+        let cases: [(&[u8], &[u8], bool); 8] = [
+            (b"model", b"model", true),
+            (br"m\u006fdel", b"model", true),
+            (br"max\u005ftokens", b"max_tokens", true),
+            (br"caf\u00e9", "caf\u{e9}".as_bytes(), true),
+            (br"\ud83d\ude00", "\u{1F600}".as_bytes(), true),
+            (br"a\nb", b"a\nb", true),
+            (br"model\u0000", b"model", false),
+            (b"mode", b"model", false),
+        ];
+        for (raw, plain, equal) in cases {
+            assert_eq!(content_eq(raw, plain), equal, "{raw:?}");
+        }
+        assert!(contents_eq(br"\u006dodel", br"mod\u0065l"));
+        assert!(!contents_eq(br"\u006dodel", b"models"));
+        assert_eq!(content_hash(br"\u006dodel"), content_hash(b"model"));
+        assert_ne!(content_hash(b"model"), content_hash(b"models"));
+    }
+}

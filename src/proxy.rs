@@ -1,0 +1,409 @@
+//! Dispatch of an admitted request to an upstream provider and relay of its answer.
+//!
+//! Owns the rules of SPEC §1-§3 for proxied requests: the body rewritten for the upstream
+//! (upstream model name, granted output cap, usage forced on for streams, the upstream's own key),
+//! unary answers and SSE events relayed with the public model id in place of the upstream's,
+//! each SSE batch flushed the moment it arrives, usage captured (and the usage-only event dropped
+//! unless the client asked for it), upstream failures turned into the error table's rows, and
+//! the usage to settle with, whatever happened. It never lets an upstream body, header or model
+//! name through.
+
+use std::io::Write;
+use std::time::Duration;
+
+use monoio::io::AsyncWriteRent;
+
+use crate::errors::{self, ApiError, Detail, ErrorKind};
+use crate::http::response::{self, ErrorExtras, ResponseContext};
+use crate::http::server::ResponseSink;
+use crate::openai::chat::{ChatRequest, write_backend_body};
+use crate::openai::models::ModelEntry;
+use crate::store::{Admitted, Outcome};
+use crate::upstream::UpstreamTarget;
+use crate::upstream::client::{self, Pool, UpstreamFailure};
+use crate::upstream::relay::{self, EventKind, ReportedUsage};
+
+/// After the client left mid-stream: how long the upstream is still read to learn its usage.
+pub const ABANDONED_STREAM_DRAIN_MS: u64 = 800;
+/// ... and how many bytes at most.
+pub const ABANDONED_STREAM_DRAIN_BYTES: usize = 1024 * 1024;
+/// Longest error body read from an upstream.
+const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+
+/// One admitted request on its way to an upstream.
+pub struct ProxyRequest<'a> {
+    pub request_id: &'a str,
+    pub model: &'a ModelEntry,
+    pub chat: &'a ChatRequest<'a>,
+    pub body: &'a [u8],
+    pub admitted: &'a Admitted,
+    pub clamped_to: Option<u64>,
+    pub input_tokens_upper: u64,
+}
+
+/// What the proxied request used, and how it ended: for settlement and metrics.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct ProxyResult {
+    pub status: u16,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub outcome: Outcome,
+}
+
+impl ProxyResult {
+    fn failed(status: u16) -> ProxyResult {
+        ProxyResult { status, prompt_tokens: 0, completion_tokens: 0, outcome: Outcome::BackendFailed }
+    }
+}
+
+/// Sends the request upstream and relays the answer onto `sink`.
+pub async fn proxy_completion<S: AsyncWriteRent>(
+    sink: &mut ResponseSink<S>,
+    target: &UpstreamTarget,
+    upstream: usize,
+    pool: &Pool,
+    request: &ProxyRequest<'_>,
+    request_buffer: &mut Vec<u8>,
+) -> ProxyResult {
+    let context_rates = Some(&request.admitted.rates);
+    build_upstream_request(request_buffer, target, request);
+    let mut exchange = match client::start(target, upstream, pool, request_buffer).await {
+        Ok(exchange) => exchange,
+        Err(failure) => {
+            eprintln!("request {}: upstream {}: {failure:?}", request.request_id, target.name);
+            let status = write_failure(sink, failure, request.request_id, context_rates);
+            return ProxyResult::failed(status);
+        }
+    };
+    let status = exchange.head.status;
+    let retry_after_s = exchange.head.retry_after_s;
+    if status != 200 {
+        // Read (bounded) what the upstream said, for 400/422 messages and to keep the connection.
+        let mut error_body = Vec::new();
+        let complete = matches!(
+            monoio::time::timeout(
+                target.response_timeout,
+                read_bounded(&mut exchange, &mut error_body, target.response_timeout)
+            )
+            .await,
+            Ok(Ok(()))
+        );
+        if complete {
+            exchange.finish(pool);
+        }
+        let written = write_upstream_status(sink, status, retry_after_s, &error_body, request);
+        return ProxyResult::failed(written);
+    }
+    if request.chat.stream {
+        relay_stream(sink, exchange, target, pool, request).await
+    } else {
+        relay_unary(sink, exchange, target, pool, request).await
+    }
+}
+
+async fn read_bounded(
+    exchange: &mut client::Exchange,
+    out: &mut Vec<u8>,
+    idle: Duration,
+) -> Result<(), UpstreamFailure> {
+    while !exchange.next_piece(out, idle).await? {
+        if out.len() > MAX_ERROR_BODY_BYTES {
+            return Err(UpstreamFailure::Malformed);
+        }
+    }
+    Ok(())
+}
+
+/// The request line, headers and rewritten body for the upstream, in `out`.
+fn build_upstream_request(out: &mut Vec<u8>, target: &UpstreamTarget, request: &ProxyRequest<'_>) {
+    out.clear();
+    // The body first (its length goes in the head), then the head, then the head moves to the front.
+    write_backend_body(
+        request.body,
+        request.chat,
+        &request.model.upstream_model,
+        request.admitted.output_cap_tokens,
+        out,
+    );
+    let body_len = out.len();
+    let accept = if request.chat.stream { "text/event-stream" } else { "application/json" };
+    let _ = write!(
+        out,
+        "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\naccept: {accept}\r\ncontent-length: {body_len}\r\nx-request-id: {}\r\n",
+        target.completions_path, target.host_header, request.request_id
+    );
+    if let Some(authorization) = &target.authorization {
+        out.extend_from_slice(b"authorization: ");
+        out.extend_from_slice(authorization.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.rotate_left(body_len);
+}
+
+fn context<'a>(
+    request_id: &'a str,
+    rates: Option<&'a crate::store::RateSnapshot>,
+    keep_alive: bool,
+) -> ResponseContext<'a> {
+    ResponseContext { request_id: Some(request_id), rates, keep_alive }
+}
+
+/// The error-table row for a failure before any response byte reached the client.
+fn write_failure<S>(
+    sink: &mut ResponseSink<S>,
+    failure: UpstreamFailure,
+    request_id: &str,
+    rates: Option<&crate::store::RateSnapshot>,
+) -> u16 {
+    let kind = match failure {
+        UpstreamFailure::Timeout => ErrorKind::UpstreamTimeout,
+        _ => ErrorKind::UpstreamUnavailable,
+    };
+    let error = ApiError::new(kind);
+    let context = context(request_id, rates, sink.keep_alive);
+    response::write_error(&mut sink.out, &mut sink.scratch, &error, &ErrorExtras::default(), &context);
+    kind.spec().status
+}
+
+/// Maps a non-200 upstream answer to the client's error.
+fn write_upstream_status<S>(
+    sink: &mut ResponseSink<S>,
+    status: u16,
+    retry_after_s: Option<u64>,
+    body: &[u8],
+    request: &ProxyRequest<'_>,
+) -> u16 {
+    let rates = Some(&request.admitted.rates);
+    let context = context(request.request_id, rates, sink.keep_alive);
+    let mut cleaned = Vec::new();
+    let (kind, extras) = match status {
+        429 | 503 => (
+            ErrorKind::ServiceUnavailable,
+            ErrorExtras { retry_after_ms: Some(retry_after_s.unwrap_or(1).saturating_mul(1000)), allow: None },
+        ),
+        400 | 422 => {
+            if let Some(message) = relay::upstream_error_message(body) {
+                relay::write_replacing(
+                    &mut cleaned,
+                    message.as_bytes(),
+                    request.model.upstream_model.as_bytes(),
+                    request.model.id.as_bytes(),
+                );
+            }
+            (
+                if status == 400 { ErrorKind::UpstreamRejectedRequest } else { ErrorKind::UpstreamUnprocessable },
+                ErrorExtras::default(),
+            )
+        }
+        _ => {
+            eprintln!("request {}: upstream answered {status}", request.request_id);
+            (ErrorKind::UpstreamUnavailable, ErrorExtras::default())
+        }
+    };
+    // Upstream text arrives JSON-escaped; it is shown only if it is plain enough to pass as is.
+    let message = std::str::from_utf8(&cleaned).ok().filter(|m| !m.is_empty() && !m.contains('\\'));
+    let detail = match message {
+        Some(message) => Detail::Message(message),
+        None => Detail::Default,
+    };
+    let error = ApiError { kind, param: None, detail };
+    response::write_error(&mut sink.out, &mut sink.scratch, &error, &extras, &context);
+    kind.spec().status
+}
+
+fn clamp_header(clamped_to: Option<u64>, buffer: &mut [u8; 20]) -> usize {
+    match clamped_to {
+        Some(cap) => {
+            let mut cursor = std::io::Cursor::new(&mut buffer[..]);
+            let _ = write!(cursor, "{cap}");
+            cursor.position() as usize
+        }
+        None => 0,
+    }
+}
+
+async fn relay_unary<S: AsyncWriteRent>(
+    sink: &mut ResponseSink<S>,
+    mut exchange: client::Exchange,
+    target: &UpstreamTarget,
+    pool: &Pool,
+    request: &ProxyRequest<'_>,
+) -> ProxyResult {
+    let mut upstream_body = std::mem::take(&mut sink.scratch);
+    upstream_body.clear();
+    let read = exchange.read_to_end(&mut upstream_body, target.response_timeout).await;
+    let result = match read {
+        Err(failure) => {
+            sink.scratch = upstream_body;
+            let status = write_failure(
+                sink,
+                if failure == UpstreamFailure::BrokenBody { UpstreamFailure::Malformed } else { failure },
+                request.request_id,
+                Some(&request.admitted.rates),
+            );
+            return ProxyResult::failed(status);
+        }
+        Ok(()) => {
+            exchange.finish(pool);
+            let mut rewritten = Vec::with_capacity(upstream_body.len() + 16);
+            relay::rewrite_object(&upstream_body, &request.model.id, &mut rewritten).map(|facts| (facts, rewritten))
+        }
+    };
+    sink.scratch = upstream_body;
+    let Some((facts, rewritten)) = result else {
+        let status = write_failure(sink, UpstreamFailure::Malformed, request.request_id, Some(&request.admitted.rates));
+        return ProxyResult::failed(status);
+    };
+    let usage = facts.usage.unwrap_or_else(|| estimate(request, request.admitted.output_cap_tokens));
+    let mut clamp_value = [0u8; 20];
+    let clamp_len = clamp_header(request.clamped_to, &mut clamp_value);
+    let clamp: [(&str, &[u8]); 1] = [("x-fikra-max-tokens-clamped", &clamp_value[..clamp_len])];
+    let extra: &[(&str, &[u8])] = if request.clamped_to.is_some() { &clamp } else { &[] };
+    let context = context(request.request_id, Some(&request.admitted.rates), sink.keep_alive);
+    response::write_full(&mut sink.out, 200, "application/json", extra, &context, &rewritten);
+    ProxyResult {
+        status: 200,
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        outcome: Outcome::Completed,
+    }
+}
+
+/// Usage when the upstream never said: the prompt's upper bound and what was delivered.
+fn estimate(request: &ProxyRequest<'_>, completion_tokens: u64) -> ReportedUsage {
+    ReportedUsage { prompt_tokens: request.input_tokens_upper, completion_tokens }
+}
+
+async fn relay_stream<S: AsyncWriteRent>(
+    sink: &mut ResponseSink<S>,
+    mut exchange: client::Exchange,
+    target: &UpstreamTarget,
+    pool: &Pool,
+    request: &ProxyRequest<'_>,
+) -> ProxyResult {
+    let mut clamp_value = [0u8; 20];
+    let clamp_len = clamp_header(request.clamped_to, &mut clamp_value);
+    let clamp: [(&str, &[u8]); 1] = [("x-fikra-max-tokens-clamped", &clamp_value[..clamp_len])];
+    let extra: &[(&str, &[u8])] = if request.clamped_to.is_some() { &clamp } else { &[] };
+    let context = context(request.request_id, Some(&request.admitted.rates), sink.keep_alive);
+    response::write_stream_head(&mut sink.out, 200, "text/event-stream", extra, &context);
+
+    let mut payload = std::mem::take(&mut sink.scratch);
+    payload.clear();
+    let mut usage: Option<ReportedUsage> = None;
+    let mut chunks_delivered: u64 = 0;
+    let mut client_gone = sink.flush().await.is_err();
+    let mut finished = false;
+    let mut upstream_failed = false;
+    while !finished {
+        let piece = exchange.next_piece(&mut payload, target.response_timeout).await;
+        let body_done = match piece {
+            Ok(done) => done,
+            Err(_) => {
+                upstream_failed = true;
+                true
+            }
+        };
+        while let Some(end) = relay::next_event_end(&payload) {
+            if client_gone {
+                let mut discard = Vec::new();
+                relay::rewrite_event(&payload[..end], &request.model.id, true, &mut usage, &mut discard);
+            } else {
+                let start = sink.out.len();
+                match relay::rewrite_event(
+                    &payload[..end],
+                    &request.model.id,
+                    request.chat.include_usage_requested,
+                    &mut usage,
+                    &mut sink.out,
+                ) {
+                    EventKind::Chunk => chunks_delivered += 1,
+                    EventKind::Done => finished = true,
+                    EventKind::Error | EventKind::Malformed => upstream_failed = true,
+                    EventKind::DroppedUsage | EventKind::Ignored => {}
+                }
+                response::frame_chunk_in_place(&mut sink.out, start);
+            }
+            payload.drain(..end);
+            if upstream_failed {
+                break;
+            }
+        }
+        if upstream_failed {
+            break;
+        }
+        if !client_gone && !sink.out.is_empty() && sink.flush().await.is_err() {
+            client_gone = true;
+        }
+        if client_gone {
+            // Keep reading the upstream a little to learn its usage, then stop.
+            drain_for_usage(&mut exchange, &mut payload, &mut usage, request).await;
+            break;
+        }
+        if body_done {
+            finished = true;
+        }
+    }
+    sink.scratch = payload;
+    let outcome = if client_gone {
+        Outcome::ClientAborted
+    } else if upstream_failed {
+        Outcome::BackendFailed
+    } else {
+        Outcome::Completed
+    };
+    if !client_gone {
+        if upstream_failed {
+            let start = sink.out.len();
+            sink.out.extend_from_slice(b"data: ");
+            errors::write_body(
+                &mut sink.out,
+                &ApiError::with_text(
+                    ErrorKind::UpstreamUnavailable,
+                    "The model backend failed in the middle of the answer.",
+                ),
+            );
+            sink.out.extend_from_slice(b"\n\n");
+            response::frame_chunk_in_place(&mut sink.out, start);
+        }
+        response::write_last_chunk(&mut sink.out);
+        let _ = sink.flush().await;
+    }
+    if !upstream_failed && !client_gone {
+        exchange.finish(pool);
+    }
+    let usage = usage.unwrap_or_else(|| estimate(request, chunks_delivered));
+    ProxyResult { status: 200, prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, outcome }
+}
+
+async fn drain_for_usage(
+    exchange: &mut client::Exchange,
+    payload: &mut Vec<u8>,
+    usage: &mut Option<ReportedUsage>,
+    request: &ProxyRequest<'_>,
+) {
+    let deadline = monoio::time::Instant::now() + Duration::from_millis(ABANDONED_STREAM_DRAIN_MS);
+    let mut discard = Vec::new();
+    let mut drained = 0usize;
+    while usage.is_none() && drained < ABANDONED_STREAM_DRAIN_BYTES {
+        let now = monoio::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
+        let before = payload.len();
+        let done = match exchange.next_piece(payload, deadline - now).await {
+            Ok(done) => done,
+            Err(_) => return,
+        };
+        drained += payload.len().saturating_sub(before);
+        while let Some(end) = relay::next_event_end(payload) {
+            discard.clear();
+            relay::rewrite_event(&payload[..end], &request.model.id, true, usage, &mut discard);
+            payload.drain(..end);
+        }
+        if done {
+            return;
+        }
+    }
+}

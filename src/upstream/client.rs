@@ -1,0 +1,415 @@
+//! HTTP/1.1 to an upstream over one pooled connection: connect (TCP, then TLS), send a request,
+//! read the response head within the response timeout, then read the body piece by piece
+//! (Content-Length, chunked or close-delimited), so SSE can be relayed as it arrives.
+//!
+//! A connection goes back to its worker's pool only after its body was read completely and the
+//! upstream did not ask to close; anything a timeout or an error interrupted is dropped. Pools
+//! are per worker (no locks), most recently used first, capped, with an idle timeout shorter
+//! than a provider's keep-alive.
+
+use std::cell::RefCell;
+use std::io;
+use std::time::Duration;
+
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+use monoio::time::Instant;
+
+use crate::http::chunked::{ChunkedDecoder, ChunkedError};
+use crate::upstream::UpstreamTarget;
+
+/// Idle connections kept per upstream per worker.
+pub const MAX_IDLE_CONNECTIONS_PER_UPSTREAM: usize = 64;
+/// An idle pooled connection older than this is closed rather than reused.
+pub const POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// Largest upstream response head, in bytes.
+pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+/// Largest upstream response body the gateway reads, in bytes.
+pub const MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes asked for per read.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// An open connection to an upstream.
+pub enum Connection {
+    Plain(TcpStream),
+    Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
+}
+
+impl Connection {
+    async fn write_all(&mut self, buffer: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+        match self {
+            Connection::Plain(stream) => stream.write_all(buffer).await,
+            Connection::Tls(stream) => stream.write_all(buffer).await,
+        }
+    }
+
+    /// Appends at most `READ_CHUNK_BYTES` to `buffer`; 0 means the upstream closed.
+    async fn read_more(&mut self, buffer: &mut Vec<u8>) -> io::Result<usize> {
+        buffer.reserve(READ_CHUNK_BYTES);
+        let start = buffer.len();
+        let owned = std::mem::take(buffer);
+        let end = start + READ_CHUNK_BYTES.min(owned.capacity() - start);
+        let slice = owned.slice_mut(start..end);
+        let (result, slice) = match self {
+            Connection::Plain(stream) => stream.read(slice).await,
+            Connection::Tls(stream) => stream.read(slice).await,
+        };
+        *buffer = slice.into_inner();
+        result
+    }
+}
+
+/// Why talking to an upstream failed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum UpstreamFailure {
+    /// Could not connect or complete TLS (502).
+    Connect,
+    /// No response head within the response timeout (504).
+    Timeout,
+    /// The connection broke before any response byte (502; retried once if it was reused).
+    ResetBeforeResponse,
+    /// The response is not valid HTTP/1.1 or breaks a limit (502).
+    Malformed,
+    /// The connection broke or stalled in the middle of the body (mid-stream failure).
+    BrokenBody,
+}
+
+/// A pooled connection and when it went idle.
+struct Idle {
+    connection: Connection,
+    since: Instant,
+}
+
+/// One worker's pools, one per upstream index.
+#[derive(Default)]
+pub struct Pool {
+    idle: RefCell<Vec<Vec<Idle>>>,
+    /// TLS handshakes and TCP connects made by this worker (metrics and tests).
+    pub connects: std::cell::Cell<u64>,
+}
+
+impl Pool {
+    /// The most recently used idle connection to `upstream`, if one is fresh enough.
+    fn take(&self, upstream: usize) -> Option<Connection> {
+        let mut idle = self.idle.borrow_mut();
+        let stack = idle.get_mut(upstream)?;
+        while let Some(entry) = stack.pop() {
+            if entry.since.elapsed() < Duration::from_millis(POOL_IDLE_TIMEOUT_MS) {
+                return Some(entry.connection);
+            }
+        }
+        None
+    }
+
+    /// Returns a connection whose last response was read completely.
+    pub fn put(&self, upstream: usize, connection: Connection) {
+        let mut idle = self.idle.borrow_mut();
+        if idle.len() <= upstream {
+            idle.resize_with(upstream + 1, Vec::new);
+        }
+        let stack = &mut idle[upstream];
+        if stack.len() >= MAX_IDLE_CONNECTIONS_PER_UPSTREAM {
+            stack.remove(0);
+        }
+        stack.push(Idle { connection, since: Instant::now() });
+    }
+}
+
+async fn connect(target: &UpstreamTarget, pool: &Pool) -> Result<Connection, UpstreamFailure> {
+    let addresses = target.addresses.read().map(|a| a.clone()).unwrap_or_default();
+    let mut last = UpstreamFailure::Connect;
+    for address in addresses {
+        match monoio::time::timeout(target.connect_timeout, TcpStream::connect_addr(address)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                pool.connects.set(pool.connects.get() + 1);
+                let Some((connector, server_name)) = &target.tls else { return Ok(Connection::Plain(stream)) };
+                return match monoio::time::timeout(
+                    target.connect_timeout,
+                    connector.connect(server_name.clone(), stream),
+                )
+                .await
+                {
+                    Ok(Ok(tls)) => Ok(Connection::Tls(Box::new(tls))),
+                    Ok(Err(error)) => {
+                        eprintln!("fikra-gateway: upstream {}: TLS failed: {error}", target.name);
+                        Err(UpstreamFailure::Connect)
+                    }
+                    Err(_) => Err(UpstreamFailure::Connect),
+                };
+            }
+            Ok(Err(_)) | Err(_) => last = UpstreamFailure::Connect,
+        }
+    }
+    Err(last)
+}
+
+/// How an upstream response body is delimited.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum ResponseFraming {
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes.
+    Close,
+}
+
+/// A parsed upstream response head.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ResponseHead {
+    pub status: u16,
+    pub framing: ResponseFraming,
+    /// The upstream allows reuse of the connection after this response.
+    pub keep_alive: bool,
+    /// `retry-after` in whole seconds, when the upstream sent a number.
+    pub retry_after_s: Option<u64>,
+}
+
+/// Parses a response head at the start of `buffer`: `Ok(None)` while incomplete.
+pub fn parse_response_head(buffer: &[u8]) -> Result<Option<(ResponseHead, usize)>, UpstreamFailure> {
+    let mut headers = [httparse::EMPTY_HEADER; crate::limits::MAX_REQUEST_HEADERS];
+    let mut response = httparse::Response::new(&mut headers);
+    let head_len = match response.parse(buffer) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buffer.len() < MAX_RESPONSE_HEAD_BYTES => return Ok(None),
+        _ => return Err(UpstreamFailure::Malformed),
+    };
+    let status = response.code.unwrap_or(0);
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut close = response.version == Some(0);
+    let mut retry_after_s = None;
+    for header in response.headers.iter() {
+        let value = std::str::from_utf8(header.value).map(str::trim).unwrap_or("");
+        if header.name.eq_ignore_ascii_case("content-length") {
+            let parsed = value.parse::<u64>().map_err(|_| UpstreamFailure::Malformed)?;
+            if length.is_some_and(|l| l != parsed) {
+                return Err(UpstreamFailure::Malformed);
+            }
+            length = Some(parsed);
+        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+            chunked = value.eq_ignore_ascii_case("chunked");
+            if !chunked {
+                return Err(UpstreamFailure::Malformed);
+            }
+        } else if header.name.eq_ignore_ascii_case("connection") {
+            close |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
+        } else if header.name.eq_ignore_ascii_case("retry-after") {
+            retry_after_s = value.parse().ok();
+        }
+    }
+    let framing = if chunked {
+        ResponseFraming::Chunked
+    } else if let Some(length) = length {
+        ResponseFraming::Length(length)
+    } else if status == 204 || status == 304 {
+        ResponseFraming::Length(0)
+    } else {
+        close = true;
+        ResponseFraming::Close
+    };
+    Ok(Some((ResponseHead { status, framing, keep_alive: !close, retry_after_s }, head_len)))
+}
+
+/// One exchange with an upstream, from request to the end of the body.
+pub struct Exchange {
+    pub upstream: usize,
+    connection: Option<Connection>,
+    pub head: ResponseHead,
+    /// Raw bytes read but not yet decoded.
+    raw: Vec<u8>,
+    decoder: Option<ChunkedDecoder>,
+    remaining: u64,
+    body_bytes: usize,
+    done: bool,
+}
+
+/// Sends `request` (a complete HTTP request) and reads the response head. Reuses a pooled
+/// connection if there is one, and retries once on a fresh connection if the reused one fails
+/// before any response byte.
+pub async fn start(
+    target: &UpstreamTarget,
+    upstream: usize,
+    pool: &Pool,
+    request: &mut Vec<u8>,
+) -> Result<Exchange, UpstreamFailure> {
+    let mut pooled = pool.take(upstream);
+    loop {
+        let reused = pooled.is_some();
+        let mut connection = match pooled.take() {
+            Some(connection) => connection,
+            None => connect(target, pool).await?,
+        };
+        match send_and_read_head(&mut connection, target, request).await {
+            Ok((head, raw)) => {
+                let mut exchange = Exchange {
+                    upstream,
+                    connection: Some(connection),
+                    remaining: if let ResponseFraming::Length(n) = head.framing { n } else { 0 },
+                    decoder: (head.framing == ResponseFraming::Chunked)
+                        .then(|| ChunkedDecoder::new(MAX_RESPONSE_BODY_BYTES)),
+                    head,
+                    raw,
+                    body_bytes: 0,
+                    done: false,
+                };
+                exchange.done = exchange.head.framing == ResponseFraming::Length(0);
+                return Ok(exchange);
+            }
+            Err(UpstreamFailure::ResetBeforeResponse) if reused => continue,
+            Err(failure) => return Err(failure),
+        }
+    }
+}
+
+async fn send_and_read_head(
+    connection: &mut Connection,
+    target: &UpstreamTarget,
+    request: &mut Vec<u8>,
+) -> Result<(ResponseHead, Vec<u8>), UpstreamFailure> {
+    let deadline = Instant::now() + target.response_timeout;
+    let buffer = std::mem::take(request);
+    let (result, buffer) = match monoio::time::timeout_at(deadline, connection.write_all(buffer)).await {
+        Ok(written) => written,
+        Err(_) => return Err(UpstreamFailure::Timeout),
+    };
+    *request = buffer;
+    if result.is_err() {
+        return Err(UpstreamFailure::ResetBeforeResponse);
+    }
+    let mut raw = Vec::with_capacity(READ_CHUNK_BYTES);
+    loop {
+        match monoio::time::timeout_at(deadline, connection.read_more(&mut raw)).await {
+            Err(_) => return Err(UpstreamFailure::Timeout),
+            Ok(Ok(0)) | Ok(Err(_)) if raw.is_empty() => return Err(UpstreamFailure::ResetBeforeResponse),
+            Ok(Ok(0)) | Ok(Err(_)) => return Err(UpstreamFailure::Malformed),
+            Ok(Ok(_)) => {}
+        }
+        if let Some((head, head_len)) = parse_response_head(&raw)? {
+            if head.status == 100 {
+                raw.drain(..head_len);
+                continue;
+            }
+            raw.drain(..head_len);
+            return Ok((head, raw));
+        }
+    }
+}
+
+impl Exchange {
+    /// Appends the next piece of the body to `out`; `Ok(true)` once the body is complete.
+    /// `idle_timeout` bounds the wait for the next bytes.
+    pub async fn next_piece(&mut self, out: &mut Vec<u8>, idle_timeout: Duration) -> Result<bool, UpstreamFailure> {
+        loop {
+            if self.done {
+                return Ok(true);
+            }
+            let produced_before = out.len();
+            self.decode_buffered(out)?;
+            if self.done || out.len() > produced_before {
+                return Ok(self.done);
+            }
+            let Some(connection) = self.connection.as_mut() else { return Err(UpstreamFailure::BrokenBody) };
+            match monoio::time::timeout(idle_timeout, connection.read_more(&mut self.raw)).await {
+                Ok(Ok(0)) => {
+                    if self.head.framing == ResponseFraming::Close {
+                        self.done = true;
+                        self.connection = None;
+                        return Ok(true);
+                    }
+                    self.connection = None;
+                    return Err(UpstreamFailure::BrokenBody);
+                }
+                Ok(Ok(_)) => {}
+                Ok(Err(_)) | Err(_) => {
+                    self.connection = None;
+                    return Err(UpstreamFailure::BrokenBody);
+                }
+            }
+        }
+    }
+
+    fn decode_buffered(&mut self, out: &mut Vec<u8>) -> Result<(), UpstreamFailure> {
+        if self.raw.is_empty() {
+            return Ok(());
+        }
+        match self.head.framing {
+            ResponseFraming::Length(_) => {
+                let take = (self.raw.len() as u64).min(self.remaining) as usize;
+                out.extend_from_slice(&self.raw[..take]);
+                self.raw.drain(..take);
+                self.remaining -= take as u64;
+                self.done = self.remaining == 0;
+                if self.done && !self.raw.is_empty() {
+                    // Bytes beyond the declared length: the connection cannot be trusted.
+                    self.head.keep_alive = false;
+                }
+            }
+            ResponseFraming::Chunked => {
+                let decoder = self.decoder.as_mut().ok_or(UpstreamFailure::Malformed)?;
+                let progress = decoder.decode(&self.raw, out).map_err(|error| match error {
+                    ChunkedError::TooLarge | ChunkedError::Malformed(_) => UpstreamFailure::Malformed,
+                })?;
+                self.raw.drain(..progress.consumed);
+                self.done = progress.done;
+                if self.done && !self.raw.is_empty() {
+                    self.head.keep_alive = false;
+                }
+            }
+            ResponseFraming::Close => {
+                out.extend_from_slice(&self.raw);
+                self.raw.clear();
+            }
+        }
+        self.body_bytes += out.len();
+        if self.body_bytes > MAX_RESPONSE_BODY_BYTES {
+            return Err(UpstreamFailure::Malformed);
+        }
+        Ok(())
+    }
+
+    /// Reads the rest of the body into `out` (unary responses), within `deadline`.
+    pub async fn read_to_end(&mut self, out: &mut Vec<u8>, idle_timeout: Duration) -> Result<(), UpstreamFailure> {
+        while !self.next_piece(out, idle_timeout).await? {}
+        Ok(())
+    }
+
+    /// Gives the connection back to the pool if the whole body was read and reuse is allowed.
+    pub fn finish(mut self, pool: &Pool) {
+        if self.done
+            && self.head.keep_alive
+            && self.raw.is_empty()
+            && let Some(connection) = self.connection.take()
+        {
+            pool.put(self.upstream, connection);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: response heads give status, framing, reuse and retry-after exactly.
+    #[test]
+    fn parses_response_heads() {
+        let (head, len) = parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n{}").unwrap().unwrap();
+        assert_eq!((head.status, head.framing, head.keep_alive, len), (200, ResponseFraming::Length(12), true, 39));
+        let (head, _) =
+            parse_response_head(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n")
+                .unwrap()
+                .unwrap();
+        assert_eq!((head.framing, head.keep_alive), (ResponseFraming::Chunked, false));
+        let (head, _) = parse_response_head(b"HTTP/1.1 429 Too Many\r\nRetry-After: 7\r\n\r\n").unwrap().unwrap();
+        assert_eq!(
+            (head.status, head.framing, head.keep_alive, head.retry_after_s),
+            (429, ResponseFraming::Close, false, Some(7))
+        );
+        assert_eq!(parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Le"), Ok(None));
+        assert_eq!(parse_response_head(b"<html>\r\n\r\n"), Err(UpstreamFailure::Malformed));
+        assert_eq!(
+            parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"),
+            Err(UpstreamFailure::Malformed)
+        );
+    }
+}

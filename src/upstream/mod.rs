@@ -1,0 +1,166 @@
+//! Upstream providers: where they are, how to reach them (TCP or TLS), and the per-worker pool
+//! of open connections to them.
+//!
+//! Built once at start-up from `[[upstreams]]`: the base URL is split into host, port and path,
+//! the host is resolved off the worker threads (and re-resolved in the background), the TLS
+//! configuration (web PKI roots plus an optional CA file, SNI, ALPN `http/1.1`) is prepared,
+//! and the `Authorization` header is rendered. Workers only read this.
+
+pub mod client;
+pub mod relay;
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Arc, RwLock, Weak};
+use std::time::Duration;
+
+use rustls::pki_types::ServerName;
+use rustls::pki_types::pem::PemObject;
+
+use crate::config::UpstreamConfig;
+
+/// How often upstream host names are resolved again.
+const DNS_REFRESH_INTERVAL_MS: u64 = 30_000;
+
+/// One configured upstream.
+pub struct UpstreamTarget {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// `Some` for https upstreams.
+    pub tls: Option<(monoio_rustls::TlsConnector, ServerName<'static>)>,
+    /// `{base path}/chat/completions`.
+    pub completions_path: String,
+    /// The `host` header value.
+    pub host_header: String,
+    /// `Bearer <key>` from the configured environment variable, if any.
+    pub authorization: Option<String>,
+    /// Resolved addresses, refreshed in the background.
+    pub addresses: RwLock<Vec<SocketAddr>>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+}
+
+/// Every upstream, by index (the index is what models and pools refer to).
+pub struct Upstreams {
+    pub targets: Vec<Arc<UpstreamTarget>>,
+}
+
+impl Upstreams {
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.targets.iter().position(|t| t.name == name)
+    }
+}
+
+/// Builds every upstream from configuration and starts the DNS refresher.
+pub fn build(configs: &[UpstreamConfig]) -> io::Result<Upstreams> {
+    let mut targets = Vec::with_capacity(configs.len());
+    for config in configs {
+        targets.push(Arc::new(build_target(config)?));
+    }
+    if !targets.is_empty() {
+        let weak: Vec<Weak<UpstreamTarget>> = targets.iter().map(Arc::downgrade).collect();
+        std::thread::Builder::new().name("fikra-dns".into()).spawn(move || refresh_dns_forever(weak))?;
+    }
+    Ok(Upstreams { targets })
+}
+
+fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
+    let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("upstream {}: {what}", config.name));
+    let (secure, rest) = if let Some(rest) = config.base_url.strip_prefix("https://") {
+        (true, rest)
+    } else if let Some(rest) = config.base_url.strip_prefix("http://") {
+        (false, rest)
+    } else {
+        return Err(invalid("base_url must start with http:// or https://"));
+    };
+    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
+            (host.trim_start_matches('[').trim_end_matches(']'), port.parse::<u16>().map_err(|_| invalid("bad port"))?)
+        }
+        _ => (authority, if secure { 443 } else { 80 }),
+    };
+    let path = path.trim_end_matches('/');
+    let completions_path =
+        if path.is_empty() { "/chat/completions".to_string() } else { format!("/{path}/chat/completions") };
+    let tls = if secure {
+        let server_name =
+            ServerName::try_from(host.to_string()).map_err(|_| invalid("host is not a valid TLS server name"))?;
+        Some((monoio_rustls::TlsConnector::from(Arc::new(tls_config(config.ca_file.as_deref())?)), server_name))
+    } else {
+        None
+    };
+    let authorization = config
+        .api_key_env
+        .as_ref()
+        .and_then(|name| std::env::var(name).ok())
+        .filter(|key| !key.is_empty())
+        .map(|key| format!("Bearer {key}"));
+    let addresses = resolve(host, port).unwrap_or_default();
+    if addresses.is_empty() {
+        eprintln!("fikra-gateway: upstream {}: {host} does not resolve yet; will retry", config.name);
+    }
+    let default_port = if secure { 443 } else { 80 };
+    let host_header = if port == default_port { host.to_string() } else { format!("{host}:{port}") };
+    Ok(UpstreamTarget {
+        name: config.name.clone(),
+        host: host.to_string(),
+        port,
+        tls,
+        completions_path,
+        host_header,
+        authorization,
+        addresses: RwLock::new(addresses),
+        connect_timeout: Duration::from_millis(config.connect_timeout_ms),
+        response_timeout: Duration::from_millis(config.response_timeout_ms),
+    })
+}
+
+/// A rustls client configuration: web PKI roots, plus the certificates of `ca_file`.
+fn tls_config(ca_file: Option<&std::path::Path>) -> io::Result<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
+    if let Some(path) = ca_file {
+        let certificates = rustls::pki_types::CertificateDer::pem_file_iter(path)
+            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {error}", path.display())))?;
+        for certificate in certificates {
+            let certificate = certificate
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {error}", path.display())))?;
+            roots
+                .add(certificate)
+                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {error}", path.display())))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|error| io::Error::other(error.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+/// Blocking resolution; only ever called at start-up and on the refresher thread.
+fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    Ok((host, port).to_socket_addrs()?.collect())
+}
+
+fn refresh_dns_forever(targets: Vec<Weak<UpstreamTarget>>) {
+    loop {
+        std::thread::sleep(Duration::from_millis(DNS_REFRESH_INTERVAL_MS));
+        let mut alive = false;
+        for target in targets.iter().filter_map(Weak::upgrade) {
+            alive = true;
+            if let Ok(addresses) = resolve(&target.host, target.port)
+                && !addresses.is_empty()
+                && let Ok(mut current) = target.addresses.write()
+            {
+                *current = addresses;
+            }
+        }
+        if !alive {
+            return;
+        }
+    }
+}

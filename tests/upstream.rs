@@ -1,0 +1,318 @@
+//! Proxying to real upstreams over sockets: the standalone sandbox as an OpenAI-compatible
+//! upstream, and scripted upstreams that misbehave in specific ways.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use common::*;
+use fikra_gateway::config::SandboxSettings;
+use fikra_gateway::sandbox_server::SandboxServer;
+
+const SECRET_MODEL: &str = "vendor/secret-model-9b";
+
+fn upstream_config(base_url: &str, extra_upstream: &str) -> String {
+    format!(
+        r#"
+[[upstreams]]
+name = "up"
+base_url = "{base_url}"
+{extra_upstream}
+
+[[models]]
+id = "fikra-flash"
+upstream = "up"
+upstream_model = "{SECRET_MODEL}"
+input_usd_per_million = "0.5"
+output_usd_per_million = "0.5"
+max_output_tokens = 8192
+"#
+    )
+}
+
+fn sandbox_upstream(output_tokens: u64) -> SandboxServer {
+    let settings = SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens };
+    SandboxServer::start("127.0.0.1:0".parse().unwrap(), 1, settings).unwrap()
+}
+
+fn ledger(gateway: &TestGateway, account: &str) -> Vec<serde_json::Value> {
+    gateway.admin_call("GET", &format!("/admin/accounts/{account}/usage"), "").json()["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+// Goal: a unary completion through a real upstream: the public model id replaces the upstream's,
+// usage comes from the upstream and is billed exactly, nothing carries the upstream name.
+#[test]
+fn unary_through_upstream_is_rewritten_and_billed_from_its_usage() {
+    let sandbox = sandbox_upstream(7);
+    let gateway = TestGateway::start(&upstream_config(&format!("http://{}/v1", sandbox.addr), ""));
+    let key = gateway.account_with_key("u1", "1.00", "live");
+    let response = gateway.chat(&key, &simple_chat("fikra-flash", "hello there"));
+    assert_eq!(response.status, 200, "{}", response.text());
+    assert!(!response.text().contains(SECRET_MODEL));
+    assert!(response.headers.iter().all(|(_, v)| !v.contains(SECRET_MODEL)));
+    let value = response.json();
+    assert_eq!(value["model"], "fikra-flash");
+    let (prompt, completion) =
+        (value["usage"]["prompt_tokens"].as_u64().unwrap(), value["usage"]["completion_tokens"].as_u64().unwrap());
+    assert_eq!(completion, 7);
+    let records = ledger(&gateway, "u1");
+    assert_eq!(records.len(), 1);
+    assert_eq!(
+        (records[0]["prompt_tokens"].as_u64(), records[0]["completion_tokens"].as_u64()),
+        (Some(prompt), Some(completion))
+    );
+    assert_eq!(gateway.balance_nanos("u1"), 1_000_000_000 - (prompt + completion) * 500);
+    assert_eq!(gateway.account("u1")["held_usd"], "0.000000000");
+    sandbox.shutdown();
+}
+
+// Goal: a stream through a real upstream: every chunk carries the public id, usage is always
+// asked of the upstream but shown only when the client asked, [DONE] ends it, billing is exact.
+#[test]
+fn stream_through_upstream_relays_events_and_bills_usage() {
+    let sandbox = sandbox_upstream(12);
+    let gateway = TestGateway::start(&upstream_config(&format!("http://{}/v1", sandbox.addr), ""));
+    let key = gateway.account_with_key("s1", "1.00", "live");
+    for include_usage in [false, true] {
+        let body = serde_json::json!({
+            "model": "fikra-flash", "stream": true,
+            "stream_options": {"include_usage": include_usage},
+            "messages": [{"role": "user", "content": "stream please"}]
+        })
+        .to_string();
+        let response = gateway.chat(&key, &body);
+        assert_eq!(response.status, 200);
+        let text = response.text();
+        assert!(!text.contains(SECRET_MODEL), "{text}");
+        let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+        assert_eq!(*events.last().unwrap(), "data: [DONE]");
+        let usage_events = events.iter().filter(|e| e.contains("\"usage\"")).count();
+        assert_eq!(usage_events, usize::from(include_usage), "{text}");
+        let contents =
+            events.iter().filter(|e| e.contains("\"content\":\"") && !e.contains("\"content\":\"\"")).count();
+        assert_eq!(contents, 12);
+    }
+    let records = ledger(&gateway, "s1");
+    assert_eq!(records.len(), 2);
+    let charged: u64 = records.iter().map(|r| usd_to_nanos(r["cost_usd"].as_str().unwrap())).sum();
+    let tokens: u64 =
+        records.iter().map(|r| r["prompt_tokens"].as_u64().unwrap() + r["completion_tokens"].as_u64().unwrap()).sum();
+    assert_eq!(charged, tokens * 500);
+    assert!(records.iter().all(|r| r["completion_tokens"] == 12 && r["outcome"] == "completed"));
+    sandbox.shutdown();
+}
+
+// Goal: pooled connections are reused: 300 sequential and 4x50 concurrent requests open at
+// most workers x concurrency connections to the upstream.
+#[test]
+fn upstream_connections_are_pooled() {
+    let sandbox = sandbox_upstream(3);
+    let overrides = "[[account_overrides]]\naccount = \"pool\"\nrpm = 1000000\ntpm = 1000000000\n";
+    let gateway =
+        TestGateway::start(&format!("{}{overrides}", upstream_config(&format!("http://{}/v1", sandbox.addr), "")));
+    let key = gateway.account_with_key("pool", "100", "live");
+    let request = chat_request(&key, &simple_chat("fikra-flash", "pool"));
+    let stream = connect(gateway.api);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    for _ in 0..300 {
+        (&stream).write_all(request.as_bytes()).unwrap();
+        assert_eq!(read_response(&mut reader).unwrap().status, 200);
+    }
+    let threads: Vec<_> = (0..4)
+        .map(|_| {
+            let (request, api) = (request.clone(), gateway.api);
+            std::thread::spawn(move || {
+                let stream = connect(api);
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                for _ in 0..50 {
+                    (&stream).write_all(request.as_bytes()).unwrap();
+                    assert_eq!(read_response(&mut reader).unwrap().status, 200);
+                }
+            })
+        })
+        .collect();
+    threads.into_iter().for_each(|t| t.join().unwrap());
+    let opened = sandbox.metrics.workers[0].connections_accepted.load(Ordering::Relaxed);
+    // 2 gateway workers x 4 concurrent clients at most.
+    assert!((1..=8).contains(&opened), "{opened} upstream connections for 500 requests");
+    sandbox.shutdown();
+}
+
+/// An upstream that answers every request with `script(request_number, stream)`, one thread
+/// per connection (the gateway's workers each keep their own pooled connections).
+fn scripted_upstream(script: impl Fn(usize, &mut TcpStream) + Send + Sync + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let script = std::sync::Arc::new(script);
+    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(100) {
+            let Ok(mut stream) = stream else { return };
+            let (script, served) = (script.clone(), served.clone());
+            std::thread::spawn(move || {
+                while read_request(&mut stream) {
+                    script(served.fetch_add(1, Ordering::SeqCst), &mut stream);
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Reads one request (head and Content-Length body); false on EOF.
+fn read_request(stream: &mut TcpStream) -> bool {
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut length = 0usize;
+    let mut line = String::new();
+    let mut first = true;
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return false;
+        }
+        if first {
+            assert!(line.starts_with("POST /v1/chat/completions HTTP/1.1"), "{line}");
+            first = false;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().unwrap();
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).unwrap();
+    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(body["model"], SECRET_MODEL);
+    true
+}
+
+fn respond(stream: &mut TcpStream, status: &str, extra: &str, body: &str) {
+    let _ = write!(
+        stream,
+        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",
+        body.len()
+    );
+}
+
+// Goal: upstream refusals map to the error table: 429 -> 503 with the upstream's retry-after,
+// 401 -> 502 without a word of the upstream's body, 400 -> 400 with the upstream model name
+// replaced by the public id; each settles at zero.
+#[test]
+fn upstream_statuses_map_to_the_error_table() {
+    let addr = scripted_upstream(|n, stream| match n % 3 {
+        0 => respond(stream, "429 Too Many Requests", "retry-after: 7\r\n", r#"{"error":{"message":"slow down"}}"#),
+        1 => respond(stream, "401 Unauthorized", "", r#"{"error":{"message":"Invalid API Key gsk_live_secret"}}"#),
+        _ => respond(
+            stream,
+            "400 Bad Request",
+            "",
+            &format!(
+                r#"{{"error":{{"message":"model {SECRET_MODEL} does not support logit_bias","type":"invalid_request_error"}}}}"#
+            ),
+        ),
+    });
+    let gateway = TestGateway::start(&upstream_config(&format!("http://{addr}/v1"), ""));
+    let key = gateway.account_with_key("st", "1.00", "live");
+    let body = simple_chat("fikra-flash", "x");
+    let busy = gateway.chat(&key, &body);
+    assert_eq!(busy.status, 503);
+    assert_eq!(busy.error().1, "service_unavailable");
+    assert_eq!(busy.header("retry-after"), Some("7"));
+    assert_eq!(busy.header("x-should-retry"), Some("true"));
+    let unauthorized = gateway.chat(&key, &body);
+    assert_eq!(unauthorized.status, 502);
+    assert_eq!(unauthorized.error().1, "upstream_unavailable");
+    assert!(!unauthorized.text().contains("gsk_live_secret") && !unauthorized.text().contains("Invalid API Key"));
+    let rejected = gateway.chat(&key, &body);
+    assert_eq!(rejected.status, 400);
+    assert_eq!(rejected.error().0, "invalid_request_error");
+    assert_eq!(rejected.message(), "model fikra-flash does not support logit_bias");
+    assert_eq!(gateway.balance_nanos("st"), 1_000_000_000);
+    assert_eq!(gateway.account("st")["held_usd"], "0.000000000");
+}
+
+// Goal: an upstream that accepts but never answers gets 504 at the response deadline, fast.
+#[test]
+fn silent_upstream_times_out_with_504() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let _holder = std::thread::spawn(move || {
+        let connections: Vec<_> = listener.incoming().take(1).collect();
+        std::thread::sleep(Duration::from_secs(5));
+        drop(connections);
+    });
+    let gateway = TestGateway::start(&upstream_config(&format!("http://{addr}/v1"), "response_timeout_ms = 300"));
+    let key = gateway.account_with_key("slow", "1.00", "live");
+    let started = Instant::now();
+    let response = gateway.chat(&key, &simple_chat("fikra-flash", "anyone?"));
+    let waited = started.elapsed();
+    assert_eq!(response.status, 504);
+    assert_eq!(response.error().1, "upstream_timeout");
+    assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "{waited:?}");
+    assert_eq!(gateway.account("slow")["held_usd"], "0.000000000");
+}
+
+// Goal: an upstream closing mid-stream ends the client's stream with one error event and no
+// [DONE]; the request is settled (held back to zero, a backend_failed ledger line).
+#[test]
+fn upstream_closing_mid_stream_ends_with_an_error_event() {
+    let addr = scripted_upstream(|_, stream| {
+        let _ =
+            write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
+        let event = format!(
+            "data: {{\"id\":\"c\",\"model\":\"{SECRET_MODEL}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\"half\"}}}}]}}\n\n"
+        );
+        let _ = write!(stream, "{:x}\r\n{event}\r\n", event.len());
+        let _ = stream.flush();
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    });
+    let gateway = TestGateway::start(&upstream_config(&format!("http://{addr}/v1"), ""));
+    let key = gateway.account_with_key("cut", "1.00", "live");
+    let body =
+        serde_json::json!({"model": "fikra-flash", "stream": true, "messages": [{"role": "user", "content": "go"}]})
+            .to_string();
+    let response = gateway.chat(&key, &body);
+    assert_eq!(response.status, 200);
+    let text = response.text();
+    let events: Vec<&str> = text.split("\n\n").filter(|e| !e.is_empty()).collect();
+    assert_eq!(events.len(), 2, "{text}");
+    assert!(events[0].contains("\"model\":\"fikra-flash\"") && events[0].contains("half"));
+    assert!(events[1].starts_with("data: {\"error\":{"), "{}", events[1]);
+    assert!(!text.contains("[DONE]") && !text.contains(SECRET_MODEL));
+    let records = ledger(&gateway, "cut");
+    assert_eq!(records[0]["outcome"], "backend_failed");
+    assert_eq!(gateway.account("cut")["held_usd"], "0.000000000");
+}
+
+// Goal: a pooled connection the upstream closed while idle does not fail the next request.
+#[test]
+fn connection_closed_while_idle_is_retried_on_a_fresh_one() {
+    let addr = scripted_upstream(|_, stream| {
+        let body = format!(
+            r#"{{"id":"c","object":"chat.completion","model":"{SECRET_MODEL}","choices":[],"usage":{{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}}}"#
+        );
+        respond(stream, "200 OK", "", &body);
+        // Keep-alive was promised, but the upstream drops the connection right after.
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    });
+    let gateway = TestGateway::start_config(config_with(&format!(
+        "workers = 1\n{}",
+        upstream_config(&format!("http://{addr}/v1"), "")
+    )));
+    let key = gateway.account_with_key("idle", "1.00", "live");
+    for _ in 0..3 {
+        let response = gateway.chat(&key, &simple_chat("fikra-flash", "again"));
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.json()["model"], "fikra-flash");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(gateway.balance_nanos("idle"), 1_000_000_000 - 3 * 5 * 500);
+}
