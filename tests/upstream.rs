@@ -316,3 +316,84 @@ fn connection_closed_while_idle_is_retried_on_a_fresh_one() {
     }
     assert_eq!(gateway.balance_nanos("idle"), 1_000_000_000 - 3 * 5 * 500);
 }
+
+fn paced_sandbox() -> SandboxServer {
+    let settings = SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 20, output_tokens: 20 };
+    SandboxServer::start("127.0.0.1:0".parse().unwrap(), 1, settings).unwrap()
+}
+
+fn stream_request(key: &str) -> String {
+    chat_request(key, &serde_json::json!({"model": "fikra-flash", "stream": true, "messages": [{"role": "user", "content": "slowly"}]}).to_string())
+}
+
+/// Reads the next `data:` line of a streamed answer.
+fn next_data(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(data) = line.strip_prefix("data: ") {
+            return Some(data.trim_end().to_string());
+        }
+    }
+}
+
+// Goal: through an upstream emitting 20 chunks 50 ms apart, the client holds the first content
+// chunk while the upstream has produced fewer than all 20 (order of events, not a time budget).
+#[test]
+fn upstream_stream_reaches_the_client_as_it_is_generated() {
+    let sandbox = paced_sandbox();
+    let gateway = TestGateway::start(&upstream_config(&format!("http://{}/v1", sandbox.addr), ""));
+    let key = gateway.account_with_key("live-stream", "1.00", "live");
+    let stream = connect(gateway.api);
+    (&stream).write_all(stream_request(&key).as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    next_data(&mut reader).unwrap();
+    let first_content = next_data(&mut reader).unwrap();
+    assert!(first_content.contains("\"content\""), "{first_content}");
+    let produced = sandbox.metrics.workers[0].sandbox_chunks_emitted.load(Ordering::Relaxed);
+    assert!(produced < 20, "upstream had produced {produced} chunks");
+    let mut rest = 0;
+    while let Some(data) = next_data(&mut reader) {
+        if data == "[DONE]" {
+            break;
+        }
+        rest += 1;
+    }
+    assert_eq!(rest, 19 + 1, "19 more content chunks and the finish chunk");
+    sandbox.shutdown();
+}
+
+// Goal: a client leaving mid-stream is settled within a second, from the upstream's own usage
+// (the gateway keeps reading the upstream briefly) or from what was delivered, never above the hold.
+#[test]
+fn client_leaving_an_upstream_stream_is_settled_within_a_second() {
+    let sandbox = paced_sandbox();
+    let gateway = TestGateway::start(&upstream_config(&format!("http://{}/v1", sandbox.addr), ""));
+    let key = gateway.account_with_key("leaver", "1.00", "live");
+    let stream = connect(gateway.api);
+    (&stream).write_all(stream_request(&key).as_bytes()).unwrap();
+    let mut reader = BufReader::new(stream);
+    for _ in 0..4 {
+        next_data(&mut reader).unwrap();
+    }
+    drop(reader);
+    let left = Instant::now();
+    let record = loop {
+        if let Some(record) = ledger(&gateway, "leaver").first().cloned() {
+            break record;
+        }
+        assert!(left.elapsed() < Duration::from_secs(3), "not settled");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let settled_after = left.elapsed();
+    assert!(settled_after < Duration::from_millis(1500), "settled after {settled_after:?}");
+    assert_eq!(record["outcome"], "client_aborted");
+    let cost = usd_to_nanos(record["cost_usd"].as_str().unwrap());
+    let tokens = record["prompt_tokens"].as_u64().unwrap() + record["completion_tokens"].as_u64().unwrap();
+    assert_eq!(cost, tokens * 500);
+    assert!((3..=20).contains(&record["completion_tokens"].as_u64().unwrap()), "{record}");
+    assert_eq!(gateway.account("leaver")["held_usd"], "0.000000000");
+    sandbox.shutdown();
+}
