@@ -21,6 +21,7 @@ usage:
   fikra-gateway serve --config FILE               run in production from a TOML config
   fikra-gateway check-config --config FILE        report every problem in FILE, exit 1 if any
   fikra-gateway sandbox --listen ADDR [--ttft-ms N] [--tokens-per-second N] [--output-tokens N] [--workers N]
+                        [--tls-cert PEM --tls-key PEM]
                                                   run the sandbox model alone, as a stand-in upstream";
 
 pub fn run(args: &[String]) -> ExitCode {
@@ -194,6 +195,7 @@ fn sandbox(args: &[&str]) -> ExitCode {
     let mut listen: Option<SocketAddr> = None;
     let mut settings = config::SandboxSettings::default();
     let mut workers = 1usize;
+    let (mut tls_cert, mut tls_key): (Option<std::path::PathBuf>, Option<std::path::PathBuf>) = (None, None);
     let mut rest = args.iter();
     while let Some(flag) = rest.next() {
         let value = rest.next().copied().unwrap_or("");
@@ -207,6 +209,14 @@ fn sandbox(args: &[&str]) -> ExitCode {
                 .filter(|n| (1..=crate::limits::SANDBOX_MAX_OUTPUT_TOKENS).contains(n))
                 .map(|n| settings.output_tokens = n)
                 .is_some(),
+            "--tls-cert" => {
+                tls_cert = Some(value.into());
+                !value.is_empty()
+            }
+            "--tls-key" => {
+                tls_key = Some(value.into());
+                !value.is_empty()
+            }
             "--workers" => value
                 .parse::<usize>()
                 .ok()
@@ -224,7 +234,15 @@ fn sandbox(args: &[&str]) -> ExitCode {
         eprintln!("sandbox: --listen ADDR is required\n{USAGE}");
         return ExitCode::from(2);
     };
-    match crate::sandbox_server::SandboxServer::start(listen, workers, settings) {
+    let tls = match (tls_cert, tls_key) {
+        (Some(cert_file), Some(key_file)) => Some(config::TlsFiles { cert_file, key_file }),
+        (None, None) => None,
+        _ => {
+            eprintln!("sandbox: --tls-cert and --tls-key go together\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    match crate::sandbox_server::SandboxServer::start_with_tls(listen, workers, settings, tls.as_ref()) {
         Ok(server) => {
             eprintln!("fikra-gateway sandbox: serving on {}", server.addr);
             wait_for_termination();

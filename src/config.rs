@@ -51,6 +51,15 @@ pub struct ServerConfig {
     pub body_timeout_ms: u64,
     pub keepalive_timeout_ms: u64,
     pub shutdown_deadline_ms: u64,
+    /// `[server.tls]`: terminate TLS on the client listener with this certificate and key.
+    pub tls: Option<TlsFiles>,
+}
+
+/// A PEM certificate chain and its PEM private key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,8 +287,10 @@ impl Walker {
                 "body_timeout_ms",
                 "keepalive_timeout_ms",
                 "shutdown_deadline_ms",
+                "tls",
             ],
         );
+        let tls = self.table("server.tls", table.get("tls")).cloned().and_then(|tls| self.tls_files(&tls));
         let workers = match table.get("workers") {
             Some(Value::Integer(0)) | None => 0,
             other => self.integer("server.workers", other, limits::MAX_WORKERS as u64).unwrap_or(0) as usize,
@@ -305,7 +316,28 @@ impl Walker {
             body_timeout_ms,
             keepalive_timeout_ms,
             shutdown_deadline_ms,
+            tls,
         }
+    }
+
+    fn tls_files(&mut self, table: &Table) -> Option<TlsFiles> {
+        self.known_keys("server.tls", table, &["cert_file", "key_file"]);
+        let mut file = |key: &str| {
+            let path = format!("server.tls.{key}");
+            match self.string(&path, table.get(key)) {
+                None => {
+                    self.error(path, "is required");
+                    None
+                }
+                Some(text) if !Path::new(&text).is_file() => {
+                    self.error(path, format!("{text} does not exist"));
+                    None
+                }
+                Some(text) => Some(PathBuf::from(text)),
+            }
+        };
+        let (cert_file, key_file) = (file("cert_file"), file("key_file"));
+        Some(TlsFiles { cert_file: cert_file?, key_file: key_file? })
     }
 
     fn store(&mut self, value: Option<&Value>) -> StoreConfig {

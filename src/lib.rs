@@ -39,4 +39,5 @@ pub mod sandbox;
 pub mod sandbox_server;
 pub mod shared;
 pub mod store;
+pub mod tls;
 pub mod upstream;

@@ -86,6 +86,10 @@ impl Gateway {
         let mut node_tag = [0u8; NODE_TAG_LEN];
         node_tag.copy_from_slice(crate::auth::random_base62(NODE_TAG_LEN).as_bytes());
         let server_limits = server_limits_of(&config);
+        let client_tls = match &config.server.tls {
+            Some(files) => Some(crate::tls::server_acceptor(&files.cert_file, &files.key_file)?),
+            None => None,
+        };
         let shared = Arc::new(Shared {
             config,
             store,
@@ -106,12 +110,21 @@ impl Gateway {
             let (stop_sender, stop_receiver) = oneshot::channel();
             stop_senders.push(stop_sender);
             let shared = shared.clone();
+            let tls = client_tls.clone();
             let thread = std::thread::Builder::new().name(format!("fikra-worker-{index}")).spawn(move || {
                 let metrics = shared.metrics.workers[index].clone();
                 let handler = Rc::new(ApiHandler { worker: Worker::new(index, shared.clone()) });
                 let lifecycle = shared.lifecycle();
                 run_on_runtime(&metrics, &format!("worker {index}"), || {
-                    serve_listener(listener, handler.clone(), metrics.clone(), server_limits, stop_receiver, lifecycle)
+                    serve_listener(
+                        listener,
+                        handler.clone(),
+                        metrics.clone(),
+                        server_limits,
+                        stop_receiver,
+                        lifecycle,
+                        tls,
+                    )
                 });
             })?;
             threads.push(thread);
@@ -132,6 +145,7 @@ impl Gateway {
                     ServerLimits::default(),
                     stop_receiver,
                     lifecycle,
+                    None,
                 )
                 .await
             });
@@ -267,6 +281,7 @@ pub async fn serve_listener<H: Handler + 'static>(
     limits: ServerLimits,
     mut stop: oneshot::Receiver<()>,
     lifecycle: Lifecycle,
+    tls: Option<monoio_rustls::TlsAcceptor>,
 ) {
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
@@ -286,9 +301,22 @@ pub async fn serve_listener<H: Handler + 'static>(
                     WorkerMetrics::add(&metrics.connections_accepted, 1);
                     let handler = handler.clone();
                     let metrics = metrics.clone();
+                    let tls = tls.clone();
                     monoio::spawn(async move {
                         WorkerMetrics::gauge_up(&metrics.connections_open);
-                        let served = std::panic::AssertUnwindSafe(serve_connection(stream, &*handler, &limits));
+                        let connection = async {
+                            match tls {
+                                None => serve_connection(stream, &*handler, &limits).await,
+                                Some(acceptor) => {
+                                    // A handshake gets the head's time budget; failures just close.
+                                    let handshake = Duration::from_millis(limits.head_timeout_ms);
+                                    if let Ok(Ok(stream)) = monoio::time::timeout(handshake, acceptor.accept(stream)).await {
+                                        serve_connection(stream, &*handler, &limits).await;
+                                    }
+                                }
+                            }
+                        };
+                        let served = std::panic::AssertUnwindSafe(connection);
                         if crate::panic_guard::catch_unwind(served).await.is_err() {
                             WorkerMetrics::add(&metrics.connection_panics, 1);
                         }

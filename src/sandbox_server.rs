@@ -232,6 +232,20 @@ pub struct SandboxServer {
 
 impl SandboxServer {
     pub fn start(listen: SocketAddr, workers: usize, settings: SandboxSettings) -> std::io::Result<SandboxServer> {
+        Self::start_with_tls(listen, workers, settings, None)
+    }
+
+    /// Like `start`, terminating TLS with `tls` (certificate chain, private key) when given.
+    pub fn start_with_tls(
+        listen: SocketAddr,
+        workers: usize,
+        settings: SandboxSettings,
+        tls: Option<&crate::config::TlsFiles>,
+    ) -> std::io::Result<SandboxServer> {
+        let acceptor = match tls {
+            Some(files) => Some(crate::tls::server_acceptor(&files.cert_file, &files.key_file)?),
+            None => None,
+        };
         let listeners = crate::runtime::bind_reuseport_group(listen, workers)?;
         let addr = listeners[0].local_addr()?;
         let metrics = Arc::new(Metrics::new(workers));
@@ -243,6 +257,7 @@ impl SandboxServer {
             stop_senders.push(stop_sender);
             let worker_metrics = metrics.workers[index].clone();
             let running = running.clone();
+            let acceptor = acceptor.clone();
             threads.push(std::thread::Builder::new().name(format!("fikra-sandbox-{index}")).spawn(move || {
                 let handler = Rc::new(SandboxHandler {
                     settings,
@@ -261,6 +276,7 @@ impl SandboxServer {
                             running,
                             drain_deadline_ms: crate::limits::SHUTDOWN_DRAIN_DEADLINE_MS,
                         },
+                        acceptor.clone(),
                     )
                 });
             })?);

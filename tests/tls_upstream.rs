@@ -10,28 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType};
 
 const SECRET_MODEL: &str = "vendor/secret-model-9b";
-
-/// A CA and a `localhost` / 127.0.0.1 server certificate it signed, written as PEM files.
-fn write_certificates(directory: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::from_params(&ca_params, &ca_key);
-    let server_key = KeyPair::generate().unwrap();
-    let mut server_params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-    server_params.subject_alt_names.push(SanType::IpAddress("127.0.0.1".parse().unwrap()));
-    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
-    let paths = (directory.join("ca.pem"), directory.join("server.pem"), directory.join("server.key"));
-    std::fs::write(&paths.0, ca_cert.pem()).unwrap();
-    std::fs::write(&paths.1, server_cert.pem()).unwrap();
-    std::fs::write(&paths.2, server_key.serialize_pem()).unwrap();
-    (paths.0, paths.1, paths.2)
-}
 
 struct Nginx {
     child: Child,

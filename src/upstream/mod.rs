@@ -15,7 +15,6 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use rustls::pki_types::pem::PemObject;
 
 use crate::config::UpstreamConfig;
 
@@ -87,7 +86,10 @@ fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
     let tls = if secure {
         let server_name =
             ServerName::try_from(host.to_string()).map_err(|_| invalid("host is not a valid TLS server name"))?;
-        Some((monoio_rustls::TlsConnector::from(Arc::new(tls_config(config.ca_file.as_deref())?)), server_name))
+        Some((
+            monoio_rustls::TlsConnector::from(Arc::new(crate::tls::client_config(config.ca_file.as_deref())?)),
+            server_name,
+        ))
     } else {
         None
     };
@@ -115,30 +117,6 @@ fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
         connect_timeout: Duration::from_millis(config.connect_timeout_ms),
         response_timeout: Duration::from_millis(config.response_timeout_ms),
     })
-}
-
-/// A rustls client configuration: web PKI roots, plus the certificates of `ca_file`.
-fn tls_config(ca_file: Option<&std::path::Path>) -> io::Result<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() };
-    if let Some(path) = ca_file {
-        let certificates = rustls::pki_types::CertificateDer::pem_file_iter(path)
-            .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {error}", path.display())))?;
-        for certificate in certificates {
-            let certificate = certificate
-                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {error}", path.display())))?;
-            roots
-                .add(certificate)
-                .map_err(|error| io::Error::new(io::ErrorKind::InvalidData, format!("{}: {error}", path.display())))?;
-        }
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|error| io::Error::other(error.to_string()))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(config)
 }
 
 /// Blocking resolution; only ever called at start-up and on the refresher thread.
