@@ -14,7 +14,7 @@ use std::time::Duration;
 use monoio::io::AsyncWriteRent;
 
 use crate::errors::{self, ApiError, Detail, ErrorKind};
-use crate::http::response::{self, ErrorExtras, ResponseContext};
+use crate::http::response::{self, ClampHeader, ErrorExtras, ResponseContext};
 use crate::http::server::ResponseSink;
 use crate::openai::chat::{ChatRequest, write_backend_body};
 use crate::openai::models::ModelEntry;
@@ -212,17 +212,6 @@ fn write_upstream_status<S>(
     kind.spec().status
 }
 
-fn clamp_header(clamped_to: Option<u64>, buffer: &mut [u8; 20]) -> usize {
-    match clamped_to {
-        Some(cap) => {
-            let mut cursor = std::io::Cursor::new(&mut buffer[..]);
-            let _ = write!(cursor, "{cap}");
-            cursor.position() as usize
-        }
-        None => 0,
-    }
-}
-
 async fn relay_unary<S: AsyncWriteRent>(
     sink: &mut ResponseSink<S>,
     mut exchange: client::Exchange,
@@ -256,10 +245,9 @@ async fn relay_unary<S: AsyncWriteRent>(
         return ProxyResult::failed(status);
     };
     let usage = facts.usage.unwrap_or_else(|| estimate(request, request.admitted.output_cap_tokens));
-    let mut clamp_value = [0u8; 20];
-    let clamp_len = clamp_header(request.clamped_to, &mut clamp_value);
-    let clamp: [(&str, &[u8]); 1] = [("x-fikra-max-tokens-clamped", &clamp_value[..clamp_len])];
-    let extra: &[(&str, &[u8])] = if request.clamped_to.is_some() { &clamp } else { &[] };
+    let clamp = ClampHeader::new(request.clamped_to);
+    let (pairs, count) = clamp.pairs();
+    let extra = &pairs[..count];
     let context = context(request.request_id, Some(&request.admitted.rates), sink.keep_alive);
     response::write_full(&mut sink.out, 200, "application/json", extra, &context, &rewritten);
     ProxyResult {
@@ -282,10 +270,9 @@ async fn relay_stream<S: AsyncWriteRent>(
     pool: &Pool,
     request: &ProxyRequest<'_>,
 ) -> ProxyResult {
-    let mut clamp_value = [0u8; 20];
-    let clamp_len = clamp_header(request.clamped_to, &mut clamp_value);
-    let clamp: [(&str, &[u8]); 1] = [("x-fikra-max-tokens-clamped", &clamp_value[..clamp_len])];
-    let extra: &[(&str, &[u8])] = if request.clamped_to.is_some() { &clamp } else { &[] };
+    let clamp = ClampHeader::new(request.clamped_to);
+    let (pairs, count) = clamp.pairs();
+    let extra = &pairs[..count];
     let context = context(request.request_id, Some(&request.admitted.rates), sink.keep_alive);
     response::write_stream_head(&mut sink.out, 200, "text/event-stream", extra, &context);
 

@@ -21,7 +21,7 @@ use monoio::time::Instant;
 use crate::config::SandboxSettings;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::request::Method;
-use crate::http::response::{self, ErrorExtras, ResponseContext};
+use crate::http::response::{self, ClampHeader, ErrorExtras, ResponseContext};
 use crate::http::server::{Handler, Request, ResponseSink, ServerLimits};
 use crate::metrics::{Metrics, WorkerMetrics};
 use crate::openai::chat::{self, ChatRequest};
@@ -76,15 +76,9 @@ pub async fn write_completion<S: AsyncWriteRent>(
     id_bytes[9..9 + request_id.len()].copy_from_slice(request_id);
     let completion_id = std::str::from_utf8(&id_bytes[..9 + request_id.len()]).unwrap_or("chatcmpl-0");
 
-    let mut clamp_value = [0u8; 20];
-    let mut clamp_len = 0;
-    if let Some(cap) = reply.clamped_to {
-        let mut cursor = std::io::Cursor::new(&mut clamp_value[..]);
-        let _ = write!(cursor, "{cap}");
-        clamp_len = cursor.position() as usize;
-    }
-    let clamp_header: [(&str, &[u8]); 1] = [("x-fikra-max-tokens-clamped", &clamp_value[..clamp_len])];
-    let extra_headers: &[(&str, &[u8])] = if reply.clamped_to.is_some() { &clamp_header } else { &[] };
+    let clamp = ClampHeader::new(reply.clamped_to);
+    let (pairs, count) = clamp.pairs();
+    let extra_headers = &pairs[..count];
     let context =
         ResponseContext { request_id: Some(reply.request_id), rates: reply.rates, keep_alive: sink.keep_alive };
     let started = Instant::now();

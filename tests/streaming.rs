@@ -33,19 +33,6 @@ fn open_stream(gateway: &TestGateway, key: &str) -> BufReader<std::net::TcpStrea
     reader
 }
 
-/// Reads the next SSE `data:` payload from a chunked body.
-fn next_event(reader: &mut BufReader<std::net::TcpStream>) -> Option<String> {
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        if let Some(data) = line.strip_prefix("data: ") {
-            return Some(data.trim_end().to_string());
-        }
-    }
-}
-
 // Goal: with the sandbox emitting 20 chunks 50 ms apart, the client holds the first content
 // chunk while the sandbox has produced fewer than all 20 (order of events, not a time budget),
 // and the stream ends with [DONE] after 20 content chunks.
@@ -54,15 +41,15 @@ fn first_chunk_arrives_before_the_last_is_produced() {
     let gateway = TestGateway::start(PACED_SANDBOX);
     let key = gateway.account_with_key("streamer", "1.00", "live");
     let mut reader = open_stream(&gateway, &key);
-    let role = next_event(&mut reader).unwrap();
+    let role = next_sse_data(&mut reader).unwrap();
     assert!(role.contains("\"role\":\"assistant\""), "{role}");
-    let first = next_event(&mut reader).unwrap();
+    let first = next_sse_data(&mut reader).unwrap();
     assert!(first.contains("\"content\""), "{first}");
     let produced = metric(gateway.admin, "fikra_sandbox_chunks_emitted_total");
     assert!(produced < 20, "sandbox had produced {produced} chunks when the client got the first");
     let mut contents = 1;
     let mut saw_done = false;
-    while let Some(event) = next_event(&mut reader) {
+    while let Some(event) = next_sse_data(&mut reader) {
         if event == "[DONE]" {
             saw_done = true;
             break;
@@ -86,7 +73,7 @@ fn client_disconnect_mid_stream_is_settled_quickly() {
     let key = gateway.account_with_key("leaver", "1.00", "live");
     let mut reader = open_stream(&gateway, &key);
     for _ in 0..4 {
-        next_event(&mut reader).unwrap();
+        next_sse_data(&mut reader).unwrap();
     }
     drop(reader);
     let left_at = Instant::now();

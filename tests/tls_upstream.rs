@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::io::{BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -187,26 +186,7 @@ fn tls_connections_are_reused() {
     let gateway = gateway_for(&nginx, &ca, 2);
     let key = gateway.account_with_key("tls", "100", "live");
     let request = chat_request(&key, &simple_chat("fikra-flash", "pool"));
-    let stream = connect(gateway.api);
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    for _ in 0..600 {
-        (&stream).write_all(request.as_bytes()).unwrap();
-        assert_eq!(read_response(&mut reader).unwrap().status, 200);
-    }
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let (request, api) = (request.clone(), gateway.api);
-            std::thread::spawn(move || {
-                let stream = connect(api);
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                for _ in 0..100 {
-                    (&stream).write_all(request.as_bytes()).unwrap();
-                    assert_eq!(read_response(&mut reader).unwrap().status, 200);
-                }
-            })
-        })
-        .collect();
-    threads.into_iter().for_each(|t| t.join().unwrap());
+    send_many(gateway.api, &request, 600, 4, 100);
     let started = Instant::now();
     while nginx.requests_logged() < 1000 && started.elapsed() < Duration::from_secs(5) {
         std::thread::sleep(Duration::from_millis(20));

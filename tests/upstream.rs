@@ -118,26 +118,7 @@ fn upstream_connections_are_pooled() {
         TestGateway::start(&format!("{}{overrides}", upstream_config(&format!("http://{}/v1", sandbox.addr), "")));
     let key = gateway.account_with_key("pool", "100", "live");
     let request = chat_request(&key, &simple_chat("fikra-flash", "pool"));
-    let stream = connect(gateway.api);
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    for _ in 0..300 {
-        (&stream).write_all(request.as_bytes()).unwrap();
-        assert_eq!(read_response(&mut reader).unwrap().status, 200);
-    }
-    let threads: Vec<_> = (0..4)
-        .map(|_| {
-            let (request, api) = (request.clone(), gateway.api);
-            std::thread::spawn(move || {
-                let stream = connect(api);
-                let mut reader = BufReader::new(stream.try_clone().unwrap());
-                for _ in 0..50 {
-                    (&stream).write_all(request.as_bytes()).unwrap();
-                    assert_eq!(read_response(&mut reader).unwrap().status, 200);
-                }
-            })
-        })
-        .collect();
-    threads.into_iter().for_each(|t| t.join().unwrap());
+    send_many(gateway.api, &request, 300, 4, 50);
     let opened = sandbox.metrics.workers[0].connections_accepted.load(Ordering::Relaxed);
     // 2 gateway workers x 4 concurrent clients at most.
     assert!((1..=8).contains(&opened), "{opened} upstream connections for 500 requests");
@@ -326,19 +307,6 @@ fn stream_request(key: &str) -> String {
     chat_request(key, &serde_json::json!({"model": "fikra-flash", "stream": true, "messages": [{"role": "user", "content": "slowly"}]}).to_string())
 }
 
-/// Reads the next `data:` line of a streamed answer.
-fn next_data(reader: &mut BufReader<TcpStream>) -> Option<String> {
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).ok()? == 0 {
-            return None;
-        }
-        if let Some(data) = line.strip_prefix("data: ") {
-            return Some(data.trim_end().to_string());
-        }
-    }
-}
-
 // Goal: through an upstream emitting 20 chunks 50 ms apart, the client holds the first content
 // chunk while the upstream has produced fewer than all 20 (order of events, not a time budget).
 #[test]
@@ -349,13 +317,13 @@ fn upstream_stream_reaches_the_client_as_it_is_generated() {
     let stream = connect(gateway.api);
     (&stream).write_all(stream_request(&key).as_bytes()).unwrap();
     let mut reader = BufReader::new(stream);
-    next_data(&mut reader).unwrap();
-    let first_content = next_data(&mut reader).unwrap();
+    next_sse_data(&mut reader).unwrap();
+    let first_content = next_sse_data(&mut reader).unwrap();
     assert!(first_content.contains("\"content\""), "{first_content}");
     let produced = sandbox.metrics.workers[0].sandbox_chunks_emitted.load(Ordering::Relaxed);
     assert!(produced < 20, "upstream had produced {produced} chunks");
     let mut rest = 0;
-    while let Some(data) = next_data(&mut reader) {
+    while let Some(data) = next_sse_data(&mut reader) {
         if data == "[DONE]" {
             break;
         }
@@ -376,7 +344,7 @@ fn client_leaving_an_upstream_stream_is_settled_within_a_second() {
     (&stream).write_all(stream_request(&key).as_bytes()).unwrap();
     let mut reader = BufReader::new(stream);
     for _ in 0..4 {
-        next_data(&mut reader).unwrap();
+        next_sse_data(&mut reader).unwrap();
     }
     drop(reader);
     let left = Instant::now();

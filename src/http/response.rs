@@ -32,6 +32,32 @@ pub struct ErrorExtras {
     pub allow: Option<&'static str>,
 }
 
+/// The `x-fikra-max-tokens-clamped` header of one response, rendered on the stack.
+pub struct ClampHeader {
+    digits: [u8; 20],
+    len: usize,
+}
+
+impl ClampHeader {
+    pub const NAME: &'static str = "x-fikra-max-tokens-clamped";
+
+    /// The header for an output cap lowered to `clamped_to`; nothing when `None`.
+    pub fn new(clamped_to: Option<u64>) -> ClampHeader {
+        let mut header = ClampHeader { digits: [0; 20], len: 0 };
+        if let Some(cap) = clamped_to {
+            let mut cursor = std::io::Cursor::new(&mut header.digits[..]);
+            let _ = write!(cursor, "{cap}");
+            header.len = cursor.position() as usize;
+        }
+        header
+    }
+
+    /// Extra headers for a response head: `(pairs, count)`, use `&pairs[..count]`.
+    pub fn pairs(&self) -> ([(&'static str, &[u8]); 1], usize) {
+        ([(Self::NAME, &self.digits[..self.len])], usize::from(self.len > 0))
+    }
+}
+
 /// Writes `HTTP/1.1 <status> <reason>\r\n`.
 pub fn write_status_line(out: &mut Vec<u8>, status: u16) {
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, errors::reason_phrase(status));

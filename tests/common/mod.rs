@@ -242,3 +242,36 @@ pub fn write_certificates(directory: &Path) -> (PathBuf, PathBuf, PathBuf) {
     std::fs::write(&paths.2, server_key.serialize_pem()).unwrap();
     (paths.0, paths.1, paths.2)
 }
+
+/// Sends `request` `sequential` times on one keep-alive connection, then `per_client` times on
+/// each of `clients` concurrent connections; every answer must be a 200.
+pub fn send_many(api: SocketAddr, request: &str, sequential: usize, clients: usize, per_client: usize) {
+    let run = |count: usize| {
+        let stream = connect(api);
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        for _ in 0..count {
+            (&stream).write_all(request.as_bytes()).unwrap();
+            let response = read_response(&mut reader).unwrap();
+            assert_eq!(response.status, 200, "{}", response.text());
+        }
+    };
+    run(sequential);
+    std::thread::scope(|scope| {
+        for _ in 0..clients {
+            scope.spawn(|| run(per_client));
+        }
+    });
+}
+
+/// The next SSE `data:` payload of a streamed answer being read line by line.
+pub fn next_sse_data<R: BufRead>(reader: &mut R) -> Option<String> {
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Some(data) = line.strip_prefix("data: ") {
+            return Some(data.trim_end().to_string());
+        }
+    }
+}
