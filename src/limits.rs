@@ -30,6 +30,9 @@ pub const PER_MESSAGE_OVERHEAD_TOKENS: u64 = 8;
 pub const PER_REQUEST_OVERHEAD_TOKENS: u64 = 8;
 /// Longest a hold may live before the reaper releases it (longest possible request plus margin).
 pub const HOLD_TTL_MS: u64 = 15 * 60 * 1000;
+/// Longest one proxied request (stream included) may run; ends well before its hold expires.
+pub const UPSTREAM_REQUEST_DEADLINE_MS: u64 = 10 * 60 * 1000;
+const _: () = assert!(UPSTREAM_REQUEST_DEADLINE_MS < HOLD_TTL_MS, "a request must end before its hold can be reaped");
 /// How often each store's reaper looks for expired holds.
 pub const HOLD_REAPER_INTERVAL_MS: u64 = 5_000;
 /// How long SIGTERM waits for in-flight requests and streams before exiting.

@@ -16,6 +16,7 @@ use monoio::io::AsyncWriteRent;
 use crate::errors::{self, ApiError, Detail, ErrorKind};
 use crate::http::response::{self, ClampHeader, ErrorExtras, ResponseContext};
 use crate::http::server::ResponseSink;
+use crate::limits::UPSTREAM_REQUEST_DEADLINE_MS;
 use crate::openai::chat::{ChatRequest, write_backend_body};
 use crate::openai::models::ModelEntry;
 use crate::store::{Admitted, Outcome};
@@ -283,8 +284,11 @@ async fn relay_stream<S: AsyncWriteRent>(
     let mut client_gone = sink.flush().await.is_err();
     let mut finished = false;
     let mut upstream_failed = false;
+    let deadline = monoio::time::Instant::now() + Duration::from_millis(UPSTREAM_REQUEST_DEADLINE_MS);
     while !finished {
-        let piece = exchange.next_piece(&mut payload, target.response_timeout).await;
+        // A stream may not outlive its hold: past the deadline it ends like a failed upstream.
+        let idle = target.response_timeout.min(deadline.saturating_duration_since(monoio::time::Instant::now()));
+        let piece = exchange.next_piece(&mut payload, idle).await;
         let body_done = match piece {
             Ok(done) => done,
             Err(_) => {
