@@ -9,7 +9,9 @@
 //! 3. `pipeline` is the control flow of one client request: route, then `auth` (key format,
 //!    per-worker cache, store lookup), `openai::chat` (validate and measure the body without
 //!    allocating), `openai::models` (registry, prices, caps), then one atomic admission in the
-//!    `store` (RPM + TPM + wallet hold), dispatch to a backend (`sandbox_server` in process),
+//!    `store` (RPM + TPM + wallet hold), dispatch to a backend (`sandbox_server` in process, or
+//!    `proxy` to an upstream over a pooled `upstream::client` connection, TCP or `tls`, with
+//!    `upstream::relay` rewriting the model and reading usage from each answer or SSE event),
 //!    and settlement of the hold from actual usage, exactly once.
 //! 4. Every refusal is one `errors::ApiError`, rendered by `http::response` from bodies built at
 //!    start-up, with the request id and rate-limit headers.
