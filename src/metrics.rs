@@ -75,6 +75,7 @@ pub struct WorkerMetrics {
     pub operator_loss_nanos: AtomicU64,
     pub max_tokens_clamped: AtomicU64,
     pub connection_panics: AtomicU64,
+    pub upstream_connects: AtomicU64,
 }
 
 impl Default for WorkerMetrics {
@@ -92,6 +93,7 @@ impl Default for WorkerMetrics {
             operator_loss_nanos: AtomicU64::new(0),
             max_tokens_clamped: AtomicU64::new(0),
             connection_panics: AtomicU64::new(0),
+            upstream_connects: AtomicU64::new(0),
         }
     }
 }

@@ -57,13 +57,14 @@ pub struct Worker {
 impl Worker {
     pub fn new(index: usize, shared: Arc<Shared>) -> Worker {
         let metrics = shared.metrics.workers[index].clone();
+        let pool = Pool::new(metrics.clone());
         Worker {
             index,
             shared,
             metrics,
             key_cache: RefCell::default(),
             request_counter: Cell::new(0),
-            pool: Pool::default(),
+            pool,
             request_buffers: RefCell::default(),
         }
     }

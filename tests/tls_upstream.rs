@@ -193,6 +193,7 @@ fn tls_connections_are_reused() {
     }
     assert_eq!(nginx.requests_logged(), 1000);
     let handshakes = nginx.connections_logged();
+    assert_eq!(metric(gateway.admin, "fikra_upstream_connects_total") as usize, handshakes);
     assert!((1..=8).contains(&handshakes), "{handshakes} TLS connections for 1,000 requests");
 }
 

@@ -82,14 +82,17 @@ struct Idle {
 }
 
 /// One worker's pools, one per upstream index.
-#[derive(Default)]
 pub struct Pool {
     idle: RefCell<Vec<Vec<Idle>>>,
-    /// TLS handshakes and TCP connects made by this worker (metrics and tests).
-    pub connects: std::cell::Cell<u64>,
+    /// Where new connections (TCP connects, TLS handshakes) are counted.
+    metrics: std::sync::Arc<crate::metrics::WorkerMetrics>,
 }
 
 impl Pool {
+    pub fn new(metrics: std::sync::Arc<crate::metrics::WorkerMetrics>) -> Pool {
+        Pool { idle: RefCell::default(), metrics }
+    }
+
     /// The most recently used idle connection to `upstream`, if one is fresh enough.
     fn take(&self, upstream: usize) -> Option<Connection> {
         let mut idle = self.idle.borrow_mut();
@@ -123,7 +126,7 @@ async fn connect(target: &UpstreamTarget, pool: &Pool) -> Result<Connection, Ups
         match monoio::time::timeout(target.connect_timeout, TcpStream::connect_addr(address)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);
-                pool.connects.set(pool.connects.get() + 1);
+                crate::metrics::WorkerMetrics::add(&pool.metrics.upstream_connects, 1);
                 let Some((connector, server_name)) = &target.tls else { return Ok(Connection::Plain(stream)) };
                 return match monoio::time::timeout(
                     target.connect_timeout,
