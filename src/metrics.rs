@@ -261,6 +261,13 @@ impl Metrics {
             "Connections ended by a bug (panic caught).",
             load(|w| &w.connection_panics),
         );
+        scalar(
+            &mut text,
+            "fikra_upstream_connects_total",
+            "counter",
+            "New upstream connections (TCP connect, then TLS handshake for https).",
+            load(|w| &w.upstream_connects),
+        );
         text
     }
 }
