@@ -310,7 +310,8 @@ async fn relay_stream<S: AsyncWriteRent>(
                     &mut sink.out,
                 ) {
                     EventKind::Chunk => chunks_delivered += 1,
-                    EventKind::Done => finished = true,
+                    // Read on to the end of the body so the connection can go back to the pool.
+                    EventKind::Done => {}
                     EventKind::Error | EventKind::Malformed => upstream_failed = true,
                     EventKind::DroppedUsage | EventKind::Ignored => {}
                 }

@@ -119,9 +119,15 @@ fn upstream_connections_are_pooled() {
     let key = gateway.account_with_key("pool", "100", "live");
     let request = chat_request(&key, &simple_chat("fikra-flash", "pool"));
     send_many(gateway.api, &request, 300, 4, 50);
+    let streamed = chat_request(
+        &key,
+        &serde_json::json!({"model": "fikra-flash", "stream": true, "messages": [{"role": "user", "content": "s"}]})
+            .to_string(),
+    );
+    send_many(gateway.api, &streamed, 100, 0, 0);
     let opened = sandbox.metrics.workers[0].connections_accepted.load(Ordering::Relaxed);
-    // 2 gateway workers x 4 concurrent clients at most.
-    assert!((1..=8).contains(&opened), "{opened} upstream connections for 500 requests");
+    // 2 gateway workers x 4 concurrent clients at most, streams included.
+    assert!((1..=8).contains(&opened), "{opened} upstream connections for 600 requests");
     sandbox.shutdown();
 }
 
