@@ -20,7 +20,8 @@ struct Nginx {
 
 impl Drop for Nginx {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // SIGTERM lets the master stop its workers too (SIGKILL would orphan them).
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.directory);
     }
