@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 
-use crate::config::UpstreamConfig;
+use crate::config::{UpstreamConfig, UrlScheme};
 
 /// How often upstream host names are resolved again.
 const DNS_REFRESH_INTERVAL_MS: u64 = 30_000;
@@ -66,32 +66,16 @@ pub fn build(configs: &[UpstreamConfig]) -> io::Result<Upstreams> {
 
 fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("upstream {}: {what}", config.name));
-    let (secure, rest) = if let Some(rest) = config.base_url.strip_prefix("https://") {
-        (true, rest)
-    } else if let Some(rest) = config.base_url.strip_prefix("http://") {
-        (false, rest)
-    } else {
-        return Err(invalid("base_url must start with http:// or https://"));
-    };
-    let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((host, port)) if !host.ends_with(']') || authority.starts_with('[') => {
-            (host.trim_start_matches('[').trim_end_matches(']'), port.parse::<u16>().map_err(|_| invalid("bad port"))?)
+    let (host, port) = (config.host.as_str(), config.port);
+    let completions_path = format!("{}/chat/completions", config.base_path);
+    let tls = match config.scheme {
+        UrlScheme::Https => {
+            let server_name =
+                ServerName::try_from(host.to_string()).map_err(|_| invalid("host is not a valid TLS server name"))?;
+            let client = crate::tls::client_config(config.ca_file.as_deref())?;
+            Some((monoio_rustls::TlsConnector::from(Arc::new(client)), server_name))
         }
-        _ => (authority, if secure { 443 } else { 80 }),
-    };
-    let path = path.trim_end_matches('/');
-    let completions_path =
-        if path.is_empty() { "/chat/completions".to_string() } else { format!("/{path}/chat/completions") };
-    let tls = if secure {
-        let server_name =
-            ServerName::try_from(host.to_string()).map_err(|_| invalid("host is not a valid TLS server name"))?;
-        Some((
-            monoio_rustls::TlsConnector::from(Arc::new(crate::tls::client_config(config.ca_file.as_deref())?)),
-            server_name,
-        ))
-    } else {
-        None
+        UrlScheme::Http => None,
     };
     let authorization = config
         .api_key_env
@@ -103,8 +87,12 @@ fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
     if addresses.is_empty() {
         eprintln!("fikra-gateway: upstream {}: {host} does not resolve yet; will retry", config.name);
     }
-    let default_port = if secure { 443 } else { 80 };
-    let host_header = if port == default_port { host.to_string() } else { format!("{host}:{port}") };
+    let host_header = match (port == config.scheme.default_port(), host.contains(':')) {
+        (true, false) => host.to_string(),
+        (true, true) => format!("[{host}]"),
+        (false, false) => format!("{host}:{port}"),
+        (false, true) => format!("[{host}]:{port}"),
+    };
     Ok(UpstreamTarget {
         name: config.name.clone(),
         host: host.to_string(),
