@@ -222,7 +222,13 @@ async fn relay_unary<S: AsyncWriteRent>(
 ) -> ProxyResult {
     let mut upstream_body = std::mem::take(&mut sink.scratch);
     upstream_body.clear();
-    let read = exchange.read_to_end(&mut upstream_body, target.response_timeout).await;
+    let deadline = Duration::from_millis(UPSTREAM_REQUEST_DEADLINE_MS);
+    let read = match monoio::time::timeout(deadline, exchange.read_to_end(&mut upstream_body, target.response_timeout))
+        .await
+    {
+        Ok(read) => read,
+        Err(_) => Err(UpstreamFailure::Timeout),
+    };
     let result = match read {
         Err(failure) => {
             sink.scratch = upstream_body;

@@ -371,3 +371,24 @@ fn client_leaving_an_upstream_stream_is_settled_within_a_second() {
     assert_eq!(gateway.account("leaver")["held_usd"], "0.000000000");
     sandbox.shutdown();
 }
+
+// Goal: a close-delimited upstream answer (no Content-Length, no chunking, then EOF) is read to
+// its end, relayed and billed, and the closed connection is not pooled.
+#[test]
+fn close_delimited_upstream_answer_is_relayed() {
+    let addr = scripted_upstream(|_, stream| {
+        let body = format!(
+            r#"{{"id":"c","object":"chat.completion","model":"{SECRET_MODEL}","choices":[],"usage":{{"prompt_tokens":4,"completion_tokens":6,"total_tokens":10}}}}"#
+        );
+        let _ = write!(stream, "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n{body}");
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+    });
+    let gateway = TestGateway::start(&upstream_config(&format!("http://{addr}/v1"), ""));
+    let key = gateway.account_with_key("eof", "1.00", "live");
+    for _ in 0..2 {
+        let response = gateway.chat(&key, &simple_chat("fikra-flash", "until eof"));
+        assert_eq!(response.status, 200, "{}", response.text());
+        assert_eq!(response.json()["model"], "fikra-flash");
+    }
+    assert_eq!(gateway.balance_nanos("eof"), 1_000_000_000 - 2 * 10 * 500);
+}
