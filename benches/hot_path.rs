@@ -1,0 +1,188 @@
+//! Criterion benches for the pure pieces of one request, each with the allocations it makes
+//! per iteration (counted by a global allocator and printed after the timings): request head
+//! parse, key check and cache hit, chat body extraction for 1 KiB and 32 KiB bodies against a
+//! serde_json baseline, error rendering, the rate-limit decision, and the duration formatter.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use fikra_gateway::auth::{KeyCache, hash_key, parse_authorization};
+use fikra_gateway::errors::{ApiError, Bucket, Detail, ErrorKind};
+use fikra_gateway::http::duration::write_go_duration;
+use fikra_gateway::http::request::parse_head;
+use fikra_gateway::http::response::{ErrorExtras, ResponseContext, write_error};
+use fikra_gateway::openai::chat::parse_chat_request;
+use fikra_gateway::ratelimit::TokenBucket;
+use fikra_gateway::store::{KeyKind, KeyRecord, RateSnapshot};
+
+struct CountingAllocator;
+static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: the caller's contract is passed on as is.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+/// Runs `work` 1,000 times after a warm-up and prints its allocations per call.
+fn report_allocations(name: &str, mut work: impl FnMut()) {
+    for _ in 0..100 {
+        work();
+    }
+    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    for _ in 0..1000 {
+        work();
+    }
+    let per_call = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / 1000.0;
+    println!("allocations per call: {name}: {per_call}");
+}
+
+const HEAD: &[u8] = b"POST /v1/chat/completions HTTP/1.1\r\nHost: api.fikraapi.co.ke\r\nUser-Agent: OpenAI/Python 3.57.0\r\nAuthorization: Bearer fk_live_0123456789abcdefghijABCDEFGHIJ01\r\nContent-Type: application/json\r\nAccept: application/json\r\nX-Stainless-Retry-Count: 0\r\nContent-Length: 1024\r\n\r\n";
+
+fn chat_body(target_bytes: usize) -> String {
+    let filler = "habari ".repeat(target_bytes / 7);
+    serde_json::json!({
+        "model": "fikra-flash",
+        "max_tokens": 256,
+        "temperature": 0.7,
+        "stream": true,
+        "stream_options": {"include_usage": true},
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": filler}
+        ]
+    })
+    .to_string()
+}
+
+/// What a plain serde_json parse of the same request costs (the baseline).
+fn serde_baseline(body: &[u8]) -> usize {
+    let value: serde_json::Value = serde_json::from_slice(body).unwrap();
+    value["messages"].as_array().map_or(0, |m| m.iter().map(|m| m["content"].as_str().map_or(0, str::len)).sum())
+}
+
+fn benches(c: &mut Criterion) {
+    c.bench_function("head_parse", |b| b.iter(|| parse_head(black_box(HEAD), 32 * 1024).unwrap().unwrap().head_len));
+    report_allocations("head_parse", || {
+        black_box(parse_head(black_box(HEAD), 32 * 1024).unwrap());
+    });
+
+    let key = b"Bearer fk_live_0123456789abcdefghijABCDEFGHIJ01";
+    let mut cache = KeyCache::default();
+    let record = KeyRecord {
+        key_id: "key_1".into(),
+        account_id: "acct".into(),
+        kind: KeyKind::Live,
+        name: None,
+        revoked: false,
+    };
+    cache.put(hash_key(&key[7..]), Some(record), 1_000, 0);
+    c.bench_function("auth_cache_hit", |b| {
+        b.iter(|| {
+            let presented = parse_authorization(Some(black_box(&key[..]))).unwrap();
+            cache.get(&hash_key(presented.key), 1_001, 0).is_some()
+        })
+    });
+    report_allocations("auth_cache_hit", || {
+        let presented = parse_authorization(Some(&key[..])).unwrap();
+        black_box(cache.get(&hash_key(presented.key), 1_001, 0).map(|entry| entry.record.clone()));
+    });
+
+    for size in [1024, 32 * 1024] {
+        let body = chat_body(size);
+        let label = format!("{}KiB", size / 1024);
+        c.bench_function(&format!("chat_extract_{label}"), |b| {
+            b.iter(|| parse_chat_request(black_box(body.as_bytes())).unwrap().content_bytes)
+        });
+        c.bench_function(&format!("chat_serde_json_baseline_{label}"), |b| {
+            b.iter(|| serde_baseline(black_box(body.as_bytes())))
+        });
+        report_allocations(&format!("chat_extract_{label}"), || {
+            black_box(parse_chat_request(body.as_bytes()).unwrap().content_bytes);
+        });
+        report_allocations(&format!("chat_serde_json_baseline_{label}"), || {
+            black_box(serde_baseline(body.as_bytes()));
+        });
+    }
+
+    let rates = RateSnapshot {
+        requests_limit: 30,
+        requests_remaining: 0,
+        requests_reset_ms: 1146,
+        tokens_limit: 40_000,
+        tokens_remaining: 39_000,
+        tokens_reset_ms: 1500,
+    };
+    let error = ApiError {
+        kind: ErrorKind::RateLimitExceeded,
+        param: None,
+        detail: Detail::RateLimited {
+            bucket: Bucket::Requests,
+            limit: 30,
+            used: 30,
+            requested: 1,
+            retry_after_ms: 1146,
+        },
+    };
+    let (mut out, mut scratch) = (Vec::with_capacity(2048), Vec::with_capacity(1024));
+    let context =
+        ResponseContext { request_id: Some("req_0123456789abcdef01234567"), rates: Some(&rates), keep_alive: true };
+    let extras = ErrorExtras { retry_after_ms: Some(1146), allow: None };
+    c.bench_function("error_render_429", |b| {
+        b.iter(|| {
+            out.clear();
+            write_error(&mut out, &mut scratch, black_box(&error), &extras, &context);
+            out.len()
+        })
+    });
+    report_allocations("error_render_429", || {
+        out.clear();
+        write_error(&mut out, &mut scratch, &error, &extras, &context);
+    });
+
+    let mut bucket = TokenBucket::full(100, 0);
+    let mut now_ms = 0u64;
+    c.bench_function("rate_limit_decision", |b| {
+        b.iter(|| {
+            now_ms += 1;
+            bucket.try_take(black_box(1), now_ms).is_ok()
+        })
+    });
+    report_allocations("rate_limit_decision", || {
+        now_ms += 1;
+        black_box(bucket.try_take(1, now_ms).is_ok());
+    });
+
+    let mut text = Vec::with_capacity(32);
+    c.bench_function("go_duration_format", |b| {
+        b.iter(|| {
+            text.clear();
+            write_go_duration(&mut text, black_box(72_500));
+            text.len()
+        })
+    });
+    report_allocations("go_duration_format", || {
+        text.clear();
+        write_go_duration(&mut text, 72_500);
+    });
+}
+
+criterion_group!(hot_path, benches);
+criterion_main!(hot_path);
