@@ -26,10 +26,14 @@ auth="Authorization: Bearer $FIKRA_ADMIN_TOKEN"
 curl -sf -X POST "http://127.0.0.1:$admin/admin/accounts" -H "$auth" -d '{"id":"bench","signup_credit_usd":"1000000"}' >/dev/null
 FIKRA_KEY=$(curl -sf -X POST "http://127.0.0.1:$admin/admin/accounts/bench/keys" -H "$auth" -d '{"kind":"live"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
 export FIKRA_KEY
+cpu_busy() { awk '/^cpu[01] /{print $1, $2+$3+$4+$6+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
 for script in chat unauthorized; do
   taskset -c 0 wrk -t2 -c64 -d2s -s "loadtest/$script.lua" "http://127.0.0.1:$port/v1/chat/completions" >/dev/null
+  before=$(cpu_busy)
   result=$(taskset -c 0 wrk -t2 -c64 -d"$duration" -s "loadtest/$script.lua" "http://127.0.0.1:$port/v1/chat/completions")
+  after=$(cpu_busy)
+  cpu=$(paste <(echo "$before") <(echo "$after") | awk '{printf "%s %.0f%% ", $1, 100*($5-$2)/($6-$3)}')
   rps=$(echo "$result" | awk '/Requests\/sec/ {print $2}')
   non2xx=$(echo "$result" | awk '/Non-2xx/ {print $5}')
-  echo "$script: ${rps} requests/s (non-2xx: ${non2xx:-0}) wrk -t2 -c64 -d$duration, gateway 1 worker on CPU 1"
+  echo "$script: ${rps} requests/s (non-2xx: ${non2xx:-0}) wrk -t2 -c64 -d$duration, gateway 1 worker on CPU 1; busy: $cpu"
 done
