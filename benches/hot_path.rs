@@ -3,9 +3,7 @@
 //! parse, key check and cache hit, chat body extraction for 1 KiB and 32 KiB bodies against a
 //! serde_json baseline, error rendering, the rate-limit decision, and the duration formatter.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fikra_gateway::auth::{KeyCache, hash_key, parse_authorization};
@@ -17,26 +15,9 @@ use fikra_gateway::openai::chat::parse_chat_request;
 use fikra_gateway::ratelimit::TokenBucket;
 use fikra_gateway::store::{KeyKind, KeyRecord, RateSnapshot};
 
-struct CountingAllocator;
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract is passed on as is.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on as is.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "../tests/support/counting_allocator.rs"]
+mod counting_allocator;
+use counting_allocator::{CountingAllocator, allocations};
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
@@ -46,11 +27,11 @@ fn report_allocations(name: &str, mut work: impl FnMut()) {
     for _ in 0..100 {
         work();
     }
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = allocations();
     for _ in 0..1000 {
         work();
     }
-    let per_call = (ALLOCATIONS.load(Ordering::Relaxed) - before) as f64 / 1000.0;
+    let per_call = (allocations() - before) as f64 / 1000.0;
     println!("allocations per call: {name}: {per_call}");
 }
 

@@ -5,35 +5,16 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{Read, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::*;
 
-struct CountingAllocator;
+#[path = "support/counting_allocator.rs"]
+mod counting_allocator;
+use counting_allocator::{CountingAllocator, allocations};
 
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
 /// The counter is process-wide: tests that read it take turns.
 static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
@@ -42,12 +23,12 @@ static GLOBAL: CountingAllocator = CountingAllocator;
 /// into a fixed buffer; returns the allocations counted meanwhile.
 fn allocations_for(stream: &mut std::net::TcpStream, request: &[u8], response_len: usize, count: usize) -> u64 {
     let mut buffer = vec![0u8; response_len];
-    let before = ALLOCATIONS.load(Ordering::SeqCst);
+    let before = allocations();
     for _ in 0..count {
         stream.write_all(request).unwrap();
         stream.read_exact(&mut buffer).unwrap();
     }
-    ALLOCATIONS.load(Ordering::SeqCst) - before
+    allocations() - before
 }
 
 /// The exact byte length of the response to `request` (so the loop can read it without parsing).
