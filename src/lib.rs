@@ -36,6 +36,7 @@ pub mod panic_guard;
 pub mod pipeline;
 pub mod proxy;
 pub mod ratelimit;
+pub mod redis;
 pub mod runtime;
 pub mod sandbox;
 pub mod sandbox_server;

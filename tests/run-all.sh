@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it, on a fresh Debian machine:
-#   1. installs what the tests need (Python's official openai SDK and pytest, pinned; nginx);
+#   1. installs what the tests need (Python's official openai SDK and pytest, pinned; nginx;
+#      redis-server);
 #   2. checks formatting and lints;
 #   3. runs every Rust test and the SDK conformance suite twice: on the io_uring driver (where
 #      the kernel allows it) and forced onto epoll (MONOIO_FORCE_LEGACY_DRIVER=1).
@@ -8,9 +9,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirements.txt
-# nginx plays a real TLS upstream in tests/tls_upstream.rs.
-if ! command -v nginx >/dev/null 2>&1 && ! [ -x /usr/sbin/nginx ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
+# nginx plays a real TLS upstream (tests/tls_upstream.rs); redis-server backs tests/redis_client.rs.
+missing=()
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 export PATH="$PATH:/usr/sbin"
 
