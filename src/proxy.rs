@@ -365,8 +365,8 @@ async fn relay_stream<S: AsyncWriteRent>(
             sink.out.extend_from_slice(b"\n\n");
             response::frame_chunk_in_place(&mut sink.out, start);
         }
+        // Flushed by the connection loop after settlement (see `sandbox_server::write_completion`).
         response::write_last_chunk(&mut sink.out);
-        let _ = sink.flush().await;
     }
     if !upstream_failed && !client_gone {
         exchange.finish(pool);
