@@ -155,12 +155,6 @@ impl Metrics {
         self.workers.iter().map(|w| read(w)).sum()
     }
 
-    /// Requests counted for `route` with `status`, summed over workers (tests and scrapes).
-    pub fn requests(&self, route: Route, status: u16) -> u64 {
-        let slot = COUNTED_STATUSES.iter().position(|s| *s == status).unwrap_or(STATUS_SLOTS - 1);
-        self.sum(|w| w.requests[route.index()][slot].load(Ordering::Relaxed))
-    }
-
     /// The Prometheus text exposition of every counter.
     pub fn render(&self) -> String {
         let mut text = String::with_capacity(4096);

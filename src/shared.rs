@@ -76,5 +76,3 @@ impl Shared {
         self.metrics.workers.len()
     }
 }
-
-pub type SharedRef = Arc<Shared>;

@@ -93,3 +93,27 @@ fn workers_report_their_driver() {
         );
     }
 }
+
+// Goal: the RPM bucket refills with time and only with time: on a manual clock, the 31st
+// request is refused, 1,999 ms later still refused (retry-after-ms said 2000), at 2,000 ms
+// admitted. No sleeping.
+#[test]
+fn rpm_refills_on_the_gateway_clock() {
+    let clock = fikra_gateway::clock::Clock::manual(1_800_000_000_000);
+    let gateway = TestGateway::start_with_clock(config_with(""), clock.clone());
+    let key = gateway.account_with_key("clocked", "1.00", "live");
+    let body = simple_chat("fikra-flash", "tick");
+    for _ in 0..30 {
+        assert_eq!(gateway.chat(&key, &body).status, 200);
+    }
+    let refused = gateway.chat(&key, &body);
+    assert_eq!(refused.status, 429);
+    assert_eq!(refused.header("retry-after-ms"), Some("2000"));
+    assert_eq!(refused.header("x-ratelimit-reset-requests"), Some("1m0s"));
+    clock.advance_ms(1_999);
+    assert_eq!(gateway.chat(&key, &body).status, 429);
+    clock.advance_ms(1);
+    let admitted = gateway.chat(&key, &body);
+    assert_eq!(admitted.status, 200);
+    assert_eq!(admitted.header("x-ratelimit-remaining-requests"), Some("0"));
+}

@@ -7,7 +7,7 @@
 
 use std::io::Write;
 
-use crate::errors::{self, ApiError, ErrorKind};
+use crate::errors::{self, ApiError};
 use crate::http::date;
 use crate::http::duration::write_go_duration;
 use crate::store::RateSnapshot;
@@ -205,11 +205,6 @@ pub fn frame_chunk_in_place(out: &mut Vec<u8>, start: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// The status a client sees for an error kind (for metrics).
-pub fn status_of(kind: ErrorKind) -> u16 {
-    kind.spec().status
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -230,7 +225,7 @@ mod tests {
             tokens_reset_ms: 1500,
         };
         let error = ApiError {
-            kind: ErrorKind::RateLimitExceeded,
+            kind: errors::ErrorKind::RateLimitExceeded,
             param: None,
             detail: errors::Detail::RateLimited {
                 bucket: errors::Bucket::Requests,

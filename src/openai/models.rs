@@ -106,10 +106,6 @@ impl Registry {
         &self.entries[index]
     }
 
-    pub fn entries(&self) -> &[ModelEntry] {
-        &self.entries
-    }
-
     /// The registry id closest to `id`, case-insensitively, if it is a plausible typo: ids
     /// that contain `id` or are contained in it (at least 4 characters) come first, then ids
     /// within an edit distance of max(2, len/3); the smaller distance wins, then the earlier

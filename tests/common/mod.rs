@@ -36,7 +36,12 @@ impl TestGateway {
     }
 
     pub fn start_config(config: Config) -> TestGateway {
-        let gateway = Gateway::start(config, ADMIN_TOKEN.to_string(), Clock::System).expect("gateway starts");
+        Self::start_with_clock(config, Clock::System)
+    }
+
+    /// A gateway whose notion of time only moves when the test moves `clock`.
+    pub fn start_with_clock(config: Config, clock: Clock) -> TestGateway {
+        let gateway = Gateway::start(config, ADMIN_TOKEN.to_string(), clock).expect("gateway starts");
         let (api, admin) = (gateway.client_addr, gateway.admin_addr);
         TestGateway { gateway: Some(gateway), api, admin }
     }
