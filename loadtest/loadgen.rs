@@ -1,0 +1,390 @@
+//! `fikra-loadgen`: the project's own load generator for LLM-style HTTP traffic.
+//!
+//! Closed loop (each connection sends its next request when the last answer is complete) or
+//! open loop at a fixed total rate: every request has a scheduled send time and its latency is
+//! measured from that time, not from when it was actually sent, so a stalled server cannot hide
+//! its queueing delay (coordinated omission). For SSE answers it also records the time to the
+//! first token (the first non-empty `content` delta) and the delay between events. Latencies go into HDR histograms (one per
+//! connection thread, merged at the end); the result is printed as one JSON object.
+//!
+//! Connections are monoio tasks spread over `--threads` OS threads (default 2), so a few cores
+//! drive many connections the way wrk's event loops do.
+//!
+//! Usage: fikra-loadgen --url http://127.0.0.1:8080/v1/chat/completions [--connections 64]
+//!        [--threads 2] [--duration-s 10] [--warmup-s 2] [--rate 0] [--body FILE]
+//!        [--header "name: value"]...
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use monoio::buf::IoBufMut;
+use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
+use monoio::net::TcpStream;
+
+/// Microsecond histograms up to one minute, three significant digits.
+fn histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds")
+}
+
+const DEFAULT_BODY: &str =
+    r#"{"model":"fikra-flash","max_tokens":16,"messages":[{"role":"user","content":"Habari ya asubuhi?"}]}"#;
+
+#[derive(Clone)]
+struct Options {
+    /// OS threads, each running one monoio runtime with its share of the connections.
+    threads: usize,
+    addr: SocketAddr,
+    host: String,
+    path: String,
+    connections: usize,
+    duration: Duration,
+    warmup: Duration,
+    /// Requests per second in total; 0 = closed loop.
+    rate: f64,
+    body: Vec<u8>,
+    headers: Vec<String>,
+}
+
+fn parse_options() -> Result<Options, String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let mut url = None;
+    let (mut connections, mut duration_s, mut warmup_s, mut rate, mut threads) = (64usize, 10f64, 2f64, 0f64, 2usize);
+    let mut body = DEFAULT_BODY.as_bytes().to_vec();
+    let mut headers = Vec::new();
+    let mut rest = args.iter();
+    while let Some(flag) = rest.next() {
+        let value = rest.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = |v: &str| v.parse::<f64>().map_err(|_| format!("{flag}: not a number"));
+        match flag.as_str() {
+            "--url" => url = Some(value.clone()),
+            "--connections" => connections = number(value)? as usize,
+            "--duration-s" => duration_s = number(value)?,
+            "--warmup-s" => warmup_s = number(value)?,
+            "--rate" => rate = number(value)?,
+            "--threads" => threads = (number(value)? as usize).max(1),
+            "--body" => body = std::fs::read(value).map_err(|e| format!("{value}: {e}"))?,
+            "--header" => headers.push(value.clone()),
+            _ => return Err(format!("unknown flag {flag}")),
+        }
+    }
+    let url = url.ok_or("--url is required")?;
+    let rest = url.strip_prefix("http://").ok_or("only http:// URLs")?;
+    let (authority, path) = rest.split_once('/').map_or((rest, "/".to_string()), |(a, p)| (a, format!("/{p}")));
+    let addr = authority.to_socket_addrs().map_err(|e| e.to_string())?.next().ok_or("unresolvable host")?;
+    if connections == 0 {
+        return Err("--connections must be positive".into());
+    }
+    Ok(Options {
+        threads: threads.min(connections),
+        addr,
+        host: authority.to_string(),
+        path,
+        connections,
+        duration: Duration::from_secs_f64(duration_s),
+        warmup: Duration::from_secs_f64(warmup_s),
+        rate,
+        body,
+        headers,
+    })
+}
+
+/// What one connection thread measured.
+struct Measured {
+    latency: Histogram<u64>,
+    first_event: Histogram<u64>,
+    between_events: Histogram<u64>,
+    responses: u64,
+    non_2xx: u64,
+    errors: u64,
+}
+
+/// Reads more bytes from `stream` onto the end of `buffer`; 0 means the server closed.
+async fn fill(stream: &mut TcpStream, buffer: &mut Vec<u8>) -> std::io::Result<usize> {
+    buffer.reserve(16 * 1024);
+    let start = buffer.len();
+    let owned = std::mem::take(buffer);
+    let end = owned.capacity();
+    let (result, slice) = stream.read(owned.slice_mut(start..end)).await;
+    *buffer = slice.into_inner();
+    result
+}
+
+/// Reads one HTTP response from `stream`, calling `on_body_bytes` as body bytes arrive.
+/// Returns the status. `buffer` is reused and keeps bytes read past this response.
+async fn read_response(
+    stream: &mut TcpStream,
+    buffer: &mut Vec<u8>,
+    mut on_body_bytes: impl FnMut(&[u8]),
+) -> std::io::Result<u16> {
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string());
+    let (status, head_len, length, chunked) = loop {
+        let mut headers = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut headers);
+        if let httparse::Status::Complete(head_len) =
+            response.parse(buffer).map_err(|_| invalid("bad response head"))?
+        {
+            let mut length = None;
+            let mut chunked = false;
+            for header in response.headers.iter() {
+                if header.name.eq_ignore_ascii_case("content-length") {
+                    length = std::str::from_utf8(header.value).ok().and_then(|v| v.trim().parse::<usize>().ok());
+                } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
+                    chunked = header.value.eq_ignore_ascii_case(b"chunked");
+                }
+            }
+            break (response.code.unwrap_or(0), head_len, length, chunked);
+        }
+        if fill(stream, buffer).await? == 0 {
+            return Err(invalid("closed before the response head"));
+        }
+    };
+    buffer.drain(..head_len);
+    if chunked {
+        // Minimal chunked reader: size line, data, CRLF, until the zero-size chunk.
+        loop {
+            let line_end = loop {
+                if let Some(position) = buffer.windows(2).position(|w| w == b"\r\n") {
+                    break position;
+                }
+                if fill(stream, buffer).await? == 0 {
+                    return Err(invalid("closed inside a chunked body"));
+                }
+            };
+            let size_text = std::str::from_utf8(&buffer[..line_end]).map_err(|_| invalid("bad chunk size"))?;
+            let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| invalid("bad chunk size"))?;
+            while buffer.len() < line_end + 2 + size + 2 {
+                if fill(stream, buffer).await? == 0 {
+                    return Err(invalid("closed inside a chunk"));
+                }
+            }
+            on_body_bytes(&buffer[line_end + 2..line_end + 2 + size]);
+            buffer.drain(..line_end + 2 + size + 2);
+            if size == 0 {
+                return Ok(status);
+            }
+        }
+    }
+    let length = length.unwrap_or(0);
+    while buffer.len() < length {
+        if fill(stream, buffer).await? == 0 {
+            return Err(invalid("closed inside the body"));
+        }
+    }
+    on_body_bytes(&buffer[..length]);
+    buffer.drain(..length);
+    Ok(status)
+}
+
+async fn run_connection(
+    options: &Options,
+    request: &[u8],
+    index: usize,
+    start: Instant,
+    measure_from: Instant,
+    end: Instant,
+) -> Measured {
+    let mut measured = Measured {
+        latency: histogram(),
+        first_event: histogram(),
+        between_events: histogram(),
+        responses: 0,
+        non_2xx: 0,
+        errors: 0,
+    };
+    // Open loop: this connection's share of the rate, its sends staggered among the others.
+    let interval = (options.rate > 0.0).then(|| Duration::from_secs_f64(options.connections as f64 / options.rate));
+    let mut next_send =
+        start + interval.map_or(Duration::ZERO, |i| i.mul_f64(index as f64 / options.connections as f64));
+    let mut stream: Option<TcpStream> = None;
+    let mut buffer = Vec::with_capacity(32 * 1024);
+    let mut outgoing = request.to_vec();
+    while Instant::now() < end {
+        // Open loop: wait for this request's slot; its latency counts from the slot even when
+        // the previous answer made it late.
+        let scheduled = match interval {
+            Some(interval) => {
+                let now = Instant::now();
+                if next_send > now {
+                    monoio::time::sleep(next_send - now).await;
+                }
+                let slot = next_send;
+                next_send += interval;
+                slot
+            }
+            None => Instant::now(),
+        };
+        if stream.is_none() {
+            match TcpStream::connect_addr(options.addr).await {
+                Ok(connection) => {
+                    let _ = connection.set_nodelay(true);
+                    buffer.clear();
+                    stream = Some(connection);
+                }
+                Err(_) => {
+                    measured.errors += 1;
+                    monoio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            }
+        }
+        let connection = stream.as_mut().expect("connected above");
+        let mut first_event_at: Option<Instant> = None;
+        let mut last_event_at: Option<Instant> = None;
+        let mut between = Vec::new();
+        let (written, returned) = connection.write_all(std::mem::take(&mut outgoing)).await;
+        outgoing = returned;
+        let result = match written {
+            Err(error) => Err(error),
+            Ok(_) => {
+                read_response(connection, &mut buffer, |bytes| {
+                    if bytes.windows(6).any(|w| w == b"data: ") {
+                        let now = Instant::now();
+                        if first_event_at.is_none() && carries_content(bytes) {
+                            first_event_at = Some(now);
+                        }
+                        if let Some(last) = last_event_at {
+                            between.push(now - last);
+                        }
+                        last_event_at = Some(now);
+                    }
+                })
+                .await
+            }
+        };
+        let done = Instant::now();
+        match result {
+            Ok(status) => {
+                if scheduled >= measure_from {
+                    measured.responses += 1;
+                    if !(200..300).contains(&status) {
+                        measured.non_2xx += 1;
+                    }
+                    let _ = measured.latency.record((done - scheduled).as_micros().max(1) as u64);
+                    if let Some(first) = first_event_at {
+                        let _ = measured.first_event.record((first - scheduled).as_micros().max(1) as u64);
+                    }
+                    for gap in between {
+                        let _ = measured.between_events.record(gap.as_micros().max(1) as u64);
+                    }
+                }
+            }
+            Err(_) => {
+                measured.errors += 1;
+                stream = None;
+            }
+        }
+    }
+    measured
+}
+
+/// Whether an SSE piece carries generated text (a non-empty `content` delta), so the role-only
+/// first chunk does not count as the first token.
+fn carries_content(bytes: &[u8]) -> bool {
+    const KEY: &[u8] = b"\"content\":\"";
+    bytes.windows(KEY.len() + 1).any(|w| w.starts_with(KEY) && w[KEY.len()] != b'"')
+}
+
+fn percentiles(histogram: &Histogram<u64>) -> String {
+    if histogram.is_empty() {
+        return "null".into();
+    }
+    format!(
+        r#"{{"count":{},"p50_us":{},"p90_us":{},"p99_us":{},"p999_us":{},"max_us":{}}}"#,
+        histogram.len(),
+        histogram.value_at_quantile(0.50),
+        histogram.value_at_quantile(0.90),
+        histogram.value_at_quantile(0.99),
+        histogram.value_at_quantile(0.999),
+        histogram.max()
+    )
+}
+
+fn main() {
+    let options = match parse_options() {
+        Ok(options) => options,
+        Err(error) => {
+            eprintln!("fikra-loadgen: {error}");
+            std::process::exit(2);
+        }
+    };
+    let mut request = format!(
+        "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n",
+        options.path,
+        options.host,
+        options.body.len()
+    )
+    .into_bytes();
+    for header in &options.headers {
+        request.extend_from_slice(header.as_bytes());
+        request.extend_from_slice(b"\r\n");
+    }
+    request.extend_from_slice(b"\r\n");
+    request.extend_from_slice(&options.body);
+
+    let start = Instant::now();
+    let measure_from = start + options.warmup;
+    let end = measure_from + options.duration;
+    let results: Vec<Measured> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..options.threads)
+            .map(|thread| {
+                let (options, request) = (&options, &request);
+                scope.spawn(move || {
+                    let mut runtime = monoio::RuntimeBuilder::<monoio::FusionDriver>::new()
+                        .enable_timer()
+                        .build()
+                        .expect("a monoio runtime");
+                    runtime.block_on(async move {
+                        let tasks: Vec<_> = (thread..options.connections)
+                            .step_by(options.threads)
+                            .map(|index| {
+                                let (options, request) = (options.clone(), request.to_vec());
+                                monoio::spawn(async move {
+                                    run_connection(&options, &request, index, start, measure_from, end).await
+                                })
+                            })
+                            .collect();
+                        let mut measured = Vec::new();
+                        for task in tasks {
+                            measured.push(task.await);
+                        }
+                        measured
+                    })
+                })
+            })
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().expect("load thread")).collect()
+    });
+    let mut total = Measured {
+        latency: histogram(),
+        first_event: histogram(),
+        between_events: histogram(),
+        responses: 0,
+        non_2xx: 0,
+        errors: 0,
+    };
+    for measured in &results {
+        let _ = total.latency.add(&measured.latency);
+        let _ = total.first_event.add(&measured.first_event);
+        let _ = total.between_events.add(&measured.between_events);
+        total.responses += measured.responses;
+        total.non_2xx += measured.non_2xx;
+        total.errors += measured.errors;
+    }
+    let seconds = options.duration.as_secs_f64();
+    println!(
+        r#"{{"mode":"{}","connections":{},"rate_target":{},"duration_s":{},"responses":{},"requests_per_s":{:.1},"non_2xx":{},"errors":{},"latency":{},"time_to_first_event":{},"between_events":{}}}"#,
+        if options.rate > 0.0 { "open" } else { "closed" },
+        options.connections,
+        options.rate,
+        seconds,
+        total.responses,
+        total.responses as f64 / seconds,
+        total.non_2xx,
+        total.errors,
+        percentiles(&total.latency),
+        percentiles(&total.first_event),
+        percentiles(&total.between_events)
+    );
+}
