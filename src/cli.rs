@@ -275,5 +275,7 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
         .enable_timer()
         .build()
         .expect("an epoll runtime can always be built");
-    runtime.block_on(future)
+    let output = runtime.block_on(future);
+    crate::redis::runtime_ended();
+    output
 }

@@ -58,8 +58,10 @@ pub const DEFAULT_SANDBOX_OUTPUT_TOKENS: u64 = 16;
 pub const SANDBOX_MAX_TIME_TO_FIRST_TOKEN_MS: u64 = 60_000;
 /// Fastest sandbox pacing, in tokens per second.
 pub const SANDBOX_MAX_TOKENS_PER_SECOND: u64 = 1_000_000;
-/// Largest RPM or TPM a tier or override may set (keeps bucket arithmetic far from overflow).
-pub const MAX_LIMIT_PER_MINUTE: u64 = 1_000_000_000_000;
+/// Largest RPM or TPM a tier or override may set. A bucket holds `limit x 60,000` units; at
+/// this bound that stays below 2^53, so the Redis functions (Lua numbers are doubles) count
+/// them exactly.
+pub const MAX_LIMIT_PER_MINUTE: u64 = 100_000_000_000;
 
 /// The sections a file may have.
 const TOP_LEVEL_KEYS: &[&str] =
@@ -84,6 +86,8 @@ const KEY_HOMES: &[(&str, &[&str])] = &[
 pub struct Config {
     pub server: ServerConfig,
     pub store: StoreConfig,
+    /// The rest of `[store]`: how the Redis store behaves (ignored by the embedded store).
+    pub store_options: StoreOptions,
     pub billing: BillingConfig,
     /// From `[tiers.NAME]` (always holding `unverified` and `trusted`) and `[[account_overrides]]`.
     pub limits: LimitPolicy,
@@ -147,6 +151,40 @@ pub enum StoreConfig {
     Redis { url: String },
     /// `redis_cluster_nodes`: seed nodes as `host:port`.
     RedisCluster { nodes: Vec<String> },
+}
+
+/// Default `[store] key_prefix`.
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "fk";
+/// Default and largest `[store] command_timeout_ms`: a store call that takes longer fails (503
+/// for paid requests) instead of holding the request.
+pub const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 250;
+pub const MAX_REDIS_COMMAND_TIMEOUT_MS: u64 = 5_000;
+/// Largest `[store] gateway_nodes`.
+pub const MAX_GATEWAY_NODES: u64 = 1_000;
+
+/// `[store]` settings besides where the store is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// Every Redis key starts with this (several deployments can share one Redis).
+    pub key_prefix: String,
+    /// Deadline of each Redis command, in milliseconds.
+    pub command_timeout_ms: u64,
+    /// Environment variable holding the Redis password (else the URL's, else none).
+    pub password_env: Option<String>,
+    /// How many gateway nodes share the store: while Redis is unreachable each node enforces
+    /// `1 / gateway_nodes` of every rate limit on its own.
+    pub gateway_nodes: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            key_prefix: DEFAULT_REDIS_KEY_PREFIX.to_string(),
+            command_timeout_ms: DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
+            password_env: None,
+            gateway_nodes: 1,
+        }
+    }
 }
 
 /// `[billing]`.
@@ -265,6 +303,7 @@ impl Config {
         Config {
             server: ServerConfig::default(),
             store: StoreConfig::Embedded,
+            store_options: StoreOptions::default(),
             billing: BillingConfig::default(),
             limits: LimitPolicy::reference(),
             upstreams: Vec::new(),
@@ -327,7 +366,7 @@ pub fn parse_config(text: &str) -> Result<Config, Vec<ConfigError>> {
     let root = Section::root(&table);
     reader.check_keys(&root, TOP_LEVEL_KEYS);
     let server = server::server(&mut reader, &root);
-    let store = server::store(&mut reader, &root);
+    let (store, store_options) = server::store(&mut reader, &root);
     let billing = server::billing(&mut reader, &root);
     let limits = server::limit_policy(&mut reader, &root);
     let upstreams = catalog::upstreams(&mut reader, &root);
@@ -337,7 +376,7 @@ pub fn parse_config(text: &str) -> Result<Config, Vec<ConfigError>> {
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Config { server, store, billing, limits, upstreams: upstreams.valid, models, sandbox })
+    Ok(Config { server, store, store_options, billing, limits, upstreams: upstreams.valid, models, sandbox })
 }
 
 /// SPEC §3's reference registry, every model on the sandbox.

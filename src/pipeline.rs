@@ -383,7 +383,7 @@ impl ApiHandler {
                 }
             }
         };
-        self.settle(&request_id, usage).await;
+        self.settle(&request_id, &caller.account_id, usage).await;
         status
     }
 
@@ -423,10 +423,11 @@ impl ApiHandler {
         }
     }
 
-    async fn settle(&self, request_id: &RequestId, usage: Usage) {
+    async fn settle(&self, request_id: &RequestId, account_id: &str, usage: Usage) {
         let shared = &self.worker.shared;
         let settlement = Settlement {
             request_id: request_id.as_str(),
+            account_id,
             prompt_tokens: usage.prompt_tokens,
             completion_tokens: usage.completion_tokens,
             outcome: usage.outcome,

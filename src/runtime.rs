@@ -53,6 +53,41 @@ pub struct Gateway {
     stop_senders: Vec<oneshot::Sender<()>>,
 }
 
+/// The store `[store]` asks for. Redis is connected (functions loaded, subscriber started) but
+/// need not be up: the gateway starts degraded and recovers when it answers.
+pub fn build_store(config: &Config, clock: &Clock) -> io::Result<Store> {
+    use crate::config::StoreConfig;
+    use crate::store::redis::{RedisStore, RedisStoreSettings, resolve};
+    let invalid = |message: String| io::Error::new(io::ErrorKind::InvalidInput, message);
+    let options = &config.store_options;
+    let env_password = match &options.password_env {
+        Some(name) => {
+            Some(std::env::var(name).map_err(|_| invalid(format!("[store] password_env: {name} is not set")))?)
+        }
+        None => None,
+    };
+    let (nodes, cluster, url_password) = match &config.store {
+        StoreConfig::Embedded => return Ok(Store::embedded(config.limits.clone())),
+        StoreConfig::Redis { url } => {
+            let (addr, password) = RedisStoreSettings::from_url(url).map_err(invalid)?;
+            (vec![addr], false, password)
+        }
+        StoreConfig::RedisCluster { nodes } => {
+            let addrs = nodes.iter().map(|node| resolve(node)).collect::<Result<Vec<_>, _>>().map_err(invalid)?;
+            (addrs, true, None)
+        }
+    };
+    let settings = RedisStoreSettings {
+        nodes,
+        cluster,
+        password: env_password.or(url_password),
+        prefix: options.key_prefix.clone(),
+        command_timeout: std::time::Duration::from_millis(options.command_timeout_ms),
+        caller_clock: matches!(clock, Clock::Manual(_)),
+    };
+    Ok(Store::Redis(RedisStore::connect(settings, config.limits.clone())))
+}
+
 /// How many workers `workers = 0` means on this machine.
 pub fn default_worker_count() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
@@ -72,15 +107,7 @@ impl Gateway {
         let admin_listener = bind_reuseport_group(config.server.admin_listen, 1)?.remove(0);
         let admin_addr = admin_listener.local_addr()?;
 
-        let store = match &config.store {
-            crate::config::StoreConfig::Embedded => Store::embedded(config.limits.clone()),
-            other => {
-                return Err(io::Error::new(
-                    io::ErrorKind::Unsupported,
-                    format!("store {other:?} is not available in this build; omit [store] for the embedded store"),
-                ));
-            }
-        };
+        let store = build_store(&config, &clock)?;
         let registry = registry_of(&config);
         let upstreams = crate::upstream::build(&config.upstreams)?;
         let mut node_tag = [0u8; NODE_TAG_LEN];

@@ -1,5 +1,10 @@
-//! The store behaviour suite: what every store (embedded now, Redis later) must do, driven
-//! through the `Store` interface with an explicit clock.
+//! The store behaviour suite: what every store must do, driven through the `Store` interface
+//! with an explicit clock. Every test runs three times: on the embedded store, on a real
+//! standalone `redis-server`, and on a real 3-master Redis Cluster (both started by this test
+//! binary; tests keep apart by key prefix).
+
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
 use fikra_gateway::cli::block_on;
 use fikra_gateway::errors::Bucket;
@@ -9,9 +14,51 @@ use fikra_gateway::store::*;
 const T0: u64 = 1_800_000_000_000;
 const PRICE: NanosPerToken = NanosPerToken(500);
 
-fn store() -> Store {
-    Store::embedded(LimitPolicy::reference())
+#[derive(Copy, Clone, Debug)]
+enum Backend {
+    Embedded,
+    Redis,
+    Cluster,
 }
+
+impl Backend {
+    fn store(self, policy: LimitPolicy) -> Store {
+        let (nodes, cluster) = match self {
+            Backend::Embedded => return Store::embedded(policy),
+            Backend::Redis => (vec![redis_server::shared_server()], false),
+            Backend::Cluster => (redis_server::shared_cluster(), true),
+        };
+        let settings = redis::RedisStoreSettings {
+            nodes,
+            cluster,
+            password: None,
+            prefix: redis_server::unique_prefix("behaviour"),
+            command_timeout: std::time::Duration::from_secs(2),
+            caller_clock: true,
+        };
+        Store::Redis(redis::RedisStore::connect(settings, policy))
+    }
+}
+
+/// Each test, once per backend.
+macro_rules! on_every_store {
+    ($($name:ident),* $(,)?) => {
+        mod embedded { $( #[test] fn $name() { super::$name(super::Backend::Embedded) } )* }
+        mod redis_standalone { $( #[test] fn $name() { super::$name(super::Backend::Redis) } )* }
+        mod redis_cluster { $( #[test] fn $name() { super::$name(super::Backend::Cluster) } )* }
+    };
+}
+
+on_every_store!(
+    thirty_requests_then_rate_limited,
+    clamps_output_to_the_wallet_then_refuses,
+    settles_exactly_once_and_never_above_the_hold,
+    tokens_per_minute_capacity,
+    topups_are_idempotent_and_flip_the_tier,
+    test_keys_are_free_and_separate,
+    reaper_releases_expired_holds,
+    concurrent_admissions_never_overdraw,
+);
 
 fn account(store: &Store, id: &str, credit: u64) {
     block_on(store.create_account(Some(id), Nanos(credit), T0)).unwrap();
@@ -45,9 +92,10 @@ fn admit(store: &Store, request: &AdmitRequest<'_>) -> Admission {
     block_on(store.admit(request)).unwrap()
 }
 
-fn settle(store: &Store, id: &str, prompt: u64, completion: u64) -> Settled {
+fn settle(store: &Store, account: &str, id: &str, prompt: u64, completion: u64) -> Settled {
     let settlement = Settlement {
         request_id: id,
+        account_id: account,
         prompt_tokens: prompt,
         completion_tokens: completion,
         outcome: Outcome::Completed,
@@ -58,14 +106,13 @@ fn settle(store: &Store, id: &str, prompt: u64, completion: u64) -> Settled {
 
 // Goal: an Unverified account gets exactly 30 requests, then a 429 with exact numbers; the
 // denial takes nothing; two seconds later one more fits.
-#[test]
-fn thirty_requests_then_rate_limited() {
-    let store = store();
+fn thirty_requests_then_rate_limited(backend: Backend) {
+    let store = backend.store(LimitPolicy::reference());
     account(&store, "a", 1_000_000_000);
     for i in 0..30 {
         let id = format!("r{i}");
         assert!(matches!(admit(&store, &request(&id, "a", KeyKind::Live, 10, 10, true, T0)), Admission::Admitted(_)));
-        settle(&store, &id, 10, 10);
+        settle(&store, "a", &id, 10, 10);
     }
     match admit(&store, &request("r30", "a", KeyKind::Live, 10, 10, true, T0)) {
         Admission::RateLimited { bucket, limit, used, requested, retry_after_ms, rates } => {
@@ -82,9 +129,8 @@ fn thirty_requests_then_rate_limited() {
 
 // Goal: the output cap is lowered to what the available balance pays for, with the exact hold;
 // 402 when not even one output token is affordable; nothing taken on refusal.
-#[test]
-fn clamps_output_to_the_wallet_then_refuses() {
-    let store = store();
+fn clamps_output_to_the_wallet_then_refuses(backend: Backend) {
+    let store = backend.store(LimitPolicy::reference());
     account(&store, "w", 10_000);
     match admit(&store, &request("c1", "w", KeyKind::Live, 18, 100, true, T0)) {
         Admission::Admitted(admitted) => {
@@ -105,25 +151,24 @@ fn clamps_output_to_the_wallet_then_refuses() {
 }
 
 // Goal: settlement charges actual usage, never more than the hold, exactly once; TPM is trued up.
-#[test]
-fn settles_exactly_once_and_never_above_the_hold() {
-    let store = store();
+fn settles_exactly_once_and_never_above_the_hold(backend: Backend) {
+    let store = backend.store(LimitPolicy::reference());
     account(&store, "s", 1_000_000);
     let Admission::Admitted(admitted) = admit(&store, &request("s1", "s", KeyKind::Live, 100, 50, true, T0)) else {
         panic!()
     };
     assert_eq!(admitted.hold, Nanos(75_000));
     assert_eq!(
-        settle(&store, "s1", 40, 10),
+        settle(&store, "s", "s1", 40, 10),
         Settled::Charged { charged: Nanos(25_000), released: Nanos(50_000), operator_loss: Nanos(0) }
     );
-    assert_eq!(settle(&store, "s1", 40, 10), Settled::AlreadySettled);
+    assert_eq!(settle(&store, "s", "s1", 40, 10), Settled::AlreadySettled);
     let rates = block_on(store.peek_rates("s", KeyKind::Live, T0)).unwrap();
     assert_eq!(rates.tokens_remaining, 40_000 - 50);
     let Admission::Admitted(_) = admit(&store, &request("s2", "s", KeyKind::Live, 10, 10, true, T0)) else { panic!() };
     // Usage beyond the hold: charge the hold, count the rest as operator loss.
     assert_eq!(
-        settle(&store, "s2", 30, 30),
+        settle(&store, "s", "s2", 30, 30),
         Settled::Charged { charged: Nanos(10_000), released: Nanos(0), operator_loss: Nanos(20_000) }
     );
     let view = block_on(store.account("s")).unwrap();
@@ -137,9 +182,8 @@ fn settles_exactly_once_and_never_above_the_hold() {
 
 // Goal: a request larger than the TPM bucket is refused as too large; without a client cap the
 // output cap is lowered to fit the bucket instead.
-#[test]
-fn tokens_per_minute_capacity() {
-    let store = store();
+fn tokens_per_minute_capacity(backend: Backend) {
+    let store = backend.store(LimitPolicy::reference());
     account(&store, "t", 1_000_000_000);
     match admit(&store, &request("t1", "t", KeyKind::Live, 39_000, 2_000, true, T0)) {
         Admission::TooLargeForTokenLimit { limit, requested, .. } => assert_eq!((limit, requested), (40_000, 41_000)),
@@ -165,9 +209,8 @@ fn tokens_per_minute_capacity() {
 }
 
 // Goal: top-ups credit once per reference and flip Unverified to Trusted for good (100 RPM).
-#[test]
-fn topups_are_idempotent_and_flip_the_tier() {
-    let store = store();
+fn topups_are_idempotent_and_flip_the_tier(backend: Backend) {
+    let store = backend.store(LimitPolicy::reference());
     account(&store, "p", 0);
     let first = block_on(store.topup("p", Nanos(5_000_000_000), "MPESA-1", T0)).unwrap();
     assert_eq!((first.balance, &*first.tier, first.duplicate), (Nanos(5_000_000_000), TIER_TRUSTED, false));
@@ -178,9 +221,8 @@ fn topups_are_idempotent_and_flip_the_tier() {
 }
 
 // Goal: test keys never touch the wallet and use their own Unverified buckets.
-#[test]
-fn test_keys_are_free_and_separate() {
-    let store = store();
+fn test_keys_are_free_and_separate(backend: Backend) {
+    let store = backend.store(LimitPolicy::reference());
     account(&store, "x", 0);
     block_on(store.topup("x", Nanos(1_000), "ref-x", T0)).unwrap();
     let Admission::Admitted(admitted) = admit(&store, &request("x1", "x", KeyKind::Test, 100, 100, true, T0)) else {
@@ -188,7 +230,7 @@ fn test_keys_are_free_and_separate() {
     };
     assert_eq!((admitted.hold, admitted.rates.requests_limit), (Nanos(0), 30));
     assert_eq!(
-        settle(&store, "x1", 50, 50),
+        settle(&store, "x", "x1", 50, 50),
         Settled::Charged { charged: Nanos(0), released: Nanos(0), operator_loss: Nanos(0) }
     );
     assert_eq!(block_on(store.peek_rates("x", KeyKind::Live, T0)).unwrap().requests_remaining, 100);
@@ -196,9 +238,8 @@ fn test_keys_are_free_and_separate() {
 }
 
 // Goal: the reaper releases holds past their TTL and nothing else.
-#[test]
-fn reaper_releases_expired_holds() {
-    let store = store();
+fn reaper_releases_expired_holds(backend: Backend) {
+    let store = backend.store(LimitPolicy::reference());
     account(&store, "r", 1_000_000);
     let Admission::Admitted(_) = admit(&store, &request("old", "r", KeyKind::Live, 10, 10, true, T0)) else { panic!() };
     let later = T0 + fikra_gateway::limits::HOLD_TTL_MS;
@@ -207,14 +248,13 @@ fn reaper_releases_expired_holds() {
     };
     assert_eq!(block_on(store.reap_expired_holds(later)), Ok(1));
     assert_eq!(block_on(store.account("r")).unwrap().held, Nanos(10_000));
-    assert_eq!(settle(&store, "old", 1, 1), Settled::AlreadySettled);
+    assert_eq!(settle(&store, "r", "old", 1, 1), Settled::AlreadySettled);
 }
 
 // Goal: under 8 threads x 25 admissions against a wallet that holds exactly k full requests,
 // at most k are admitted at once, the balance never drops below what is held, and after
 // settlement balance before - balance after equals the ledger's charges to the nano-dollar.
-#[test]
-fn concurrent_admissions_never_overdraw() {
+fn concurrent_admissions_never_overdraw(backend: Backend) {
     let policy = LimitPolicy {
         account_overrides: vec![(
             "c".into(),
@@ -222,7 +262,7 @@ fn concurrent_admissions_never_overdraw() {
         )],
         ..LimitPolicy::reference()
     };
-    let store = Store::embedded(policy);
+    let store = backend.store(policy);
     let hold_per_request = (100 + 50) * 500;
     let k = 23;
     // Left over after k holds: one nano-dollar short of the input cost plus one output token.
@@ -254,7 +294,7 @@ fn concurrent_admissions_never_overdraw() {
     assert_eq!(admitted.len() as u64, k, "holds are never released here, so exactly k fit");
     let before = block_on(store.account("c")).unwrap().balance;
     for (i, id) in admitted.iter().enumerate() {
-        settle(&store, id, 37 + i as u64 % 7, 13 + i as u64 % 5);
+        settle(&store, "c", id, 37 + i as u64 % 7, 13 + i as u64 % 5);
     }
     let after = block_on(store.account("c")).unwrap();
     assert_eq!(after.held, Nanos(0));

@@ -9,8 +9,9 @@ use std::sync::Arc;
 
 use super::reader::{Reader, Section};
 use super::{
-    BillingConfig, MAX_LIMIT_PER_MINUTE, SANDBOX_MAX_TIME_TO_FIRST_TOKEN_MS, SANDBOX_MAX_TOKENS_PER_SECOND,
-    SandboxSettings, ServerConfig, StoreConfig, TlsFiles,
+    BillingConfig, MAX_GATEWAY_NODES, MAX_LIMIT_PER_MINUTE, MAX_REDIS_COMMAND_TIMEOUT_MS,
+    SANDBOX_MAX_TIME_TO_FIRST_TOKEN_MS, SANDBOX_MAX_TOKENS_PER_SECOND, SandboxSettings, ServerConfig, StoreConfig,
+    StoreOptions, TlsFiles,
 };
 use crate::limits;
 use crate::money::{self, DecimalError, UnitsPerUsd};
@@ -30,7 +31,8 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "tls",
 ];
 pub(super) const TLS_KEYS: &[&str] = &["cert_file", "key_file"];
-pub(super) const STORE_KEYS: &[&str] = &["redis_url", "redis_cluster_nodes"];
+pub(super) const STORE_KEYS: &[&str] =
+    &["redis_url", "redis_cluster_nodes", "key_prefix", "command_timeout_ms", "password_env", "gateway_nodes"];
 pub(super) const BILLING_KEYS: &[&str] = &["kes_per_usd", "signup_credit_usd"];
 pub(super) const TIER_KEYS: &[&str] = &["rpm", "tpm"];
 pub(super) const OVERRIDE_KEYS: &[&str] = &["account", "rpm", "tpm"];
@@ -105,11 +107,36 @@ fn tls_files(reader: &mut Reader, section: &Section<'_>) -> Option<TlsFiles> {
     Some(TlsFiles { cert_file: cert_file?, key_file: key_file? })
 }
 
-pub(super) fn store(reader: &mut Reader, root: &Section<'_>) -> StoreConfig {
-    let Some(section) = reader.table(root, "store") else { return StoreConfig::Embedded };
+pub(super) fn store(reader: &mut Reader, root: &Section<'_>) -> (StoreConfig, StoreOptions) {
+    let Some(section) = reader.table(root, "store") else { return (StoreConfig::Embedded, StoreOptions::default()) };
     reader.check_keys(&section, STORE_KEYS);
+    let mut options = StoreOptions::default();
+    if let Some(prefix) = reader.string(&section, "key_prefix") {
+        if prefix.is_empty()
+            || prefix.len() > 64
+            || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b':')
+        {
+            reader.error(section.key("key_prefix"), "must be 1 to 64 of A-Z a-z 0-9 _ - :");
+        } else {
+            options.key_prefix = prefix.to_string();
+        }
+    }
+    if let Some(timeout) = reader.integer(&section, "command_timeout_ms", 1..=MAX_REDIS_COMMAND_TIMEOUT_MS, "") {
+        options.command_timeout_ms = timeout;
+    }
+    if let Some(name) = reader.string(&section, "password_env") {
+        options.password_env = Some(name.to_string());
+    }
+    if let Some(nodes) = reader.integer(&section, "gateway_nodes", 1..=MAX_GATEWAY_NODES, "") {
+        options.gateway_nodes = nodes;
+    }
+    let store = store_location(reader, &section);
+    (store, options)
+}
+
+fn store_location(reader: &mut Reader, section: &Section<'_>) -> StoreConfig {
     // The URL may carry a password: messages never quote it.
-    let url = reader.string(&section, "redis_url").and_then(|url| {
+    let url = reader.string(section, "redis_url").and_then(|url| {
         let problem = match url.strip_prefix("redis://").or_else(|| url.strip_prefix("rediss://")) {
             None => "must start with redis:// (or rediss:// for TLS), e.g. \"redis://127.0.0.1:6379\"",
             Some(rest) if rest.is_empty() || rest.starts_with('/') => "has no host, e.g. \"redis://127.0.0.1:6379\"",
@@ -121,8 +148,7 @@ pub(super) fn store(reader: &mut Reader, root: &Section<'_>) -> StoreConfig {
         reader.error(section.key("redis_url"), problem);
         None
     });
-    let nodes =
-        reader.string_list(&section, "redis_cluster_nodes").map(|nodes| cluster_nodes(reader, &section, &nodes));
+    let nodes = reader.string_list(section, "redis_cluster_nodes").map(|nodes| cluster_nodes(reader, section, &nodes));
     if section.has("redis_url") && section.has("redis_cluster_nodes") {
         reader.error(
             section.path(),

@@ -122,6 +122,35 @@ impl RedisClient {
         if !connection.flushing.get() {
             monoio::spawn(flush(connection.clone()));
         }
+        self.wait_reply(&connection, reply).await
+    }
+
+    /// Sends `ASKING` then `args` back to back on one connection (a Cluster `ASK` redirect) and
+    /// returns the reply to `args`.
+    pub async fn call_asking(&self, args: &[&[u8]]) -> Result<Reply, RedisError> {
+        let connection = self.connected().await?;
+        let (asking_slot, asking_reply) = oneshot::channel();
+        let (slot, reply) = oneshot::channel();
+        {
+            let mut outgoing = connection.outgoing.borrow_mut();
+            encode_command(&mut outgoing, &[b"ASKING"]);
+            encode_command(&mut outgoing, args);
+            let mut waiting = connection.waiting.borrow_mut();
+            waiting.push_back(asking_slot);
+            waiting.push_back(slot);
+        }
+        if !connection.flushing.get() {
+            monoio::spawn(flush(connection.clone()));
+        }
+        self.wait_reply(&connection, asking_reply).await?;
+        self.wait_reply(&connection, reply).await
+    }
+
+    async fn wait_reply(
+        &self,
+        connection: &Rc<Connection>,
+        reply: oneshot::Receiver<Result<Reply, RedisError>>,
+    ) -> Result<Reply, RedisError> {
         match monoio::time::timeout(self.settings.command_timeout, reply).await {
             Ok(Ok(Ok(Reply::Error(message)))) => Err(RedisError::Server(message)),
             Ok(Ok(result)) => result,
@@ -281,6 +310,98 @@ async fn read_replies(connection: Rc<Connection>, mut reader: OwnedReadHalf<TcpS
     }
 }
 
+thread_local! {
+    /// Bumped each time a runtime on this thread ends (`cli::block_on`); connections made on an
+    /// earlier runtime are bound to its driver and must not be used on the next one.
+    static RUNTIME_EPOCH: Cell<u64> = const { Cell::new(0) };
+}
+
+/// This thread's runtime epoch (see `runtime_ended`).
+pub fn runtime_epoch() -> u64 {
+    RUNTIME_EPOCH.with(Cell::get)
+}
+
+/// Records that the runtime this thread was running has ended.
+pub fn runtime_ended() {
+    RUNTIME_EPOCH.with(|epoch| epoch.set(epoch.get() + 1));
+}
+
+/// One command on a fresh blocking connection: start-up work (loading functions, reading the
+/// Cluster slot map) and tools, never the request path.
+pub fn blocking_call(
+    addr: SocketAddr,
+    password: Option<&str>,
+    timeout: Duration,
+    args: &[&[u8]],
+) -> Result<Reply, RedisError> {
+    use std::io::Read;
+    let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|_| RedisError::Unavailable)?;
+    stream.set_read_timeout(Some(timeout)).map_err(|_| RedisError::Unavailable)?;
+    stream.set_write_timeout(Some(timeout)).map_err(|_| RedisError::Unavailable)?;
+    let mut out = Vec::new();
+    if let Some(password) = password {
+        encode_command(&mut out, &[b"AUTH", password.as_bytes()]);
+    }
+    encode_command(&mut out, args);
+    stream.write_all(&out).map_err(|_| RedisError::Unavailable)?;
+    let mut replies = Vec::new();
+    let mut buffer = Vec::new();
+    let wanted = if password.is_some() { 2 } else { 1 };
+    let mut chunk = [0u8; READ_CHUNK_BYTES];
+    while replies.len() < wanted {
+        match redis_protocol::resp2::decode::decode(&buffer) {
+            Ok(Some((frame, used))) => {
+                buffer.drain(..used);
+                replies.push(frame);
+                continue;
+            }
+            Ok(None) => {}
+            Err(_) => return Err(RedisError::Unavailable),
+        }
+        if buffer.len() > MAX_REPLY_BYTES {
+            return Err(RedisError::Unavailable);
+        }
+        let read = stream.read(&mut chunk).map_err(|error| match error.kind() {
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut => RedisError::Timeout,
+            _ => RedisError::Unavailable,
+        })?;
+        if read == 0 {
+            return Err(RedisError::Unavailable);
+        }
+        buffer.extend_from_slice(&chunk[..read]);
+    }
+    for reply in &replies {
+        if let Reply::Error(message) = reply {
+            return Err(RedisError::Server(message.clone()));
+        }
+    }
+    Ok(replies.pop().unwrap_or(Reply::Null))
+}
+
+/// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the part between the first
+/// `{` and the next `}`, when not empty) or of the whole key, modulo 16384.
+pub fn key_slot(key: &[u8]) -> u16 {
+    let mut hashed = key;
+    if let Some(open) = key.iter().position(|&b| b == b'{')
+        && let Some(close) = key[open + 1..].iter().position(|&b| b == b'}')
+        && close > 0
+    {
+        hashed = &key[open + 1..open + 1 + close];
+    }
+    crc16_xmodem(hashed) % 16384
+}
+
+fn crc16_xmodem(bytes: &[u8]) -> u16 {
+    let mut crc: u16 = 0;
+    for &byte in bytes {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+        }
+    }
+    crc
+}
+
 /// Appends `args` as a RESP array of bulk strings.
 pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
     let _ = write!(out, "*{}\r\n", args.len());
@@ -301,5 +422,14 @@ mod tests {
         let mut out = Vec::new();
         encode_command(&mut out, &[b"SET", b"k", b"v a"]);
         assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv a\r\n");
+    }
+
+    // Goal: slots match Redis Cluster's (values from `CLUSTER KEYSLOT`), hash tags included.
+    #[test]
+    fn cluster_key_slots() {
+        assert_eq!(key_slot(b"123456789"), 12739);
+        assert_eq!(key_slot(b"foo"), 12182);
+        assert_eq!(key_slot(b"fk:{acct_1}:acct"), key_slot(b"acct_1"));
+        assert_eq!(key_slot(b"fk:{}:x"), crc16_xmodem(b"fk:{}:x") % 16384);
     }
 }

@@ -8,6 +8,7 @@
 //! can drive the clock; a store backed by a server may use the server's clock instead.
 
 pub mod embedded;
+pub mod redis;
 
 use std::sync::Arc;
 
@@ -202,6 +203,8 @@ impl Outcome {
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Settlement<'a> {
     pub request_id: &'a str,
+    /// The account the request was admitted for (the Redis store keeps holds per account).
+    pub account_id: &'a str,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub outcome: Outcome,
@@ -268,6 +271,7 @@ impl std::fmt::Display for StoreError {
 #[derive(Clone)]
 pub enum Store {
     Embedded(Arc<embedded::EmbeddedStore>),
+    Redis(Arc<redis::RedisStore>),
 }
 
 impl Store {
@@ -283,12 +287,14 @@ impl Store {
     ) -> Result<AccountView, StoreError> {
         match self {
             Store::Embedded(store) => store.create_account(id, signup_credit, now_ms),
+            Store::Redis(store) => store.create_account(id, signup_credit, now_ms).await,
         }
     }
 
     pub async fn account(&self, id: &str) -> Result<AccountView, StoreError> {
         match self {
             Store::Embedded(store) => store.account(id),
+            Store::Redis(store) => store.account(id).await,
         }
     }
 
@@ -296,6 +302,7 @@ impl Store {
     pub async fn insert_key(&self, hash: KeyHash, record: KeyRecord) -> Result<(), StoreError> {
         match self {
             Store::Embedded(store) => store.insert_key(hash, record),
+            Store::Redis(store) => store.insert_key(hash, record).await,
         }
     }
 
@@ -303,6 +310,7 @@ impl Store {
     pub async fn resolve_key(&self, hash: &KeyHash) -> Result<KeyRecord, StoreError> {
         match self {
             Store::Embedded(store) => store.resolve_key(hash),
+            Store::Redis(store) => store.resolve_key(hash).await,
         }
     }
 
@@ -310,13 +318,30 @@ impl Store {
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), StoreError> {
         match self {
             Store::Embedded(store) => store.revoke_key(key_id),
+            Store::Redis(store) => store.revoke_key(key_id).await,
         }
+    }
+
+    /// Bumped on every credited top-up (any account, any node); workers drop their "no
+    /// balance" deny entries when it changes. The embedded store never needs it (it never
+    /// asks for deny entries to outlive a second).
+    pub fn topup_generation(&self) -> u64 {
+        match self {
+            Store::Embedded(_) => 0,
+            Store::Redis(store) => store.topup_generation(),
+        }
+    }
+
+    /// Whether this store is shared with other nodes (Redis) rather than in process.
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Store::Redis(_))
     }
 
     /// Bumped on every revocation; workers drop their key caches when it changes.
     pub fn revocation_generation(&self) -> u64 {
         match self {
             Store::Embedded(store) => store.revocation_generation(),
+            Store::Redis(store) => store.revocation_generation(),
         }
     }
 
@@ -329,18 +354,21 @@ impl Store {
     ) -> Result<TopupResult, StoreError> {
         match self {
             Store::Embedded(store) => store.topup(account_id, amount, reference, now_ms),
+            Store::Redis(store) => store.topup(account_id, amount, reference, now_ms).await,
         }
     }
 
     pub async fn admit(&self, request: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
         match self {
             Store::Embedded(store) => store.admit(request),
+            Store::Redis(store) => store.admit(request).await,
         }
     }
 
     pub async fn settle(&self, settlement: &Settlement<'_>) -> Result<Settled, StoreError> {
         match self {
             Store::Embedded(store) => store.settle(settlement),
+            Store::Redis(store) => store.settle(settlement).await,
         }
     }
 
@@ -348,6 +376,7 @@ impl Store {
     pub async fn peek_rates(&self, account_id: &str, kind: KeyKind, now_ms: u64) -> Result<RateSnapshot, StoreError> {
         match self {
             Store::Embedded(store) => store.peek_rates(account_id, kind, now_ms),
+            Store::Redis(store) => store.peek_rates(account_id, kind, now_ms).await,
         }
     }
 
@@ -355,6 +384,7 @@ impl Store {
     pub async fn usage(&self, account_id: &str, limit: usize) -> Result<Vec<UsageRecord>, StoreError> {
         match self {
             Store::Embedded(store) => store.usage(account_id, limit),
+            Store::Redis(store) => store.usage(account_id, limit).await,
         }
     }
 
@@ -362,6 +392,7 @@ impl Store {
     pub async fn reap_expired_holds(&self, now_ms: u64) -> Result<usize, StoreError> {
         match self {
             Store::Embedded(store) => Ok(store.reap_expired_holds(now_ms)),
+            Store::Redis(store) => store.reap_expired_holds(now_ms).await,
         }
     }
 
@@ -369,6 +400,7 @@ impl Store {
     pub async fn ping(&self) -> bool {
         match self {
             Store::Embedded(_) => true,
+            Store::Redis(store) => store.ping().await,
         }
     }
 }

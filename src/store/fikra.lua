@@ -1,0 +1,348 @@
+#!lua name=fikra
+-- The money and rate-limit logic of the Redis store, run inside Redis as one library of
+-- Redis 7 Functions. Each function touches the keys of one account only (all under the
+-- account's hash tag, so it works on Redis Cluster), checks everything before its first write
+-- (a function gets no rollback), and reads the clock from TIME unless the caller passes one
+-- (tests with a manual clock). Lua numbers are doubles: every amount here stays below 2^53
+-- (balances are capped, limits are at most 1e11 per minute), and every number written back is
+-- formatted with %d so no digit is lost.
+--
+-- Key layout (P = prefix, A = account id):
+--   P:{A}:acct        hash   tier, balance, held (nano-USD), created_at (ms)
+--   P:{A}:rate:live   hash   rc rl ra / tc tl ta: capacity, level in 1/60000 token, updated ms
+--   P:{A}:rate:test   hash   the same for test keys
+--   P:{A}:holds       hash   request id -> "amount tokens kind in_price out_price expires key model"
+--   P:{A}:holdexp     zset   request id scored by expiry (ms), for the reaper
+--   P:{A}:ledger      stream usage records
+--   P:{A}:payrefs     set    payment references credited to this account
+--   P:{A}:lease:N     hash   escrow leased to node N (see fk_lease)
+
+local LIBRARY_VERSION = 3
+local UNITS = 60000
+-- Largest balance an account may hold, in nano-USD (about 9 million USD): exact in a double.
+local MAX_BALANCE = 9007199254740991
+
+local function int(x)
+  return string.format('%d', x)
+end
+
+local function clock(arg)
+  local given = tonumber(arg)
+  if given and given > 0 then
+    return given
+  end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- floor(a / b) for non-negative integers below 2^53, exact.
+local function div_floor(a, b)
+  local q = math.floor(a / b)
+  while q * b > a do q = q - 1 end
+  while (q + 1) * b <= a do q = q + 1 end
+  return q
+end
+
+local function div_ceil(a, b)
+  local q = div_floor(a, b)
+  if q * b < a then q = q + 1 end
+  return q
+end
+
+-- A token bucket as in ratelimit.rs: capacity per minute, level in 1/60000 token.
+local function bucket_load(key, p, capacity, now)
+  local v = redis.call('HMGET', key, p .. 'c', p .. 'l', p .. 'a')
+  local b = { cap = tonumber(v[1]), level = tonumber(v[2]), at = tonumber(v[3]) }
+  if b.cap == nil then
+    b.cap = capacity
+    b.level = capacity * UNITS
+    b.at = now
+  end
+  return b
+end
+
+local function bucket_refill(b, now)
+  if now > b.at then
+    local elapsed = now - b.at
+    if elapsed >= UNITS then
+      b.level = b.cap * UNITS
+    else
+      b.level = math.min(b.level + elapsed * b.cap, b.cap * UNITS)
+    end
+    b.at = now
+  end
+end
+
+local function bucket_fit(b, capacity, now)
+  if capacity ~= b.cap then
+    bucket_refill(b, now)
+    if capacity > b.cap then
+      b.level = b.level + (capacity - b.cap) * UNITS
+    end
+    b.cap = capacity
+    b.level = math.min(b.level, capacity * UNITS)
+  end
+end
+
+local function bucket_available(b, now)
+  bucket_refill(b, now)
+  return div_floor(b.level, UNITS)
+end
+
+-- Milliseconds until `tokens` fit, 0 if they fit now, -1 for never.
+local function bucket_wait(b, tokens, now)
+  bucket_refill(b, now)
+  local needed = tokens * UNITS
+  if needed <= b.level then return 0 end
+  if b.cap == 0 then return -1 end
+  return div_ceil(needed - b.level, b.cap)
+end
+
+local function bucket_reset(b, now)
+  bucket_refill(b, now)
+  if b.cap == 0 then return 0 end
+  return div_ceil(b.cap * UNITS - b.level, b.cap)
+end
+
+local function bucket_save(key, p, b)
+  redis.call('HSET', key, p .. 'c', int(b.cap), p .. 'l', int(b.level), p .. 'a', int(b.at))
+end
+
+local function snapshot(r, t, now)
+  return {
+    r.cap, bucket_available(r, now), bucket_reset(r, now),
+    t.cap, bucket_available(t, now), bucket_reset(t, now),
+  }
+end
+
+local function append(list, tail)
+  for _, v in ipairs(tail) do list[#list + 1] = v end
+  return list
+end
+
+-- The limits for this account: ARGV gives (rpm, tpm) for unverified and for trusted.
+local function limits_for(tier, u_rpm, u_tpm, t_rpm, t_tpm)
+  if tier == 'trusted' then return t_rpm, t_tpm end
+  return u_rpm, u_tpm
+end
+
+local function record(ledger, maxlen, id, key_id, model, prompt, completion, cost, outcome, now)
+  redis.call('XADD', ledger, 'MAXLEN', '~', maxlen, '*',
+    'request_id', id, 'key_id', key_id, 'model', model,
+    'prompt_tokens', int(prompt), 'completion_tokens', int(completion),
+    'cost', int(cost), 'outcome', outcome, 'created_at', int(now))
+end
+
+local function parse_hold(text)
+  local amount, tokens, kind, in_price, out_price, expires, key_id, model =
+    string.match(text, '^(%d+) (%d+) (%a) (%d+) (%d+) (%d+) (%S+) (.*)$')
+  return {
+    amount = tonumber(amount), tokens = tonumber(tokens), kind = kind,
+    in_price = tonumber(in_price), out_price = tonumber(out_price), expires = tonumber(expires),
+    key_id = key_id, model = model,
+  }
+end
+
+-- Releases one hold: held goes down, the hold and its expiry entry go away.
+local function release(keys, id, hold)
+  local held = tonumber(redis.call('HGET', keys.acct, 'held') or '0')
+  redis.call('HSET', keys.acct, 'held', int(math.max(held - hold.amount, 0)))
+  redis.call('HDEL', keys.holds, id)
+  redis.call('ZREM', keys.holdexp, id)
+end
+
+-- KEYS: acct, rate (of the key's kind), holds, holdexp
+-- ARGV: request_id, key_id, kind (l|t), model, input_upper, requested_output, client_cap (0|1),
+--       in_price, out_price, now (0 = Redis TIME), u_rpm, u_tpm, t_rpm, t_tpm, hold_ttl_ms
+-- Reply: {1, hold, output_cap, tokens, rates...} admitted; {2, bucket(0 rpm|1 tpm), limit, used,
+--   requested, retry_ms(-1 never), rates...}; {3, limit, requested, rates...} too large;
+--   {4, balance, available, needed, rates...} insufficient; {-1} no account; {-2} duplicate id.
+local function fk_admit(KEYS, ARGV)
+  local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4] }
+  local id, key_id, kind, model = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
+  local input, requested = tonumber(ARGV[5]), tonumber(ARGV[6])
+  local client_cap = ARGV[7] == '1'
+  local in_price, out_price = tonumber(ARGV[8]), tonumber(ARGV[9])
+  local now = clock(ARGV[10])
+  local a = redis.call('HMGET', keys.acct, 'tier', 'balance', 'held')
+  if not a[1] then return { -1 } end
+  if redis.call('HEXISTS', keys.holds, id) == 1 then return { -2 } end
+  local tier, balance, held = a[1], tonumber(a[2]), tonumber(a[3])
+  local rpm, tpm = limits_for(tier, tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]))
+  local r = bucket_load(keys.rate, 'r', rpm, now)
+  local t = bucket_load(keys.rate, 't', tpm, now)
+  bucket_fit(r, rpm, now)
+  bucket_fit(t, tpm, now)
+
+  -- 1. The wallet (test keys never touch it).
+  local output_cap = requested
+  local input_cost = input * in_price
+  if kind == 'l' then
+    local available = math.max(balance - held, 0)
+    local needed = input_cost + out_price
+    if available < needed then
+      return append({ 4, balance, available, needed }, snapshot(r, t, now))
+    end
+    if out_price > 0 then
+      output_cap = math.min(output_cap, div_floor(available - input_cost, out_price))
+    end
+  end
+  -- 2. A request larger than the whole TPM bucket can never pass.
+  if not client_cap then
+    output_cap = math.min(output_cap, math.max(t.cap - input, 0))
+  end
+  local tokens = input + output_cap
+  if output_cap == 0 or tokens > t.cap then
+    return append({ 3, t.cap, input + math.max(output_cap, 1) }, snapshot(r, t, now))
+  end
+  -- 3. RPM, then TPM; a denial takes nothing.
+  local wait = bucket_wait(r, 1, now)
+  if wait ~= 0 then
+    return append({ 2, 0, r.cap, r.cap - bucket_available(r, now), 1, wait }, snapshot(r, t, now))
+  end
+  wait = bucket_wait(t, tokens, now)
+  if wait ~= 0 then
+    return append({ 2, 1, t.cap, t.cap - bucket_available(t, now), tokens, wait }, snapshot(r, t, now))
+  end
+  -- 4. Everything checked: write.
+  local hold = 0
+  if kind == 'l' then hold = input_cost + output_cap * out_price end
+  r.level = r.level - UNITS
+  t.level = t.level - tokens * UNITS
+  bucket_save(keys.rate, 'r', r)
+  bucket_save(keys.rate, 't', t)
+  if hold > 0 then
+    redis.call('HSET', keys.acct, 'held', int(held + hold))
+  end
+  local expires = now + tonumber(ARGV[15])
+  redis.call('HSET', keys.holds, id, table.concat({ int(hold), int(tokens), kind, int(in_price), int(out_price),
+    int(expires), key_id, model }, ' '))
+  redis.call('ZADD', keys.holdexp, int(expires), id)
+  return append({ 1, hold, output_cap, tokens }, snapshot(r, t, now))
+end
+
+-- KEYS: acct, holds, holdexp, rate:live, rate:test, ledger
+-- ARGV: request_id, prompt, completion, outcome, now, u_rpm, u_tpm, t_rpm, t_tpm (of live keys),
+--       test_rpm, test_tpm, ledger_maxlen
+-- Reply: {1, charged, released, operator_loss} or {0} when no hold has this id.
+local function fk_settle(KEYS, ARGV)
+  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], ledger = KEYS[6] }
+  local id = ARGV[1]
+  local text = redis.call('HGET', keys.holds, id)
+  if not text then return { 0 } end
+  local a = redis.call('HMGET', keys.acct, 'tier', 'balance')
+  if not a[1] then return { 0 } end
+  local hold = parse_hold(text)
+  local prompt, completion = tonumber(ARGV[2]), tonumber(ARGV[3])
+  local now = clock(ARGV[5])
+  local cost = prompt * hold.in_price + completion * hold.out_price
+  local charged, loss = 0, 0
+  if hold.kind == 'l' then
+    charged = math.min(cost, hold.amount)
+    loss = cost - charged
+  end
+  local rate_key, rpm, tpm
+  if hold.kind == 'l' then
+    rate_key = KEYS[4]
+    rpm, tpm = limits_for(a[1], tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
+  else
+    rate_key = KEYS[5]
+    rpm, tpm = tonumber(ARGV[10]), tonumber(ARGV[11])
+  end
+  local t = bucket_load(rate_key, 't', tpm, now)
+  bucket_fit(t, tpm, now)
+  bucket_refill(t, now)
+  local actual = prompt + completion
+  if actual < hold.tokens then
+    t.level = math.min(t.level + (hold.tokens - actual) * UNITS, t.cap * UNITS)
+  else
+    t.level = math.max(t.level - (actual - hold.tokens) * UNITS, 0)
+  end
+  -- Writes.
+  release(keys, id, hold)
+  if charged > 0 then
+    local balance = tonumber(a[2])
+    redis.call('HSET', keys.acct, 'balance', int(math.max(balance - charged, 0)))
+  end
+  bucket_save(rate_key, 't', t)
+  record(keys.ledger, ARGV[12], id, hold.key_id, hold.model, prompt, completion, charged, ARGV[4], now)
+  return { 1, charged, hold.amount - charged, loss }
+end
+
+-- KEYS: acct, rate ; ARGV: now, u_rpm, u_tpm, t_rpm, t_tpm. Reply: rates, or {-1}.
+local function fk_peek(KEYS, ARGV)
+  local tier = redis.call('HGET', KEYS[1], 'tier')
+  if not tier then return { -1 } end
+  local now = clock(ARGV[1])
+  local rpm, tpm = limits_for(tier, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
+  local r = bucket_load(KEYS[2], 'r', rpm, now)
+  local t = bucket_load(KEYS[2], 't', tpm, now)
+  bucket_fit(r, rpm, now)
+  bucket_fit(t, tpm, now)
+  return snapshot(r, t, now)
+end
+
+-- KEYS: acct ; ARGV: signup credit, now. Reply: {1, created_at} or {-2} if it exists.
+local function fk_create_account(KEYS, ARGV)
+  if redis.call('EXISTS', KEYS[1]) == 1 then return { -2 } end
+  local now = clock(ARGV[2])
+  redis.call('HSET', KEYS[1], 'tier', 'unverified', 'balance', ARGV[1], 'held', '0', 'created_at', int(now))
+  return { 1, now }
+end
+
+-- KEYS: acct, payrefs ; ARGV: amount, reference.
+-- Reply: {1, balance, tier} credited; {0, balance, tier} duplicate; {-1} no account; {-4} too large.
+local function fk_topup(KEYS, ARGV)
+  local a = redis.call('HMGET', KEYS[1], 'tier', 'balance')
+  if not a[1] then return { -1 } end
+  local balance = tonumber(a[2])
+  if redis.call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return { 0, balance, a[1] } end
+  local after = balance + tonumber(ARGV[1])
+  if after > MAX_BALANCE then return { -4 } end
+  local tier = a[1]
+  if tier == 'unverified' then tier = 'trusted' end
+  redis.call('HSET', KEYS[1], 'balance', int(after), 'tier', tier)
+  redis.call('SADD', KEYS[2], ARGV[2])
+  return { 1, after, tier }
+end
+
+-- KEYS: acct, holds, holdexp, ledger ; ARGV: now, ledger_maxlen, most to release.
+-- Releases holds whose expiry has passed, without charging; each leaves an `expired` record.
+local function fk_reap(KEYS, ARGV)
+  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3] }
+  local now = clock(ARGV[1])
+  local due = redis.call('ZRANGEBYSCORE', keys.holdexp, '-inf', int(now), 'LIMIT', 0, tonumber(ARGV[3]))
+  local released = 0
+  for _, id in ipairs(due) do
+    local text = redis.call('HGET', keys.holds, id)
+    if text then
+      local hold = parse_hold(text)
+      release(keys, id, hold)
+      record(KEYS[4], ARGV[2], id, hold.key_id, hold.model, 0, 0, 0, 'expired', now)
+      released = released + 1
+    else
+      redis.call('ZREM', keys.holdexp, id)
+    end
+  end
+  return released
+end
+
+-- KEYS: key record ; ARGV: key_id, account, kind, name ('' = none). Reply: 1, or -2 if it exists.
+local function fk_put_key(KEYS, ARGV)
+  if redis.call('EXISTS', KEYS[1]) == 1 then return -2 end
+  redis.call('HSET', KEYS[1], 'key_id', ARGV[1], 'account', ARGV[2], 'kind', ARGV[3], 'name', ARGV[4], 'revoked', '0')
+  return 1
+end
+
+local function fk_version()
+  return LIBRARY_VERSION
+end
+
+redis.register_function('fk_admit', fk_admit)
+redis.register_function('fk_settle', fk_settle)
+redis.register_function{ function_name = 'fk_peek', callback = fk_peek, flags = { 'no-writes' } }
+redis.register_function('fk_create_account', fk_create_account)
+redis.register_function('fk_topup', fk_topup)
+redis.register_function('fk_reap', fk_reap)
+redis.register_function('fk_put_key', fk_put_key)
+redis.register_function{ function_name = 'fk_version', callback = fk_version, flags = { 'no-writes' } }

@@ -1,0 +1,202 @@
+//! Real `redis-server` processes for tests: a standalone server, or a 3-master Redis Cluster
+//! created with `redis-cli --cluster create`. Each dies with the test process. Included with
+//! `#[path]` by the tests that need Redis.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A redis-server this test owns; killed on drop.
+pub struct RedisServer {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port with `extra` arguments, in its own directory.
+    pub fn start(extra: &[&str]) -> RedisServer {
+        let port = free_port_pair();
+        RedisServer::start_on(port, extra)
+    }
+
+    pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("fikra-redis-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let child = spawn_redis(port, &dir, extra);
+        wait_for_port(port);
+        RedisServer { child, port, dir }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port and directory (its persistence files included).
+    pub fn restart(&mut self, extra: &[&str]) {
+        self.kill();
+        self.child = spawn_redis(self.port, &self.dir, extra);
+        wait_for_port(self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn spawn_redis(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
+    let mut command = Command::new("redis-server");
+    command
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--dir"])
+        .arg(dir)
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: prctl is async-signal-safe; it only asks the kernel to kill the child when the
+    // thread that started it exits, so no redis-server outlives the tests.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    command.spawn().expect("redis-server is installed (tests/run-all.sh installs it)")
+}
+
+fn wait_for_port(port: u16) {
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(10), "redis-server on {port} did not start");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A free port whose cluster bus port (+10000) is free too.
+pub fn free_port_pair() -> u16 {
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+            return port;
+        }
+    }
+}
+
+/// Runs `redis-cli` with `args` and returns its standard output.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let output =
+        Command::new("redis-cli").args(["-p", &port.to_string()]).args(args).output().expect("redis-cli is installed");
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Sum of `calls=` over every command in `INFO commandstats`, and the `FCALL` calls alone.
+pub fn command_calls(port: u16) -> (u64, u64) {
+    let stats = redis_cli(port, &["INFO", "commandstats"]);
+    let mut total = 0;
+    let mut fcall = 0;
+    for line in stats.lines() {
+        let Some((name, rest)) = line.split_once(':') else { continue };
+        let Some(calls) = rest.strip_prefix("calls=").and_then(|r| r.split(',').next()) else { continue };
+        let calls: u64 = calls.parse().unwrap_or(0);
+        total += calls;
+        if name == "cmdstat_fcall" || name == "cmdstat_fcall_ro" {
+            fcall += calls;
+        }
+    }
+    (total, fcall)
+}
+
+/// A 3-master Redis Cluster.
+pub struct RedisCluster {
+    pub servers: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let servers: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let port = free_port_pair();
+                RedisServer::start_on(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        &format!("nodes-{port}.conf"),
+                        "--appendonly",
+                        "no",
+                    ],
+                )
+            })
+            .collect();
+        let addresses: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+        let status = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("redis-cli is installed");
+        assert!(status.success(), "redis-cli --cluster create failed");
+        let started = Instant::now();
+        for server in &servers {
+            while !redis_cli(server.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
+                assert!(started.elapsed() < Duration::from_secs(20), "the cluster did not become ok");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        RedisCluster { servers }
+    }
+
+    pub fn seeds(&self) -> Vec<SocketAddr> {
+        self.servers.iter().map(RedisServer::addr).collect()
+    }
+}
+
+/// One server and one cluster per test binary, started by a thread that never ends (so the
+/// death signal only fires when the test process exits). Tests keep apart by key prefix.
+pub fn shared_server() -> SocketAddr {
+    static SERVER: OnceLock<SocketAddr> = OnceLock::new();
+    *SERVER.get_or_init(|| start_forever(|| vec![RedisServer::start(&["--appendonly", "no"])])[0])
+}
+
+pub fn shared_cluster() -> Vec<SocketAddr> {
+    static CLUSTER: OnceLock<Vec<SocketAddr>> = OnceLock::new();
+    CLUSTER.get_or_init(|| start_forever(|| RedisCluster::start().servers)).clone()
+}
+
+fn start_forever(start: fn() -> Vec<RedisServer>) -> Vec<SocketAddr> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let servers = start();
+        sender.send(servers.iter().map(RedisServer::addr).collect::<Vec<_>>()).unwrap();
+        loop {
+            std::thread::park();
+        }
+    });
+    receiver.recv().expect("redis started")
+}
+
+/// A key prefix no other test uses.
+pub fn unique_prefix(test: &str) -> String {
+    static COUNTER: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("t{}-{test}-{n}", std::process::id())
+}
