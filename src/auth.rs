@@ -162,6 +162,15 @@ impl KeyCache {
         Some(entry)
     }
 
+    /// The cached answer for `hash` however old, unless a revocation has been seen since
+    /// (used only while the store is unreachable).
+    pub fn get_stale(&self, hash: &KeyHash, generation: u64) -> Option<&CachedKey> {
+        if generation != self.generation {
+            return None;
+        }
+        self.entries.get(hash)
+    }
+
     pub fn put(&mut self, hash: KeyHash, record: Option<KeyRecord>, now_ms: u64, generation: u64) {
         if generation != self.generation {
             self.entries.clear();

@@ -9,7 +9,8 @@
 //! 3. `pipeline` is the control flow of one client request: route, then `auth` (key format,
 //!    per-worker cache, store lookup), `openai::chat` (validate and measure the body without
 //!    allocating), `openai::models` (registry, prices, caps), then one atomic admission in the
-//!    `store` (RPM + TPM + wallet hold), dispatch to a backend (`sandbox_server` in process, or
+//!    `store` (RPM + TPM + wallet hold; `admission_cache` answers repeat refusals without the
+//!    store and keeps test keys served while it is down), dispatch to a backend (`sandbox_server` in process, or
 //!    `proxy` to an upstream over a pooled `upstream::client` connection, TCP or `tls`, with
 //!    `upstream::relay` rewriting the model and reading usage from each answer or SSE event),
 //!    and settlement of the hold from actual usage, exactly once.
@@ -22,6 +23,7 @@
 #![forbid(unsafe_code)]
 
 pub mod admin;
+pub mod admission_cache;
 pub mod auth;
 pub mod cli;
 pub mod clock;

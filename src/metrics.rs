@@ -76,6 +76,12 @@ pub struct WorkerMetrics {
     pub max_tokens_clamped: AtomicU64,
     pub connection_panics: AtomicU64,
     pub upstream_connects: AtomicU64,
+    /// Refusals answered from a worker's deny entry, without a store call.
+    pub deny_cache_hits: AtomicU64,
+    /// Test-key requests admitted on this node's own share while the store was unreachable.
+    pub fallback_admissions: AtomicU64,
+    /// Store calls that failed (unreachable or timed out).
+    pub store_unavailable: AtomicU64,
 }
 
 impl Default for WorkerMetrics {
@@ -94,6 +100,9 @@ impl Default for WorkerMetrics {
             max_tokens_clamped: AtomicU64::new(0),
             connection_panics: AtomicU64::new(0),
             upstream_connects: AtomicU64::new(0),
+            deny_cache_hits: AtomicU64::new(0),
+            fallback_admissions: AtomicU64::new(0),
+            store_unavailable: AtomicU64::new(0),
         }
     }
 }
@@ -247,6 +256,27 @@ impl Metrics {
             "counter",
             "Requests whose output cap was lowered to what the wallet could pay.",
             load(|w| &w.max_tokens_clamped),
+        );
+        scalar(
+            &mut text,
+            "fikra_deny_cache_hits_total",
+            "counter",
+            "Refusals (429, 402) answered from a worker's deny entry without a store call.",
+            load(|w| &w.deny_cache_hits),
+        );
+        scalar(
+            &mut text,
+            "fikra_store_fallback_admissions_total",
+            "counter",
+            "Test-key requests admitted on the node's own share of the limits while the store was down.",
+            load(|w| &w.fallback_admissions),
+        );
+        scalar(
+            &mut text,
+            "fikra_store_unavailable_total",
+            "counter",
+            "Store calls that failed because the store was unreachable or too slow.",
+            load(|w| &w.store_unavailable),
         );
         scalar(
             &mut text,

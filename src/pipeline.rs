@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use monoio::io::AsyncWriteRent;
 
+use crate::admission_cache::{DenyCache, FallbackBuckets};
 use crate::auth::{self, Caller, KeyCache};
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::request::Method;
@@ -52,6 +53,10 @@ pub struct Worker {
     pub pool: Pool,
     /// Reused buffers for upstream requests (one per request in flight at most).
     request_buffers: RefCell<Vec<Vec<u8>>>,
+    /// Refusals remembered so repeats cost no store call.
+    deny_cache: RefCell<DenyCache>,
+    /// This worker's share of test-key limits while the store is unreachable.
+    fallback: RefCell<FallbackBuckets>,
 }
 
 impl Worker {
@@ -66,6 +71,8 @@ impl Worker {
             request_counter: Cell::new(0),
             pool,
             request_buffers: RefCell::default(),
+            deny_cache: RefCell::default(),
+            fallback: RefCell::default(),
         }
     }
 
@@ -97,6 +104,14 @@ impl Worker {
                     Ok(record) => Some(record),
                     Err(StoreError::NotFound) => None,
                     Err(_) => {
+                        WorkerMetrics::add(&self.metrics.store_unavailable, 1);
+                        // The store is down: a key this worker knew stays usable (revocations
+                        // also need the store, so none can have happened unseen); paid
+                        // requests still fail closed at admission.
+                        let stale = self.key_cache.borrow().get_stale(&hash, generation).map(|e| e.record.clone());
+                        if let Some(Some(record)) = stale {
+                            return caller_of(record, presented.kind);
+                        }
                         return Err(ApiError::with_text(
                             ErrorKind::ServiceUnavailable,
                             "The key store is unreachable right now. Please retry shortly.",
@@ -109,9 +124,7 @@ impl Worker {
         };
         match record {
             None => Err(auth::UNKNOWN_KEY),
-            Some(record) if record.revoked => Err(auth::REVOKED_KEY),
-            Some(record) if record.kind != presented.kind => Err(auth::UNKNOWN_KEY),
-            Some(record) => Ok(Caller { key_id: record.key_id, account_id: record.account_id, kind: record.kind }),
+            Some(record) => caller_of(record, presented.kind),
         }
     }
 
@@ -136,6 +149,17 @@ impl Worker {
             ResponseContext { request_id: request_id.map(RequestId::as_str), rates, keep_alive: sink.keep_alive };
         response::write_error(&mut sink.out, &mut sink.scratch, error, &extras, &context);
         error.kind.spec().status
+    }
+}
+
+/// The caller a key record stands for, if it may be used with the presented key's kind.
+fn caller_of(record: crate::store::KeyRecord, presented: KeyKind) -> Result<Caller, ApiError<'static>> {
+    if record.revoked {
+        Err(auth::REVOKED_KEY)
+    } else if record.kind != presented {
+        Err(auth::UNKNOWN_KEY)
+    } else {
+        Ok(Caller { key_id: record.key_id, account_id: record.account_id, kind: record.kind })
     }
 }
 
@@ -309,10 +333,38 @@ impl ApiHandler {
             output_price: model.output_price,
             now_ms: shared.clock.now_ms(),
         };
+        let topup_generation = shared.store.topup_generation();
+        if let Some(refusal) = worker.deny_cache.borrow_mut().check(&caller.account_id, &admit, topup_generation) {
+            WorkerMetrics::add(&worker.metrics.deny_cache_hits, 1);
+            return self.refuse_admission(sink, refusal, &request_id);
+        }
+        let mut settle_in_store = true;
         let admitted = match shared.store.admit(&admit).await {
             Ok(Admission::Admitted(admitted)) => admitted,
-            Ok(refusal) => return self.refuse_admission(sink, refusal, &request_id),
+            Ok(refusal) => {
+                worker.deny_cache.borrow_mut().record(&caller.account_id, &admit, &refusal, topup_generation);
+                return self.refuse_admission(sink, refusal, &request_id);
+            }
+            Err(StoreError::Unavailable) if caller.kind == KeyKind::Test => {
+                // Test keys never touch money: serve them on this worker's share of the limits.
+                WorkerMetrics::add(&worker.metrics.store_unavailable, 1);
+                let limits =
+                    shared.config.limits.limits_for(&caller.account_id, crate::store::TIER_UNVERIFIED, caller.kind);
+                let share =
+                    shared.config.store_options.gateway_nodes.saturating_mul(shared.metrics.workers.len() as u64);
+                match worker.fallback.borrow_mut().admit(&caller.account_id, &admit, &limits, share) {
+                    Admission::Admitted(admitted) => {
+                        WorkerMetrics::add(&worker.metrics.fallback_admissions, 1);
+                        settle_in_store = false;
+                        admitted
+                    }
+                    refusal => return self.refuse_admission(sink, refusal, &request_id),
+                }
+            }
             Err(error) => {
+                if error == StoreError::Unavailable {
+                    WorkerMetrics::add(&worker.metrics.store_unavailable, 1);
+                }
                 let error = match error {
                     StoreError::Unavailable => ApiError::with_text(
                         ErrorKind::ServiceUnavailable,
@@ -383,7 +435,9 @@ impl ApiHandler {
                 }
             }
         };
-        self.settle(&request_id, &caller.account_id, usage).await;
+        if settle_in_store {
+            self.settle(&request_id, &caller.account_id, usage).await;
+        }
         status
     }
 

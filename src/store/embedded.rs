@@ -121,11 +121,17 @@ pub struct EmbeddedStore {
     policy: LimitPolicy,
     state: Mutex<State>,
     revocations: AtomicU64,
+    topups: AtomicU64,
 }
 
 impl EmbeddedStore {
     pub fn new(policy: LimitPolicy) -> EmbeddedStore {
-        EmbeddedStore { policy, state: Mutex::new(State::default()), revocations: AtomicU64::new(0) }
+        EmbeddedStore {
+            policy,
+            state: Mutex::new(State::default()),
+            revocations: AtomicU64::new(0),
+            topups: AtomicU64::new(0),
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -201,6 +207,11 @@ impl EmbeddedStore {
         self.revocations.load(Ordering::Acquire)
     }
 
+    /// Bumped on every credited top-up.
+    pub fn topup_generation(&self) -> u64 {
+        self.topups.load(Ordering::Acquire)
+    }
+
     pub fn topup(
         &self,
         account_id: &str,
@@ -221,6 +232,7 @@ impl EmbeddedStore {
         let result = TopupResult { balance: account.balance, tier: account.tier.clone(), duplicate: false };
         account.check_invariant();
         state.payment_references.insert(reference.to_string());
+        self.topups.fetch_add(1, Ordering::AcqRel);
         Ok(result)
     }
 

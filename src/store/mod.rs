@@ -323,11 +323,10 @@ impl Store {
     }
 
     /// Bumped on every credited top-up (any account, any node); workers drop their "no
-    /// balance" deny entries when it changes. The embedded store never needs it (it never
-    /// asks for deny entries to outlive a second).
+    /// balance" deny entries when it changes.
     pub fn topup_generation(&self) -> u64 {
         match self {
-            Store::Embedded(_) => 0,
+            Store::Embedded(store) => store.topup_generation(),
             Store::Redis(store) => store.topup_generation(),
         }
     }

@@ -1,0 +1,354 @@
+//! What one worker remembers about admissions so it can skip the shared store: "denied until"
+//! entries, and its own share of the limits while the store is unreachable.
+//!
+//! A deny entry is written when the store refuses a request. Until the entry runs out, a
+//! request of the same account and key kind that the store would refuse for the same reason
+//! is refused here, with no store call:
+//! - RPM: every request, until the bucket holds one request again (the store's retry time).
+//! - TPM: requests at least as large as the refused one, until its retry time.
+//! - Wallet (402): requests that need more than the available balance the store reported; when
+//!   the account had holds in flight (their settlement frees money), for a quarter of a second
+//!   only. With no holds in flight the balance can only grow through a top-up, so the entry
+//!   lasts until one (with a one-minute backstop).
+//!
+//! Every entry ends when a top-up is announced (any account: the store's top-up generation
+//! moves), since a top-up raises the balance and can move the account to a higher tier.
+//!
+//! An entry only ever refuses; it never admits, so it cannot cause over-admission.
+//!
+//! The fallback buckets are used only while the store is down, for test keys (paid requests
+//! fail closed with 503): each worker enforces `limit / (gateway nodes x workers)` on its own.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::ratelimit::TokenBucket;
+use crate::store::{Admission, AdmitRequest, Admitted, KeyKind, RateSnapshot, TierLimits};
+
+/// Entries kept before the cache is cleared (bounds memory under a flood of accounts).
+pub const DENY_CACHE_MAX_ENTRIES: usize = 100_000;
+/// How long a wallet refusal is trusted while the account had other holds in flight.
+pub const QUOTA_DENY_WITH_HOLDS_MS: u64 = 250;
+/// How long a wallet refusal with no holds in flight is trusted without a top-up event.
+pub const QUOTA_DENY_BACKSTOP_MS: u64 = 60_000;
+/// How long an RPM/TPM refusal that can never pass (zero capacity) is trusted.
+pub const RATE_DENY_NEVER_MS: u64 = 60_000;
+
+#[derive(Copy, Clone, Debug)]
+struct DenyEntry {
+    decided_at_ms: u64,
+    until_ms: u64,
+    /// The refused request's size.
+    input_tokens: u64,
+    requested_output_tokens: u64,
+    client_set_output_cap: bool,
+    /// The store's top-up generation when the entry was written: a top-up anywhere ends it.
+    topup_generation: u64,
+    refusal: Admission,
+}
+
+#[derive(Default)]
+pub struct DenyCache {
+    entries: HashMap<(Arc<str>, KeyKind), DenyEntry>,
+}
+
+impl DenyCache {
+    /// The refusal the store would give `request` now, if an entry says so.
+    pub fn check(
+        &mut self,
+        account: &Arc<str>,
+        request: &AdmitRequest<'_>,
+        topup_generation: u64,
+    ) -> Option<Admission> {
+        let now_ms = request.now_ms;
+        let key = (account.clone(), request.key_kind);
+        let entry = *self.entries.get(&key)?;
+        // A top-up may have raised the balance or the tier (and with it the limits).
+        let topped_up_since = entry.topup_generation != topup_generation;
+        if now_ms >= entry.until_ms || now_ms < entry.decided_at_ms || topped_up_since {
+            self.entries.remove(&key);
+            return None;
+        }
+        let elapsed_ms = now_ms - entry.decided_at_ms;
+        let age = |rates: RateSnapshot| RateSnapshot {
+            requests_reset_ms: rates.requests_reset_ms.saturating_sub(elapsed_ms),
+            tokens_reset_ms: rates.tokens_reset_ms.saturating_sub(elapsed_ms),
+            ..rates
+        };
+        let at_least_as_large = request.input_tokens_upper >= entry.input_tokens
+            && request.requested_output_tokens >= entry.requested_output_tokens
+            && request.client_set_output_cap == entry.client_set_output_cap;
+        match entry.refusal {
+            Admission::RateLimited { bucket, limit, used, requested, rates, .. } => {
+                let applies = bucket == crate::errors::Bucket::Requests || at_least_as_large;
+                applies.then(|| Admission::RateLimited {
+                    bucket,
+                    limit,
+                    used,
+                    requested,
+                    retry_after_ms: entry.until_ms - now_ms,
+                    rates: age(rates),
+                })
+            }
+            Admission::InsufficientQuota { balance, available, rates, .. } => {
+                let needed = request
+                    .input_price
+                    .cost_of(request.input_tokens_upper)
+                    .and_then(|input| input.checked_add(crate::money::Nanos(request.output_price.0)))?;
+                (needed > available).then(|| Admission::InsufficientQuota {
+                    balance,
+                    available,
+                    needed,
+                    rates: age(rates),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    /// Remembers a refusal from the store.
+    pub fn record(
+        &mut self,
+        account: &Arc<str>,
+        request: &AdmitRequest<'_>,
+        refusal: &Admission,
+        topup_generation: u64,
+    ) {
+        let now_ms = request.now_ms;
+        let lasts_ms = match *refusal {
+            Admission::RateLimited { retry_after_ms: u64::MAX, .. } => RATE_DENY_NEVER_MS,
+            Admission::RateLimited { retry_after_ms, .. } => retry_after_ms,
+            Admission::InsufficientQuota { balance, available, .. } if balance == available => QUOTA_DENY_BACKSTOP_MS,
+            Admission::InsufficientQuota { .. } => QUOTA_DENY_WITH_HOLDS_MS,
+            _ => return,
+        };
+        if self.entries.len() >= DENY_CACHE_MAX_ENTRIES {
+            self.entries.clear();
+        }
+        self.entries.insert(
+            (account.clone(), request.key_kind),
+            DenyEntry {
+                decided_at_ms: now_ms,
+                until_ms: now_ms.saturating_add(lasts_ms),
+                input_tokens: request.input_tokens_upper,
+                requested_output_tokens: request.requested_output_tokens,
+                client_set_output_cap: request.client_set_output_cap,
+                topup_generation,
+                refusal: *refusal,
+            },
+        );
+    }
+}
+
+/// This worker's own buckets for test keys while the store is unreachable.
+#[derive(Default)]
+pub struct FallbackBuckets {
+    accounts: HashMap<Arc<str>, (TokenBucket, TokenBucket)>,
+}
+
+impl FallbackBuckets {
+    /// Admits `request` against `limits` divided by `share` (nodes x workers), or refuses it
+    /// with the time the local bucket needs.
+    pub fn admit(
+        &mut self,
+        account: &Arc<str>,
+        request: &AdmitRequest<'_>,
+        limits: &TierLimits,
+        share: u64,
+    ) -> Admission {
+        let now_ms = request.now_ms;
+        let share = share.max(1);
+        let rpm = (limits.requests_per_minute / share).max(1);
+        let tpm = (limits.tokens_per_minute / share).max(1);
+        if self.accounts.len() >= DENY_CACHE_MAX_ENTRIES {
+            self.accounts.clear();
+        }
+        let (requests, tokens) = self
+            .accounts
+            .entry(account.clone())
+            .or_insert_with(|| (TokenBucket::full(rpm, now_ms), TokenBucket::full(tpm, now_ms)));
+        let mut output_cap = request.requested_output_tokens;
+        if !request.client_set_output_cap {
+            output_cap = output_cap.min(tpm.saturating_sub(request.input_tokens_upper));
+        }
+        let needed = request.input_tokens_upper.saturating_add(output_cap);
+        let snapshot = |requests: &mut TokenBucket, tokens: &mut TokenBucket| RateSnapshot {
+            requests_limit: rpm,
+            requests_remaining: requests.available(now_ms),
+            requests_reset_ms: requests.reset_after_ms(now_ms),
+            tokens_limit: tpm,
+            tokens_remaining: tokens.available(now_ms),
+            tokens_reset_ms: tokens.reset_after_ms(now_ms),
+        };
+        if output_cap == 0 || needed > tpm {
+            let rates = snapshot(requests, tokens);
+            return Admission::TooLargeForTokenLimit { limit: tpm, requested: needed.max(1), rates };
+        }
+        for (bucket, amount) in [(crate::errors::Bucket::Requests, 1), (crate::errors::Bucket::Tokens, needed)] {
+            let target = if bucket == crate::errors::Bucket::Requests { &mut *requests } else { &mut *tokens };
+            if let Err(denied) = target.check(amount, now_ms) {
+                let limit = target.capacity();
+                let used = limit - target.available(now_ms);
+                let rates = snapshot(requests, tokens);
+                return Admission::RateLimited {
+                    bucket,
+                    limit,
+                    used,
+                    requested: amount,
+                    retry_after_ms: denied.retry_after_ms,
+                    rates,
+                };
+            }
+        }
+        let _ = requests.try_take(1, now_ms);
+        let _ = tokens.try_take(needed, now_ms);
+        let rates = snapshot(requests, tokens);
+        Admission::Admitted(Admitted {
+            hold: crate::money::Nanos::ZERO,
+            output_cap_tokens: output_cap,
+            tokens_charged: needed,
+            rates,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::errors::Bucket;
+    use crate::money::{Nanos, NanosPerToken};
+
+    fn request(now_ms: u64, input_tokens: u64) -> AdmitRequest<'static> {
+        AdmitRequest {
+            request_id: "req_1",
+            account_id: "acct_1",
+            key_id: "key_1",
+            key_kind: KeyKind::Live,
+            model: "m",
+            input_tokens_upper: input_tokens,
+            requested_output_tokens: 100,
+            client_set_output_cap: false,
+            input_price: NanosPerToken(1_000),
+            output_price: NanosPerToken(2_000),
+            now_ms,
+        }
+    }
+
+    fn rates() -> RateSnapshot {
+        RateSnapshot {
+            requests_limit: 30,
+            requests_remaining: 0,
+            requests_reset_ms: 2_000,
+            tokens_limit: 1_000,
+            tokens_remaining: 0,
+            tokens_reset_ms: 60_000,
+        }
+    }
+
+    fn rpm_refusal(retry_after_ms: u64) -> Admission {
+        Admission::RateLimited {
+            bucket: Bucket::Requests,
+            limit: 30,
+            used: 30,
+            requested: 1,
+            retry_after_ms,
+            rates: rates(),
+        }
+    }
+
+    #[test]
+    fn rpm_entry_refuses_until_the_retry_time_with_the_time_left() {
+        let account: Arc<str> = Arc::from("acct_1");
+        let mut cache = DenyCache::default();
+        cache.record(&account, &request(10_000, 5), &rpm_refusal(2_000), 7);
+        match cache.check(&account, &request(10_500, 5), 7) {
+            Some(Admission::RateLimited { retry_after_ms, rates, .. }) => {
+                assert_eq!(retry_after_ms, 1_500);
+                assert_eq!(rates.requests_reset_ms, 1_500);
+                assert_eq!(rates.tokens_reset_ms, 59_500);
+            }
+            other => panic!("expected a cached refusal, got {other:?}"),
+        }
+        assert_eq!(cache.check(&account, &request(12_000, 5), 7), None);
+        // The entry is gone once expired.
+        assert_eq!(cache.check(&account, &request(10_600, 5), 7), None);
+    }
+
+    #[test]
+    fn any_topup_ends_every_entry() {
+        let account: Arc<str> = Arc::from("acct_1");
+        let mut cache = DenyCache::default();
+        cache.record(&account, &request(10_000, 5), &rpm_refusal(50_000), 7);
+        assert_eq!(cache.check(&account, &request(10_001, 5), 8), None);
+        assert_eq!(cache.check(&account, &request(10_002, 5), 7), None, "removed, not just skipped");
+    }
+
+    #[test]
+    fn tpm_entry_refuses_only_requests_at_least_as_large() {
+        let account: Arc<str> = Arc::from("acct_1");
+        let mut cache = DenyCache::default();
+        let refusal = Admission::RateLimited {
+            bucket: Bucket::Tokens,
+            limit: 1_000,
+            used: 950,
+            requested: 105,
+            retry_after_ms: 3_000,
+            rates: rates(),
+        };
+        cache.record(&account, &request(0, 5), &refusal, 1);
+        assert_eq!(cache.check(&account, &request(10, 4), 1), None, "a smaller request asks the store");
+        assert!(matches!(cache.check(&account, &request(10, 6), 1), Some(Admission::RateLimited { .. })));
+    }
+
+    #[test]
+    fn wallet_entry_refuses_only_what_the_available_balance_cannot_pay() {
+        let account: Arc<str> = Arc::from("acct_1");
+        let mut cache = DenyCache::default();
+        // 5 input tokens at 1,000 + one output token at 2,000 = 7,000 needed; 6,999 available.
+        let refusal = Admission::InsufficientQuota {
+            balance: Nanos(6_999),
+            available: Nanos(6_999),
+            needed: Nanos(7_000),
+            rates: rates(),
+        };
+        cache.record(&account, &request(0, 5), &refusal, 1);
+        assert_eq!(cache.check(&account, &request(10, 4), 1), None, "6,000 is affordable");
+        match cache.check(&account, &request(10, 5), 1) {
+            Some(Admission::InsufficientQuota { needed, available, .. }) => {
+                assert_eq!(needed, Nanos(7_000));
+                assert_eq!(available, Nanos(6_999));
+            }
+            other => panic!("expected a cached 402, got {other:?}"),
+        }
+        // No holds in flight: the entry lasts until a top-up (or the one-minute backstop).
+        assert!(cache.check(&account, &request(QUOTA_DENY_BACKSTOP_MS - 1, 5), 1).is_some());
+        assert!(cache.check(&account, &request(QUOTA_DENY_BACKSTOP_MS, 5), 1).is_none());
+    }
+
+    #[test]
+    fn wallet_entry_with_holds_in_flight_is_short() {
+        let account: Arc<str> = Arc::from("acct_1");
+        let mut cache = DenyCache::default();
+        let refusal = Admission::InsufficientQuota {
+            balance: Nanos(50_000),
+            available: Nanos(10),
+            needed: Nanos(7_000),
+            rates: rates(),
+        };
+        cache.record(&account, &request(0, 5), &refusal, 1);
+        assert!(cache.check(&account, &request(QUOTA_DENY_WITH_HOLDS_MS - 1, 5), 1).is_some());
+        assert!(cache.check(&account, &request(QUOTA_DENY_WITH_HOLDS_MS, 5), 1).is_none());
+    }
+
+    #[test]
+    fn fallback_share_divides_the_limit_per_worker() {
+        let account: Arc<str> = Arc::from("acct_1");
+        let mut buckets = FallbackBuckets::default();
+        let limits = TierLimits { requests_per_minute: 60, tokens_per_minute: 1_000_000 };
+        // 3 nodes x 2 workers: 10 requests per minute here.
+        let admitted = (0..20)
+            .filter(|_| matches!(buckets.admit(&account, &request(0, 5), &limits, 6), Admission::Admitted(_)))
+            .count();
+        assert_eq!(admitted, 10);
+    }
+}
