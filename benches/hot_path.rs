@@ -1,7 +1,8 @@
 //! Criterion benches for the pure pieces of one request, each with the allocations it makes
 //! per iteration (counted by a global allocator and printed after the timings): request head
 //! parse, key check and cache hit, chat body extraction for 1 KiB and 32 KiB bodies against a
-//! serde_json baseline, error rendering, the rate-limit decision, and the duration formatter.
+//! serde_json baseline, error rendering, the rate-limit decision, the SSE relay (event scan and
+//! model rewrite over a Groq-style stream arriving in TCP-sized pieces), and the duration formatter.
 
 use std::hint::black_box;
 
@@ -10,10 +11,11 @@ use fikra_gateway::auth::{KeyCache, hash_key, parse_authorization};
 use fikra_gateway::errors::{ApiError, Bucket, Detail, ErrorKind};
 use fikra_gateway::http::duration::write_go_duration;
 use fikra_gateway::http::request::parse_head;
-use fikra_gateway::http::response::{ErrorExtras, ResponseContext, write_error};
+use fikra_gateway::http::response::{ErrorExtras, ResponseContext, frame_chunk_in_place, write_error};
 use fikra_gateway::openai::chat::parse_chat_request;
 use fikra_gateway::ratelimit::TokenBucket;
 use fikra_gateway::store::{KeyKind, KeyRecord, RateSnapshot};
+use fikra_gateway::upstream::relay::{EventKind, ReportedUsage, next_event_end, rewrite_event};
 
 #[path = "../tests/support/counting_allocator.rs"]
 mod counting_allocator;
@@ -51,6 +53,69 @@ fn chat_body(target_bytes: usize) -> String {
         ]
     })
     .to_string()
+}
+
+/// Content chunks in the benched stream (plus a role chunk, a finish chunk, a usage-only chunk
+/// and `[DONE]`).
+const STREAM_CONTENT_CHUNKS: usize = 64;
+/// How the stream arrives: pieces of one Ethernet-MSS-sized read each, cutting events anywhere.
+const STREAM_PIECE_BYTES: usize = 1448;
+
+/// A streamed answer as Groq sends it: `data: {...}\n\n` events with its model name,
+/// `system_fingerprint` and `x_groq` ids, then a usage-only chunk and `data: [DONE]`.
+fn groq_stream() -> Vec<u8> {
+    let head = r#"{"id":"chatcmpl-7f3c2a1b-9d4e-4c8a-b1f2-0a9e8d7c6b5a","object":"chat.completion.chunk","created":1764547200,"model":"llama-3.3-70b-versatile","system_fingerprint":"fp_3f9a8b7c6d","choices":[{"index":0,"delta":"#;
+    let mut stream = Vec::new();
+    let mut event = |delta: &str, finish: &str, extra: &str| {
+        stream.extend_from_slice(b"data: ");
+        stream.extend_from_slice(head.as_bytes());
+        stream.extend_from_slice(delta.as_bytes());
+        stream.extend_from_slice(br#","logprobs":null,"finish_reason":"#);
+        stream.extend_from_slice(finish.as_bytes());
+        stream.extend_from_slice(b"}]");
+        stream.extend_from_slice(extra.as_bytes());
+        stream.extend_from_slice(b"}\n\n");
+    };
+    event(r#"{"role":"assistant","content":""}"#, "null", r#","x_groq":{"id":"req_01jq8k2m3n4p5q6r7s8t9v0w1x"}"#);
+    for index in 0..STREAM_CONTENT_CHUNKS {
+        let word = ["habari", "ya", "asubuhi,", "karibu", "sana", "rafiki"][index % 6];
+        event(&format!(r#"{{"content":" {word}"}}"#), "null", "");
+    }
+    event("{}", r#""stop""#, "");
+    stream.extend_from_slice(br#"data: {"id":"chatcmpl-7f3c2a1b-9d4e-4c8a-b1f2-0a9e8d7c6b5a","object":"chat.completion.chunk","created":1764547200,"model":"llama-3.3-70b-versatile","system_fingerprint":"fp_3f9a8b7c6d","choices":[],"usage":{"queue_time":0.01,"prompt_tokens":21,"prompt_time":0.002,"completion_tokens":64,"completion_time":0.21,"total_tokens":85,"total_time":0.212},"x_groq":{"id":"req_01jq8k2m3n4p5q6r7s8t9v0w1x"}}"#);
+    stream.extend_from_slice(b"\n\ndata: [DONE]\n\n");
+    stream
+}
+
+/// Finds every event of `stream` (the scan alone).
+fn scan_events(stream: &[u8]) -> usize {
+    let (mut rest, mut events) = (stream, 0);
+    while let Some(end) = next_event_end(rest) {
+        rest = &rest[end..];
+        events += 1;
+    }
+    events
+}
+
+/// Relays `stream` the way `proxy::relay_stream` does: each piece is appended to `payload`, every
+/// complete event is rewritten (public model id) and framed as an HTTP chunk into `out`, and the
+/// consumed bytes are drained from `payload`; `out` is emptied after each piece (the flush).
+fn relay_stream(stream: &[u8], payload: &mut Vec<u8>, out: &mut Vec<u8>) -> (usize, Option<ReportedUsage>) {
+    payload.clear();
+    let (mut delivered, mut usage) = (0, None);
+    for piece in stream.chunks(STREAM_PIECE_BYTES) {
+        payload.extend_from_slice(piece);
+        while let Some(end) = next_event_end(payload) {
+            let start = out.len();
+            if rewrite_event(&payload[..end], "fikra-flash", false, &mut usage, out) == EventKind::Chunk {
+                delivered += 1;
+            }
+            frame_chunk_in_place(out, start);
+            payload.drain(..end);
+        }
+        out.clear();
+    }
+    (delivered, usage)
 }
 
 /// What a plain serde_json parse of the same request costs (the baseline).
@@ -149,6 +214,24 @@ fn benches(c: &mut Criterion) {
     report_allocations("rate_limit_decision", || {
         now_ms += 1;
         black_box(bucket.try_take(1, now_ms).is_ok());
+    });
+
+    let stream = groq_stream();
+    let events = scan_events(&stream);
+    println!("sse stream: {} bytes, {events} events, {STREAM_PIECE_BYTES}-byte pieces", stream.len());
+    c.bench_function("sse_event_scan_stream", |b| b.iter(|| scan_events(black_box(&stream))));
+    report_allocations("sse_event_scan_stream", || {
+        black_box(scan_events(&stream));
+    });
+    let (mut payload, mut relayed) = (Vec::with_capacity(16 * 1024), Vec::with_capacity(16 * 1024));
+    let (delivered, usage) = relay_stream(&stream, &mut payload, &mut relayed);
+    assert_eq!(delivered, STREAM_CONTENT_CHUNKS + 2, "role, content and finish chunks; usage chunk dropped");
+    assert_eq!(usage, Some(ReportedUsage { prompt_tokens: 21, completion_tokens: 64 }));
+    c.bench_function("sse_relay_rewrite_stream", |b| {
+        b.iter(|| relay_stream(black_box(&stream), &mut payload, &mut relayed).0)
+    });
+    report_allocations("sse_relay_rewrite_stream", || {
+        black_box(relay_stream(&stream, &mut payload, &mut relayed));
     });
 
     let mut text = Vec::with_capacity(32);
