@@ -93,8 +93,10 @@ pub struct RedisClient {
     /// Earliest time the next connection attempt may start.
     retry_at: Cell<Option<Instant>>,
     backoff_ms: Cell<u64>,
-    /// A connection attempt is under way (others fail fast instead of piling on).
+    /// A connection attempt is under way; callers that come meanwhile wait for its outcome
+    /// here instead of opening connections of their own.
     connecting: Cell<bool>,
+    connect_waiters: RefCell<Vec<oneshot::Sender<()>>>,
 }
 
 impl RedisClient {
@@ -105,6 +107,7 @@ impl RedisClient {
             retry_at: Cell::new(None),
             backoff_ms: Cell::new(RECONNECT_BACKOFF_MIN_MS),
             connecting: Cell::new(false),
+            connect_waiters: RefCell::new(Vec::new()),
         }
     }
 
@@ -170,17 +173,33 @@ impl RedisClient {
         {
             return Ok(connection.clone());
         }
-        if self.connecting.get() || self.retry_at.get().is_some_and(|at| Instant::now() < at) {
+        // The breaker is open after a failure: fail fast until the backoff has passed.
+        if self.retry_at.get().is_some_and(|at| Instant::now() < at) {
             return Err(RedisError::Unavailable);
+        }
+        if self.connecting.get() {
+            let (notify, done) = oneshot::channel();
+            self.connect_waiters.borrow_mut().push(notify);
+            // The attempt itself is bounded by the connect timeout; so is this wait.
+            let _ = monoio::time::timeout(self.settings.connect_timeout, done).await;
+            return match self.connection.borrow().as_ref() {
+                Some(connection) if !connection.broken.get() => Ok(connection.clone()),
+                _ => Err(RedisError::Unavailable),
+            };
         }
         self.connecting.set(true);
         let result = self.connect().await;
         self.connecting.set(false);
+        if let Ok(connection) = &result {
+            *self.connection.borrow_mut() = Some(connection.clone());
+        }
+        for waiter in self.connect_waiters.borrow_mut().drain(..) {
+            let _ = waiter.send(());
+        }
         match result {
             Ok(connection) => {
                 self.backoff_ms.set(RECONNECT_BACKOFF_MIN_MS);
                 self.retry_at.set(None);
-                *self.connection.borrow_mut() = Some(connection.clone());
                 Ok(connection)
             }
             Err(error) => {
@@ -272,7 +291,13 @@ async fn read_replies(connection: Rc<Connection>, mut reader: OwnedReadHalf<TcpS
             match redis_protocol::resp2::decode::decode(&buffer[consumed..]) {
                 Ok(Some((frame, used))) => {
                     consumed += used;
-                    match connection.waiting.borrow_mut().pop_front() {
+                    if connection.broken.get() {
+                        // Retired (a timeout): its waiters already failed; late replies go nowhere.
+                        return;
+                    }
+                    // Bound first: `break_down` below borrows the queue again.
+                    let slot = connection.waiting.borrow_mut().pop_front();
+                    match slot {
                         Some(slot) => {
                             let _ = slot.send(Ok(frame));
                         }

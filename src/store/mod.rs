@@ -395,11 +395,12 @@ impl Store {
         }
     }
 
-    /// Whether the store answers (readiness).
+    /// Whether the store answers and, for Redis, the revocation and top-up subscription is
+    /// live (readiness): without it a revoked key could stay usable until its cache TTL.
     pub async fn ping(&self) -> bool {
         match self {
             Store::Embedded(_) => true,
-            Store::Redis(store) => store.ping().await,
+            Store::Redis(store) => store.ping().await && store.subscribed(),
         }
     }
 }

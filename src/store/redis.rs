@@ -946,7 +946,10 @@ impl RedisStore {
                 let addr = nodes[next_node % nodes.len()];
                 next_node += 1;
                 subscribe(addr, password.as_deref(), &[&revocations, &topups], &events);
-                events.subscribed.store(false, Ordering::Release);
+                // A session that got as far as subscribing starts the backoff over.
+                if events.subscribed.swap(false, Ordering::AcqRel) {
+                    backoff = Duration::from_millis(crate::redis::RECONNECT_BACKOFF_MIN_MS);
+                }
                 if events.stop.load(Ordering::Acquire) {
                     break;
                 }

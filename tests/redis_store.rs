@@ -1,0 +1,452 @@
+//! Gateway nodes sharing one real `redis-server`: limits and the wallet hold across separate
+//! `fikra-gateway serve` processes, revocations reach every node, the Redis commands each
+//! request costs, a Redis outage and its recovery, and a top-up that survives `kill -9`.
+
+mod common;
+#[path = "support/gateway_process.rs"]
+mod gateway_process;
+#[path = "support/redis_server.rs"]
+mod redis_server;
+
+use std::collections::HashMap;
+use std::io::{BufReader, Write};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::time::{Duration, Instant};
+
+use common::*;
+use gateway_process::{GatewayProcess, timed_send};
+use redis_server::{RedisServer, redis_cli, unique_prefix};
+
+/// The `[store]` body for one Redis at `redis`, keys under `prefix`.
+fn store_section(redis: SocketAddr, prefix: &str, nodes: u32) -> String {
+    format!(
+        "redis_url = \"redis://{redis}\"\nkey_prefix = \"{prefix}\"\ngateway_nodes = {nodes}\ncommand_timeout_ms = {COMMAND_TIMEOUT_MS}"
+    )
+}
+
+const COMMAND_TIMEOUT_MS: u64 = 250;
+
+/// A model whose input is free and whose output costs 1,000 nano-USD per token, 16 at most:
+/// every answer from the sandbox (16 tokens) costs exactly its hold, 16,000 nano-USD.
+const METERED_MODEL: &str = r#"
+[[models]]
+id = "metered"
+upstream = "sandbox"
+input_usd_per_million = "0"
+output_usd_per_million = "1"
+max_output_tokens = 16
+"#;
+
+fn override_limits(account: &str, rpm: u64, tpm: u64) -> String {
+    format!("\n[[account_overrides]]\naccount = \"{account}\"\nrpm = {rpm}\ntpm = {tpm}\n")
+}
+
+fn three_nodes(test: &str, extra: &str) -> Vec<GatewayProcess> {
+    let store = store_section(redis_server::shared_server(), &unique_prefix(test), 3);
+    // Started from this thread: each node dies with it (PR_SET_PDEATHSIG is per thread).
+    (0..3).map(|n| GatewayProcess::start(&format!("{test}-{n}"), &store, extra)).collect()
+}
+
+fn create_account(node: &GatewayProcess, id: &str, credit_usd: &str) {
+    node.admin_json("POST", "/admin/accounts", &format!(r#"{{"id":"{id}","signup_credit_usd":"{credit_usd}"}}"#), 201);
+}
+
+/// A new key on `account`: (key id, key).
+fn create_key(node: &GatewayProcess, account: &str, kind: &str) -> (String, String) {
+    let created =
+        node.admin_json("POST", &format!("/admin/accounts/{account}/keys"), &format!(r#"{{"kind":"{kind}"}}"#), 201);
+    (created["key_id"].as_str().unwrap().to_string(), created["key"].as_str().unwrap().to_string())
+}
+
+fn usage_costs(node: &GatewayProcess, account: &str) -> Vec<u64> {
+    let usage = node.admin_json("GET", &format!("/admin/accounts/{account}/usage?limit=1000"), "", 200);
+    usage["data"].as_array().unwrap().iter().map(|r| usd_to_nanos(r["cost_usd"].as_str().unwrap())).collect()
+}
+
+/// Status counts of `responses`.
+fn tally(statuses: impl IntoIterator<Item = u16>) -> HashMap<u16, usize> {
+    let mut counts = HashMap::new();
+    for status in statuses {
+        *counts.entry(status).or_insert(0) += 1;
+    }
+    counts
+}
+
+// Goal: an account's 30 RPM holds across three nodes: 90 requests from 9 clients spread over the
+// nodes get exactly 30 admissions (plus whatever the bucket refilled while the test ran).
+#[test]
+fn rpm_is_global_across_three_nodes() {
+    let nodes = Arc::new(three_nodes("rpm", ""));
+    create_account(&nodes[0], "spread", "1.00");
+    let (_, key) = create_key(&nodes[1], "spread", "live");
+    // A small answer cap keeps the token bucket (40,000 TPM) out of the way.
+    let body = r#"{"model":"fikra-flash","max_tokens":16,"messages":[{"role":"user","content":"habari"}]}"#;
+    let request = chat_request(&key, body);
+    let started = Instant::now();
+    let clients: Vec<_> = (0..9)
+        .map(|client| {
+            let (nodes, request) = (nodes.clone(), request.clone());
+            std::thread::spawn(move || {
+                (0..10).map(|n| send_one(nodes[(client + n) % 3].node.api, request.as_bytes())).collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let responses: Vec<Response> = clients.into_iter().flat_map(|c| c.join().unwrap()).collect();
+    let elapsed_ms = started.elapsed().as_millis() as usize;
+    let counts = tally(responses.iter().map(|r| r.status));
+    let admitted = counts.get(&200).copied().unwrap_or(0);
+    // The bucket refills one request every 2,000 ms.
+    let refilled = elapsed_ms / 2_000;
+    eprintln!("admitted {admitted} of 90 in {elapsed_ms} ms across 3 nodes: {counts:?}");
+    assert!((30..=30 + refilled).contains(&admitted), "admitted {admitted}, refilled {refilled}: {counts:?}");
+    assert_eq!(counts.get(&429).copied().unwrap_or(0), 90 - admitted, "{counts:?}");
+    for refused in responses.iter().filter(|r| r.status == 429) {
+        assert_eq!(refused.error().1, "rate_limit_exceeded");
+        assert_eq!(refused.header("x-ratelimit-limit-requests"), Some("30"));
+        assert_eq!(refused.header("x-ratelimit-remaining-requests"), Some("0"));
+        let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+        assert!((1..=2).contains(&retry_after), "retry-after {retry_after}");
+    }
+    assert_eq!(usage_costs(&nodes[2], "spread").len(), admitted, "one ledger record per admitted request");
+}
+
+// Goal: 300 concurrent requests spread over three nodes against a wallet that pays for exactly
+// 20 answers: exactly 20 succeed, the rest get 402, the balance ends at zero, and the ledger
+// equals the balance change.
+#[test]
+fn wallet_pays_for_k_of_300_concurrent_requests_across_nodes() {
+    const K: u64 = 20;
+    const ANSWER_NANOS: u64 = 16_000;
+    let extra = format!("{METERED_MODEL}{}", override_limits("wallet", 100_000, 100_000_000));
+    let nodes = Arc::new(three_nodes("wallet", &extra));
+    let credit = fikra_gateway::money::Nanos(K * ANSWER_NANOS).to_usd_string();
+    create_account(&nodes[0], "wallet", &credit);
+    let (_, key) = create_key(&nodes[0], "wallet", "live");
+    let request = chat_request(&key, &simple_chat("metered", "lipa"));
+    let barrier = Arc::new(Barrier::new(300));
+    let clients: Vec<_> = (0..300)
+        .map(|client| {
+            let (nodes, request, barrier) = (nodes.clone(), request.clone(), barrier.clone());
+            std::thread::spawn(move || {
+                let stream = connect(nodes[client % 3].node.api);
+                barrier.wait();
+                (&stream).write_all(request.as_bytes()).unwrap();
+                read_response(&mut BufReader::new(stream)).expect("a response")
+            })
+        })
+        .collect();
+    let responses: Vec<Response> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let counts = tally(responses.iter().map(|r| r.status));
+    eprintln!("300 concurrent over 3 nodes against a wallet for {K}: {counts:?}");
+    assert_eq!(counts.get(&200).copied(), Some(K as usize), "{counts:?}");
+    assert_eq!(counts.get(&402).copied(), Some(300 - K as usize), "{counts:?}");
+    for response in &responses {
+        if response.status == 200 {
+            assert_eq!(response.json()["usage"]["completion_tokens"], 16);
+        } else {
+            assert_eq!(response.error().1, "insufficient_quota");
+        }
+    }
+    let account = nodes[1].admin_json("GET", "/admin/accounts/wallet", "", 200);
+    assert_eq!(account["balance_usd"], "0.000000000");
+    assert_eq!(account["held_usd"], "0.000000000");
+    let costs = usage_costs(&nodes[2], "wallet");
+    assert_eq!(costs.len(), K as usize);
+    assert_eq!(costs.iter().sum::<u64>(), K * ANSWER_NANOS, "ledger = balance change");
+}
+
+// Goal: a key revoked through one node is refused by every worker of every node within a second
+// (pub/sub reaches the per-core caches; nothing waits for the cache TTL).
+#[test]
+fn revocation_through_one_node_reaches_every_node_within_a_second() {
+    // Test keys get the Unverified limits: raise them above the 72 requests sent here.
+    let nodes = three_nodes("revoke", "[tiers.unverified]\nrpm = 1000\ntpm = 1000000\n");
+    create_account(&nodes[0], "leaver", "1.00");
+    let (key_id, key) = create_key(&nodes[0], "leaver", "test");
+    let request = chat_request(&key, &simple_chat("fikra-flash", "kwaheri"));
+    // Fresh connections land on both workers of each node: every cache holds the key.
+    for node in &nodes {
+        for _ in 0..12 {
+            assert_eq!(send_one(node.node.api, request.as_bytes()).status, 200);
+        }
+    }
+    nodes[0].admin_json("DELETE", &format!("/admin/keys/{key_id}"), "", 200);
+    let revoked_at = Instant::now();
+    let mut first_refusal_ms = [None; 3];
+    while first_refusal_ms.iter().any(Option::is_none) && revoked_at.elapsed() < Duration::from_secs(1) {
+        for (n, node) in nodes.iter().enumerate() {
+            if first_refusal_ms[n].is_none() && send_one(node.node.api, request.as_bytes()).status == 401 {
+                first_refusal_ms[n] = Some(revoked_at.elapsed().as_millis());
+            }
+        }
+    }
+    eprintln!("first refusal per node after the revocation (ms): {first_refusal_ms:?}");
+    std::thread::sleep(Duration::from_secs(1).saturating_sub(revoked_at.elapsed()));
+    for node in &nodes {
+        for _ in 0..12 {
+            let refused = send_one(node.node.api, request.as_bytes());
+            assert_eq!(refused.status, 401, "{}", refused.text());
+            assert_eq!(refused.error().1, "revoked_api_key");
+        }
+    }
+}
+
+/// `INFO commandstats` as command name -> calls.
+fn command_table(port: u16) -> HashMap<String, u64> {
+    let stats = redis_cli(port, &["INFO", "commandstats"]);
+    stats
+        .lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            Some((name.to_string(), calls))
+        })
+        .collect()
+}
+
+/// Calls per command between two tables, leaving out the test's own `INFO` and the gateway's
+/// background traffic (the reaper's `SCAN`, readiness `PING`s).
+fn command_delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>) -> HashMap<String, u64> {
+    after
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "info" | "scan" | "ping"))
+        .map(|(name, calls)| (name.clone(), calls - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, calls)| *calls > 0)
+        .collect()
+}
+
+// Goal: what the store costs per request, counted by Redis itself: an admitted request is
+// exactly two function calls (admit, settle), whatever commands run inside them; a request
+// refused from a deny entry is none.
+#[test]
+fn redis_commands_per_admitted_and_per_refused_request() {
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let extra = format!("{}{}", override_limits("busy", 100_000, 100_000_000), override_limits("capped", 1, 100_000));
+    let node = GatewayProcess::start("traffic", &store_section(redis.addr(), "fk", 1), &extra);
+    create_account(&node, "busy", "10.00");
+    create_account(&node, "capped", "10.00");
+    let (_, busy_key) = create_key(&node, "busy", "live");
+    let (_, capped_key) = create_key(&node, "capped", "live");
+    let busy = chat_request(&busy_key, &simple_chat("fikra-flash", "habari ya asubuhi"));
+    let capped = chat_request(&capped_key, &simple_chat("fikra-flash", "habari"));
+
+    const ADMITTED: u64 = 200;
+    let stream = connect(node.node.api);
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut send = |request: &str| {
+        (&stream).write_all(request.as_bytes()).unwrap();
+        read_response(&mut reader).expect("a response").status
+    };
+    // Warm-up: this worker caches both keys.
+    assert_eq!(send(&busy), 200);
+    let before = command_table(redis.port);
+    for _ in 0..ADMITTED {
+        assert_eq!(send(&busy), 200);
+    }
+    let admitted = command_delta(&before, &command_table(redis.port));
+    let inside: u64 = admitted.iter().filter(|(name, _)| name.as_str() != "fcall").map(|(_, calls)| calls).sum();
+    eprintln!(
+        "per admitted request: {} FCALL, {:.2} commands inside them; by command over {ADMITTED}: {admitted:?}",
+        admitted["fcall"] as f64 / ADMITTED as f64,
+        inside as f64 / ADMITTED as f64
+    );
+    assert_eq!(admitted["fcall"], 2 * ADMITTED, "{admitted:?}");
+
+    // 1 RPM: the first request is admitted, the second refused by the store (and remembered).
+    assert_eq!(send(&capped), 200);
+    assert_eq!(send(&capped), 429);
+    const REFUSED: usize = 500;
+    let before = command_table(redis.port);
+    for _ in 0..REFUSED {
+        assert_eq!(send(&capped), 429);
+    }
+    let refused = command_delta(&before, &command_table(redis.port));
+    eprintln!("commands for {REFUSED} refusals from the deny entry: {refused:?}");
+    assert!(refused.is_empty(), "{refused:?}");
+}
+
+/// One request sent during the outage test: its kind, status, code, duration and send time.
+struct Sample {
+    live: bool,
+    status: u16,
+    code: Option<String>,
+    took: Duration,
+    sent_at: Instant,
+}
+
+/// One node on `redis` with a paid account ("payer", 5 USD) and a test-key account, both keys
+/// known to every worker; returns the node and the two chat requests (paid, test).
+fn node_with_paid_and_test_keys(name: &str, redis: &RedisServer) -> (GatewayProcess, String, String) {
+    // Test keys have the Unverified limits: raise them so no load here is ever rate limited.
+    let unlimited = "[tiers.unverified]\nrpm = 1000000\ntpm = 1000000000\n";
+    let node = GatewayProcess::start(name, &store_section(redis.addr(), "fk", 1), unlimited);
+    create_account(&node, "payer", "5.00");
+    create_account(&node, "builder", "0");
+    let (_, live_key) = create_key(&node, "payer", "live");
+    let (_, test_key) = create_key(&node, "builder", "test");
+    let live = chat_request(&live_key, &simple_chat("fikra-flash", "lipa"));
+    let test = chat_request(&test_key, &simple_chat("fikra-flash", "jaribu"));
+    // Fresh connections spread over the workers: both learn both keys.
+    for _ in 0..8 {
+        assert_eq!(send_one(node.node.api, live.as_bytes()).status, 200);
+        assert_eq!(send_one(node.node.api, test.as_bytes()).status, 200);
+    }
+    (node, live, test)
+}
+
+// Goal: Redis killed under load: no request waits longer than the store timeout, paid requests
+// get 503 service_unavailable, test keys are served, readiness is false; Redis restarted (with
+// its append-only file): full service within 5 seconds, no gateway restart.
+#[test]
+fn redis_outage_fails_paid_requests_fast_and_recovers_by_itself() {
+    let mut redis = RedisServer::start(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let (node, live, test) = node_with_paid_and_test_keys("outage", &redis);
+    let node = Arc::new(node);
+
+    let samples = Arc::new(Mutex::new(Vec::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load: Vec<_> = [(true, 20u64), (true, 20), (false, 20)]
+        .into_iter()
+        .map(|(is_live, pause_ms)| {
+            let (node, samples, stop) = (node.clone(), samples.clone(), stop.clone());
+            let request = if is_live { live.clone() } else { test.clone() };
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Acquire) {
+                    let sent_at = Instant::now();
+                    let (response, took) = timed_send(node.node.api, &request);
+                    let code = (response.status != 200).then(|| response.error().1);
+                    samples.lock().unwrap().push(Sample {
+                        live: is_live,
+                        status: response.status,
+                        code,
+                        took,
+                        sent_at,
+                    });
+                    std::thread::sleep(Duration::from_millis(pause_ms));
+                }
+            })
+        })
+        .collect();
+
+    std::thread::sleep(Duration::from_millis(500));
+    let killed_at = Instant::now();
+    redis.kill();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(node.readiness(), Some(503), "readiness false while Redis is down");
+    std::thread::sleep(Duration::from_millis(1_200));
+    let restarted_at = Instant::now();
+    redis.restart(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let mut ready_after = None;
+    while restarted_at.elapsed() < Duration::from_secs(5) {
+        if node.readiness() == Some(200) {
+            ready_after = Some(restarted_at.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    stop.store(true, Ordering::Release);
+    load.into_iter().for_each(|t| t.join().unwrap());
+    let ready_after = ready_after.expect("ready again within 5 s of Redis returning");
+
+    let samples = samples.lock().unwrap();
+    let slowest = samples.iter().map(|s| s.took).max().unwrap();
+    let before: Vec<&Sample> = samples.iter().filter(|s| s.sent_at + s.took < killed_at).collect();
+    let down: Vec<&Sample> =
+        samples.iter().filter(|s| s.sent_at > killed_at && s.sent_at + s.took < restarted_at).collect();
+    let first_live_ok_after = samples
+        .iter()
+        .filter(|s| s.live && s.status == 200 && s.sent_at > restarted_at)
+        .map(|s| s.sent_at + s.took - restarted_at)
+        .min()
+        .expect("paid requests served again after Redis returned");
+    eprintln!(
+        "{} requests; slowest {slowest:?}; {} during the outage; ready {ready_after:?} and first paid 200 {first_live_ok_after:?} after the restart",
+        samples.len(),
+        down.len()
+    );
+    assert!(before.iter().all(|s| s.status == 200), "all served before the outage");
+    assert!(down.iter().any(|s| s.live) && down.iter().any(|s| !s.live), "load ran during the outage");
+    for sample in &down {
+        if sample.live {
+            assert_eq!((sample.status, sample.code.as_deref()), (503, Some("service_unavailable")));
+        } else {
+            assert_eq!(sample.status, 200, "test keys are served during the outage");
+        }
+    }
+    // The request's own work on a loaded 2-core machine is the slack on top of the timeout.
+    assert!(slowest < Duration::from_millis(COMMAND_TIMEOUT_MS + 200), "slowest request {slowest:?}");
+    assert!(first_live_ok_after < Duration::from_secs(5), "{first_live_ok_after:?}");
+    // Nothing was charged for the refused requests, and the balance is whole.
+    let paid = samples.iter().filter(|s| s.live && s.status == 200).count();
+    let costs = usage_costs(&node, "payer");
+    assert_eq!(costs.len(), paid + 8);
+    let account = node.admin_json("GET", "/admin/accounts/payer", "", 200);
+    assert_eq!(usd_to_nanos(account["balance_usd"].as_str().unwrap()), 5_000_000_000 - costs.iter().sum::<u64>());
+}
+
+// Goal: with `appendfsync always`, a top-up the gateway acknowledged is still there after Redis
+// is killed with SIGKILL and started again on its files; the payment reference still dedupes.
+#[test]
+fn acknowledged_topup_survives_kill_minus_nine() {
+    let durable = ["--appendonly", "yes", "--appendfsync", "always"];
+    let mut redis = RedisServer::start(&durable);
+    let node = GatewayProcess::start("durable", &store_section(redis.addr(), "fk", 1), "");
+    create_account(&node, "saver", "1.00");
+    let topup = r#"{"amount":"1300","currency":"KES","reference":"MPESA-SFX9K2"}"#;
+    let acknowledged = node.admin_json("POST", "/admin/accounts/saver/topups", topup, 200);
+    assert_eq!(acknowledged["balance_usd"], "11.000000000");
+    redis.restart(&durable);
+    let started = Instant::now();
+    let account = loop {
+        let response = node.node.admin_call("GET", "/admin/accounts/saver", "");
+        if response.status == 200 {
+            break response.json();
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{}", response.text());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(account["balance_usd"], "11.000000000");
+    assert_eq!(account["tier"], "trusted");
+    let again = node.admin_json("POST", "/admin/accounts/saver/topups", topup, 200);
+    assert_eq!(again["duplicate"], true);
+    assert_eq!(again["balance_usd"], "11.000000000");
+}
+
+// Goal: a Redis that hangs (SIGSTOP: connections accepted, nothing answered) costs each request
+// at most the store timeout: paid requests get 503, test keys are served on the node's share;
+// SIGCONT brings full service back by itself.
+#[test]
+fn hung_redis_costs_at_most_the_store_timeout() {
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let (node, live, test) = node_with_paid_and_test_keys("hung", &redis);
+    let pid = redis.child.id() as libc::pid_t;
+    // SAFETY: signals a child process this test owns.
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let mut slowest = Duration::ZERO;
+    for _ in 0..6 {
+        let (paid, took) = timed_send(node.node.api, &live);
+        slowest = slowest.max(took);
+        assert_eq!((paid.status, paid.error().1.as_str()), (503, "service_unavailable"));
+        let (tested, took) = timed_send(node.node.api, &test);
+        slowest = slowest.max(took);
+        assert_eq!(tested.status, 200, "{}", tested.text());
+    }
+    assert_eq!(node.readiness(), Some(503));
+    eprintln!("slowest request against a hung Redis: {slowest:?} (store timeout {COMMAND_TIMEOUT_MS} ms)");
+    assert!(slowest < Duration::from_millis(COMMAND_TIMEOUT_MS + 200), "{slowest:?}");
+    // SAFETY: as above.
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let resumed_at = Instant::now();
+    while send_one(node.node.api, live.as_bytes()).status != 200 {
+        assert!(resumed_at.elapsed() < Duration::from_secs(5), "paid requests served within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    while node.readiness() != Some(200) {
+        assert!(resumed_at.elapsed() < Duration::from_secs(5), "ready within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("paid requests served and ready again {:?} after SIGCONT", resumed_at.elapsed());
+}
