@@ -10,8 +10,13 @@
 //! Connections are monoio tasks spread over `--threads` OS threads (default 2), so a few cores
 //! drive many connections the way wrk's event loops do.
 //!
+//! `--requests N` sends exactly N requests in total (split evenly over the connections, no
+//! warm-up, no time limit) instead of running for a duration: for counting per-request costs
+//! (Redis commands, instructions under callgrind). The JSON also carries the latency percentile
+//! curve (`latency_curve`: `[quantile, µs]` pairs out to 99.999 %) for plotting.
+//!
 //! Usage: fikra-loadgen --url http://127.0.0.1:8080/v1/chat/completions [--connections 64]
-//!        [--threads 2] [--duration-s 10] [--warmup-s 2] [--rate 0] [--body FILE]
+//!        [--threads 2] [--duration-s 10] [--warmup-s 2] [--rate 0] [--requests 0] [--body FILE]
 //!        [--header "name: value"]...
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -42,6 +47,8 @@ struct Options {
     warmup: Duration,
     /// Requests per second in total; 0 = closed loop.
     rate: f64,
+    /// Requests in total, then stop; 0 = run for `duration` instead.
+    requests: u64,
     body: Vec<u8>,
     headers: Vec<String>,
 }
@@ -50,6 +57,7 @@ fn parse_options() -> Result<Options, String> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let mut url = None;
     let (mut connections, mut duration_s, mut warmup_s, mut rate, mut threads) = (64usize, 10f64, 2f64, 0f64, 2usize);
+    let mut requests = 0u64;
     let mut body = DEFAULT_BODY.as_bytes().to_vec();
     let mut headers = Vec::new();
     let mut rest = args.iter();
@@ -62,6 +70,7 @@ fn parse_options() -> Result<Options, String> {
             "--duration-s" => duration_s = number(value)?,
             "--warmup-s" => warmup_s = number(value)?,
             "--rate" => rate = number(value)?,
+            "--requests" => requests = number(value)? as u64,
             "--threads" => threads = (number(value)? as usize).max(1),
             "--body" => body = std::fs::read(value).map_err(|e| format!("{value}: {e}"))?,
             "--header" => headers.push(value.clone()),
@@ -81,9 +90,11 @@ fn parse_options() -> Result<Options, String> {
         host: authority.to_string(),
         path,
         connections,
-        duration: Duration::from_secs_f64(duration_s),
-        warmup: Duration::from_secs_f64(warmup_s),
+        // A fixed request count runs to its end: no warm-up, no time limit (one day).
+        duration: Duration::from_secs_f64(if requests > 0 { 86_400.0 } else { duration_s }),
+        warmup: Duration::from_secs_f64(if requests > 0 { 0.0 } else { warmup_s }),
         rate,
+        requests,
         body,
         headers,
     })
@@ -200,18 +211,30 @@ async fn run_connection(
     let mut stream: Option<TcpStream> = None;
     let mut buffer = Vec::with_capacity(32 * 1024);
     let mut outgoing = request.to_vec();
-    while Instant::now() < end {
-        // Open loop: wait for this request's slot; its latency counts from the slot even when
-        // the previous answer made it late.
+    // This connection's share of `--requests` (unlimited when running for a duration).
+    let share = match options.requests {
+        0 => u64::MAX,
+        total => total / options.connections as u64 + u64::from((index as u64) < total % options.connections as u64),
+    };
+    let mut sent = 0u64;
+    while Instant::now() < end && sent < share {
+        sent += 1;
+        // Open loop: wait for this request's slot. When the previous answer made the send late,
+        // latency counts from the slot (coordinated omission). When the connection was idle at
+        // its slot, it counts from the actual send: monoio's timer wheel has a 1 ms resolution
+        // and rounds up, so the wake-up's own lateness (up to 1 ms) is the generator's, not the
+        // server's.
         let scheduled = match interval {
             Some(interval) => {
                 let now = Instant::now();
-                if next_send > now {
-                    monoio::time::sleep(next_send - now).await;
-                }
                 let slot = next_send;
                 next_send += interval;
-                slot
+                if slot > now {
+                    monoio::time::sleep(slot - now).await;
+                    Instant::now()
+                } else {
+                    slot
+                }
             }
             None => Instant::now(),
         };
@@ -301,6 +324,22 @@ fn percentiles(histogram: &Histogram<u64>) -> String {
     )
 }
 
+/// Quantiles of the latency curve, out to five nines (a log "nines" axis when plotted).
+const CURVE_QUANTILES: [f64; 13] =
+    [0.0, 0.5, 0.75, 0.9, 0.95, 0.99, 0.995, 0.999, 0.9995, 0.9999, 0.99995, 0.99999, 1.0];
+
+/// `[[quantile, µs], ...]` for the quantiles above; the last point is the maximum.
+fn curve(histogram: &Histogram<u64>) -> String {
+    if histogram.is_empty() {
+        return "[]".into();
+    }
+    let points: Vec<String> = CURVE_QUANTILES
+        .iter()
+        .map(|&q| format!("[{q},{}]", if q >= 1.0 { histogram.max() } else { histogram.value_at_quantile(q) }))
+        .collect();
+    format!("[{}]", points.join(","))
+}
+
 fn main() {
     let options = match parse_options() {
         Ok(options) => options,
@@ -372,9 +411,11 @@ fn main() {
         total.non_2xx += measured.non_2xx;
         total.errors += measured.errors;
     }
-    let seconds = options.duration.as_secs_f64();
+    // With `--requests` the run ends when the last answer is in, not at `end`.
+    let seconds =
+        if options.requests > 0 { measure_from.elapsed().as_secs_f64() } else { options.duration.as_secs_f64() };
     println!(
-        r#"{{"mode":"{}","connections":{},"rate_target":{},"duration_s":{},"responses":{},"requests_per_s":{:.1},"non_2xx":{},"errors":{},"latency":{},"time_to_first_event":{},"between_events":{}}}"#,
+        r#"{{"mode":"{}","connections":{},"rate_target":{},"duration_s":{:.3},"responses":{},"requests_per_s":{:.1},"non_2xx":{},"errors":{},"latency":{},"time_to_first_event":{},"between_events":{},"latency_curve":{}}}"#,
         if options.rate > 0.0 { "open" } else { "closed" },
         options.connections,
         options.rate,
@@ -385,6 +426,7 @@ fn main() {
         total.errors,
         percentiles(&total.latency),
         percentiles(&total.first_event),
-        percentiles(&total.between_events)
+        percentiles(&total.between_events),
+        curve(&total.latency)
     );
 }
