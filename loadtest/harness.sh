@@ -17,7 +17,7 @@
 # for (a) and (b) (64), RATES for (b) ("auto": 25/50/75 % of the slowest contender's median
 # saturation; or e.g. "5000 10000 20000"), PLOT_RATE (the middle rate), STREAMS concurrent streams
 # for (c) (64), IDLE_CONNECTIONS for (e) (10000), COUNT requests for (f) (2000), STORE (redis or
-# embedded), PHASES (abcdef). Writes loadtest/results/<date>-<commit>.md and .svg.
+# embedded), PHASES (abcdef), COMMIT (for an exported tree). Writes loadtest/results/<date>-<commit>.md and .svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -40,8 +40,13 @@ fi
 cargo build --release --quiet
 target="${CARGO_TARGET_DIR:-$root/target}"
 bin="$target/release/fikra-gateway"; loadgen="$target/release/fikra-loadgen"
-commit=$(git rev-parse --short HEAD)
-dirty=$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock loadtest 2>/dev/null && echo "" || echo " (working tree differs from the commit)")
+# COMMIT names the source when it is not a git checkout (an exported tree: `git archive HEAD`).
+if [ -n "${COMMIT:-}" ]; then
+  commit=$COMMIT; dirty=" (exported tree)"
+else
+  commit=$(git rev-parse --short HEAD)
+  dirty=$(git diff --quiet HEAD -- src Cargo.toml Cargo.lock loadtest 2>/dev/null && echo "" || echo " (working tree differs from the commit)")
+fi
 work=$(mktemp -d)
 records="$work/records.jsonl"; : > "$records"
 pids=()
