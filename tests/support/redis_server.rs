@@ -200,3 +200,62 @@ pub fn unique_prefix(test: &str) -> String {
     let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     format!("t{}-{test}-{n}", std::process::id())
 }
+
+/// The counters of one command in `INFO commandstats`. Redis 7 counts a command it executed in
+/// `calls` and one it refused before running it (a `MOVED`, `ASK` or `TRYAGAIN` redirect, a
+/// wrong arity...) in `rejected_calls`.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct CommandStat {
+    pub calls: u64,
+    pub rejected_calls: u64,
+    pub failed_calls: u64,
+}
+
+/// `command`'s counters on the server at `port` (lower case, e.g. `"fcall"`); zero if it never ran.
+pub fn command_stat(port: u16, command: &str) -> CommandStat {
+    let stats = redis_cli(port, &["INFO", "commandstats"]);
+    let wanted = format!("cmdstat_{command}:");
+    let Some(line) = stats.lines().find_map(|line| line.strip_prefix(wanted.as_str())) else {
+        return CommandStat::default();
+    };
+    let field = |name: &str| -> u64 {
+        line.split(',')
+            .find_map(|pair| pair.strip_prefix(name).and_then(|rest| rest.strip_prefix('=')))
+            .map_or(0, |value| value.trim().parse().unwrap())
+    };
+    CommandStat { calls: field("calls"), rejected_calls: field("rejected_calls"), failed_calls: field("failed_calls") }
+}
+
+/// How many error replies starting with `prefix` (`"TRYAGAIN"`, `"ASK"`, `"MOVED"`) the server
+/// at `port` has sent, from `INFO errorstats`.
+pub fn error_count(port: u16, prefix: &str) -> u64 {
+    let stats = redis_cli(port, &["INFO", "errorstats"]);
+    let wanted = format!("errorstat_{prefix}:count=");
+    stats.lines().find_map(|line| line.strip_prefix(wanted.as_str())).map_or(0, |count| count.trim().parse().unwrap())
+}
+
+/// The Cluster node id of the server at `port`.
+pub fn cluster_node_id(port: u16) -> String {
+    let id = redis_cli(port, &["CLUSTER", "MYID"]).trim().to_string();
+    assert_eq!(id.len(), 40, "CLUSTER MYID on {port} answered {id:?}");
+    id
+}
+
+impl RedisCluster {
+    /// The index in `servers` of the master that serves `slot`, as that master itself says
+    /// (the slot ranges on its `myself` line of `CLUSTER NODES`).
+    pub fn owner_of(&self, slot: u16) -> usize {
+        let owners: Vec<usize> = (0..self.servers.len())
+            .filter(|&index| {
+                let nodes = redis_cli(self.servers[index].port, &["CLUSTER", "NODES"]);
+                let line = nodes.lines().find(|line| line.contains("myself")).expect("a myself line");
+                line.split(' ').skip(8).filter(|range| !range.starts_with('[')).any(|range| {
+                    let (start, end) = range.split_once('-').unwrap_or((range, range));
+                    (start.parse::<u16>().unwrap()..=end.parse::<u16>().unwrap()).contains(&slot)
+                })
+            })
+            .collect();
+        assert_eq!(owners.len(), 1, "slot {slot} has owners {owners:?}");
+        owners[0]
+    }
+}
