@@ -10,7 +10,9 @@
 //!    per-worker cache, store lookup), `openai::chat` (validate and measure the body without
 //!    allocating), `openai::models` (registry, prices, caps), then one atomic admission in the
 //!    `store` (RPM + TPM + wallet hold; `admission_cache` answers repeat refusals without the
-//!    store and keeps test keys served while it is down), dispatch to a backend (`sandbox_server` in process, or
+//!    store and keeps test keys served while it is down; `lease` admits a busy account's
+//!    requests from the worker's own slice of its limits and wallet), dispatch to a backend
+//!    (`sandbox_server` in process, or
 //!    `proxy` to an upstream over a pooled `upstream::client` connection, TCP or `tls`, with
 //!    `upstream::relay` rewriting the model and reading usage from each answer or SSE event),
 //!    and settlement of the hold from actual usage, exactly once.
@@ -30,6 +32,7 @@ pub mod clock;
 pub mod config;
 pub mod errors;
 pub mod http;
+pub mod lease;
 pub mod limits;
 pub mod metrics;
 pub mod money;

@@ -35,6 +35,36 @@ pub const UPSTREAM_REQUEST_DEADLINE_MS: u64 = 10 * 60 * 1000;
 const _: () = assert!(UPSTREAM_REQUEST_DEADLINE_MS < HOLD_TTL_MS, "a request must end before its hold can be reaped");
 /// How often each store's reaper looks for expired holds.
 pub const HOLD_REAPER_INTERVAL_MS: u64 = 5_000;
+
+// Leases (src/lease.rs): a worker's share of a busy account's buckets and wallet.
+/// A worker leases for an account once it admits this many of the account's requests a second.
+pub const LEASE_MIN_REQUESTS_PER_S: u64 = 20;
+/// The window over which a worker measures an account's rate of admissions.
+pub const LEASE_RATE_WINDOW_MS: u64 = 250;
+/// Accounts with a lower RPM limit are never leased (a lease must be small next to the limit).
+pub const LEASE_MIN_RPM: u64 = 1_200;
+/// A lease is sized for this much of the account's recent traffic on the worker.
+pub const LEASE_HORIZON_MS: u64 = 500;
+/// Each grant is at most 1/LEASE_SHARE of what is left in a bucket or in the wallet.
+pub const LEASE_SHARE: u64 = 8;
+/// Leased rate tokens unused this long go back to the shared bucket (the over-admission bound:
+/// at most `rpm x LEASE_MAX_AGE_MS / 60000` requests in any window beyond the bucket's own).
+pub const LEASE_MAX_AGE_MS: u64 = 1_000;
+/// A lease not used for this long is ended (everything given back, the escrow released).
+pub const LEASE_IDLE_MS: u64 = 2_000;
+/// A lease's escrow expires unless renewed this often: what a dead node's escrow costs the
+/// customer is availability for this long plus a reaper interval, never money.
+pub const LEASE_ESCROW_TTL_MS: u64 = 10_000;
+/// Usage records paid for in one lease call.
+pub const LEASE_MAX_RECORDS_PER_CALL: usize = 256;
+/// How often a worker looks at its leases.
+pub const LEASE_TICK_MS: u64 = 20;
+/// Rounds of lease calls a stopping worker makes to end its leases.
+pub const LEASE_END_ROUNDS: usize = 5;
+/// Wait before retrying a lease call that failed.
+pub const LEASE_RETRY_MS: u64 = 100;
+/// Accounts a worker tracks for leasing before it forgets the idle ones.
+pub const LEASE_TRACKED_ACCOUNTS_MAX: usize = 100_000;
 /// How long SIGTERM waits for in-flight requests and streams before exiting.
 pub const SHUTDOWN_DRAIN_DEADLINE_MS: u64 = 30_000;
 /// Entries kept in each worker's key cache before it is cleared.

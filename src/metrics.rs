@@ -82,6 +82,11 @@ pub struct WorkerMetrics {
     pub fallback_admissions: AtomicU64,
     /// Store calls that failed (unreachable or timed out).
     pub store_unavailable: AtomicU64,
+    /// Requests admitted from this worker's lease, without a store call.
+    pub lease_admissions: AtomicU64,
+    /// Lease calls to the store (renew, pay, give back), and those that failed.
+    pub lease_calls: AtomicU64,
+    pub lease_call_failures: AtomicU64,
 }
 
 impl Default for WorkerMetrics {
@@ -102,6 +107,9 @@ impl Default for WorkerMetrics {
             upstream_connects: AtomicU64::new(0),
             deny_cache_hits: AtomicU64::new(0),
             fallback_admissions: AtomicU64::new(0),
+            lease_admissions: AtomicU64::new(0),
+            lease_calls: AtomicU64::new(0),
+            lease_call_failures: AtomicU64::new(0),
             store_unavailable: AtomicU64::new(0),
         }
     }
@@ -270,6 +278,27 @@ impl Metrics {
             "counter",
             "Test-key requests admitted on the node's own share of the limits while the store was down.",
             load(|w| &w.fallback_admissions),
+        );
+        scalar(
+            &mut text,
+            "fikra_lease_admissions_total",
+            "counter",
+            "Requests admitted from a worker's lease of an account's limits and wallet, without a store call.",
+            load(|w| &w.lease_admissions),
+        );
+        scalar(
+            &mut text,
+            "fikra_lease_calls_total",
+            "counter",
+            "Lease calls to the store (pay for served requests, give back, renew).",
+            load(|w| &w.lease_calls),
+        );
+        scalar(
+            &mut text,
+            "fikra_lease_call_failures_total",
+            "counter",
+            "Lease calls that failed (retried with the same sequence number).",
+            load(|w| &w.lease_call_failures),
         );
         scalar(
             &mut text,

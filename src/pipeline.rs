@@ -18,6 +18,7 @@ use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::request::Method;
 use crate::http::response::{self, ErrorExtras, ResponseContext};
 use crate::http::server::{Handler, Request, ResponseSink};
+use crate::lease::{LeaseBook, LeaseSettlement};
 use crate::limits::{PER_MESSAGE_OVERHEAD_TOKENS, PER_REQUEST_OVERHEAD_TOKENS};
 use crate::metrics::{Route, WorkerMetrics};
 use crate::openai::chat::{self, ChatRequest};
@@ -57,12 +58,15 @@ pub struct Worker {
     deny_cache: RefCell<DenyCache>,
     /// This worker's share of test-key limits while the store is unreachable.
     fallback: RefCell<FallbackBuckets>,
+    /// Leases of busy accounts' limits and wallets (shared store only).
+    leases: RefCell<LeaseBook>,
 }
 
 impl Worker {
     pub fn new(index: usize, shared: Arc<Shared>) -> Worker {
         let metrics = shared.metrics.workers[index].clone();
         let pool = Pool::new(metrics.clone());
+        let owner = format!("{}-{index}", String::from_utf8_lossy(&shared.node_tag));
         Worker {
             index,
             shared,
@@ -73,7 +77,59 @@ impl Worker {
             request_buffers: RefCell::default(),
             deny_cache: RefCell::default(),
             fallback: RefCell::default(),
+            leases: RefCell::new(LeaseBook::new(&owner)),
         }
+    }
+
+    /// Makes this worker's lease calls until the node drains (run as its own task).
+    pub async fn run_leases(&self) {
+        if !self.shared.store.is_shared() {
+            return;
+        }
+        while !self.shared.is_draining() {
+            monoio::time::sleep(std::time::Duration::from_millis(crate::limits::LEASE_TICK_MS)).await;
+            let now_ms = self.shared.clock.now_ms();
+            let due = self.leases.borrow().due(now_ms);
+            for account in due {
+                let call = self.leases.borrow_mut().prepare_call(&account, now_ms);
+                if let Some(call) = call {
+                    self.lease_call(&call).await;
+                }
+            }
+        }
+    }
+
+    /// Ends every lease (the node is stopping and nothing is in flight any more): records paid,
+    /// tokens given back, escrows released. Gives up after a few rounds if the store is down
+    /// (the escrows then expire and are reaped).
+    pub async fn end_leases(&self) {
+        for _ in 0..crate::limits::LEASE_END_ROUNDS {
+            let calls = self.leases.borrow_mut().end_all(self.shared.clock.now_ms());
+            if calls.is_empty() {
+                return;
+            }
+            for call in &calls {
+                self.lease_call(call).await;
+            }
+        }
+    }
+
+    async fn lease_call(&self, call: &crate::store::LeaseCall) {
+        WorkerMetrics::add(&self.metrics.lease_calls, 1);
+        let result = self.shared.store.lease(call).await;
+        match &result {
+            Ok(crate::store::LeaseReply::Granted { charged, operator_loss, .. }) => {
+                WorkerMetrics::add(&self.metrics.settlements, call.records.len() as u64);
+                WorkerMetrics::add(&self.metrics.charged_nanos, charged.0);
+                WorkerMetrics::add(&self.metrics.operator_loss_nanos, operator_loss.0);
+            }
+            Ok(crate::store::LeaseReply::Superseded) => {}
+            Err(error) => {
+                WorkerMetrics::add(&self.metrics.lease_call_failures, 1);
+                eprintln!("lease {} (call {}): {error}; retrying", call.lease_id, call.seq);
+            }
+        }
+        self.leases.borrow_mut().apply(call, result, self.shared.clock.now_ms());
     }
 
     fn next_request_id(&self) -> RequestId {
@@ -338,9 +394,26 @@ impl ApiHandler {
             WorkerMetrics::add(&worker.metrics.deny_cache_hits, 1);
             return self.refuse_admission(sink, refusal, &request_id);
         }
-        let mut settle_in_store = true;
-        let admitted = match shared.store.admit(&admit).await {
-            Ok(Admission::Admitted(admitted)) => admitted,
+        let mut settle_by = SettleBy::Store;
+        let leasing = caller.kind == KeyKind::Live && shared.store.is_shared();
+        // With the store unreachable paid requests fail closed (SPEC §7), leased or not.
+        let leased =
+            if leasing && !shared.store.seems_down() { worker.leases.borrow_mut().try_admit(&admit) } else { None };
+        let admitted = match leased {
+            Some(admitted) => {
+                WorkerMetrics::add(&worker.metrics.lease_admissions, 1);
+                settle_by = SettleBy::Lease;
+                Ok(Admission::Admitted(admitted))
+            }
+            None => shared.store.admit(&admit).await,
+        };
+        let admitted = match admitted {
+            Ok(Admission::Admitted(admitted)) => {
+                if leasing {
+                    worker.leases.borrow_mut().observe(&caller.account_id, admit.now_ms, &admitted);
+                }
+                admitted
+            }
             Ok(refusal) => {
                 worker.deny_cache.borrow_mut().record(&caller.account_id, &admit, &refusal, topup_generation);
                 return self.refuse_admission(sink, refusal, &request_id);
@@ -355,7 +428,7 @@ impl ApiHandler {
                 match worker.fallback.borrow_mut().admit(&caller.account_id, &admit, &limits, share) {
                     Admission::Admitted(admitted) => {
                         WorkerMetrics::add(&worker.metrics.fallback_admissions, 1);
-                        settle_in_store = false;
+                        settle_by = SettleBy::Nothing;
                         admitted
                     }
                     refusal => return self.refuse_admission(sink, refusal, &request_id),
@@ -435,8 +508,34 @@ impl ApiHandler {
                 }
             }
         };
-        if settle_in_store {
-            self.settle(&request_id, &caller.account_id, usage).await;
+        match settle_by {
+            SettleBy::Store => self.settle(&request_id, &caller.account_id, usage).await,
+            SettleBy::Lease => {
+                let cost = model
+                    .input_price
+                    .cost_of(usage.prompt_tokens)
+                    .zip(model.output_price.cost_of(usage.completion_tokens))
+                    .and_then(|(input, output)| input.0.checked_add(output.0))
+                    .map_or(admitted.hold, crate::money::Nanos);
+                let settlement = LeaseSettlement {
+                    hold: admitted.hold,
+                    tokens_charged: admitted.tokens_charged,
+                    cost,
+                    record: crate::store::LeaseRecord {
+                        request_id: request_id.as_str().into(),
+                        key_id: caller.key_id.clone(),
+                        model: model.id.as_str().into(),
+                        prompt_tokens: usage.prompt_tokens,
+                        completion_tokens: usage.completion_tokens,
+                        cost,
+                        outcome: usage.outcome,
+                    },
+                };
+                let (charged, loss) = worker.leases.borrow_mut().settle(&caller.account_id, settlement);
+                WorkerMetrics::add(&worker.metrics.charged_nanos, charged.0);
+                WorkerMetrics::add(&worker.metrics.operator_loss_nanos, loss.0);
+            }
+            SettleBy::Nothing => {}
         }
         status
     }
@@ -504,6 +603,17 @@ impl ApiHandler {
             }
         }
     }
+}
+
+/// Who settles an admitted request.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum SettleBy {
+    /// The store, by the request's hold.
+    Store,
+    /// This worker's lease; the store applies it with the lease's next call.
+    Lease,
+    /// Nobody: a test key admitted on the node's own share while the store was down.
+    Nothing,
 }
 
 /// Actual usage of an admitted request, for settlement.

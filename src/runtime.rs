@@ -142,7 +142,9 @@ impl Gateway {
                 let metrics = shared.metrics.workers[index].clone();
                 let handler = Rc::new(ApiHandler { worker: Worker::new(index, shared.clone()) });
                 let lifecycle = shared.lifecycle();
-                run_on_runtime(&metrics, &format!("worker {index}"), || {
+                run_on_runtime(&metrics, &format!("worker {index}"), || async {
+                    let leases = handler.clone();
+                    monoio::spawn(async move { leases.worker.run_leases().await });
                     serve_listener(
                         listener,
                         handler.clone(),
@@ -152,6 +154,9 @@ impl Gateway {
                         lifecycle,
                         tls,
                     )
+                    .await;
+                    // Drained: nothing is in flight, so every lease can be ended.
+                    handler.worker.end_leases().await;
                 });
             })?;
             threads.push(thread);

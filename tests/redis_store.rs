@@ -379,12 +379,13 @@ fn redis_outage_fails_paid_requests_fast_and_recovers_by_itself() {
     // The request's own work on a loaded 2-core machine is the slack on top of the timeout.
     assert!(slowest < Duration::from_millis(COMMAND_TIMEOUT_MS + 200), "slowest request {slowest:?}");
     assert!(first_live_ok_after < Duration::from_secs(5), "{first_live_ok_after:?}");
-    // Nothing was charged for the refused requests, and the balance is whole.
+    // Nothing was charged for the refused requests, every served one was (once its worker's
+    // lease, if it had one, was paid and ended), and the balance is whole.
+    let balance = wait_until_nothing_held(&node, "payer", Duration::from_secs(10));
     let paid = samples.iter().filter(|s| s.live && s.status == 200).count();
-    let costs = usage_costs(&node, "payer");
+    let costs = ledger_costs(redis.port, "fk", "payer");
     assert_eq!(costs.len(), paid + 8);
-    let account = node.admin_json("GET", "/admin/accounts/payer", "", 200);
-    assert_eq!(usd_to_nanos(account["balance_usd"].as_str().unwrap()), 5_000_000_000 - costs.iter().sum::<u64>());
+    assert_eq!(balance, 5_000_000_000 - costs.iter().sum::<u64>());
 }
 
 // Goal: with `appendfsync always`, a top-up the gateway acknowledged is still there after Redis
@@ -449,4 +450,190 @@ fn hung_redis_costs_at_most_the_store_timeout() {
         std::thread::sleep(Duration::from_millis(20));
     }
     eprintln!("paid requests served and ready again {:?} after SIGCONT", resumed_at.elapsed());
+}
+
+/// Sets `stop` after `delay`.
+fn stop_after(stop: Arc<AtomicBool>, delay: Duration) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        std::thread::sleep(delay);
+        stop.store(true, Ordering::Release);
+    })
+}
+
+/// `clients` keep-alive connections sending `request` until `stop` (or `per_client` each);
+/// the statuses of all answers.
+fn hammer(
+    apis: &[SocketAddr],
+    request: &str,
+    clients: usize,
+    per_client: usize,
+    stop: Option<Arc<AtomicBool>>,
+) -> Vec<u16> {
+    let threads: Vec<_> = (0..clients)
+        .map(|client| {
+            let (api, request, stop) = (apis[client % apis.len()], request.to_string(), stop.clone());
+            std::thread::spawn(move || {
+                let stream = connect(api);
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut statuses = Vec::new();
+                while statuses.len() < per_client && !stop.as_ref().is_some_and(|s| s.load(Ordering::Acquire)) {
+                    (&stream).write_all(request.as_bytes()).unwrap();
+                    statuses.push(read_response(&mut reader).expect("a response").status);
+                }
+                statuses
+            })
+        })
+        .collect();
+    threads.into_iter().flat_map(|t| t.join().unwrap()).collect()
+}
+
+/// Every charge in an account's whole ledger, read from Redis (the admin API pages by 1,000).
+fn ledger_costs(redis_port: u16, prefix: &str, account: &str) -> Vec<u64> {
+    let text = redis_cli(redis_port, &["XRANGE", &format!("{prefix}:{{{account}}}:ledger"), "-", "+"]);
+    let lines: Vec<&str> = text.lines().collect();
+    lines.windows(2).filter(|pair| pair[0] == "cost").map(|pair| pair[1].parse().unwrap()).collect()
+}
+
+/// Waits until the account holds nothing (every lease ended and paid); its (balance, ledger).
+fn wait_until_nothing_held(node: &GatewayProcess, account: &str, limit: Duration) -> u64 {
+    let started = Instant::now();
+    loop {
+        let view = node.admin_json("GET", &format!("/admin/accounts/{account}"), "", 200);
+        if view["held_usd"] == "0.000000000" {
+            return usd_to_nanos(view["balance_usd"].as_str().unwrap());
+        }
+        assert!(started.elapsed() < limit, "still held: {}", view["held_usd"]);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// Goal: a busy account runs on leases: well under 0.1 Redis function calls per admitted request,
+// every request still paid for exactly (ledger = balance change, one record per request) once
+// the idle leases end.
+#[test]
+fn busy_account_runs_on_leases() {
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let extra = override_limits("bulk", 1_000_000, 1_000_000_000);
+    let node = GatewayProcess::start("leases", &store_section(redis.addr(), "fk", 1), &extra);
+    create_account(&node, "bulk", "100.00");
+    let (_, key) = create_key(&node, "bulk", "live");
+    let request = chat_request(&key, &simple_chat("fikra-flash", "habari ya mchana"));
+    // Warm-up: the workers see the rate and take their leases.
+    let warm = Arc::new(AtomicBool::new(false));
+    let stopper = stop_after(warm.clone(), Duration::from_secs(1));
+    let warm_up = hammer(&[node.node.api], &request, 4, usize::MAX, Some(warm));
+    stopper.join().unwrap();
+    assert!(warm_up.iter().all(|s| *s == 200));
+    const REQUESTS: usize = 4_000;
+    let before = command_table(redis.port);
+    let statuses = hammer(&[node.node.api], &request, 4, REQUESTS / 4, None);
+    let calls = command_delta(&before, &command_table(redis.port));
+    assert!(statuses.iter().all(|s| *s == 200));
+    let fcalls = calls.get("fcall").copied().unwrap_or(0);
+    let per_request = fcalls as f64 / REQUESTS as f64;
+    let leased = metric(node.node.admin, "fikra_lease_admissions_total");
+    eprintln!(
+        "{REQUESTS} requests on leases: {fcalls} FCALL ({per_request:.4} per request), {leased} leased in all; {calls:?}"
+    );
+    assert!(per_request < 0.1, "{per_request}");
+    let balance = wait_until_nothing_held(&node, "bulk", Duration::from_secs(10));
+    let costs = ledger_costs(redis.port, "fk", "bulk");
+    assert_eq!(costs.len(), REQUESTS + warm_up.len(), "one ledger record per request");
+    assert_eq!(balance, 100_000_000_000 - costs.iter().sum::<u64>(), "ledger = balance change");
+
+    // A node stopped with SIGTERM ends its leases on the way out: nothing stays held.
+    let busy_again = Arc::new(AtomicBool::new(false));
+    let stopper = stop_after(busy_again.clone(), Duration::from_secs(1));
+    let more = hammer(&[node.node.api], &request, 4, usize::MAX, Some(busy_again));
+    stopper.join().unwrap();
+    let held_before = redis_cli(redis.port, &["HGET", "fk:{bulk}:acct", "held"]);
+    let mut node = node;
+    // SAFETY: signals a child process this test owns.
+    unsafe { libc::kill(node.child.id() as libc::pid_t, libc::SIGTERM) };
+    assert!(node.child.wait().unwrap().success());
+    let held_after = redis_cli(redis.port, &["HGET", "fk:{bulk}:acct", "held"]);
+    eprintln!("held before SIGTERM {}, after exit {}", held_before.trim(), held_after.trim());
+    assert_eq!(held_after.trim(), "0");
+    let costs = ledger_costs(redis.port, "fk", "bulk");
+    assert_eq!(costs.len(), REQUESTS + warm_up.len() + more.len());
+    let balance: u64 = redis_cli(redis.port, &["HGET", "fk:{bulk}:acct", "balance"]).trim().parse().unwrap();
+    assert_eq!(balance, 100_000_000_000 - costs.iter().sum::<u64>());
+}
+
+// Goal: leases never let the cluster admit more than the shared bucket gave out: two nodes
+// hammering an account of 12,000 RPM until it runs dry admit at most 12,000 plus the refill
+// over the test's duration (the lease bound, 200 per window here, only shifts tokens in time).
+#[test]
+fn leases_never_admit_beyond_the_bucket() {
+    let extra = override_limits("burst", 12_000, 1_000_000_000);
+    let prefix = unique_prefix("burst");
+    let redis = redis_server::shared_server();
+    let store = store_section(redis, &prefix, 2);
+    let nodes: Vec<GatewayProcess> =
+        (0..2).map(|n| GatewayProcess::start(&format!("burst-{n}"), &store, &extra)).collect();
+    create_account(&nodes[0], "burst", "100.00");
+    let (_, key) = create_key(&nodes[0], "burst", "live");
+    let body = r#"{"model":"fikra-flash","max_tokens":8,"messages":[{"role":"user","content":"haraka"}]}"#;
+    let request = chat_request(&key, body);
+    let apis: Vec<SocketAddr> = nodes.iter().map(|n| n.node.api).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let stopper = stop_after(stop.clone(), Duration::from_secs(5));
+    let statuses = hammer(&apis, &request, 8, usize::MAX, Some(stop));
+    stopper.join().unwrap();
+    let elapsed_ms = started.elapsed().as_millis() as u64;
+    let counts = tally(statuses.iter().copied());
+    let admitted = counts.get(&200).copied().unwrap_or(0) as u64;
+    let bucket_bound = 12_000 + (elapsed_ms * 12_000).div_ceil(60_000);
+    let leased: u64 = nodes.iter().map(|n| metric(n.node.admin, "fikra_lease_admissions_total")).sum();
+    eprintln!(
+        "admitted {admitted} ({leased} from leases) in {elapsed_ms} ms; the bucket allows {bucket_bound}: {counts:?}"
+    );
+    assert!(leased > 0, "the leases were used");
+    assert!(admitted <= bucket_bound, "admitted {admitted} > {bucket_bound}");
+    assert_eq!(counts.get(&200).copied().unwrap_or(0) + counts.get(&429).copied().unwrap_or(0), statuses.len());
+    let balance = wait_until_nothing_held(&nodes[1], "burst", Duration::from_secs(10));
+    let costs = ledger_costs(redis.port(), &prefix, "burst");
+    assert_eq!(costs.len() as u64, admitted);
+    assert_eq!(balance, 100_000_000_000 - costs.iter().sum::<u64>());
+}
+
+// Goal: a node killed (SIGKILL) while it holds leases never costs the customer money: the
+// balance falls by exactly the ledger's charges (requests it served but had not paid for are
+// the operator's loss), and its escrow is released by the surviving node's reaper.
+#[test]
+fn a_node_killed_with_leases_never_overcharges() {
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let extra = override_limits("bulk", 1_000_000, 1_000_000_000);
+    let store = store_section(redis.addr(), "fk", 2);
+    let mut doomed = GatewayProcess::start("doomed", &store, &extra);
+    let survivor = GatewayProcess::start("survivor", &store, &extra);
+    create_account(&survivor, "bulk", "100.00");
+    let (_, key) = create_key(&survivor, "bulk", "live");
+    let request = chat_request(&key, &simple_chat("fikra-flash", "habari"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let (api, request, stop) = (doomed.node.api, request.clone(), stop.clone());
+        std::thread::spawn(move || {
+            // Keeps sending until the node dies under it.
+            std::panic::catch_unwind(|| hammer(&[api], &request, 4, usize::MAX, Some(stop))).map(|s| s.len()).ok()
+        })
+    };
+    let started = Instant::now();
+    while metric(doomed.node.admin, "fikra_lease_admissions_total") < 200 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the doomed node never leased");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = doomed.child.kill();
+    let _ = doomed.child.wait();
+    stop.store(true, Ordering::Release);
+    let _ = load.join();
+    let held = usd_to_nanos(survivor.admin_json("GET", "/admin/accounts/bulk", "", 200)["held_usd"].as_str().unwrap());
+    eprintln!("the killed node left {held} nano-USD of escrow");
+    // The escrow expires 10 s after its last renewal; the survivor's reaper runs every 5 s.
+    let killed_at = Instant::now();
+    let balance = wait_until_nothing_held(&survivor, "bulk", Duration::from_secs(20));
+    eprintln!("escrow released {:?} after the kill", killed_at.elapsed());
+    let charged: u64 = ledger_costs(redis.port, "fk", "bulk").iter().sum();
+    assert_eq!(balance, 100_000_000_000 - charged, "the customer paid exactly the ledger");
 }

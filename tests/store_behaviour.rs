@@ -301,3 +301,106 @@ fn concurrent_admissions_never_overdraw(backend: Backend) {
     let charged: u64 = block_on(store.usage("c", 1000)).unwrap().iter().map(|r| r.cost.0).sum();
     assert_eq!(before.0 - after.balance.0, charged);
 }
+
+/// Leases exist on the shared (Redis) store only.
+mod leases {
+    #[test]
+    fn redis_standalone() {
+        super::lease_grants_pays_and_ends(super::Backend::Redis)
+    }
+    #[test]
+    fn redis_cluster() {
+        super::lease_grants_pays_and_ends(super::Backend::Cluster)
+    }
+    #[test]
+    fn embedded_store_has_none() {
+        let store = super::Backend::Embedded.store(super::LimitPolicy::reference());
+        let call = super::lease_call(1, 0, 0, 1, 1, 1, vec![]);
+        assert_eq!(fikra_gateway::cli::block_on(store.lease(&call)), Err(super::StoreError::Unavailable));
+    }
+}
+
+fn lease_call(
+    seq: u64,
+    return_requests: u64,
+    tokens_delta: i64,
+    want_requests: u64,
+    want_tokens: u64,
+    want_escrow: u64,
+    costs: Vec<(&str, u64)>,
+) -> LeaseCall {
+    LeaseCall {
+        account_id: "l".into(),
+        lease_id: "node-0:l".into(),
+        seq,
+        now_ms: T0,
+        return_requests,
+        tokens_delta,
+        want_requests,
+        want_tokens,
+        want_escrow: Nanos(want_escrow),
+        share: 8,
+        records: costs
+            .into_iter()
+            .map(|(id, cost)| LeaseRecord {
+                request_id: id.into(),
+                key_id: "key_1".into(),
+                model: "fikra-flash".into(),
+                prompt_tokens: 10,
+                completion_tokens: 10,
+                cost: Nanos(cost),
+                outcome: Outcome::Completed,
+            })
+            .collect(),
+    }
+}
+
+/// (granted requests, granted tokens, escrow, charged, loss, requests remaining, tokens remaining)
+fn lease(store: &Store, call: &LeaseCall) -> (u64, u64, u64, u64, u64, u64, u64) {
+    match block_on(store.lease(call)).unwrap() {
+        LeaseReply::Granted { requests, tokens, escrow, charged, operator_loss, rates } => {
+            (requests, tokens, escrow.0, charged.0, operator_loss.0, rates.requests_remaining, rates.tokens_remaining)
+        }
+        LeaseReply::Superseded => panic!("superseded"),
+    }
+}
+
+fn balance_and_held(store: &Store, id: &str) -> (u64, u64) {
+    let view = block_on(store.account(id)).unwrap();
+    (view.balance.0, view.held.0)
+}
+
+// Goal: one lease call grants at most 1/share of what is left (requests, tokens, escrow), is
+// applied once per sequence number, pays records from the escrow then the available balance,
+// never below zero (the rest is an operator loss), and the ledger equals the balance change.
+fn lease_grants_pays_and_ends(backend: Backend) {
+    let store = backend.store(LimitPolicy::reference());
+    account(&store, "l", 1_000_000);
+    // 30 RPM / 40,000 TPM / 1,000,000 available: 3, 5,000 and 125,000 at most.
+    let first = lease_call(1, 0, 0, 10, 10_000, 200_000, vec![]);
+    assert_eq!(lease(&store, &first), (3, 5_000, 125_000, 0, 0, 27, 35_000));
+    assert_eq!(lease(&store, &first), (3, 5_000, 125_000, 0, 0, 27, 35_000), "a retry changes nothing");
+    assert_eq!(balance_and_held(&store, "l"), (1_000_000, 125_000));
+    // Pay 70,000 from the escrow; give back one request and 100 tokens; keep the rest.
+    let second = lease_call(2, 1, 100, 0, 0, 55_000, vec![("q1", 40_000), ("q2", 30_000)]);
+    assert_eq!(lease(&store, &second), (0, 0, 55_000, 70_000, 0, 28, 35_100));
+    assert_eq!(balance_and_held(&store, "l"), (930_000, 55_000));
+    // 100,000 for an escrow of 55,000: the rest comes from the available balance; the lease ends.
+    let third = lease_call(3, 0, 0, 0, 0, 0, vec![("q3", 100_000)]);
+    let (_, _, escrow, charged, loss, _, _) = lease(&store, &third);
+    assert_eq!((escrow, charged, loss), (0, 100_000, 0));
+    assert_eq!(balance_and_held(&store, "l"), (830_000, 0));
+    assert_eq!(block_on(store.lease(&second)).unwrap(), LeaseReply::Superseded);
+    assert_eq!(balance_and_held(&store, "l"), (830_000, 0), "an older call changes nothing");
+    // More than the balance: charged down to zero, never below; the rest is an operator loss.
+    let fourth = lease_call(4, 0, 0, 0, 0, 0, vec![("q4", 900_000)]);
+    let (_, _, escrow, charged, loss, _, _) = lease(&store, &fourth);
+    assert_eq!((escrow, charged, loss), (0, 830_000, 70_000));
+    assert_eq!(balance_and_held(&store, "l"), (0, 0));
+    let mut ledger: Vec<(String, u64)> =
+        block_on(store.usage("l", 100)).unwrap().iter().map(|r| (r.request_id.to_string(), r.cost.0)).collect();
+    ledger.sort();
+    let expected = [("q1", 40_000), ("q2", 30_000), ("q3", 100_000), ("q4", 830_000)];
+    assert_eq!(ledger, expected.map(|(id, cost)| (id.to_string(), cost)));
+    assert_eq!(ledger.iter().map(|(_, cost)| cost).sum::<u64>(), 1_000_000, "ledger = balance change");
+}

@@ -116,6 +116,12 @@ impl RedisClient {
         self.connection.borrow().as_ref().is_some_and(|c| !c.broken.get())
     }
 
+    /// Whether the server was lost: the connection broke (closed, or a command timed out) or
+    /// the last attempt to connect failed, and no new connection has been made since.
+    pub fn is_failing(&self) -> bool {
+        self.retry_at.get().is_some() || self.connection.borrow().as_ref().is_some_and(|c| c.broken.get())
+    }
+
     /// Sends one command (`args[0]` is its name) and waits for its reply.
     pub async fn call(&self, args: &[&[u8]]) -> Result<Reply, RedisError> {
         let connection = self.connected().await?;

@@ -15,9 +15,12 @@
 --   P:{A}:holdexp     zset   request id scored by expiry (ms), for the reaper
 --   P:{A}:ledger      stream usage records
 --   P:{A}:payrefs     set    payment references credited to this account
---   P:{A}:lease:N     hash   escrow leased to node N (see fk_lease)
+--   P:{A}:lease:L     string last call applied for lease L: "seq granted_requests granted_tokens
+--                            escrow charged loss" (expires an hour after the lease's last call)
+--   a lease's escrow is a hold in P:{A}:holds under the lease id (model "lease"), reaped like any
+--   hold when its worker stops renewing it
 
-local LIBRARY_VERSION = 3
+local LIBRARY_VERSION = 4
 local UNITS = 60000
 -- Largest balance an account may hold, in nano-USD (about 9 million USD): exact in a double.
 local MAX_BALANCE = 9007199254740991
@@ -327,6 +330,116 @@ local function fk_reap(KEYS, ARGV)
   return released
 end
 
+-- A worker's lease on one account: in one call it pays for the requests the worker served
+-- from its lease since the last call (usage records appended to the ledger, charged from the
+-- escrow), gives back unused rate tokens, and takes new ones plus an escrow out of the wallet
+-- for the next period. Grants never exceed 1/share of what is left, so leases alone can never
+-- empty a bucket or a wallet. Idempotent per (lease, seq): a retried call changes nothing.
+-- KEYS: acct, rate:live, holds, holdexp, ledger, lease
+-- ARGV: lease_id, seq, now, u_rpm, u_tpm, t_rpm, t_tpm, escrow_ttl_ms, ledger_maxlen,
+--       return_requests, tokens_delta (signed: returned > 0, owed < 0), want_requests,
+--       want_tokens, want_escrow (escrow to hold after this call; 0 ends the lease), share,
+--       then 7 fields per usage record: request_id key_id model prompt completion cost outcome
+-- Reply: {1, granted_requests, granted_tokens, escrow, charged, loss, rates...};
+--        {0} an older call (a newer one was applied); {-1} no account.
+local LEASE_FIXED_ARGS = 15
+local LEASE_MEMORY_MS = 3600000
+local function fk_lease(KEYS, ARGV)
+  local keys = { acct = KEYS[1], holds = KEYS[3], holdexp = KEYS[4] }
+  local rate, ledger, lease_key = KEYS[2], KEYS[5], KEYS[6]
+  local id, seq = ARGV[1], tonumber(ARGV[2])
+  local now = clock(ARGV[3])
+  local a = redis.call('HMGET', keys.acct, 'tier', 'balance', 'held')
+  if not a[1] then return { -1 } end
+  local tier, balance, held = a[1], tonumber(a[2]), tonumber(a[3])
+  local rpm, tpm = limits_for(tier, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
+  local r = bucket_load(rate, 'r', rpm, now)
+  local t = bucket_load(rate, 't', tpm, now)
+  bucket_fit(r, rpm, now)
+  bucket_fit(t, tpm, now)
+  local last = redis.call('GET', lease_key)
+  if last then
+    local last_seq = tonumber(string.match(last, '^(%d+)'))
+    if last_seq > seq then return { 0 } end
+    if last_seq == seq then
+      local g = {}
+      for v in string.gmatch(last, '%d+') do g[#g + 1] = tonumber(v) end
+      return append({ 1, g[2], g[3], g[4], g[5], g[6] }, snapshot(r, t, now))
+    end
+  end
+  local text = redis.call('HGET', keys.holds, id)
+  local escrow = 0
+  if text then escrow = parse_hold(text).amount end
+
+  -- 1. Pay for what was served: from the escrow first; past it (the escrow was reaped while
+  --    the worker could not reach Redis) from the available balance; never below zero.
+  local count = (#ARGV - LEASE_FIXED_ARGS) / 7
+  local costs, total = {}, 0
+  for i = 1, count do
+    costs[i] = tonumber(ARGV[LEASE_FIXED_ARGS + (i - 1) * 7 + 6])
+    total = total + costs[i]
+  end
+  local from_escrow = math.min(total, escrow)
+  local from_balance = math.min(total - from_escrow, math.max(balance - held, 0))
+  local loss = total - from_escrow - from_balance
+  balance = balance - from_escrow - from_balance
+  held = held - from_escrow
+  escrow = escrow - from_escrow
+  local cut = loss
+  for i = count, 1, -1 do
+    local d = math.min(costs[i], cut)
+    costs[i] = costs[i] - d
+    cut = cut - d
+  end
+
+  -- 2. Give back, then take.
+  bucket_refill(r, now)
+  bucket_refill(t, now)
+  r.level = math.min(r.level + tonumber(ARGV[10]) * UNITS, r.cap * UNITS)
+  local delta = tonumber(ARGV[11])
+  if delta >= 0 then
+    t.level = math.min(t.level + delta * UNITS, t.cap * UNITS)
+  else
+    t.level = math.max(t.level + delta * UNITS, 0)
+  end
+  local share = math.max(tonumber(ARGV[15]), 1)
+  local granted_r = math.min(tonumber(ARGV[12]), div_floor(div_floor(r.level, UNITS), share))
+  local granted_t = math.min(tonumber(ARGV[13]), div_floor(div_floor(t.level, UNITS), share))
+  r.level = r.level - granted_r * UNITS
+  t.level = t.level - granted_t * UNITS
+  local want_escrow = tonumber(ARGV[14])
+  if want_escrow < escrow then
+    held = held - (escrow - want_escrow)
+    escrow = want_escrow
+  elseif want_escrow > escrow then
+    local add = math.min(want_escrow - escrow, div_floor(math.max(balance - held, 0), share))
+    held = held + add
+    escrow = escrow + add
+  end
+
+  -- 3. Writes.
+  redis.call('HSET', keys.acct, 'balance', int(balance), 'held', int(math.max(held, 0)))
+  bucket_save(rate, 'r', r)
+  bucket_save(rate, 't', t)
+  for i = 1, count do
+    local f = LEASE_FIXED_ARGS + (i - 1) * 7
+    record(ledger, ARGV[9], ARGV[f + 1], ARGV[f + 2], ARGV[f + 3], tonumber(ARGV[f + 4]), tonumber(ARGV[f + 5]),
+      costs[i], ARGV[f + 7], now)
+  end
+  if escrow > 0 then
+    local expires = now + tonumber(ARGV[8])
+    redis.call('HSET', keys.holds, id, table.concat({ int(escrow), '0', 'l', '0', '0', int(expires), '-', 'lease' }, ' '))
+    redis.call('ZADD', keys.holdexp, int(expires), id)
+  elseif text then
+    redis.call('HDEL', keys.holds, id)
+    redis.call('ZREM', keys.holdexp, id)
+  end
+  local charged = total - loss
+  redis.call('SET', lease_key, table.concat({ int(seq), int(granted_r), int(granted_t), int(escrow), int(charged),
+    int(loss) }, ' '), 'PX', LEASE_MEMORY_MS)
+  return append({ 1, granted_r, granted_t, escrow, charged, loss }, snapshot(r, t, now))
+end
+
 -- KEYS: key record ; ARGV: key_id, account, kind, name ('' = none). Reply: 1, or -2 if it exists.
 local function fk_put_key(KEYS, ARGV)
   if redis.call('EXISTS', KEYS[1]) == 1 then return -2 end
@@ -344,5 +457,6 @@ redis.register_function{ function_name = 'fk_peek', callback = fk_peek, flags = 
 redis.register_function('fk_create_account', fk_create_account)
 redis.register_function('fk_topup', fk_topup)
 redis.register_function('fk_reap', fk_reap)
+redis.register_function('fk_lease', fk_lease)
 redis.register_function('fk_put_key', fk_put_key)
 redis.register_function{ function_name = 'fk_version', callback = fk_version, flags = { 'no-writes' } }

@@ -211,6 +211,58 @@ pub struct Settlement<'a> {
     pub now_ms: u64,
 }
 
+/// One call of a worker's lease on an account's shared buckets and wallet (see `crate::lease`):
+/// pay for what was served from the lease, give back what is unused, take the next period's
+/// share. Idempotent per (`lease_id`, `seq`).
+#[derive(Clone, Debug)]
+pub struct LeaseCall {
+    pub account_id: Arc<str>,
+    /// Names the lease in the store (node tag, worker, account): its escrow is a hold by this id.
+    pub lease_id: Arc<str>,
+    pub seq: u64,
+    pub now_ms: u64,
+    /// Leased request tokens given back unused.
+    pub return_requests: u64,
+    /// Leased TPM tokens given back (> 0) or owed after a true-up above the estimate (< 0).
+    pub tokens_delta: i64,
+    pub want_requests: u64,
+    pub want_tokens: u64,
+    /// The escrow the lease should hold after this call; zero ends the lease.
+    pub want_escrow: Nanos,
+    /// Grants are at most 1/`share` of what is left in each bucket and in the wallet.
+    pub share: u64,
+    pub records: Vec<LeaseRecord>,
+}
+
+/// A request served from a lease, waiting to be charged and written to the ledger.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LeaseRecord {
+    pub request_id: Box<str>,
+    pub key_id: Arc<str>,
+    pub model: Box<str>,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cost: Nanos,
+    pub outcome: Outcome,
+}
+
+/// What a lease call changed.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum LeaseReply {
+    Granted {
+        requests: u64,
+        tokens: u64,
+        /// The escrow the lease holds now.
+        escrow: Nanos,
+        /// Charged for the records of this call (less than their sum only on an operator loss).
+        charged: Nanos,
+        operator_loss: Nanos,
+        rates: RateSnapshot,
+    },
+    /// A later call of this lease was applied already; this one changed nothing.
+    Superseded,
+}
+
 /// What settling did.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub enum Settled {
@@ -368,6 +420,23 @@ impl Store {
         match self {
             Store::Embedded(store) => store.settle(settlement),
             Store::Redis(store) => store.settle(settlement).await,
+        }
+    }
+
+    /// Whether this thread's connection to the store was lost (and not yet made again): paid
+    /// requests then fail closed rather than spend leases the store cannot hear about.
+    pub fn seems_down(&self) -> bool {
+        match self {
+            Store::Embedded(_) => false,
+            Store::Redis(store) => store.seems_down(),
+        }
+    }
+
+    /// One lease call (Redis only: the embedded store is one node and needs no leases).
+    pub async fn lease(&self, call: &LeaseCall) -> Result<LeaseReply, StoreError> {
+        match self {
+            Store::Embedded(_) => Err(StoreError::Unavailable),
+            Store::Redis(store) => store.lease(call).await,
         }
     }
 

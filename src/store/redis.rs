@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::errors::Bucket;
-use crate::limits::{HOLD_TTL_MS, MAX_USAGE_QUERY_LIMIT};
+use crate::limits::{HOLD_TTL_MS, LEASE_ESCROW_TTL_MS, MAX_USAGE_QUERY_LIMIT};
 use crate::redis::{RedisClient, RedisError, RedisSettings, Reply, blocking_call, key_slot};
 
 /// The function library, loaded into every Redis (master) node at start-up.
@@ -378,6 +378,14 @@ impl RedisStore {
             }));
             clients.push(ThreadClient { store_id: self.id, addr, epoch, client: client.clone() });
             client
+        })
+    }
+
+    /// Whether this thread has lost a connection of this store and not made a new one yet.
+    pub fn seems_down(&self) -> bool {
+        let epoch = crate::redis::runtime_epoch();
+        THREAD_CLIENTS.with(|clients| {
+            clients.borrow().iter().any(|c| c.store_id == self.id && c.epoch == epoch && c.client.is_failing())
         })
     }
 
@@ -775,6 +783,82 @@ impl RedisStore {
                 operator_loss: Nanos(u64_at(&items, 3)?),
             }),
             _ => Ok(Settled::AlreadySettled),
+        }
+    }
+
+    pub async fn lease(&self, call: &LeaseCall) -> Result<LeaseReply, StoreError> {
+        let account = &*call.account_id;
+        let acct = self.key(account, "acct");
+        let rate = self.key(account, "rate:live");
+        let holds = self.key(account, "holds");
+        let holdexp = self.key(account, "holdexp");
+        let ledger = self.key(account, "ledger");
+        let lease_key = self.key(account, &format!("lease:{}", call.lease_id));
+        let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, KeyKind::Live);
+        let numbers = |values: &[u64]| values.iter().map(|v| Num::new(*v)).collect::<Vec<Num>>();
+        let fixed = numbers(&[
+            call.seq,
+            HOLD_TTL_MS.min(LEASE_ESCROW_TTL_MS),
+            LEDGER_MAX_RECORDS_PER_ACCOUNT,
+            call.return_requests,
+            call.want_requests,
+            call.want_tokens,
+            call.want_escrow.0,
+            call.share,
+        ]);
+        let now = self.now_arg(call.now_ms);
+        let tokens_delta = call.tokens_delta.to_string();
+        let per_record: Vec<[Num; 3]> = call
+            .records
+            .iter()
+            .map(|r| [Num::new(r.prompt_tokens), Num::new(r.completion_tokens), Num::new(r.cost.0)])
+            .collect();
+        let mut args: Vec<&[u8]> = Vec::with_capacity(24 + 7 * call.records.len());
+        args.extend_from_slice(&[b"FCALL", b"fk_lease", b"6"]);
+        for key in [&acct, &rate, &holds, &holdexp, &ledger, &lease_key] {
+            args.push(key.as_bytes());
+        }
+        args.extend_from_slice(&[
+            call.lease_id.as_bytes(),
+            fixed[0].as_bytes(),
+            now.as_bytes(),
+            u_rpm.as_bytes(),
+            u_tpm.as_bytes(),
+            t_rpm.as_bytes(),
+            t_tpm.as_bytes(),
+            fixed[1].as_bytes(),
+            fixed[2].as_bytes(),
+            fixed[3].as_bytes(),
+            tokens_delta.as_bytes(),
+            fixed[4].as_bytes(),
+            fixed[5].as_bytes(),
+            fixed[6].as_bytes(),
+            fixed[7].as_bytes(),
+        ]);
+        for (record, [prompt, completion, cost]) in call.records.iter().zip(&per_record) {
+            args.extend_from_slice(&[
+                record.request_id.as_bytes(),
+                record.key_id.as_bytes(),
+                record.model.as_bytes(),
+                prompt.as_bytes(),
+                completion.as_bytes(),
+                cost.as_bytes(),
+                record.outcome.as_str().as_bytes(),
+            ]);
+        }
+        let items = array(self.command(acct.as_bytes(), &args).await?)?;
+        match int_at(&items, 0)? {
+            1 => Ok(LeaseReply::Granted {
+                requests: u64_at(&items, 1)?,
+                tokens: u64_at(&items, 2)?,
+                escrow: Nanos(u64_at(&items, 3)?),
+                charged: Nanos(u64_at(&items, 4)?),
+                operator_loss: Nanos(u64_at(&items, 5)?),
+                rates: rates_at(&items, 6)?,
+            }),
+            0 => Ok(LeaseReply::Superseded),
+            -1 => Err(StoreError::NotFound),
+            _ => Err(StoreError::Unavailable),
         }
     }
 
