@@ -586,7 +586,17 @@ impl ApiHandler {
             outcome: usage.outcome,
             now_ms: shared.clock.now_ms(),
         };
-        match shared.store.settle(&settlement).await {
+        // Settling is exactly once per request id, so a call whose answer was lost can be
+        // made again: a store that blinks still charges within the second SPEC §3 allows.
+        let mut result = shared.store.settle(&settlement).await;
+        for pause_ms in SETTLE_RETRY_PAUSES_MS {
+            if result != Err(StoreError::Unavailable) {
+                break;
+            }
+            monoio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+            result = shared.store.settle(&settlement).await;
+        }
+        match result {
             Ok(Settled::Charged { charged, operator_loss, .. }) => {
                 let metrics = &self.worker.metrics;
                 WorkerMetrics::add(&metrics.settlements, 1);
@@ -604,6 +614,10 @@ impl ApiHandler {
         }
     }
 }
+
+/// Pauses before the retries of a settlement the store could not take (under a second in all,
+/// store timeouts included at the default 250 ms).
+const SETTLE_RETRY_PAUSES_MS: [u64; 2] = [50, 200];
 
 /// Who settles an admitted request.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

@@ -38,6 +38,10 @@ pub const LEDGER_MAX_RECORDS_PER_ACCOUNT: u64 = 1_000_000;
 const REAP_BATCH: u64 = 1_000;
 /// Keys a reaper `SCAN` step asks for.
 const REAP_SCAN_COUNT: &str = "1000";
+/// While a slot moves, a command whose keys are split between nodes gets `TRYAGAIN`: it is
+/// asked again every `TRY_AGAIN_PAUSE_MS` for at most `TRY_AGAIN_MAX_WAIT_MS` in all.
+const TRY_AGAIN_PAUSE_MS: u64 = 25;
+const TRY_AGAIN_MAX_WAIT_MS: u64 = 1_000;
 /// Redirects followed for one command before giving up.
 const MAX_REDIRECTS: usize = 5;
 /// Shortest time between two slot-map refreshes, in milliseconds.
@@ -428,7 +432,10 @@ impl RedisStore {
         let mut addr = target.ok_or(StoreError::Unavailable)?;
         let mut asking = false;
         let mut reloaded = false;
-        for _ in 0..MAX_REDIRECTS {
+        let mut redirects = 0;
+        let mut try_again_waited_ms = 0;
+        while redirects < MAX_REDIRECTS {
+            redirects += 1;
             let client = self.client(addr);
             let result = if asking { client.call_asking(args).await } else { client.call(args).await };
             asking = false;
@@ -446,6 +453,14 @@ impl RedisStore {
                         let library: &[u8] = FUNCTION_LIBRARY.as_bytes();
                         client.call(&[b"FUNCTION", b"LOAD", b"REPLACE", library]).await.map_err(unavailable)?;
                         eprintln!("fikra-gateway: redis {addr}: function library was missing; loaded it again");
+                    } else if message.starts_with("TRYAGAIN") && try_again_waited_ms < TRY_AGAIN_MAX_WAIT_MS {
+                        // The account's slot is moving and its keys are split between two
+                        // nodes for a moment: ask the owner again shortly (not a redirect).
+                        monoio::time::sleep(Duration::from_millis(TRY_AGAIN_PAUSE_MS)).await;
+                        try_again_waited_ms += TRY_AGAIN_PAUSE_MS;
+                        redirects = 0;
+                        self.refresh_slots().await;
+                        addr = self.node_for(routing_key).unwrap_or(addr);
                     } else if message.starts_with("TRYAGAIN") || message.starts_with("CLUSTERDOWN") {
                         return Err(StoreError::Unavailable);
                     } else {
