@@ -17,14 +17,15 @@
 # for (a) and (b) (64), RATES for (b) ("auto": 25/50/75 % of the slowest contender's median
 # saturation; or e.g. "5000 10000 20000"), PLOT_RATE (the middle rate), STREAMS concurrent streams
 # for (c) (64), IDLE_CONNECTIONS for (e) (10000), COUNT requests for (f) (2000), STORE (redis or
-# embedded), PHASES (abcdef), COMMIT (for an exported tree). Writes loadtest/results/<date>-<commit>.md and .svg.
+# embedded), PHASES (abcdef), EPOLL_CONTENDER (1 adds the gateway on epoll to (a)), COMMIT (for
+# an exported tree). Writes loadtest/results/<date>-<commit>.md and .svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 duration="${DURATION:-5}"; warmup="${WARMUP:-1}"; rounds="${ROUNDS:-3}"; connections="${CONNECTIONS:-64}"
 rates="${RATES:-auto}"; streams="${STREAMS:-64}"; idle="${IDLE_CONNECTIONS:-10000}"; count="${COUNT:-2000}"
 store="${STORE:-redis}"; phases="${PHASES:-abcdef}"
-command_line="DURATION=$duration WARMUP=$warmup ROUNDS=$rounds CONNECTIONS=$connections RATES='$rates' STREAMS=$streams IDLE_CONNECTIONS=$idle COUNT=$count STORE=$store PHASES=$phases loadtest/harness.sh"
+command_line="DURATION=$duration WARMUP=$warmup ROUNDS=$rounds CONNECTIONS=$connections RATES='$rates' STREAMS=$streams IDLE_CONNECTIONS=$idle COUNT=$count STORE=$store PHASES=$phases EPOLL_CONTENDER=${EPOLL_CONTENDER:-0} loadtest/harness.sh"
 export PATH="$PATH:/usr/sbin"
 
 # Open files: each side of every idle connection is a descriptor, plus upstream connections.
@@ -132,6 +133,18 @@ if ! start_gateway "$store"; then
   fi
 fi
 pids+=("$gateway_pid")
+# EPOLL_CONTENDER=1: a second gateway, same config and store, on the epoll driver, in phase (a)
+# (what io_uring is worth). It shares CPU 1 but is idle while the others run.
+saturation_contenders="direct gateway nginx"
+if [ "${EPOLL_CONTENDER:-0}" = 1 ]; then
+  epoll_port=$(free_port); epoll_admin=$(free_port)
+  sed -e "s/127.0.0.1:$gateway_port/127.0.0.1:$epoll_port/" -e "s/127.0.0.1:$admin_port/127.0.0.1:$epoll_admin/" \
+    "$work/gateway.toml" > "$work/gateway-epoll.toml"
+  taskset -c 1 env MONOIO_FORCE_LEGACY_DRIVER=1 "$bin" serve --config "$work/gateway-epoll.toml" 2>"$work/gateway-epoll.log" &
+  pids+=($!)
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$epoll_admin/readyz" >/dev/null && break; sleep 0.1; done
+  saturation_contenders="direct gateway gateway-epoll nginx"
+fi
 auth="Authorization: Bearer $FIKRA_ADMIN_TOKEN"
 new_key() { # $1 = account id
   curl -sf -X POST "http://127.0.0.1:$admin_port/admin/accounts" -H "$auth" -d "{\"id\":\"$1\",\"signup_credit_usd\":\"1000000\"}" >/dev/null
@@ -174,6 +187,7 @@ printf '%s' "$unary_body" > "$work/unary.json"; printf '%s' "$stream_body" > "$w
 declare -A url=([direct]="http://127.0.0.1:$sandbox_port/v1/chat/completions"
   [gateway]="http://127.0.0.1:$gateway_port/v1/chat/completions"
   [nginx]="http://127.0.0.1:$nginx_port/v1/chat/completions")
+[ -n "${epoll_port:-}" ] && url[gateway-epoll]="http://127.0.0.1:$epoll_port/v1/chat/completions"
 cat > "$work/chat.lua" <<LUA
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -237,7 +251,7 @@ PY
 }
 
 # Warm-up: every path once, so pools, caches and Redis scripts are hot.
-for name in direct gateway nginx; do
+for name in $saturation_contenders; do
   run_loadgen warmup "$name" 0 "" "${url[$name]}" "$bench_key" "$work/unary.json" --connections "$connections" --duration-s 2 --warmup-s 0 >/dev/null
 done
 
@@ -245,7 +259,7 @@ done
 if [[ $phases == *a* ]]; then
   echo "== (a) unary saturation: $connections connections, ${duration}s, $rounds rounds"
   for round in $(seq "$rounds"); do
-    for name in direct gateway nginx; do
+    for name in $saturation_contenders; do
       echo "  round $round $name loadgen: $(run_loadgen a "$name" "$round" "" "${url[$name]}" "$bench_key" "$work/unary.json" --connections "$connections" --duration-s "$duration" --warmup-s "$warmup" | summary)"
       echo "  round $round $name wrk:     $(run_wrk a "$name" "$round" | summary)"
     done
@@ -428,7 +442,9 @@ if sel("a"):
     out.append("## (a) Unary saturation (closed loop)\n")
     out.append("| contender | loadgen req/s | wrk req/s | loadgen p50 µs | loadgen p99 µs | non-2xx + errors | max CPU 0 % | max CPU 1 % |")
     out.append("|---|---|---|---|---|---|---|---|")
-    for c in ("direct", "gateway", "nginx"):
+    for c in ("direct", "gateway", "gateway-epoll", "nginx"):
+        if not sel("a", c):
+            continue
         lg, wk = sel("a", c, "loadgen"), sel("a", c, "wrk")
         rps_a[c] = (med(lg, lambda r: r["requests_per_s"]), med(wk, lambda r: r["requests_per_s"]))
         bad = sum(r["result"]["non_2xx"] + r["result"]["errors"] for r in lg + wk)
@@ -437,6 +453,9 @@ if sel("a"):
     for i, tool in enumerate(("loadgen", "wrk")):
         table.append((f"(a) unary saturation req/s, {tool}", rps_a["direct"][i], rps_a["gateway"][i], rps_a["nginx"][i],
                       ratio(rps_a["gateway"][i], rps_a["nginx"][i]), ">= 1.0"))
+        if "gateway-epoll" in rps_a:
+            table.append((f"(a) gateway on epoll req/s, {tool}", None, rps_a["gateway-epoll"][i], None,
+                          f"io_uring/epoll = {ratio(rps_a['gateway'][i], rps_a['gateway-epoll'][i])}", ""))
     out.append("")
 rates = sorted({r["rate"] for r in sel("b")})
 curves = {}
