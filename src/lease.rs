@@ -510,6 +510,32 @@ mod tests {
     }
 
     #[test]
+    fn ending_a_lease_with_a_backlog_pays_it_all_over_several_calls() {
+        let (mut book, account) = busy_book();
+        let call = book.prepare_call(&account, 1_000).unwrap();
+        book.apply(&call, Ok(grant(600, 9_600, 1_320_000)), 1_000);
+        for n in 0..600 {
+            book.try_admit(&request(1_001)).unwrap();
+            book.settle(&account, settlement(&format!("r{n}")));
+        }
+        let mut escrow = 1_320_000;
+        let mut paid = 0;
+        for round in 0..3 {
+            let calls = book.end_all(1_500);
+            assert_eq!(calls.len(), 1, "round {round}");
+            let call = &calls[0];
+            paid += call.records.len();
+            // The escrow kept covers exactly what is still unpaid.
+            assert_eq!(call.want_escrow, Nanos((600 - paid as u64) * 1_600), "round {round}");
+            escrow = call.want_escrow.0.min(escrow);
+            book.apply(call, Ok(grant(0, 0, escrow)), 1_500);
+        }
+        assert_eq!(paid, 600);
+        assert!(book.end_all(1_500).is_empty());
+        assert!(!book.has_unsettled());
+    }
+
+    #[test]
     fn an_idle_lease_ends_and_releases_its_escrow() {
         let (mut book, account) = busy_book();
         let call = book.prepare_call(&account, 1_000).unwrap();

@@ -59,8 +59,8 @@ pub const LEASE_ESCROW_TTL_MS: u64 = 10_000;
 pub const LEASE_MAX_RECORDS_PER_CALL: usize = 256;
 /// How often a worker looks at its leases.
 pub const LEASE_TICK_MS: u64 = 20;
-/// Rounds of lease calls a stopping worker makes to end its leases.
-pub const LEASE_END_ROUNDS: usize = 5;
+/// How long a stopping worker keeps trying to end its leases.
+pub const LEASE_END_DEADLINE_MS: u64 = 3_000;
 /// Wait before retrying a lease call that failed.
 pub const LEASE_RETRY_MS: u64 = 100;
 /// Accounts a worker tracks for leasing before it forgets the idle ones.

@@ -60,6 +60,10 @@ pub struct Worker {
     fallback: RefCell<FallbackBuckets>,
     /// Leases of busy accounts' limits and wallets (shared store only).
     leases: RefCell<LeaseBook>,
+    /// Set once the worker has drained: the lease task then ends every lease and stops.
+    leases_stop: Cell<bool>,
+    /// Whether the lease task is still running.
+    lease_task_running: Cell<bool>,
 }
 
 impl Worker {
@@ -78,43 +82,68 @@ impl Worker {
             deny_cache: RefCell::default(),
             fallback: RefCell::default(),
             leases: RefCell::new(LeaseBook::new(&owner)),
+            leases_stop: Cell::new(false),
+            lease_task_running: Cell::new(false),
         }
     }
 
-    /// Makes this worker's lease calls until the node drains (run as its own task).
+    /// Makes this worker's lease calls (run as its own task) until `stop_leases`; then ends
+    /// every lease. Only this task makes lease calls, so they never overlap.
     pub async fn run_leases(&self) {
         if !self.shared.store.is_shared() {
             return;
         }
-        while !self.shared.is_draining() {
+        self.lease_task_running.set(true);
+        while !self.leases_stop.get() {
             monoio::time::sleep(std::time::Duration::from_millis(crate::limits::LEASE_TICK_MS)).await;
             let now_ms = self.shared.clock.now_ms();
             let due = self.leases.borrow().due(now_ms);
             for account in due {
+                if self.leases_stop.get() {
+                    break;
+                }
                 let call = self.leases.borrow_mut().prepare_call(&account, now_ms);
                 if let Some(call) = call {
                     self.lease_call(&call).await;
                 }
             }
         }
+        self.end_leases().await;
+        self.lease_task_running.set(false);
     }
 
-    /// Ends every lease (the node is stopping and nothing is in flight any more): records paid,
-    /// tokens given back, escrows released. Gives up after a few rounds if the store is down
-    /// (the escrows then expire and are reaped).
-    pub async fn end_leases(&self) {
-        for _ in 0..crate::limits::LEASE_END_ROUNDS {
+    /// Called once the worker has drained (nothing in flight): the lease task ends every lease;
+    /// returns when it has.
+    pub async fn stop_leases(&self) {
+        self.leases_stop.set(true);
+        while self.lease_task_running.get() {
+            monoio::time::sleep(std::time::Duration::from_millis(crate::limits::LEASE_TICK_MS)).await;
+        }
+    }
+
+    /// Ends every lease: records paid (a call at a time, so a long backlog takes several),
+    /// tokens given back, escrows released. Gives up after `LEASE_END_DEADLINE_MS` if the store
+    /// is down (the escrows then expire and are reaped; unpaid records are never charged).
+    async fn end_leases(&self) {
+        let deadline =
+            std::time::Instant::now() + std::time::Duration::from_millis(crate::limits::LEASE_END_DEADLINE_MS);
+        while std::time::Instant::now() < deadline {
             let calls = self.leases.borrow_mut().end_all(self.shared.clock.now_ms());
             if calls.is_empty() {
                 return;
             }
+            let mut failed = false;
             for call in &calls {
-                self.lease_call(call).await;
+                failed |= !self.lease_call(call).await;
+            }
+            if failed {
+                monoio::time::sleep(std::time::Duration::from_millis(crate::limits::LEASE_RETRY_MS)).await;
             }
         }
     }
 
-    async fn lease_call(&self, call: &crate::store::LeaseCall) {
+    /// Makes one lease call and applies its answer; whether the store answered.
+    async fn lease_call(&self, call: &crate::store::LeaseCall) -> bool {
         WorkerMetrics::add(&self.metrics.lease_calls, 1);
         let result = self.shared.store.lease(call).await;
         match &result {
@@ -129,7 +158,9 @@ impl Worker {
                 eprintln!("lease {} (call {}): {error}; retrying", call.lease_id, call.seq);
             }
         }
+        let answered = result.is_ok();
         self.leases.borrow_mut().apply(call, result, self.shared.clock.now_ms());
+        answered
     }
 
     fn next_request_id(&self) -> RequestId {

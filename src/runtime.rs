@@ -156,7 +156,7 @@ impl Gateway {
                     )
                     .await;
                     // Drained: nothing is in flight, so every lease can be ended.
-                    handler.worker.end_leases().await;
+                    handler.worker.stop_leases().await;
                 });
             })?;
             threads.push(thread);
