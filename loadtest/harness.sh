@@ -413,6 +413,7 @@ fi
 mkdir -p loadtest/results
 stem="loadtest/results/$(date +%Y-%m-%d)-$commit"
 versions="$(uname -r); $(nginx -v 2>&1); $(redis-server --version | cut -d' ' -f1-3); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(rustc -V)"
+cp "$records" "$stem.records.jsonl"  # kept if the report below fails
 python3 - "$records" "$stem" "$command_line" "$commit$dirty" "$store" "$versions" "${plot_rate:-}" "$root/loadtest/plot_latency.py" <<'PY'
 import json, statistics, subprocess, sys
 from collections import defaultdict
@@ -422,7 +423,12 @@ def sel(phase, contender=None, tool=None, rate=None):
     return [r for r in recs if r["phase"] == phase and (contender is None or r["contender"] == contender)
             and (tool is None or r["tool"] == tool) and (rate is None or r.get("rate") == rate)]
 def med(rows, f):
-    vals = [f(r["result"]) for r in rows]
+    def value(result):
+        try:
+            return f(result)
+        except (KeyError, TypeError):  # a run with no answers has null percentiles
+            return None
+    vals = [value(r["result"]) for r in rows]
     vals = [v for v in vals if v is not None]
     return statistics.median(vals) if vals else None
 def fmt(v, d=0):
@@ -569,3 +575,4 @@ with open(f"{stem}.md", "w") as fh:
     fh.write("\n".join(report))
 print(f"wrote {stem}.md")
 PY
+rm -f "$stem.records.jsonl"
