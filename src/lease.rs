@@ -238,7 +238,7 @@ impl LeaseBook {
                 }
                 let oldest_ms = lease.grants.front().map_or(now_ms, |g| g.granted_at_ms);
                 lease.records.len() >= LEASE_MAX_RECORDS_PER_CALL / 2
-                    || lease.requests() * 4 < lease.target_requests()
+                    || lease.requests() * 2 < lease.target_requests()
                     || now_ms.saturating_sub(oldest_ms) >= LEASE_MAX_AGE_MS
                     || now_ms.saturating_sub(lease.last_call_ms) >= LEASE_MAX_AGE_MS
                     || lease.idle(now_ms)
@@ -449,8 +449,8 @@ mod tests {
         let (mut book, account) = busy_book();
         assert_eq!(book.due(1_000), vec![account.clone()]);
         let call = book.prepare_call(&account, 1_000).unwrap();
-        // 40 requests/s over a 500 ms horizon: 20 requests of 16 tokens and 2,200 nano-USD each.
-        assert_eq!((call.seq, call.want_requests, call.want_tokens, call.want_escrow), (1, 20, 320, Nanos(44_000)));
+        // 40 requests/s over a one-second horizon: 40 requests of 16 tokens and 2,200 nano-USD each.
+        assert_eq!((call.seq, call.want_requests, call.want_tokens, call.want_escrow), (1, 40, 640, Nanos(88_000)));
         assert_eq!(call.lease_id.as_ref(), "node-0:busy");
         assert!(book.due(1_000).is_empty(), "one call at a time");
     }

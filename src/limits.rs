@@ -44,7 +44,7 @@ pub const LEASE_RATE_WINDOW_MS: u64 = 250;
 /// Accounts with a lower RPM limit are never leased (a lease must be small next to the limit).
 pub const LEASE_MIN_RPM: u64 = 1_200;
 /// A lease is sized for this much of the account's recent traffic on the worker.
-pub const LEASE_HORIZON_MS: u64 = 500;
+pub const LEASE_HORIZON_MS: u64 = 1_000;
 /// Each grant is at most 1/LEASE_SHARE of what is left in a bucket or in the wallet.
 pub const LEASE_SHARE: u64 = 8;
 /// Leased rate tokens unused this long go back to the shared bucket (the over-admission bound:
