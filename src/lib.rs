@@ -30,6 +30,7 @@ pub mod auth;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod digits;
 pub mod errors;
 pub mod http;
 pub mod lease;

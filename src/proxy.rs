@@ -8,7 +8,6 @@
 //! the usage to settle with, whatever happened. It never lets an upstream body, header or model
 //! name through.
 
-use std::io::Write;
 use std::time::Duration;
 
 use monoio::io::AsyncWriteRent;
@@ -128,11 +127,16 @@ fn build_upstream_request(out: &mut Vec<u8>, target: &UpstreamTarget, request: &
     );
     let body_len = out.len();
     let accept = if request.chat.stream { "text/event-stream" } else { "application/json" };
-    let _ = write!(
-        out,
-        "POST {} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\naccept: {accept}\r\ncontent-length: {body_len}\r\nx-request-id: {}\r\n",
-        target.completions_path, target.host_header, request.request_id
-    );
+    for part in [b"POST ", target.completions_path.as_bytes(), b" HTTP/1.1\r\nhost: ", target.host_header.as_bytes()] {
+        out.extend_from_slice(part);
+    }
+    out.extend_from_slice(b"\r\ncontent-type: application/json\r\naccept: ");
+    out.extend_from_slice(accept.as_bytes());
+    out.extend_from_slice(b"\r\ncontent-length: ");
+    crate::digits::push_decimal(out, body_len as u64);
+    out.extend_from_slice(b"\r\nx-request-id: ");
+    out.extend_from_slice(request.request_id.as_bytes());
+    out.extend_from_slice(b"\r\n");
     if let Some(authorization) = &target.authorization {
         out.extend_from_slice(b"authorization: ");
         out.extend_from_slice(authorization.as_bytes());

@@ -7,6 +7,7 @@
 
 use std::io::Write;
 
+use crate::digits::push_decimal;
 use crate::errors::{self, ApiError};
 use crate::http::date;
 use crate::http::duration::write_go_duration;
@@ -60,7 +61,11 @@ impl ClampHeader {
 
 /// Writes `HTTP/1.1 <status> <reason>\r\n`.
 pub fn write_status_line(out: &mut Vec<u8>, status: u16) {
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, errors::reason_phrase(status));
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_decimal(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(errors::reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
 }
 
 /// Writes the headers every response carries after the status line (date, connection, request
@@ -84,17 +89,17 @@ pub fn write_common_headers(out: &mut Vec<u8>, context: &ResponseContext<'_>) {
 
 /// Writes the six `x-ratelimit-*` headers of SPEC §1.
 pub fn write_rate_headers(out: &mut Vec<u8>, rates: &RateSnapshot) {
-    let _ = write!(
-        out,
-        "x-ratelimit-limit-requests: {}\r\nx-ratelimit-remaining-requests: {}\r\nx-ratelimit-reset-requests: ",
-        rates.requests_limit, rates.requests_remaining
-    );
+    out.extend_from_slice(b"x-ratelimit-limit-requests: ");
+    push_decimal(out, rates.requests_limit);
+    out.extend_from_slice(b"\r\nx-ratelimit-remaining-requests: ");
+    push_decimal(out, rates.requests_remaining);
+    out.extend_from_slice(b"\r\nx-ratelimit-reset-requests: ");
     write_go_duration(out, rates.requests_reset_ms);
-    let _ = write!(
-        out,
-        "\r\nx-ratelimit-limit-tokens: {}\r\nx-ratelimit-remaining-tokens: {}\r\nx-ratelimit-reset-tokens: ",
-        rates.tokens_limit, rates.tokens_remaining
-    );
+    out.extend_from_slice(b"\r\nx-ratelimit-limit-tokens: ");
+    push_decimal(out, rates.tokens_limit);
+    out.extend_from_slice(b"\r\nx-ratelimit-remaining-tokens: ");
+    push_decimal(out, rates.tokens_remaining);
+    out.extend_from_slice(b"\r\nx-ratelimit-reset-tokens: ");
     write_go_duration(out, rates.tokens_reset_ms);
     out.extend_from_slice(b"\r\n");
 }
@@ -119,7 +124,11 @@ pub fn write_full(
     body: &[u8],
 ) {
     write_status_line(out, status);
-    let _ = write!(out, "content-type: {content_type}\r\ncontent-length: {}\r\n", body.len());
+    out.extend_from_slice(b"content-type: ");
+    out.extend_from_slice(content_type.as_bytes());
+    out.extend_from_slice(b"\r\ncontent-length: ");
+    push_decimal(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
     write_headers(out, extra_headers);
     write_common_headers(out, context);
     out.extend_from_slice(b"\r\n");

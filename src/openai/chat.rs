@@ -582,10 +582,10 @@ pub fn write_backend_body(
                 crate::errors::write_json_escaped(out, backend_model);
                 out.push(b'"');
             }
-            Replacement::Cap => push_decimal(out, output_cap_tokens),
+            Replacement::Cap => crate::digits::push_decimal(out, output_cap_tokens),
             Replacement::CapMember => {
                 out.extend_from_slice(b"\"max_tokens\":");
-                push_decimal(out, output_cap_tokens);
+                crate::digits::push_decimal(out, output_cap_tokens);
                 out.push(b',');
             }
             Replacement::Fixed(bytes) => out.extend_from_slice(bytes),
@@ -593,21 +593,6 @@ pub fn write_backend_body(
         copied_to = (span.end as usize).clamp(start, body.len());
     }
     out.extend_from_slice(&body[copied_to..]);
-}
-
-/// Appends `value` in decimal.
-fn push_decimal(out: &mut Vec<u8>, mut value: u64) {
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (value % 10) as u8;
-        value /= 10;
-        if value == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[start..]);
 }
 
 #[cfg(test)]

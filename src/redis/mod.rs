@@ -435,13 +435,21 @@ fn crc16_xmodem(bytes: &[u8]) -> u16 {
 
 /// Appends `args` as a RESP array of bulk strings.
 pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    let _ = write!(out, "*{}\r\n", args.len());
+    let payload: usize = args.iter().map(|arg| arg.len() + 16).sum();
+    out.reserve(payload + 16);
+    out.push(b'*');
+    out.extend_from_slice(Num::new(args.len() as u64).as_bytes());
+    out.extend_from_slice(b"\r\n");
     for arg in args {
-        let _ = write!(out, "${}\r\n", arg.len());
+        out.push(b'$');
+        out.extend_from_slice(Num::new(arg.len() as u64).as_bytes());
+        out.extend_from_slice(b"\r\n");
         out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
     }
 }
+
+pub use crate::digits::Num;
 
 #[cfg(test)]
 mod tests {

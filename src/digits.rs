@@ -1,0 +1,49 @@
+//! Integers written as decimal ASCII on the stack: response heads, upstream request heads and
+//! Redis commands write their numbers with this instead of `write!`, whose formatting
+//! machinery costs several times more per number on the request path.
+
+/// A number formatted in decimal on the stack.
+pub struct Num {
+    bytes: [u8; 20],
+    start: usize,
+}
+
+impl Num {
+    pub fn new(mut value: u64) -> Num {
+        let mut bytes = [0u8; 20];
+        let mut start = 20;
+        loop {
+            start -= 1;
+            bytes[start] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        Num { bytes, start }
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[self.start..]
+    }
+}
+
+/// Appends `value` in decimal to `out`.
+pub fn push_decimal(out: &mut Vec<u8>, value: u64) {
+    out.extend_from_slice(Num::new(value).as_bytes());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_every_width_exactly() {
+        for value in [0, 7, 10, 99, 100, 65_535, 1_000_000_007, u64::MAX] {
+            assert_eq!(Num::new(value).as_bytes(), value.to_string().as_bytes());
+        }
+        let mut out = b"n=".to_vec();
+        push_decimal(&mut out, 42);
+        assert_eq!(out, b"n=42");
+    }
+}
