@@ -42,12 +42,41 @@ impl Default for ServerLimits {
     }
 }
 
-/// Initial capacity of a connection's read buffer; it grows up to the head + body limits.
-const READ_BUFFER_INITIAL_BYTES: usize = 8 * 1024;
-/// Initial capacity of a connection's output buffer.
+/// Initial capacity of a connection's read buffer (an idle connection's pending read holds it);
+/// it grows geometrically up to the head + body limits.
+const READ_BUFFER_INITIAL_BYTES: usize = 2 * 1024;
+/// Capacity of a new output buffer. Output buffers are lent to a connection for one response
+/// and come back to the worker's pool after it, so an idle connection holds none.
 const OUT_BUFFER_INITIAL_BYTES: usize = 8 * 1024;
+/// Output buffers a worker keeps for reuse, and the largest one it keeps.
+const OUT_BUFFER_POOL_MAX: usize = 1024;
+const OUT_BUFFER_POOL_MAX_BYTES: usize = 64 * 1024;
+
+thread_local! {
+    static OUT_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// An empty output buffer from this worker's pool (a new one if the pool is empty).
+fn lend_out_buffer() -> Vec<u8> {
+    OUT_BUFFERS.with(|pool| pool.borrow_mut().pop()).unwrap_or_else(|| Vec::with_capacity(OUT_BUFFER_INITIAL_BYTES))
+}
+
+/// Gives an output buffer back to this worker's pool (cleared; dropped if oversized or the pool
+/// is full).
+fn return_out_buffer(mut buffer: Vec<u8>) {
+    if buffer.capacity() == 0 || buffer.capacity() > OUT_BUFFER_POOL_MAX_BYTES {
+        return;
+    }
+    buffer.clear();
+    OUT_BUFFERS.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        if pool.len() < OUT_BUFFER_POOL_MAX {
+            pool.push(buffer);
+        }
+    });
+}
 /// Read at least this much spare capacity per read call.
-const READ_CHUNK_MIN_BYTES: usize = 4 * 1024;
+const READ_CHUNK_MIN_BYTES: usize = 2 * 1024;
 
 /// The write side of a connection as a handler sees it: an output buffer and the stream.
 /// Handlers append bytes to `out`; `flush` sends them now (SSE), otherwise the loop sends them
@@ -142,8 +171,8 @@ where
     let mut chunked_body: Vec<u8> = Vec::new();
     let mut sink = ResponseSink {
         stream,
-        out: Vec::with_capacity(OUT_BUFFER_INITIAL_BYTES),
-        scratch: Vec::with_capacity(1024),
+        out: Vec::new(),
+        scratch: Vec::new(),
         keep_alive: true,
         write_timeout: Duration::from_millis(limits.write_timeout_ms),
         broken: false,
@@ -183,11 +212,16 @@ where
                 BodyFraming::None => &[],
             };
             let request = Request { head, body };
+            if sink.out.capacity() == 0 {
+                sink.out = lend_out_buffer();
+            }
             handler.handle(&request, &mut sink).await;
         }
         if sink.broken || sink.flush().await.is_err() || !sink.keep_alive {
+            return_out_buffer(std::mem::take(&mut sink.out));
             return;
         }
+        return_out_buffer(std::mem::take(&mut sink.out));
         read_buffer.drain(..consumed);
         chunked_body.clear();
     }
@@ -337,7 +371,10 @@ async fn read_more<S: AsyncReadRent>(
     max_bytes: usize,
     deadline: Instant,
 ) -> ReadMore {
-    let wanted = max_bytes.clamp(1, READ_CHUNK_MIN_BYTES.max(max_bytes.min(64 * 1024)));
+    // Ask for what the buffer has room for, at least a small chunk: an idle connection's pending
+    // read then holds a small buffer, and a large body grows it geometrically.
+    let room = buffer.capacity() - buffer.len();
+    let wanted = max_bytes.clamp(1, room.clamp(READ_CHUNK_MIN_BYTES, 64 * 1024));
     buffer.reserve(wanted);
     let start = buffer.len();
     let owned = std::mem::take(buffer);
