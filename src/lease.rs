@@ -30,8 +30,9 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
 use crate::limits::{
-    LEASE_HORIZON_MS, LEASE_IDLE_MS, LEASE_MAX_AGE_MS, LEASE_MAX_RECORDS_PER_CALL, LEASE_MIN_REQUESTS_PER_S,
-    LEASE_MIN_RPM, LEASE_RATE_WINDOW_MS, LEASE_RETRY_MS, LEASE_SHARE, LEASE_TRACKED_ACCOUNTS_MAX,
+    LEASE_HORIZON_MS, LEASE_IDLE_MS, LEASE_MAX_AGE_MS, LEASE_MAX_BACKLOG_RECORDS, LEASE_MAX_RECORDS_PER_CALL,
+    LEASE_MIN_REQUESTS_PER_S, LEASE_MIN_RPM, LEASE_RATE_WINDOW_MS, LEASE_RETRY_MS, LEASE_SHARE, LEASE_STARVED_PAUSE_MS,
+    LEASE_TRACKED_ACCOUNTS_MAX,
 };
 use crate::money::Nanos;
 use crate::store::{AdmitRequest, Admitted, LeaseCall, LeaseRecord, LeaseReply, RateSnapshot, StoreError};
@@ -76,6 +77,9 @@ struct AccountLease {
     hold_per_request: Nanos,
     tokens_per_request: u64,
     requests_limit: u64,
+    /// The last call granted no requests though some were wanted (the bucket is low): running
+    /// low does not call again before this time.
+    starved_until_ms: u64,
 }
 
 impl AccountLease {
@@ -95,13 +99,22 @@ impl AccountLease {
         self.escrow.0 > 0 || !self.grants.is_empty() || self.in_flight > 0 || !self.records.is_empty()
     }
 
-    fn eligible(&self) -> bool {
-        self.requests_per_s >= LEASE_MIN_REQUESTS_PER_S && self.requests_limit >= LEASE_MIN_RPM
+    /// Admissions per second: the last full window's rate, or the current window's if it is
+    /// higher (traffic that just started, or resumed after a pause, is seen within 50 ms).
+    fn rate_per_s(&self, now_ms: u64) -> u64 {
+        let elapsed_ms = now_ms.saturating_sub(self.window_start_ms);
+        let current =
+            if elapsed_ms >= LEASE_RATE_WINDOW_MS / 5 { self.window_admissions * 1000 / elapsed_ms } else { 0 };
+        self.requests_per_s.max(current)
+    }
+
+    fn eligible(&self, now_ms: u64) -> bool {
+        self.rate_per_s(now_ms) >= LEASE_MIN_REQUESTS_PER_S && self.requests_limit >= LEASE_MIN_RPM
     }
 
     /// Requests the next grant should cover: the horizon's worth of the recent rate.
-    fn target_requests(&self) -> u64 {
-        (self.requests_per_s * LEASE_HORIZON_MS / 1000).max(LEASE_MIN_REQUESTS_PER_S / 2)
+    fn target_requests(&self, now_ms: u64) -> u64 {
+        (self.rate_per_s(now_ms) * LEASE_HORIZON_MS / 1000).max(LEASE_MIN_REQUESTS_PER_S / 2)
     }
 
     fn idle(&self, now_ms: u64) -> bool {
@@ -171,6 +184,11 @@ impl LeaseBook {
     pub fn try_admit(&mut self, request: &AdmitRequest<'_>) -> Option<Admitted> {
         let lease = self.accounts.get_mut(request.account_id)?;
         let rates = lease.rates?;
+        // Backpressure: while the store pays records slower than they come, requests take the
+        // per-request path (which waits for the store) instead of growing the backlog.
+        if lease.records.len() >= LEASE_MAX_BACKLOG_RECORDS {
+            return None;
+        }
         let mut output_cap = request.requested_output_tokens;
         if !request.client_set_output_cap {
             output_cap = output_cap.min(rates.tokens_limit.saturating_sub(request.input_tokens_upper));
@@ -234,11 +252,11 @@ impl LeaseBook {
                     return now_ms.saturating_sub(lease.last_call_ms) >= LEASE_RETRY_MS;
                 }
                 if lease.rates.is_none() {
-                    return lease.eligible() && !lease.idle(now_ms);
+                    return lease.eligible(now_ms) && !lease.idle(now_ms);
                 }
                 let oldest_ms = lease.grants.front().map_or(now_ms, |g| g.granted_at_ms);
                 lease.records.len() >= LEASE_MAX_RECORDS_PER_CALL / 2
-                    || lease.requests() * 2 < lease.target_requests()
+                    || (lease.requests() * 2 < lease.target_requests(now_ms) && now_ms >= lease.starved_until_ms)
                     || now_ms.saturating_sub(oldest_ms) >= LEASE_MAX_AGE_MS
                     || now_ms.saturating_sub(lease.last_call_ms) >= LEASE_MAX_AGE_MS
                     || lease.idle(now_ms)
@@ -261,7 +279,7 @@ impl LeaseBook {
         }
         let lease_id = lease.lease_id.get_or_insert_with(|| Arc::from(format!("{owner}:{account}"))).clone();
         // Tokens older than the age bound go back; with an idle lease, everything does.
-        let ending = lease.idle(now_ms) || (!lease.eligible() && lease.rates.is_some() && lease.in_flight == 0);
+        let ending = lease.idle(now_ms) || (!lease.eligible(now_ms) && lease.rates.is_some() && lease.in_flight == 0);
         let (mut return_requests, mut return_tokens) = (0u64, 0u64);
         while let Some(grant) = lease.grants.front() {
             if !ending && now_ms.saturating_sub(grant.granted_at_ms) < LEASE_MAX_AGE_MS {
@@ -279,7 +297,7 @@ impl LeaseBook {
             // Unpaid charges left out of this call (more than one call's worth) keep their escrow.
             (0, 0, Nanos(lease.committed.0 + lease.unpaid.0.saturating_sub(paying)))
         } else {
-            let target = lease.target_requests().min(lease.requests_limit / LEASE_SHARE);
+            let target = lease.target_requests(now_ms).min(lease.requests_limit / LEASE_SHARE);
             let want_requests = target.saturating_sub(lease.requests());
             let want_tokens = (target * lease.tokens_per_request).saturating_sub(lease.tokens());
             let escrow = lease.committed.0 + lease.unpaid.0.saturating_sub(paying) + target * lease.hold_per_request.0;
@@ -315,6 +333,9 @@ impl LeaseBook {
                 lease.escrow = escrow;
                 if requests > 0 || tokens > 0 {
                     lease.grants.push_back(Grant { granted_at_ms: now_ms, requests, tokens });
+                }
+                if requests == 0 && call.want_requests > 0 {
+                    lease.starved_until_ms = now_ms + LEASE_STARVED_PAUSE_MS;
                 }
                 lease.rates = Some(rates);
                 lease.requests_since_call = 0;
@@ -359,6 +380,14 @@ impl LeaseBook {
                 self.prepare_call(&account, now_ms.max(LEASE_IDLE_MS))
             })
             .collect()
+    }
+
+    /// Whether some lease has at least half a call's worth of records waiting (the lease task
+    /// then calls again at once instead of waiting for its next tick).
+    pub fn backlogged(&self) -> bool {
+        self.accounts.values().any(|lease| {
+            !lease.calling && lease.pending.is_none() && lease.records.len() >= LEASE_MAX_RECORDS_PER_CALL / 2
+        })
     }
 
     /// Whether `account` has a lease that is not fully applied (tests, shutdown).
@@ -520,10 +549,11 @@ mod tests {
         }
         let mut escrow = 1_320_000;
         let mut paid = 0;
-        for round in 0..3 {
+        for round in 0..600usize.div_ceil(LEASE_MAX_RECORDS_PER_CALL) {
             let calls = book.end_all(1_500);
             assert_eq!(calls.len(), 1, "round {round}");
             let call = &calls[0];
+            assert_eq!(call.records.len(), (600 - paid).min(LEASE_MAX_RECORDS_PER_CALL));
             paid += call.records.len();
             // The escrow kept covers exactly what is still unpaid.
             assert_eq!(call.want_escrow, Nanos((600 - paid as u64) * 1_600), "round {round}");

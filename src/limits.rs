@@ -55,8 +55,13 @@ pub const LEASE_IDLE_MS: u64 = 2_000;
 /// A lease's escrow expires unless renewed this often: what a dead node's escrow costs the
 /// customer is availability for this long plus a reaper interval, never money.
 pub const LEASE_ESCROW_TTL_MS: u64 = 10_000;
-/// Usage records paid for in one lease call.
-pub const LEASE_MAX_RECORDS_PER_CALL: usize = 256;
+/// Usage records paid for in one lease call (one XADD each inside it).
+pub const LEASE_MAX_RECORDS_PER_CALL: usize = 512;
+/// Records a lease may have waiting before its worker stops admitting from it (backpressure
+/// when Redis pays them slower than they come).
+pub const LEASE_MAX_BACKLOG_RECORDS: usize = 8 * LEASE_MAX_RECORDS_PER_CALL;
+/// After a call that granted no requests, how long running low does not call again.
+pub const LEASE_STARVED_PAUSE_MS: u64 = 250;
 /// How often a worker looks at its leases.
 pub const LEASE_TICK_MS: u64 = 20;
 /// How long a stopping worker keeps trying to end its leases.

@@ -94,10 +94,14 @@ impl Worker {
             return;
         }
         self.lease_task_running.set(true);
+        let tick = std::time::Duration::from_millis(crate::limits::LEASE_TICK_MS);
         while !self.leases_stop.get() {
-            monoio::time::sleep(std::time::Duration::from_millis(crate::limits::LEASE_TICK_MS)).await;
             let now_ms = self.shared.clock.now_ms();
             let due = self.leases.borrow().due(now_ms);
+            if due.is_empty() {
+                monoio::time::sleep(tick).await;
+                continue;
+            }
             for account in due {
                 if self.leases_stop.get() {
                     break;
@@ -106,6 +110,10 @@ impl Worker {
                 if let Some(call) = call {
                     self.lease_call(&call).await;
                 }
+            }
+            // A backlog of records is paid call after call; otherwise one look per tick.
+            if !self.leases.borrow().backlogged() {
+                monoio::time::sleep(tick).await;
             }
         }
         self.end_leases().await;

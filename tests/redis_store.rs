@@ -223,7 +223,8 @@ fn command_delta(before: &HashMap<String, u64>, after: &HashMap<String, u64>) ->
 #[test]
 fn redis_commands_per_admitted_and_per_refused_request() {
     let redis = RedisServer::start(&["--appendonly", "no"]);
-    let extra = format!("{}{}", override_limits("busy", 100_000, 100_000_000), override_limits("capped", 1, 100_000));
+    // 1,100 RPM: below LEASE_MIN_RPM, so every request goes to Redis (leases are measured below).
+    let extra = format!("{}{}", override_limits("busy", 1_100, 100_000_000), override_limits("capped", 1, 100_000));
     let node = GatewayProcess::start("traffic", &store_section(redis.addr(), "fk", 1), &extra);
     create_account(&node, "busy", "10.00");
     create_account(&node, "capped", "10.00");
