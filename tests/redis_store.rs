@@ -492,7 +492,16 @@ fn hammer(
 fn ledger_costs(redis_port: u16, prefix: &str, account: &str) -> Vec<u64> {
     let text = redis_cli(redis_port, &["XRANGE", &format!("{prefix}:{{{account}}}:ledger"), "-", "+"]);
     let lines: Vec<&str> = text.lines().collect();
-    lines.windows(2).filter(|pair| pair[0] == "cost").map(|pair| pair[1].parse().unwrap()).collect()
+    let mut costs = Vec::new();
+    for pair in lines.windows(2) {
+        match pair[0] {
+            "cost" => costs.push(pair[1].parse().unwrap()),
+            // A lease call's records: "request_id key_id model prompt completion cost outcome;...".
+            "records" => costs.extend(pair[1].split(';').map(|r| r.split(' ').nth(5).unwrap().parse::<u64>().unwrap())),
+            _ => {}
+        }
+    }
+    costs
 }
 
 /// Waits until the account holds nothing (every lease ended and paid); its (balance, ledger).

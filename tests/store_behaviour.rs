@@ -403,4 +403,13 @@ fn lease_grants_pays_and_ends(backend: Backend) {
     let expected = [("q1", 40_000), ("q2", 30_000), ("q3", 100_000), ("q4", 830_000)];
     assert_eq!(ledger, expected.map(|(id, cost)| (id.to_string(), cost)));
     assert_eq!(ledger.iter().map(|(_, cost)| cost).sum::<u64>(), 1_000_000, "ledger = balance change");
+    // Newest first, across and within the calls' ledger entries, cut at the limit.
+    let newest: Vec<String> = block_on(store.usage("l", 3)).unwrap().iter().map(|r| r.request_id.to_string()).collect();
+    assert_eq!(newest, ["q4", "q3", "q2"]);
+    let q1 = block_on(store.usage("l", 4)).unwrap().pop().unwrap();
+    assert_eq!(
+        (q1.key_id.as_ref(), q1.model.as_ref(), q1.prompt_tokens, q1.completion_tokens),
+        ("key_1", "fikra-flash", 10, 10)
+    );
+    assert_eq!((q1.cost, q1.outcome, q1.created_at_ms), (Nanos(40_000), "completed", T0));
 }

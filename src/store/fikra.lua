@@ -13,14 +13,15 @@
 --   P:{A}:rate:test   hash   the same for test keys
 --   P:{A}:holds       hash   request id -> "amount tokens kind in_price out_price expires key model"
 --   P:{A}:holdexp     zset   request id scored by expiry (ms), for the reaper
---   P:{A}:ledger      stream usage records
+--   P:{A}:ledger      stream usage records: one entry per settlement (fields request_id ...
+--                            created_at), or one per lease call with all its records in 'records'
 --   P:{A}:payrefs     set    payment references credited to this account
 --   P:{A}:lease:L     string last call applied for lease L: "seq granted_requests granted_tokens
 --                            escrow charged loss" (expires an hour after the lease's last call)
 --   a lease's escrow is a hold in P:{A}:holds under the lease id (model "lease"), reaped like any
 --   hold when its worker stops renewing it
 
-local LIBRARY_VERSION = 4
+local LIBRARY_VERSION = 6
 local UNITS = 60000
 -- Largest balance an account may hold, in nano-USD (about 9 million USD): exact in a double.
 local MAX_BALANCE = 9007199254740991
@@ -339,7 +340,8 @@ end
 -- ARGV: lease_id, seq, now, u_rpm, u_tpm, t_rpm, t_tpm, escrow_ttl_ms, ledger_maxlen,
 --       return_requests, tokens_delta (signed: returned > 0, owed < 0), want_requests,
 --       want_tokens, want_escrow (escrow to hold after this call; 0 ends the lease), share,
---       then 7 fields per usage record: request_id key_id model prompt completion cost outcome
+--       then 2 fields per usage record: the record as "request_id key_id model prompt completion
+--       cost outcome", and its cost again (the gateway writes both; no field holds ' ' or ';')
 -- Reply: {1, granted_requests, granted_tokens, escrow, charged, loss, rates...};
 --        {0} an older call (a newer one was applied); {-1} no account.
 local LEASE_FIXED_ARGS = 15
@@ -373,10 +375,10 @@ local function fk_lease(KEYS, ARGV)
 
   -- 1. Pay for what was served: from the escrow first; past it (the escrow was reaped while
   --    the worker could not reach Redis) from the available balance; never below zero.
-  local count = (#ARGV - LEASE_FIXED_ARGS) / 7
+  local count = (#ARGV - LEASE_FIXED_ARGS) / 2
   local costs, total = {}, 0
   for i = 1, count do
-    costs[i] = tonumber(ARGV[LEASE_FIXED_ARGS + (i - 1) * 7 + 6])
+    costs[i] = tonumber(ARGV[LEASE_FIXED_ARGS + i * 2])
     total = total + costs[i]
   end
   local from_escrow = math.min(total, escrow)
@@ -385,11 +387,16 @@ local function fk_lease(KEYS, ARGV)
   balance = balance - from_escrow - from_balance
   held = held - from_escrow
   escrow = escrow - from_escrow
+  -- An operator loss is taken off the last records' costs, so the ledger equals what was charged.
+  local lines = {}
+  for i = 1, count do lines[i] = ARGV[LEASE_FIXED_ARGS + i * 2 - 1] end
   local cut = loss
   for i = count, 1, -1 do
+    if cut == 0 then break end
     local d = math.min(costs[i], cut)
     costs[i] = costs[i] - d
     cut = cut - d
+    lines[i] = string.gsub(lines[i], '^(%S+ %S+ %S+ %d+ %d+ )%d+', '%1' .. int(costs[i]))
   end
 
   -- 2. Give back, then take.
@@ -421,10 +428,10 @@ local function fk_lease(KEYS, ARGV)
   redis.call('HSET', keys.acct, 'balance', int(balance), 'held', int(math.max(held, 0)))
   bucket_save(rate, 'r', r)
   bucket_save(rate, 't', t)
-  for i = 1, count do
-    local f = LEASE_FIXED_ARGS + (i - 1) * 7
-    record(ledger, ARGV[9], ARGV[f + 1], ARGV[f + 2], ARGV[f + 3], tonumber(ARGV[f + 4]), tonumber(ARGV[f + 5]),
-      costs[i], ARGV[f + 7], now)
+  -- The call's usage records go into one ledger entry (one XADD per call, not per request):
+  -- 'records' = "request_id key_id model prompt completion cost outcome" joined by ';'.
+  if count > 0 then
+    redis.call('XADD', ledger, 'MAXLEN', '~', ARGV[9], '*', 'records', table.concat(lines, ';'), 'created_at', int(now))
   end
   if escrow > 0 then
     local expires = now + tonumber(ARGV[8])

@@ -806,12 +806,27 @@ impl RedisStore {
         ]);
         let now = self.now_arg(call.now_ms);
         let tokens_delta = call.tokens_delta.to_string();
-        let per_record: Vec<[Num; 3]> = call
-            .records
-            .iter()
-            .map(|r| [Num::new(r.prompt_tokens), Num::new(r.completion_tokens), Num::new(r.cost.0)])
-            .collect();
-        let mut args: Vec<&[u8]> = Vec::with_capacity(24 + 7 * call.records.len());
+        // Each record as one "request_id key_id model prompt completion cost outcome" line, all
+        // in one buffer; the function stores them in one ledger entry.
+        let mut lines: Vec<u8> = Vec::with_capacity(call.records.len() * 96);
+        let mut ends = Vec::with_capacity(call.records.len());
+        let costs: Vec<Num> = call.records.iter().map(|r| Num::new(r.cost.0)).collect();
+        for (record, cost) in call.records.iter().zip(&costs) {
+            for part in
+                [record.request_id.as_bytes(), b" ", record.key_id.as_bytes(), b" ", record.model.as_bytes(), b" "]
+            {
+                lines.extend_from_slice(part);
+            }
+            crate::digits::push_decimal(&mut lines, record.prompt_tokens);
+            lines.push(b' ');
+            crate::digits::push_decimal(&mut lines, record.completion_tokens);
+            lines.push(b' ');
+            lines.extend_from_slice(cost.as_bytes());
+            lines.push(b' ');
+            lines.extend_from_slice(record.outcome.as_str().as_bytes());
+            ends.push(lines.len());
+        }
+        let mut args: Vec<&[u8]> = Vec::with_capacity(24 + 2 * call.records.len());
         args.extend_from_slice(&[b"FCALL", b"fk_lease", b"6"]);
         for key in [&acct, &rate, &holds, &holdexp, &ledger, &lease_key] {
             args.push(key.as_bytes());
@@ -833,16 +848,11 @@ impl RedisStore {
             fixed[6].as_bytes(),
             fixed[7].as_bytes(),
         ]);
-        for (record, [prompt, completion, cost]) in call.records.iter().zip(&per_record) {
-            args.extend_from_slice(&[
-                record.request_id.as_bytes(),
-                record.key_id.as_bytes(),
-                record.model.as_bytes(),
-                prompt.as_bytes(),
-                completion.as_bytes(),
-                cost.as_bytes(),
-                record.outcome.as_str().as_bytes(),
-            ]);
+        let mut start = 0;
+        for (end, cost) in ends.iter().zip(&costs) {
+            args.push(&lines[start..*end]);
+            args.push(cost.as_bytes());
+            start = *end;
         }
         let items = array(self.command(acct.as_bytes(), &args).await?)?;
         match int_at(&items, 0)? {
@@ -894,7 +904,8 @@ impl RedisStore {
         let count = Num::new(limit.min(MAX_USAGE_QUERY_LIMIT) as u64);
         let args: [&[u8]; 6] = [b"XREVRANGE", ledger.as_bytes(), b"+", b"-", b"COUNT", count.as_bytes()];
         let entries = array(self.command(ledger.as_bytes(), &args).await?)?;
-        let mut records = Vec::with_capacity(entries.len());
+        let limit = limit.min(MAX_USAGE_QUERY_LIMIT);
+        let mut records = Vec::with_capacity(entries.len().min(limit));
         for entry in entries {
             let Reply::Array(mut parts) = entry else { continue };
             let Some(Reply::Array(fields)) = parts.pop() else { continue };
@@ -902,23 +913,41 @@ impl RedisStore {
                 fields.chunks(2).find(|pair| text_at(pair, 0) == Some(name)).and_then(|pair| text_at(pair, 1))
             };
             let number = |name: &str| field(name).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0);
-            let outcome = match field("outcome") {
-                Some("completed") => Outcome::Completed.as_str(),
-                Some("client_aborted") => Outcome::ClientAborted.as_str(),
-                Some("backend_failed") => Outcome::BackendFailed.as_str(),
-                Some("expired") => "expired",
-                _ => "unknown",
-            };
-            records.push(UsageRecord {
-                request_id: field("request_id").unwrap_or("").into(),
-                key_id: field("key_id").unwrap_or("").into(),
-                model: field("model").unwrap_or("").into(),
-                prompt_tokens: number("prompt_tokens"),
-                completion_tokens: number("completion_tokens"),
-                cost: Nanos(number("cost")),
-                outcome,
-                created_at_ms: number("created_at"),
-            });
+            let created_at_ms = number("created_at");
+            if let Some(batch) = field("records") {
+                // A lease call's records, oldest first: newest first here like the entries.
+                for line in batch.split(';').rev() {
+                    let parts: Vec<&str> = line.split(' ').collect();
+                    if let [request_id, key_id, model, prompt, completion, cost, outcome] = parts[..] {
+                        let number = |text: &str| text.parse::<u64>().unwrap_or(0);
+                        records.push(UsageRecord {
+                            request_id: request_id.into(),
+                            key_id: key_id.into(),
+                            model: model.into(),
+                            prompt_tokens: number(prompt),
+                            completion_tokens: number(completion),
+                            cost: Nanos(number(cost)),
+                            outcome: outcome_name(Some(outcome)),
+                            created_at_ms,
+                        });
+                    }
+                }
+            } else {
+                records.push(UsageRecord {
+                    request_id: field("request_id").unwrap_or("").into(),
+                    key_id: field("key_id").unwrap_or("").into(),
+                    model: field("model").unwrap_or("").into(),
+                    prompt_tokens: number("prompt_tokens"),
+                    completion_tokens: number("completion_tokens"),
+                    cost: Nanos(number("cost")),
+                    outcome: outcome_name(field("outcome")),
+                    created_at_ms,
+                });
+            }
+            if records.len() >= limit {
+                records.truncate(limit);
+                break;
+            }
         }
         Ok(records)
     }
@@ -1042,6 +1071,17 @@ impl RedisStore {
         if let Err(error) = spawned {
             eprintln!("fikra-gateway: cannot start the redis subscriber: {error}");
         }
+    }
+}
+
+/// A ledger outcome as the store's static name (`unknown` for anything else).
+fn outcome_name(text: Option<&str>) -> &'static str {
+    match text {
+        Some("completed") => Outcome::Completed.as_str(),
+        Some("client_aborted") => Outcome::ClientAborted.as_str(),
+        Some("backend_failed") => Outcome::BackendFailed.as_str(),
+        Some("expired") => "expired",
+        _ => "unknown",
     }
 }
 
