@@ -625,8 +625,28 @@ fn a_node_killed_with_leases_never_overcharges() {
     let load = {
         let (api, request, stop) = (doomed.node.api, request.clone(), stop.clone());
         std::thread::spawn(move || {
-            // Keeps sending until the node dies under it.
-            std::panic::catch_unwind(|| hammer(&[api], &request, 4, usize::MAX, Some(stop))).map(|s| s.len()).ok()
+            // Four keep-alive clients sending until the node dies under them.
+            let clients: Vec<_> = (0..4)
+                .map(|_| {
+                    let (request, stop) = (request.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        let Ok(stream) = std::net::TcpStream::connect(api) else { return };
+                        let Ok(read_half) = stream.try_clone() else { return };
+                        let mut reader = BufReader::new(read_half);
+                        while !stop.load(Ordering::Acquire) {
+                            if (&stream).write_all(request.as_bytes()).is_err() {
+                                return;
+                            }
+                            if read_response(&mut reader).is_none() {
+                                return;
+                            }
+                        }
+                    })
+                })
+                .collect();
+            clients.into_iter().for_each(|c| {
+                let _ = c.join();
+            });
         })
     };
     let started = Instant::now();
