@@ -27,6 +27,7 @@
 //! with the same sequence number until the store answers, so each is applied exactly once.
 
 use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use crate::limits::{
@@ -61,7 +62,7 @@ struct AccountLease {
     records: Vec<LeaseRecord>,
     tokens_delta: i64,
     /// The call in flight, or the one that failed and must be retried as it is.
-    pending: Option<LeaseCall>,
+    pending: Option<Rc<LeaseCall>>,
     calling: bool,
     seq: u64,
     last_call_ms: u64,
@@ -266,7 +267,7 @@ impl LeaseBook {
     }
 
     /// The next call for `account`'s lease (the failed one again, if any), marked in flight.
-    pub fn prepare_call(&mut self, account: &Arc<str>, now_ms: u64) -> Option<LeaseCall> {
+    pub fn prepare_call(&mut self, account: &Arc<str>, now_ms: u64) -> Option<Rc<LeaseCall>> {
         let owner = &self.owner;
         let lease = self.accounts.get_mut(account)?;
         if lease.calling {
@@ -275,7 +276,7 @@ impl LeaseBook {
         lease.calling = true;
         lease.last_call_ms = now_ms;
         if let Some(call) = &lease.pending {
-            return Some(call.clone());
+            return Some(Rc::clone(call));
         }
         let lease_id = lease.lease_id.get_or_insert_with(|| Arc::from(format!("{owner}:{account}"))).clone();
         // Tokens older than the age bound go back; with an idle lease, everything does.
@@ -317,7 +318,9 @@ impl LeaseBook {
             share: LEASE_SHARE,
             records,
         };
-        lease.pending = Some(call.clone());
+        // Shared with the caller, not copied: the records are only read until the store answers.
+        let call = Rc::new(call);
+        lease.pending = Some(Rc::clone(&call));
         Some(call)
     }
 
@@ -363,7 +366,7 @@ impl LeaseBook {
     }
 
     /// Calls that end every lease (shutdown): everything unused given back, the escrow released.
-    pub fn end_all(&mut self, now_ms: u64) -> Vec<LeaseCall> {
+    pub fn end_all(&mut self, now_ms: u64) -> Vec<Rc<LeaseCall>> {
         let accounts: Vec<Arc<str>> = self
             .accounts
             .iter()
