@@ -63,7 +63,6 @@ struct AccountLease {
     tokens_delta: i64,
     /// The call in flight, or the one that failed and must be retried as it is.
     pending: Option<Rc<LeaseCall>>,
-    calling: bool,
     seq: u64,
     last_call_ms: u64,
     last_used_ms: u64,
@@ -140,11 +139,11 @@ impl AccountLease {
     }
 }
 
-/// What a worker settles for a request admitted from its lease.
+/// What a worker settles for a request admitted from its lease; `record.cost` is the actual
+/// cost, charged up to `hold`.
 pub struct LeaseSettlement {
     pub hold: Nanos,
     pub tokens_charged: u64,
-    pub cost: Nanos,
     pub record: LeaseRecord,
 }
 
@@ -163,7 +162,7 @@ impl LeaseBook {
     /// Counts one admission of `account` (from the store or the lease) for sizing its lease.
     pub fn observe(&mut self, account: &Arc<str>, now_ms: u64, admitted: &Admitted) {
         if !self.accounts.contains_key(account) && self.accounts.len() >= LEASE_TRACKED_ACCOUNTS_MAX {
-            self.accounts.retain(|_, lease| lease.holds_anything() || lease.pending.is_some() || lease.calling);
+            self.accounts.retain(|_, lease| lease.holds_anything() || lease.pending.is_some());
         }
         let lease = self.accounts.entry(account.clone()).or_default();
         if now_ms.saturating_sub(lease.window_start_ms) >= LEASE_RATE_WINDOW_MS {
@@ -218,11 +217,12 @@ impl LeaseBook {
     }
 
     /// Settles a request admitted from the lease: the charge (at most its hold) is queued for
-    /// the next call. Returns (charged, operator loss).
-    pub fn settle(&mut self, account: &str, settlement: LeaseSettlement) -> (Nanos, Nanos) {
-        let Some(lease) = self.accounts.get_mut(account) else { return (Nanos::ZERO, Nanos::ZERO) };
-        let charged = settlement.cost.min(settlement.hold);
-        let loss = Nanos(settlement.cost.0 - charged.0);
+    /// the next call. Returns the operator loss (the cost above the hold).
+    pub fn settle(&mut self, account: &str, settlement: LeaseSettlement) -> Nanos {
+        let Some(lease) = self.accounts.get_mut(account) else { return Nanos::ZERO };
+        let cost = settlement.record.cost;
+        let charged = cost.min(settlement.hold);
+        let loss = Nanos(cost.0 - charged.0);
         lease.committed = Nanos(lease.committed.0.saturating_sub(settlement.hold.0));
         lease.unpaid = Nanos(lease.unpaid.0 + charged.0);
         lease.in_flight = lease.in_flight.saturating_sub(1);
@@ -240,14 +240,13 @@ impl LeaseBook {
         let mut record = settlement.record;
         record.cost = charged;
         lease.records.push(record);
-        (charged, loss)
+        loss
     }
 
     /// Accounts whose lease needs a call now.
     pub fn due(&self, now_ms: u64) -> Vec<Arc<str>> {
         self.accounts
             .iter()
-            .filter(|(_, lease)| !lease.calling)
             .filter(|(_, lease)| {
                 if lease.pending.is_some() {
                     return now_ms.saturating_sub(lease.last_call_ms) >= LEASE_RETRY_MS;
@@ -266,14 +265,11 @@ impl LeaseBook {
             .collect()
     }
 
-    /// The next call for `account`'s lease (the failed one again, if any), marked in flight.
+    /// The next call for `account`'s lease (the failed one again, if any). One task per worker
+    /// makes the calls, one at a time, so a call is applied before the next is prepared.
     pub fn prepare_call(&mut self, account: &Arc<str>, now_ms: u64) -> Option<Rc<LeaseCall>> {
         let owner = &self.owner;
         let lease = self.accounts.get_mut(account)?;
-        if lease.calling {
-            return None;
-        }
-        lease.calling = true;
         lease.last_call_ms = now_ms;
         if let Some(call) = &lease.pending {
             return Some(Rc::clone(call));
@@ -327,7 +323,6 @@ impl LeaseBook {
     /// Applies the store's answer to `call`.
     pub fn apply(&mut self, call: &LeaseCall, result: Result<LeaseReply, StoreError>, now_ms: u64) {
         let Some(lease) = self.accounts.get_mut(&call.account_id) else { return };
-        lease.calling = false;
         let paying: u64 = call.records.iter().map(|r| r.cost.0).sum();
         match result {
             Ok(LeaseReply::Granted { requests, tokens, escrow, rates, .. }) => {
@@ -379,7 +374,6 @@ impl LeaseBook {
                 let lease = self.accounts.get_mut(&account)?;
                 lease.last_used_ms = 0;
                 lease.in_flight = 0;
-                lease.calling = false;
                 self.prepare_call(&account, now_ms.max(LEASE_IDLE_MS))
             })
             .collect()
@@ -388,9 +382,9 @@ impl LeaseBook {
     /// Whether some lease has at least half a call's worth of records waiting (the lease task
     /// then calls again at once instead of waiting for its next tick).
     pub fn backlogged(&self) -> bool {
-        self.accounts.values().any(|lease| {
-            !lease.calling && lease.pending.is_none() && lease.records.len() >= LEASE_MAX_RECORDS_PER_CALL / 2
-        })
+        self.accounts
+            .values()
+            .any(|lease| lease.pending.is_none() && lease.records.len() >= LEASE_MAX_RECORDS_PER_CALL / 2)
     }
 
     /// Whether `account` has a lease that is not fully applied (tests, shutdown).
@@ -463,7 +457,6 @@ mod tests {
         LeaseSettlement {
             hold: Nanos(2_200),
             tokens_charged: 16,
-            cost: Nanos(1_600),
             record: LeaseRecord {
                 request_id: request_id.into(),
                 key_id: Arc::from("k1"),

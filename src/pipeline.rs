@@ -559,7 +559,6 @@ impl ApiHandler {
                 let settlement = LeaseSettlement {
                     hold: admitted.hold,
                     tokens_charged: admitted.tokens_charged,
-                    cost,
                     record: crate::store::LeaseRecord {
                         request_id: request_id.as_str().into(),
                         key_id: caller.key_id.clone(),
@@ -570,8 +569,9 @@ impl ApiHandler {
                         outcome: usage.outcome,
                     },
                 };
-                let (charged, loss) = worker.leases.borrow_mut().settle(&caller.account_id, settlement);
-                WorkerMetrics::add(&worker.metrics.charged_nanos, charged.0);
+                // The charge is counted when the store applies it (`lease_call`); a cost above
+                // the hold is lost here already.
+                let loss = worker.leases.borrow_mut().settle(&caller.account_id, settlement);
                 WorkerMetrics::add(&worker.metrics.operator_loss_nanos, loss.0);
             }
             SettleBy::Nothing => {}
