@@ -449,7 +449,7 @@ pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
     }
 }
 
-pub use crate::digits::Num;
+use crate::digits::Num;
 
 #[cfg(test)]
 mod tests {

@@ -214,7 +214,7 @@ pub struct Settlement<'a> {
 /// One call of a worker's lease on an account's shared buckets and wallet (see `crate::lease`):
 /// pay for what was served from the lease, give back what is unused, take the next period's
 /// share. Idempotent per (`lease_id`, `seq`).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct LeaseCall {
     pub account_id: Arc<str>,
     /// Names the lease in the store (node tag, worker, account): its escrow is a hold by this id.

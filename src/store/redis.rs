@@ -26,9 +26,10 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::digits::Num;
 use crate::errors::Bucket;
 use crate::limits::{HOLD_TTL_MS, LEASE_ESCROW_TTL_MS, MAX_USAGE_QUERY_LIMIT};
-use crate::redis::{Num, RedisClient, RedisError, RedisSettings, Reply, blocking_call, key_slot};
+use crate::redis::{RedisClient, RedisError, RedisSettings, Reply, blocking_call, key_slot};
 
 /// The function library, loaded into every Redis (master) node at start-up.
 pub const FUNCTION_LIBRARY: &str = include_str!("fikra.lua");
