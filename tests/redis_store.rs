@@ -27,6 +27,8 @@ fn store_section(redis: SocketAddr, prefix: &str, nodes: u32) -> String {
 }
 
 const COMMAND_TIMEOUT_MS: u64 = 250;
+/// How soon after Redis dies every worker must have noticed (its connection closed).
+const KILL_NOTICED_WITHIN: Duration = Duration::from_millis(100);
 
 /// A model whose input is free and whose output costs 1,000 nano-USD per token, 16 at most:
 /// every answer from the sandbox (16 tokens) costs exactly its hold, 16,000 nano-USD.
@@ -371,9 +373,12 @@ fn redis_outage_fails_paid_requests_fast_and_recovers_by_itself() {
     assert!(before.iter().all(|s| s.status == 200), "all served before the outage");
     assert!(down.iter().any(|s| s.live) && down.iter().any(|s| !s.live), "load ran during the outage");
     for sample in &down {
-        if sample.live {
+        // A worker learns of the kill when its connection's close arrives: until then it may
+        // still admit from a lease, whose escrow is already out of the wallet (no money risk).
+        let noticed = sample.sent_at > killed_at + KILL_NOTICED_WITHIN;
+        if sample.live && (noticed || sample.status != 200) {
             assert_eq!((sample.status, sample.code.as_deref()), (503, Some("service_unavailable")));
-        } else {
+        } else if !sample.live {
             assert_eq!(sample.status, 200, "test keys are served during the outage");
         }
     }
