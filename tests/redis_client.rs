@@ -16,19 +16,44 @@ struct RedisServer {
 }
 
 impl RedisServer {
-    fn start(port: u16, extra: &[&str]) -> RedisServer {
-        let child = Command::new("redis-server")
+    /// Starts redis-server on a free port (another if a concurrent test took that one first).
+    fn start_fresh(extra: &[&str]) -> RedisServer {
+        loop {
+            if let Some(server) = RedisServer::try_start(free_port(), extra) {
+                return server;
+            }
+        }
+    }
+
+    /// Starts redis-server on `port`; `None` if the port was taken (the server exited).
+    fn try_start(port: u16, extra: &[&str]) -> Option<RedisServer> {
+        let mut child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(extra)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server is installed");
         let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        loop {
+            if child.try_wait().ok().flatten().is_some() {
+                return None;
+            }
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                // Whoever answered, ours must still be running (a second server on a taken
+                // port exits at once).
+                std::thread::sleep(Duration::from_millis(20));
+                if child.try_wait().ok().flatten().is_some() {
+                    return None;
+                }
+                return Some(RedisServer { child, port });
+            }
             assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
             std::thread::sleep(Duration::from_millis(10));
         }
-        RedisServer { child, port }
+    }
+
+    fn start(port: u16, extra: &[&str]) -> RedisServer {
+        RedisServer::try_start(port, extra).unwrap_or_else(|| panic!("port {port} is taken"))
     }
 
     fn stop(mut self) -> u16 {
@@ -62,7 +87,7 @@ fn settings(port: u16, password: Option<&str>) -> RedisSettings {
 // its own reply: together exactly the values 1..=1000.
 #[test]
 fn concurrent_commands_are_pipelined_and_matched_in_order() {
-    let server = RedisServer::start(free_port(), &[]);
+    let server = RedisServer::start_fresh(&[]);
     block_on(async {
         let client = Rc::new(RedisClient::new(settings(server.port, None)));
         assert_eq!(client.call(&[b"PING"]).await, Ok(Reply::SimpleString(b"PONG".to_vec())));
@@ -94,7 +119,7 @@ fn concurrent_commands_are_pipelined_and_matched_in_order() {
 // Goal: AUTH is sent on connect; a wrong password is a server error, not a hang.
 #[test]
 fn authenticates() {
-    let server = RedisServer::start(free_port(), &["--requirepass", "s3cret"]);
+    let server = RedisServer::start_fresh(&["--requirepass", "s3cret"]);
     block_on(async {
         let good = RedisClient::new(settings(server.port, Some("s3cret")));
         assert_eq!(good.call(&[b"SET", b"k", b"v"]).await, Ok(Reply::SimpleString(b"OK".to_vec())));
@@ -108,7 +133,7 @@ fn authenticates() {
 // returns on the same port the same client recovers by itself.
 #[test]
 fn fails_fast_while_down_and_recovers() {
-    let server = RedisServer::start(free_port(), &[]);
+    let server = RedisServer::start_fresh(&[]);
     let port = server.port;
     block_on(async move {
         let client = RedisClient::new(settings(port, None));

@@ -20,16 +20,24 @@ pub struct RedisServer {
 impl RedisServer {
     /// Starts `redis-server` on a free port with `extra` arguments, in its own directory.
     pub fn start(extra: &[&str]) -> RedisServer {
-        let port = free_port_pair();
-        RedisServer::start_on(port, extra)
+        RedisServer::start_on(free_port_pair(), extra)
     }
 
-    pub fn start_on(port: u16, extra: &[&str]) -> RedisServer {
-        let dir = std::env::temp_dir().join(format!("fikra-redis-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = spawn_redis(port, &dir, extra);
-        wait_for_port(port);
-        RedisServer { child, port, dir }
+    /// Starts on `port`, or on another free one if a concurrent test took `port` first.
+    pub fn start_on(mut port: u16, extra: &[&str]) -> RedisServer {
+        loop {
+            let dir = std::env::temp_dir().join(format!("fikra-redis-{}-{port}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let mut child = spawn_redis(port, &dir, extra);
+            wait_for_port(port);
+            // A second server on a taken port exits at once; ours must still be running.
+            std::thread::sleep(Duration::from_millis(20));
+            if child.try_wait().ok().flatten().is_none() {
+                return RedisServer { child, port, dir };
+            }
+            let _ = std::fs::remove_dir_all(&dir);
+            port = free_port_pair();
+        }
     }
 
     pub fn addr(&self) -> SocketAddr {
