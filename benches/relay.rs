@@ -5,7 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use fikra_gateway::upstream::relay::{next_event_end, rewrite_event, rewrite_object};
+use fikra_gateway::backend::upstream::rewrite::{next_event_end, rewrite_event, rewrite_object};
 
 const CHUNK: &[u8] = b"data: {\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1,\"model\":\"openai/gpt-oss-20b\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\" habari\"},\"finish_reason\":null}]}\n\n";
 const UNARY: &[u8] = br#"{"id":"chatcmpl-1","object":"chat.completion","created":1,"model":"openai/gpt-oss-20b","choices":[{"index":0,"message":{"role":"assistant","content":"Habari ya asubuhi! Karibu sana, rafiki."},"finish_reason":"stop"}],"usage":{"prompt_tokens":21,"completion_tokens":9,"total_tokens":30}}"#;

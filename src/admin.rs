@@ -11,11 +11,11 @@ use std::sync::Arc;
 use monoio::io::AsyncWriteRent;
 use serde_json::{Value, json};
 
-use crate::auth;
+use crate::access::auth;
 use crate::errors::ErrorKind;
 use crate::http::request::Method;
 use crate::http::response::{self, ResponseContext};
-use crate::http::server::{Handler, Request, ResponseSink};
+use crate::http::server::{Handler, OutBufferPool, Request, ResponseSink};
 use crate::metrics::Route;
 use crate::money::{self, Nanos};
 use crate::shared::Shared;
@@ -28,6 +28,8 @@ const MAX_PAYMENT_REFERENCE_BYTES: usize = 128;
 
 pub struct AdminHandler {
     shared: Arc<Shared>,
+    /// Output buffers of the admin listener's connections (its own thread).
+    out_buffers: OutBufferPool,
 }
 
 /// A response decided by an admin route: status and JSON body, or an error.
@@ -60,6 +62,10 @@ fn store_error(error: StoreError, what: &str) -> AdminError {
 }
 
 impl Handler for AdminHandler {
+    fn out_buffers(&self) -> &OutBufferPool {
+        &self.out_buffers
+    }
+
     async fn handle<S: AsyncWriteRent>(&self, request: &Request<'_>, sink: &mut ResponseSink<S>) {
         let head = &request.head;
         let path = head.path;
@@ -118,7 +124,7 @@ impl Handler for AdminHandler {
 
 impl AdminHandler {
     pub fn new(shared: Arc<Shared>) -> AdminHandler {
-        AdminHandler { shared }
+        AdminHandler { shared, out_buffers: OutBufferPool::default() }
     }
 
     fn authorized(&self, header: Option<&[u8]>) -> bool {
@@ -200,7 +206,7 @@ impl AdminHandler {
         }
         let account = self.shared.store.account(account_id).await.map_err(|e| store_error(e, "account"))?;
         let (key, hash) = auth::generate_key(kind);
-        let key_id: Arc<str> = format!("key_{}", auth::random_base62(16)).into();
+        let key_id: Arc<str> = format!("key_{}", crate::ids::random_base62(16)).into();
         let record = KeyRecord {
             key_id: key_id.clone(),
             account_id: account.id,

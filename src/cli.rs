@@ -103,7 +103,7 @@ fn demo() -> ExitCode {
     let admin_token = std::env::var(&config.server.admin_token_env)
         .ok()
         .filter(|t| !t.is_empty())
-        .unwrap_or_else(|| format!("fk_admin_{}", crate::auth::random_base62(32)));
+        .unwrap_or_else(|| format!("fk_admin_{}", crate::ids::random_base62(32)));
     let signup_credit = config.billing.signup_credit;
     let gateway = match Gateway::start(config, admin_token.clone(), Clock::System) {
         Ok(gateway) => gateway,
@@ -137,8 +137,8 @@ async fn create_demo_account(
     let account = store.create_account(Some("demo"), signup_credit, now_ms).await?;
     let mut keys = Vec::new();
     for (kind, name) in [(KeyKind::Live, "demo live"), (KeyKind::Test, "demo test")] {
-        let (key, hash) = crate::auth::generate_key(kind);
-        let key_id: Arc<str> = format!("key_{}", crate::auth::random_base62(16)).into();
+        let (key, hash) = crate::access::auth::generate_key(kind);
+        let key_id: Arc<str> = format!("key_{}", crate::ids::random_base62(16)).into();
         store
             .insert_key(
                 hash,

@@ -10,6 +10,7 @@
 use std::io::Write;
 use std::sync::LazyLock;
 
+use crate::json::write_json_escaped;
 use crate::money::Nanos;
 
 /// Every kind of error a client can receive. The table in `ErrorKind::spec` is the only place a
@@ -62,6 +63,20 @@ pub enum ShouldRetry {
     No,
 }
 
+/// Whose fault an error is, which decides who hears about it: client-side refusals are the
+/// caller's to fix and are never logged; upstream and gateway failures are logged
+/// (rate-bounded) with the request id.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Side {
+    /// The request, the key or the account (4xx).
+    Client,
+    /// The model provider behind the gateway: unreachable, slow or broken (its refusals of the
+    /// caller's own parameters are `Client`).
+    Upstream,
+    /// The gateway itself: a bug (500) or its own state (maintenance, the store, overload: 503).
+    Gateway,
+}
+
 /// The fixed facts of one error kind.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct KindSpec {
@@ -73,6 +88,10 @@ pub struct KindSpec {
     pub has_retry_after: bool,
     /// The message used when the raiser gives no detail.
     pub default_message: &'static str,
+    pub side: Side,
+    /// The connection closes after this error (`connection: close`): the framing refusals, after
+    /// which the position of the next request in the byte stream is unknowable.
+    pub closes_connection: bool,
 }
 
 impl ErrorKind {
@@ -210,7 +229,14 @@ impl ErrorKind {
             NotFound => (404, INVALID, "not_found", Unsaid, false, "No such object."),
             AlreadyExists => (409, INVALID, "already_exists", Unsaid, false, "An object with this id already exists."),
         };
-        KindSpec { status, error_type, code, should_retry, has_retry_after, default_message }
+        let side = match self {
+            InternalError | ServiceUnavailable => Side::Gateway,
+            UpstreamUnavailable | UpstreamTimeout => Side::Upstream,
+            _ => Side::Client,
+        };
+        let closes_connection =
+            matches!(self, MalformedRequest | RequestTooLarge | HeadersTooLarge | ExpectationFailed);
+        KindSpec { status, error_type, code, should_retry, has_retry_after, default_message, side, closes_connection }
     }
 }
 
@@ -389,33 +415,6 @@ pub const fn reason_phrase(status: u16) -> &'static str {
         504 => "Gateway Timeout",
         _ => "Unknown",
     }
-}
-
-/// Appends `text` to `out` as the inside of a JSON string (no surrounding quotes).
-pub fn write_json_escaped(out: &mut Vec<u8>, text: &str) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let bytes = text.as_bytes();
-    let mut start = 0;
-    for (index, &byte) in bytes.iter().enumerate() {
-        let escape: Option<&[u8]> = match byte {
-            b'"' => Some(b"\\\""),
-            b'\\' => Some(b"\\\\"),
-            b'\n' => Some(b"\\n"),
-            b'\r' => Some(b"\\r"),
-            b'\t' => Some(b"\\t"),
-            0..=0x1f => None,
-            _ => continue,
-        };
-        out.extend_from_slice(&bytes[start..index]);
-        match escape {
-            Some(sequence) => out.extend_from_slice(sequence),
-            None => {
-                out.extend_from_slice(&[b'\\', b'u', b'0', b'0', HEX[(byte >> 4) as usize], HEX[(byte & 15) as usize]])
-            }
-        }
-        start = index + 1;
-    }
-    out.extend_from_slice(&bytes[start..]);
 }
 
 /// Writes `ms` as seconds with up to three decimals, trailing zeros trimmed: 1146 -> "1.146s".

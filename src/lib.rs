@@ -24,29 +24,28 @@
 //! (`clock`), configuration is validated whole before anything starts (`config`).
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
-pub mod admission_cache;
-pub mod auth;
+pub mod api;
+pub mod backend;
 pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod digits;
 pub mod errors;
 pub mod http;
-pub mod lease;
+pub mod ids;
+pub mod json;
 pub mod limits;
+pub mod log;
 pub mod metrics;
 pub mod money;
 pub mod openai;
 pub mod panic_guard;
-pub mod pipeline;
-pub mod proxy;
-pub mod ratelimit;
 pub mod redis;
 pub mod runtime;
-pub mod sandbox;
 pub mod sandbox_server;
 pub mod shared;
 pub mod store;
 pub mod tls;
-pub mod upstream;
+pub mod worker;

@@ -89,3 +89,6 @@ pub const MAX_MODEL_OUTPUT_TOKENS: u64 = 1_000_000;
 pub const MAX_WORKERS: usize = 256;
 /// Longest a sandbox completion may be, in tokens.
 pub const SANDBOX_MAX_OUTPUT_TOKENS: u64 = 100_000;
+/// A log line that can repeat per request or per retry (a failing dependency) is written at most
+/// once per this interval from its call site, with the count of lines held back.
+pub const LOG_REPEAT_INTERVAL_MS: u64 = 10_000;

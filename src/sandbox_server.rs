@@ -1,10 +1,10 @@
-//! Serving the sandbox model over HTTP: the reply writer the gateway uses in process, and the
-//! standalone `fikra-gateway sandbox --listen ADDR` server used as a stand-in upstream.
+//! The standalone `fikra-gateway sandbox --listen ADDR` server: the sandbox model as a stand-in
+//! upstream provider for tests and benchmarks.
 //!
-//! Generation itself (text, usage, pacing, JSON shapes) is `sandbox.rs`; this module turns it
-//! into a unary body or an SSE stream on a connection, flushing every event the moment it is
-//! produced. The standalone server checks no keys and bills nothing: it plays an upstream
-//! provider, echoing the model name it was asked for.
+//! Generation is `backend::sandbox`, the reply on the wire `backend::sandbox::reply`; this module
+//! owns only its own listeners, threads and request handler. It checks no keys and bills
+//! nothing: it plays an upstream provider, echoing the model name it was asked for. The gateway
+//! never imports it.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -16,153 +16,30 @@ use std::time::Duration;
 
 use futures_channel::oneshot;
 use monoio::io::AsyncWriteRent;
-use monoio::time::Instant;
 
+use crate::backend::sandbox::reply::{CompletionReply, write_completion};
 use crate::config::SandboxSettings;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::request::Method;
-use crate::http::response::{self, ClampHeader, ErrorExtras, ResponseContext};
-use crate::http::server::{Handler, Request, ResponseSink, ServerLimits};
+use crate::http::response::{self, ErrorExtras, ResponseContext};
+use crate::http::server::{Handler, OutBufferPool, Request, ResponseSink, ServerLimits};
 use crate::metrics::{Metrics, WorkerMetrics};
-use crate::openai::chat::{self, ChatRequest};
-use crate::sandbox;
-use crate::store::RateSnapshot;
-
-/// One completion to answer.
-pub struct CompletionReply<'a> {
-    /// Used for the completion id (`chatcmpl-<request_id>`).
-    pub request_id: &'a str,
-    /// The model name written into the answer.
-    pub model_id: &'a str,
-    pub output_cap_tokens: u64,
-    /// `Some(cap)` adds `x-fikra-max-tokens-clamped: cap`.
-    pub clamped_to: Option<u64>,
-    pub chat: &'a ChatRequest<'a>,
-    pub body: &'a [u8],
-    pub rates: Option<&'a RateSnapshot>,
-    pub created_unix_s: u64,
-}
-
-/// What the sandbox produced, for settlement.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct SandboxUsage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    /// The client went away before the end of the answer.
-    pub client_aborted: bool,
-}
-
-/// Longest completion id: `chatcmpl-` plus a request id of up to this many bytes.
-const MAX_REQUEST_ID_BYTES: usize = 64;
-
-/// Writes the sandbox's answer to `reply` on `sink`, flushing each SSE event as it is produced.
-pub async fn write_completion<S: AsyncWriteRent>(
-    sink: &mut ResponseSink<S>,
-    reply: &CompletionReply<'_>,
-    settings: &SandboxSettings,
-    metrics: &WorkerMetrics,
-) -> SandboxUsage {
-    let chat = reply.chat;
-    let prompt_tokens = sandbox::prompt_tokens(chat.content_bytes, chat.message_count as u64);
-    let completion_tokens = sandbox::completion_tokens(settings, reply.output_cap_tokens);
-    let cut_by_cap = completion_tokens < settings.output_tokens;
-    let seed = sandbox::seed_from(chat.last_user_content.slice(reply.body));
-    let created = reply.created_unix_s;
-    let model = reply.model_id;
-
-    let mut id_bytes = [0u8; 9 + MAX_REQUEST_ID_BYTES];
-    let request_id = &reply.request_id.as_bytes()[..reply.request_id.len().min(MAX_REQUEST_ID_BYTES)];
-    id_bytes[..9].copy_from_slice(b"chatcmpl-");
-    id_bytes[9..9 + request_id.len()].copy_from_slice(request_id);
-    let completion_id = std::str::from_utf8(&id_bytes[..9 + request_id.len()]).unwrap_or("chatcmpl-0");
-
-    let clamp = ClampHeader::new(reply.clamped_to);
-    let (pairs, count) = clamp.pairs();
-    let extra_headers = &pairs[..count];
-    let context =
-        ResponseContext { request_id: Some(reply.request_id), rates: reply.rates, keep_alive: sink.keep_alive };
-    let started = Instant::now();
-    let delivered = |completion_tokens: u64, client_aborted: bool| SandboxUsage {
-        prompt_tokens,
-        completion_tokens,
-        client_aborted,
-    };
-
-    if !chat.stream {
-        if completion_tokens > 0 {
-            let generation_ms = sandbox::emit_offset_ms(settings, completion_tokens - 1);
-            if generation_ms > 0 {
-                monoio::time::sleep_until(started + Duration::from_millis(generation_ms)).await;
-            }
-        }
-        sink.scratch.clear();
-        sandbox::write_unary_body(
-            &mut sink.scratch,
-            completion_id,
-            model,
-            created,
-            seed,
-            completion_tokens,
-            prompt_tokens,
-            cut_by_cap,
-        );
-        WorkerMetrics::add(&metrics.sandbox_chunks_emitted, completion_tokens);
-        let body = std::mem::take(&mut sink.scratch);
-        response::write_full(&mut sink.out, 200, "application/json", extra_headers, &context, &body);
-        sink.scratch = body;
-        return delivered(completion_tokens, false);
-    }
-
-    response::write_stream_head(&mut sink.out, 200, "text/event-stream", extra_headers, &context);
-    let start = sink.out.len();
-    sandbox::write_role_chunk(&mut sink.out, completion_id, model, created);
-    response::frame_chunk_in_place(&mut sink.out, start);
-    if sink.flush().await.is_err() {
-        return delivered(0, true);
-    }
-    for index in 0..completion_tokens {
-        let offset_ms = sandbox::emit_offset_ms(settings, index);
-        if offset_ms > 0 {
-            monoio::time::sleep_until(started + Duration::from_millis(offset_ms)).await;
-        }
-        let start = sink.out.len();
-        sandbox::write_content_chunk(
-            &mut sink.out,
-            completion_id,
-            model,
-            created,
-            seed,
-            index,
-            index + 1 == completion_tokens,
-        );
-        response::frame_chunk_in_place(&mut sink.out, start);
-        WorkerMetrics::add(&metrics.sandbox_chunks_emitted, 1);
-        if sink.flush().await.is_err() {
-            return delivered(index, true);
-        }
-    }
-    let start = sink.out.len();
-    sandbox::write_finish_chunk(&mut sink.out, completion_id, model, created, cut_by_cap);
-    if chat.include_usage_requested {
-        sandbox::write_usage_chunk(&mut sink.out, completion_id, model, created, prompt_tokens, completion_tokens);
-    }
-    sandbox::write_done(&mut sink.out);
-    response::frame_chunk_in_place(&mut sink.out, start);
-    // The end of the stream is flushed by the connection loop after the caller has settled, so a
-    // client that has read the whole answer always sees the charge already made.
-    response::write_last_chunk(&mut sink.out);
-    delivered(completion_tokens, false)
-}
+use crate::openai::chat::{self};
 
 /// The standalone sandbox's request handler (one per worker).
 struct SandboxHandler {
     settings: SandboxSettings,
+    out_buffers: OutBufferPool,
     metrics: Arc<WorkerMetrics>,
     counter: std::cell::Cell<u64>,
     worker_index: usize,
 }
 
 impl Handler for SandboxHandler {
+    fn out_buffers(&self) -> &OutBufferPool {
+        &self.out_buffers
+    }
+
     async fn handle<S: AsyncWriteRent>(&self, request: &Request<'_>, sink: &mut ResponseSink<S>) {
         let head = &request.head;
         let context = ResponseContext { request_id: None, rates: None, keep_alive: sink.keep_alive };
@@ -239,7 +116,7 @@ impl SandboxServer {
             Some(files) => Some(crate::tls::server_acceptor(&files.cert_file, &files.key_file)?),
             None => None,
         };
-        let listeners = crate::runtime::bind_reuseport_group(listen, workers)?;
+        let listeners = crate::http::listener::bind_reuseport_group(listen, workers)?;
         let addr = listeners[0].local_addr()?;
         let metrics = Arc::new(Metrics::new(workers));
         let running = Arc::new(AtomicUsize::new(0));
@@ -254,18 +131,19 @@ impl SandboxServer {
             threads.push(std::thread::Builder::new().name(format!("fikra-sandbox-{index}")).spawn(move || {
                 let handler = Rc::new(SandboxHandler {
                     settings,
+                    out_buffers: OutBufferPool::default(),
                     metrics: worker_metrics.clone(),
                     counter: Default::default(),
                     worker_index: index,
                 });
-                crate::runtime::run_on_runtime(&worker_metrics, &format!("sandbox worker {index}"), || {
-                    crate::runtime::serve_listener(
+                crate::http::listener::run_on_runtime(&worker_metrics, &format!("sandbox worker {index}"), || {
+                    crate::http::listener::serve_listener(
                         listener,
                         handler.clone(),
                         worker_metrics.clone(),
                         ServerLimits::default(),
                         stop_receiver,
-                        crate::runtime::Lifecycle {
+                        crate::http::listener::Lifecycle {
                             running,
                             drain_deadline_ms: crate::limits::SHUTDOWN_DRAIN_DEADLINE_MS,
                         },

@@ -2,13 +2,14 @@
 //! shards, maintenance switch, clock and lifecycle flags.
 //!
 //! Built once at start-up, then only read (the few switches are atomics). Per-core state that
-//! must not be shared (caches, buffers, counters for request ids) lives in `pipeline::Worker`.
+//! must not be shared (caches, buffers, counters for request ids) lives in `worker::Worker`.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::ids::NODE_TAG_LEN;
 use crate::metrics::Metrics;
 use crate::openai::models::Registry;
 use crate::store::Store;
@@ -44,7 +45,7 @@ pub struct Shared {
     pub config: Config,
     pub store: Store,
     pub registry: Registry,
-    pub upstreams: crate::upstream::Upstreams,
+    pub upstreams: crate::backend::upstream::Upstreams,
     pub metrics: Metrics,
     pub admin_token: String,
     pub clock: Clock,
@@ -57,16 +58,14 @@ pub struct Shared {
     pub workers_running: Arc<AtomicUsize>,
 }
 
-pub const NODE_TAG_LEN: usize = 8;
-
 impl Shared {
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
     }
 
     /// What each accept loop of this gateway reports to.
-    pub fn lifecycle(&self) -> crate::runtime::Lifecycle {
-        crate::runtime::Lifecycle {
+    pub fn lifecycle(&self) -> crate::http::listener::Lifecycle {
+        crate::http::listener::Lifecycle {
             running: self.workers_running.clone(),
             drain_deadline_ms: self.config.server.shutdown_deadline_ms,
         }

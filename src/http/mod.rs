@@ -1,10 +1,12 @@
-//! HTTP/1.1 for both listeners: request framing, the connection loop, response writing.
+//! HTTP/1.1 for every listener: accept loops, request framing, the connection loop, response
+//! writing.
 //!
 //! Nothing in here knows about keys, models or money; it moves bytes with limits.
 
 pub mod chunked;
 pub mod date;
 pub mod duration;
+pub mod listener;
 pub mod request;
 pub mod response;
 pub mod server;

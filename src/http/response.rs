@@ -135,6 +135,16 @@ pub fn write_full(
     out.extend_from_slice(body);
 }
 
+/// Writes `error` as one SSE event (`data: {"error":...}`), chunk-framed: how a stream that
+/// already started ends on a failure (SPEC §1), instead of `[DONE]`.
+pub fn write_error_event(out: &mut Vec<u8>, error: &ApiError<'_>) {
+    let start = out.len();
+    out.extend_from_slice(b"data: ");
+    errors::write_body(out, error);
+    out.extend_from_slice(b"\n\n");
+    frame_chunk_in_place(out, start);
+}
+
 /// Writes a complete JSON error response. `scratch` is a reused buffer for the body.
 pub fn write_error(
     out: &mut Vec<u8>,

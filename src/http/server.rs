@@ -52,29 +52,32 @@ const OUT_BUFFER_INITIAL_BYTES: usize = 8 * 1024;
 const OUT_BUFFER_POOL_MAX: usize = 1024;
 const OUT_BUFFER_POOL_MAX_BYTES: usize = 64 * 1024;
 
-thread_local! {
-    static OUT_BUFFERS: std::cell::RefCell<Vec<Vec<u8>>> = const { std::cell::RefCell::new(Vec::new()) };
+/// Output buffers lent to a connection for one response at a time, so an idle connection holds
+/// none. One pool per worker (the handler owns it), never shared between threads.
+#[derive(Default)]
+pub struct OutBufferPool {
+    buffers: std::cell::RefCell<Vec<Vec<u8>>>,
 }
 
-/// An empty output buffer from this worker's pool (a new one if the pool is empty).
-fn lend_out_buffer() -> Vec<u8> {
-    OUT_BUFFERS.with(|pool| pool.borrow_mut().pop()).unwrap_or_else(|| Vec::with_capacity(OUT_BUFFER_INITIAL_BYTES))
-}
-
-/// Gives an output buffer back to this worker's pool (cleared; dropped if oversized or the pool
-/// is full).
-fn return_out_buffer(mut buffer: Vec<u8>) {
-    if buffer.capacity() == 0 || buffer.capacity() > OUT_BUFFER_POOL_MAX_BYTES {
-        return;
+impl OutBufferPool {
+    /// An empty output buffer from the pool (a new one if the pool is empty).
+    pub fn lend(&self) -> Vec<u8> {
+        self.buffers.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(OUT_BUFFER_INITIAL_BYTES))
     }
-    buffer.clear();
-    OUT_BUFFERS.with(|pool| {
-        let mut pool = pool.borrow_mut();
-        if pool.len() < OUT_BUFFER_POOL_MAX {
-            pool.push(buffer);
+
+    /// Takes a buffer back (cleared; dropped if oversized or the pool is full).
+    pub fn give_back(&self, mut buffer: Vec<u8>) {
+        if buffer.capacity() == 0 || buffer.capacity() > OUT_BUFFER_POOL_MAX_BYTES {
+            return;
         }
-    });
+        buffer.clear();
+        let mut buffers = self.buffers.borrow_mut();
+        if buffers.len() < OUT_BUFFER_POOL_MAX {
+            buffers.push(buffer);
+        }
+    }
 }
+
 /// Read at least this much spare capacity per read call.
 const READ_CHUNK_MIN_BYTES: usize = 2 * 1024;
 
@@ -147,8 +150,15 @@ pub trait Handler {
         sink: &mut ResponseSink<S>,
     ) -> impl std::future::Future<Output = ()>;
 
-    /// Called for requests refused by the framing layer (for metrics). Default: nothing.
-    fn framing_rejected(&self, _kind: ErrorKind) {}
+    /// The pool this handler's connections borrow output buffers from.
+    fn out_buffers(&self) -> &OutBufferPool;
+
+    /// Writes the answer to a request the framing layer refused (bad framing, head or body too
+    /// large); the connection closes after it. Default: the bare error, no request id.
+    fn write_framing_refusal(&self, out: &mut Vec<u8>, scratch: &mut Vec<u8>, error: &ApiError<'_>) {
+        let context = ResponseContext { request_id: None, rates: None, keep_alive: false };
+        response::write_error(out, scratch, error, &ErrorExtras::default(), &context);
+    }
 }
 
 /// Why reading the next request stopped.
@@ -213,15 +223,15 @@ where
             };
             let request = Request { head, body };
             if sink.out.capacity() == 0 {
-                sink.out = lend_out_buffer();
+                sink.out = handler.out_buffers().lend();
             }
             handler.handle(&request, &mut sink).await;
         }
         if sink.broken || sink.flush().await.is_err() || !sink.keep_alive {
-            return_out_buffer(std::mem::take(&mut sink.out));
+            handler.out_buffers().give_back(std::mem::take(&mut sink.out));
             return;
         }
-        return_out_buffer(std::mem::take(&mut sink.out));
+        handler.out_buffers().give_back(std::mem::take(&mut sink.out));
         read_buffer.drain(..consumed);
         chunked_body.clear();
     }
@@ -234,11 +244,14 @@ async fn refuse_and_close<S: AsyncWriteRent, H: Handler>(
     handler: &H,
     error: &ApiError<'_>,
 ) {
-    handler.framing_rejected(error.kind);
+    debug_assert!(error.kind.spec().closes_connection, "a framing refusal always closes");
     sink.keep_alive = false;
-    let context = sink.bare_context();
-    response::write_error(&mut sink.out, &mut sink.scratch, error, &ErrorExtras::default(), &context);
+    if sink.out.capacity() == 0 {
+        sink.out = handler.out_buffers().lend();
+    }
+    handler.write_framing_refusal(&mut sink.out, &mut sink.scratch, error);
     let _ = sink.flush().await;
+    handler.out_buffers().give_back(std::mem::take(&mut sink.out));
 }
 
 /// Reads until `buffer` holds a complete, valid request head.

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use crate::errors::write_json_escaped;
+use crate::json::write_json_escaped;
 use crate::money::{NanosPerToken, format_usd_per_million};
 
 use super::chat::json_scan::content_eq;

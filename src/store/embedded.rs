@@ -11,9 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::*;
+use crate::access::ratelimit::TokenBucket;
 use crate::errors::Bucket;
 use crate::limits::{EMBEDDED_LEDGER_MAX_RECORDS_PER_ACCOUNT, HOLD_TTL_MS, MAX_USAGE_QUERY_LIMIT};
-use crate::ratelimit::TokenBucket;
 
 /// Characters of a generated account id after `acct_`.
 const GENERATED_ACCOUNT_ID_CHARS: usize = 16;
@@ -148,7 +148,7 @@ impl EmbeddedStore {
     ) -> Result<AccountView, StoreError> {
         let id: Arc<str> = match id {
             Some(id) => id.into(),
-            None => format!("acct_{}", crate::auth::random_base62(GENERATED_ACCOUNT_ID_CHARS)).into(),
+            None => format!("acct_{}", crate::ids::random_base62(GENERATED_ACCOUNT_ID_CHARS)).into(),
         };
         let mut state = self.lock();
         if state.accounts.contains_key(&id) {

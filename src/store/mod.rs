@@ -211,7 +211,7 @@ pub struct Settlement<'a> {
     pub now_ms: u64,
 }
 
-/// One call of a worker's lease on an account's shared buckets and wallet (see `crate::lease`):
+/// One call of a worker's lease on an account's shared buckets and wallet (see `crate::access::lease`):
 /// pay for what was served from the lease, give back what is unused, take the next period's
 /// share. Idempotent per (`lease_id`, `seq`).
 #[derive(Debug)]

@@ -6,7 +6,7 @@
 //! Nothing here does IO; everything writes into caller buffers. The upstream model name must
 //! never survive into anything written here.
 
-use crate::errors::write_json_escaped;
+use crate::json::write_json_escaped;
 use crate::openai::chat::{Span, object_members};
 
 /// Token counts an upstream reported.

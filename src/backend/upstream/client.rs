@@ -16,8 +16,8 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 use monoio::time::Instant;
 
+use crate::backend::upstream::UpstreamTarget;
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
-use crate::upstream::UpstreamTarget;
 
 /// Idle connections kept per upstream per worker.
 pub const MAX_IDLE_CONNECTIONS_PER_UPSTREAM: usize = 64;

@@ -3,12 +3,15 @@
 //! Owns what the sandbox says and how it reports usage: words drawn from a fixed vocabulary by a
 //! seed taken from the request, one word per token, the prompt-token count it reports, and its
 //! pacing (time to first token, tokens per second). It renders unary bodies and SSE events into
-//! caller buffers without allocating. It performs no IO and never sleeps; callers pace.
+//! caller buffers without allocating. It performs no IO and never sleeps; `reply` puts an answer
+//! on a connection, paced.
+
+pub mod reply;
 
 use std::io::Write;
 
 use crate::config::SandboxSettings;
-use crate::errors::write_json_escaped;
+use crate::json::write_json_escaped;
 
 /// Plain lowercase ASCII words (nothing JSON would escape).
 const VOCABULARY: [&str; 64] = [

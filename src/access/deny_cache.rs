@@ -1,5 +1,5 @@
-//! What one worker remembers about admissions so it can skip the shared store: "denied until"
-//! entries, and its own share of the limits while the store is unreachable.
+//! What one worker remembers about refusals so it can skip the shared store: "denied until"
+//! entries.
 //!
 //! A deny entry is written when the store refuses a request. Until the entry runs out, a
 //! request of the same account and key kind that the store would refuse for the same reason
@@ -15,15 +15,11 @@
 //! moves), since a top-up raises the balance and can move the account to a higher tier.
 //!
 //! An entry only ever refuses; it never admits, so it cannot cause over-admission.
-//!
-//! The fallback buckets are used only while the store is down, for test keys (paid requests
-//! fail closed with 503): each worker enforces `limit / (gateway nodes x workers)` on its own.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::ratelimit::TokenBucket;
-use crate::store::{Admission, AdmitRequest, Admitted, KeyKind, RateSnapshot, TierLimits};
+use crate::store::{Admission, AdmitRequest, KeyKind, RateSnapshot};
 
 /// Entries kept before the cache is cleared (bounds memory under a flood of accounts).
 pub const DENY_CACHE_MAX_ENTRIES: usize = 100_000;
@@ -137,78 +133,6 @@ impl DenyCache {
                 refusal: *refusal,
             },
         );
-    }
-}
-
-/// This worker's own buckets for test keys while the store is unreachable.
-#[derive(Default)]
-pub struct FallbackBuckets {
-    accounts: HashMap<Arc<str>, (TokenBucket, TokenBucket)>,
-}
-
-impl FallbackBuckets {
-    /// Admits `request` against `limits` divided by `share` (nodes x workers), or refuses it
-    /// with the time the local bucket needs.
-    pub fn admit(
-        &mut self,
-        account: &Arc<str>,
-        request: &AdmitRequest<'_>,
-        limits: &TierLimits,
-        share: u64,
-    ) -> Admission {
-        let now_ms = request.now_ms;
-        let share = share.max(1);
-        let rpm = (limits.requests_per_minute / share).max(1);
-        let tpm = (limits.tokens_per_minute / share).max(1);
-        if self.accounts.len() >= DENY_CACHE_MAX_ENTRIES {
-            self.accounts.clear();
-        }
-        let (requests, tokens) = self
-            .accounts
-            .entry(account.clone())
-            .or_insert_with(|| (TokenBucket::full(rpm, now_ms), TokenBucket::full(tpm, now_ms)));
-        let mut output_cap = request.requested_output_tokens;
-        if !request.client_set_output_cap {
-            output_cap = output_cap.min(tpm.saturating_sub(request.input_tokens_upper));
-        }
-        let needed = request.input_tokens_upper.saturating_add(output_cap);
-        let snapshot = |requests: &mut TokenBucket, tokens: &mut TokenBucket| RateSnapshot {
-            requests_limit: rpm,
-            requests_remaining: requests.available(now_ms),
-            requests_reset_ms: requests.reset_after_ms(now_ms),
-            tokens_limit: tpm,
-            tokens_remaining: tokens.available(now_ms),
-            tokens_reset_ms: tokens.reset_after_ms(now_ms),
-        };
-        if output_cap == 0 || needed > tpm {
-            let rates = snapshot(requests, tokens);
-            return Admission::TooLargeForTokenLimit { limit: tpm, requested: needed.max(1), rates };
-        }
-        for (bucket, amount) in [(crate::errors::Bucket::Requests, 1), (crate::errors::Bucket::Tokens, needed)] {
-            let target = if bucket == crate::errors::Bucket::Requests { &mut *requests } else { &mut *tokens };
-            if let Err(denied) = target.check(amount, now_ms) {
-                let limit = target.capacity();
-                let used = limit - target.available(now_ms);
-                let rates = snapshot(requests, tokens);
-                return Admission::RateLimited {
-                    bucket,
-                    limit,
-                    used,
-                    requested: amount,
-                    retry_after_ms: denied.retry_after_ms,
-                    rates,
-                };
-            }
-        }
-        let _ = requests.try_take(1, now_ms);
-        let _ = tokens.try_take(needed, now_ms);
-        let rates = snapshot(requests, tokens);
-        Admission::Admitted(Admitted {
-            hold: crate::money::Nanos::ZERO,
-            output_cap_tokens: output_cap,
-            tokens_charged: needed,
-            rates,
-        })
     }
 }
 
@@ -338,17 +262,5 @@ mod tests {
         cache.record(&account, &request(0, 5), &refusal, 1);
         assert!(cache.check(&account, &request(QUOTA_DENY_WITH_HOLDS_MS - 1, 5), 1).is_some());
         assert!(cache.check(&account, &request(QUOTA_DENY_WITH_HOLDS_MS, 5), 1).is_none());
-    }
-
-    #[test]
-    fn fallback_share_divides_the_limit_per_worker() {
-        let account: Arc<str> = Arc::from("acct_1");
-        let mut buckets = FallbackBuckets::default();
-        let limits = TierLimits { requests_per_minute: 60, tokens_per_minute: 1_000_000 };
-        // 3 nodes x 2 workers: 10 requests per minute here.
-        let admitted = (0..20)
-            .filter(|_| matches!(buckets.admit(&account, &request(0, 5), &limits, 6), Admission::Admitted(_)))
-            .count();
-        assert_eq!(admitted, 10);
     }
 }

@@ -579,7 +579,7 @@ pub fn write_backend_body(
         match replacement {
             Replacement::Model => {
                 out.push(b'"');
-                crate::errors::write_json_escaped(out, backend_model);
+                crate::json::write_json_escaped(out, backend_model);
                 out.push(b'"');
             }
             Replacement::Cap => crate::digits::push_decimal(out, output_cap_tokens),

@@ -32,7 +32,7 @@ use crate::limits::{HOLD_TTL_MS, LEASE_ESCROW_TTL_MS, MAX_USAGE_QUERY_LIMIT};
 use crate::redis::{RedisClient, RedisError, RedisSettings, Reply, blocking_call, key_slot};
 
 /// The function library, loaded into every Redis (master) node at start-up.
-pub const FUNCTION_LIBRARY: &str = include_str!("fikra.lua");
+pub const FUNCTION_LIBRARY: &str = include_str!("../fikra.lua");
 /// Usage records kept per account in its ledger Stream (trimmed approximately beyond this).
 pub const LEDGER_MAX_RECORDS_PER_ACCOUNT: u64 = 1_000_000;
 /// Expired holds released per account per reaper call.
@@ -477,7 +477,7 @@ impl RedisStore {
     ) -> Result<AccountView, StoreError> {
         let id: Arc<str> = match id {
             Some(id) => id.into(),
-            None => format!("acct_{}", crate::auth::random_base62(16)).into(),
+            None => format!("acct_{}", crate::ids::random_base62(16)).into(),
         };
         let acct = self.key(&id, "acct");
         let credit = Num::new(signup_credit.0);

@@ -12,16 +12,16 @@ use std::time::Duration;
 
 use monoio::io::AsyncWriteRent;
 
-use crate::errors::{self, ApiError, Detail, ErrorKind};
-use crate::http::response::{self, ClampHeader, ErrorExtras, ResponseContext};
+use crate::backend::upstream::UpstreamTarget;
+use crate::backend::upstream::client::{self, Pool, UpstreamFailure};
+use crate::backend::upstream::rewrite::{self, EventKind, ReportedUsage};
+use crate::errors::{ApiError, ErrorKind};
+use crate::http::response::{self, ClampHeader, ResponseContext};
 use crate::http::server::ResponseSink;
 use crate::limits::UPSTREAM_REQUEST_DEADLINE_MS;
 use crate::openai::chat::{ChatRequest, write_backend_body};
 use crate::openai::models::ModelEntry;
 use crate::store::{Admitted, Outcome};
-use crate::upstream::UpstreamTarget;
-use crate::upstream::client::{self, Pool, UpstreamFailure};
-use crate::upstream::relay::{self, EventKind, ReportedUsage};
 
 /// After the client left mid-stream: how long the upstream is still read to learn its usage.
 pub const ABANDONED_STREAM_DRAIN_MS: u64 = 800;
@@ -42,21 +42,50 @@ pub struct ProxyRequest<'a> {
 }
 
 /// What the proxied request used, and how it ended: for settlement and metrics.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyResult {
-    pub status: u16,
+    /// The status sent (200), or `None` when nothing was written and `refusal` says what to send.
+    pub status: Option<u16>,
     pub prompt_tokens: u64,
     pub completion_tokens: u64,
     pub outcome: Outcome,
+    /// Set when the upstream failed before any byte reached the client: the error-table row the
+    /// caller renders (after settling).
+    pub refusal: Option<UpstreamRefusal>,
+}
+
+/// An upstream failure before the response head, as the client should see it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamRefusal {
+    pub kind: ErrorKind,
+    /// `retry-after` for upstream 429/503 (in ms).
+    pub retry_after_ms: Option<u64>,
+    /// The upstream's own message for 400/422, cleaned of the upstream model name.
+    pub message: Option<String>,
 }
 
 impl ProxyResult {
-    fn failed(status: u16) -> ProxyResult {
-        ProxyResult { status, prompt_tokens: 0, completion_tokens: 0, outcome: Outcome::BackendFailed }
+    fn refused(kind: ErrorKind, retry_after_ms: Option<u64>, message: Option<String>) -> ProxyResult {
+        ProxyResult {
+            status: None,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            outcome: Outcome::BackendFailed,
+            refusal: Some(UpstreamRefusal { kind, retry_after_ms, message }),
+        }
+    }
+
+    fn failed(failure: UpstreamFailure) -> ProxyResult {
+        let kind = match failure {
+            UpstreamFailure::Timeout => ErrorKind::UpstreamTimeout,
+            _ => ErrorKind::UpstreamUnavailable,
+        };
+        ProxyResult::refused(kind, None, None)
     }
 }
 
-/// Sends the request upstream and relays the answer onto `sink`.
+/// Sends the request upstream and relays the answer onto `sink`. A failure before the response
+/// head writes nothing and comes back as `ProxyResult::refusal`.
 pub async fn proxy_completion<S: AsyncWriteRent>(
     sink: &mut ResponseSink<S>,
     target: &UpstreamTarget,
@@ -65,14 +94,12 @@ pub async fn proxy_completion<S: AsyncWriteRent>(
     request: &ProxyRequest<'_>,
     request_buffer: &mut Vec<u8>,
 ) -> ProxyResult {
-    let context_rates = Some(&request.admitted.rates);
     build_upstream_request(request_buffer, target, request);
     let mut exchange = match client::start(target, upstream, pool, request_buffer).await {
         Ok(exchange) => exchange,
         Err(failure) => {
-            eprintln!("request {}: upstream {}: {failure:?}", request.request_id, target.name);
-            let status = write_failure(sink, failure, request.request_id, context_rates);
-            return ProxyResult::failed(status);
+            crate::log_warn_every!("upstream {}: {failure:?} (request {})", target.name, request.request_id);
+            return ProxyResult::failed(failure);
         }
     };
     let status = exchange.head.status;
@@ -91,8 +118,7 @@ pub async fn proxy_completion<S: AsyncWriteRent>(
         if complete {
             exchange.finish(pool);
         }
-        let written = write_upstream_status(sink, status, retry_after_s, &error_body, request);
-        return ProxyResult::failed(written);
+        return refusal_for_status(status, retry_after_s, &error_body, request);
     }
     if request.chat.stream {
         relay_stream(sink, exchange, target, pool, request).await
@@ -154,67 +180,35 @@ fn context<'a>(
     ResponseContext { request_id: Some(request_id), rates, keep_alive }
 }
 
-/// The error-table row for a failure before any response byte reached the client.
-fn write_failure<S>(
-    sink: &mut ResponseSink<S>,
-    failure: UpstreamFailure,
-    request_id: &str,
-    rates: Option<&crate::store::RateSnapshot>,
-) -> u16 {
-    let kind = match failure {
-        UpstreamFailure::Timeout => ErrorKind::UpstreamTimeout,
-        _ => ErrorKind::UpstreamUnavailable,
-    };
-    let error = ApiError::new(kind);
-    let context = context(request_id, rates, sink.keep_alive);
-    response::write_error(&mut sink.out, &mut sink.scratch, &error, &ErrorExtras::default(), &context);
-    kind.spec().status
-}
-
-/// Maps a non-200 upstream answer to the client's error.
-fn write_upstream_status<S>(
-    sink: &mut ResponseSink<S>,
-    status: u16,
-    retry_after_s: Option<u64>,
-    body: &[u8],
-    request: &ProxyRequest<'_>,
-) -> u16 {
-    let rates = Some(&request.admitted.rates);
-    let context = context(request.request_id, rates, sink.keep_alive);
-    let mut cleaned = Vec::new();
-    let (kind, extras) = match status {
-        429 | 503 => (
+/// Maps a non-200 upstream answer to the client's error-table row.
+fn refusal_for_status(status: u16, retry_after_s: Option<u64>, body: &[u8], request: &ProxyRequest<'_>) -> ProxyResult {
+    match status {
+        429 | 503 => ProxyResult::refused(
             ErrorKind::ServiceUnavailable,
-            ErrorExtras { retry_after_ms: Some(retry_after_s.unwrap_or(1).saturating_mul(1000)), allow: None },
+            Some(retry_after_s.unwrap_or(1).saturating_mul(1000)),
+            None,
         ),
         400 | 422 => {
-            if let Some(message) = relay::upstream_error_message(body) {
-                relay::write_replacing(
+            let mut cleaned = Vec::new();
+            if let Some(message) = rewrite::upstream_error_message(body) {
+                rewrite::write_replacing(
                     &mut cleaned,
                     message.as_bytes(),
                     request.model.upstream_model.as_bytes(),
                     request.model.id.as_bytes(),
                 );
             }
-            (
-                if status == 400 { ErrorKind::UpstreamRejectedRequest } else { ErrorKind::UpstreamUnprocessable },
-                ErrorExtras::default(),
-            )
+            // Upstream text arrives JSON-escaped; it is shown only if it is plain enough to pass as is.
+            let message = String::from_utf8(cleaned).ok().filter(|m| !m.is_empty() && !m.contains('\\'));
+            let kind =
+                if status == 400 { ErrorKind::UpstreamRejectedRequest } else { ErrorKind::UpstreamUnprocessable };
+            ProxyResult::refused(kind, None, message)
         }
         _ => {
-            eprintln!("request {}: upstream answered {status}", request.request_id);
-            (ErrorKind::UpstreamUnavailable, ErrorExtras::default())
+            crate::log_warn_every!("upstream answered {status} (request {})", request.request_id);
+            ProxyResult::refused(ErrorKind::UpstreamUnavailable, None, None)
         }
-    };
-    // Upstream text arrives JSON-escaped; it is shown only if it is plain enough to pass as is.
-    let message = std::str::from_utf8(&cleaned).ok().filter(|m| !m.is_empty() && !m.contains('\\'));
-    let detail = match message {
-        Some(message) => Detail::Message(message),
-        None => Detail::Default,
-    };
-    let error = ApiError { kind, param: None, detail };
-    response::write_error(&mut sink.out, &mut sink.scratch, &error, &extras, &context);
-    kind.spec().status
+    }
 }
 
 async fn relay_unary<S: AsyncWriteRent>(
@@ -236,24 +230,21 @@ async fn relay_unary<S: AsyncWriteRent>(
     let result = match read {
         Err(failure) => {
             sink.scratch = upstream_body;
-            let status = write_failure(
-                sink,
-                if failure == UpstreamFailure::BrokenBody { UpstreamFailure::Malformed } else { failure },
-                request.request_id,
-                Some(&request.admitted.rates),
-            );
-            return ProxyResult::failed(status);
+            return ProxyResult::failed(if failure == UpstreamFailure::BrokenBody {
+                UpstreamFailure::Malformed
+            } else {
+                failure
+            });
         }
         Ok(()) => {
             exchange.finish(pool);
             let mut rewritten = Vec::with_capacity(upstream_body.len() + 16);
-            relay::rewrite_object(&upstream_body, &request.model.id, &mut rewritten).map(|facts| (facts, rewritten))
+            rewrite::rewrite_object(&upstream_body, &request.model.id, &mut rewritten).map(|facts| (facts, rewritten))
         }
     };
     sink.scratch = upstream_body;
     let Some((facts, rewritten)) = result else {
-        let status = write_failure(sink, UpstreamFailure::Malformed, request.request_id, Some(&request.admitted.rates));
-        return ProxyResult::failed(status);
+        return ProxyResult::failed(UpstreamFailure::Malformed);
     };
     let usage = facts.usage.unwrap_or_else(|| estimate(request, request.admitted.output_cap_tokens));
     let clamp = ClampHeader::new(request.clamped_to);
@@ -262,10 +253,11 @@ async fn relay_unary<S: AsyncWriteRent>(
     let context = context(request.request_id, Some(&request.admitted.rates), sink.keep_alive);
     response::write_full(&mut sink.out, 200, "application/json", extra, &context, &rewritten);
     ProxyResult {
-        status: 200,
+        status: Some(200),
         prompt_tokens: usage.prompt_tokens,
         completion_tokens: usage.completion_tokens,
         outcome: Outcome::Completed,
+        refusal: None,
     }
 }
 
@@ -306,13 +298,13 @@ async fn relay_stream<S: AsyncWriteRent>(
                 true
             }
         };
-        while let Some(end) = relay::next_event_end(&payload) {
+        while let Some(end) = rewrite::next_event_end(&payload) {
             if client_gone {
                 let mut discard = Vec::new();
-                relay::rewrite_event(&payload[..end], &request.model.id, true, &mut usage, &mut discard);
+                rewrite::rewrite_event(&payload[..end], &request.model.id, true, &mut usage, &mut discard);
             } else {
                 let start = sink.out.len();
-                match relay::rewrite_event(
+                match rewrite::rewrite_event(
                     &payload[..end],
                     &request.model.id,
                     request.chat.include_usage_requested,
@@ -357,26 +349,28 @@ async fn relay_stream<S: AsyncWriteRent>(
     };
     if !client_gone {
         if upstream_failed {
-            let start = sink.out.len();
-            sink.out.extend_from_slice(b"data: ");
-            errors::write_body(
+            response::write_error_event(
                 &mut sink.out,
                 &ApiError::with_text(
                     ErrorKind::UpstreamUnavailable,
                     "The model backend failed in the middle of the answer.",
                 ),
             );
-            sink.out.extend_from_slice(b"\n\n");
-            response::frame_chunk_in_place(&mut sink.out, start);
         }
-        // Flushed by the connection loop after settlement (see `sandbox_server::write_completion`).
+        // Flushed by the connection loop after settlement (see `backend::sandbox::reply`).
         response::write_last_chunk(&mut sink.out);
     }
     if !upstream_failed && !client_gone {
         exchange.finish(pool);
     }
     let usage = usage.unwrap_or_else(|| estimate(request, chunks_delivered));
-    ProxyResult { status: 200, prompt_tokens: usage.prompt_tokens, completion_tokens: usage.completion_tokens, outcome }
+    ProxyResult {
+        status: Some(200),
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        outcome,
+        refusal: None,
+    }
 }
 
 async fn drain_for_usage(
@@ -399,9 +393,9 @@ async fn drain_for_usage(
             Err(_) => return,
         };
         drained += payload.len().saturating_sub(before);
-        while let Some(end) = relay::next_event_end(payload) {
+        while let Some(end) = rewrite::next_event_end(payload) {
             discard.clear();
-            relay::rewrite_event(&payload[..end], &request.model.id, true, usage, &mut discard);
+            rewrite::rewrite_event(&payload[..end], &request.model.id, true, usage, &mut discard);
             payload.drain(..end);
         }
         if done {

@@ -23,31 +23,13 @@ pub const KEY_RANDOM_CHARS: usize = 32;
 /// Total length of a key.
 pub const KEY_LEN: usize = 8 + KEY_RANDOM_CHARS;
 
-const BASE62: &[u8; 62] = b"0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-
-/// `len` random base62 characters from the OS CSPRNG (rejection sampling: no modulo bias).
-pub fn random_base62(len: usize) -> String {
-    let mut text = String::with_capacity(len);
-    let mut pool = [0u8; 64];
-    while text.len() < len {
-        getrandom::fill(&mut pool).expect("the OS random source is available");
-        for byte in pool {
-            // 248 = 4 * 62: bytes at or above it would bias the low characters.
-            if byte < 248 && text.len() < len {
-                text.push(BASE62[(byte % 62) as usize] as char);
-            }
-        }
-    }
-    text
-}
-
 /// A new key of `kind`: the plain key (to show once) and its hash (to store).
 pub fn generate_key(kind: KeyKind) -> (String, KeyHash) {
     let prefix = match kind {
         KeyKind::Live => LIVE_PREFIX,
         KeyKind::Test => TEST_PREFIX,
     };
-    let key = format!("{prefix}{}", random_base62(KEY_RANDOM_CHARS));
+    let key = format!("{prefix}{}", crate::ids::random_base62(KEY_RANDOM_CHARS));
     let hash = hash_key(key.as_bytes());
     (key, hash)
 }

@@ -7,7 +7,8 @@
 //! and the `Authorization` header is rendered. Workers only read this.
 
 pub mod client;
-pub mod relay;
+pub mod exchange;
+pub mod rewrite;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -1,0 +1,180 @@
+//! The admit phase: one atomic decision on RPM, TPM and the wallet hold (SPEC §3-§4), taken
+//! where it is cheapest and still correct.
+//!
+//! In order: a deny entry of this worker refuses a repeat without the store; a busy account's
+//! lease admits from this worker's own slice; otherwise the store decides. While the store is
+//! unreachable paid requests fail closed (503) and test keys are served on this worker's share
+//! of the limits. Whoever admitted settles (`SettleBy`). It never dispatches and never writes.
+
+use crate::access::auth::Caller;
+use crate::api::rescue::{Rates, Refusal};
+use crate::errors::{ApiError, Detail, ErrorKind};
+use crate::ids::RequestId;
+use crate::limits::{PER_MESSAGE_OVERHEAD_TOKENS, PER_REQUEST_OVERHEAD_TOKENS};
+use crate::metrics::WorkerMetrics;
+use crate::openai::chat::ChatRequest;
+use crate::openai::models::ModelEntry;
+use crate::store::{Admission, AdmitRequest, Admitted, KeyKind, StoreError, TIER_UNVERIFIED};
+use crate::worker::Worker;
+
+/// Who settles an admitted request.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SettleBy {
+    /// The store, by the request's hold.
+    Store,
+    /// This worker's lease; the store applies it with the lease's next call.
+    Lease,
+    /// Nobody: a test key admitted on the node's own share while the store was down.
+    Nothing,
+}
+
+/// An admitted request: what was granted, and everything settling it needs.
+pub struct Ticket<'a> {
+    pub request_id: &'a RequestId,
+    pub caller: &'a Caller,
+    pub model: &'a ModelEntry,
+    pub admitted: Admitted,
+    pub settle_by: SettleBy,
+    /// The input upper bound the hold was taken for (the usage estimate when upstream is silent).
+    pub input_tokens_upper: u64,
+    /// `Some(cap)` when the output cap sent on is below what the client asked for.
+    pub clamped_to: Option<u64>,
+}
+
+/// Admits `chat` for `caller` on `model`, or says why not.
+pub async fn admit<'a>(
+    worker: &Worker,
+    request_id: &'a RequestId,
+    caller: &'a Caller,
+    chat: &ChatRequest<'_>,
+    model: &'a ModelEntry,
+) -> Result<Ticket<'a>, Refusal<'static>> {
+    let shared = &worker.shared;
+    let input_tokens_upper = input_tokens_upper_bound(chat);
+    let requested_output_tokens = chat.max_tokens.unwrap_or(model.max_output_tokens);
+    let request = AdmitRequest {
+        request_id: request_id.as_str(),
+        account_id: &caller.account_id,
+        key_id: &caller.key_id,
+        key_kind: caller.kind,
+        model: &model.id,
+        input_tokens_upper,
+        requested_output_tokens,
+        client_set_output_cap: chat.max_tokens.is_some(),
+        input_price: model.input_price,
+        output_price: model.output_price,
+        now_ms: shared.clock.now_ms(),
+    };
+    let topup_generation = shared.store.topup_generation();
+    if let Some(refusal) = worker.deny_cache.borrow_mut().check(&caller.account_id, &request, topup_generation) {
+        WorkerMetrics::add(&worker.metrics.deny_cache_hits, 1);
+        return Err(refusal_of(refusal));
+    }
+    let leasing = caller.kind == KeyKind::Live && shared.store.is_shared();
+    // With the store unreachable paid requests fail closed (SPEC §7), leased or not.
+    let leased =
+        if leasing && !shared.store.seems_down() { worker.leases.book.borrow_mut().try_admit(&request) } else { None };
+    let (answer, settle_by) = match leased {
+        Some(admitted) => {
+            WorkerMetrics::add(&worker.metrics.lease_admissions, 1);
+            (Ok(Admission::Admitted(admitted)), SettleBy::Lease)
+        }
+        None => (shared.store.admit(&request).await, SettleBy::Store),
+    };
+    let (admitted, settle_by) = match answer {
+        Ok(Admission::Admitted(admitted)) => {
+            if leasing {
+                worker.leases.book.borrow_mut().observe(&caller.account_id, request.now_ms, &admitted);
+            }
+            (admitted, settle_by)
+        }
+        Ok(refusal) => {
+            worker.deny_cache.borrow_mut().record(&caller.account_id, &request, &refusal, topup_generation);
+            return Err(refusal_of(refusal));
+        }
+        // Test keys never touch money: serve them on this worker's share of the limits.
+        Err(StoreError::Unavailable) if caller.kind == KeyKind::Test => {
+            (admit_on_fallback(worker, caller, &request)?, SettleBy::Nothing)
+        }
+        Err(error) => return Err(store_failure(request_id, error, worker)),
+    };
+    debug_assert!(
+        admitted.output_cap_tokens <= requested_output_tokens,
+        "the cap granted is never above the cap asked"
+    );
+    let clamped_to = (chat.max_tokens.is_some() && admitted.output_cap_tokens < requested_output_tokens)
+        .then_some(admitted.output_cap_tokens);
+    if clamped_to.is_some() {
+        WorkerMetrics::add(&worker.metrics.max_tokens_clamped, 1);
+    }
+    Ok(Ticket { request_id, caller, model, admitted, settle_by, input_tokens_upper, clamped_to })
+}
+
+/// Admission of a test key on this worker's own buckets while the store is unreachable.
+fn admit_on_fallback(
+    worker: &Worker,
+    caller: &Caller,
+    request: &AdmitRequest<'_>,
+) -> Result<Admitted, Refusal<'static>> {
+    let shared = &worker.shared;
+    WorkerMetrics::add(&worker.metrics.store_unavailable, 1);
+    let limits = shared.config.limits.limits_for(&caller.account_id, TIER_UNVERIFIED, caller.kind);
+    let share = shared.config.store_options.gateway_nodes.saturating_mul(shared.metrics.workers.len() as u64);
+    match worker.fallback.borrow_mut().admit(&caller.account_id, request, &limits, share) {
+        Admission::Admitted(admitted) => {
+            WorkerMetrics::add(&worker.metrics.fallback_admissions, 1);
+            Ok(admitted)
+        }
+        refusal => Err(refusal_of(refusal)),
+    }
+}
+
+/// The answer when the store could not decide: 503 (fail closed) or 500.
+fn store_failure(request_id: &RequestId, error: StoreError, worker: &Worker) -> Refusal<'static> {
+    let error = match error {
+        StoreError::Unavailable => {
+            WorkerMetrics::add(&worker.metrics.store_unavailable, 1);
+            ApiError::with_text(
+                ErrorKind::ServiceUnavailable,
+                "The billing store is unreachable right now. Please retry shortly.",
+            )
+        }
+        other => {
+            crate::log_error_every!("request {}: admission failed: {other}", request_id.as_str());
+            ApiError::new(ErrorKind::InternalError)
+        }
+    };
+    Refusal::from(error).retry_after_ms(1000).with_rates(Rates::Omit)
+}
+
+/// The refusal a store, lease, deny entry or fallback bucket answered.
+fn refusal_of(refusal: Admission) -> Refusal<'static> {
+    match refusal {
+        // Only refusals reach here; answering 500 keeps the data path panic-free.
+        Admission::Admitted(_) => Refusal::from(ApiError::new(ErrorKind::InternalError)).with_rates(Rates::Omit),
+        Admission::RateLimited { bucket, limit, used, requested, retry_after_ms, rates } => {
+            let detail = Detail::RateLimited { bucket, limit, used, requested, retry_after_ms };
+            Refusal::from(ApiError { kind: ErrorKind::RateLimitExceeded, param: None, detail })
+                .retry_after_ms(retry_after_ms.max(1))
+                .with_rates(Rates::Known(rates))
+        }
+        Admission::TooLargeForTokenLimit { limit, requested, rates } => {
+            let detail = Detail::RateLimitTooLarge { limit, requested };
+            Refusal::from(ApiError { kind: ErrorKind::RateLimitRequestTooLarge, param: None, detail })
+                .with_rates(Rates::Known(rates))
+        }
+        Admission::InsufficientQuota { balance, available, needed, rates } => {
+            let detail = Detail::InsufficientQuota { balance, available, needed };
+            Refusal::from(ApiError { kind: ErrorKind::InsufficientQuota, param: None, detail })
+                .with_rates(Rates::Known(rates))
+        }
+    }
+}
+
+/// The input upper bound of SPEC §3: a token is at least one byte, plus template overhead.
+pub fn input_tokens_upper_bound(chat: &ChatRequest<'_>) -> u64 {
+    chat.content_bytes
+        .saturating_add(chat.extra_input_bytes)
+        .saturating_add(PER_MESSAGE_OVERHEAD_TOKENS.saturating_mul(chat.message_count as u64))
+        .saturating_add(PER_REQUEST_OVERHEAD_TOKENS)
+}

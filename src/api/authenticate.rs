@@ -1,0 +1,59 @@
+//! The authenticate phase: the `Authorization` header to the caller it stands for.
+//!
+//! Resolves the presented key through this worker's key cache, then the store. While the store
+//! is unreachable a key this worker already knew stays usable (revocations need the store too,
+//! so none can have happened unseen); paid requests still fail closed at admission. It never
+//! echoes or logs the key.
+
+use crate::access::auth::{self, Caller};
+use crate::errors::{ApiError, ErrorKind};
+use crate::metrics::WorkerMetrics;
+use crate::store::{KeyKind, KeyRecord, StoreError};
+use crate::worker::Worker;
+
+/// The caller behind `authorization`, or the 401/503 to answer.
+pub async fn authenticate(worker: &Worker, authorization: Option<&[u8]>) -> Result<Caller, ApiError<'static>> {
+    let presented = auth::parse_authorization(authorization)?;
+    let hash = auth::hash_key(presented.key);
+    let store = &worker.shared.store;
+    let now_ms = worker.shared.clock.now_ms();
+    let generation = store.revocation_generation();
+    let cached = worker.key_cache.borrow_mut().get(&hash, now_ms, generation).map(|entry| entry.record.clone());
+    let record = match cached {
+        Some(record) => record,
+        None => {
+            let record = match store.resolve_key(&hash).await {
+                Ok(record) => Some(record),
+                Err(StoreError::NotFound) => None,
+                Err(_) => {
+                    WorkerMetrics::add(&worker.metrics.store_unavailable, 1);
+                    let stale = worker.key_cache.borrow().get_stale(&hash, generation).map(|e| e.record.clone());
+                    if let Some(Some(record)) = stale {
+                        return caller_of(record, presented.kind);
+                    }
+                    return Err(ApiError::with_text(
+                        ErrorKind::ServiceUnavailable,
+                        "The key store is unreachable right now. Please retry shortly.",
+                    ));
+                }
+            };
+            worker.key_cache.borrow_mut().put(hash, record.clone(), now_ms, generation);
+            record
+        }
+    };
+    match record {
+        None => Err(auth::UNKNOWN_KEY),
+        Some(record) => caller_of(record, presented.kind),
+    }
+}
+
+/// The caller a key record stands for, if it may be used with the presented key's kind.
+fn caller_of(record: KeyRecord, presented: KeyKind) -> Result<Caller, ApiError<'static>> {
+    if record.revoked {
+        Err(auth::REVOKED_KEY)
+    } else if record.kind != presented {
+        Err(auth::UNKNOWN_KEY)
+    } else {
+        Ok(Caller { key_id: record.key_id, account_id: record.account_id, kind: record.kind })
+    }
+}

@@ -1,0 +1,89 @@
+//! `POST /v1/chat/completions`: the phases of one chat request, in order.
+//!
+//! authenticate -> maintenance -> parse -> route the model -> admit -> dispatch -> settle. Each
+//! phase returns `Result<_, Refusal>`; the first refusal goes to `rescue`, the only writer of
+//! client API errors. Once admitted, a request is settled exactly once, whatever the backend
+//! did, before any refusal of the backend is written.
+
+use monoio::io::AsyncWriteRent;
+
+use crate::access::auth::Caller;
+use crate::api::admit::admit;
+use crate::api::authenticate::authenticate;
+use crate::api::dispatch::dispatch;
+use crate::api::rescue::{Known, Refusal, rescue};
+use crate::api::settle::settle;
+use crate::errors::{ApiError, Detail, ErrorKind};
+use crate::http::server::{Request, ResponseSink};
+use crate::ids::RequestId;
+use crate::openai::chat::{self, ChatRequest};
+use crate::openai::models::ModelEntry;
+use crate::worker::Worker;
+
+/// Answers one chat request and returns the status sent.
+pub async fn chat_completions<S: AsyncWriteRent>(
+    worker: &Worker,
+    request: &Request<'_>,
+    sink: &mut ResponseSink<S>,
+) -> u16 {
+    let request_id = worker.next_request_id();
+    let mut caller = None;
+    let mut upstream_message = String::new();
+    match serve(worker, request, sink, &request_id, &mut caller, &mut upstream_message).await {
+        Ok(status) => status,
+        Err(refusal) => {
+            rescue(worker, sink, refusal, Known { request_id: Some(&request_id), caller: caller.as_ref() }).await
+        }
+    }
+}
+
+async fn serve<'a, S: AsyncWriteRent>(
+    worker: &'a Worker,
+    request: &'a Request<'a>,
+    sink: &mut ResponseSink<S>,
+    request_id: &RequestId,
+    caller: &mut Option<Caller>,
+    upstream_message: &'a mut String,
+) -> Result<u16, Refusal<'a>> {
+    let caller = caller.insert(authenticate(worker, request.head.authorization).await?);
+    refuse_during_maintenance(worker)?;
+    let chat = chat::parse_chat_request(request.body)?;
+    let model = route_model(worker, &chat, request.body)?;
+    let ticket = admit(worker, request_id, caller, &chat, model).await?;
+    let answer = dispatch(worker, sink, &ticket, &chat, request.body).await;
+    settle(worker, &ticket, answer.usage).await;
+    answer.into_result(&ticket, upstream_message)
+}
+
+/// 503 while the operator has the API in maintenance.
+fn refuse_during_maintenance(worker: &Worker) -> Result<(), Refusal<'static>> {
+    match worker.shared.maintenance.retry_after_ms() {
+        None => Ok(()),
+        Some(retry_after_ms) => Err(Refusal::from(ApiError::with_text(
+            ErrorKind::ServiceUnavailable,
+            "The API is in scheduled maintenance. Please retry after the time in the retry-after header.",
+        ))
+        .retry_after_ms(retry_after_ms)),
+    }
+}
+
+/// The registry entry `chat` names, once its parameters suit that model.
+fn route_model<'a>(worker: &'a Worker, chat: &ChatRequest<'a>, body: &'a [u8]) -> Result<&'a ModelEntry, Refusal<'a>> {
+    let registry = &worker.shared.registry;
+    let Some((model_index, model)) = registry.get(chat.model) else {
+        let detail = Detail::ModelNotFound { requested: chat.model, suggestion: registry.closest(chat.model) };
+        return Err(ApiError { kind: ErrorKind::ModelNotFound, param: Some("model"), detail }.into());
+    };
+    if let Some(param) = registry.unsupported_param(model_index, chat::top_level_keys(chat, body)) {
+        let detail = Detail::UnsupportedParam { model: &model.id };
+        return Err(ApiError { kind: ErrorKind::UnsupportedParameter, param: Some(param), detail }.into());
+    }
+    if let Some(max_tokens) = chat.max_tokens
+        && max_tokens > model.max_output_tokens
+    {
+        return Err(
+            ApiError::invalid("max_tokens", "must not exceed this model's output cap (see GET /v1/models)").into()
+        );
+    }
+    Ok(model)
+}

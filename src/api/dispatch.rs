@@ -1,0 +1,115 @@
+//! The dispatch phase: an admitted request to the backend that serves its model, and the usage
+//! it reports back.
+//!
+//! Test keys and sandbox-backed models go to the in-process sandbox; every other model to its
+//! upstream over this worker's pool. The answer is relayed onto the connection as it arrives;
+//! a failure before any byte was written comes back as a `Refusal` for `rescue`, after the
+//! caller has settled. It never admits or settles.
+
+use monoio::io::AsyncWriteRent;
+
+use crate::api::admit::Ticket;
+use crate::api::rescue::{Rates, Refusal};
+use crate::api::settle::Usage;
+use crate::backend::sandbox::reply::{CompletionReply, write_completion};
+use crate::backend::upstream::exchange::{self, ProxyRequest, UpstreamRefusal};
+use crate::errors::{ApiError, Detail, ErrorKind};
+use crate::http::server::ResponseSink;
+use crate::openai::chat::ChatRequest;
+use crate::openai::models::Backend;
+use crate::store::{KeyKind, Outcome};
+use crate::worker::Worker;
+
+/// How the backend answered.
+pub struct Answer {
+    /// What the request used, for settlement.
+    pub usage: Usage,
+    /// `Ok(status)` once a response was written; `Err` when nothing was and the client must get
+    /// this error instead.
+    pub sent: Result<u16, UpstreamRefusal>,
+}
+
+impl Answer {
+    /// The status written, or the refusal to render (rates from the admission). An upstream's
+    /// own message moves into `message`, which the refusal borrows.
+    pub fn into_result<'r>(self, ticket: &Ticket<'_>, message: &'r mut String) -> Result<u16, Refusal<'r>> {
+        let refused = match self.sent {
+            Ok(status) => return Ok(status),
+            Err(refused) => refused,
+        };
+        let detail = match refused.message {
+            Some(text) => {
+                *message = text;
+                Detail::Message(message.as_str())
+            }
+            None => Detail::Default,
+        };
+        let refusal = Refusal::from(ApiError { kind: refused.kind, param: None, detail });
+        let refusal = match refused.retry_after_ms {
+            Some(retry_after_ms) => refusal.retry_after_ms(retry_after_ms),
+            None => refusal,
+        };
+        Err(refusal.with_rates(Rates::Known(ticket.admitted.rates)))
+    }
+}
+
+/// Sends `chat` (whose raw bytes are `body`) to its model's backend and relays the answer.
+pub async fn dispatch<S: AsyncWriteRent>(
+    worker: &Worker,
+    sink: &mut ResponseSink<S>,
+    ticket: &Ticket<'_>,
+    chat: &ChatRequest<'_>,
+    body: &[u8],
+) -> Answer {
+    let shared = &worker.shared;
+    let model = ticket.model;
+    if ticket.caller.kind == KeyKind::Test || model.backend == Backend::Sandbox {
+        let reply = CompletionReply {
+            request_id: ticket.request_id.as_str(),
+            model_id: &model.id,
+            output_cap_tokens: ticket.admitted.output_cap_tokens,
+            clamped_to: ticket.clamped_to,
+            chat,
+            body,
+            rates: Some(&ticket.admitted.rates),
+            created_unix_s: shared.clock.now_ms() / 1000,
+        };
+        let produced = write_completion(sink, &reply, &shared.config.sandbox, &worker.metrics).await;
+        let outcome = if produced.client_aborted { Outcome::ClientAborted } else { Outcome::Completed };
+        let usage =
+            Usage { prompt_tokens: produced.prompt_tokens, completion_tokens: produced.completion_tokens, outcome };
+        return Answer { usage, sent: Ok(200) };
+    }
+    let upstream = match &model.backend {
+        Backend::Upstream(name) => shared.upstreams.index_of(name),
+        Backend::Sandbox => None,
+    };
+    let Some(upstream) = upstream else {
+        let refused = UpstreamRefusal { kind: ErrorKind::UpstreamUnavailable, retry_after_ms: None, message: None };
+        return Answer { usage: Usage::NOTHING_DELIVERED, sent: Err(refused) };
+    };
+    let proxied = ProxyRequest {
+        request_id: ticket.request_id.as_str(),
+        model,
+        chat,
+        body,
+        admitted: &ticket.admitted,
+        clamped_to: ticket.clamped_to,
+        input_tokens_upper: ticket.input_tokens_upper,
+    };
+    let mut buffer = worker.upstream_request_buffers.borrow_mut().pop().unwrap_or_default();
+    let target = &shared.upstreams.targets[upstream];
+    let result = exchange::proxy_completion(sink, target, upstream, &worker.upstream_pool, &proxied, &mut buffer).await;
+    worker.upstream_request_buffers.borrow_mut().push(buffer);
+    let usage = Usage {
+        prompt_tokens: result.prompt_tokens,
+        completion_tokens: result.completion_tokens,
+        outcome: result.outcome,
+    };
+    let sent = match (result.status, result.refusal) {
+        (Some(status), _) => Ok(status),
+        (None, Some(refused)) => Err(refused),
+        (None, None) => Err(UpstreamRefusal { kind: ErrorKind::InternalError, retry_after_ms: None, message: None }),
+    };
+    Answer { usage, sent }
+}

@@ -1,0 +1,90 @@
+//! The client API (`/v1/...`) of one worker: routes, and the phases of each request.
+//!
+//! `ApiHandler` is what `http::server` calls for every request on a client connection. It
+//! routes by path and method; each route is a short list of phases (`chat`, `models`), and
+//! every refusal on the way becomes bytes through `rescue` alone. It owns no state of its own:
+//! what a core owns is the `Worker`'s.
+
+// A `Refusal` is a few hundred bytes on the stack; boxing it would allocate on every refusal,
+// which the refusal paths must not (tests/hot_path_allocations.rs).
+#![allow(clippy::result_large_err)]
+
+pub mod admit;
+pub mod authenticate;
+pub mod chat;
+pub mod dispatch;
+pub mod models;
+pub mod rescue;
+pub mod settle;
+
+use monoio::io::AsyncWriteRent;
+
+use crate::api::rescue::{Known, Refusal, rescue};
+use crate::errors::{ApiError, Detail, ErrorKind};
+use crate::http::request::Method;
+use crate::http::server::{Handler, OutBufferPool, Request, ResponseSink};
+use crate::metrics::{Route, WorkerMetrics};
+use crate::worker::Worker;
+
+const MODEL_PATH_PREFIX: &str = "/v1/models/";
+
+/// The client API served by one worker.
+pub struct ApiHandler {
+    pub worker: Worker,
+}
+
+impl Handler for ApiHandler {
+    async fn handle<S: AsyncWriteRent>(&self, request: &Request<'_>, sink: &mut ResponseSink<S>) {
+        let worker = &self.worker;
+        WorkerMetrics::gauge_up(&worker.metrics.requests_in_flight);
+        if worker.is_draining() {
+            sink.keep_alive = false;
+        }
+        let (route, status) = self.route(request, sink).await;
+        worker.metrics.count_request(route, status);
+        WorkerMetrics::gauge_down(&worker.metrics.requests_in_flight);
+    }
+
+    fn out_buffers(&self) -> &OutBufferPool {
+        &self.worker.out_buffers
+    }
+
+    fn write_framing_refusal(&self, out: &mut Vec<u8>, scratch: &mut Vec<u8>, error: &ApiError<'_>) {
+        rescue::write_framing_refusal(&self.worker, out, scratch, error);
+    }
+}
+
+impl ApiHandler {
+    async fn route<S: AsyncWriteRent>(&self, request: &Request<'_>, sink: &mut ResponseSink<S>) -> (Route, u16) {
+        let worker = &self.worker;
+        let head = &request.head;
+        let path = head.path;
+        let (route, allow) = if path == "/v1/chat/completions" {
+            (Route::ChatCompletions, "POST")
+        } else if path == "/v1/models" {
+            (Route::ListModels, "GET")
+        } else if path.len() > MODEL_PATH_PREFIX.len() && path.starts_with(MODEL_PATH_PREFIX) {
+            (Route::RetrieveModel, "GET")
+        } else {
+            let detail = Detail::UnknownEndpoint { method: head.method_str, path };
+            let error = ApiError { kind: ErrorKind::UnknownEndpoint, param: None, detail };
+            return (Route::Unknown, rescue(worker, sink, error.into(), Known::NOTHING).await);
+        };
+        let method_ok = match route {
+            Route::ChatCompletions => head.method == Method::Post,
+            _ => head.method == Method::Get,
+        };
+        if !method_ok {
+            let detail = Detail::MethodNotAllowed { method: head.method_str, path, allow };
+            let refusal =
+                Refusal::from(ApiError { kind: ErrorKind::MethodNotAllowed, param: None, detail }).allow(allow);
+            return (route, rescue(worker, sink, refusal, Known::NOTHING).await);
+        }
+        let status = match route {
+            Route::ChatCompletions => chat::chat_completions(worker, request, sink).await,
+            Route::ListModels => models::models(worker, None, request, sink).await,
+            _ => models::models(worker, Some(&path[MODEL_PATH_PREFIX.len()..]), request, sink).await,
+        };
+        (route, status)
+    }
+}

@@ -1,0 +1,106 @@
+//! The settle phase: an admitted request's hold becomes its charge, exactly once (SPEC §3.4).
+//!
+//! Whoever admitted settles: the store by the request id (retried within the second, since a
+//! settlement is idempotent per request id), the worker's lease (paid with the lease's next
+//! call), or nobody for a test key served on the fallback share. The charge is the actual cost
+//! from usage and never more than the hold; any excess is counted as operator loss.
+
+use crate::access::lease::LeaseSettlement;
+use crate::api::admit::{SettleBy, Ticket};
+use crate::metrics::WorkerMetrics;
+use crate::money::Nanos;
+use crate::store::{LeaseRecord, Outcome, Settled, Settlement, StoreError};
+use crate::worker::Worker;
+
+/// Pauses before the retries of a settlement the store could not take (under a second in all,
+/// store timeouts included at the default 250 ms).
+const SETTLE_RETRY_PAUSES_MS: [u64; 2] = [50, 200];
+
+/// Actual usage of an admitted request, for settlement.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub outcome: Outcome,
+}
+
+impl Usage {
+    /// A backend that failed before producing anything: settled at zero.
+    pub const NOTHING_DELIVERED: Usage =
+        Usage { prompt_tokens: 0, completion_tokens: 0, outcome: Outcome::BackendFailed };
+}
+
+/// Settles `ticket` with `usage`.
+pub async fn settle(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
+    match ticket.settle_by {
+        SettleBy::Store => settle_in_store(worker, ticket, usage).await,
+        SettleBy::Lease => settle_on_lease(worker, ticket, usage),
+        SettleBy::Nothing => {}
+    }
+}
+
+async fn settle_in_store(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
+    let shared = &worker.shared;
+    let request_id = ticket.request_id.as_str();
+    let settlement = Settlement {
+        request_id,
+        account_id: &ticket.caller.account_id,
+        prompt_tokens: usage.prompt_tokens,
+        completion_tokens: usage.completion_tokens,
+        outcome: usage.outcome,
+        now_ms: shared.clock.now_ms(),
+    };
+    // Settling is exactly once per request id, so a call whose answer was lost can be made
+    // again: a store that blinks still charges within the second SPEC §3 allows.
+    let mut result = shared.store.settle(&settlement).await;
+    for pause_ms in SETTLE_RETRY_PAUSES_MS {
+        if result != Err(StoreError::Unavailable) {
+            break;
+        }
+        monoio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+        result = shared.store.settle(&settlement).await;
+    }
+    match result {
+        Ok(Settled::Charged { charged, operator_loss, .. }) => {
+            debug_assert!(charged <= ticket.admitted.hold, "a charge never exceeds its hold");
+            let metrics = &worker.metrics;
+            WorkerMetrics::add(&metrics.settlements, 1);
+            WorkerMetrics::add(&metrics.charged_nanos, charged.0);
+            WorkerMetrics::add(&metrics.operator_loss_nanos, operator_loss.0);
+        }
+        Ok(Settled::AlreadySettled) => {
+            crate::log_warn_every!("request {request_id}: settle found no hold (already settled or reaped)");
+        }
+        // The hold stays and the reaper releases it at its expiry: the customer is never
+        // charged more than the hold, at worst nothing.
+        Err(error) => crate::log_warn_every!("request {request_id}: settle failed: {error}"),
+    }
+}
+
+fn settle_on_lease(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
+    let model = ticket.model;
+    let hold = ticket.admitted.hold;
+    let cost = model
+        .input_price
+        .cost_of(usage.prompt_tokens)
+        .zip(model.output_price.cost_of(usage.completion_tokens))
+        .and_then(|(input, output)| input.0.checked_add(output.0))
+        .map_or(hold, Nanos);
+    let settlement = LeaseSettlement {
+        hold,
+        tokens_charged: ticket.admitted.tokens_charged,
+        record: LeaseRecord {
+            request_id: ticket.request_id.as_str().into(),
+            key_id: ticket.caller.key_id.clone(),
+            model: model.id.as_str().into(),
+            prompt_tokens: usage.prompt_tokens,
+            completion_tokens: usage.completion_tokens,
+            cost,
+            outcome: usage.outcome,
+        },
+    };
+    // The charge is counted when the store applies it (the lease task); a cost above the hold
+    // is lost here already.
+    let loss = worker.leases.book.borrow_mut().settle(&ticket.caller.account_id, settlement);
+    WorkerMetrics::add(&worker.metrics.operator_loss_nanos, loss.0);
+}

@@ -1,0 +1,165 @@
+//! Listening sockets and their accept loops: one SO_REUSEPORT socket per worker on the same
+//! port, the monoio runtime each loop runs on (io_uring where the kernel allows it, else epoll),
+//! and draining when told to stop.
+//!
+//! Owns binding (a port another process already serves is refused instead of silently shared),
+//! accepting and handing each connection to `http::server` under a panic guard. It never looks
+//! inside a request: what a connection is for is the `Handler`'s business.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener as StdTcpListener};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use futures_channel::oneshot;
+use monoio::time::Instant;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::http::server::{Handler, ServerLimits, serve_connection};
+use crate::metrics::{Driver, WorkerMetrics};
+
+/// Connections a listener queues before accepting.
+const LISTEN_BACKLOG: i32 = 4096;
+/// Pause after a failed accept (for example out of file descriptors) before trying again.
+const ACCEPT_ERROR_BACKOFF_MS: u64 = 50;
+/// How often a draining worker checks whether its requests have finished.
+const DRAIN_POLL_MS: u64 = 10;
+
+/// What a listener loop reports to and how long it drains: shared by the loops of one server.
+#[derive(Clone)]
+pub struct Lifecycle {
+    /// Loops currently accepting (readiness, start-up wait).
+    pub running: Arc<AtomicUsize>,
+    /// How long a stopping loop waits for its in-flight requests.
+    pub drain_deadline_ms: u64,
+}
+
+/// Binds `count` listening sockets on `addr` with SO_REUSEPORT, after checking that no other
+/// socket (of any process) already listens there.
+pub fn bind_reuseport_group(addr: SocketAddr, count: usize) -> io::Result<Vec<StdTcpListener>> {
+    let mut addr = addr;
+    if addr.port() != 0 {
+        // A plain bind fails if anything listens on the port, even with SO_REUSEPORT.
+        let probe = new_socket(addr, false)?;
+        probe.bind(&addr.into()).map_err(|error| {
+            io::Error::new(error.kind(), format!("{addr} is already in use by another process ({error})"))
+        })?;
+        drop(probe);
+    }
+    let mut listeners = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = new_socket(addr, true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(LISTEN_BACKLOG)?;
+        let listener: StdTcpListener = socket.into();
+        addr = listener.local_addr()?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+fn new_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+/// Builds a monoio runtime (io_uring if the kernel allows it and the ring builds, else epoll),
+/// records which one in `metrics`, and runs `make_future()` on it to completion.
+pub fn run_on_runtime<F, Fut>(metrics: &WorkerMetrics, name: &str, make_future: F)
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    if monoio::utils::detect_uring() {
+        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build() {
+            Ok(mut runtime) => {
+                metrics.set_driver(Driver::IoUring);
+                eprintln!("fikra-gateway: {name} runs on io_uring");
+                runtime.block_on(make_future());
+                return;
+            }
+            Err(error) => eprintln!("fikra-gateway: {name}: io_uring runtime failed to build ({error}); using epoll"),
+        }
+    }
+    match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
+        Ok(mut runtime) => {
+            metrics.set_driver(Driver::Epoll);
+            eprintln!("fikra-gateway: {name} runs on epoll");
+            runtime.block_on(make_future());
+        }
+        Err(error) => eprintln!("fikra-gateway: {name}: no runtime could be built: {error}"),
+    }
+}
+
+/// Accepts connections until told to stop, then waits for in-flight requests to finish.
+pub async fn serve_listener<H: Handler + 'static>(
+    listener: StdTcpListener,
+    handler: Rc<H>,
+    metrics: Arc<WorkerMetrics>,
+    limits: ServerLimits,
+    mut stop: oneshot::Receiver<()>,
+    lifecycle: Lifecycle,
+    tls: Option<monoio_rustls::TlsAcceptor>,
+) {
+    let listener = match monoio::net::TcpListener::from_std(listener) {
+        Ok(listener) => listener,
+        Err(error) => {
+            eprintln!("fikra-gateway: cannot register listener: {error}");
+            return;
+        }
+    };
+    lifecycle.running.fetch_add(1, Ordering::Release);
+    loop {
+        // Cancelling an accept can leak the accepted descriptor (monoio 0.2.4); this select
+        // cancels at most once, at shutdown, when that no longer matters.
+        monoio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    WorkerMetrics::add(&metrics.connections_accepted, 1);
+                    let handler = handler.clone();
+                    let metrics = metrics.clone();
+                    let tls = tls.clone();
+                    monoio::spawn(async move {
+                        WorkerMetrics::gauge_up(&metrics.connections_open);
+                        let connection = async {
+                            match tls {
+                                None => serve_connection(stream, &*handler, &limits).await,
+                                Some(acceptor) => {
+                                    // A handshake gets the head's time budget; failures just close.
+                                    let handshake = Duration::from_millis(limits.head_timeout_ms);
+                                    if let Ok(Ok(stream)) = monoio::time::timeout(handshake, acceptor.accept(stream)).await {
+                                        serve_connection(stream, &*handler, &limits).await;
+                                    }
+                                }
+                            }
+                        };
+                        let served = std::panic::AssertUnwindSafe(connection);
+                        if crate::panic_guard::catch_unwind(served).await.is_err() {
+                            WorkerMetrics::add(&metrics.connection_panics, 1);
+                        }
+                        WorkerMetrics::gauge_down(&metrics.connections_open);
+                    });
+                }
+                Err(error) => {
+                    eprintln!("fikra-gateway: accept failed: {error}");
+                    monoio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
+                }
+            },
+            _ = &mut stop => break,
+        }
+    }
+    drop(listener);
+    let deadline = Instant::now() + Duration::from_millis(lifecycle.drain_deadline_ms);
+    while metrics.requests_in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+        monoio::time::sleep(Duration::from_millis(DRAIN_POLL_MS)).await;
+    }
+    lifecycle.running.fetch_sub(1, Ordering::Release);
+}

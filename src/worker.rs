@@ -1,0 +1,91 @@
+//! Everything one core owns, in one struct: the state a worker's requests share without locks.
+//!
+//! A `Worker` lives on one thread (one monoio runtime) for the life of the process. Its fields
+//! are the complete list of per-core state: caches that stay correct against the shared store,
+//! this core's leases and their task, its upstream connection pool and buffers, its output
+//! buffer pool, its request-id counter and its metrics shard. Nothing per core hides in a
+//! thread-local (the `Date` header cache and the Redis runtime epoch are per thread, not per
+//! core). It never decides the order of a request's steps; that is `api`'s.
+
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+
+use crate::access::auth::KeyCache;
+use crate::access::deny_cache::DenyCache;
+use crate::access::fallback::FallbackBuckets;
+use crate::access::lease_task::LeaseTask;
+use crate::backend::upstream::client::Pool;
+use crate::http::server::OutBufferPool;
+use crate::ids::RequestId;
+use crate::metrics::WorkerMetrics;
+use crate::shared::Shared;
+
+/// What one worker (one core) owns.
+pub struct Worker {
+    /// This worker's number on the node (0-based), also inside its request ids.
+    pub index: usize,
+    /// What every worker of the node shares (configuration, store, registry, switches).
+    pub shared: Arc<Shared>,
+    /// This core's metrics shard (merged only when `/metrics` is read).
+    pub metrics: Arc<WorkerMetrics>,
+    /// Key records by hash, trusted for `KEY_CACHE_TTL_MS` and dropped on any revocation.
+    pub key_cache: RefCell<KeyCache>,
+    /// Refusals remembered so repeats cost no store call.
+    pub deny_cache: RefCell<DenyCache>,
+    /// This worker's share of test-key limits while the store is unreachable.
+    pub fallback: RefCell<FallbackBuckets>,
+    /// Leases of busy accounts' limits and wallets, and the task that renews and pays them.
+    pub leases: LeaseTask,
+    /// This core's idle connections to upstreams.
+    pub upstream_pool: Pool,
+    /// Reused buffers for upstream requests (one per request in flight at most).
+    pub upstream_request_buffers: RefCell<Vec<Vec<u8>>>,
+    /// Output buffers lent to this core's client connections, one response at a time.
+    pub out_buffers: OutBufferPool,
+    /// Requests numbered so far (the low bits of each request id).
+    request_counter: Cell<u64>,
+}
+
+impl Worker {
+    pub fn new(index: usize, shared: Arc<Shared>) -> Worker {
+        let metrics = shared.metrics.workers[index].clone();
+        let upstream_pool = Pool::new(metrics.clone());
+        let owner = format!("{}-{index}", String::from_utf8_lossy(&shared.node_tag));
+        Worker {
+            index,
+            shared,
+            metrics,
+            key_cache: RefCell::default(),
+            deny_cache: RefCell::default(),
+            fallback: RefCell::default(),
+            leases: LeaseTask::new(&owner),
+            upstream_pool,
+            upstream_request_buffers: RefCell::default(),
+            out_buffers: OutBufferPool::default(),
+            request_counter: Cell::new(0),
+        }
+    }
+
+    /// The next request id of this worker (unique on the node; the node tag makes it unique
+    /// across nodes).
+    pub fn next_request_id(&self) -> RequestId {
+        let counter = self.request_counter.get().wrapping_add(1);
+        self.request_counter.set(counter);
+        RequestId::new(&self.shared.node_tag, self.index, counter)
+    }
+
+    /// Runs this worker's lease task until `stop_leases` (spawned once per worker).
+    pub async fn run_leases(&self) {
+        self.leases.run(&self.shared.store, &self.shared.clock, &self.metrics).await;
+    }
+
+    /// Ends every lease once the worker has drained; returns when they are ended.
+    pub async fn stop_leases(&self) {
+        self.leases.stop().await;
+    }
+
+    /// Whether the node is draining (SIGTERM): responses then close their connections.
+    pub fn is_draining(&self) -> bool {
+        self.shared.is_draining()
+    }
+}
