@@ -8,13 +8,13 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fikra_gateway::access::auth::{KeyCache, hash_key, parse_authorization};
-use fikra_gateway::access::ratelimit::TokenBucket;
 use fikra_gateway::backend::upstream::rewrite::{EventKind, ReportedUsage, next_event_end, rewrite_event};
 use fikra_gateway::errors::{ApiError, Bucket, Detail, ErrorKind};
 use fikra_gateway::http::duration::write_go_duration;
 use fikra_gateway::http::request::parse_head;
 use fikra_gateway::http::response::{ErrorExtras, ResponseContext, frame_chunk_in_place, write_error};
 use fikra_gateway::openai::chat::parse_chat_request;
+use fikra_gateway::ratelimit::TokenBucket;
 use fikra_gateway::store::{KeyKind, KeyRecord, RateSnapshot};
 
 #[path = "../tests/support/counting_allocator.rs"]

@@ -1,27 +1,43 @@
 //! fikra-gateway: the edge of a paid, OpenAI-compatible inference API.
 //!
-//! One request, from accept to response (follow the modules in this order):
+//! One chat request, from accept to response; the files in the order it meets them:
 //!
-//! 1. `runtime` starts one monoio runtime per core (io_uring, else epoll), each with its own
-//!    SO_REUSEPORT listener, plus the admin listener; it accepts connections.
-//! 2. `http::server` runs the connection: `http::request` parses the head without copying,
-//!    `http::chunked` decodes chunked bodies, limits and timeouts refuse abuse (431/413/400).
-//! 3. `pipeline` is the control flow of one client request: route, then `auth` (key format,
-//!    per-worker cache, store lookup), `openai::chat` (validate and measure the body without
-//!    allocating), `openai::models` (registry, prices, caps), then one atomic admission in the
-//!    `store` (RPM + TPM + wallet hold; `admission_cache` answers repeat refusals without the
-//!    store and keeps test keys served while it is down; `lease` admits a busy account's
-//!    requests from the worker's own slice of its limits and wallet), dispatch to a backend
-//!    (`sandbox_server` in process, or
-//!    `proxy` to an upstream over a pooled `upstream::client` connection, TCP or `tls`, with
-//!    `upstream::relay` rewriting the model and reading usage from each answer or SSE event),
-//!    and settlement of the hold from actual usage, exactly once.
-//! 4. Every refusal is one `errors::ApiError`, rendered by `http::response` from bodies built at
-//!    start-up, with the request id and rate-limit headers.
-//! 5. `admin` serves operators (accounts, keys, top-ups, usage, maintenance, metrics).
+//! 1. `main.rs` -> `cli.rs` (argv) -> `config/` (the whole file validated, every error at once)
+//!    -> `runtime.rs`: one monoio runtime per core (io_uring, else epoll), each a `worker.rs`
+//!    `Worker` owning everything that core owns (key and deny caches, leases and their task,
+//!    upstream pool and buffers, output buffers, request ids, metrics shard), beside the
+//!    `shared.rs` state every worker reads (config, store, registry, switches).
+//! 2. `http/listener.rs` accepts on the worker's own SO_REUSEPORT socket; `http/server.rs` runs
+//!    the connection: `http/request.rs` parses the head without copying, `http/chunked.rs`
+//!    decodes chunked bodies, limits and timeouts refuse abuse (431/413/400) before any handler.
+//! 3. `api/mod.rs` routes by path and method. `api/chat.rs` is the request as phases, each a
+//!    `Result<_, Refusal>`:
+//!    - `api/authenticate.rs`: the key (`access/auth.rs`: format, hash, per-worker cache) to
+//!      its caller, through the store on a miss;
+//!    - `openai/chat/` validates and measures the body without allocating; `openai/models.rs`
+//!      is the registry (prices, caps, backends);
+//!    - `api/admit.rs`: one atomic admission (RPM + TPM + wallet hold, SPEC §3-§4), answered by
+//!      a deny entry (`access/deny_cache.rs`), the worker's lease of a busy account
+//!      (`access/lease.rs`, paid by `access/lease_task.rs`), or the `store/` (embedded, or
+//!      Redis through the `redis/` client); `access/fallback.rs` serves test keys while the
+//!      store is down;
+//!    - `api/dispatch.rs`: to the backend, `backend/sandbox/` in process (`reply.rs` writes the
+//!      answer) or `backend/upstream/exchange.rs` over a pooled `backend/upstream/client.rs`
+//!      connection (TCP or `tls.rs`), with `backend/upstream/rewrite.rs` putting the public
+//!      model id into every answer and SSE event and reading usage from it;
+//!    - `api/settle.rs`: the hold becomes the actual charge, exactly once.
+//! 4. Any refusal goes to `api/rescue.rs`, the one road to an error on the wire: the
+//!    `errors.rs` kind (status, type, code, side, whether the connection closes) rendered by
+//!    `http/response.rs` from bodies built at start-up, with the request id and rate headers.
+//! 5. `admin.rs` serves operators on its own listener (accounts, keys, top-ups, usage,
+//!    maintenance, metrics); `sandbox_server.rs` runs the sandbox alone as a stand-in upstream.
 //!
-//! Money is integers (`money`), limits are named constants (`limits`), time is injected
-//! (`clock`), configuration is validated whole before anything starts (`config`).
+//! Leaves every layer may use: `money` (integer nano-USD), `limits` (every bound, named),
+//! `clock` (time, injected), `ratelimit` (bucket arithmetic), `metrics`, `log`, `errors`, `ids`,
+//! `json`, `digits`, `panic_guard`, `tls`. Imports between top-level modules only go down:
+//! `cli` > `runtime` > `admin`, `api`, `sandbox_server` > `worker` > `shared` > `access`,
+//! `backend` > `config` > `store` > `redis`, `http`, `openai` > the leaves
+//! (`tests/layers.rs` checks it).
 #![forbid(unsafe_code)]
 
 pub mod access;
@@ -42,6 +58,7 @@ pub mod metrics;
 pub mod money;
 pub mod openai;
 pub mod panic_guard;
+pub mod ratelimit;
 pub mod redis;
 pub mod runtime;
 pub mod sandbox_server;

@@ -8,8 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::access::ratelimit::TokenBucket;
 use crate::errors::Bucket;
+use crate::ratelimit::TokenBucket;
 use crate::store::{Admission, AdmitRequest, Admitted, RateSnapshot, TierLimits};
 
 /// Accounts tracked before the buckets are cleared (bounds memory under a flood of accounts).

@@ -10,4 +10,3 @@ pub mod deny_cache;
 pub mod fallback;
 pub mod lease;
 pub mod lease_task;
-pub mod ratelimit;

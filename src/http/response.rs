@@ -11,7 +11,7 @@ use crate::digits::push_decimal;
 use crate::errors::{self, ApiError};
 use crate::http::date;
 use crate::http::duration::write_go_duration;
-use crate::store::RateSnapshot;
+use crate::ratelimit::RateSnapshot;
 
 /// The per-request facts every response head may carry.
 #[derive(Copy, Clone, Debug, Default)]

@@ -107,17 +107,8 @@ pub struct AccountView {
     pub created_at_ms: u64,
 }
 
-/// The state of both rate buckets of an account, for the `x-ratelimit-*` headers.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct RateSnapshot {
-    pub requests_limit: u64,
-    pub requests_remaining: u64,
-    /// Time until the requests bucket is full again, in milliseconds (rounded up).
-    pub requests_reset_ms: u64,
-    pub tokens_limit: u64,
-    pub tokens_remaining: u64,
-    pub tokens_reset_ms: u64,
-}
+/// The rate-limit headers' facts (defined with the bucket arithmetic; every store reports them).
+pub use crate::ratelimit::RateSnapshot;
 
 /// One request asking to be admitted: RPM, TPM and the wallet hold, decided in one atomic step.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

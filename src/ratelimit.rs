@@ -4,6 +4,21 @@
 //! ms. The level is kept in units of 1/60,000 token so one elapsed millisecond adds exactly
 //! `capacity` units: no rounding drift, no floating point. A refused take changes nothing; a
 //! clock that steps backwards neither panics nor mints tokens.
+//!
+//! A leaf: the stores (which own the shared buckets), the fallback buckets and the response
+//! headers all use it; it uses nothing of the crate.
+
+/// The state of both rate buckets of an account, for the `x-ratelimit-*` headers.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct RateSnapshot {
+    pub requests_limit: u64,
+    pub requests_remaining: u64,
+    /// Time until the requests bucket is full again, in milliseconds (rounded up).
+    pub requests_reset_ms: u64,
+    pub tokens_limit: u64,
+    pub tokens_remaining: u64,
+    pub tokens_reset_ms: u64,
+}
 
 /// Units per token: one minute in milliseconds.
 pub const UNITS_PER_TOKEN: u128 = 60_000;
