@@ -36,7 +36,7 @@ const _: () = assert!(UPSTREAM_REQUEST_DEADLINE_MS < HOLD_TTL_MS, "a request mus
 /// How often each store's reaper looks for expired holds.
 pub const HOLD_REAPER_INTERVAL_MS: u64 = 5_000;
 
-// Leases (src/lease.rs): a worker's share of a busy account's buckets and wallet.
+// Leases (src/access/lease.rs): a worker's share of a busy account's buckets and wallet.
 /// A worker leases for an account once it admits this many of the account's requests a second.
 pub const LEASE_MIN_REQUESTS_PER_S: u64 = 20;
 /// The window over which a worker measures an account's rate of admissions.
