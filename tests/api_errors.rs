@@ -1,9 +1,10 @@
 //! Every row of the SPEC §2 error table that the core can produce, over real sockets: status,
 //! type, code, param, exact body shape, and the headers each row promises.
 
-mod common;
+mod support;
 
-use common::*;
+use support::gateway::*;
+use support::http::*;
 
 const ACCOUNT_HEADERS: [&str; 7] = [
     "x-request-id",
