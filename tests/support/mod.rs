@@ -12,13 +12,16 @@
 //! - `gateway_process`: real `fikra-gateway serve` processes for multi-node tests;
 //! - `redis_server`: real `redis-server` processes, standalone or as a Redis Cluster;
 //! - `counting_allocator`: a global allocator that counts allocations (the benches include
-//!   this one file with `#[path]`, as they cannot build the rest).
+//!   this one file with `#[path]`, as they cannot build the rest);
+//! - `error_cases`: the SPEC §2 error cases of `tests/cases/errors.json`, shared with the
+//!   Python SDK suite.
 //!
 //! Each test binary uses only part of this, hence `dead_code` is allowed here.
 #![allow(dead_code)]
 
 pub mod certificates;
 pub mod counting_allocator;
+pub mod error_cases;
 pub mod gateway;
 pub mod gateway_process;
 pub mod http;
