@@ -355,14 +355,16 @@ fn redis_outage_fails_paid_requests_fast_and_recovers_by_itself() {
     redis.restart(&["--appendonly", "yes", "--appendfsync", "always"]);
     let ready_after =
         wait_for(Duration::from_secs(5), || (node.readiness() == Some(200)).then(|| restarted_at.elapsed()));
-    let paid_again = || {
-        let samples = samples.lock().unwrap();
-        samples.iter().any(|s| s.live && s.status == 200 && s.sent_at > restarted_at)
+    // Full service again: paid requests served, and the admin API reading the wallet.
+    let full_service = || {
+        let paid = samples.lock().unwrap().iter().any(|s| s.live && s.status == 200 && s.sent_at > restarted_at);
+        paid && node.admin_call("GET", "/admin/accounts/payer", "").status == 200
     };
-    wait_until(Duration::from_secs(5), paid_again);
+    let served_again = wait_until(Duration::from_secs(5), full_service);
     stop.store(true, Ordering::Release);
     load.into_iter().for_each(|t| t.join().unwrap());
     let ready_after = ready_after.expect("ready again within 5 s of Redis returning");
+    assert!(served_again, "paid requests and the admin API served within 5 s of Redis returning");
 
     let samples = samples.lock().unwrap();
     let slowest = samples.iter().map(|s| s.took).max().unwrap();
