@@ -3,15 +3,13 @@
 //! measured loop: pre-built request bytes, a fixed read buffer) sends requests over one
 //! keep-alive connection.
 
-mod common;
+mod support;
 
 use std::io::{Read, Write};
 
-use common::*;
-
-#[path = "support/counting_allocator.rs"]
-mod counting_allocator;
-use counting_allocator::{CountingAllocator, allocations};
+use support::counting_allocator::{CountingAllocator, allocations};
+use support::gateway::*;
+use support::http::*;
 
 /// The counter is process-wide: tests that read it take turns.
 static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());

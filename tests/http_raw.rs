@@ -1,13 +1,14 @@
 //! Raw-bytes HTTP/1.1 behaviour over real sockets: keep-alive, pipelining, limits,
 //! smuggling-shaped inputs, slow and half-closed clients, 100-continue.
 
-mod common;
+mod support;
 
 use std::io::{BufReader, Read, Write};
 use std::net::Shutdown;
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::gateway::*;
+use support::http::*;
 
 fn models_request(key: &str) -> String {
     format!("GET /v1/models HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {key}\r\n\r\n")

@@ -1,9 +1,10 @@
 //! Rate limits and top-ups end to end: the Unverified tier's 30 RPM, the Trusted flip on the
 //! first top-up, idempotent payment references, KES conversion.
 
-mod common;
+mod support;
 
-use common::*;
+use support::gateway::*;
+use support::http::*;
 
 // Goal: 30 requests pass, the 31st is refused; a KES top-up flips the account to Trusted (100
 // RPM) and credits exactly once per reference.

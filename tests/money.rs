@@ -1,12 +1,13 @@
 //! Money under concurrency: the wallet never goes negative, never pays for more than it holds,
 //! and its balance change equals the ledger's charges to the nano-dollar.
 
-mod common;
+mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::*;
+use support::gateway::*;
+use support::http::*;
 
 const HIGH_LIMITS: &str = r#"
 [[account_overrides]]
@@ -20,11 +21,10 @@ rpm = 100000
 tpm = 100000000
 "#;
 
+/// (cost in nano-USD, outcome) of every record of the account's ledger.
 fn ledger_costs(gateway: &TestGateway, account: &str) -> Vec<(u64, String)> {
-    let usage = gateway.admin_call("GET", &format!("/admin/accounts/{account}/usage?limit=1000"), "").json();
-    usage["data"]
-        .as_array()
-        .unwrap()
+    gateway
+        .usage(account)
         .iter()
         .map(|r| (usd_to_nanos(r["cost_usd"].as_str().unwrap()), r["outcome"].as_str().unwrap().to_string()))
         .collect()
@@ -65,10 +65,7 @@ fn concurrent_requests_never_overdraw_the_wallet() {
         std::thread::spawn(move || {
             let mut observations = 0;
             while !stop.load(Ordering::Relaxed) {
-                let request = format!(
-                    "GET /admin/accounts/rich HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {ADMIN_TOKEN}\r\nconnection: close\r\n\r\n"
-                );
-                let account = send_one(admin, request.as_bytes()).json();
+                let account = admin_call(admin, "GET", "/admin/accounts/rich", "").json();
                 let balance = usd_to_nanos(account["balance_usd"].as_str().unwrap());
                 let held = usd_to_nanos(account["held_usd"].as_str().unwrap());
                 assert!(held <= balance, "held {held} > balance {balance}");

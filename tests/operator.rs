@@ -1,16 +1,17 @@
 //! The operator side outside the request path: start-up refusals, `check-config`, and the
 //! standalone sandbox server.
 
-mod common;
+mod support;
 
 use std::io::{BufReader, Write};
 use std::process::Command;
 
-use common::*;
 use fikra_gateway::clock::Clock;
 use fikra_gateway::config::SandboxSettings;
 use fikra_gateway::runtime::Gateway;
 use fikra_gateway::sandbox_server::SandboxServer;
+use support::gateway::*;
+use support::http::*;
 
 // Goal: a port another process (here: another socket) already listens on is refused at
 // start-up instead of being silently shared through SO_REUSEPORT.

@@ -2,77 +2,19 @@
 //! ports: pipelining under concurrency, AUTH, fail-fast while Redis is down, and recovery when
 //! it returns, without restarting anything.
 
+mod support;
+
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use fikra_gateway::cli::block_on;
 use fikra_gateway::redis::{RedisClient, RedisError, RedisSettings, Reply};
+use support::redis_server::RedisServer;
+use support::wait::wait_until_async;
 
-struct RedisServer {
-    child: Child,
-    port: u16,
-}
-
-impl RedisServer {
-    /// Starts redis-server on a free port (another if a concurrent test took that one first).
-    fn start_fresh(extra: &[&str]) -> RedisServer {
-        loop {
-            if let Some(server) = RedisServer::try_start(free_port(), extra) {
-                return server;
-            }
-        }
-    }
-
-    /// Starts redis-server on `port`; `None` if the port was taken (the server exited).
-    fn try_start(port: u16, extra: &[&str]) -> Option<RedisServer> {
-        let mut child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed");
-        let started = Instant::now();
-        loop {
-            if child.try_wait().ok().flatten().is_some() {
-                return None;
-            }
-            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-                // Whoever answered, ours must still be running (a second server on a taken
-                // port exits at once).
-                std::thread::sleep(Duration::from_millis(20));
-                if child.try_wait().ok().flatten().is_some() {
-                    return None;
-                }
-                return Some(RedisServer { child, port });
-            }
-            assert!(started.elapsed() < Duration::from_secs(10), "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    fn start(port: u16, extra: &[&str]) -> RedisServer {
-        RedisServer::try_start(port, extra).unwrap_or_else(|| panic!("port {port} is taken"))
-    }
-
-    fn stop(mut self) -> u16 {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        self.port
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
+/// Every server here runs without persistence.
+const NO_PERSISTENCE: [&str; 2] = ["--appendonly", "no"];
 
 fn settings(port: u16, password: Option<&str>) -> RedisSettings {
     RedisSettings {
@@ -87,7 +29,7 @@ fn settings(port: u16, password: Option<&str>) -> RedisSettings {
 // its own reply: together exactly the values 1..=1000.
 #[test]
 fn concurrent_commands_are_pipelined_and_matched_in_order() {
-    let server = RedisServer::start_fresh(&[]);
+    let server = RedisServer::start(&NO_PERSISTENCE);
     block_on(async {
         let client = Rc::new(RedisClient::new(settings(server.port, None)));
         assert_eq!(client.call(&[b"PING"]).await, Ok(Reply::SimpleString(b"PONG".to_vec())));
@@ -119,7 +61,7 @@ fn concurrent_commands_are_pipelined_and_matched_in_order() {
 // Goal: AUTH is sent on connect; a wrong password is a server error, not a hang.
 #[test]
 fn authenticates() {
-    let server = RedisServer::start_fresh(&["--requirepass", "s3cret"]);
+    let server = RedisServer::start(&["--appendonly", "no", "--requirepass", "s3cret"]);
     block_on(async {
         let good = RedisClient::new(settings(server.port, Some("s3cret")));
         assert_eq!(good.call(&[b"SET", b"k", b"v"]).await, Ok(Reply::SimpleString(b"OK".to_vec())));
@@ -133,27 +75,22 @@ fn authenticates() {
 // returns on the same port the same client recovers by itself.
 #[test]
 fn fails_fast_while_down_and_recovers() {
-    let server = RedisServer::start_fresh(&[]);
+    let mut server = RedisServer::start(&NO_PERSISTENCE);
     let port = server.port;
     block_on(async move {
         let client = RedisClient::new(settings(port, None));
         assert!(client.call(&[b"PING"]).await.is_ok());
-        server.stop();
+        server.kill();
         for _ in 0..20 {
             let started = Instant::now();
             let result = client.call(&[b"PING"]).await;
             assert!(matches!(result, Err(RedisError::Unavailable | RedisError::Timeout)), "{result:?}");
             assert!(started.elapsed() < Duration::from_millis(600), "took {:?}", started.elapsed());
         }
-        let _server = RedisServer::start(port, &[]);
-        let started = Instant::now();
-        loop {
-            if client.call(&[b"PING"]).await.is_ok() {
-                break;
-            }
-            assert!(started.elapsed() < Duration::from_secs(5), "did not recover");
-            monoio::time::sleep(Duration::from_millis(50)).await;
-        }
+        server.restart(&NO_PERSISTENCE);
+        let recovered =
+            wait_until_async(Duration::from_secs(5), || async { client.call(&[b"PING"]).await.is_ok() }).await;
+        assert!(recovered, "did not recover");
         assert!(client.is_connected());
     });
 }

@@ -14,13 +14,12 @@
 //!
 //! Each test starts its own 3-master cluster (slot moves would disturb the shared one).
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
+mod support;
 
 use fikra_gateway::cli::block_on;
 use fikra_gateway::money::{Nanos, NanosPerToken};
 use fikra_gateway::store::*;
-use redis_server::{CommandStat, RedisCluster, cluster_node_id, command_stat, error_count, redis_cli};
+use support::redis_server::{self, CommandStat, RedisCluster, cluster_node_id, command_stat, error_count, redis_cli};
 
 const T0: u64 = 1_800_000_000_000;
 const PRICE: NanosPerToken = NanosPerToken(500);

@@ -2,11 +2,7 @@
 //! `fikra-gateway serve` processes, revocations reach every node, the Redis commands each
 //! request costs, a Redis outage and its recovery, and a top-up that survives `kill -9`.
 
-mod common;
-#[path = "support/gateway_process.rs"]
-mod gateway_process;
-#[path = "support/redis_server.rs"]
-mod redis_server;
+mod support;
 
 use std::collections::HashMap;
 use std::io::{BufReader, Write};
@@ -15,9 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::time::{Duration, Instant};
 
-use common::*;
-use gateway_process::{GatewayProcess, timed_send};
-use redis_server::{RedisServer, redis_cli, unique_prefix};
+use support::gateway::usd_to_nanos;
+use support::gateway_process::GatewayProcess;
+use support::http::*;
+use support::redis_server::{self, RedisServer, redis_cli, unique_prefix};
+use support::wait::{wait_for, wait_until};
 
 /// The `[store]` body for one Redis at `redis`, keys under `prefix`.
 fn store_section(redis: SocketAddr, prefix: &str, nodes: u32) -> String {
@@ -51,22 +49,6 @@ fn three_nodes(test: &str, extra: &str) -> Vec<GatewayProcess> {
     (0..3).map(|n| GatewayProcess::start(&format!("{test}-{n}"), &store, extra)).collect()
 }
 
-fn create_account(node: &GatewayProcess, id: &str, credit_usd: &str) {
-    node.admin_json("POST", "/admin/accounts", &format!(r#"{{"id":"{id}","signup_credit_usd":"{credit_usd}"}}"#), 201);
-}
-
-/// A new key on `account`: (key id, key).
-fn create_key(node: &GatewayProcess, account: &str, kind: &str) -> (String, String) {
-    let created =
-        node.admin_json("POST", &format!("/admin/accounts/{account}/keys"), &format!(r#"{{"kind":"{kind}"}}"#), 201);
-    (created["key_id"].as_str().unwrap().to_string(), created["key"].as_str().unwrap().to_string())
-}
-
-fn usage_costs(node: &GatewayProcess, account: &str) -> Vec<u64> {
-    let usage = node.admin_json("GET", &format!("/admin/accounts/{account}/usage?limit=1000"), "", 200);
-    usage["data"].as_array().unwrap().iter().map(|r| usd_to_nanos(r["cost_usd"].as_str().unwrap())).collect()
-}
-
 /// Status counts of `responses`.
 fn tally(statuses: impl IntoIterator<Item = u16>) -> HashMap<u16, usize> {
     let mut counts = HashMap::new();
@@ -81,8 +63,8 @@ fn tally(statuses: impl IntoIterator<Item = u16>) -> HashMap<u16, usize> {
 #[test]
 fn rpm_is_global_across_three_nodes() {
     let nodes = Arc::new(three_nodes("rpm", ""));
-    create_account(&nodes[0], "spread", "1.00");
-    let (_, key) = create_key(&nodes[1], "spread", "live");
+    nodes[0].create_account("spread", "1.00");
+    let (_, key) = nodes[1].create_key("spread", "live");
     // A small answer cap keeps the token bucket (40,000 TPM) out of the way.
     let body = r#"{"model":"fikra-flash","max_tokens":16,"messages":[{"role":"user","content":"habari"}]}"#;
     let request = chat_request(&key, body);
@@ -91,7 +73,7 @@ fn rpm_is_global_across_three_nodes() {
         .map(|client| {
             let (nodes, request) = (nodes.clone(), request.clone());
             std::thread::spawn(move || {
-                (0..10).map(|n| send_one(nodes[(client + n) % 3].node.api, request.as_bytes())).collect::<Vec<_>>()
+                (0..10).map(|n| send_one(nodes[(client + n) % 3].api, request.as_bytes())).collect::<Vec<_>>()
             })
         })
         .collect();
@@ -111,7 +93,7 @@ fn rpm_is_global_across_three_nodes() {
         let retry_after: u64 = refused.header("retry-after").unwrap().parse().unwrap();
         assert!((1..=2).contains(&retry_after), "retry-after {retry_after}");
     }
-    assert_eq!(usage_costs(&nodes[2], "spread").len(), admitted, "one ledger record per admitted request");
+    assert_eq!(nodes[2].usage_costs("spread").len(), admitted, "one ledger record per admitted request");
 }
 
 // Goal: 300 concurrent requests spread over three nodes against a wallet that pays for exactly
@@ -124,15 +106,15 @@ fn wallet_pays_for_k_of_300_concurrent_requests_across_nodes() {
     let extra = format!("{METERED_MODEL}{}", override_limits("wallet", 100_000, 100_000_000));
     let nodes = Arc::new(three_nodes("wallet", &extra));
     let credit = fikra_gateway::money::Nanos(K * ANSWER_NANOS).to_usd_string();
-    create_account(&nodes[0], "wallet", &credit);
-    let (_, key) = create_key(&nodes[0], "wallet", "live");
+    nodes[0].create_account("wallet", &credit);
+    let (_, key) = nodes[0].create_key("wallet", "live");
     let request = chat_request(&key, &simple_chat("metered", "lipa"));
     let barrier = Arc::new(Barrier::new(300));
     let clients: Vec<_> = (0..300)
         .map(|client| {
             let (nodes, request, barrier) = (nodes.clone(), request.clone(), barrier.clone());
             std::thread::spawn(move || {
-                let stream = connect(nodes[client % 3].node.api);
+                let stream = connect(nodes[client % 3].api);
                 barrier.wait();
                 (&stream).write_all(request.as_bytes()).unwrap();
                 read_response(&mut BufReader::new(stream)).expect("a response")
@@ -154,7 +136,7 @@ fn wallet_pays_for_k_of_300_concurrent_requests_across_nodes() {
     let account = nodes[1].admin_json("GET", "/admin/accounts/wallet", "", 200);
     assert_eq!(account["balance_usd"], "0.000000000");
     assert_eq!(account["held_usd"], "0.000000000");
-    let costs = usage_costs(&nodes[2], "wallet");
+    let costs = nodes[2].usage_costs("wallet");
     assert_eq!(costs.len(), K as usize);
     assert_eq!(costs.iter().sum::<u64>(), K * ANSWER_NANOS, "ledger = balance change");
 }
@@ -165,13 +147,13 @@ fn wallet_pays_for_k_of_300_concurrent_requests_across_nodes() {
 fn revocation_through_one_node_reaches_every_node_within_a_second() {
     // Test keys get the Unverified limits: raise them above the 72 requests sent here.
     let nodes = three_nodes("revoke", "[tiers.unverified]\nrpm = 1000\ntpm = 1000000\n");
-    create_account(&nodes[0], "leaver", "1.00");
-    let (key_id, key) = create_key(&nodes[0], "leaver", "test");
+    nodes[0].create_account("leaver", "1.00");
+    let (key_id, key) = nodes[0].create_key("leaver", "test");
     let request = chat_request(&key, &simple_chat("fikra-flash", "kwaheri"));
     // Fresh connections land on both workers of each node: every cache holds the key.
     for node in &nodes {
         for _ in 0..12 {
-            assert_eq!(send_one(node.node.api, request.as_bytes()).status, 200);
+            assert_eq!(send_one(node.api, request.as_bytes()).status, 200);
         }
     }
     nodes[0].admin_json("DELETE", &format!("/admin/keys/{key_id}"), "", 200);
@@ -179,16 +161,20 @@ fn revocation_through_one_node_reaches_every_node_within_a_second() {
     let mut first_refusal_ms = [None; 3];
     while first_refusal_ms.iter().any(Option::is_none) && revoked_at.elapsed() < Duration::from_secs(1) {
         for (n, node) in nodes.iter().enumerate() {
-            if first_refusal_ms[n].is_none() && send_one(node.node.api, request.as_bytes()).status == 401 {
+            if first_refusal_ms[n].is_none() && send_one(node.api, request.as_bytes()).status == 401 {
                 first_refusal_ms[n] = Some(revoked_at.elapsed().as_millis());
             }
         }
     }
     eprintln!("first refusal per node after the revocation (ms): {first_refusal_ms:?}");
-    std::thread::sleep(Duration::from_secs(1).saturating_sub(revoked_at.elapsed()));
+    // By the one-second mark (tried once more at the mark itself), every worker refuses it.
+    let every_worker_refuses =
+        || nodes.iter().all(|node| (0..12).all(|_| send_one(node.api, request.as_bytes()).status == 401));
+    let within = Duration::from_secs(1).saturating_sub(revoked_at.elapsed());
+    assert!(wait_until(within, every_worker_refuses), "a worker still served the key 1 s after its revocation");
     for node in &nodes {
         for _ in 0..12 {
-            let refused = send_one(node.node.api, request.as_bytes());
+            let refused = send_one(node.api, request.as_bytes());
             assert_eq!(refused.status, 401, "{}", refused.text());
             assert_eq!(refused.error().1, "revoked_api_key");
         }
@@ -228,15 +214,15 @@ fn redis_commands_per_admitted_and_per_refused_request() {
     // 1,100 RPM: below LEASE_MIN_RPM, so every request goes to Redis (leases are measured below).
     let extra = format!("{}{}", override_limits("busy", 1_100, 100_000_000), override_limits("capped", 1, 100_000));
     let node = GatewayProcess::start("traffic", &store_section(redis.addr(), "fk", 1), &extra);
-    create_account(&node, "busy", "10.00");
-    create_account(&node, "capped", "10.00");
-    let (_, busy_key) = create_key(&node, "busy", "live");
-    let (_, capped_key) = create_key(&node, "capped", "live");
+    node.create_account("busy", "10.00");
+    node.create_account("capped", "10.00");
+    let (_, busy_key) = node.create_key("busy", "live");
+    let (_, capped_key) = node.create_key("capped", "live");
     let busy = chat_request(&busy_key, &simple_chat("fikra-flash", "habari ya asubuhi"));
     let capped = chat_request(&capped_key, &simple_chat("fikra-flash", "habari"));
 
     const ADMITTED: u64 = 200;
-    let stream = connect(node.node.api);
+    let stream = connect(node.api);
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut send = |request: &str| {
         (&stream).write_all(request.as_bytes()).unwrap();
@@ -270,6 +256,22 @@ fn redis_commands_per_admitted_and_per_refused_request() {
     assert!(refused.is_empty(), "{refused:?}");
 }
 
+/// The pause of each outage-test client between two requests: load, not a flood that would make
+/// the 2-core test machine itself the slowest part.
+const OUTAGE_LOAD_PAUSE: Duration = Duration::from_millis(20);
+/// Answers the outage test collects before it kills Redis and while Redis is down: (paid, test).
+const OUTAGE_SAMPLES_BEFORE: (usize, usize) = (10, 5);
+const OUTAGE_SAMPLES_DURING: (usize, usize) = (50, 25);
+/// How long each phase of the outage test may take to collect its samples.
+const OUTAGE_PHASE_WITHIN: Duration = Duration::from_secs(10);
+
+/// Paid and test-key answers among `samples` sent after `since`.
+fn sample_counts(samples: &Mutex<Vec<Sample>>, since: Instant) -> (usize, usize) {
+    let samples = samples.lock().unwrap();
+    let after = samples.iter().filter(|s| s.sent_at > since);
+    after.fold((0, 0), |(live, test), s| if s.live { (live + 1, test) } else { (live, test + 1) })
+}
+
 /// One request sent during the outage test: its kind, status, code, duration and send time.
 struct Sample {
     live: bool,
@@ -285,16 +287,16 @@ fn node_with_paid_and_test_keys(name: &str, redis: &RedisServer) -> (GatewayProc
     // Test keys have the Unverified limits: raise them so no load here is ever rate limited.
     let unlimited = "[tiers.unverified]\nrpm = 1000000\ntpm = 1000000000\n";
     let node = GatewayProcess::start(name, &store_section(redis.addr(), "fk", 1), unlimited);
-    create_account(&node, "payer", "5.00");
-    create_account(&node, "builder", "0");
-    let (_, live_key) = create_key(&node, "payer", "live");
-    let (_, test_key) = create_key(&node, "builder", "test");
+    node.create_account("payer", "5.00");
+    node.create_account("builder", "0");
+    let (_, live_key) = node.create_key("payer", "live");
+    let (_, test_key) = node.create_key("builder", "test");
     let live = chat_request(&live_key, &simple_chat("fikra-flash", "lipa"));
     let test = chat_request(&test_key, &simple_chat("fikra-flash", "jaribu"));
     // Fresh connections spread over the workers: both learn both keys.
     for _ in 0..8 {
-        assert_eq!(send_one(node.node.api, live.as_bytes()).status, 200);
-        assert_eq!(send_one(node.node.api, test.as_bytes()).status, 200);
+        assert_eq!(send_one(node.api, live.as_bytes()).status, 200);
+        assert_eq!(send_one(node.api, test.as_bytes()).status, 200);
     }
     (node, live, test)
 }
@@ -310,15 +312,16 @@ fn redis_outage_fails_paid_requests_fast_and_recovers_by_itself() {
 
     let samples = Arc::new(Mutex::new(Vec::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let load: Vec<_> = [(true, 20u64), (true, 20), (false, 20)]
+    let load_started = Instant::now();
+    let load: Vec<_> = [true, true, false]
         .into_iter()
-        .map(|(is_live, pause_ms)| {
+        .map(|is_live| {
             let (node, samples, stop) = (node.clone(), samples.clone(), stop.clone());
             let request = if is_live { live.clone() } else { test.clone() };
             std::thread::spawn(move || {
                 while !stop.load(Ordering::Acquire) {
                     let sent_at = Instant::now();
-                    let (response, took) = timed_send(node.node.api, &request);
+                    let (response, took) = timed_send(node.api, &request);
                     let code = (response.status != 200).then(|| response.error().1);
                     samples.lock().unwrap().push(Sample {
                         live: is_live,
@@ -327,32 +330,41 @@ fn redis_outage_fails_paid_requests_fast_and_recovers_by_itself() {
                         took,
                         sent_at,
                     });
-                    std::thread::sleep(Duration::from_millis(pause_ms));
+                    std::thread::sleep(OUTAGE_LOAD_PAUSE);
                 }
             })
         })
         .collect();
 
-    std::thread::sleep(Duration::from_millis(500));
+    // Each phase lasts until the load has produced its samples (a bounded wait), not a set time.
+    let collected: &Mutex<Vec<Sample>> = &samples;
+    let enough = |since: Instant, (live, test): (usize, usize)| {
+        move || {
+            let (seen_live, seen_test) = sample_counts(collected, since);
+            seen_live >= live && seen_test >= test
+        }
+    };
+    assert!(wait_until(OUTAGE_PHASE_WITHIN, enough(load_started, OUTAGE_SAMPLES_BEFORE)), "load before the outage");
     let killed_at = Instant::now();
     redis.kill();
-    std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(node.readiness(), Some(503), "readiness false while Redis is down");
-    std::thread::sleep(Duration::from_millis(1_200));
+    let not_ready = wait_until(Duration::from_millis(300), || node.readiness() == Some(503));
+    assert!(not_ready, "readiness false while Redis is down");
+    let noticed_at = killed_at + KILL_NOTICED_WITHIN;
+    assert!(wait_until(OUTAGE_PHASE_WITHIN, enough(noticed_at, OUTAGE_SAMPLES_DURING)), "load during the outage");
     let restarted_at = Instant::now();
     redis.restart(&["--appendonly", "yes", "--appendfsync", "always"]);
-    let mut ready_after = None;
-    while restarted_at.elapsed() < Duration::from_secs(5) {
-        if node.readiness() == Some(200) {
-            ready_after = Some(restarted_at.elapsed());
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    std::thread::sleep(Duration::from_millis(800));
+    let ready_after =
+        wait_for(Duration::from_secs(5), || (node.readiness() == Some(200)).then(|| restarted_at.elapsed()));
+    // Full service again: paid requests served, and the admin API reading the wallet.
+    let full_service = || {
+        let paid = samples.lock().unwrap().iter().any(|s| s.live && s.status == 200 && s.sent_at > restarted_at);
+        paid && node.admin_call("GET", "/admin/accounts/payer", "").status == 200
+    };
+    let served_again = wait_until(Duration::from_secs(5), full_service);
     stop.store(true, Ordering::Release);
     load.into_iter().for_each(|t| t.join().unwrap());
     let ready_after = ready_after.expect("ready again within 5 s of Redis returning");
+    assert!(served_again, "paid requests and the admin API served within 5 s of Redis returning");
 
     let samples = samples.lock().unwrap();
     let slowest = samples.iter().map(|s| s.took).max().unwrap();
@@ -401,20 +413,19 @@ fn acknowledged_topup_survives_kill_minus_nine() {
     let durable = ["--appendonly", "yes", "--appendfsync", "always"];
     let mut redis = RedisServer::start(&durable);
     let node = GatewayProcess::start("durable", &store_section(redis.addr(), "fk", 1), "");
-    create_account(&node, "saver", "1.00");
+    node.create_account("saver", "1.00");
     let topup = r#"{"amount":"1300","currency":"KES","reference":"MPESA-SFX9K2"}"#;
     let acknowledged = node.admin_json("POST", "/admin/accounts/saver/topups", topup, 200);
     assert_eq!(acknowledged["balance_usd"], "11.000000000");
     redis.restart(&durable);
-    let started = Instant::now();
-    let account = loop {
-        let response = node.node.admin_call("GET", "/admin/accounts/saver", "");
-        if response.status == 200 {
-            break response.json();
-        }
-        assert!(started.elapsed() < Duration::from_secs(5), "{}", response.text());
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut last = None;
+    let account = wait_for(Duration::from_secs(5), || {
+        let response = node.admin_call("GET", "/admin/accounts/saver", "");
+        let account = (response.status == 200).then(|| response.json());
+        last = Some(response);
+        account
+    })
+    .unwrap_or_else(|| panic!("the account is not readable 5 s after the restart: {}", last.unwrap().text()));
     assert_eq!(account["balance_usd"], "11.000000000");
     assert_eq!(account["tier"], "trusted");
     let again = node.admin_json("POST", "/admin/accounts/saver/topups", topup, 200);
@@ -434,10 +445,10 @@ fn hung_redis_costs_at_most_the_store_timeout() {
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let mut slowest = Duration::ZERO;
     for _ in 0..6 {
-        let (paid, took) = timed_send(node.node.api, &live);
+        let (paid, took) = timed_send(node.api, &live);
         slowest = slowest.max(took);
         assert_eq!((paid.status, paid.error().1.as_str()), (503, "service_unavailable"));
-        let (tested, took) = timed_send(node.node.api, &test);
+        let (tested, took) = timed_send(node.api, &test);
         slowest = slowest.max(took);
         assert_eq!(tested.status, 200, "{}", tested.text());
     }
@@ -447,18 +458,17 @@ fn hung_redis_costs_at_most_the_store_timeout() {
     // SAFETY: as above.
     unsafe { libc::kill(pid, libc::SIGCONT) };
     let resumed_at = Instant::now();
-    while send_one(node.node.api, live.as_bytes()).status != 200 {
-        assert!(resumed_at.elapsed() < Duration::from_secs(5), "paid requests served within 5 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    while node.readiness() != Some(200) {
-        assert!(resumed_at.elapsed() < Duration::from_secs(5), "ready within 5 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let served = wait_until(Duration::from_secs(5), || send_one(node.api, live.as_bytes()).status == 200);
+    assert!(served, "paid requests served within 5 s");
+    let ready =
+        wait_until(Duration::from_secs(5).saturating_sub(resumed_at.elapsed()), || node.readiness() == Some(200));
+    assert!(ready, "ready within 5 s");
     eprintln!("paid requests served and ready again {:?} after SIGCONT", resumed_at.elapsed());
 }
 
-/// Sets `stop` after `delay`.
+/// Sets `stop` after `delay`: the length of a load phase. What the node does meanwhile (measuring
+/// the account's rate, taking and renewing leases) runs on its own clock, which a test cannot
+/// advance in a separate process, so the phase takes real time.
 fn stop_after(stop: Arc<AtomicBool>, delay: Duration) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         std::thread::sleep(delay);
@@ -509,17 +519,16 @@ fn ledger_costs(redis_port: u16, prefix: &str, account: &str) -> Vec<u64> {
     costs
 }
 
-/// Waits until the account holds nothing (every lease ended and paid); its (balance, ledger).
+/// Waits, at most `limit`, until the account holds nothing (every lease ended and paid, or its
+/// escrow expired and reaped: the node's own clock decides when); returns its balance.
 fn wait_until_nothing_held(node: &GatewayProcess, account: &str, limit: Duration) -> u64 {
-    let started = Instant::now();
-    loop {
+    let mut held = String::new();
+    let balance = wait_for(limit, || {
         let view = node.admin_json("GET", &format!("/admin/accounts/{account}"), "", 200);
-        if view["held_usd"] == "0.000000000" {
-            return usd_to_nanos(view["balance_usd"].as_str().unwrap());
-        }
-        assert!(started.elapsed() < limit, "still held: {}", view["held_usd"]);
-        std::thread::sleep(Duration::from_millis(100));
-    }
+        held = view["held_usd"].to_string();
+        (view["held_usd"] == "0.000000000").then(|| usd_to_nanos(view["balance_usd"].as_str().unwrap()))
+    });
+    balance.unwrap_or_else(|| panic!("still held after {limit:?}: {held}"))
 }
 
 // Goal: a busy account runs on leases: well under 0.1 Redis function calls per admitted request,
@@ -530,23 +539,23 @@ fn busy_account_runs_on_leases() {
     let redis = RedisServer::start(&["--appendonly", "no"]);
     let extra = override_limits("bulk", 1_000_000, 1_000_000_000);
     let node = GatewayProcess::start("leases", &store_section(redis.addr(), "fk", 1), &extra);
-    create_account(&node, "bulk", "100.00");
-    let (_, key) = create_key(&node, "bulk", "live");
+    node.create_account("bulk", "100.00");
+    let (_, key) = node.create_key("bulk", "live");
     let request = chat_request(&key, &simple_chat("fikra-flash", "habari ya mchana"));
     // Warm-up: the workers see the rate and take their leases.
     let warm = Arc::new(AtomicBool::new(false));
     let stopper = stop_after(warm.clone(), Duration::from_secs(1));
-    let warm_up = hammer(&[node.node.api], &request, 4, usize::MAX, Some(warm));
+    let warm_up = hammer(&[node.api], &request, 4, usize::MAX, Some(warm));
     stopper.join().unwrap();
     assert!(warm_up.iter().all(|s| *s == 200));
     const REQUESTS: usize = 4_000;
     let before = command_table(redis.port);
-    let statuses = hammer(&[node.node.api], &request, 4, REQUESTS / 4, None);
+    let statuses = hammer(&[node.api], &request, 4, REQUESTS / 4, None);
     let calls = command_delta(&before, &command_table(redis.port));
     assert!(statuses.iter().all(|s| *s == 200));
     let fcalls = calls.get("fcall").copied().unwrap_or(0);
     let per_request = fcalls as f64 / REQUESTS as f64;
-    let leased = metric(node.node.admin, "fikra_lease_admissions_total");
+    let leased = metric(node.admin, "fikra_lease_admissions_total");
     eprintln!(
         "{REQUESTS} requests on leases: {fcalls} FCALL ({per_request:.4} per request), {leased} leased in all; {calls:?}"
     );
@@ -559,7 +568,7 @@ fn busy_account_runs_on_leases() {
     // A node stopped with SIGTERM ends its leases on the way out: nothing stays held.
     let busy_again = Arc::new(AtomicBool::new(false));
     let stopper = stop_after(busy_again.clone(), Duration::from_secs(1));
-    let more = hammer(&[node.node.api], &request, 4, usize::MAX, Some(busy_again));
+    let more = hammer(&[node.api], &request, 4, usize::MAX, Some(busy_again));
     stopper.join().unwrap();
     let held_before = redis_cli(redis.port, &["HGET", "fk:{bulk}:acct", "held"]);
     let mut node = node;
@@ -586,11 +595,11 @@ fn leases_never_admit_beyond_the_bucket() {
     let store = store_section(redis, &prefix, 2);
     let nodes: Vec<GatewayProcess> =
         (0..2).map(|n| GatewayProcess::start(&format!("burst-{n}"), &store, &extra)).collect();
-    create_account(&nodes[0], "burst", "100.00");
-    let (_, key) = create_key(&nodes[0], "burst", "live");
+    nodes[0].create_account("burst", "100.00");
+    let (_, key) = nodes[0].create_key("burst", "live");
     let body = r#"{"model":"fikra-flash","max_tokens":8,"messages":[{"role":"user","content":"haraka"}]}"#;
     let request = chat_request(&key, body);
-    let apis: Vec<SocketAddr> = nodes.iter().map(|n| n.node.api).collect();
+    let apis: Vec<SocketAddr> = nodes.iter().map(|n| n.api).collect();
     let stop = Arc::new(AtomicBool::new(false));
     let started = Instant::now();
     let stopper = stop_after(stop.clone(), Duration::from_secs(5));
@@ -600,7 +609,7 @@ fn leases_never_admit_beyond_the_bucket() {
     let counts = tally(statuses.iter().copied());
     let admitted = counts.get(&200).copied().unwrap_or(0) as u64;
     let bucket_bound = 12_000 + (elapsed_ms * 12_000).div_ceil(60_000);
-    let leased: u64 = nodes.iter().map(|n| metric(n.node.admin, "fikra_lease_admissions_total")).sum();
+    let leased: u64 = nodes.iter().map(|n| metric(n.admin, "fikra_lease_admissions_total")).sum();
     eprintln!(
         "admitted {admitted} ({leased} from leases) in {elapsed_ms} ms; the bucket allows {bucket_bound}: {counts:?}"
     );
@@ -623,12 +632,12 @@ fn a_node_killed_with_leases_never_overcharges() {
     let store = store_section(redis.addr(), "fk", 2);
     let mut doomed = GatewayProcess::start("doomed", &store, &extra);
     let survivor = GatewayProcess::start("survivor", &store, &extra);
-    create_account(&survivor, "bulk", "100.00");
-    let (_, key) = create_key(&survivor, "bulk", "live");
+    survivor.create_account("bulk", "100.00");
+    let (_, key) = survivor.create_key("bulk", "live");
     let request = chat_request(&key, &simple_chat("fikra-flash", "habari"));
     let stop = Arc::new(AtomicBool::new(false));
     let load = {
-        let (api, request, stop) = (doomed.node.api, request.clone(), stop.clone());
+        let (api, request, stop) = (doomed.api, request.clone(), stop.clone());
         std::thread::spawn(move || {
             // Four keep-alive clients sending until the node dies under them.
             let clients: Vec<_> = (0..4)
@@ -654,11 +663,8 @@ fn a_node_killed_with_leases_never_overcharges() {
             });
         })
     };
-    let started = Instant::now();
-    while metric(doomed.node.admin, "fikra_lease_admissions_total") < 200 {
-        assert!(started.elapsed() < Duration::from_secs(10), "the doomed node never leased");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let leased = wait_until(Duration::from_secs(10), || metric(doomed.admin, "fikra_lease_admissions_total") >= 200);
+    assert!(leased, "the doomed node never leased");
     let _ = doomed.child.kill();
     let _ = doomed.child.wait();
     stop.store(true, Ordering::Release);

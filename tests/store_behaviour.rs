@@ -3,13 +3,13 @@
 //! standalone `redis-server`, and on a real 3-master Redis Cluster (both started by this test
 //! binary; tests keep apart by key prefix).
 
-#[path = "support/redis_server.rs"]
-mod redis_server;
+mod support;
 
 use fikra_gateway::cli::block_on;
 use fikra_gateway::errors::Bucket;
 use fikra_gateway::money::{Nanos, NanosPerToken};
 use fikra_gateway::store::*;
+use support::redis_server;
 
 const T0: u64 = 1_800_000_000_000;
 const PRICE: NanosPerToken = NanosPerToken(500);

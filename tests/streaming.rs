@@ -1,12 +1,14 @@
 //! Streaming: events reach the client as they are produced, and a client that leaves
 //! mid-stream is settled at once for what it received.
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::time::{Duration, Instant};
 
-use common::*;
+use support::gateway::*;
+use support::http::*;
+use support::wait::wait_for;
 
 const PACED_SANDBOX: &str = "[sandbox]\ntime_to_first_token_ms = 0\ntokens_per_second = 20\noutput_tokens = 20\n";
 
@@ -77,14 +79,8 @@ fn client_disconnect_mid_stream_is_settled_quickly() {
     }
     drop(reader);
     let left_at = Instant::now();
-    let record = loop {
-        let usage = gateway.admin_call("GET", "/admin/accounts/leaver/usage", "").json();
-        if let Some(record) = usage["data"].as_array().unwrap().first().cloned() {
-            break record;
-        }
-        assert!(left_at.elapsed() < Duration::from_secs(2), "not settled within the deadline");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let record = wait_for(Duration::from_secs(2), || gateway.usage("leaver").first().cloned())
+        .expect("settled within the deadline");
     assert!(left_at.elapsed() < Duration::from_millis(1500), "settled after {:?}", left_at.elapsed());
     assert_eq!(record["outcome"], "client_aborted");
     let completion = record["completion_tokens"].as_u64().unwrap();

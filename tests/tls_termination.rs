@@ -1,14 +1,16 @@
 //! TLS on the gateway's own listener (`[server.tls]`) and on the standalone sandbox, with
 //! certificates from a CA the test generates and a real rustls client.
 
-mod common;
+mod support;
 
 use std::io::{BufReader, Write};
 use std::sync::Arc;
 
-use common::*;
 use fikra_gateway::config::{SandboxSettings, TlsFiles};
 use fikra_gateway::sandbox_server::SandboxServer;
+use support::certificates::write_certificates;
+use support::gateway::*;
+use support::http::*;
 
 fn tls_client(ca: &std::path::Path) -> Arc<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();

@@ -2,13 +2,16 @@
 //! generates, serving canned unary JSON and an SSE body. The gateway trusts the CA through the
 //! upstream's `ca_file`, reuses its pooled TLS connections, and rewrites the upstream's model.
 
-mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::*;
+use support::certificates::write_certificates;
+use support::gateway::*;
+use support::http::*;
+use support::wait::wait_until;
 
 const SECRET_MODEL: &str = "vendor/secret-model-9b";
 
@@ -47,7 +50,7 @@ fn start_nginx(name: &str) -> (Nginx, PathBuf) {
     let _ = std::fs::remove_dir_all(&directory);
     std::fs::create_dir_all(&directory).unwrap();
     let (ca, cert, key) = write_certificates(&directory);
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = free_port();
     let unary = format!(
         r#"{{"id":"chatcmpl-n","object":"chat.completion","created":1,"model":"{SECRET_MODEL}","choices":[{{"index":0,"message":{{"role":"assistant","content":"habari"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":11,"completion_tokens":2,"total_tokens":13}}}}"#
     );
@@ -101,11 +104,8 @@ http {{
         .stderr(Stdio::inherit())
         .spawn()
         .expect("nginx is installed (tests/run-all.sh installs it)");
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "nginx did not start; see {d}/error.log");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let listening = wait_until(Duration::from_secs(10), || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
+    assert!(listening, "nginx did not start; see {d}/error.log");
     (Nginx { child, directory, port }, ca)
 }
 
@@ -188,10 +188,8 @@ fn tls_connections_are_reused() {
     let key = gateway.account_with_key("tls", "100", "live");
     let request = chat_request(&key, &simple_chat("fikra-flash", "pool"));
     send_many(gateway.api, &request, 600, 4, 100);
-    let started = Instant::now();
-    while nginx.requests_logged() < 1000 && started.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    // nginx writes its access log line after each answer: wait for the last ones, boundedly.
+    wait_until(Duration::from_secs(5), || nginx.requests_logged() >= 1000);
     assert_eq!(nginx.requests_logged(), 1000);
     let handshakes = nginx.connections_logged();
     assert_eq!(metric(gateway.admin, "fikra_upstream_connects_total") as usize, handshakes);

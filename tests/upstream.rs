@@ -1,16 +1,18 @@
 //! Proxying to real upstreams over sockets: the standalone sandbox as an OpenAI-compatible
 //! upstream, and scripted upstreams that misbehave in specific ways.
 
-mod common;
+mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::*;
 use fikra_gateway::config::SandboxSettings;
 use fikra_gateway::sandbox_server::SandboxServer;
+use support::gateway::*;
+use support::http::*;
+use support::wait::{wait_for, wait_until};
 
 const SECRET_MODEL: &str = "vendor/secret-model-9b";
 
@@ -38,13 +40,6 @@ fn sandbox_upstream(output_tokens: u64) -> SandboxServer {
     SandboxServer::start("127.0.0.1:0".parse().unwrap(), 1, settings).unwrap()
 }
 
-fn ledger(gateway: &TestGateway, account: &str) -> Vec<serde_json::Value> {
-    gateway.admin_call("GET", &format!("/admin/accounts/{account}/usage"), "").json()["data"]
-        .as_array()
-        .unwrap()
-        .clone()
-}
-
 // Goal: a unary completion through a real upstream: the public model id replaces the upstream's,
 // usage comes from the upstream and is billed exactly, nothing carries the upstream name.
 #[test]
@@ -61,7 +56,7 @@ fn unary_through_upstream_is_rewritten_and_billed_from_its_usage() {
     let (prompt, completion) =
         (value["usage"]["prompt_tokens"].as_u64().unwrap(), value["usage"]["completion_tokens"].as_u64().unwrap());
     assert_eq!(completion, 7);
-    let records = ledger(&gateway, "u1");
+    let records = gateway.usage("u1");
     assert_eq!(records.len(), 1);
     assert_eq!(
         (records[0]["prompt_tokens"].as_u64(), records[0]["completion_tokens"].as_u64()),
@@ -98,7 +93,7 @@ fn stream_through_upstream_relays_events_and_bills_usage() {
             events.iter().filter(|e| e.contains("\"content\":\"") && !e.contains("\"content\":\"\"")).count();
         assert_eq!(contents, 12);
     }
-    let records = ledger(&gateway, "s1");
+    let records = gateway.usage("s1");
     assert_eq!(records.len(), 2);
     let charged: u64 = records.iter().map(|r| usd_to_nanos(r["cost_usd"].as_str().unwrap())).sum();
     let tokens: u64 =
@@ -231,9 +226,11 @@ fn upstream_statuses_map_to_the_error_table() {
 fn silent_upstream_times_out_with_504() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
+    // The upstream holds its connection, unanswered, until the test ends (`release` dropped).
+    let (release, released) = std::sync::mpsc::channel::<()>();
     let _holder = std::thread::spawn(move || {
         let connections: Vec<_> = listener.incoming().take(1).collect();
-        std::thread::sleep(Duration::from_secs(5));
+        let _ = released.recv();
         drop(connections);
     });
     let gateway = TestGateway::start(&upstream_config(&format!("http://{addr}/v1"), "response_timeout_ms = 300"));
@@ -245,6 +242,7 @@ fn silent_upstream_times_out_with_504() {
     assert_eq!(response.error().1, "upstream_timeout");
     assert!(waited >= Duration::from_millis(300) && waited < Duration::from_secs(3), "{waited:?}");
     assert_eq!(gateway.account("slow")["held_usd"], "0.000000000");
+    drop(release);
 }
 
 // Goal: an upstream closing mid-stream ends the client's stream with one error event and no
@@ -274,7 +272,7 @@ fn upstream_closing_mid_stream_ends_with_an_error_event() {
     assert!(events[0].contains("\"model\":\"fikra-flash\"") && events[0].contains("half"));
     assert!(events[1].starts_with("data: {\"error\":{"), "{}", events[1]);
     assert!(!text.contains("[DONE]") && !text.contains(SECRET_MODEL));
-    let records = ledger(&gateway, "cut");
+    let records = gateway.usage("cut");
     assert_eq!(records[0]["outcome"], "backend_failed");
     assert_eq!(gateway.account("cut")["held_usd"], "0.000000000");
 }
@@ -282,24 +280,29 @@ fn upstream_closing_mid_stream_ends_with_an_error_event() {
 // Goal: a pooled connection the upstream closed while idle does not fail the next request.
 #[test]
 fn connection_closed_while_idle_is_retried_on_a_fresh_one() {
-    let addr = scripted_upstream(|_, stream| {
+    let closed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let upstream_closed = closed.clone();
+    let addr = scripted_upstream(move |_, stream| {
         let body = format!(
             r#"{{"id":"c","object":"chat.completion","model":"{SECRET_MODEL}","choices":[],"usage":{{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}}}"#
         );
         respond(stream, "200 OK", "", &body);
         // Keep-alive was promised, but the upstream drops the connection right after.
         let _ = stream.shutdown(std::net::Shutdown::Both);
+        upstream_closed.fetch_add(1, Ordering::SeqCst);
     });
     let gateway = TestGateway::start_config(config_with(&format!(
         "workers = 1\n{}",
         upstream_config(&format!("http://{addr}/v1"), "")
     )));
     let key = gateway.account_with_key("idle", "1.00", "live");
-    for _ in 0..3 {
+    for served in 1..=3 {
         let response = gateway.chat(&key, &simple_chat("fikra-flash", "again"));
         assert_eq!(response.status, 200, "{}", response.text());
         assert_eq!(response.json()["model"], "fikra-flash");
-        std::thread::sleep(Duration::from_millis(50));
+        // The next request must find its pooled connection already closed by the upstream.
+        let closed_in_time = wait_until(Duration::from_secs(5), || closed.load(Ordering::SeqCst) == served);
+        assert!(closed_in_time, "the upstream closed connection {served}");
     }
     assert_eq!(gateway.balance_nanos("idle"), 1_000_000_000 - 3 * 5 * 500);
 }
@@ -354,13 +357,7 @@ fn client_leaving_an_upstream_stream_is_settled_within_a_second() {
     }
     drop(reader);
     let left = Instant::now();
-    let record = loop {
-        if let Some(record) = ledger(&gateway, "leaver").first().cloned() {
-            break record;
-        }
-        assert!(left.elapsed() < Duration::from_secs(3), "not settled");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let record = wait_for(Duration::from_secs(3), || gateway.usage("leaver").first().cloned()).expect("settled");
     let settled_after = left.elapsed();
     assert!(settled_after < Duration::from_millis(1500), "settled after {settled_after:?}");
     assert_eq!(record["outcome"], "client_aborted");

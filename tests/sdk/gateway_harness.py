@@ -31,9 +31,26 @@ DEFAULT_BINARY = "/work/main/target/debug/fikra-gateway"
 READY_TIMEOUT_S = 15.0
 STOP_TIMEOUT_S = 10.0
 NANOS_PER_USD = 1_000_000_000
+# How often `wait_until` polls its condition.
+POLL_INTERVAL_S = 0.02
 
 # The metric the suite uses to count what the server actually received.
 _REQUESTS_TOTAL = re.compile(r'^fikra_requests_total\{route="([^"]*)",status="([^"]*)"\} (\d+)$')
+
+
+def wait_until(timeout: float, condition) -> bool:
+    """Polls `condition` until it holds or `timeout` seconds have passed; whether it held. The
+    condition is always tried once more after the deadline. The one way this suite waits for real
+    state of the gateway process (readiness, a settled ledger, a revocation): a bounded poll,
+    never a fixed sleep."""
+    deadline = time.monotonic() + timeout
+    while True:
+        last_try = time.monotonic() >= deadline
+        if condition():
+            return True
+        if last_try:
+            return False
+        time.sleep(POLL_INTERVAL_S)
 
 
 def gateway_binary() -> str:
@@ -157,20 +174,24 @@ class Gateway:
             stderr=subprocess.STDOUT,
         )
         log.close()
-        deadline = time.monotonic() + READY_TIMEOUT_S
         last = "no answer"
-        while time.monotonic() < deadline:
+
+        def ready() -> bool:
+            nonlocal last
             code = self.process.poll()
             if code is not None:
                 raise GatewayError(f"{self.name} exited with {code} before it was ready:\n{self.log_tail()}")
             try:
                 response = httpx2.get(f"http://127.0.0.1:{self.admin_port}/readyz", timeout=1.0)
                 if response.status_code == 200:
-                    return self
+                    return True
                 last = f"{response.status_code} {response.text}"
             except httpx2.HTTPError as error:
                 last = repr(error)
-            time.sleep(0.05)
+            return False
+
+        if wait_until(READY_TIMEOUT_S, ready):
+            return self
         self.kill()
         raise GatewayError(f"{self.name} not ready within {READY_TIMEOUT_S}s (last /readyz: {last}):\n{self.log_tail()}")
 
@@ -261,21 +282,25 @@ class Gateway:
 
     def settled_account(self, account_id: str, timeout: float = 1.0) -> dict:
         """The account once nothing is held any more (SPEC §3: settle within a second of the end)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            account = self.account(account_id)
-            if usd_to_nanos(account["held_usd"]) == 0 or time.monotonic() >= deadline:
-                return account
-            time.sleep(0.02)
+        seen = {}
+
+        def settled() -> bool:
+            seen["account"] = self.account(account_id)
+            return usd_to_nanos(seen["account"]["held_usd"]) == 0
+
+        wait_until(timeout, settled)
+        return seen["account"]
 
     def usage_records(self, account_id: str, count: int, timeout: float = 1.0) -> list[dict]:
         """The ledger once it holds at least `count` records (or whatever it holds after `timeout`)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            records = self.usage(account_id)
-            if len(records) >= count or time.monotonic() >= deadline:
-                return records
-            time.sleep(0.02)
+        seen = {}
+
+        def complete() -> bool:
+            seen["records"] = self.usage(account_id)
+            return len(seen["records"]) >= count
+
+        wait_until(timeout, complete)
+        return seen["records"]
 
     # ----- metrics ---------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 //! A global allocator that counts every allocation and reallocation in the process, shared by
-//! the allocation test and the hot-path benches (included with `#[path]`).
+//! the allocation test (through `mod support;`) and the hot-path benches, which include this
+//! one file with `#[path]` (they cannot build the rest of `support`).
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,14 +1,23 @@
 //! Real `fikra-gateway serve` processes for multi-node tests: each gets its own config file,
 //! free ports and a log file, and dies with the test (SIGKILL on drop and on the test's exit).
-#![allow(dead_code)]
+//! Admin and client calls go through the same `TestGateway` helpers as in-process gateways.
+//!
+//! A separate process runs on the system clock: what it does because time passed (bucket
+//! refills, lease and hold expiry, its reaper) can only be waited for, boundedly, never
+//! advanced by the test.
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::{ADMIN_TOKEN, TestGateway, send_one};
+use super::gateway::{ADMIN_TOKEN, TestGateway};
+use super::http::{free_port, try_send_one};
+use super::wait::wait_until;
+
+/// How long a node may take to answer `/readyz` with 200 after it was started.
+pub const READY_WITHIN: Duration = Duration::from_secs(20);
 
 /// One gateway node running as its own process.
 pub struct GatewayProcess {
@@ -17,11 +26,6 @@ pub struct GatewayProcess {
     pub node: TestGateway,
     pub log: PathBuf,
     config: PathBuf,
-}
-
-/// A free 127.0.0.1 port (closed again; the caller binds it soon after).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 impl GatewayProcess {
@@ -56,37 +60,30 @@ impl GatewayProcess {
         let api = SocketAddr::from(([127, 0, 0, 1], api_port));
         let admin = SocketAddr::from(([127, 0, 0, 1], admin_port));
         let process = GatewayProcess { child, node: TestGateway { gateway: None, api, admin }, log, config };
-        let started = Instant::now();
-        while process.readiness() != Some(200) {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "node {name} not ready within 20 s; its log:\n{}",
-                process.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        assert!(
+            wait_until(READY_WITHIN, || process.readiness() == Some(200)),
+            "node {name} not ready within {READY_WITHIN:?}; its log:\n{}",
+            process.log_text()
+        );
         process
     }
 
     /// The status of `GET /readyz`, or `None` while nothing listens.
     pub fn readiness(&self) -> Option<u16> {
-        let mut stream = std::net::TcpStream::connect(self.node.admin).ok()?;
-        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-        use std::io::Write;
-        stream.write_all(b"GET /readyz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n").ok()?;
-        let mut reader = std::io::BufReader::new(stream);
-        crate::common::read_response(&mut reader).map(|r| r.status)
+        let request = b"GET /readyz HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n";
+        try_send_one(self.node.admin, request, Duration::from_secs(5)).map(|r| r.status)
     }
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
+}
 
-    /// An admin call whose answer must be `status`; returns its JSON.
-    pub fn admin_json(&self, method: &str, path: &str, body: &str, status: u16) -> serde_json::Value {
-        let response = self.node.admin_call(method, path, body);
-        assert_eq!(response.status, status, "{method} {path}: {}", response.text());
-        response.json()
+/// A node is driven like any `TestGateway`: `node.api`, `node.create_account(...)`.
+impl std::ops::Deref for GatewayProcess {
+    type Target = TestGateway;
+    fn deref(&self) -> &TestGateway {
+        &self.node
     }
 }
 
@@ -100,11 +97,4 @@ impl Drop for GatewayProcess {
         let _ = std::fs::remove_file(&self.config);
         let _ = std::fs::remove_file(&self.log);
     }
-}
-
-/// Sends `request` on a fresh connection; the response and how long it took.
-pub fn timed_send(addr: SocketAddr, request: &str) -> (crate::common::Response, Duration) {
-    let started = Instant::now();
-    let response = send_one(addr, request.as_bytes());
-    (response, started.elapsed())
 }

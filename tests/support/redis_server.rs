@@ -1,14 +1,21 @@
 //! Real `redis-server` processes for tests: a standalone server, or a 3-master Redis Cluster
-//! created with `redis-cli --cluster create`. Each dies with the test process. Included with
-//! `#[path]` by the tests that need Redis.
-#![allow(dead_code)]
+//! created with `redis-cli --cluster create`, and `redis-cli` readers of what Redis counted.
+//! Each server dies with the test process. A server is only handed out once its own process
+//! is the one listening on its port (a concurrent test may have taken the port first).
 
 use std::net::SocketAddr;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::wait::{wait_for, wait_until};
+
+/// How long a `redis-server` may take to listen after it was spawned.
+pub const STARTED_WITHIN: Duration = Duration::from_secs(10);
+/// How long a new Redis Cluster may take to report `cluster_state:ok` on every node.
+pub const CLUSTER_OK_WITHIN: Duration = Duration::from_secs(20);
 
 /// A redis-server this test owns; killed on drop.
 pub struct RedisServer {
@@ -29,10 +36,7 @@ impl RedisServer {
             let dir = std::env::temp_dir().join(format!("fikra-redis-{}-{port}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let mut child = spawn_redis(port, &dir, extra);
-            wait_for_port(port);
-            // A second server on a taken port exits at once; ours must still be running.
-            std::thread::sleep(Duration::from_millis(20));
-            if child.try_wait().ok().flatten().is_none() {
+            if listening_or_exited(&mut child, port) {
                 return RedisServer { child, port, dir };
             }
             let _ = std::fs::remove_dir_all(&dir);
@@ -58,7 +62,7 @@ impl RedisServer {
     pub fn restart(&mut self, extra: &[&str]) {
         self.kill();
         self.child = spawn_redis(self.port, &self.dir, extra);
-        wait_for_port(self.port);
+        assert!(listening_or_exited(&mut self.child, self.port), "port {} was taken while Redis was down", self.port);
     }
 }
 
@@ -88,12 +92,38 @@ fn spawn_redis(port: u16, dir: &std::path::Path, extra: &[&str]) -> Child {
     command.spawn().expect("redis-server is installed (tests/run-all.sh installs it)")
 }
 
-fn wait_for_port(port: u16) {
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(10), "redis-server on {port} did not start");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+/// Waits until `child` listens on `port` (true) or has exited (false: a server on a taken port
+/// exits at once). Whoever else answers on the port does not count.
+fn listening_or_exited(child: &mut Child, port: u16) -> bool {
+    let pid = child.id();
+    wait_for(STARTED_WITHIN, || {
+        if child.try_wait().ok().flatten().is_some() {
+            return Some(false);
+        }
+        listens_on(pid, port).then_some(true)
+    })
+    .unwrap_or_else(|| panic!("redis-server on {port} did not start within {STARTED_WITHIN:?}"))
+}
+
+/// Whether process `pid` owns the socket listening on 127.0.0.1:`port`: the listener's inode
+/// in `/proc/net/tcp` is one of the process's open files.
+fn listens_on(pid: u32, port: u16) -> bool {
+    let Ok(table) = std::fs::read_to_string("/proc/net/tcp") else { return false };
+    let local = format!("0100007F:{port:04X}");
+    const LISTEN: &str = "0A";
+    let sockets: Vec<String> = table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() > 9 && fields[1] == local && fields[3] == LISTEN).then(|| format!("socket:[{}]", fields[9]))
+        })
+        .collect();
+    let Ok(files) = std::fs::read_dir(format!("/proc/{pid}/fd")) else { return false };
+    files
+        .filter_map(Result::ok)
+        .filter_map(|file| std::fs::read_link(file.path()).ok())
+        .any(|target| sockets.iter().any(|socket| target.as_os_str() == socket.as_str()))
 }
 
 /// A free port whose cluster bus port (+10000) is free too.
@@ -163,13 +193,8 @@ impl RedisCluster {
             .status()
             .expect("redis-cli is installed");
         assert!(status.success(), "redis-cli --cluster create failed");
-        let started = Instant::now();
-        for server in &servers {
-            while !redis_cli(server.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok") {
-                assert!(started.elapsed() < Duration::from_secs(20), "the cluster did not become ok");
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        let all_ok = || servers.iter().all(|s| redis_cli(s.port, &["CLUSTER", "INFO"]).contains("cluster_state:ok"));
+        assert!(wait_until(CLUSTER_OK_WITHIN, all_ok), "the cluster did not become ok within {CLUSTER_OK_WITHIN:?}");
         RedisCluster { servers }
     }
 

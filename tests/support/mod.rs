@@ -1,0 +1,29 @@
+//! Code shared by every test binary, included the same way by each: `mod support;` at the top
+//! of `tests/<name>.rs`, then `use support::<file>::...` for what the test needs. One file per
+//! job:
+//!
+//! - `gateway`: an in-process gateway on free ports (optionally on a manual clock) and its
+//!   admin helpers (accounts, keys, balances, the usage ledger);
+//! - `http`: a small blocking HTTP/1.1 client that speaks raw bytes, so tests see exactly what
+//!   a client on the wire sees, plus the metrics reader;
+//! - `wait`: the one way a test waits for real external state (a process starting, a port
+//!   opening, a message crossing processes): a bounded poll, never a fixed sleep;
+//! - `certificates`: a test CA and a server certificate it signed;
+//! - `gateway_process`: real `fikra-gateway serve` processes for multi-node tests;
+//! - `redis_server`: real `redis-server` processes, standalone or as a Redis Cluster;
+//! - `counting_allocator`: a global allocator that counts allocations (the benches include
+//!   this one file with `#[path]`, as they cannot build the rest);
+//! - `error_cases`: the SPEC §2 error cases of `tests/cases/errors.json`, shared with the
+//!   Python SDK suite.
+//!
+//! Each test binary uses only part of this, hence `dead_code` is allowed here.
+#![allow(dead_code)]
+
+pub mod certificates;
+pub mod counting_allocator;
+pub mod error_cases;
+pub mod gateway;
+pub mod gateway_process;
+pub mod http;
+pub mod redis_server;
+pub mod wait;
