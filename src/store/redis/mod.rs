@@ -25,11 +25,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use super::*;
 use crate::digits::Num;
 use crate::errors::Bucket;
 use crate::limits::{HOLD_TTL_MS, LEASE_ESCROW_TTL_MS, MAX_USAGE_QUERY_LIMIT};
+use crate::money::Nanos;
 use crate::redis::{RedisClient, RedisError, RedisSettings, Reply, blocking_call, key_slot};
+use crate::store::types::*;
 
 /// The function library, loaded into every Redis (master) node at start-up.
 pub const FUNCTION_LIBRARY: &str = include_str!("../fikra.lua");
