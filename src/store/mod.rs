@@ -3,9 +3,15 @@
 //! Everything that must be consistent across workers (and, with Redis, across gateway nodes)
 //! lives behind `Store`. The types in `types` (re-exported here) are the whole contract between
 //! the request pipeline and a store; `embedded` keeps them in process (one node, demo and
-//! tests), and `redis` implements the same calls on a Redis server or Cluster shared by nodes. Stores never see plain API keys (only SHA-256 hashes) and
-//! never do floating point. Time is passed in (`now_ms`, Unix milliseconds) so behaviour tests
-//! can drive the clock; a store backed by a server may use the server's clock instead.
+//! tests), and `redis` implements the same calls on a Redis server or Cluster shared by nodes.
+//!
+//! A `Store` is shared by every thread; the connections to it are not. Whoever calls the store
+//! (a worker, the admin handler, the hold reaper, the CLI, a test) owns a `StoreConnections`
+//! and calls through a `StoreClient`, the pair of both, borrowed for the call: a worker's
+//! connections are a field of its `Worker`, never a thread-local. Stores never see plain API
+//! keys (only SHA-256 hashes) and never do floating point. Time is passed in (`now_ms`, Unix
+//! milliseconds) so behaviour tests can drive the clock; a store backed by a server may use the
+//! server's clock instead.
 
 pub mod embedded;
 pub mod redis;
@@ -29,53 +35,75 @@ impl Store {
         Store::Embedded(Arc::new(embedded::EmbeddedStore::new(policy)))
     }
 
+    /// This store as seen through `connections` (the caller's own).
+    pub fn client<'a>(&'a self, connections: &'a StoreConnections) -> StoreClient<'a> {
+        StoreClient { store: self, connections }
+    }
+}
+
+/// The connections one owner holds to the store, made on first use: empty for the embedded
+/// store, one pipelined client per Redis node otherwise. Owned by one thread (not `Send`).
+#[derive(Default)]
+pub struct StoreConnections {
+    redis: redis::Connections,
+}
+
+/// The store and one owner's connections to it: every store call goes through one. Borrowed
+/// and cheap to copy (two references); get a worker's with `Worker::store`.
+#[derive(Copy, Clone)]
+pub struct StoreClient<'a> {
+    store: &'a Store,
+    connections: &'a StoreConnections,
+}
+
+impl StoreClient<'_> {
     pub async fn create_account(
         &self,
         id: Option<&str>,
         signup_credit: Nanos,
         now_ms: u64,
     ) -> Result<AccountView, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.create_account(id, signup_credit, now_ms),
-            Store::Redis(store) => store.create_account(id, signup_credit, now_ms).await,
+            Store::Redis(store) => store.create_account(&self.connections.redis, id, signup_credit, now_ms).await,
         }
     }
 
     pub async fn account(&self, id: &str) -> Result<AccountView, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.account(id),
-            Store::Redis(store) => store.account(id).await,
+            Store::Redis(store) => store.account(&self.connections.redis, id).await,
         }
     }
 
     /// Stores a new key under `hash` for `record.account_id` (which must exist).
     pub async fn insert_key(&self, hash: KeyHash, record: KeyRecord) -> Result<(), StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.insert_key(hash, record),
-            Store::Redis(store) => store.insert_key(hash, record).await,
+            Store::Redis(store) => store.insert_key(&self.connections.redis, hash, record).await,
         }
     }
 
     /// The key with this hash, revoked or not; `NotFound` if unknown.
     pub async fn resolve_key(&self, hash: &KeyHash) -> Result<KeyRecord, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.resolve_key(hash),
-            Store::Redis(store) => store.resolve_key(hash).await,
+            Store::Redis(store) => store.resolve_key(&self.connections.redis, hash).await,
         }
     }
 
     /// Revokes a key; `NotFound` if no key has this id. Revoking twice is not an error.
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.revoke_key(key_id),
-            Store::Redis(store) => store.revoke_key(key_id).await,
+            Store::Redis(store) => store.revoke_key(&self.connections.redis, key_id).await,
         }
     }
 
     /// Bumped on every credited top-up (any account, any node); workers drop their "no
     /// balance" deny entries when it changes.
     pub fn topup_generation(&self) -> u64 {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.topup_generation(),
             Store::Redis(store) => store.topup_generation(),
         }
@@ -83,12 +111,12 @@ impl Store {
 
     /// Whether this store is shared with other nodes (Redis) rather than in process.
     pub fn is_shared(&self) -> bool {
-        matches!(self, Store::Redis(_))
+        matches!(self.store, Store::Redis(_))
     }
 
     /// Bumped on every revocation; workers drop their key caches when it changes.
     pub fn revocation_generation(&self) -> u64 {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.revocation_generation(),
             Store::Redis(store) => store.revocation_generation(),
         }
@@ -101,73 +129,73 @@ impl Store {
         reference: &str,
         now_ms: u64,
     ) -> Result<TopupResult, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.topup(account_id, amount, reference, now_ms),
-            Store::Redis(store) => store.topup(account_id, amount, reference, now_ms).await,
+            Store::Redis(store) => store.topup(&self.connections.redis, account_id, amount, reference, now_ms).await,
         }
     }
 
     pub async fn admit(&self, request: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.admit(request),
-            Store::Redis(store) => store.admit(request).await,
+            Store::Redis(store) => store.admit(&self.connections.redis, request).await,
         }
     }
 
     pub async fn settle(&self, settlement: &Settlement<'_>) -> Result<Settled, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.settle(settlement),
-            Store::Redis(store) => store.settle(settlement).await,
+            Store::Redis(store) => store.settle(&self.connections.redis, settlement).await,
         }
     }
 
-    /// Whether this thread's connection to the store was lost (and not yet made again): paid
+    /// Whether one of these connections to the store was lost (and not yet made again): paid
     /// requests then fail closed rather than spend leases the store cannot hear about.
     pub fn seems_down(&self) -> bool {
-        match self {
+        match self.store {
             Store::Embedded(_) => false,
-            Store::Redis(store) => store.seems_down(),
+            Store::Redis(store) => store.seems_down(&self.connections.redis),
         }
     }
 
     /// One lease call (Redis only: the embedded store is one node and needs no leases).
     pub async fn lease(&self, call: &LeaseCall) -> Result<LeaseReply, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(_) => Err(StoreError::Unavailable),
-            Store::Redis(store) => store.lease(call).await,
+            Store::Redis(store) => store.lease(&self.connections.redis, call).await,
         }
     }
 
     /// The buckets' state without taking anything (headers on responses that were not admitted).
     pub async fn peek_rates(&self, account_id: &str, kind: KeyKind, now_ms: u64) -> Result<RateSnapshot, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.peek_rates(account_id, kind, now_ms),
-            Store::Redis(store) => store.peek_rates(account_id, kind, now_ms).await,
+            Store::Redis(store) => store.peek_rates(&self.connections.redis, account_id, kind, now_ms).await,
         }
     }
 
     /// Newest first, at most `limit` records.
     pub async fn usage(&self, account_id: &str, limit: usize) -> Result<Vec<UsageRecord>, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.usage(account_id, limit),
-            Store::Redis(store) => store.usage(account_id, limit).await,
+            Store::Redis(store) => store.usage(&self.connections.redis, account_id, limit).await,
         }
     }
 
     /// Releases holds older than their TTL (a request that never settled); returns how many.
     pub async fn reap_expired_holds(&self, now_ms: u64) -> Result<usize, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => Ok(store.reap_expired_holds(now_ms)),
-            Store::Redis(store) => store.reap_expired_holds(now_ms).await,
+            Store::Redis(store) => store.reap_expired_holds(&self.connections.redis, now_ms).await,
         }
     }
 
     /// Whether the store answers and, for Redis, the revocation and top-up subscription is
     /// live (readiness): without it a revoked key could stay usable until its cache TTL.
     pub async fn ping(&self) -> bool {
-        match self {
+        match self.store {
             Store::Embedded(_) => true,
-            Store::Redis(store) => store.ping().await && store.subscribed(),
+            Store::Redis(store) => store.ping(&self.connections.redis).await && store.subscribed(),
         }
     }
 }
