@@ -2,20 +2,23 @@
 //! redirects and refusals a node can answer with (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`,
 //! a missing function library).
 //!
-//! Owns the slot map (read with `CLUSTER SLOTS`, refreshed on `MOVED` and at most every
-//! `SLOT_REFRESH_MIN_INTERVAL_MS`) and `RedisStore::command`, the only way a call reaches
-//! Redis by key. A standalone server is the one node, with no redirects. It never reads a
+//! Owns `Router`: the seed nodes, the slot map (read with `CLUSTER SLOTS`, refreshed on `MOVED`
+//! and at most every `SLOT_REFRESH_MIN_INTERVAL_MS`), the recipe of the store's clients, and
+//! `Router::command`, the only way a call reaches Redis by key. A standalone server is the one
+//! node, with no redirects. It never reads a
 //! reply's contents (that is `replies`), never retries a command that may have run (a redirect
 //! or `TRYAGAIN` means the node did not run it), and never holds the map's lock across an await.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::rc::Rc;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use super::connections::Connections;
+use super::connections::{ClientRecipe, Connections};
+use super::library;
 use super::replies::{FromReply, SlotRanges};
-use super::{RedisStore, library, unavailable};
-use crate::redis::{RedisError, Reply, blocking_call, key_slot};
+use crate::redis::{RedisClient, RedisError, Reply, blocking_call, key_slot};
 use crate::store::types::StoreError;
 
 /// While a slot moves, a command whose keys are split between nodes gets `TRYAGAIN`: it is
@@ -28,8 +31,29 @@ const MAX_REDIRECTS: usize = 5;
 const SLOT_REFRESH_MIN_INTERVAL_MS: u64 = 100;
 const CLUSTER_SLOTS: usize = 16_384;
 
+/// A failed command as a store error; a server's error reply (never expected from our own
+/// functions) is logged, at most once per interval.
+pub(super) fn unavailable(error: RedisError) -> StoreError {
+    if let RedisError::Server(message) = &error {
+        crate::log_error_every!("redis store: {message}");
+    }
+    StoreError::Unavailable
+}
+
+/// How one store reaches its nodes.
+pub(super) struct Router {
+    cluster: bool,
+    /// One address for a standalone server; seed nodes for a Cluster.
+    seeds: Vec<SocketAddr>,
+    recipe: ClientRecipe,
+    /// Cluster only.
+    slots: RwLock<Option<SlotMap>>,
+    last_slot_refresh_ms: AtomicU64,
+    started: Instant,
+}
+
 /// Which node serves which slot.
-pub(super) struct SlotMap {
+struct SlotMap {
     nodes: Vec<SocketAddr>,
     /// Index into `nodes` per slot; `u16::MAX` for a slot no node serves.
     slot_node: Vec<u16>,
@@ -64,11 +88,32 @@ impl SlotMap {
     }
 }
 
-impl RedisStore {
+impl Router {
+    pub fn new(cluster: bool, seeds: Vec<SocketAddr>, recipe: ClientRecipe) -> Router {
+        Router {
+            cluster,
+            seeds,
+            recipe,
+            slots: RwLock::new(None),
+            last_slot_refresh_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// The owner's client for the node at `addr`.
+    pub fn client(&self, connections: &Connections, addr: SocketAddr) -> Rc<RedisClient> {
+        connections.client(&self.recipe, addr)
+    }
+
+    /// Whether one of the owner's connections to these nodes was lost and not made again yet.
+    pub fn seems_down(&self, connections: &Connections) -> bool {
+        connections.any_failing(self.recipe.store_id)
+    }
+
     /// Every master node known now.
-    pub(super) fn masters(&self) -> Vec<SocketAddr> {
-        if !self.settings.cluster {
-            return self.settings.nodes.clone();
+    pub fn masters(&self) -> Vec<SocketAddr> {
+        if !self.cluster {
+            return self.seeds.clone();
         }
         match &*self.slots.read().unwrap_or_else(|e| e.into_inner()) {
             Some(map) => map.nodes.clone(),
@@ -77,18 +122,18 @@ impl RedisStore {
     }
 
     fn node_for(&self, routing_key: &[u8]) -> Option<SocketAddr> {
-        if !self.settings.cluster {
-            return self.settings.nodes.first().copied();
+        if !self.cluster {
+            return self.seeds.first().copied();
         }
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
         slots.as_ref()?.node_of(key_slot(routing_key))
     }
 
     /// Reads the slot map from the first seed that answers (start-up, blocking).
-    pub(super) fn refresh_slots_blocking(&self) -> Result<(), String> {
-        let timeout = self.settings.command_timeout.max(Duration::from_secs(1));
-        for seed in &self.settings.nodes {
-            if let Ok(reply) = blocking_call(*seed, self.password(), timeout, &[b"CLUSTER", b"SLOTS"])
+    pub fn refresh_slots_blocking(&self) -> Result<(), String> {
+        let timeout = self.recipe.command_timeout.max(Duration::from_secs(1));
+        for seed in &self.seeds {
+            if let Ok(reply) = blocking_call(*seed, self.recipe.password.as_deref(), timeout, &[b"CLUSTER", b"SLOTS"])
                 && let Some(map) = SlotMap::from_reply(reply)
             {
                 *self.slots.write().unwrap_or_else(|e| e.into_inner()) = Some(map);
@@ -99,15 +144,15 @@ impl RedisStore {
     }
 
     /// Re-reads the slot map from any node these connections can reach (at most every 100 ms).
-    pub(super) async fn refresh_slots(&self, connections: &Connections) {
-        let now = self.millis_since_start();
+    pub async fn refresh_slots(&self, connections: &Connections) {
+        let now = self.started.elapsed().as_millis() as u64;
         let last = self.last_slot_refresh_ms.load(Ordering::Acquire);
         if now.saturating_sub(last) < SLOT_REFRESH_MIN_INTERVAL_MS && last != 0 {
             return;
         }
         self.last_slot_refresh_ms.store(now.max(1), Ordering::Release);
         let mut candidates = self.masters();
-        candidates.extend(self.settings.nodes.iter().copied());
+        candidates.extend(self.seeds.iter().copied());
         for addr in candidates {
             if let Ok(reply) = self.client(connections, addr).call(&[b"CLUSTER", b"SLOTS"]).await
                 && let Some(map) = SlotMap::from_reply(reply)
@@ -120,14 +165,14 @@ impl RedisStore {
 
     /// Runs `args` on the node serving `routing_key`, following redirects, reloading the
     /// function library where it is missing.
-    pub(super) async fn command(
+    pub async fn command(
         &self,
         connections: &Connections,
         routing_key: &[u8],
         args: &[&[u8]],
     ) -> Result<Reply, StoreError> {
         let mut target = self.node_for(routing_key);
-        if target.is_none() && self.settings.cluster {
+        if target.is_none() && self.cluster {
             self.refresh_slots(connections).await;
             target = self.node_for(routing_key);
         }

@@ -12,8 +12,8 @@
 use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::time::Duration;
 
-use super::RedisStore;
 use crate::redis::{RedisClient, RedisSettings, runtime_epoch};
 
 /// An owner's clients, by store and node.
@@ -22,8 +22,15 @@ pub struct Connections {
     clients: RefCell<Vec<NodeClient>>,
 }
 
+/// How one store's clients are made.
+pub(super) struct ClientRecipe {
+    /// Unique per store instance: one owner's clients of two stores stay apart.
+    pub store_id: u64,
+    pub password: Option<String>,
+    pub command_timeout: Duration,
+}
+
 struct NodeClient {
-    /// `RedisStore::id` of the store this client talks for (its password and timeouts).
     store_id: u64,
     addr: SocketAddr,
     /// The runtime epoch the client was made in.
@@ -43,12 +50,13 @@ impl Drop for Connections {
     }
 }
 
-impl RedisStore {
-    /// The owner's client for `addr`, made on first use (and again after a runtime change).
-    pub(super) fn client(&self, connections: &Connections, addr: SocketAddr) -> Rc<RedisClient> {
+impl Connections {
+    /// The owner's client for `addr` of the store `recipe` describes, made on first use (and
+    /// again after a runtime change).
+    pub(super) fn client(&self, recipe: &ClientRecipe, addr: SocketAddr) -> Rc<RedisClient> {
         let epoch = runtime_epoch();
-        let mut clients = connections.clients.borrow_mut();
-        if let Some(position) = clients.iter().position(|c| c.store_id == self.id && c.addr == addr) {
+        let mut clients = self.clients.borrow_mut();
+        if let Some(position) = clients.iter().position(|c| c.store_id == recipe.store_id && c.addr == addr) {
             if clients[position].epoch == epoch {
                 return clients[position].client.clone();
             }
@@ -58,18 +66,18 @@ impl RedisStore {
         }
         let client = Rc::new(RedisClient::new(RedisSettings {
             addr,
-            password: self.settings.password.clone(),
-            connect_timeout: self.settings.command_timeout,
-            command_timeout: self.settings.command_timeout,
+            password: recipe.password.clone(),
+            connect_timeout: recipe.command_timeout,
+            command_timeout: recipe.command_timeout,
         }));
-        clients.push(NodeClient { store_id: self.id, addr, epoch, client: client.clone() });
+        clients.push(NodeClient { store_id: recipe.store_id, addr, epoch, client: client.clone() });
         client
     }
 
-    /// Whether one of the owner's connections of this store was lost and not made again yet.
-    pub fn seems_down(&self, connections: &Connections) -> bool {
+    /// Whether one of the owner's connections of store `store_id` was lost and not made again.
+    pub(super) fn any_failing(&self, store_id: u64) -> bool {
         let epoch = runtime_epoch();
-        let clients = connections.clients.borrow();
-        clients.iter().any(|c| c.store_id == self.id && c.epoch == epoch && c.client.is_failing())
+        let clients = self.clients.borrow();
+        clients.iter().any(|c| c.store_id == store_id && c.epoch == epoch && c.client.is_failing())
     }
 }

@@ -6,9 +6,10 @@
 //! API and one reaper task per node). The reaper never charges anyone: an expired hold is
 //! released and leaves an `expired` record.
 
+use super::cluster::unavailable;
 use super::connections::Connections;
 use super::replies::{FromReply, HoldsReleased, LedgerPage, ScanPage};
-use super::{LEDGER_MAX_RECORDS_PER_ACCOUNT, RedisStore, unavailable};
+use super::{LEDGER_MAX_RECORDS_PER_ACCOUNT, RedisStore};
 use crate::digits::Num;
 use crate::limits::MAX_USAGE_QUERY_LIMIT;
 use crate::redis::Reply;
@@ -47,7 +48,7 @@ impl RedisStore {
     /// anything and runs `fk_reap` on each.
     pub async fn reap_expired_holds(&self, connections: &Connections, now_ms: u64) -> Result<usize, StoreError> {
         if self.settings.cluster {
-            self.refresh_slots(connections).await;
+            self.router.refresh_slots(connections).await;
         }
         let pattern = format!("{}:{{*}}:holdexp", self.settings.prefix);
         let head = format!("{}:{{", self.settings.prefix);
@@ -55,8 +56,8 @@ impl RedisStore {
         let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
         let batch = Num::new(REAP_BATCH);
         let mut released = 0usize;
-        for addr in self.masters() {
-            let client = self.client(connections, addr);
+        for addr in self.router.masters() {
+            let client = self.router.client(connections, addr);
             let mut cursor = b"0".to_vec();
             loop {
                 let args: [&[u8]; 8] = [

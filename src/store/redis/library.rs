@@ -8,7 +8,6 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::RedisStore;
 use super::replies::{FromReply, LibraryVersion};
 use crate::redis::{RedisClient, RedisError, Reply, blocking_call};
 
@@ -26,23 +25,20 @@ pub fn library_version() -> i64 {
 
 const LOAD_REPLACE: [&[u8]; 4] = [b"FUNCTION", b"LOAD", b"REPLACE", FUNCTION_LIBRARY.as_bytes()];
 
-impl RedisStore {
-    /// Loads the library unless the node already has this version (or a newer one); says
-    /// which happened. Start-up only (a blocking connection of its own).
-    pub(super) fn load_functions_blocking(&self, addr: SocketAddr) -> Result<String, RedisError> {
-        let timeout = self.settings.command_timeout.max(Duration::from_secs(1));
-        let ours = library_version();
-        let loaded = blocking_call(addr, self.password(), timeout, &[b"FCALL", b"fk_version", b"0"])
-            .ok()
-            .and_then(|reply| LibraryVersion::from_reply(reply).ok());
-        if let Some(LibraryVersion(loaded)) = loaded
-            && loaded >= ours
-        {
-            return Ok(format!("function library fikra v{loaded} already loaded (this build: v{ours})"));
-        }
-        blocking_call(addr, self.password(), timeout, &LOAD_REPLACE)?;
-        Ok(format!("loaded function library fikra v{ours}"))
+/// Loads the library onto the node at `addr` unless it already has this version (or a newer
+/// one); says which happened. Start-up only (a blocking connection of its own).
+pub(super) fn load_blocking(addr: SocketAddr, password: Option<&str>, timeout: Duration) -> Result<String, RedisError> {
+    let ours = library_version();
+    let loaded = blocking_call(addr, password, timeout, &[b"FCALL", b"fk_version", b"0"])
+        .ok()
+        .and_then(|reply| LibraryVersion::from_reply(reply).ok());
+    if let Some(LibraryVersion(loaded)) = loaded
+        && loaded >= ours
+    {
+        return Ok(format!("function library fikra v{loaded} already loaded (this build: v{ours})"));
     }
+    blocking_call(addr, password, timeout, &LOAD_REPLACE)?;
+    Ok(format!("loaded function library fikra v{ours}"))
 }
 
 /// Loads the library again on a node that lost it (its client is `client`).

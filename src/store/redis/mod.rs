@@ -30,17 +30,19 @@ mod replies;
 mod subscriber;
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
-use std::time::Instant;
+use std::time::Duration;
 
 pub use address::{RedisStoreSettings, resolve};
 pub use connections::Connections;
 pub use library::{FUNCTION_LIBRARY, library_version};
 
 use crate::digits::Num;
-use crate::redis::{RedisError, Reply};
+use crate::redis::Reply;
 use crate::store::types::{KeyKind, LimitPolicy, StoreError};
+use cluster::Router;
+use connections::ClientRecipe;
 
 /// Usage records kept per account in its ledger Stream (trimmed approximately beyond this).
 pub const LEDGER_MAX_RECORDS_PER_ACCOUNT: u64 = 1_000_000;
@@ -49,13 +51,10 @@ pub const LEDGER_MAX_RECORDS_PER_ACCOUNT: u64 = 1_000_000;
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);
 
 pub struct RedisStore {
-    id: u64,
     settings: RedisStoreSettings,
     policy: LimitPolicy,
-    /// Cluster only.
-    slots: RwLock<Option<cluster::SlotMap>>,
-    last_slot_refresh_ms: AtomicU64,
-    started: Instant,
+    /// The nodes, the slot map and how clients to them are made.
+    router: Router,
     events: Arc<subscriber::Events>,
 }
 
@@ -65,42 +64,45 @@ impl Drop for RedisStore {
     }
 }
 
-/// A failed command as a store error; a server's error reply (never expected from our own
-/// functions) is logged, at most once per interval.
-fn unavailable(error: RedisError) -> StoreError {
-    if let RedisError::Server(message) = &error {
-        crate::log_error_every!("redis store: {message}");
-    }
-    StoreError::Unavailable
-}
-
 impl RedisStore {
     /// Builds the store, loads the function library into every node it can reach and starts
     /// the subscriber. A Redis that is down now does not stop the gateway from starting: calls
     /// fail (503 for paid requests, readiness false) until it answers.
     pub fn connect(settings: RedisStoreSettings, policy: LimitPolicy) -> Arc<RedisStore> {
-        let store = Arc::new(RedisStore {
-            id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
-            settings,
-            policy,
-            slots: RwLock::new(None),
-            last_slot_refresh_ms: AtomicU64::new(0),
-            started: Instant::now(),
-            events: Arc::new(subscriber::Events::default()),
-        });
+        let recipe = ClientRecipe {
+            store_id: NEXT_STORE_ID.fetch_add(1, Ordering::Relaxed),
+            password: settings.password.clone(),
+            command_timeout: settings.command_timeout,
+        };
+        let router = Router::new(settings.cluster, settings.nodes.clone(), recipe);
+        let store = Arc::new(RedisStore { settings, policy, router, events: Arc::new(subscriber::Events::default()) });
         if store.settings.cluster
-            && let Err(error) = store.refresh_slots_blocking()
+            && let Err(error) = store.router.refresh_slots_blocking()
         {
             crate::log_warn!("redis cluster: cannot read the slot map yet: {error}");
         }
-        for addr in store.masters() {
-            match store.load_functions_blocking(addr) {
+        let timeout = store.settings.command_timeout.max(Duration::from_secs(1));
+        for addr in store.router.masters() {
+            match library::load_blocking(addr, store.settings.password.as_deref(), timeout) {
                 Ok(message) => crate::log_info!("redis {addr}: {message}"),
                 Err(error) => crate::log_warn!("redis {addr}: functions not loaded yet: {error}"),
             }
         }
-        store.start_subscriber();
+        let mut nodes = store.router.masters();
+        nodes.extend(store.settings.nodes.iter().copied());
+        let (revocations, topups) = (store.revocations_channel(), store.topups_channel());
+        subscriber::start(store.events.clone(), nodes, store.settings.password.clone(), revocations, topups);
         store
+    }
+
+    /// Runs `args` on the node serving `routing_key` (see `Router::command`).
+    async fn command(
+        &self,
+        connections: &Connections,
+        routing_key: &[u8],
+        args: &[&[u8]],
+    ) -> Result<Reply, StoreError> {
+        self.router.command(connections, routing_key, args).await
     }
 
     /// `PREFIX:{ACCOUNT}:SUFFIX` (the braces make the account the Cluster hash tag); built
@@ -126,12 +128,12 @@ impl RedisStore {
         Num::new(if self.settings.caller_clock { now_ms } else { 0 })
     }
 
-    fn millis_since_start(&self) -> u64 {
-        self.started.elapsed().as_millis() as u64
+    fn revocations_channel(&self) -> String {
+        format!("{}:revocations", self.settings.prefix)
     }
 
-    fn password(&self) -> Option<&str> {
-        self.settings.password.as_deref()
+    fn topups_channel(&self) -> String {
+        format!("{}:topups", self.settings.prefix)
     }
 
     pub fn revocation_generation(&self) -> u64 {
@@ -142,17 +144,27 @@ impl RedisStore {
         self.events.topups.load(Ordering::Acquire)
     }
 
+    /// Whether the owner has lost a connection of this store and not made a new one yet.
+    pub fn seems_down(&self, connections: &Connections) -> bool {
+        self.router.seems_down(connections)
+    }
+
+    /// Whether the revocation subscriber is connected (readiness detail).
+    pub fn subscribed(&self) -> bool {
+        self.events.subscribed.load(Ordering::Acquire)
+    }
+
     /// Whether every master answers `PING` now.
     pub async fn ping(&self, connections: &Connections) -> bool {
-        let masters: Vec<SocketAddr> = self.masters();
+        let masters: Vec<SocketAddr> = self.router.masters();
         if masters.is_empty() {
             if self.settings.cluster {
-                self.refresh_slots(connections).await;
+                self.router.refresh_slots(connections).await;
             }
             return false;
         }
         for addr in masters {
-            if !matches!(self.client(connections, addr).call(&[b"PING"]).await, Ok(Reply::SimpleString(_))) {
+            if !matches!(self.router.client(connections, addr).call(&[b"PING"]).await, Ok(Reply::SimpleString(_))) {
                 return false;
             }
         }

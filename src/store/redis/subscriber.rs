@@ -8,10 +8,10 @@
 //! only read the counters (atomics) and never wait for it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::RedisStore;
 use super::replies::Push;
 use crate::redis::{RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MIN_MS, Reply, encode_command};
 
@@ -27,47 +27,35 @@ pub(super) struct Events {
     pub stop: AtomicBool,
 }
 
-impl RedisStore {
-    /// Whether the revocation subscriber is connected (readiness detail).
-    pub fn subscribed(&self) -> bool {
-        self.events.subscribed.load(Ordering::Acquire)
-    }
-
-    pub(super) fn revocations_channel(&self) -> String {
-        format!("{}:revocations", self.settings.prefix)
-    }
-
-    pub(super) fn topups_channel(&self) -> String {
-        format!("{}:topups", self.settings.prefix)
-    }
-
-    pub(super) fn start_subscriber(&self) {
-        let events = self.events.clone();
-        let mut nodes = self.masters();
-        nodes.extend(self.settings.nodes.iter().copied());
-        let password = self.settings.password.clone();
-        let (revocations, topups) = (self.revocations_channel(), self.topups_channel());
-        let spawned = std::thread::Builder::new().name("fikra-redis-sub".into()).spawn(move || {
-            let mut backoff = Duration::from_millis(RECONNECT_BACKOFF_MIN_MS);
-            let mut next_node = 0usize;
-            while !events.stop.load(Ordering::Acquire) {
-                let addr = nodes[next_node % nodes.len()];
-                next_node += 1;
-                subscribe(addr, password.as_deref(), &[&revocations, &topups], &events);
-                // A session that got as far as subscribing starts the backoff over.
-                if events.subscribed.swap(false, Ordering::AcqRel) {
-                    backoff = Duration::from_millis(RECONNECT_BACKOFF_MIN_MS);
-                }
-                if events.stop.load(Ordering::Acquire) {
-                    break;
-                }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_millis(RECONNECT_BACKOFF_MAX_MS));
+/// Starts the subscriber thread: it tries `nodes` in turn until `events.stop`, subscribed to
+/// `revocations` and `topups`.
+pub(super) fn start(
+    events: Arc<Events>,
+    nodes: Vec<SocketAddr>,
+    password: Option<String>,
+    revocations: String,
+    topups: String,
+) {
+    let spawned = std::thread::Builder::new().name("fikra-redis-sub".into()).spawn(move || {
+        let mut backoff = Duration::from_millis(RECONNECT_BACKOFF_MIN_MS);
+        let mut next_node = 0usize;
+        while !events.stop.load(Ordering::Acquire) {
+            let addr = nodes[next_node % nodes.len()];
+            next_node += 1;
+            subscribe(addr, password.as_deref(), &[&revocations, &topups], &events);
+            // A session that got as far as subscribing starts the backoff over.
+            if events.subscribed.swap(false, Ordering::AcqRel) {
+                backoff = Duration::from_millis(RECONNECT_BACKOFF_MIN_MS);
             }
-        });
-        if let Err(error) = spawned {
-            crate::log_error!("cannot start the redis subscriber: {error}");
+            if events.stop.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(RECONNECT_BACKOFF_MAX_MS));
         }
+    });
+    if let Err(error) = spawned {
+        crate::log_error!("cannot start the redis subscriber: {error}");
     }
 }
 
