@@ -19,7 +19,7 @@ use crate::http::server::{Handler, OutBufferPool, Request, ResponseSink};
 use crate::metrics::Route;
 use crate::money::{self, Nanos};
 use crate::shared::Shared;
-use crate::store::{KeyKind, KeyRecord, StoreError};
+use crate::store::{KeyKind, KeyRecord, StoreClient, StoreConnections, StoreError};
 
 /// Longest account id, key name or payment reference accepted, in bytes.
 const MAX_ADMIN_ID_BYTES: usize = 64;
@@ -30,6 +30,8 @@ pub struct AdminHandler {
     shared: Arc<Shared>,
     /// Output buffers of the admin listener's connections (its own thread).
     out_buffers: OutBufferPool,
+    /// The admin thread's connections to the store.
+    store_connections: StoreConnections,
 }
 
 /// A response decided by an admin route: status and JSON body, or an error.
@@ -124,7 +126,11 @@ impl Handler for AdminHandler {
 
 impl AdminHandler {
     pub fn new(shared: Arc<Shared>) -> AdminHandler {
-        AdminHandler { shared, out_buffers: OutBufferPool::default() }
+        AdminHandler { shared, out_buffers: OutBufferPool::default(), store_connections: StoreConnections::default() }
+    }
+
+    fn store(&self) -> StoreClient<'_> {
+        self.shared.store.client(&self.store_connections)
     }
 
     fn authorized(&self, header: Option<&[u8]>) -> bool {
@@ -134,7 +140,7 @@ impl AdminHandler {
     }
 
     async fn readiness(&self) -> (u16, Value) {
-        let store_ok = self.shared.store.ping().await;
+        let store_ok = self.store().ping().await;
         let running = self.shared.workers_running.load(std::sync::atomic::Ordering::Acquire);
         // The admin listener counts itself among the running loops.
         let workers_ok = running > self.shared.workers_expected();
@@ -183,12 +189,12 @@ impl AdminHandler {
             None => self.shared.config.billing.signup_credit,
         };
         let account =
-            self.shared.store.create_account(id, credit, self.now_ms()).await.map_err(|e| store_error(e, "account"))?;
+            self.store().create_account(id, credit, self.now_ms()).await.map_err(|e| store_error(e, "account"))?;
         Ok((201, account_json(&account)))
     }
 
     async fn get_account(&self, id: &str) -> AdminResult {
-        let account = self.shared.store.account(id).await.map_err(|e| store_error(e, "account"))?;
+        let account = self.store().account(id).await.map_err(|e| store_error(e, "account"))?;
         Ok((200, account_json(&account)))
     }
 
@@ -204,7 +210,7 @@ impl AdminHandler {
         if name.is_some_and(|n| n.len() > MAX_KEY_NAME_BYTES) {
             return Err(bad("name", format!("name is longer than {MAX_KEY_NAME_BYTES} bytes.")));
         }
-        let account = self.shared.store.account(account_id).await.map_err(|e| store_error(e, "account"))?;
+        let account = self.store().account(account_id).await.map_err(|e| store_error(e, "account"))?;
         let (key, hash) = auth::generate_key(kind);
         let key_id: Arc<str> = format!("key_{}", crate::ids::random_base62(16)).into();
         let record = KeyRecord {
@@ -214,12 +220,12 @@ impl AdminHandler {
             name: name.map(Into::into),
             revoked: false,
         };
-        self.shared.store.insert_key(hash, record).await.map_err(|e| store_error(e, "key"))?;
+        self.store().insert_key(hash, record).await.map_err(|e| store_error(e, "key"))?;
         Ok((201, json!({"key_id": &*key_id, "key": key, "kind": kind.as_str()})))
     }
 
     async fn revoke_key(&self, key_id: &str) -> AdminResult {
-        self.shared.store.revoke_key(key_id).await.map_err(|e| store_error(e, "key"))?;
+        self.store().revoke_key(key_id).await.map_err(|e| store_error(e, "key"))?;
         Ok((200, json!({"key_id": key_id, "revoked": true})))
     }
 
@@ -253,8 +259,7 @@ impl AdminHandler {
             return Err(bad("amount", "amount must be more than zero."));
         }
         let result = self
-            .shared
-            .store
+            .store()
             .topup(account_id, nanos, reference, self.now_ms())
             .await
             .map_err(|e| store_error(e, "account"))?;
@@ -280,7 +285,7 @@ impl AdminHandler {
                 _ => return Err(bad("limit", "the only query parameter is limit.")),
             }
         }
-        let records = self.shared.store.usage(account_id, limit).await.map_err(|e| store_error(e, "account"))?;
+        let records = self.store().usage(account_id, limit).await.map_err(|e| store_error(e, "account"))?;
         let data: Vec<Value> = records
             .iter()
             .map(|r| {

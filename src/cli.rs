@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::clock::Clock;
 use crate::config::{self, Config};
 use crate::runtime::Gateway;
-use crate::store::{KeyKind, KeyRecord, Store};
+use crate::store::{KeyKind, KeyRecord, StoreClient, StoreConnections};
 
 const USAGE: &str = "\
 usage:
@@ -112,9 +112,10 @@ fn demo() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let store = gateway.shared.store.clone();
+    let connections = StoreConnections::default();
+    let store = gateway.shared.store.client(&connections);
     let now_ms = gateway.shared.clock.now_ms();
-    let (live_key, test_key) = match block_on(create_demo_account(&store, signup_credit, now_ms)) {
+    let (live_key, test_key) = match block_on(create_demo_account(store, signup_credit, now_ms)) {
         Ok(keys) => keys,
         Err(error) => {
             eprintln!("fikra-gateway: cannot create the demo account: {error}");
@@ -130,7 +131,7 @@ fn demo() -> ExitCode {
 
 /// Creates the demo account with its signup credit and one live and one test key.
 async fn create_demo_account(
-    store: &Store,
+    store: StoreClient<'_>,
     signup_credit: crate::money::Nanos,
     now_ms: u64,
 ) -> Result<(String, String), crate::store::StoreError> {

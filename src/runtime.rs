@@ -26,7 +26,7 @@ use crate::ids::NODE_TAG_LEN;
 use crate::metrics::Metrics;
 use crate::openai::models::{Backend, ModelEntry, Registry};
 use crate::shared::{Maintenance, Shared};
-use crate::store::Store;
+use crate::store::{Store, StoreConnections};
 use crate::worker::Worker;
 
 /// A running gateway: its addresses, shared state and threads.
@@ -230,9 +230,10 @@ pub fn server_limits_of(config: &Config) -> ServerLimits {
 
 /// Releases holds whose request never settled (a crashed connection, a node that died).
 async fn reap_holds_forever(shared: Arc<Shared>) {
+    let connections = StoreConnections::default();
     loop {
         monoio::time::sleep(Duration::from_millis(crate::limits::HOLD_REAPER_INTERVAL_MS)).await;
-        match shared.store.reap_expired_holds(shared.clock.now_ms()).await {
+        match shared.store.client(&connections).reap_expired_holds(shared.clock.now_ms()).await {
             Ok(0) => {}
             Ok(count) => eprintln!("fikra-gateway: reaper released {count} expired holds"),
             Err(error) => eprintln!("fikra-gateway: reaper failed: {error}"),

@@ -1,10 +1,10 @@
 //! Everything one core owns, in one struct: the state a worker's requests share without locks.
 //!
 //! A `Worker` lives on one thread (one monoio runtime) for the life of the process. Its fields
-//! are the complete list of per-core state: caches that stay correct against the shared store,
-//! this core's leases and their task, its upstream connection pool and buffers, its output
-//! buffer pool, its request-id counter and its metrics shard. Nothing per core hides in a
-//! thread-local (the `Date` header cache and the Redis runtime epoch are per thread, not per
+//! are the complete list of per-core state: its connections to the store, caches that stay
+//! correct against the shared store, this core's leases and their task, its upstream
+//! connection pool and buffers, its output buffer pool, its request-id counter and its metrics
+//! shard. Nothing per core hides in a thread-local (the `Date` header cache and the Redis runtime epoch are per thread, not per
 //! core). It never decides the order of a request's steps; that is `api`'s.
 
 use std::cell::{Cell, RefCell};
@@ -19,6 +19,7 @@ use crate::http::server::OutBufferPool;
 use crate::ids::RequestId;
 use crate::metrics::WorkerMetrics;
 use crate::shared::Shared;
+use crate::store::{StoreClient, StoreConnections};
 
 /// What one worker (one core) owns.
 pub struct Worker {
@@ -28,6 +29,9 @@ pub struct Worker {
     pub shared: Arc<Shared>,
     /// This core's metrics shard (merged only when `/metrics` is read).
     pub metrics: Arc<WorkerMetrics>,
+    /// This core's connections to the store (one pipelined client per Redis node), shared by
+    /// its requests and its lease task; reach the store through `store()`.
+    store_connections: StoreConnections,
     /// Key records by hash, trusted for `KEY_CACHE_TTL_MS` and dropped on any revocation.
     pub key_cache: RefCell<KeyCache>,
     /// Refusals remembered so repeats cost no store call.
@@ -55,6 +59,7 @@ impl Worker {
             index,
             shared,
             metrics,
+            store_connections: StoreConnections::default(),
             key_cache: RefCell::default(),
             deny_cache: RefCell::default(),
             fallback: RefCell::default(),
@@ -64,6 +69,11 @@ impl Worker {
             out_buffers: OutBufferPool::default(),
             request_counter: Cell::new(0),
         }
+    }
+
+    /// The shared store, through this core's connections.
+    pub fn store(&self) -> StoreClient<'_> {
+        self.shared.store.client(&self.store_connections)
     }
 
     /// The next request id of this worker (unique on the node; the node tag makes it unique
@@ -76,7 +86,7 @@ impl Worker {
 
     /// Runs this worker's lease task until `stop_leases` (spawned once per worker).
     pub async fn run_leases(&self) {
-        self.leases.run(&self.shared.store, &self.shared.clock, &self.metrics).await;
+        self.leases.run(self.store(), &self.shared.clock, &self.metrics).await;
     }
 
     /// Ends every lease once the worker has drained; returns when they are ended.

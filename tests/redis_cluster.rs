@@ -53,7 +53,14 @@ fn request<'a>(id: &'a str, account: &'a str, kind: KeyKind, input: u64, output:
     }
 }
 
-fn admit(store: &Store, account: &str, id: &str, kind: KeyKind, input: u64, output: u64) -> Result<Nanos, StoreError> {
+fn admit(
+    store: &StoreClient<'_>,
+    account: &str,
+    id: &str,
+    kind: KeyKind,
+    input: u64,
+    output: u64,
+) -> Result<Nanos, StoreError> {
     match block_on(store.admit(&request(id, account, kind, input, output)))? {
         Admission::Admitted(admitted) => {
             assert_eq!(admitted.output_cap_tokens, output, "{id}: the wallet can pay for the whole cap");
@@ -64,7 +71,13 @@ fn admit(store: &Store, account: &str, id: &str, kind: KeyKind, input: u64, outp
     }
 }
 
-fn settle(store: &Store, account: &str, id: &str, prompt: u64, completion: u64) -> Result<Settled, StoreError> {
+fn settle(
+    store: &StoreClient<'_>,
+    account: &str,
+    id: &str,
+    prompt: u64,
+    completion: u64,
+) -> Result<Settled, StoreError> {
     let settlement = Settlement {
         request_id: id,
         account_id: account,
@@ -80,7 +93,7 @@ fn charged(charged: u64, released: u64) -> Result<Settled, StoreError> {
     Ok(Settled::Charged { charged: Nanos(charged), released: Nanos(released), operator_loss: Nanos::ZERO })
 }
 
-fn topup(store: &Store, account: &str, amount: u64, reference: &str) -> Result<TopupResult, StoreError> {
+fn topup(store: &StoreClient<'_>, account: &str, amount: u64, reference: &str) -> Result<TopupResult, StoreError> {
     block_on(store.topup(account, Nanos(amount), reference, T0))
 }
 
@@ -89,14 +102,14 @@ fn credited(balance: u64) -> Result<TopupResult, StoreError> {
 }
 
 /// (tier, balance, held) as the store reads them.
-fn account_state(store: &Store, account: &str) -> (String, u64, u64) {
+fn account_state(store: &StoreClient<'_>, account: &str) -> (String, u64, u64) {
     let view = block_on(store.account(account)).unwrap();
     assert_eq!(view.created_at_ms, T0);
     (view.tier.to_string(), view.balance.0, view.held.0)
 }
 
 /// (request id, cost, outcome) of the ledger, newest first.
-fn ledger(store: &Store, account: &str) -> Vec<(String, u64, &'static str)> {
+fn ledger(store: &StoreClient<'_>, account: &str) -> Vec<(String, u64, &'static str)> {
     block_on(store.usage(account, 100))
         .unwrap()
         .into_iter()
@@ -222,6 +235,8 @@ fn an_account_slot_migrates_under_load_and_no_nano_is_lost() {
     let cluster = RedisCluster::start();
     let prefix = redis_server::unique_prefix("reshard");
     let store = store_on(&cluster, &prefix);
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
     let account = "reshard";
     let (slot, source, target, other) = plan_move(&cluster, &prefix, account);
     let (source_port, target_port) = (cluster.servers[source].port, cluster.servers[target].port);
@@ -373,6 +388,8 @@ fn a_settlement_while_the_slot_moves_charges_the_customer() {
     let cluster = RedisCluster::start();
     let prefix = redis_server::unique_prefix("reshard-settle");
     let store = store_on(&cluster, &prefix);
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
     let account = "live-only";
     let (slot, source, target, other) = plan_move(&cluster, &prefix, account);
     let source_port = cluster.servers[source].port;

@@ -60,7 +60,7 @@ on_every_store!(
     concurrent_admissions_never_overdraw,
 );
 
-fn account(store: &Store, id: &str, credit: u64) {
+fn account(store: &StoreClient<'_>, id: &str, credit: u64) {
     block_on(store.create_account(Some(id), Nanos(credit), T0)).unwrap();
 }
 
@@ -88,11 +88,11 @@ fn request<'a>(
     }
 }
 
-fn admit(store: &Store, request: &AdmitRequest<'_>) -> Admission {
+fn admit(store: &StoreClient<'_>, request: &AdmitRequest<'_>) -> Admission {
     block_on(store.admit(request)).unwrap()
 }
 
-fn settle(store: &Store, account: &str, id: &str, prompt: u64, completion: u64) -> Settled {
+fn settle(store: &StoreClient<'_>, account: &str, id: &str, prompt: u64, completion: u64) -> Settled {
     let settlement = Settlement {
         request_id: id,
         account_id: account,
@@ -108,6 +108,8 @@ fn settle(store: &Store, account: &str, id: &str, prompt: u64, completion: u64) 
 // denial takes nothing; two seconds later one more fits.
 fn thirty_requests_then_rate_limited(backend: Backend) {
     let store = backend.store(LimitPolicy::reference());
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
     account(&store, "a", 1_000_000_000);
     for i in 0..30 {
         let id = format!("r{i}");
@@ -131,6 +133,8 @@ fn thirty_requests_then_rate_limited(backend: Backend) {
 // 402 when not even one output token is affordable; nothing taken on refusal.
 fn clamps_output_to_the_wallet_then_refuses(backend: Backend) {
     let store = backend.store(LimitPolicy::reference());
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
     account(&store, "w", 10_000);
     match admit(&store, &request("c1", "w", KeyKind::Live, 18, 100, true, T0)) {
         Admission::Admitted(admitted) => {
@@ -153,6 +157,8 @@ fn clamps_output_to_the_wallet_then_refuses(backend: Backend) {
 // Goal: settlement charges actual usage, never more than the hold, exactly once; TPM is trued up.
 fn settles_exactly_once_and_never_above_the_hold(backend: Backend) {
     let store = backend.store(LimitPolicy::reference());
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
     account(&store, "s", 1_000_000);
     let Admission::Admitted(admitted) = admit(&store, &request("s1", "s", KeyKind::Live, 100, 50, true, T0)) else {
         panic!()
@@ -184,6 +190,8 @@ fn settles_exactly_once_and_never_above_the_hold(backend: Backend) {
 // output cap is lowered to fit the bucket instead.
 fn tokens_per_minute_capacity(backend: Backend) {
     let store = backend.store(LimitPolicy::reference());
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
     account(&store, "t", 1_000_000_000);
     match admit(&store, &request("t1", "t", KeyKind::Live, 39_000, 2_000, true, T0)) {
         Admission::TooLargeForTokenLimit { limit, requested, .. } => assert_eq!((limit, requested), (40_000, 41_000)),
@@ -211,6 +219,8 @@ fn tokens_per_minute_capacity(backend: Backend) {
 // Goal: top-ups credit once per reference and flip Unverified to Trusted for good (100 RPM).
 fn topups_are_idempotent_and_flip_the_tier(backend: Backend) {
     let store = backend.store(LimitPolicy::reference());
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
     account(&store, "p", 0);
     let first = block_on(store.topup("p", Nanos(5_000_000_000), "MPESA-1", T0)).unwrap();
     assert_eq!((first.balance, &*first.tier, first.duplicate), (Nanos(5_000_000_000), TIER_TRUSTED, false));
@@ -223,6 +233,8 @@ fn topups_are_idempotent_and_flip_the_tier(backend: Backend) {
 // Goal: test keys never touch the wallet and use their own Unverified buckets.
 fn test_keys_are_free_and_separate(backend: Backend) {
     let store = backend.store(LimitPolicy::reference());
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
     account(&store, "x", 0);
     block_on(store.topup("x", Nanos(1_000), "ref-x", T0)).unwrap();
     let Admission::Admitted(admitted) = admit(&store, &request("x1", "x", KeyKind::Test, 100, 100, true, T0)) else {
@@ -240,6 +252,8 @@ fn test_keys_are_free_and_separate(backend: Backend) {
 // Goal: the reaper releases holds past their TTL and nothing else.
 fn reaper_releases_expired_holds(backend: Backend) {
     let store = backend.store(LimitPolicy::reference());
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
     account(&store, "r", 1_000_000);
     let Admission::Admitted(_) = admit(&store, &request("old", "r", KeyKind::Live, 10, 10, true, T0)) else { panic!() };
     let later = T0 + fikra_gateway::limits::HOLD_TTL_MS;
@@ -262,7 +276,9 @@ fn concurrent_admissions_never_overdraw(backend: Backend) {
         )],
         ..LimitPolicy::reference()
     };
-    let store = backend.store(policy);
+    let shared = backend.store(policy);
+    let connections = StoreConnections::default();
+    let store = shared.client(&connections);
     let hold_per_request = (100 + 50) * 500;
     let k = 23;
     // Left over after k holds: one nano-dollar short of the input cost plus one output token.
@@ -270,8 +286,10 @@ fn concurrent_admissions_never_overdraw(backend: Backend) {
     let admitted_ids: Vec<Vec<String>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..8)
             .map(|thread| {
-                let store = store.clone();
+                let shared = shared.clone();
                 scope.spawn(move || {
+                    let connections = StoreConnections::default();
+                    let store = shared.client(&connections);
                     let mut mine = Vec::new();
                     for i in 0..25 {
                         let id = format!("t{thread}-{i}");
@@ -316,6 +334,8 @@ mod leases {
     fn embedded_store_has_none() {
         let store = super::Backend::Embedded.store(super::LimitPolicy::reference());
         let call = super::lease_call(1, 0, 0, 1, 1, 1, vec![]);
+        let connections = super::StoreConnections::default();
+        let store = store.client(&connections);
         assert_eq!(fikra_gateway::cli::block_on(store.lease(&call)), Err(super::StoreError::Unavailable));
     }
 }
@@ -356,7 +376,7 @@ fn lease_call(
 }
 
 /// (granted requests, granted tokens, escrow, charged, loss, requests remaining, tokens remaining)
-fn lease(store: &Store, call: &LeaseCall) -> (u64, u64, u64, u64, u64, u64, u64) {
+fn lease(store: &StoreClient<'_>, call: &LeaseCall) -> (u64, u64, u64, u64, u64, u64, u64) {
     match block_on(store.lease(call)).unwrap() {
         LeaseReply::Granted { requests, tokens, escrow, charged, operator_loss, rates } => {
             (requests, tokens, escrow.0, charged.0, operator_loss.0, rates.requests_remaining, rates.tokens_remaining)
@@ -365,7 +385,7 @@ fn lease(store: &Store, call: &LeaseCall) -> (u64, u64, u64, u64, u64, u64, u64)
     }
 }
 
-fn balance_and_held(store: &Store, id: &str) -> (u64, u64) {
+fn balance_and_held(store: &StoreClient<'_>, id: &str) -> (u64, u64) {
     let view = block_on(store.account(id)).unwrap();
     (view.balance.0, view.held.0)
 }
@@ -375,6 +395,8 @@ fn balance_and_held(store: &Store, id: &str) -> (u64, u64) {
 // never below zero (the rest is an operator loss), and the ledger equals the balance change.
 fn lease_grants_pays_and_ends(backend: Backend) {
     let store = backend.store(LimitPolicy::reference());
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
     account(&store, "l", 1_000_000);
     // 30 RPM / 40,000 TPM / 1,000,000 available: 3, 5,000 and 125,000 at most.
     let first = lease_call(1, 0, 0, 10, 10_000, 200_000, vec![]);

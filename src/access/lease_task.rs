@@ -12,7 +12,7 @@ use crate::access::lease::LeaseBook;
 use crate::clock::{Clock, monotonic_ms};
 use crate::limits::{LEASE_END_DEADLINE_MS, LEASE_RETRY_MS, LEASE_TICK_MS};
 use crate::metrics::WorkerMetrics;
-use crate::store::{LeaseCall, LeaseReply, Store};
+use crate::store::{LeaseCall, LeaseReply, StoreClient};
 
 /// One worker's leases and the state of the task that serves them.
 pub struct LeaseTask {
@@ -35,7 +35,7 @@ impl LeaseTask {
     }
 
     /// Makes this worker's lease calls until `stop`; then ends every lease.
-    pub async fn run(&self, store: &Store, clock: &Clock, metrics: &WorkerMetrics) {
+    pub async fn run(&self, store: StoreClient<'_>, clock: &Clock, metrics: &WorkerMetrics) {
         if !store.is_shared() {
             return;
         }
@@ -78,7 +78,7 @@ impl LeaseTask {
     /// Ends every lease: records paid (a call at a time, so a long backlog takes several),
     /// tokens given back, escrows released. Gives up after `LEASE_END_DEADLINE_MS` if the store
     /// is down (the escrows then expire and are reaped; unpaid records are never charged).
-    async fn end_all(&self, store: &Store, clock: &Clock, metrics: &WorkerMetrics) {
+    async fn end_all(&self, store: StoreClient<'_>, clock: &Clock, metrics: &WorkerMetrics) {
         let deadline_ms = monotonic_ms() + LEASE_END_DEADLINE_MS;
         while monotonic_ms() < deadline_ms {
             let calls = self.book.borrow_mut().end_all(clock.now_ms());
@@ -96,7 +96,7 @@ impl LeaseTask {
     }
 
     /// Makes one lease call and applies its answer; whether the store answered.
-    async fn call(&self, call: &LeaseCall, store: &Store, clock: &Clock, metrics: &WorkerMetrics) -> bool {
+    async fn call(&self, call: &LeaseCall, store: StoreClient<'_>, clock: &Clock, metrics: &WorkerMetrics) -> bool {
         WorkerMetrics::add(&metrics.lease_calls, 1);
         let result = store.lease(call).await;
         match &result {

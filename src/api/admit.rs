@@ -65,21 +65,24 @@ pub async fn admit<'a>(
         output_price: model.output_price,
         now_ms: shared.clock.now_ms(),
     };
-    let topup_generation = shared.store.topup_generation();
+    let topup_generation = worker.store().topup_generation();
     if let Some(refusal) = worker.deny_cache.borrow_mut().check(&caller.account_id, &request, topup_generation) {
         WorkerMetrics::add(&worker.metrics.deny_cache_hits, 1);
         return Err(refusal_of(refusal));
     }
-    let leasing = caller.kind == KeyKind::Live && shared.store.is_shared();
+    let leasing = caller.kind == KeyKind::Live && worker.store().is_shared();
     // With the store unreachable paid requests fail closed (SPEC §7), leased or not.
-    let leased =
-        if leasing && !shared.store.seems_down() { worker.leases.book.borrow_mut().try_admit(&request) } else { None };
+    let leased = if leasing && !worker.store().seems_down() {
+        worker.leases.book.borrow_mut().try_admit(&request)
+    } else {
+        None
+    };
     let (answer, settle_by) = match leased {
         Some(admitted) => {
             WorkerMetrics::add(&worker.metrics.lease_admissions, 1);
             (Ok(Admission::Admitted(admitted)), SettleBy::Lease)
         }
-        None => (shared.store.admit(&request).await, SettleBy::Store),
+        None => (worker.store().admit(&request).await, SettleBy::Store),
     };
     let (admitted, settle_by) = match answer {
         Ok(Admission::Admitted(admitted)) => {

@@ -15,7 +15,7 @@ use crate::worker::Worker;
 pub async fn authenticate(worker: &Worker, authorization: Option<&[u8]>) -> Result<Caller, ApiError<'static>> {
     let presented = auth::parse_authorization(authorization)?;
     let hash = auth::hash_key(presented.key);
-    let store = &worker.shared.store;
+    let store = worker.store();
     let now_ms = worker.shared.clock.now_ms();
     let generation = store.revocation_generation();
     let cached = worker.key_cache.borrow_mut().get(&hash, now_ms, generation).map(|entry| entry.record.clone());

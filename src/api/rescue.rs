@@ -125,5 +125,5 @@ pub fn write_framing_refusal(worker: &Worker, out: &mut Vec<u8>, scratch: &mut V
 /// The caller's rate-limit state for the headers, if the store answers.
 pub async fn rates_of(worker: &Worker, caller: &Caller) -> Option<RateSnapshot> {
     let now_ms = worker.shared.clock.now_ms();
-    worker.shared.store.peek_rates(&caller.account_id, caller.kind, now_ms).await.ok()
+    worker.store().peek_rates(&caller.account_id, caller.kind, now_ms).await.ok()
 }

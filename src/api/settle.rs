@@ -52,13 +52,13 @@ async fn settle_in_store(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
     };
     // Settling is exactly once per request id, so a call whose answer was lost can be made
     // again: a store that blinks still charges within the second SPEC §3 allows.
-    let mut result = shared.store.settle(&settlement).await;
+    let mut result = worker.store().settle(&settlement).await;
     for pause_ms in SETTLE_RETRY_PAUSES_MS {
         if result != Err(StoreError::Unavailable) {
             break;
         }
         monoio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
-        result = shared.store.settle(&settlement).await;
+        result = worker.store().settle(&settlement).await;
     }
     match result {
         Ok(Settled::Charged { charged, operator_loss, .. }) => {

@@ -10,10 +10,11 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::*;
 use crate::errors::Bucket;
 use crate::limits::{EMBEDDED_LEDGER_MAX_RECORDS_PER_ACCOUNT, HOLD_TTL_MS, MAX_USAGE_QUERY_LIMIT};
+use crate::money::{Nanos, NanosPerToken};
 use crate::ratelimit::TokenBucket;
+use crate::store::types::*;
 
 /// Characters of a generated account id after `acct_`.
 const GENERATED_ACCOUNT_ID_CHARS: usize = 16;

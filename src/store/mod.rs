@@ -1,313 +1,26 @@
 //! The state store interface: accounts, keys, wallet holds, rate buckets and the usage ledger.
 //!
 //! Everything that must be consistent across workers (and, with Redis, across gateway nodes)
-//! lives behind `Store`. The types here are the whole contract between the request pipeline
-//! and a store; `embedded` keeps them in process (one node, demo and tests), and a Redis store
-//! will implement the same calls. Stores never see plain API keys (only SHA-256 hashes) and
-//! never do floating point. Time is passed in (`now_ms`, Unix milliseconds) so behaviour tests
-//! can drive the clock; a store backed by a server may use the server's clock instead.
+//! lives behind `Store`. The types in `types` (re-exported here) are the whole contract between
+//! the request pipeline and a store; `embedded` keeps them in process (one node, demo and
+//! tests), and `redis` implements the same calls on a Redis server or Cluster shared by nodes.
+//!
+//! A `Store` is shared by every thread; the connections to it are not. Whoever calls the store
+//! (a worker, the admin handler, the hold reaper, the CLI, a test) owns a `StoreConnections`
+//! and calls through a `StoreClient`, the pair of both, borrowed for the call: a worker's
+//! connections are a field of its `Worker`, never a thread-local. Stores never see plain API
+//! keys (only SHA-256 hashes) and never do floating point. Time is passed in (`now_ms`, Unix
+//! milliseconds) so behaviour tests can drive the clock; a store backed by a server may use the
+//! server's clock instead.
 
 pub mod embedded;
 pub mod redis;
+pub mod types;
 
 use std::sync::Arc;
 
-use crate::money::{Nanos, NanosPerToken};
-
-/// Live keys bill the wallet; test keys are served by the sandbox and never touch it.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum KeyKind {
-    Live,
-    Test,
-}
-
-impl KeyKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyKind::Live => "live",
-            KeyKind::Test => "test",
-        }
-    }
-}
-
-/// SHA-256 of a plain API key.
-pub type KeyHash = [u8; 32];
-
-/// What the store knows about one key.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct KeyRecord {
-    pub key_id: Arc<str>,
-    pub account_id: Arc<str>,
-    pub kind: KeyKind,
-    pub name: Option<Arc<str>>,
-    pub revoked: bool,
-}
-
-/// The limits of one tier (or of one account override).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TierLimits {
-    pub requests_per_minute: u64,
-    pub tokens_per_minute: u64,
-}
-
-/// Tier names with a meaning to the store: new accounts start `unverified`; the first
-/// successful top-up moves them to `trusted` for good.
-pub const TIER_UNVERIFIED: &str = "unverified";
-pub const TIER_TRUSTED: &str = "trusted";
-
-/// How a store finds the limits of an account: its tier's, unless the operator overrode them.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LimitPolicy {
-    /// Every configured tier by name; must contain `unverified` and `trusted`.
-    pub tiers: Vec<(Arc<str>, TierLimits)>,
-    /// Per-account overrides by account id.
-    pub account_overrides: Vec<(Arc<str>, TierLimits)>,
-}
-
-impl LimitPolicy {
-    /// The limits that apply to `account_id` in `tier`; test keys always get `unverified`.
-    pub fn limits_for(&self, account_id: &str, tier: &str, kind: KeyKind) -> TierLimits {
-        if kind == KeyKind::Test {
-            return self.tier(TIER_UNVERIFIED);
-        }
-        if let Some((_, limits)) = self.account_overrides.iter().find(|(id, _)| &**id == account_id) {
-            return limits.clone();
-        }
-        self.tier(tier)
-    }
-
-    fn tier(&self, name: &str) -> TierLimits {
-        self.tiers
-            .iter()
-            .find(|(tier, _)| &**tier == name)
-            .or_else(|| self.tiers.iter().find(|(tier, _)| &**tier == TIER_UNVERIFIED))
-            .map(|(_, limits)| limits.clone())
-            .unwrap_or(TierLimits { requests_per_minute: 30, tokens_per_minute: 40_000 })
-    }
-
-    /// SPEC §4's reference tiers.
-    pub fn reference() -> LimitPolicy {
-        LimitPolicy {
-            tiers: vec![
-                (TIER_UNVERIFIED.into(), TierLimits { requests_per_minute: 30, tokens_per_minute: 40_000 }),
-                (TIER_TRUSTED.into(), TierLimits { requests_per_minute: 100, tokens_per_minute: 160_000 }),
-            ],
-            account_overrides: Vec::new(),
-        }
-    }
-}
-
-/// An account as the admin API shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AccountView {
-    pub id: Arc<str>,
-    pub tier: Arc<str>,
-    pub balance: Nanos,
-    pub held: Nanos,
-    pub created_at_ms: u64,
-}
-
-/// The rate-limit headers' facts (defined with the bucket arithmetic; every store reports them).
-pub use crate::ratelimit::RateSnapshot;
-
-/// One request asking to be admitted: RPM, TPM and the wallet hold, decided in one atomic step.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct AdmitRequest<'a> {
-    pub request_id: &'a str,
-    pub account_id: &'a str,
-    pub key_id: &'a str,
-    pub key_kind: KeyKind,
-    pub model: &'a str,
-    /// Upper bound of the prompt's tokens (content bytes plus per-message overhead).
-    pub input_tokens_upper: u64,
-    /// The client's `max_tokens` if it gave one, else the model's output cap.
-    pub requested_output_tokens: u64,
-    /// Whether `requested_output_tokens` came from the client (for the clamp header).
-    pub client_set_output_cap: bool,
-    pub input_price: NanosPerToken,
-    pub output_price: NanosPerToken,
-    pub now_ms: u64,
-}
-
-/// A successful admission: the hold taken, the output cap granted, the tokens taken from TPM.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Admitted {
-    pub hold: Nanos,
-    /// The output cap the backend must be given (never above `requested_output_tokens`).
-    pub output_cap_tokens: u64,
-    /// Tokens taken out of the TPM bucket (input upper bound + output cap).
-    pub tokens_charged: u64,
-    pub rates: RateSnapshot,
-}
-
-/// The answer to an `AdmitRequest`. A denial consumes nothing.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Admission {
-    Admitted(Admitted),
-    /// A bucket is empty now; `retry_after_ms` is when it will hold `requested` again.
-    RateLimited {
-        bucket: crate::errors::Bucket,
-        limit: u64,
-        used: u64,
-        requested: u64,
-        retry_after_ms: u64,
-        rates: RateSnapshot,
-    },
-    /// The request alone needs more tokens than the TPM bucket can ever hold.
-    TooLargeForTokenLimit {
-        limit: u64,
-        requested: u64,
-        rates: RateSnapshot,
-    },
-    /// Not even a one-token answer is affordable. `available` is balance minus other holds;
-    /// `needed` is the cost of the input bound plus one output token.
-    InsufficientQuota {
-        balance: Nanos,
-        available: Nanos,
-        needed: Nanos,
-        rates: RateSnapshot,
-    },
-}
-
-/// How a request ended, as recorded in the ledger.
-#[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Outcome {
-    /// The backend answered and the client received it all.
-    Completed,
-    /// The client went away before the answer was delivered.
-    ClientAborted,
-    /// The backend failed after admission.
-    BackendFailed,
-}
-
-impl Outcome {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Outcome::Completed => "completed",
-            Outcome::ClientAborted => "client_aborted",
-            Outcome::BackendFailed => "backend_failed",
-        }
-    }
-}
-
-/// Actual usage of an admitted request, to settle its hold.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub struct Settlement<'a> {
-    pub request_id: &'a str,
-    /// The account the request was admitted for (the Redis store keeps holds per account).
-    pub account_id: &'a str,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub outcome: Outcome,
-    pub now_ms: u64,
-}
-
-/// One call of a worker's lease on an account's shared buckets and wallet (see `crate::access::lease`):
-/// pay for what was served from the lease, give back what is unused, take the next period's
-/// share. Idempotent per (`lease_id`, `seq`).
-#[derive(Debug)]
-pub struct LeaseCall {
-    pub account_id: Arc<str>,
-    /// Names the lease in the store (node tag, worker, account): its escrow is a hold by this id.
-    pub lease_id: Arc<str>,
-    pub seq: u64,
-    pub now_ms: u64,
-    /// Leased request tokens given back unused.
-    pub return_requests: u64,
-    /// Leased TPM tokens given back (> 0) or owed after a true-up above the estimate (< 0).
-    pub tokens_delta: i64,
-    pub want_requests: u64,
-    pub want_tokens: u64,
-    /// The escrow the lease should hold after this call; zero ends the lease.
-    pub want_escrow: Nanos,
-    /// Grants are at most 1/`share` of what is left in each bucket and in the wallet.
-    pub share: u64,
-    pub records: Vec<LeaseRecord>,
-}
-
-/// A request served from a lease, waiting to be charged and written to the ledger.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct LeaseRecord {
-    pub request_id: Box<str>,
-    pub key_id: Arc<str>,
-    pub model: Box<str>,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub cost: Nanos,
-    pub outcome: Outcome,
-}
-
-/// What a lease call changed.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum LeaseReply {
-    Granted {
-        requests: u64,
-        tokens: u64,
-        /// The escrow the lease holds now.
-        escrow: Nanos,
-        /// Charged for the records of this call (less than their sum only on an operator loss).
-        charged: Nanos,
-        operator_loss: Nanos,
-        rates: RateSnapshot,
-    },
-    /// A later call of this lease was applied already; this one changed nothing.
-    Superseded,
-}
-
-/// What settling did.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Settled {
-    /// Charged `charged` (never more than the hold) and released the rest of the hold.
-    /// `operator_loss` is what actual usage cost beyond the hold (not charged to anyone).
-    Charged { charged: Nanos, released: Nanos, operator_loss: Nanos },
-    /// No hold under this request id: it was already settled (or reaped). Nothing changed.
-    AlreadySettled,
-}
-
-/// One line of an account's usage ledger.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UsageRecord {
-    pub request_id: Arc<str>,
-    pub key_id: Arc<str>,
-    pub model: Arc<str>,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-    pub cost: Nanos,
-    pub outcome: &'static str,
-    pub created_at_ms: u64,
-}
-
-/// The result of a top-up.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct TopupResult {
-    pub balance: Nanos,
-    pub tier: Arc<str>,
-    /// The payment reference was seen before; nothing was credited this time.
-    pub duplicate: bool,
-}
-
-/// Why a store call failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum StoreError {
-    NotFound,
-    AlreadyExists,
-    /// The store could not be reached in time (Redis down): fail closed for money.
-    Unavailable,
-    /// Arithmetic would overflow (absurd balances); nothing was changed.
-    Overflow,
-}
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let text = match self {
-            StoreError::NotFound => "not found",
-            StoreError::AlreadyExists => "already exists",
-            StoreError::Unavailable => "store unavailable",
-            StoreError::Overflow => "amount out of range",
-        };
-        f.write_str(text)
-    }
-}
+use crate::money::Nanos;
+pub use types::*;
 
 /// The store a gateway runs on. An enum rather than a trait object: the set is closed and the
 /// calls are async on a thread-per-core runtime (no `Send` bounds wanted).
@@ -322,53 +35,75 @@ impl Store {
         Store::Embedded(Arc::new(embedded::EmbeddedStore::new(policy)))
     }
 
+    /// This store as seen through `connections` (the caller's own).
+    pub fn client<'a>(&'a self, connections: &'a StoreConnections) -> StoreClient<'a> {
+        StoreClient { store: self, connections }
+    }
+}
+
+/// The connections one owner holds to the store, made on first use: empty for the embedded
+/// store, one pipelined client per Redis node otherwise. Owned by one thread (not `Send`).
+#[derive(Default)]
+pub struct StoreConnections {
+    redis: redis::Connections,
+}
+
+/// The store and one owner's connections to it: every store call goes through one. Borrowed
+/// and cheap to copy (two references); get a worker's with `Worker::store`.
+#[derive(Copy, Clone)]
+pub struct StoreClient<'a> {
+    store: &'a Store,
+    connections: &'a StoreConnections,
+}
+
+impl StoreClient<'_> {
     pub async fn create_account(
         &self,
         id: Option<&str>,
         signup_credit: Nanos,
         now_ms: u64,
     ) -> Result<AccountView, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.create_account(id, signup_credit, now_ms),
-            Store::Redis(store) => store.create_account(id, signup_credit, now_ms).await,
+            Store::Redis(store) => store.create_account(&self.connections.redis, id, signup_credit, now_ms).await,
         }
     }
 
     pub async fn account(&self, id: &str) -> Result<AccountView, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.account(id),
-            Store::Redis(store) => store.account(id).await,
+            Store::Redis(store) => store.account(&self.connections.redis, id).await,
         }
     }
 
     /// Stores a new key under `hash` for `record.account_id` (which must exist).
     pub async fn insert_key(&self, hash: KeyHash, record: KeyRecord) -> Result<(), StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.insert_key(hash, record),
-            Store::Redis(store) => store.insert_key(hash, record).await,
+            Store::Redis(store) => store.insert_key(&self.connections.redis, hash, record).await,
         }
     }
 
     /// The key with this hash, revoked or not; `NotFound` if unknown.
     pub async fn resolve_key(&self, hash: &KeyHash) -> Result<KeyRecord, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.resolve_key(hash),
-            Store::Redis(store) => store.resolve_key(hash).await,
+            Store::Redis(store) => store.resolve_key(&self.connections.redis, hash).await,
         }
     }
 
     /// Revokes a key; `NotFound` if no key has this id. Revoking twice is not an error.
     pub async fn revoke_key(&self, key_id: &str) -> Result<(), StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.revoke_key(key_id),
-            Store::Redis(store) => store.revoke_key(key_id).await,
+            Store::Redis(store) => store.revoke_key(&self.connections.redis, key_id).await,
         }
     }
 
     /// Bumped on every credited top-up (any account, any node); workers drop their "no
     /// balance" deny entries when it changes.
     pub fn topup_generation(&self) -> u64 {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.topup_generation(),
             Store::Redis(store) => store.topup_generation(),
         }
@@ -376,12 +111,12 @@ impl Store {
 
     /// Whether this store is shared with other nodes (Redis) rather than in process.
     pub fn is_shared(&self) -> bool {
-        matches!(self, Store::Redis(_))
+        matches!(self.store, Store::Redis(_))
     }
 
     /// Bumped on every revocation; workers drop their key caches when it changes.
     pub fn revocation_generation(&self) -> u64 {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.revocation_generation(),
             Store::Redis(store) => store.revocation_generation(),
         }
@@ -394,73 +129,73 @@ impl Store {
         reference: &str,
         now_ms: u64,
     ) -> Result<TopupResult, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.topup(account_id, amount, reference, now_ms),
-            Store::Redis(store) => store.topup(account_id, amount, reference, now_ms).await,
+            Store::Redis(store) => store.topup(&self.connections.redis, account_id, amount, reference, now_ms).await,
         }
     }
 
     pub async fn admit(&self, request: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.admit(request),
-            Store::Redis(store) => store.admit(request).await,
+            Store::Redis(store) => store.admit(&self.connections.redis, request).await,
         }
     }
 
     pub async fn settle(&self, settlement: &Settlement<'_>) -> Result<Settled, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.settle(settlement),
-            Store::Redis(store) => store.settle(settlement).await,
+            Store::Redis(store) => store.settle(&self.connections.redis, settlement).await,
         }
     }
 
-    /// Whether this thread's connection to the store was lost (and not yet made again): paid
+    /// Whether one of these connections to the store was lost (and not yet made again): paid
     /// requests then fail closed rather than spend leases the store cannot hear about.
     pub fn seems_down(&self) -> bool {
-        match self {
+        match self.store {
             Store::Embedded(_) => false,
-            Store::Redis(store) => store.seems_down(),
+            Store::Redis(store) => store.seems_down(&self.connections.redis),
         }
     }
 
     /// One lease call (Redis only: the embedded store is one node and needs no leases).
     pub async fn lease(&self, call: &LeaseCall) -> Result<LeaseReply, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(_) => Err(StoreError::Unavailable),
-            Store::Redis(store) => store.lease(call).await,
+            Store::Redis(store) => store.lease(&self.connections.redis, call).await,
         }
     }
 
     /// The buckets' state without taking anything (headers on responses that were not admitted).
     pub async fn peek_rates(&self, account_id: &str, kind: KeyKind, now_ms: u64) -> Result<RateSnapshot, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.peek_rates(account_id, kind, now_ms),
-            Store::Redis(store) => store.peek_rates(account_id, kind, now_ms).await,
+            Store::Redis(store) => store.peek_rates(&self.connections.redis, account_id, kind, now_ms).await,
         }
     }
 
     /// Newest first, at most `limit` records.
     pub async fn usage(&self, account_id: &str, limit: usize) -> Result<Vec<UsageRecord>, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => store.usage(account_id, limit),
-            Store::Redis(store) => store.usage(account_id, limit).await,
+            Store::Redis(store) => store.usage(&self.connections.redis, account_id, limit).await,
         }
     }
 
     /// Releases holds older than their TTL (a request that never settled); returns how many.
     pub async fn reap_expired_holds(&self, now_ms: u64) -> Result<usize, StoreError> {
-        match self {
+        match self.store {
             Store::Embedded(store) => Ok(store.reap_expired_holds(now_ms)),
-            Store::Redis(store) => store.reap_expired_holds(now_ms).await,
+            Store::Redis(store) => store.reap_expired_holds(&self.connections.redis, now_ms).await,
         }
     }
 
     /// Whether the store answers and, for Redis, the revocation and top-up subscription is
     /// live (readiness): without it a revoked key could stay usable until its cache TTL.
     pub async fn ping(&self) -> bool {
-        match self {
+        match self.store {
             Store::Embedded(_) => true,
-            Store::Redis(store) => store.ping().await && store.subscribed(),
+            Store::Redis(store) => store.ping(&self.connections.redis).await && store.subscribed(),
         }
     }
 }

@@ -1,0 +1,183 @@
+//! The account and key calls of the Redis store: create and read accounts, store, resolve and
+//! revoke keys, credit top-ups.
+//!
+//! Owns what each of these calls sends and the order of its steps (a key's id is claimed
+//! before its record is written; a payment reference is claimed globally before the account is
+//! credited). Replies are read by `replies`; money is only ever changed inside a Function. It
+//! never sees a plain API key (only its SHA-256 hash) and is off the hot path except
+//! `resolve_key` on a key-cache miss.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::RedisStore;
+use super::connections::Connections;
+use super::replies::{AccountCreated, AccountFields, FromReply, KeyPut, TopupReply};
+use crate::digits::Num;
+use crate::money::Nanos;
+use crate::redis::Reply;
+use crate::store::types::{AccountView, KeyHash, KeyKind, KeyRecord, StoreError, TIER_UNVERIFIED, TopupResult};
+
+impl RedisStore {
+    pub async fn create_account(
+        &self,
+        connections: &Connections,
+        id: Option<&str>,
+        signup_credit: Nanos,
+        now_ms: u64,
+    ) -> Result<AccountView, StoreError> {
+        let id: Arc<str> = match id {
+            Some(id) => id.into(),
+            None => format!("acct_{}", crate::ids::random_base62(16)).into(),
+        };
+        let acct = self.key(&id, "acct");
+        let credit = Num::new(signup_credit.0);
+        let now = self.now_arg(now_ms);
+        let args: [&[u8]; 6] =
+            [b"FCALL", b"fk_create_account", b"1", acct.as_bytes(), credit.as_bytes(), now.as_bytes()];
+        let created = AccountCreated::from_reply(self.command(connections, acct.as_bytes(), &args).await?)?;
+        Ok(AccountView {
+            id,
+            tier: TIER_UNVERIFIED.into(),
+            balance: signup_credit,
+            held: Nanos::ZERO,
+            created_at_ms: created.created_at_ms,
+        })
+    }
+
+    pub async fn account(&self, connections: &Connections, id: &str) -> Result<AccountView, StoreError> {
+        let acct = self.key(id, "acct");
+        let args: [&[u8]; 6] = [b"HMGET", acct.as_bytes(), b"tier", b"balance", b"held", b"created_at"];
+        let fields = AccountFields::from_reply(self.command(connections, acct.as_bytes(), &args).await?)?;
+        Ok(AccountView {
+            id: id.into(),
+            tier: fields.tier,
+            balance: fields.balance,
+            held: fields.held,
+            created_at_ms: fields.created_at_ms,
+        })
+    }
+
+    /// `PREFIX:key:HEX` of a key's hash.
+    fn key_record_key(&self, hash: &KeyHash) -> String {
+        let mut key = format!("{}:key:", self.settings.prefix);
+        for byte in hash {
+            key.push_str(&format!("{byte:02x}"));
+        }
+        key
+    }
+
+    /// Claims the key id (`PREFIX:keyid:ID`, so ids stay unique), then writes the record; a
+    /// record that exists already gives the claim back.
+    pub async fn insert_key(
+        &self,
+        connections: &Connections,
+        hash: KeyHash,
+        record: KeyRecord,
+    ) -> Result<(), StoreError> {
+        let acct = self.key(&record.account_id, "acct");
+        match self.command(connections, acct.as_bytes(), &[b"EXISTS", acct.as_bytes()]).await? {
+            Reply::Integer(1) => {}
+            _ => return Err(StoreError::NotFound),
+        }
+        let record_key = self.key_record_key(&hash);
+        let id_key = format!("{}:keyid:{}", self.settings.prefix, record.key_id);
+        let hex = &record_key[record_key.len() - 64..];
+        let claim: [&[u8]; 4] = [b"SET", id_key.as_bytes(), hex.as_bytes(), b"NX"];
+        if self.command(connections, id_key.as_bytes(), &claim).await? == Reply::Null {
+            return Err(StoreError::AlreadyExists);
+        }
+        let name = record.name.as_deref().unwrap_or("");
+        let kind: &[u8] = if record.kind == KeyKind::Live { b"l" } else { b"t" };
+        let args: [&[u8]; 8] = [
+            b"FCALL",
+            b"fk_put_key",
+            b"1",
+            record_key.as_bytes(),
+            record.key_id.as_bytes(),
+            record.account_id.as_bytes(),
+            kind,
+            name.as_bytes(),
+        ];
+        match KeyPut::from_reply(self.command(connections, record_key.as_bytes(), &args).await?)? {
+            KeyPut::Stored => Ok(()),
+            KeyPut::Exists => {
+                let _ = self.command(connections, id_key.as_bytes(), &[b"DEL", id_key.as_bytes()]).await;
+                Err(StoreError::AlreadyExists)
+            }
+        }
+    }
+
+    pub async fn resolve_key(&self, connections: &Connections, hash: &KeyHash) -> Result<KeyRecord, StoreError> {
+        let record_key = self.key_record_key(hash);
+        let args: [&[u8]; 7] = [b"HMGET", record_key.as_bytes(), b"key_id", b"account", b"kind", b"name", b"revoked"];
+        KeyRecord::from_reply(self.command(connections, record_key.as_bytes(), &args).await?)
+    }
+
+    pub async fn revoke_key(&self, connections: &Connections, key_id: &str) -> Result<(), StoreError> {
+        let id_key = format!("{}:keyid:{key_id}", self.settings.prefix);
+        let hex = match self.command(connections, id_key.as_bytes(), &[b"GET", id_key.as_bytes()]).await? {
+            Reply::BulkString(hex) => hex,
+            _ => return Err(StoreError::NotFound),
+        };
+        let record_key = format!("{}:key:{}", self.settings.prefix, String::from_utf8_lossy(&hex));
+        let args: [&[u8]; 4] = [b"HSET", record_key.as_bytes(), b"revoked", b"1"];
+        self.command(connections, record_key.as_bytes(), &args).await?;
+        // This node's workers drop their caches at once; the others when the message arrives
+        // (or, should it be lost, when their cache entry's short TTL runs out).
+        self.events.revocations.fetch_add(1, Ordering::AcqRel);
+        let channel = self.revocations_channel();
+        self.command(connections, channel.as_bytes(), &[b"PUBLISH", channel.as_bytes(), key_id.as_bytes()]).await?;
+        Ok(())
+    }
+
+    pub async fn topup(
+        &self,
+        connections: &Connections,
+        account_id: &str,
+        amount: Nanos,
+        reference: &str,
+        _now_ms: u64,
+    ) -> Result<TopupResult, StoreError> {
+        // 1. Claim the reference for this account, globally (a reference credits one account
+        //    once). A claim left behind by a crash between the steps is completed by a retry.
+        let claim = format!("{}:payref:{reference}", self.settings.prefix);
+        let acct = self.key(account_id, "acct");
+        let claim_args: [&[u8]; 4] = [b"SET", claim.as_bytes(), account_id.as_bytes(), b"NX"];
+        if let Reply::Null = self.command(connections, claim.as_bytes(), &claim_args).await? {
+            let owner = self.command(connections, claim.as_bytes(), &[b"GET", claim.as_bytes()]).await?;
+            if !matches!(&owner, Reply::BulkString(owner) if owner == account_id.as_bytes()) {
+                let view = self.account(connections, account_id).await?;
+                return Ok(TopupResult { balance: view.balance, tier: view.tier, duplicate: true });
+            }
+        }
+        // 2. Credit, once per reference, and flip the tier, in one call.
+        let payrefs = self.key(account_id, "payrefs");
+        let amount_arg = Num::new(amount.0);
+        let args: [&[u8]; 7] = [
+            b"FCALL",
+            b"fk_topup",
+            b"2",
+            acct.as_bytes(),
+            payrefs.as_bytes(),
+            amount_arg.as_bytes(),
+            reference.as_bytes(),
+        ];
+        let refused = match TopupReply::from_reply(self.command(connections, acct.as_bytes(), &args).await?)? {
+            TopupReply::Done(result) => {
+                if !result.duplicate {
+                    self.events.topups.fetch_add(1, Ordering::AcqRel);
+                    let channel = self.topups_channel();
+                    let publish: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), account_id.as_bytes()];
+                    let _ = self.command(connections, channel.as_bytes(), &publish).await;
+                }
+                return Ok(result);
+            }
+            TopupReply::NoAccount => StoreError::NotFound,
+            TopupReply::TooLarge => StoreError::Overflow,
+        };
+        // Nothing was credited: give the reference back so it can be used again.
+        let _ = self.command(connections, claim.as_bytes(), &[b"DEL", claim.as_bytes()]).await;
+        Err(refused)
+    }
+}

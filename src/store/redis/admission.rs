@@ -1,0 +1,220 @@
+//! The money-path calls of the Redis store: admit, settle, peek at the rate buckets, and the
+//! lease calls of workers.
+//!
+//! Owns the keys and arguments each of these Functions is called with (their order is the
+//! `KEYS:` and `ARGV:` lines of the function in `fikra.lua`; keep them in step) and the
+//! limits passed along, since the Lua side knows no tiers. Every decision is the Function's and
+//! every reply is read by `replies`. These run per request: no `format!` on admit and settle,
+//! numbers written through `Num`, and nothing here ever retries a call (the caller decides).
+
+use super::connections::Connections;
+use super::replies::FromReply;
+use super::{LEDGER_MAX_RECORDS_PER_ACCOUNT, RedisStore};
+use crate::digits::Num;
+use crate::limits::{HOLD_TTL_MS, LEASE_ESCROW_TTL_MS};
+use crate::store::types::{
+    Admission, AdmitRequest, KeyKind, LeaseCall, LeaseReply, RateSnapshot, Settled, Settlement, StoreError,
+    TIER_TRUSTED, TIER_UNVERIFIED,
+};
+
+/// Token counts beyond this are treated as this much (keeps Lua arithmetic exact; no real
+/// request comes near it).
+const MAX_SETTLED_TOKENS: u64 = 1_000_000_000;
+
+impl RedisStore {
+    /// The (unverified, trusted) limits for this account and key kind, as function arguments.
+    fn limit_args(&self, account_id: &str, kind: KeyKind) -> [Num; 4] {
+        let unverified = self.policy.limits_for(account_id, TIER_UNVERIFIED, kind);
+        let trusted = self.policy.limits_for(account_id, TIER_TRUSTED, kind);
+        [
+            Num::new(unverified.requests_per_minute),
+            Num::new(unverified.tokens_per_minute),
+            Num::new(trusted.requests_per_minute),
+            Num::new(trusted.tokens_per_minute),
+        ]
+    }
+
+    /// `fk_admit`.
+    pub async fn admit(&self, connections: &Connections, request: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
+        let account = request.account_id;
+        let acct = self.key(account, "acct");
+        let rate = self.rate_key(account, request.key_kind);
+        let holds = self.key(account, "holds");
+        let holdexp = self.key(account, "holdexp");
+        let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, request.key_kind);
+        let (input, output) = (Num::new(request.input_tokens_upper), Num::new(request.requested_output_tokens));
+        let (in_price, out_price) = (Num::new(request.input_price.0), Num::new(request.output_price.0));
+        let now = self.now_arg(request.now_ms);
+        let ttl = Num::new(HOLD_TTL_MS);
+        let kind: &[u8] = if request.key_kind == KeyKind::Live { b"l" } else { b"t" };
+        let client_cap: &[u8] = if request.client_set_output_cap { b"1" } else { b"0" };
+        let args: [&[u8]; 22] = [
+            b"FCALL",
+            b"fk_admit",
+            b"4",
+            acct.as_bytes(),
+            rate.as_bytes(),
+            holds.as_bytes(),
+            holdexp.as_bytes(),
+            request.request_id.as_bytes(),
+            request.key_id.as_bytes(),
+            kind,
+            request.model.as_bytes(),
+            input.as_bytes(),
+            output.as_bytes(),
+            client_cap,
+            in_price.as_bytes(),
+            out_price.as_bytes(),
+            now.as_bytes(),
+            u_rpm.as_bytes(),
+            u_tpm.as_bytes(),
+            t_rpm.as_bytes(),
+            t_tpm.as_bytes(),
+            ttl.as_bytes(),
+        ];
+        Admission::from_reply(self.command(connections, acct.as_bytes(), &args).await?)
+    }
+
+    /// `fk_settle`.
+    pub async fn settle(&self, connections: &Connections, settlement: &Settlement<'_>) -> Result<Settled, StoreError> {
+        let account = settlement.account_id;
+        let acct = self.key(account, "acct");
+        let holds = self.key(account, "holds");
+        let holdexp = self.key(account, "holdexp");
+        let rate_live = self.rate_key(account, KeyKind::Live);
+        let rate_test = self.rate_key(account, KeyKind::Test);
+        let ledger = self.key(account, "ledger");
+        let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, KeyKind::Live);
+        let test = self.policy.limits_for(account, TIER_UNVERIFIED, KeyKind::Test);
+        let (test_rpm, test_tpm) = (Num::new(test.requests_per_minute), Num::new(test.tokens_per_minute));
+        let prompt = Num::new(settlement.prompt_tokens.min(MAX_SETTLED_TOKENS));
+        let completion = Num::new(settlement.completion_tokens.min(MAX_SETTLED_TOKENS));
+        let now = self.now_arg(settlement.now_ms);
+        let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
+        let args: [&[u8]; 21] = [
+            b"FCALL",
+            b"fk_settle",
+            b"6",
+            acct.as_bytes(),
+            holds.as_bytes(),
+            holdexp.as_bytes(),
+            rate_live.as_bytes(),
+            rate_test.as_bytes(),
+            ledger.as_bytes(),
+            settlement.request_id.as_bytes(),
+            prompt.as_bytes(),
+            completion.as_bytes(),
+            settlement.outcome.as_str().as_bytes(),
+            now.as_bytes(),
+            u_rpm.as_bytes(),
+            u_tpm.as_bytes(),
+            t_rpm.as_bytes(),
+            t_tpm.as_bytes(),
+            test_rpm.as_bytes(),
+            test_tpm.as_bytes(),
+            maxlen.as_bytes(),
+        ];
+        Settled::from_reply(self.command(connections, acct.as_bytes(), &args).await?)
+    }
+
+    /// `fk_peek` (read only).
+    pub async fn peek_rates(
+        &self,
+        connections: &Connections,
+        account_id: &str,
+        kind: KeyKind,
+        now_ms: u64,
+    ) -> Result<RateSnapshot, StoreError> {
+        let acct = self.key(account_id, "acct");
+        let rate = self.rate_key(account_id, kind);
+        let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account_id, kind);
+        let now = self.now_arg(now_ms);
+        let args: [&[u8]; 10] = [
+            b"FCALL_RO",
+            b"fk_peek",
+            b"2",
+            acct.as_bytes(),
+            rate.as_bytes(),
+            now.as_bytes(),
+            u_rpm.as_bytes(),
+            u_tpm.as_bytes(),
+            t_rpm.as_bytes(),
+            t_tpm.as_bytes(),
+        ];
+        RateSnapshot::from_reply(self.command(connections, acct.as_bytes(), &args).await?)
+    }
+
+    /// `fk_lease`: the call's records go along as one line each (see the function's `ARGV`).
+    pub async fn lease(&self, connections: &Connections, call: &LeaseCall) -> Result<LeaseReply, StoreError> {
+        let account = &*call.account_id;
+        let acct = self.key(account, "acct");
+        let rate = self.rate_key(account, KeyKind::Live);
+        let holds = self.key(account, "holds");
+        let holdexp = self.key(account, "holdexp");
+        let ledger = self.key(account, "ledger");
+        let lease_key = self.key(account, &format!("lease:{}", call.lease_id));
+        let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, KeyKind::Live);
+        let numbers = |values: &[u64]| values.iter().map(|v| Num::new(*v)).collect::<Vec<Num>>();
+        let fixed = numbers(&[
+            call.seq,
+            HOLD_TTL_MS.min(LEASE_ESCROW_TTL_MS),
+            LEDGER_MAX_RECORDS_PER_ACCOUNT,
+            call.return_requests,
+            call.want_requests,
+            call.want_tokens,
+            call.want_escrow.0,
+            call.share,
+        ]);
+        let now = self.now_arg(call.now_ms);
+        let tokens_delta = call.tokens_delta.to_string();
+        // Each record as one "request_id key_id model prompt completion cost outcome" line, all
+        // in one buffer; the function stores them in one ledger entry.
+        let mut lines: Vec<u8> = Vec::with_capacity(call.records.len() * 96);
+        let mut ends = Vec::with_capacity(call.records.len());
+        let costs: Vec<Num> = call.records.iter().map(|r| Num::new(r.cost.0)).collect();
+        for (record, cost) in call.records.iter().zip(&costs) {
+            for part in
+                [record.request_id.as_bytes(), b" ", record.key_id.as_bytes(), b" ", record.model.as_bytes(), b" "]
+            {
+                lines.extend_from_slice(part);
+            }
+            crate::digits::push_decimal(&mut lines, record.prompt_tokens);
+            lines.push(b' ');
+            crate::digits::push_decimal(&mut lines, record.completion_tokens);
+            lines.push(b' ');
+            lines.extend_from_slice(cost.as_bytes());
+            lines.push(b' ');
+            lines.extend_from_slice(record.outcome.as_str().as_bytes());
+            ends.push(lines.len());
+        }
+        let mut args: Vec<&[u8]> = Vec::with_capacity(24 + 2 * call.records.len());
+        args.extend_from_slice(&[b"FCALL", b"fk_lease", b"6"]);
+        for key in [&acct, &rate, &holds, &holdexp, &ledger, &lease_key] {
+            args.push(key.as_bytes());
+        }
+        args.extend_from_slice(&[
+            call.lease_id.as_bytes(),
+            fixed[0].as_bytes(),
+            now.as_bytes(),
+            u_rpm.as_bytes(),
+            u_tpm.as_bytes(),
+            t_rpm.as_bytes(),
+            t_tpm.as_bytes(),
+            fixed[1].as_bytes(),
+            fixed[2].as_bytes(),
+            fixed[3].as_bytes(),
+            tokens_delta.as_bytes(),
+            fixed[4].as_bytes(),
+            fixed[5].as_bytes(),
+            fixed[6].as_bytes(),
+            fixed[7].as_bytes(),
+        ]);
+        let mut start = 0;
+        for (end, cost) in ends.iter().zip(&costs) {
+            args.push(&lines[start..*end]);
+            args.push(cost.as_bytes());
+            start = *end;
+        }
+        LeaseReply::from_reply(self.command(connections, acct.as_bytes(), &args).await?)
+    }
+}

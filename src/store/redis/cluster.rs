@@ -1,0 +1,254 @@
+//! The road of one command to the node that serves its keys: the Cluster slot map, and the
+//! redirects and refusals a node can answer with (`MOVED`, `ASK`, `TRYAGAIN`, `CLUSTERDOWN`,
+//! a missing function library).
+//!
+//! Owns `Router`: the seed nodes, the slot map (read with `CLUSTER SLOTS`, refreshed on `MOVED`
+//! and at most every `SLOT_REFRESH_MIN_INTERVAL_MS`), the recipe of the store's clients, and
+//! `Router::command`, the only way a call reaches Redis by key. A standalone server is the one
+//! node, with no redirects. It never reads a
+//! reply's contents (that is `replies`), never retries a command that may have run (a redirect
+//! or `TRYAGAIN` means the node did not run it), and never holds the map's lock across an await.
+
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::connections::{ClientRecipe, Connections};
+use super::library;
+use super::replies::{FromReply, SlotRanges};
+use crate::redis::{RedisClient, RedisError, Reply, blocking_call, key_slot};
+use crate::store::types::StoreError;
+
+/// While a slot moves, a command whose keys are split between nodes gets `TRYAGAIN`: it is
+/// asked again every `TRY_AGAIN_PAUSE_MS` for at most `TRY_AGAIN_MAX_WAIT_MS` in all.
+const TRY_AGAIN_PAUSE_MS: u64 = 25;
+const TRY_AGAIN_MAX_WAIT_MS: u64 = 1_000;
+/// Redirects followed for one command before giving up.
+const MAX_REDIRECTS: usize = 5;
+/// Shortest time between two slot-map refreshes, in milliseconds.
+const SLOT_REFRESH_MIN_INTERVAL_MS: u64 = 100;
+const CLUSTER_SLOTS: usize = 16_384;
+
+/// A failed command as a store error; a server's error reply (never expected from our own
+/// functions) is logged, at most once per interval.
+pub(super) fn unavailable(error: RedisError) -> StoreError {
+    if let RedisError::Server(message) = &error {
+        crate::log_error_every!("redis store: {message}");
+    }
+    StoreError::Unavailable
+}
+
+/// How one store reaches its nodes.
+pub(super) struct Router {
+    cluster: bool,
+    /// One address for a standalone server; seed nodes for a Cluster.
+    seeds: Vec<SocketAddr>,
+    recipe: ClientRecipe,
+    /// Cluster only.
+    slots: RwLock<Option<SlotMap>>,
+    last_slot_refresh_ms: AtomicU64,
+    started: Instant,
+}
+
+/// Which node serves which slot.
+struct SlotMap {
+    nodes: Vec<SocketAddr>,
+    /// Index into `nodes` per slot; `u16::MAX` for a slot no node serves.
+    slot_node: Vec<u16>,
+}
+
+impl SlotMap {
+    fn node_of(&self, slot: u16) -> Option<SocketAddr> {
+        let index = *self.slot_node.get(usize::from(slot))?;
+        self.nodes.get(usize::from(index)).copied()
+    }
+
+    /// The map `CLUSTER SLOTS` describes; `None` if a range lies outside the slots.
+    fn from_ranges(ranges: SlotRanges) -> Option<SlotMap> {
+        let mut map = SlotMap { nodes: Vec::new(), slot_node: vec![u16::MAX; CLUSTER_SLOTS] };
+        for range in ranges.0 {
+            let index = match map.nodes.iter().position(|known| *known == range.master) {
+                Some(index) => index,
+                None => {
+                    map.nodes.push(range.master);
+                    map.nodes.len() - 1
+                }
+            };
+            for slot in map.slot_node.get_mut(range.first..=range.last)? {
+                *slot = index as u16;
+            }
+        }
+        Some(map)
+    }
+
+    fn from_reply(reply: Reply) -> Option<SlotMap> {
+        SlotMap::from_ranges(SlotRanges::from_reply(reply).ok()?)
+    }
+}
+
+impl Router {
+    pub fn new(cluster: bool, seeds: Vec<SocketAddr>, recipe: ClientRecipe) -> Router {
+        Router {
+            cluster,
+            seeds,
+            recipe,
+            slots: RwLock::new(None),
+            last_slot_refresh_ms: AtomicU64::new(0),
+            started: Instant::now(),
+        }
+    }
+
+    /// The owner's client for the node at `addr`.
+    pub fn client(&self, connections: &Connections, addr: SocketAddr) -> Rc<RedisClient> {
+        connections.client(&self.recipe, addr)
+    }
+
+    /// Whether one of the owner's connections to these nodes was lost and not made again yet.
+    pub fn seems_down(&self, connections: &Connections) -> bool {
+        connections.any_failing(self.recipe.store_id)
+    }
+
+    /// Every master node known now.
+    pub fn masters(&self) -> Vec<SocketAddr> {
+        if !self.cluster {
+            return self.seeds.clone();
+        }
+        match &*self.slots.read().unwrap_or_else(|e| e.into_inner()) {
+            Some(map) => map.nodes.clone(),
+            None => Vec::new(),
+        }
+    }
+
+    fn node_for(&self, routing_key: &[u8]) -> Option<SocketAddr> {
+        if !self.cluster {
+            return self.seeds.first().copied();
+        }
+        let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
+        slots.as_ref()?.node_of(key_slot(routing_key))
+    }
+
+    /// Reads the slot map from the first seed that answers (start-up, blocking).
+    pub fn refresh_slots_blocking(&self) -> Result<(), String> {
+        let timeout = self.recipe.command_timeout.max(Duration::from_secs(1));
+        for seed in &self.seeds {
+            if let Ok(reply) = blocking_call(*seed, self.recipe.password.as_deref(), timeout, &[b"CLUSTER", b"SLOTS"])
+                && let Some(map) = SlotMap::from_reply(reply)
+            {
+                *self.slots.write().unwrap_or_else(|e| e.into_inner()) = Some(map);
+                return Ok(());
+            }
+        }
+        Err("no seed node answered CLUSTER SLOTS".into())
+    }
+
+    /// Re-reads the slot map from any node these connections can reach (at most every 100 ms).
+    pub async fn refresh_slots(&self, connections: &Connections) {
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.last_slot_refresh_ms.load(Ordering::Acquire);
+        if now.saturating_sub(last) < SLOT_REFRESH_MIN_INTERVAL_MS && last != 0 {
+            return;
+        }
+        self.last_slot_refresh_ms.store(now.max(1), Ordering::Release);
+        let mut candidates = self.masters();
+        candidates.extend(self.seeds.iter().copied());
+        for addr in candidates {
+            if let Ok(reply) = self.client(connections, addr).call(&[b"CLUSTER", b"SLOTS"]).await
+                && let Some(map) = SlotMap::from_reply(reply)
+            {
+                *self.slots.write().unwrap_or_else(|e| e.into_inner()) = Some(map);
+                return;
+            }
+        }
+    }
+
+    /// Runs `args` on the node serving `routing_key`, following redirects, reloading the
+    /// function library where it is missing.
+    pub async fn command(
+        &self,
+        connections: &Connections,
+        routing_key: &[u8],
+        args: &[&[u8]],
+    ) -> Result<Reply, StoreError> {
+        let mut target = self.node_for(routing_key);
+        if target.is_none() && self.cluster {
+            self.refresh_slots(connections).await;
+            target = self.node_for(routing_key);
+        }
+        let mut addr = target.ok_or(StoreError::Unavailable)?;
+        let mut asking = false;
+        let mut reloaded = false;
+        let mut redirects = 0;
+        let mut try_again_waited_ms = 0;
+        while redirects < MAX_REDIRECTS {
+            redirects += 1;
+            let client = self.client(connections, addr);
+            let result = if asking { client.call_asking(args).await } else { client.call(args).await };
+            asking = false;
+            match result {
+                Ok(reply) => return Ok(reply),
+                Err(RedisError::Server(message)) => {
+                    if let Some(rest) = message.strip_prefix("MOVED ") {
+                        addr = redirect_target(rest).ok_or(StoreError::Unavailable)?;
+                        self.refresh_slots(connections).await;
+                    } else if let Some(rest) = message.strip_prefix("ASK ") {
+                        addr = redirect_target(rest).ok_or(StoreError::Unavailable)?;
+                        asking = true;
+                    } else if message.contains("Function not found") && !reloaded {
+                        reloaded = true;
+                        library::load_again(&client, addr).await.map_err(unavailable)?;
+                    } else if message.starts_with("TRYAGAIN") && try_again_waited_ms < TRY_AGAIN_MAX_WAIT_MS {
+                        // The account's slot is moving and its keys are split between two
+                        // nodes for a moment: ask the owner again shortly (not a redirect).
+                        monoio::time::sleep(Duration::from_millis(TRY_AGAIN_PAUSE_MS)).await;
+                        try_again_waited_ms += TRY_AGAIN_PAUSE_MS;
+                        redirects = 0;
+                        self.refresh_slots(connections).await;
+                        addr = self.node_for(routing_key).unwrap_or(addr);
+                    } else if message.starts_with("TRYAGAIN") || message.starts_with("CLUSTERDOWN") {
+                        return Err(StoreError::Unavailable);
+                    } else {
+                        return Err(unavailable(RedisError::Server(message)));
+                    }
+                }
+                Err(error) => return Err(unavailable(error)),
+            }
+        }
+        Err(StoreError::Unavailable)
+    }
+}
+
+/// `"3999 127.0.0.1:6381"` (the rest of a `MOVED` or `ASK` error) -> the address.
+fn redirect_target(rest: &str) -> Option<SocketAddr> {
+    let (_slot, addr) = rest.split_once(' ')?;
+    addr.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::redis::replies::SlotRange;
+
+    // Goal: a slot map sends each slot to the master of its range, none for uncovered slots,
+    // and refuses a range beyond the last slot.
+    #[test]
+    fn slot_ranges_make_a_map_of_masters() {
+        let (a, b): (SocketAddr, SocketAddr) = ("127.0.0.1:7000".parse().unwrap(), "127.0.0.1:7001".parse().unwrap());
+        let ranges = SlotRanges(vec![
+            SlotRange { first: 0, last: 99, master: a },
+            SlotRange { first: 100, last: 199, master: b },
+            SlotRange { first: 200, last: 299, master: a },
+        ]);
+        let map = SlotMap::from_ranges(ranges).unwrap();
+        assert_eq!(map.nodes, [a, b]);
+        assert_eq!(
+            [map.node_of(0), map.node_of(150), map.node_of(299), map.node_of(300)],
+            [Some(a), Some(b), Some(a), None]
+        );
+        let beyond = SlotRanges(vec![SlotRange { first: 0, last: CLUSTER_SLOTS, master: a }]);
+        assert!(SlotMap::from_ranges(beyond).is_none());
+        assert_eq!(redirect_target("3999 127.0.0.1:7001"), Some(b));
+        assert_eq!(redirect_target("3999"), None);
+    }
+}

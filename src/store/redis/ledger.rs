@@ -1,0 +1,113 @@
+//! The ledger calls of the Redis store: reading an account's usage records, and the reaper
+//! that releases holds nobody settled.
+//!
+//! Owns the `XREVRANGE` of one account's ledger Stream and the reaper's walk: `SCAN` every
+//! master for accounts with holds, then `fk_reap` on each. Both are off the hot path (the admin
+//! API and one reaper task per node). The reaper never charges anyone: an expired hold is
+//! released and leaves an `expired` record.
+
+use super::cluster::unavailable;
+use super::connections::Connections;
+use super::replies::{FromReply, HoldsReleased, LedgerPage, ScanPage};
+use super::{LEDGER_MAX_RECORDS_PER_ACCOUNT, RedisStore};
+use crate::digits::Num;
+use crate::limits::MAX_USAGE_QUERY_LIMIT;
+use crate::redis::Reply;
+use crate::store::types::{StoreError, UsageRecord};
+
+/// Expired holds released per account per reaper call.
+const REAP_BATCH: u64 = 1_000;
+/// Keys a reaper `SCAN` step asks for.
+const REAP_SCAN_COUNT: &str = "1000";
+
+impl RedisStore {
+    /// Newest first, at most `limit` (and `MAX_USAGE_QUERY_LIMIT`) records.
+    pub async fn usage(
+        &self,
+        connections: &Connections,
+        account_id: &str,
+        limit: usize,
+    ) -> Result<Vec<UsageRecord>, StoreError> {
+        let acct = self.key(account_id, "acct");
+        match self.command(connections, acct.as_bytes(), &[b"EXISTS", acct.as_bytes()]).await? {
+            Reply::Integer(1) => {}
+            _ => return Err(StoreError::NotFound),
+        }
+        let ledger = self.key(account_id, "ledger");
+        let limit = limit.min(MAX_USAGE_QUERY_LIMIT);
+        let count = Num::new(limit as u64);
+        let args: [&[u8]; 6] = [b"XREVRANGE", ledger.as_bytes(), b"+", b"-", b"COUNT", count.as_bytes()];
+        let LedgerPage(mut records) =
+            LedgerPage::from_reply(self.command(connections, ledger.as_bytes(), &args).await?)?;
+        // A lease call's entry holds many records: `COUNT` bounds entries, not records.
+        records.truncate(limit);
+        Ok(records)
+    }
+
+    /// Releases every hold past its expiry, on every node: `SCAN`s for accounts that hold
+    /// anything and runs `fk_reap` on each.
+    pub async fn reap_expired_holds(&self, connections: &Connections, now_ms: u64) -> Result<usize, StoreError> {
+        if self.settings.cluster {
+            self.router.refresh_slots(connections).await;
+        }
+        let pattern = format!("{}:{{*}}:holdexp", self.settings.prefix);
+        let head = format!("{}:{{", self.settings.prefix);
+        let now = self.now_arg(now_ms);
+        let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
+        let batch = Num::new(REAP_BATCH);
+        let mut released = 0usize;
+        for addr in self.router.masters() {
+            let client = self.router.client(connections, addr);
+            let mut cursor = b"0".to_vec();
+            loop {
+                let args: [&[u8]; 8] = [
+                    b"SCAN",
+                    &cursor,
+                    b"MATCH",
+                    pattern.as_bytes(),
+                    b"COUNT",
+                    REAP_SCAN_COUNT.as_bytes(),
+                    b"TYPE",
+                    b"zset",
+                ];
+                let page = ScanPage::from_reply(client.call(&args).await.map_err(unavailable)?)?;
+                for key in page.keys {
+                    let Some(account) = std::str::from_utf8(&key)
+                        .ok()
+                        .and_then(|key| key.strip_prefix(head.as_str()))
+                        .and_then(|rest| rest.strip_suffix("}:holdexp"))
+                    else {
+                        continue;
+                    };
+                    let (acct, holds, holdexp, ledger) = (
+                        self.key(account, "acct"),
+                        self.key(account, "holds"),
+                        self.key(account, "holdexp"),
+                        self.key(account, "ledger"),
+                    );
+                    let args: [&[u8]; 10] = [
+                        b"FCALL",
+                        b"fk_reap",
+                        b"4",
+                        acct.as_bytes(),
+                        holds.as_bytes(),
+                        holdexp.as_bytes(),
+                        ledger.as_bytes(),
+                        now.as_bytes(),
+                        maxlen.as_bytes(),
+                        batch.as_bytes(),
+                    ];
+                    let reply = self.command(connections, acct.as_bytes(), &args).await?;
+                    if let Ok(HoldsReleased(count)) = HoldsReleased::from_reply(reply) {
+                        released += count as usize;
+                    }
+                }
+                if page.cursor == b"0" {
+                    break;
+                }
+                cursor = page.cursor;
+            }
+        }
+        Ok(released)
+    }
+}

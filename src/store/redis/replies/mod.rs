@@ -1,0 +1,441 @@
+//! Typed replies: every reply the Redis store reads, decoded from its wire shape into a value in
+//! this one file, each decoder next to the layout it reads (for a Function, the `Reply:` line
+//! of that function in `fikra.lua`; keep the two in step).
+//!
+//! Owns positions, integer parsing and the status codes each Function returns. A reply that is
+//! short, of the wrong type or not a number where one is due is `StoreError::Unavailable` (fail
+//! closed), never a panic and never a guess. It never sends a command and never decides what a
+//! caller does with an answer (a top-up's clean-up, a redirect, a retry are the caller's).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::errors::Bucket;
+use crate::money::Nanos;
+use crate::redis::Reply;
+use crate::store::types::{
+    Admission, Admitted, KeyKind, KeyRecord, LeaseReply, Outcome, RateSnapshot, Settled, StoreError, TIER_TRUSTED,
+    TopupResult, UsageRecord,
+};
+
+/// A value read from the reply of one command, as redis-rs's `FromRedisValue`.
+pub(super) trait FromReply: Sized {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError>;
+}
+
+/// `fk_create_account`: `{1, created_at}` created; `{-2}` an account with this id exists.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct AccountCreated {
+    pub created_at_ms: u64,
+}
+
+impl FromReply for AccountCreated {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        match int_at(&items, 0)? {
+            1 => Ok(AccountCreated { created_at_ms: u64_at(&items, 1)? }),
+            -2 => Err(StoreError::AlreadyExists),
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+}
+
+/// `HMGET P:{A}:acct tier balance held created_at`: no tier means no account.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct AccountFields {
+    pub tier: Arc<str>,
+    pub balance: Nanos,
+    pub held: Nanos,
+    pub created_at_ms: u64,
+}
+
+impl FromReply for AccountFields {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        let tier = text_at(&items, 0).ok_or(StoreError::NotFound)?;
+        Ok(AccountFields {
+            tier: tier.into(),
+            balance: Nanos(u64_at(&items, 1)?),
+            held: Nanos(u64_at(&items, 2)?),
+            created_at_ms: u64_at(&items, 3)?,
+        })
+    }
+}
+
+/// `HMGET P:key:HASH key_id account kind name revoked`: no key id or account means no key;
+/// kind `l` is live (anything else test), an empty name is none, revoked is `1`.
+impl FromReply for KeyRecord {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        let key_id = text_at(&items, 0).ok_or(StoreError::NotFound)?;
+        let account_id = text_at(&items, 1).ok_or(StoreError::NotFound)?;
+        let kind = if text_at(&items, 2) == Some("l") { KeyKind::Live } else { KeyKind::Test };
+        let name = text_at(&items, 3).filter(|name| !name.is_empty()).map(Arc::from);
+        Ok(KeyRecord {
+            key_id: key_id.into(),
+            account_id: account_id.into(),
+            kind,
+            name,
+            revoked: text_at(&items, 4) == Some("1"),
+        })
+    }
+}
+
+/// `fk_put_key`: `1` stored; any other number (the function's `-2`) means a record with this
+/// hash exists and nothing was stored.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum KeyPut {
+    Stored,
+    Exists,
+}
+
+impl FromReply for KeyPut {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        match reply {
+            Reply::Integer(1) => Ok(KeyPut::Stored),
+            Reply::Integer(_) => Ok(KeyPut::Exists),
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+}
+
+/// `fk_topup`: `{1, balance, tier}` credited; `{0, balance, tier}` the reference was credited
+/// before (nothing changed); `{-1}` no account; `{-4}` the balance would pass its cap.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum TopupReply {
+    /// Credited now, or (`duplicate`) before.
+    Done(TopupResult),
+    NoAccount,
+    TooLarge,
+}
+
+impl FromReply for TopupReply {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        match int_at(&items, 0)? {
+            status @ (0 | 1) => Ok(TopupReply::Done(TopupResult {
+                balance: Nanos(u64_at(&items, 1)?),
+                tier: text_at(&items, 2).unwrap_or(TIER_TRUSTED).into(),
+                duplicate: status == 0,
+            })),
+            -1 => Ok(TopupReply::NoAccount),
+            -4 => Ok(TopupReply::TooLarge),
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+}
+
+/// `fk_admit`: `{1, hold, output_cap, tokens, rates...}` admitted; `{2, bucket (0 rpm | 1 tpm),
+/// limit, used, requested, retry_ms (-1 never), rates...}` rate limited; `{3, limit, requested,
+/// rates...}` too large for the TPM bucket; `{4, balance, available, needed, rates...}`
+/// insufficient quota; `{-1}` no account; `{-2}` a hold with this request id exists.
+impl FromReply for Admission {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        match int_at(&items, 0)? {
+            1 => Ok(Admission::Admitted(Admitted {
+                hold: Nanos(u64_at(&items, 1)?),
+                output_cap_tokens: u64_at(&items, 2)?,
+                tokens_charged: u64_at(&items, 3)?,
+                rates: rates_at(&items, 4)?,
+            })),
+            2 => {
+                let retry = int_at(&items, 5)?;
+                Ok(Admission::RateLimited {
+                    bucket: if int_at(&items, 1)? == 0 { Bucket::Requests } else { Bucket::Tokens },
+                    limit: u64_at(&items, 2)?,
+                    used: u64_at(&items, 3)?,
+                    requested: u64_at(&items, 4)?,
+                    retry_after_ms: if retry < 0 { u64::MAX } else { retry as u64 },
+                    rates: rates_at(&items, 6)?,
+                })
+            }
+            3 => Ok(Admission::TooLargeForTokenLimit {
+                limit: u64_at(&items, 1)?,
+                requested: u64_at(&items, 2)?,
+                rates: rates_at(&items, 3)?,
+            }),
+            4 => Ok(Admission::InsufficientQuota {
+                balance: Nanos(u64_at(&items, 1)?),
+                available: Nanos(u64_at(&items, 2)?),
+                needed: Nanos(u64_at(&items, 3)?),
+                rates: rates_at(&items, 4)?,
+            }),
+            -1 => Err(StoreError::NotFound),
+            -2 => Err(StoreError::AlreadyExists),
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+}
+
+/// `fk_settle`: `{1, charged, released, operator_loss}` settled now; any other status (the
+/// function's `{0}`) means no hold has this request id, so nothing changed.
+impl FromReply for Settled {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        match int_at(&items, 0)? {
+            1 => Ok(Settled::Charged {
+                charged: Nanos(u64_at(&items, 1)?),
+                released: Nanos(u64_at(&items, 2)?),
+                operator_loss: Nanos(u64_at(&items, 3)?),
+            }),
+            _ => Ok(Settled::AlreadySettled),
+        }
+    }
+}
+
+/// `fk_peek`: the six rate numbers (`rates...`, see `rates_at`), or `{-1}` no account.
+impl FromReply for RateSnapshot {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        if int_at(&items, 0)? == -1 && items.len() == 1 {
+            return Err(StoreError::NotFound);
+        }
+        rates_at(&items, 0)
+    }
+}
+
+/// `fk_lease`: `{1, granted_requests, granted_tokens, escrow, charged, loss, rates...}` applied
+/// (now, or before under the same sequence number); `{0}` a newer call of this lease was
+/// applied already; `{-1}` no account.
+impl FromReply for LeaseReply {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        match int_at(&items, 0)? {
+            1 => Ok(LeaseReply::Granted {
+                requests: u64_at(&items, 1)?,
+                tokens: u64_at(&items, 2)?,
+                escrow: Nanos(u64_at(&items, 3)?),
+                charged: Nanos(u64_at(&items, 4)?),
+                operator_loss: Nanos(u64_at(&items, 5)?),
+                rates: rates_at(&items, 6)?,
+            }),
+            0 => Ok(LeaseReply::Superseded),
+            -1 => Err(StoreError::NotFound),
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+}
+
+/// `fk_reap`: how many expired holds it released (a plain integer).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct HoldsReleased(pub u64);
+
+impl FromReply for HoldsReleased {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        match reply {
+            Reply::Integer(count) => Ok(HoldsReleased(count.max(0) as u64)),
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+}
+
+/// `fk_version`: the `LIBRARY_VERSION` of the library loaded on the node (a plain integer).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct LibraryVersion(pub i64);
+
+impl FromReply for LibraryVersion {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        match reply {
+            Reply::Integer(version) => Ok(LibraryVersion(version)),
+            _ => Err(StoreError::Unavailable),
+        }
+    }
+}
+
+/// `SCAN`: `[next cursor, [key, ...]]`; cursor `0` ends the scan. Keys that are not bulk
+/// strings are skipped.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct ScanPage {
+    pub cursor: Vec<u8>,
+    pub keys: Vec<Vec<u8>>,
+}
+
+impl FromReply for ScanPage {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let mut items = array(reply)?;
+        let Some(Reply::Array(keys)) = items.pop() else { return Err(StoreError::Unavailable) };
+        let Some(Reply::BulkString(cursor)) = items.pop() else { return Err(StoreError::Unavailable) };
+        let keys = keys
+            .into_iter()
+            .filter_map(|key| match key {
+                Reply::BulkString(key) => Some(key),
+                _ => None,
+            })
+            .collect();
+        Ok(ScanPage { cursor, keys })
+    }
+}
+
+/// `XREVRANGE P:{A}:ledger + - COUNT n`: entries newest first, each `[id, [field, value, ...]]`.
+/// A settlement's entry holds one record in fields (`request_id key_id model prompt_tokens
+/// completion_tokens cost outcome created_at`); a lease call's holds all of its records in
+/// `records` (`request_id key_id model prompt completion cost outcome` lines joined by `;`,
+/// oldest first) next to `created_at`. Records come out newest first; entries and lines of
+/// another shape are skipped, missing numbers read as 0.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct LedgerPage(pub Vec<UsageRecord>);
+
+impl FromReply for LedgerPage {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let entries = array(reply)?;
+        let mut records = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let Reply::Array(mut parts) = entry else { continue };
+            let Some(Reply::Array(fields)) = parts.pop() else { continue };
+            let field = |name: &str| -> Option<&str> {
+                fields.chunks(2).find(|pair| text_at(pair, 0) == Some(name)).and_then(|pair| text_at(pair, 1))
+            };
+            let number = |name: &str| field(name).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0);
+            let created_at_ms = number("created_at");
+            let Some(batch) = field("records") else {
+                records.push(UsageRecord {
+                    request_id: field("request_id").unwrap_or("").into(),
+                    key_id: field("key_id").unwrap_or("").into(),
+                    model: field("model").unwrap_or("").into(),
+                    prompt_tokens: number("prompt_tokens"),
+                    completion_tokens: number("completion_tokens"),
+                    cost: Nanos(number("cost")),
+                    outcome: outcome_name(field("outcome")),
+                    created_at_ms,
+                });
+                continue;
+            };
+            for line in batch.split(';').rev() {
+                let parts: Vec<&str> = line.split(' ').collect();
+                if let [request_id, key_id, model, prompt, completion, cost, outcome] = parts[..] {
+                    let number = |text: &str| text.parse::<u64>().unwrap_or(0);
+                    records.push(UsageRecord {
+                        request_id: request_id.into(),
+                        key_id: key_id.into(),
+                        model: model.into(),
+                        prompt_tokens: number(prompt),
+                        completion_tokens: number(completion),
+                        cost: Nanos(number(cost)),
+                        outcome: outcome_name(Some(outcome)),
+                        created_at_ms,
+                    });
+                }
+            }
+        }
+        Ok(LedgerPage(records))
+    }
+}
+
+/// `CLUSTER SLOTS`: `[[start, end, [ip, port, id], replicas...], ...]`; the master of each
+/// range, in the order given.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct SlotRanges(pub Vec<SlotRange>);
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct SlotRange {
+    pub first: usize,
+    pub last: usize,
+    pub master: SocketAddr,
+}
+
+impl FromReply for SlotRanges {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let ranges = array(reply)?;
+        let mut decoded = Vec::with_capacity(ranges.len());
+        for range in ranges {
+            let Reply::Array(parts) = range else { return Err(StoreError::Unavailable) };
+            let (Some(Reply::Integer(first)), Some(Reply::Integer(last)), Some(Reply::Array(master))) =
+                (parts.first(), parts.get(1), parts.get(2))
+            else {
+                return Err(StoreError::Unavailable);
+            };
+            let (Some(Reply::BulkString(ip)), Some(Reply::Integer(port))) = (master.first(), master.get(1)) else {
+                return Err(StoreError::Unavailable);
+            };
+            let ip = std::str::from_utf8(ip).ok().and_then(|ip| ip.parse().ok()).ok_or(StoreError::Unavailable)?;
+            let port = u16::try_from(*port).map_err(|_| StoreError::Unavailable)?;
+            let (first, last) = (usize::try_from(*first), usize::try_from(*last));
+            let (Ok(first), Ok(last)) = (first, last) else { return Err(StoreError::Unavailable) };
+            decoded.push(SlotRange { first, last, master: SocketAddr::new(ip, port) });
+        }
+        Ok(SlotRanges(decoded))
+    }
+}
+
+/// A frame the subscriber connection receives: `[subscribe, channel, count]` confirms a
+/// subscription, `[message, channel, payload]` is a published message, an error reply ends the
+/// session.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Push<'a> {
+    Subscribed,
+    Message { channel: &'a str },
+    Error(&'a str),
+    Other,
+}
+
+impl<'a> Push<'a> {
+    pub fn of(frame: &'a Reply) -> Push<'a> {
+        match frame {
+            Reply::Array(parts) => match (text_at(parts, 0), text_at(parts, 1)) {
+                (Some("subscribe"), _) => Push::Subscribed,
+                (Some("message"), Some(channel)) => Push::Message { channel },
+                _ => Push::Other,
+            },
+            Reply::Error(message) => Push::Error(message),
+            _ => Push::Other,
+        }
+    }
+}
+
+/// A ledger outcome as the store's static name (`unknown` for anything else).
+fn outcome_name(text: Option<&str>) -> &'static str {
+    match text {
+        Some("completed") => Outcome::Completed.as_str(),
+        Some("client_aborted") => Outcome::ClientAborted.as_str(),
+        Some("backend_failed") => Outcome::BackendFailed.as_str(),
+        Some("expired") => "expired",
+        _ => "unknown",
+    }
+}
+
+fn array(reply: Reply) -> Result<Vec<Reply>, StoreError> {
+    match reply {
+        Reply::Array(items) => Ok(items),
+        _ => Err(StoreError::Unavailable),
+    }
+}
+
+/// An integer reply item, or a string item holding one (Lua numbers may come back either way).
+fn int_at(items: &[Reply], index: usize) -> Result<i64, StoreError> {
+    match items.get(index) {
+        Some(Reply::Integer(value)) => Ok(*value),
+        Some(Reply::BulkString(text)) | Some(Reply::SimpleString(text)) => {
+            std::str::from_utf8(text).ok().and_then(|t| t.parse().ok()).ok_or(StoreError::Unavailable)
+        }
+        _ => Err(StoreError::Unavailable),
+    }
+}
+
+/// A count or an amount: negative numbers read as 0.
+fn u64_at(items: &[Reply], index: usize) -> Result<u64, StoreError> {
+    int_at(items, index).map(|value| value.max(0) as u64)
+}
+
+fn text_at(items: &[Reply], index: usize) -> Option<&str> {
+    match items.get(index) {
+        Some(Reply::BulkString(text)) | Some(Reply::SimpleString(text)) => std::str::from_utf8(text).ok(),
+        _ => None,
+    }
+}
+
+/// `rates...` in `fikra.lua` (its `snapshot`): requests limit, remaining, reset ms, then the
+/// same three for tokens.
+fn rates_at(items: &[Reply], start: usize) -> Result<RateSnapshot, StoreError> {
+    Ok(RateSnapshot {
+        requests_limit: u64_at(items, start)?,
+        requests_remaining: u64_at(items, start + 1)?,
+        requests_reset_ms: u64_at(items, start + 2)?,
+        tokens_limit: u64_at(items, start + 3)?,
+        tokens_remaining: u64_at(items, start + 4)?,
+        tokens_reset_ms: u64_at(items, start + 5)?,
+    })
+}
+
+#[cfg(test)]
+mod tests;

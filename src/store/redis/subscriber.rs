@@ -1,0 +1,119 @@
+//! The subscriber: one thread per store listening on the revocation and top-up channels, and
+//! the generation counters it bumps for the workers.
+//!
+//! Owns `Events` (the counters, whether a subscription is live, the stop flag) and the thread's
+//! loop: connect to a node, subscribe, count messages, and on any failure start again on the
+//! next node after a backoff. Every (re)subscription bumps both counters, since messages may
+//! have been missed meanwhile. It runs on its own blocking thread, never on a worker; workers
+//! only read the counters (atomics) and never wait for it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use super::replies::Push;
+use crate::redis::{RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MIN_MS, Reply, encode_command};
+
+/// How long the subscriber waits on a read before checking whether it should stop.
+const SUBSCRIBER_POLL: Duration = Duration::from_millis(500);
+
+/// What the subscriber thread tells the workers.
+#[derive(Default)]
+pub(super) struct Events {
+    pub revocations: AtomicU64,
+    pub topups: AtomicU64,
+    pub subscribed: AtomicBool,
+    pub stop: AtomicBool,
+}
+
+/// Starts the subscriber thread: it tries `nodes` in turn until `events.stop`, subscribed to
+/// `revocations` and `topups`.
+pub(super) fn start(
+    events: Arc<Events>,
+    nodes: Vec<SocketAddr>,
+    password: Option<String>,
+    revocations: String,
+    topups: String,
+) {
+    let spawned = std::thread::Builder::new().name("fikra-redis-sub".into()).spawn(move || {
+        let mut backoff = Duration::from_millis(RECONNECT_BACKOFF_MIN_MS);
+        let mut next_node = 0usize;
+        while !events.stop.load(Ordering::Acquire) {
+            let addr = nodes[next_node % nodes.len()];
+            next_node += 1;
+            subscribe(addr, password.as_deref(), &[&revocations, &topups], &events);
+            // A session that got as far as subscribing starts the backoff over.
+            if events.subscribed.swap(false, Ordering::AcqRel) {
+                backoff = Duration::from_millis(RECONNECT_BACKOFF_MIN_MS);
+            }
+            if events.stop.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(Duration::from_millis(RECONNECT_BACKOFF_MAX_MS));
+        }
+    });
+    if let Err(error) = spawned {
+        crate::log_error!("cannot start the redis subscriber: {error}");
+    }
+}
+
+/// One subscription session: returns when the connection fails or the store stops.
+/// `channels[0]` carries revocations, any other channel top-ups.
+fn subscribe(addr: SocketAddr, password: Option<&str>, channels: &[&str], events: &Events) {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return };
+    let _ = stream.set_read_timeout(Some(SUBSCRIBER_POLL));
+    let mut out = Vec::new();
+    if let Some(password) = password {
+        encode_command(&mut out, &[b"AUTH", password.as_bytes()]);
+    }
+    let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
+    args.extend(channels.iter().map(|c| c.as_bytes()));
+    encode_command(&mut out, &args);
+    if stream.write_all(&out).is_err() {
+        return;
+    }
+    let mut buffer = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if events.stop.load(Ordering::Acquire) {
+            return;
+        }
+        loop {
+            let frame: Reply = match redis_protocol::resp2::decode::decode(&buffer) {
+                Ok(Some((frame, used))) => {
+                    buffer.drain(..used);
+                    frame
+                }
+                Ok(None) => break,
+                Err(_) => return,
+            };
+            match Push::of(&frame) {
+                // Messages may have been missed while not subscribed.
+                Push::Subscribed if !events.subscribed.swap(true, Ordering::AcqRel) => {
+                    events.revocations.fetch_add(1, Ordering::AcqRel);
+                    events.topups.fetch_add(1, Ordering::AcqRel);
+                }
+                Push::Message { channel } if channel == channels[0] => {
+                    events.revocations.fetch_add(1, Ordering::AcqRel);
+                }
+                Push::Message { .. } => {
+                    events.topups.fetch_add(1, Ordering::AcqRel);
+                }
+                Push::Error(message) => {
+                    crate::log_warn_every!("redis subscriber {addr}: {message}");
+                    return;
+                }
+                Push::Subscribed | Push::Other => {}
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(read) => buffer.extend_from_slice(&chunk[..read]),
+            Err(error) if matches!(error.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+            Err(_) => return,
+        }
+    }
+}
