@@ -19,16 +19,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::limits::{DENY_CACHE_MAX_ENTRIES, QUOTA_DENY_BACKSTOP_MS, QUOTA_DENY_WITH_HOLDS_MS, RATE_DENY_NEVER_MS};
 use crate::store::{Admission, AdmitRequest, KeyKind, RateSnapshot};
-
-/// Entries kept before the cache is cleared (bounds memory under a flood of accounts).
-pub const DENY_CACHE_MAX_ENTRIES: usize = 100_000;
-/// How long a wallet refusal is trusted while the account had other holds in flight.
-pub const QUOTA_DENY_WITH_HOLDS_MS: u64 = 250;
-/// How long a wallet refusal with no holds in flight is trusted without a top-up event.
-pub const QUOTA_DENY_BACKSTOP_MS: u64 = 60_000;
-/// How long an RPM/TPM refusal that can never pass (zero capacity) is trusted.
-pub const RATE_DENY_NEVER_MS: u64 = 60_000;
 
 #[derive(Copy, Clone, Debug)]
 struct DenyEntry {

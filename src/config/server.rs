@@ -8,11 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::reader::{Reader, Section};
-use super::{
-    BillingConfig, MAX_GATEWAY_NODES, MAX_LIMIT_PER_MINUTE, MAX_REDIS_COMMAND_TIMEOUT_MS,
-    SANDBOX_MAX_TIME_TO_FIRST_TOKEN_MS, SANDBOX_MAX_TOKENS_PER_SECOND, SandboxSettings, ServerConfig, StoreConfig,
-    StoreOptions, TlsFiles,
-};
+use super::{BillingConfig, SandboxSettings, ServerConfig, StoreConfig, StoreOptions, TlsFiles};
 use crate::limits;
 use crate::money::{self, DecimalError, UnitsPerUsd};
 use crate::store::{LimitPolicy, TierLimits};
@@ -121,13 +117,14 @@ pub(super) fn store(reader: &mut Reader, root: &Section<'_>) -> (StoreConfig, St
             options.key_prefix = prefix.to_string();
         }
     }
-    if let Some(timeout) = reader.integer(&section, "command_timeout_ms", 1..=MAX_REDIS_COMMAND_TIMEOUT_MS, "") {
+    if let Some(timeout) = reader.integer(&section, "command_timeout_ms", 1..=limits::MAX_REDIS_COMMAND_TIMEOUT_MS, "")
+    {
         options.command_timeout_ms = timeout;
     }
     if let Some(name) = reader.string(&section, "password_env") {
         options.password_env = Some(name.to_string());
     }
-    if let Some(nodes) = reader.integer(&section, "gateway_nodes", 1..=MAX_GATEWAY_NODES, "") {
+    if let Some(nodes) = reader.integer(&section, "gateway_nodes", 1..=limits::MAX_GATEWAY_NODES, "") {
         options.gateway_nodes = nodes;
     }
     let store = store_location(reader, &section);
@@ -262,7 +259,7 @@ fn tier_limits(reader: &mut Reader, section: &Section<'_>, base: Option<&TierLim
             reader.error(section.key(key), "is required (a positive integer per minute)");
             return None;
         }
-        let value = reader.integer(section, key, 1..=MAX_LIMIT_PER_MINUTE, "");
+        let value = reader.integer(section, key, 1..=limits::MAX_LIMIT_PER_MINUTE, "");
         if section.has(key) { value } else { fallback }
     };
     let rpm = per_minute("rpm", base.map(|limits| limits.requests_per_minute));
@@ -282,10 +279,10 @@ pub(super) fn sandbox(reader: &mut Reader, root: &Section<'_>) -> SandboxSetting
     reader.check_keys(&section, SANDBOX_KEYS);
     let settings = SandboxSettings {
         time_to_first_token_ms: reader
-            .integer(&section, "time_to_first_token_ms", 0..=SANDBOX_MAX_TIME_TO_FIRST_TOKEN_MS, "")
+            .integer(&section, "time_to_first_token_ms", 0..=limits::SANDBOX_MAX_TIME_TO_FIRST_TOKEN_MS, "")
             .unwrap_or(defaults.time_to_first_token_ms),
         tokens_per_second: reader
-            .integer(&section, "tokens_per_second", 0..=SANDBOX_MAX_TOKENS_PER_SECOND, " (0 means unpaced)")
+            .integer(&section, "tokens_per_second", 0..=limits::SANDBOX_MAX_TOKENS_PER_SECOND, " (0 means unpaced)")
             .unwrap_or(defaults.tokens_per_second),
         output_tokens: reader
             .integer(&section, "output_tokens", 1..=limits::SANDBOX_MAX_OUTPUT_TOKENS, "")

@@ -18,14 +18,8 @@ use monoio::time::Instant;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::http::server::{Handler, ServerLimits, serve_connection};
+use crate::limits::{ACCEPT_ERROR_BACKOFF_MS, DRAIN_POLL_MS, LISTEN_BACKLOG_CONNECTIONS};
 use crate::metrics::{Driver, WorkerMetrics};
-
-/// Connections a listener queues before accepting.
-const LISTEN_BACKLOG: i32 = 4096;
-/// Pause after a failed accept (for example out of file descriptors) before trying again.
-const ACCEPT_ERROR_BACKOFF_MS: u64 = 50;
-/// How often a draining worker checks whether its requests have finished.
-const DRAIN_POLL_MS: u64 = 10;
 
 /// What a listener loop reports to and how long it drains: shared by the loops of one server.
 #[derive(Clone)]
@@ -52,7 +46,7 @@ pub fn bind_reuseport_group(addr: SocketAddr, count: usize) -> io::Result<Vec<St
     for _ in 0..count {
         let socket = new_socket(addr, true)?;
         socket.bind(&addr.into())?;
-        socket.listen(LISTEN_BACKLOG)?;
+        socket.listen(LISTEN_BACKLOG_CONNECTIONS)?;
         let listener: StdTcpListener = socket.into();
         addr = listener.local_addr()?;
         listeners.push(listener);

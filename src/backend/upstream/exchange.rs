@@ -18,17 +18,13 @@ use crate::backend::upstream::rewrite::{self, EventKind, ReportedUsage};
 use crate::errors::{ApiError, ErrorKind};
 use crate::http::response::{self, ClampHeader, ResponseContext};
 use crate::http::server::ResponseSink;
-use crate::limits::UPSTREAM_REQUEST_DEADLINE_MS;
+use crate::limits::{
+    ABANDONED_STREAM_DRAIN_BYTES, ABANDONED_STREAM_DRAIN_MS, UPSTREAM_MAX_ERROR_BODY_BYTES,
+    UPSTREAM_REQUEST_DEADLINE_MS,
+};
 use crate::openai::chat::{ChatRequest, write_backend_body};
 use crate::openai::models::ModelEntry;
 use crate::store::{Admitted, Outcome};
-
-/// After the client left mid-stream: how long the upstream is still read to learn its usage.
-pub const ABANDONED_STREAM_DRAIN_MS: u64 = 800;
-/// ... and how many bytes at most.
-pub const ABANDONED_STREAM_DRAIN_BYTES: usize = 1024 * 1024;
-/// Longest error body read from an upstream.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// One admitted request on its way to an upstream.
 pub struct ProxyRequest<'a> {
@@ -133,7 +129,7 @@ async fn read_bounded(
     idle: Duration,
 ) -> Result<(), UpstreamFailure> {
     while !exchange.next_piece(out, idle).await? {
-        if out.len() > MAX_ERROR_BODY_BYTES {
+        if out.len() > UPSTREAM_MAX_ERROR_BODY_BYTES {
             return Err(UpstreamFailure::Malformed);
         }
     }

@@ -18,9 +18,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 
 use crate::config::{UpstreamConfig, UrlScheme};
-
-/// How often upstream host names are resolved again.
-const DNS_REFRESH_INTERVAL_MS: u64 = 30_000;
+use crate::limits::UPSTREAM_DNS_REFRESH_INTERVAL_MS;
 
 /// One configured upstream.
 pub struct UpstreamTarget {
@@ -115,7 +113,7 @@ fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
 
 fn refresh_dns_forever(targets: Vec<Weak<UpstreamTarget>>) {
     loop {
-        std::thread::sleep(Duration::from_millis(DNS_REFRESH_INTERVAL_MS));
+        std::thread::sleep(Duration::from_millis(UPSTREAM_DNS_REFRESH_INTERVAL_MS));
         let mut alive = false;
         for target in targets.iter().filter_map(Weak::upgrade) {
             alive = true;
