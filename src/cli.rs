@@ -265,7 +265,7 @@ fn wait_for_termination() {
         }
     }
     while !flag.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(crate::limits::SIGNAL_POLL_MS));
     }
 }
 

@@ -23,6 +23,7 @@ use crate::config::{Config, SANDBOX_UPSTREAM};
 use crate::http::listener::{bind_reuseport_group, run_on_runtime, serve_listener};
 use crate::http::server::ServerLimits;
 use crate::ids::NODE_TAG_LEN;
+use crate::limits::{WORKERS_START_POLL_MS, WORKERS_START_TIMEOUT_MS};
 use crate::metrics::Metrics;
 use crate::openai::models::{Backend, ModelEntry, Registry};
 use crate::shared::{Maintenance, Shared};
@@ -169,12 +170,12 @@ impl Gateway {
         })?);
 
         let gateway = Gateway { client_addr, admin_addr, shared, threads, stop_senders };
-        let started = std::time::Instant::now();
+        let started_ms = crate::clock::monotonic_ms();
         while gateway.shared.workers_running.load(Ordering::Acquire) < workers + 1 {
-            if started.elapsed() > Duration::from_secs(10) {
+            if crate::clock::monotonic_ms() - started_ms > WORKERS_START_TIMEOUT_MS {
                 return Err(io::Error::other("workers did not start within 10 s"));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(WORKERS_START_POLL_MS));
         }
         Ok(gateway)
     }

@@ -14,9 +14,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_channel::oneshot;
-use monoio::time::Instant;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::clock::{deadline_after_ms, time_left};
 use crate::http::server::{Handler, ServerLimits, serve_connection};
 use crate::limits::{ACCEPT_ERROR_BACKOFF_MS, DRAIN_POLL_MS, LISTEN_BACKLOG_CONNECTIONS};
 use crate::metrics::{Driver, WorkerMetrics};
@@ -151,8 +151,8 @@ pub async fn serve_listener<H: Handler + 'static>(
         }
     }
     drop(listener);
-    let deadline = Instant::now() + Duration::from_millis(lifecycle.drain_deadline_ms);
-    while metrics.requests_in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+    let deadline = deadline_after_ms(lifecycle.drain_deadline_ms);
+    while metrics.requests_in_flight.load(Ordering::Relaxed) > 0 && !time_left(deadline).is_zero() {
         monoio::time::sleep(Duration::from_millis(DRAIN_POLL_MS)).await;
     }
     lifecycle.running.fetch_sub(1, Ordering::Release);

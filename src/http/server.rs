@@ -12,6 +12,7 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::time::Instant;
 
+use crate::clock::deadline_after_ms;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::request::{BodyFraming, HeadError, RequestHead, parse_head};
@@ -247,7 +248,7 @@ async fn refuse_and_close<S: AsyncWriteRent, H: Handler>(
 
 /// Reads until `buffer` holds a complete, valid request head.
 async fn read_head<S: AsyncReadRent>(stream: &mut S, buffer: &mut Vec<u8>, limits: &ServerLimits) -> ReadOutcome {
-    let idle_deadline = Instant::now() + Duration::from_millis(limits.keepalive_timeout_ms);
+    let idle_deadline = deadline_after_ms(limits.keepalive_timeout_ms);
     let mut head_deadline: Option<Instant> = None;
     loop {
         if !buffer.is_empty() {
@@ -256,7 +257,7 @@ async fn read_head<S: AsyncReadRent>(stream: &mut S, buffer: &mut Vec<u8>, limit
                 Ok(None) => {}
                 Err(error) => return refusal_for_head_error(error, limits),
             }
-            head_deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(limits.head_timeout_ms));
+            head_deadline.get_or_insert_with(|| deadline_after_ms(limits.head_timeout_ms));
         }
         let deadline = head_deadline.unwrap_or(idle_deadline);
         // Never read more than the head limit allows (plus one byte to detect "too large").
@@ -304,7 +305,7 @@ async fn read_body<S: AsyncReadRent + AsyncWriteRent>(
         param: None,
         detail: Detail::RequestTooLarge { limit_bytes: limits.max_body_bytes },
     };
-    let deadline = Instant::now() + Duration::from_millis(limits.body_timeout_ms);
+    let deadline = deadline_after_ms(limits.body_timeout_ms);
     match framing {
         BodyFraming::None => Ok(head_len),
         BodyFraming::ContentLength(length) => {

@@ -21,8 +21,9 @@ use futures_channel::oneshot;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
-use monoio::time::Instant;
 pub use redis_protocol::resp2::types::OwnedFrame as Reply;
+
+use crate::clock::{deadline_after_ms, time_left};
 
 use crate::limits::{
     REDIS_MAX_REPLY_BYTES, REDIS_OUTGOING_INITIAL_BYTES, REDIS_READ_CHUNK_BYTES, REDIS_RECONNECT_BACKOFF_MAX_MS,
@@ -96,7 +97,7 @@ pub struct RedisClient {
     settings: RedisSettings,
     connection: RefCell<Option<Rc<Connection>>>,
     /// Earliest time the next connection attempt may start.
-    retry_at: Cell<Option<Instant>>,
+    retry_at: Cell<Option<monoio::time::Instant>>,
     backoff_ms: Cell<u64>,
     /// A connection attempt is under way; callers that come meanwhile wait for its outcome
     /// here instead of opening connections of their own.
@@ -185,7 +186,7 @@ impl RedisClient {
             return Ok(connection.clone());
         }
         // The breaker is open after a failure: fail fast until the backoff has passed.
-        if self.retry_at.get().is_some_and(|at| Instant::now() < at) {
+        if self.retry_at.get().is_some_and(|at| !time_left(at).is_zero()) {
             return Err(RedisError::Unavailable);
         }
         if self.connecting.get() {
@@ -222,7 +223,7 @@ impl RedisClient {
 
     fn schedule_retry(&self) {
         let backoff = self.backoff_ms.get();
-        self.retry_at.set(Some(Instant::now() + Duration::from_millis(backoff)));
+        self.retry_at.set(Some(deadline_after_ms(backoff)));
         self.backoff_ms.set((backoff * 2).min(REDIS_RECONNECT_BACKOFF_MAX_MS));
     }
 

@@ -8,7 +8,6 @@
 use std::time::Duration;
 
 use monoio::io::AsyncWriteRent;
-use monoio::time::Instant;
 
 use crate::backend::sandbox;
 use crate::config::SandboxSettings;
@@ -73,7 +72,7 @@ pub async fn write_completion<S: AsyncWriteRent>(
     let extra_headers = &pairs[..count];
     let context =
         ResponseContext { request_id: Some(reply.request_id), rates: reply.rates, keep_alive: sink.keep_alive };
-    let started = Instant::now();
+    let started = crate::clock::timer_now();
     let delivered = |completion_tokens: u64, client_aborted: bool| SandboxUsage {
         prompt_tokens,
         completion_tokens,

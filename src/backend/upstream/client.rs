@@ -14,9 +14,9 @@ use std::time::Duration;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use monoio::time::Instant;
 
 use crate::backend::upstream::UpstreamTarget;
+use crate::clock::{deadline_after_ms, time_left, timer_now};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::limits::{
     UPSTREAM_MAX_RESPONSE_BODY_BYTES, UPSTREAM_MAX_RESPONSE_HEAD_BYTES, UPSTREAM_POOL_IDLE_TIMEOUT_MS,
@@ -68,10 +68,11 @@ pub enum UpstreamFailure {
     BrokenBody,
 }
 
-/// A pooled connection and when it went idle.
+/// A pooled connection and until when it may be reused (`UPSTREAM_POOL_IDLE_TIMEOUT_MS` after
+/// it went idle).
 struct Idle {
     connection: Connection,
-    since: Instant,
+    fresh_until: monoio::time::Instant,
 }
 
 /// One worker's pools, one per upstream index.
@@ -91,7 +92,7 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let stack = idle.get_mut(upstream)?;
         while let Some(entry) = stack.pop() {
-            if entry.since.elapsed() < Duration::from_millis(UPSTREAM_POOL_IDLE_TIMEOUT_MS) {
+            if !time_left(entry.fresh_until).is_zero() {
                 return Some(entry.connection);
             }
         }
@@ -108,7 +109,7 @@ impl Pool {
         if stack.len() >= UPSTREAM_POOL_MAX_IDLE_CONNECTIONS {
             stack.remove(0);
         }
-        stack.push(Idle { connection, since: Instant::now() });
+        stack.push(Idle { connection, fresh_until: deadline_after_ms(UPSTREAM_POOL_IDLE_TIMEOUT_MS) });
     }
 }
 
@@ -263,7 +264,7 @@ async fn send_and_read_head(
     target: &UpstreamTarget,
     request: &mut Vec<u8>,
 ) -> Result<(ResponseHead, Vec<u8>), UpstreamFailure> {
-    let deadline = Instant::now() + target.response_timeout;
+    let deadline = timer_now() + target.response_timeout;
     let buffer = std::mem::take(request);
     let (result, buffer) = match monoio::time::timeout_at(deadline, connection.write_all(buffer)).await {
         Ok(written) => written,

@@ -106,8 +106,10 @@ fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
     })
 }
 
-/// Blocking resolution; only ever called at start-up and on the refresher thread.
+/// Blocking resolution; only ever called at start-up (before any worker runs) and on the
+/// `fikra-dns` refresher thread, never on a worker.
 fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    #[allow(clippy::disallowed_methods)] // off the workers: see above
     Ok((host, port).to_socket_addrs()?.collect())
 }
 
