@@ -23,6 +23,9 @@
 //! Money is integers (`money`), limits are named constants (`limits`), time is injected
 //! (`clock`), configuration is validated whole before anything starts (`config`).
 #![forbid(unsafe_code)]
+// One logging facility (`log`): a bare print is refused outside the CLI's own output to the
+// operator (`cli`), which allows it where it prints usage, reports and the demo banner.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod access;
 pub mod admin;

@@ -235,8 +235,9 @@ async fn reap_holds_forever(shared: Arc<Shared>) {
         monoio::time::sleep(Duration::from_millis(crate::limits::HOLD_REAPER_INTERVAL_MS)).await;
         match shared.store.reap_expired_holds(shared.clock.now_ms()).await {
             Ok(0) => {}
-            Ok(count) => eprintln!("fikra-gateway: reaper released {count} expired holds"),
-            Err(error) => eprintln!("fikra-gateway: reaper failed: {error}"),
+            Ok(count) => crate::log_info!("the reaper released {count} expired holds"),
+            // Every reaper interval while the store is down: rate-bounded.
+            Err(error) => crate::log_warn_every!("the reaper could not release expired holds: {error}"),
         }
     }
 }

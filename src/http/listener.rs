@@ -75,20 +75,20 @@ where
         match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build() {
             Ok(mut runtime) => {
                 metrics.set_driver(Driver::IoUring);
-                eprintln!("fikra-gateway: {name} runs on io_uring");
+                crate::log_info!("{name} runs on io_uring");
                 runtime.block_on(make_future());
                 return;
             }
-            Err(error) => eprintln!("fikra-gateway: {name}: io_uring runtime failed to build ({error}); using epoll"),
+            Err(error) => crate::log_warn!("{name}: the io_uring runtime failed to build ({error}); using epoll"),
         }
     }
     match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
         Ok(mut runtime) => {
             metrics.set_driver(Driver::Epoll);
-            eprintln!("fikra-gateway: {name} runs on epoll");
+            crate::log_info!("{name} runs on epoll");
             runtime.block_on(make_future());
         }
-        Err(error) => eprintln!("fikra-gateway: {name}: no runtime could be built: {error}"),
+        Err(error) => crate::log_error!("{name}: no runtime could be built: {error}"),
     }
 }
 
@@ -105,7 +105,7 @@ pub async fn serve_listener<H: Handler + 'static>(
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("fikra-gateway: cannot register listener: {error}");
+            crate::log_error!("cannot register the listener with the runtime: {error}");
             return;
         }
     };
@@ -143,7 +143,8 @@ pub async fn serve_listener<H: Handler + 'static>(
                     });
                 }
                 Err(error) => {
-                    eprintln!("fikra-gateway: accept failed: {error}");
+                    // Per connection (out of file descriptors, say): rate-bounded.
+                    crate::log_warn_every!("accept failed: {error}; pausing {ACCEPT_ERROR_BACKOFF_MS} ms");
                     monoio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
                 }
             },

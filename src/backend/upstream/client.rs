@@ -130,7 +130,7 @@ async fn connect(target: &UpstreamTarget, pool: &Pool) -> Result<Connection, Ups
                 {
                     Ok(Ok(tls)) => Ok(Connection::Tls(Box::new(tls))),
                     Ok(Err(error)) => {
-                        eprintln!("fikra-gateway: upstream {}: TLS failed: {error}", target.name);
+                        crate::log_warn_every!("upstream {}: the TLS handshake failed: {error}", target.name);
                         Err(UpstreamFailure::Connect)
                     }
                     Err(_) => Err(UpstreamFailure::Connect),

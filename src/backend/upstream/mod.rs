@@ -84,7 +84,7 @@ fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
         .map(|key| format!("Bearer {key}"));
     let addresses = resolve(host, port).unwrap_or_default();
     if addresses.is_empty() {
-        eprintln!("fikra-gateway: upstream {}: {host} does not resolve yet; will retry", config.name);
+        crate::log_warn!("upstream {}: {host} does not resolve yet; the resolver thread will retry", config.name);
     }
     let host_header = match (port == config.scheme.default_port(), host.contains(':')) {
         (true, false) => host.to_string(),

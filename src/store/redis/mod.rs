@@ -18,6 +18,9 @@
 //! with `StoreError::Unavailable` (the client's reconnect backoff is the circuit breaker: one
 //! probe at a time, no pile-up), and service resumes by itself when Redis answers again.
 
+// TODO(store split): these `eprintln!`s become `crate::log_*!` lines with the split.
+#![allow(clippy::print_stderr)]
+
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::rc::Rc;
