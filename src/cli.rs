@@ -71,6 +71,7 @@ fn serve(path: &str) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    crate::log::set_max_level(config.log_level);
     let missing = config.missing_env_vars();
     if !missing.is_empty() {
         for error in missing {

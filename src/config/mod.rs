@@ -10,8 +10,8 @@
 //! (`Config::missing_env_vars`) because `check-config` may run where the secrets are not set.
 //!
 //! Layout: this file holds the types and entry points; `reader` the error-collecting typed
-//! getters; `server` the `[server]`, `[store]`, `[billing]`, `[tiers]`, `[[account_overrides]]`
-//! and `[sandbox]` sections; `catalog` the `[[upstreams]]` and `[[models]]` lists.
+//! getters; `server` the `[server]`, `[store]`, `[billing]`, `[tiers]`, `[[account_overrides]]`,
+//! `[sandbox]` and `[log]` sections; `catalog` the `[[upstreams]]` and `[[models]]` lists.
 
 mod catalog;
 mod reader;
@@ -53,7 +53,7 @@ pub const DEFAULT_SANDBOX_OUTPUT_TOKENS: u64 = 16;
 
 /// The sections a file may have.
 const TOP_LEVEL_KEYS: &[&str] =
-    &["server", "store", "billing", "tiers", "account_overrides", "upstreams", "models", "sandbox"];
+    &["server", "store", "billing", "tiers", "account_overrides", "upstreams", "models", "sandbox", "log"];
 
 /// Where each key lives, to tell an operator who put a key in the wrong section where it goes.
 const KEY_HOMES: &[(&str, &[&str])] = &[
@@ -67,6 +67,7 @@ const KEY_HOMES: &[(&str, &[&str])] = &[
     ("[[upstreams]]", catalog::UPSTREAM_KEYS),
     ("[[models]]", catalog::MODEL_KEYS),
     ("[sandbox]", server::SANDBOX_KEYS),
+    ("[log]", server::LOG_KEYS),
 ];
 
 /// The whole, validated configuration. Built once at start-up; never changed afterwards.
@@ -83,6 +84,8 @@ pub struct Config {
     /// Never empty: the reference registry on the sandbox when the file has no `[[models]]`.
     pub models: Vec<ModelConfig>,
     pub sandbox: SandboxSettings,
+    /// `[log] level`: the most detailed log lines written (`info` by default).
+    pub log_level: crate::log::Level,
 }
 
 /// `[server]`: listeners, workers, and the per-connection limits (each at most its `limits.rs`
@@ -318,6 +321,7 @@ impl Config {
             upstreams: Vec::new(),
             models: reference_models(),
             sandbox: SandboxSettings::default(),
+            log_level: crate::log::Level::Info,
         }
     }
 
@@ -381,11 +385,12 @@ pub fn parse_config(text: &str) -> Result<Config, Vec<ConfigError>> {
     let upstreams = catalog::upstreams(&mut reader, &root);
     let models = catalog::models(&mut reader, &root, &upstreams.names);
     let sandbox = server::sandbox(&mut reader, &root);
+    let log_level = server::log_level(&mut reader, &root);
     let errors = reader.into_errors();
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Config { server, store, store_options, billing, limits, upstreams: upstreams.valid, models, sandbox })
+    Ok(Config { server, store, store_options, billing, limits, upstreams: upstreams.valid, models, sandbox, log_level })
 }
 
 /// SPEC §3's reference registry, every model on the sandbox.

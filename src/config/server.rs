@@ -1,5 +1,5 @@
 //! The single-table sections: `[server]` (with `[server.tls]`), `[store]`, `[billing]`,
-//! `[tiers.NAME]` with `[[account_overrides]]`, and `[sandbox]`.
+//! `[tiers.NAME]` with `[[account_overrides]]`, `[sandbox]` and `[log]`.
 //!
 //! Each function reads its section through the `Reader`, falls back to the default for any
 //! key that is absent or refused, and never records two errors for one cause.
@@ -10,6 +10,7 @@ use std::sync::Arc;
 use super::reader::{Reader, Section};
 use super::{BillingConfig, SandboxSettings, ServerConfig, StoreConfig, StoreOptions, TlsFiles};
 use crate::limits;
+use crate::log::Level;
 use crate::money::{self, DecimalError, UnitsPerUsd};
 use crate::store::{LimitPolicy, TierLimits};
 
@@ -33,6 +34,7 @@ pub(super) const BILLING_KEYS: &[&str] = &["kes_per_usd", "signup_credit_usd"];
 pub(super) const TIER_KEYS: &[&str] = &["rpm", "tpm"];
 pub(super) const OVERRIDE_KEYS: &[&str] = &["account", "rpm", "tpm"];
 pub(super) const SANDBOX_KEYS: &[&str] = &["time_to_first_token_ms", "tokens_per_second", "output_tokens"];
+pub(super) const LOG_KEYS: &[&str] = &["level"];
 
 /// Longest tier name or account id; account ids follow the admin API's rule (1 to 64 of
 /// `A-Za-z0-9_-`), so an override can only name an account that can exist.
@@ -308,4 +310,15 @@ pub(super) fn sandbox(reader: &mut Reader, root: &Section<'_>) -> SandboxSetting
         );
     }
     settings
+}
+
+/// `[log] level`: `error`, `warn`, `info` (the default) or `debug`.
+pub(super) fn log_level(reader: &mut Reader, root: &Section<'_>) -> Level {
+    let Some(section) = reader.table(root, "log") else { return Level::Info };
+    reader.check_keys(&section, LOG_KEYS);
+    let Some(text) = reader.string(&section, "level") else { return Level::Info };
+    Level::parse(text).unwrap_or_else(|| {
+        reader.error(section.key("level"), format!("'{text}' is not a level; use error, warn, info or debug"));
+        Level::Info
+    })
 }
