@@ -16,15 +16,11 @@ use crate::errors::ErrorKind;
 use crate::http::request::Method;
 use crate::http::response::{self, ResponseContext};
 use crate::http::server::{Handler, OutBufferPool, Request, ResponseSink};
+use crate::limits::{MAX_ADMIN_ID_BYTES, MAX_KEY_NAME_BYTES, MAX_PAYMENT_REFERENCE_BYTES};
 use crate::metrics::Route;
 use crate::money::{self, Nanos};
 use crate::shared::Shared;
 use crate::store::{KeyKind, KeyRecord, StoreClient, StoreConnections, StoreError};
-
-/// Longest account id, key name or payment reference accepted, in bytes.
-const MAX_ADMIN_ID_BYTES: usize = 64;
-const MAX_KEY_NAME_BYTES: usize = 128;
-const MAX_PAYMENT_REFERENCE_BYTES: usize = 128;
 
 pub struct AdminHandler {
     shared: Arc<Shared>,

@@ -24,6 +24,7 @@ usage:
                         [--tls-cert PEM --tls-key PEM]
                                                   run the sandbox model alone, as a stand-in upstream";
 
+#[allow(clippy::print_stdout, clippy::print_stderr)] // output to the operator, not a log line
 pub fn run(args: &[String]) -> ExitCode {
     let words: Vec<&str> = args.iter().map(String::as_str).collect();
     match words.as_slice() {
@@ -42,6 +43,7 @@ pub fn run(args: &[String]) -> ExitCode {
     }
 }
 
+#[allow(clippy::print_stdout, clippy::print_stderr)] // output to the operator, not a log line
 fn check_config(path: &str) -> ExitCode {
     let mut problems = match config::load_config(std::path::Path::new(path)) {
         Ok(config) => config.missing_env_vars(),
@@ -64,33 +66,31 @@ fn serve(path: &str) -> ExitCode {
         Ok(config) => config,
         Err(errors) => {
             for error in errors {
-                eprintln!("config: {error}");
+                crate::log_error!("config: {error}");
             }
             return ExitCode::FAILURE;
         }
     };
+    crate::log::set_max_level(config.log_level);
     let missing = config.missing_env_vars();
     if !missing.is_empty() {
         for error in missing {
-            eprintln!("config: {error}");
+            crate::log_error!("config: {error}");
         }
         return ExitCode::FAILURE;
     }
     let admin_token = std::env::var(&config.server.admin_token_env).unwrap_or_default();
     match Gateway::start(config, admin_token, Clock::System) {
         Ok(gateway) => {
-            eprintln!(
-                "fikra-gateway: serving the API on {} and the admin API on {}",
-                gateway.client_addr, gateway.admin_addr
-            );
+            crate::log_info!("serving the API on {} and the admin API on {}", gateway.client_addr, gateway.admin_addr);
             wait_for_termination();
-            eprintln!("fikra-gateway: draining");
+            crate::log_info!("draining");
             gateway.shutdown();
-            eprintln!("fikra-gateway: stopped");
+            crate::log_info!("stopped");
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("fikra-gateway: cannot start: {error}");
+            crate::log_error!("cannot start: {error}");
             ExitCode::FAILURE
         }
     }
@@ -108,7 +108,7 @@ fn demo() -> ExitCode {
     let gateway = match Gateway::start(config, admin_token.clone(), Clock::System) {
         Ok(gateway) => gateway,
         Err(error) => {
-            eprintln!("fikra-gateway: cannot start the demo: {error}");
+            crate::log_error!("cannot start the demo: {error}");
             return ExitCode::FAILURE;
         }
     };
@@ -118,7 +118,7 @@ fn demo() -> ExitCode {
     let (live_key, test_key) = match block_on(create_demo_account(store, signup_credit, now_ms)) {
         Ok(keys) => keys,
         Err(error) => {
-            eprintln!("fikra-gateway: cannot create the demo account: {error}");
+            crate::log_error!("cannot create the demo account: {error}");
             gateway.shutdown();
             return ExitCode::FAILURE;
         }
@@ -153,6 +153,7 @@ async fn create_demo_account(
     Ok((live_key, test_key))
 }
 
+#[allow(clippy::print_stdout, clippy::print_stderr)] // output to the operator, not a log line
 fn print_demo_banner(
     client: SocketAddr,
     admin: SocketAddr,
@@ -192,6 +193,7 @@ Ctrl-C (or SIGTERM) drains and stops."
     );
 }
 
+#[allow(clippy::print_stdout, clippy::print_stderr)] // output to the operator, not a log line
 fn sandbox(args: &[&str]) -> ExitCode {
     let mut listen: Option<SocketAddr> = None;
     let mut settings = config::SandboxSettings::default();
@@ -245,13 +247,13 @@ fn sandbox(args: &[&str]) -> ExitCode {
     };
     match crate::sandbox_server::SandboxServer::start_with_tls(listen, workers, settings, tls.as_ref()) {
         Ok(server) => {
-            eprintln!("fikra-gateway sandbox: serving on {}", server.addr);
+            crate::log_info!("the sandbox is serving on {}", server.addr);
             wait_for_termination();
             server.shutdown();
             ExitCode::SUCCESS
         }
         Err(error) => {
-            eprintln!("fikra-gateway sandbox: cannot start: {error}");
+            crate::log_error!("the sandbox cannot start: {error}");
             ExitCode::FAILURE
         }
     }
@@ -262,11 +264,11 @@ fn wait_for_termination() {
     let flag = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         if let Err(error) = signal_hook::flag::register(signal, flag.clone()) {
-            eprintln!("fikra-gateway: cannot install signal handler: {error}");
+            crate::log_error!("cannot install the handler of signal {signal}: {error}");
         }
     }
     while !flag.load(Ordering::Relaxed) {
-        std::thread::sleep(Duration::from_millis(50));
+        std::thread::sleep(Duration::from_millis(crate::limits::SIGNAL_POLL_MS));
     }
 }
 

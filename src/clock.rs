@@ -2,12 +2,13 @@
 //!
 //! Production uses the system clock; tests build a gateway on a manual clock they advance by
 //! hand, so bucket refills and hold expiry are tested without sleeping. Only this module reads
-//! the system clocks (`SystemTime::now`, `Instant::now`); `clippy.toml` refuses them elsewhere,
-//! except in the `Date` header cache and monoio's own timers.
+//! the system clocks (`SystemTime::now`, `Instant::now`, monoio's `Instant::now`, and their
+//! `elapsed`); `clippy.toml` refuses them everywhere else. Code that needs a monoio timer
+//! deadline gets it here (`deadline_after_ms`, `time_left`), never by reading a clock itself.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// A source of Unix time in milliseconds.
 #[derive(Clone, Debug)]
@@ -45,4 +46,21 @@ pub fn monotonic_ms() -> u64 {
     #[allow(clippy::disallowed_methods)] // the one reader of the monotonic clock
     let now = std::time::Instant::now();
     now.saturating_duration_since(*START.get_or_init(|| now)).as_millis() as u64
+}
+
+/// Now on monoio's timer clock, for IO deadlines (`timeout_at`, `sleep_until`) and nothing that
+/// touches money or limits (those take `Clock::now_ms`).
+pub fn timer_now() -> monoio::time::Instant {
+    #[allow(clippy::disallowed_methods)] // the one reader of monoio's timer clock
+    monoio::time::Instant::now()
+}
+
+/// The timer-clock instant `ms` milliseconds from now: a deadline for monoio's timers.
+pub fn deadline_after_ms(ms: u64) -> monoio::time::Instant {
+    timer_now() + Duration::from_millis(ms)
+}
+
+/// Time left until `deadline` on the timer clock; zero once it has passed.
+pub fn time_left(deadline: monoio::time::Instant) -> Duration {
+    deadline.saturating_duration_since(timer_now())
 }

@@ -39,6 +39,9 @@
 //! `backend` > `config` > `store` > `redis`, `http`, `openai` > the leaves
 //! (`tests/layers.rs` checks it).
 #![forbid(unsafe_code)]
+// One logging facility (`log`): a bare print is refused outside the CLI's own output to the
+// operator (`cli`), which allows it where it prints usage, reports and the demo banner.
+#![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod access;
 pub mod admin;

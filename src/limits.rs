@@ -1,8 +1,40 @@
-//! Every bound the gateway enforces, as a named constant with its unit.
+//! Every operational bound the gateway enforces (a time, a size, a count), as a named constant
+//! with its unit last, grouped by subsystem; and `const` assertions relating them to each other
+//! and to the promises of SPEC.md, so a change that breaks a promise does not compile.
 //!
 //! Configuration may lower these (a smaller head or body limit, shorter timeouts), never raise
-//! them: `config.rs` rejects a value above the constant here. Nothing else in the crate writes a
-//! bare number for a limit.
+//! them: `config` rejects a value above the constant here. This module is a leaf: it imports
+//! nothing, so every layer can read it.
+//!
+//! What stays local, on purpose (and only this):
+//! - Lengths that *define a format* rather than bound an input: key and id layouts
+//!   (`access::auth::KEY_RANDOM_CHARS`, `ids::NODE_TAG_LEN`, `ids::REQUEST_ID_LEN`, the account
+//!   id length in the embedded store), `http::date::HTTP_DATE_LEN`, the 16 hex digits of a chunk
+//!   size (a u64), the nesting levels of the chat schema in `openai::chat`, and unit conversions
+//!   (`money::NANOS_PER_USD`, `ratelimit::UNITS_PER_TOKEN`, `http::duration`'s ms per
+//!   second/minute/hour). Changing one changes the format, not a limit.
+//! - Configuration *defaults* (`config::DEFAULT_*`): what a missing key means, not a bound. Their
+//!   relations to the bounds here are asserted next to them in `config`, which can see both.
+//! - Lengths of names in the configuration file (`config::reader`, `config::server`,
+//!   `config::catalog`: env var, tier, upstream and model name lengths, the suggestion distance):
+//!   checked once at start-up against operator-written text and reported as configuration
+//!   errors beside the rule they belong to; they bound nothing at run time.
+//! - Heuristics that are not bounds (`openai::models`' shortest name suggested by containment)
+//!   and reference data (`openai::models::REFERENCE_*`).
+//! - Protocol facts of Redis (`store::redis::cluster`'s 16,384 slots) and the arithmetic cap that
+//!   keeps Lua's numbers exact (`store::redis::admission::MAX_SETTLED_TOKENS`).
+//! - Constants of tests.
+
+// ---------------------------------------------------------------------------------------------
+// Promises of SPEC.md that the bounds below are checked against.
+
+/// SPEC §1: revoking a key takes effect on every gateway node within this long.
+pub const REVOCATION_EFFECTIVE_WITHIN_MS: u64 = 1_000;
+/// SPEC §3.5: a request is settled within this long of its end (client gone, upstream done).
+pub const SETTLE_WITHIN_MS: u64 = 1_000;
+
+// ---------------------------------------------------------------------------------------------
+// Client connections (`http::server`, `http::listener`, `http::chunked`).
 
 /// Largest request head (request line plus headers) accepted, in bytes; past it: 431.
 pub const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
@@ -10,7 +42,12 @@ pub const MAX_REQUEST_HEAD_BYTES: usize = 32 * 1024;
 pub const MAX_REQUEST_BODY_BYTES: usize = 4 * 1024 * 1024;
 /// Most header lines parsed in one request head (a stack array of this size); past it: 431.
 pub const MAX_REQUEST_HEADERS: usize = 64;
-/// Time allowed from the first byte of a request head to its end.
+/// Longest chunk-size line accepted (size digits, whitespace, extensions; CRLF not counted).
+pub const CHUNKED_MAX_SIZE_LINE_BYTES: usize = 4 * 1024;
+/// Most bytes of the trailer section accepted after the last chunk (every line's CRLF and the
+/// final CRLF counted).
+pub const CHUNKED_MAX_TRAILER_BYTES: usize = 8 * 1024;
+/// Time allowed from the first byte of a request head to its end (and for a TLS handshake).
 pub const HEAD_READ_TIMEOUT_MS: u64 = 10_000;
 /// Time allowed to receive a whole request body once the head is in.
 pub const BODY_READ_TIMEOUT_MS: u64 = 30_000;
@@ -20,23 +57,148 @@ pub const KEEPALIVE_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const RESPONSE_WRITE_TIMEOUT_MS: u64 = 30_000;
 /// Requests answered on one connection before it is closed (bounds per-connection state).
 pub const MAX_REQUESTS_PER_CONNECTION: u64 = 100_000;
+/// Initial capacity of a connection's read buffer (an idle connection's pending read holds it);
+/// it grows geometrically up to the head + body limits.
+pub const READ_BUFFER_INITIAL_BYTES: usize = 2 * 1024;
+/// Smallest and largest read asked of a client socket at once.
+pub const READ_CHUNK_MIN_BYTES: usize = 2 * 1024;
+pub const READ_CHUNK_MAX_BYTES: usize = 64 * 1024;
+/// Capacity of a new output buffer. Output buffers are lent to a connection for one response
+/// and come back to the worker's pool after it, so an idle connection holds none.
+pub const OUT_BUFFER_INITIAL_BYTES: usize = 8 * 1024;
+/// Output buffers a worker keeps for reuse, and the largest one it keeps.
+pub const OUT_BUFFER_POOL_MAX_BUFFERS: usize = 1024;
+pub const OUT_BUFFER_POOL_MAX_BUFFER_BYTES: usize = 64 * 1024;
+/// Connections a listener queues before accepting (the `listen(2)` backlog).
+pub const LISTEN_BACKLOG_CONNECTIONS: i32 = 4096;
+/// Pause after a failed accept (for example out of file descriptors) before trying again.
+pub const ACCEPT_ERROR_BACKOFF_MS: u64 = 50;
+/// How often a draining worker checks whether its requests have finished.
+pub const DRAIN_POLL_MS: u64 = 10;
+
+// A fresh output buffer must be one the pool keeps, or every response would allocate one.
+const _: () = assert!(OUT_BUFFER_INITIAL_BYTES <= OUT_BUFFER_POOL_MAX_BUFFER_BYTES);
+const _: () = assert!(READ_CHUNK_MIN_BYTES <= READ_CHUNK_MAX_BYTES);
+// A read buffer is never created larger than what one request may use.
+const _: () = assert!(READ_BUFFER_INITIAL_BYTES <= MAX_REQUEST_HEAD_BYTES);
+
+// ---------------------------------------------------------------------------------------------
+// Chat requests (`openai::chat`).
+
 /// Deepest JSON nesting accepted in a request body; deeper: 400 invalid_json.
 pub const MAX_JSON_DEPTH: usize = 64;
+/// Most top-level members a request may have; more is refused as `invalid_json`.
+pub const MAX_TOP_LEVEL_KEYS: usize = 64;
 /// Most entries in `messages`.
 pub const MAX_MESSAGES: usize = 4096;
 /// Tokens the gateway assumes a chat template adds per message, on top of its content bytes.
 pub const PER_MESSAGE_OVERHEAD_TOKENS: u64 = 8;
 /// Tokens the gateway assumes a chat template adds once per request (assistant priming).
 pub const PER_REQUEST_OVERHEAD_TOKENS: u64 = 8;
+/// Largest output cap any model may be configured with, in tokens.
+pub const MAX_MODEL_OUTPUT_TOKENS: u64 = 1_000_000;
+
+// ---------------------------------------------------------------------------------------------
+// Upstreams (`backend::upstream`).
+
+/// Longest one proxied request (stream included) may run once its response head is in; ends
+/// well before its hold expires.
+pub const UPSTREAM_REQUEST_DEADLINE_MS: u64 = 10 * 60 * 1000;
+/// Longest connect timeout an upstream may be configured with.
+pub const MAX_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 60_000;
+/// Longest response timeout an upstream may be configured with: a request never outlives its
+/// deadline.
+pub const MAX_UPSTREAM_RESPONSE_TIMEOUT_MS: u64 = UPSTREAM_REQUEST_DEADLINE_MS;
+/// Idle connections kept per upstream per worker.
+pub const UPSTREAM_POOL_MAX_IDLE_CONNECTIONS: usize = 64;
+/// An idle pooled connection older than this is closed rather than reused.
+pub const UPSTREAM_POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// Largest upstream response head, in bytes.
+pub const UPSTREAM_MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+/// Largest upstream response body the gateway reads, in bytes.
+pub const UPSTREAM_MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Longest error body read from an upstream (for its 400/422 message), in bytes.
+pub const UPSTREAM_MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
+/// Bytes asked of an upstream socket per read.
+pub const UPSTREAM_READ_CHUNK_BYTES: usize = 16 * 1024;
+/// How often upstream host names are resolved again (on the resolver thread).
+pub const UPSTREAM_DNS_REFRESH_INTERVAL_MS: u64 = 30_000;
+/// After the client left mid-stream: how long the upstream is still read to learn its usage...
+pub const ABANDONED_STREAM_DRAIN_MS: u64 = 800;
+/// ... and how many bytes at most.
+pub const ABANDONED_STREAM_DRAIN_BYTES: usize = 1024 * 1024;
+
+const _: () = assert!(MAX_UPSTREAM_RESPONSE_TIMEOUT_MS <= UPSTREAM_REQUEST_DEADLINE_MS);
+const _: () = assert!(UPSTREAM_MAX_ERROR_BODY_BYTES <= UPSTREAM_MAX_RESPONSE_BODY_BYTES);
+const _: () = assert!(ABANDONED_STREAM_DRAIN_BYTES <= UPSTREAM_MAX_RESPONSE_BODY_BYTES);
+// SPEC §3.5: reading an abandoned stream for its usage must end before the settle deadline.
+const _: () = assert!(ABANDONED_STREAM_DRAIN_MS < SETTLE_WITHIN_MS, "the usage drain must leave time to settle");
+
+// ---------------------------------------------------------------------------------------------
+// Money: holds and settlement (`store`, `api::settle`).
+
 /// Longest a hold may live before the reaper releases it (longest possible request plus margin).
 pub const HOLD_TTL_MS: u64 = 15 * 60 * 1000;
-/// Longest one proxied request (stream included) may run; ends well before its hold expires.
-pub const UPSTREAM_REQUEST_DEADLINE_MS: u64 = 10 * 60 * 1000;
-const _: () = assert!(UPSTREAM_REQUEST_DEADLINE_MS < HOLD_TTL_MS, "a request must end before its hold can be reaped");
 /// How often each store's reaper looks for expired holds.
 pub const HOLD_REAPER_INTERVAL_MS: u64 = 5_000;
+/// Pauses before the retries of a settlement the store could not take (the store's command
+/// timeouts included, the whole stays within `SETTLE_WITHIN_MS` at the default timeout: see
+/// `config`).
+pub const SETTLE_RETRY_PAUSES_MS: [u64; 2] = [50, 200];
+/// Usage records kept per account by the embedded store (oldest dropped first).
+pub const EMBEDDED_LEDGER_MAX_RECORDS_PER_ACCOUNT: usize = 100_000;
+/// Most usage records returned by one admin usage query.
+pub const MAX_USAGE_QUERY_LIMIT: usize = 1_000;
 
-// Leases (src/access/lease.rs): a worker's share of a busy account's buckets and wallet.
+const _: () = assert!(UPSTREAM_REQUEST_DEADLINE_MS < HOLD_TTL_MS, "a request must end before its hold can be reaped");
+// Once the stream deadline passes, what is left of a request is at most one last write to a slow
+// client, the usage drain of an abandoned stream and its settlement: all of it before the
+// reaper may take the hold, or a request could be served and never charged.
+const _: () = assert!(
+    UPSTREAM_REQUEST_DEADLINE_MS + RESPONSE_WRITE_TIMEOUT_MS + ABANDONED_STREAM_DRAIN_MS + SETTLE_WITHIN_MS
+        < HOLD_TTL_MS,
+    "the tail of a request must end before its hold can be reaped"
+);
+// The pauses alone must leave room for the calls themselves within the settle deadline.
+const _: () = assert!(SETTLE_RETRY_PAUSES_MS[0] + SETTLE_RETRY_PAUSES_MS[1] < SETTLE_WITHIN_MS);
+
+// ---------------------------------------------------------------------------------------------
+// Rate limits and per-worker caches (`access`).
+
+/// Entries kept in each worker's key cache before it is cleared.
+pub const KEY_CACHE_MAX_ENTRIES: usize = 100_000;
+/// How long a worker trusts a cached key record without asking the store again.
+pub const KEY_CACHE_TTL_MS: u64 = 1_000;
+/// Deny-cache entries kept per worker before the cache is cleared (bounds memory under a flood
+/// of accounts).
+pub const DENY_CACHE_MAX_ENTRIES: usize = 100_000;
+/// How long a wallet refusal is trusted while the account had other holds in flight.
+pub const QUOTA_DENY_WITH_HOLDS_MS: u64 = 250;
+/// How long a wallet refusal with no holds in flight is trusted without a top-up event.
+pub const QUOTA_DENY_BACKSTOP_MS: u64 = 60_000;
+/// How long an RPM/TPM refusal that can never pass (zero capacity) is trusted.
+pub const RATE_DENY_NEVER_MS: u64 = 60_000;
+/// Accounts a worker's fallback buckets (test keys, store unreachable) track before clearing.
+pub const FALLBACK_MAX_ACCOUNTS: usize = 100_000;
+/// `retry-after` is clamped to this range, in whole seconds (the SDKs ignore values above 60).
+pub const RETRY_AFTER_MIN_S: u64 = 1;
+pub const RETRY_AFTER_MAX_S: u64 = 60;
+/// Largest RPM or TPM a tier or override may set. A bucket holds `limit x 60,000` units; at
+/// this bound that stays below 2^53, so the Redis functions (Lua numbers are doubles) count
+/// them exactly.
+pub const MAX_LIMIT_PER_MINUTE: u64 = 100_000_000_000;
+
+// A revocation announcement can be lost (a subscriber reconnecting); the cache's TTL is then
+// what keeps SPEC §1's promise on its own.
+const _: () = assert!(KEY_CACHE_TTL_MS <= REVOCATION_EFFECTIVE_WITHIN_MS, "a revoked key must stop within 1 s");
+const _: () = assert!(RETRY_AFTER_MIN_S <= RETRY_AFTER_MAX_S);
+// 60,000 units per token (`access::ratelimit::UNITS_PER_TOKEN`) times the largest limit must
+// stay exact in a double.
+const _: () = assert!(MAX_LIMIT_PER_MINUTE < (1 << 53) / 60_000);
+
+// ---------------------------------------------------------------------------------------------
+// Leases (`access::lease`): a worker's share of a busy account's buckets and wallet.
+
 /// A worker leases for an account once it admits this many of the account's requests a second.
 pub const LEASE_MIN_REQUESTS_PER_S: u64 = 20;
 /// The window over which a worker measures an account's rate of admissions.
@@ -70,25 +232,117 @@ pub const LEASE_END_DEADLINE_MS: u64 = 3_000;
 pub const LEASE_RETRY_MS: u64 = 100;
 /// Accounts a worker tracks for leasing before it forgets the idle ones.
 pub const LEASE_TRACKED_ACCOUNTS_MAX: usize = 100_000;
-/// How long SIGTERM waits for in-flight requests and streams before exiting.
-pub const SHUTDOWN_DRAIN_DEADLINE_MS: u64 = 30_000;
-/// Entries kept in each worker's key cache before it is cleared.
-pub const KEY_CACHE_MAX_ENTRIES: usize = 100_000;
-/// How long a worker trusts a cached key record without asking the store again.
-pub const KEY_CACHE_TTL_MS: u64 = 1_000;
-/// Most usage records returned by one admin usage query.
-pub const MAX_USAGE_QUERY_LIMIT: usize = 1_000;
-/// Usage records kept per account by the embedded store (oldest dropped first).
-pub const EMBEDDED_LEDGER_MAX_RECORDS_PER_ACCOUNT: usize = 100_000;
-/// `retry-after` is clamped to this range, in whole seconds (the SDKs ignore values above 60).
-pub const RETRY_AFTER_MIN_S: u64 = 1;
-pub const RETRY_AFTER_MAX_S: u64 = 60;
-/// Largest output cap any model may be configured with, in tokens.
-pub const MAX_MODEL_OUTPUT_TOKENS: u64 = 1_000_000;
+
+// The rate is read once a fifth of a window has passed and divides by the time elapsed: a
+// window under 5 ms would divide by zero.
+const _: () = assert!(LEASE_RATE_WINDOW_MS >= 5);
+// A grant of 1/LEASE_SHARE of what is left must leave something for the store's own answers.
+const _: () = assert!(LEASE_SHARE >= 2);
+// The age bound is checked once per tick; a coarser tick would let tokens live past it.
+const _: () = assert!(LEASE_TICK_MS < LEASE_MAX_AGE_MS);
+const _: () = assert!(LEASE_MAX_BACKLOG_RECORDS >= LEASE_MAX_RECORDS_PER_CALL);
+// A lease calls at least every LEASE_MAX_AGE_MS (plus a tick to notice); even when that call
+// waits out the longest store command timeout, it renews the escrow before it expires, so a
+// live lease's escrow is never reaped under it.
+const _: () = assert!(
+    LEASE_MAX_AGE_MS + LEASE_TICK_MS + MAX_REDIS_COMMAND_TIMEOUT_MS < LEASE_ESCROW_TTL_MS,
+    "a live lease must renew its escrow before it expires"
+);
+// A stopping worker's last calls (within LEASE_END_DEADLINE_MS of its last renewal) still find
+// the escrow: what it owes is paid from the escrow, not from whatever balance is left.
+const _: () = assert!(LEASE_MAX_AGE_MS + LEASE_TICK_MS + LEASE_END_DEADLINE_MS < LEASE_ESCROW_TTL_MS);
+// A dead node's escrow is released within TTL + one reaper interval: the interval must be short
+// next to the TTL for LEASE_ESCROW_TTL_MS to be the number that describes it.
+const _: () = assert!(HOLD_REAPER_INTERVAL_MS <= LEASE_ESCROW_TTL_MS / 2);
+// An escrow is a hold and the reaper takes the shorter of the two TTLs; leases rely on theirs.
+const _: () = assert!(LEASE_ESCROW_TTL_MS < HOLD_TTL_MS);
+
+// ---------------------------------------------------------------------------------------------
+// Redis (`redis`, the client; `store::redis`, the store on it).
+
+/// Shortest and longest wait before reconnecting after a failure (doubling in between).
+pub const REDIS_RECONNECT_BACKOFF_MIN_MS: u64 = 50;
+pub const REDIS_RECONNECT_BACKOFF_MAX_MS: u64 = 2_000;
+/// Largest reply accepted, in bytes.
+pub const REDIS_MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+/// Bytes asked of a Redis socket per read.
+pub const REDIS_READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Initial capacity of a connection's buffer of commands not yet written.
+pub const REDIS_OUTGOING_INITIAL_BYTES: usize = 4 * 1024;
+/// Largest `[store] command_timeout_ms`: a store call that takes longer fails (503 for paid
+/// requests) instead of holding the request.
+pub const MAX_REDIS_COMMAND_TIMEOUT_MS: u64 = 5_000;
+/// Largest `[store] gateway_nodes`.
+pub const MAX_GATEWAY_NODES: u64 = 1_000;
+/// While a Cluster slot moves, a command whose keys are split between nodes gets `TRYAGAIN`: it
+/// is asked again every `REDIS_TRY_AGAIN_PAUSE_MS` for at most `REDIS_TRY_AGAIN_MAX_WAIT_MS`.
+pub const REDIS_TRY_AGAIN_PAUSE_MS: u64 = 25;
+pub const REDIS_TRY_AGAIN_MAX_WAIT_MS: u64 = 1_000;
+/// Cluster redirects (MOVED/ASK) followed for one command before giving up.
+pub const REDIS_MAX_REDIRECTS: usize = 5;
+/// Shortest time between two Cluster slot-map refreshes.
+pub const REDIS_SLOT_REFRESH_MIN_INTERVAL_MS: u64 = 100;
+/// Usage records kept per account in its Redis ledger Stream (trimmed approximately beyond).
+pub const REDIS_LEDGER_MAX_RECORDS_PER_ACCOUNT: u64 = 1_000_000;
+/// Expired holds released per account per reaper call.
+pub const REDIS_REAP_BATCH_HOLDS: u64 = 1_000;
+/// Keys one reaper `SCAN` step asks for.
+pub const REDIS_REAP_SCAN_KEYS: u64 = 1_000;
+/// How long the subscriber waits on one read before checking whether it should stop.
+pub const REDIS_SUBSCRIBER_POLL_MS: u64 = 500;
+/// How long the subscriber waits for its connection to open.
+pub const REDIS_SUBSCRIBER_CONNECT_TIMEOUT_MS: u64 = 1_000;
+
+// Doubling from zero stays zero: the breaker would never open.
+const _: () =
+    assert!(0 < REDIS_RECONNECT_BACKOFF_MIN_MS && REDIS_RECONNECT_BACKOFF_MIN_MS <= REDIS_RECONNECT_BACKOFF_MAX_MS);
+
+// ---------------------------------------------------------------------------------------------
+// Process lifecycle (`runtime`, `cli`, `sandbox_server`).
+
 /// Largest number of workers (one per core).
 pub const MAX_WORKERS: usize = 256;
+/// How long start-up waits for every worker to accept before giving up.
+pub const WORKERS_START_TIMEOUT_MS: u64 = 10_000;
+/// How often start-up looks whether the workers accept yet.
+pub const WORKERS_START_POLL_MS: u64 = 1;
+/// How often the main thread looks whether SIGTERM or SIGINT arrived.
+pub const SIGNAL_POLL_MS: u64 = 50;
+/// How long SIGTERM waits for in-flight requests and streams before exiting (the largest
+/// `[server] shutdown_deadline_ms`).
+pub const SHUTDOWN_DRAIN_DEADLINE_MS: u64 = 30_000;
+
+// A worker drains first, then ends its leases: stopping takes up to the sum. Ending leases must
+// stay a short tail of the drain, so the drain deadline is the number an operator sizes a
+// termination grace period by.
+const _: () = assert!(LEASE_END_DEADLINE_MS < SHUTDOWN_DRAIN_DEADLINE_MS);
+const _: () = assert!(DRAIN_POLL_MS < SHUTDOWN_DRAIN_DEADLINE_MS && WORKERS_START_POLL_MS < WORKERS_START_TIMEOUT_MS);
+
+// ---------------------------------------------------------------------------------------------
+// Admin API (`admin`).
+
+/// Longest account id accepted, in bytes.
+pub const MAX_ADMIN_ID_BYTES: usize = 64;
+/// Longest key name accepted, in bytes.
+pub const MAX_KEY_NAME_BYTES: usize = 128;
+/// Longest payment reference accepted, in bytes.
+pub const MAX_PAYMENT_REFERENCE_BYTES: usize = 128;
+
+// ---------------------------------------------------------------------------------------------
+// Sandbox (`backend::sandbox`, `sandbox_server`).
+
 /// Longest a sandbox completion may be, in tokens.
 pub const SANDBOX_MAX_OUTPUT_TOKENS: u64 = 100_000;
+/// Longest sandbox time to first token.
+pub const SANDBOX_MAX_TIME_TO_FIRST_TOKEN_MS: u64 = 60_000;
+/// Fastest sandbox pacing, in tokens per second.
+pub const SANDBOX_MAX_TOKENS_PER_SECOND: u64 = 1_000_000;
+/// Longest request id echoed into a sandbox completion id, in bytes (a stack array).
+pub const SANDBOX_MAX_REQUEST_ID_BYTES: usize = 64;
+
+// ---------------------------------------------------------------------------------------------
+// Logs (`log`).
+
 /// A log line that can repeat per request or per retry (a failing dependency) is written at most
 /// once per this interval from its call site, with the count of lines held back.
 pub const LOG_REPEAT_INTERVAL_MS: u64 = 10_000;

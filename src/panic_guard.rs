@@ -28,7 +28,7 @@ impl<F: Future> Future for CatchUnwind<F> {
             Ok(Poll::Pending) => Poll::Pending,
             Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
             Err(_) => {
-                eprintln!("fikra-gateway: a connection panicked and was closed (see the panic message above)");
+                crate::log_error_every!("a connection panicked and was closed (see the panic message above)");
                 Poll::Ready(Err(()))
             }
         }

@@ -3,7 +3,9 @@
 //! A bucket holds one minute's limit and refills continuously at `capacity` tokens per 60,000
 //! ms. The level is kept in units of 1/60,000 token so one elapsed millisecond adds exactly
 //! `capacity` units: no rounding drift, no floating point. A refused take changes nothing; a
-//! clock that steps backwards neither panics nor mints tokens.
+//! clock that steps backwards neither panics nor mints tokens. After every refill, take, give
+//! back or resize the level is within `0..=capacity` (asserted in debug builds; the lower bound
+//! holds by type).
 //!
 //! A leaf: the stores (which own the shared buckets), the fallback buckets and the response
 //! headers all use it; it uses nothing of the crate.
@@ -51,6 +53,16 @@ impl TokenBucket {
         u128::from(self.capacity) * UNITS_PER_TOKEN
     }
 
+    /// The bucket's invariant: never more than one minute's limit (never below empty by type).
+    fn debug_check_level(&self) {
+        debug_assert!(
+            self.level_units <= self.max_units(),
+            "bucket level {} units above its capacity of {} tokens",
+            self.level_units,
+            self.capacity
+        );
+    }
+
     /// Adds what has dripped in since the last update.
     pub fn refill(&mut self, now_ms: u64) {
         if now_ms > self.updated_at_ms {
@@ -58,6 +70,7 @@ impl TokenBucket {
             self.level_units = (self.level_units + elapsed_ms * u128::from(self.capacity)).min(self.max_units());
             self.updated_at_ms = now_ms;
         }
+        self.debug_check_level();
     }
 
     /// Whole tokens available now.
@@ -85,6 +98,7 @@ impl TokenBucket {
     pub fn try_take(&mut self, tokens: u64, now_ms: u64) -> Result<(), Denied> {
         self.check(tokens, now_ms)?;
         self.level_units -= u128::from(tokens) * UNITS_PER_TOKEN;
+        self.debug_check_level();
         Ok(())
     }
 
@@ -92,12 +106,14 @@ impl TokenBucket {
     pub fn take_saturating(&mut self, tokens: u64, now_ms: u64) {
         self.refill(now_ms);
         self.level_units = self.level_units.saturating_sub(u128::from(tokens) * UNITS_PER_TOKEN);
+        self.debug_check_level();
     }
 
     /// Returns `tokens` (settlement true-up when the estimate beat usage), never above capacity.
     pub fn give_back(&mut self, tokens: u64, now_ms: u64) {
         self.refill(now_ms);
         self.level_units = (self.level_units + u128::from(tokens) * UNITS_PER_TOKEN).min(self.max_units());
+        self.debug_check_level();
     }
 
     /// Milliseconds until the bucket is full again, rounded up.
@@ -122,6 +138,7 @@ impl TokenBucket {
         }
         self.capacity = capacity;
         self.level_units = self.level_units.min(self.max_units());
+        self.debug_check_level();
     }
 }
 
@@ -190,5 +207,15 @@ mod tests {
         assert_eq!(bucket.available(0), 70);
         bucket.set_capacity(50, 0);
         assert_eq!(bucket.available(0), 50);
+    }
+
+    // Goal: a bucket whose level was corrupted above its capacity is caught at its next take
+    // (debug builds), instead of admitting more than one minute's limit.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "above its capacity")]
+    fn a_level_above_capacity_is_caught() {
+        let mut bucket = TokenBucket { capacity: 10, level_units: 11 * UNITS_PER_TOKEN, updated_at_ms: 0 };
+        let _ = bucket.try_take(1, 0);
     }
 }

@@ -23,6 +23,7 @@ use crate::config::{Config, SANDBOX_UPSTREAM};
 use crate::http::listener::{bind_reuseport_group, run_on_runtime, serve_listener};
 use crate::http::server::ServerLimits;
 use crate::ids::NODE_TAG_LEN;
+use crate::limits::{WORKERS_START_POLL_MS, WORKERS_START_TIMEOUT_MS};
 use crate::metrics::Metrics;
 use crate::openai::models::{Backend, ModelEntry, Registry};
 use crate::shared::{Maintenance, Shared};
@@ -86,6 +87,7 @@ impl Gateway {
             n => n,
         }
         .min(crate::limits::MAX_WORKERS);
+        assert_within_limits(&config);
         crate::errors::catalog();
         let client_listeners = bind_reuseport_group(config.server.listen, workers)?;
         let client_addr = client_listeners[0].local_addr()?;
@@ -169,12 +171,12 @@ impl Gateway {
         })?);
 
         let gateway = Gateway { client_addr, admin_addr, shared, threads, stop_senders };
-        let started = std::time::Instant::now();
+        let started_ms = crate::clock::monotonic_ms();
         while gateway.shared.workers_running.load(Ordering::Acquire) < workers + 1 {
-            if started.elapsed() > Duration::from_secs(10) {
+            if crate::clock::monotonic_ms() - started_ms > WORKERS_START_TIMEOUT_MS {
                 return Err(io::Error::other("workers did not start within 10 s"));
             }
-            std::thread::sleep(Duration::from_millis(1));
+            std::thread::sleep(Duration::from_millis(WORKERS_START_POLL_MS));
         }
         Ok(gateway)
     }
@@ -215,6 +217,44 @@ pub fn registry_of(config: &Config) -> Registry {
     Registry::new(entries)
 }
 
+/// Configuration may lower a bound of `limits`, never raise it, and `config` refuses a value above
+/// one. A value above one here is a bug in the validator (or a `Config` built by hand): the
+/// process must not start and serve with it.
+fn assert_within_limits(config: &Config) {
+    use crate::limits::*;
+    let server = &config.server;
+    assert!(server.workers <= MAX_WORKERS, "workers {} > {MAX_WORKERS}", server.workers);
+    assert!(server.max_head_bytes <= MAX_REQUEST_HEAD_BYTES, "max_head_bytes {}", server.max_head_bytes);
+    assert!(server.max_body_bytes <= MAX_REQUEST_BODY_BYTES, "max_body_bytes {}", server.max_body_bytes);
+    assert!(server.head_timeout_ms <= HEAD_READ_TIMEOUT_MS, "head_timeout_ms {}", server.head_timeout_ms);
+    assert!(server.body_timeout_ms <= BODY_READ_TIMEOUT_MS, "body_timeout_ms {}", server.body_timeout_ms);
+    assert!(
+        server.keepalive_timeout_ms <= KEEPALIVE_IDLE_TIMEOUT_MS,
+        "keepalive_timeout_ms {}",
+        server.keepalive_timeout_ms
+    );
+    assert!(
+        server.shutdown_deadline_ms <= SHUTDOWN_DRAIN_DEADLINE_MS,
+        "shutdown_deadline_ms {}",
+        server.shutdown_deadline_ms
+    );
+    let store = &config.store_options;
+    assert!(
+        store.command_timeout_ms <= MAX_REDIS_COMMAND_TIMEOUT_MS,
+        "command_timeout_ms {}",
+        store.command_timeout_ms
+    );
+    assert!((1..=MAX_GATEWAY_NODES).contains(&store.gateway_nodes), "gateway_nodes {}", store.gateway_nodes);
+    for upstream in &config.upstreams {
+        assert!(upstream.connect_timeout_ms <= MAX_UPSTREAM_CONNECT_TIMEOUT_MS, "upstream {}", upstream.name);
+        assert!(upstream.response_timeout_ms <= MAX_UPSTREAM_RESPONSE_TIMEOUT_MS, "upstream {}", upstream.name);
+    }
+    for model in &config.models {
+        assert!(model.max_output_tokens <= MAX_MODEL_OUTPUT_TOKENS, "model {}", model.id);
+    }
+    assert!(config.sandbox.output_tokens <= SANDBOX_MAX_OUTPUT_TOKENS, "sandbox output_tokens");
+}
+
 /// The server limits a config asks for.
 pub fn server_limits_of(config: &Config) -> ServerLimits {
     let server = &config.server;
@@ -235,8 +275,9 @@ async fn reap_holds_forever(shared: Arc<Shared>) {
         monoio::time::sleep(Duration::from_millis(crate::limits::HOLD_REAPER_INTERVAL_MS)).await;
         match shared.store.client(&connections).reap_expired_holds(shared.clock.now_ms()).await {
             Ok(0) => {}
-            Ok(count) => eprintln!("fikra-gateway: reaper released {count} expired holds"),
-            Err(error) => eprintln!("fikra-gateway: reaper failed: {error}"),
+            Ok(count) => crate::log_info!("the reaper released {count} expired holds"),
+            // Every reaper interval while the store is down: rate-bounded.
+            Err(error) => crate::log_warn_every!("the reaper could not release expired holds: {error}"),
         }
     }
 }

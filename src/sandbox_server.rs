@@ -76,8 +76,8 @@ impl Handler for SandboxHandler {
         let _ = write!(cursor, "sbx-{}-{counter}", self.worker_index);
         let id_len = cursor.position() as usize;
         let request_id = std::str::from_utf8(&id[..id_len]).unwrap_or("sbx");
-        let created_unix_s =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        // The real time is the point here (a completion's `created`), not the injected clock.
+        let created_unix_s = crate::clock::Clock::System.now_ms() / 1000;
         let reply = CompletionReply {
             request_id,
             model_id: chat.model,
@@ -152,9 +152,11 @@ impl SandboxServer {
                 });
             })?);
         }
-        let started = std::time::Instant::now();
-        while running.load(Ordering::Acquire) < workers && started.elapsed() < Duration::from_secs(10) {
-            std::thread::sleep(Duration::from_millis(1));
+        let started_ms = crate::clock::monotonic_ms();
+        while running.load(Ordering::Acquire) < workers
+            && crate::clock::monotonic_ms() - started_ms < crate::limits::WORKERS_START_TIMEOUT_MS
+        {
+            std::thread::sleep(Duration::from_millis(crate::limits::WORKERS_START_POLL_MS));
         }
         Ok(SandboxServer { addr, metrics, threads, stop_senders })
     }

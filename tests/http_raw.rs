@@ -1,6 +1,9 @@
 //! Raw-bytes HTTP/1.1 behaviour over real sockets: keep-alive, pipelining, limits,
 //! smuggling-shaped inputs, slow and half-closed clients, 100-continue.
 
+// Tests measure real time on purpose: clippy.toml's clock policy is for the gateway.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::io::{BufReader, Read, Write};

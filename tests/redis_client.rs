@@ -2,6 +2,9 @@
 //! ports: pipelining under concurrency, AUTH, fail-fast while Redis is down, and recovery when
 //! it returns, without restarting anything.
 
+// Tests measure real time on purpose: clippy.toml's clock policy is for the gateway.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::net::SocketAddr;

@@ -14,6 +14,9 @@
 //!
 //! Each test starts its own 3-master cluster (slot moves would disturb the shared one).
 
+// Tests measure real time on purpose: clippy.toml's clock policy is for the gateway.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use fikra_gateway::cli::block_on;

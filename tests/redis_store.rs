@@ -2,6 +2,10 @@
 //! `fikra-gateway serve` processes, revocations reach every node, the Redis commands each
 //! request costs, a Redis outage and its recovery, and a top-up that survives `kill -9`.
 
+// Tests measure real time and may lock on purpose: clippy.toml's clock and lock policy is for
+// the gateway.
+#![allow(clippy::disallowed_methods, clippy::disallowed_types)]
+
 mod support;
 
 use std::collections::HashMap;

@@ -3,6 +3,9 @@
 //! standalone `redis-server`, and on a real 3-master Redis Cluster (both started by this test
 //! binary; tests keep apart by key prefix).
 
+// Tests measure real time on purpose: clippy.toml's clock policy is for the gateway.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use fikra_gateway::cli::block_on;

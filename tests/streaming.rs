@@ -1,6 +1,9 @@
 //! Streaming: events reach the client as they are produced, and a client that leaves
 //! mid-stream is settled at once for what it received.
 
+// Tests measure real time on purpose: clippy.toml's clock policy is for the gateway.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::io::{BufRead, BufReader, Write};

@@ -2,6 +2,9 @@
 //! generates, serving canned unary JSON and an SSE body. The gateway trusts the CA through the
 //! upstream's `ca_file`, reuses its pooled TLS connections, and rewrites the upstream's model.
 
+// Tests measure real time on purpose: clippy.toml's clock policy is for the gateway.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::path::{Path, PathBuf};

@@ -1,6 +1,9 @@
 //! Proxying to real upstreams over sockets: the standalone sandbox as an OpenAI-compatible
 //! upstream, and scripted upstreams that misbehave in specific ways.
 
+// Tests measure real time on purpose: clippy.toml's clock policy is for the gateway.
+#![allow(clippy::disallowed_methods)]
+
 mod support;
 
 use std::io::{BufRead, BufReader, Read, Write};

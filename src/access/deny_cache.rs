@@ -19,16 +19,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::limits::{DENY_CACHE_MAX_ENTRIES, QUOTA_DENY_BACKSTOP_MS, QUOTA_DENY_WITH_HOLDS_MS, RATE_DENY_NEVER_MS};
 use crate::store::{Admission, AdmitRequest, KeyKind, RateSnapshot};
-
-/// Entries kept before the cache is cleared (bounds memory under a flood of accounts).
-pub const DENY_CACHE_MAX_ENTRIES: usize = 100_000;
-/// How long a wallet refusal is trusted while the account had other holds in flight.
-pub const QUOTA_DENY_WITH_HOLDS_MS: u64 = 250;
-/// How long a wallet refusal with no holds in flight is trusted without a top-up event.
-pub const QUOTA_DENY_BACKSTOP_MS: u64 = 60_000;
-/// How long an RPM/TPM refusal that can never pass (zero capacity) is trusted.
-pub const RATE_DENY_NEVER_MS: u64 = 60_000;
 
 #[derive(Copy, Clone, Debug)]
 struct DenyEntry {
@@ -74,7 +66,7 @@ impl DenyCache {
         let at_least_as_large = request.input_tokens_upper >= entry.input_tokens
             && request.requested_output_tokens >= entry.requested_output_tokens
             && request.client_set_output_cap == entry.client_set_output_cap;
-        match entry.refusal {
+        let answer = match entry.refusal {
             Admission::RateLimited { bucket, limit, used, requested, rates, .. } => {
                 let applies = bucket == crate::errors::Bucket::Requests || at_least_as_large;
                 applies.then(|| Admission::RateLimited {
@@ -99,7 +91,19 @@ impl DenyCache {
                 })
             }
             _ => None,
-        }
+        };
+        // An entry only refuses, and only what the store would refuse now: a wait that has not
+        // run out yet, or a need above what the store said was available.
+        debug_assert!(
+            match &answer {
+                None => true,
+                Some(Admission::RateLimited { retry_after_ms, .. }) => *retry_after_ms > 0,
+                Some(Admission::InsufficientQuota { needed, available, .. }) => needed > available,
+                Some(_) => false,
+            },
+            "a deny entry answered {answer:?}"
+        );
+        answer
     }
 
     /// Remembers a refusal from the store.
@@ -110,6 +114,7 @@ impl DenyCache {
         refusal: &Admission,
         topup_generation: u64,
     ) {
+        debug_assert!(!matches!(refusal, Admission::Admitted(_)), "only a refusal is remembered");
         let now_ms = request.now_ms;
         let lasts_ms = match *refusal {
             Admission::RateLimited { retry_after_ms: u64::MAX, .. } => RATE_DENY_NEVER_MS,
@@ -247,6 +252,22 @@ mod tests {
         // No holds in flight: the entry lasts until a top-up (or the one-minute backstop).
         assert!(cache.check(&account, &request(QUOTA_DENY_BACKSTOP_MS - 1, 5), 1).is_some());
         assert!(cache.check(&account, &request(QUOTA_DENY_BACKSTOP_MS, 5), 1).is_none());
+    }
+
+    // Goal: an admission handed to the cache as if it were a refusal is caught (debug builds):
+    // an entry that could answer "admitted" would admit without the store.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "only a refusal is remembered")]
+    fn an_admission_is_never_remembered() {
+        let account: Arc<str> = Arc::from("acct_1");
+        let admitted = Admission::Admitted(crate::store::Admitted {
+            hold: Nanos(1),
+            output_cap_tokens: 1,
+            tokens_charged: 6,
+            rates: rates(),
+        });
+        DenyCache::default().record(&account, &request(0, 5), &admitted, 1);
     }
 
     #[test]

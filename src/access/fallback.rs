@@ -9,11 +9,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::errors::Bucket;
+use crate::limits::FALLBACK_MAX_ACCOUNTS;
 use crate::ratelimit::TokenBucket;
 use crate::store::{Admission, AdmitRequest, Admitted, RateSnapshot, TierLimits};
-
-/// Accounts tracked before the buckets are cleared (bounds memory under a flood of accounts).
-pub const FALLBACK_MAX_ACCOUNTS: usize = 100_000;
 
 /// This worker's own buckets for test keys while the store is unreachable.
 #[derive(Default)]

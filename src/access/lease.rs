@@ -25,6 +25,11 @@
 //!
 //! Calls are made by one task per worker (`run_leases`), one at a time per lease, and retried
 //! with the same sequence number until the store answers, so each is applied exactly once.
+//!
+//! Asserted in debug builds: a local admission takes only tokens the lease holds and its hold
+//! fits in the free escrow; a local settlement charges at most its hold; a store answer grants
+//! no more requests, tokens or escrow than the call asked for, and pays only charges this lease
+//! queued.
 
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
@@ -135,6 +140,10 @@ impl AccountLease {
                 break;
             }
         }
+        debug_assert!(
+            requests_left == 0 && tokens_left == 0,
+            "a local admission takes only tokens the lease was granted ({requests_left} requests, {tokens_left} tokens short)"
+        );
         self.grants.retain(|g| g.requests > 0 || g.tokens > 0);
     }
 }
@@ -205,6 +214,14 @@ impl LeaseBook {
         }
         lease.take(tokens);
         lease.committed = Nanos(lease.committed.0 + hold.0);
+        // The hold came out of the free escrow: what is committed and owed still fits in it.
+        debug_assert!(
+            hold == Nanos::ZERO || lease.committed.0 + lease.unpaid.0 <= lease.escrow.0,
+            "a local hold must fit in the escrow: committed {} + unpaid {} > escrow {}",
+            lease.committed,
+            lease.unpaid,
+            lease.escrow
+        );
         lease.in_flight += 1;
         lease.requests_since_call += 1;
         lease.tokens_since_call = lease.tokens_since_call.saturating_add(tokens);
@@ -239,6 +256,8 @@ impl LeaseBook {
         }
         let mut record = settlement.record;
         record.cost = charged;
+        // What is queued for the store never charges more than the request's hold (SPEC §3.4).
+        debug_assert!(record.cost <= settlement.hold, "a lease charge above its hold");
         lease.records.push(record);
         loss
     }
@@ -324,8 +343,25 @@ impl LeaseBook {
     pub fn apply(&mut self, call: &LeaseCall, result: Result<LeaseReply, StoreError>, now_ms: u64) {
         let Some(lease) = self.accounts.get_mut(&call.account_id) else { return };
         let paying: u64 = call.records.iter().map(|r| r.cost.0).sum();
+        // The call pays charges settled on this lease and not yet applied (retries included).
+        debug_assert!(
+            result.is_err() || paying <= lease.unpaid.0,
+            "lease {} pays {paying} but owes only {}",
+            call.lease_id,
+            lease.unpaid
+        );
         match result {
             Ok(LeaseReply::Granted { requests, tokens, escrow, rates, .. }) => {
+                // After the store's answer: never more than was asked (the store grants at most
+                // 1/LEASE_SHARE of what is left, and caps the escrow at the one wanted).
+                debug_assert!(
+                    requests <= call.want_requests && tokens <= call.want_tokens && escrow <= call.want_escrow,
+                    "lease {} was granted {requests} requests, {tokens} tokens, escrow {escrow} for {} / {} / {}",
+                    call.lease_id,
+                    call.want_requests,
+                    call.want_tokens,
+                    call.want_escrow
+                );
                 lease.pending = None;
                 lease.unpaid = Nanos(lease.unpaid.0.saturating_sub(paying));
                 lease.escrow = escrow;
@@ -536,8 +572,16 @@ mod tests {
 
     #[test]
     fn ending_a_lease_with_a_backlog_pays_it_all_over_several_calls() {
-        let (mut book, account) = busy_book();
+        // Busy at 600 requests a second (150 in the first quarter second), so the first call
+        // asks for the 600 requests, 9,600 tokens and 1,320,000 nano-USD it is granted.
+        let mut book = LeaseBook::new("node-0");
+        let account: Arc<str> = Arc::from(ACCOUNT);
+        for n in 0..150 {
+            book.observe(&account, n, &admitted());
+        }
+        book.observe(&account, 250, &admitted());
         let call = book.prepare_call(&account, 1_000).unwrap();
+        assert_eq!((call.want_requests, call.want_tokens, call.want_escrow), (600, 9_600, Nanos(1_320_000)));
         book.apply(&call, Ok(grant(600, 9_600, 1_320_000)), 1_000);
         for n in 0..600 {
             book.try_admit(&request(1_001)).unwrap();
@@ -559,6 +603,18 @@ mod tests {
         assert_eq!(paid, 600);
         assert!(book.end_all(1_500).is_empty());
         assert!(!book.has_unsettled());
+    }
+
+    // Goal: a store answer granting more than the call asked for is caught (debug builds): the
+    // worker would otherwise admit requests the shared bucket never gave up.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "was granted")]
+    fn a_grant_above_what_was_asked_is_caught() {
+        let (mut book, account) = busy_book();
+        let call = book.prepare_call(&account, 1_000).unwrap();
+        assert_eq!(call.want_requests, 40);
+        book.apply(&call, Ok(grant(41, 640, 88_000)), 1_000);
     }
 
     #[test]

@@ -101,6 +101,13 @@ impl LeaseTask {
         let result = store.lease(call).await;
         match &result {
             Ok(LeaseReply::Granted { charged, operator_loss, .. }) => {
+                // After receiving: the store charged what the records say, less any loss, never more.
+                debug_assert!(
+                    charged.0.saturating_add(operator_loss.0) == call.records.iter().map(|r| r.cost.0).sum::<u64>(),
+                    "lease {} (call {}): charged {charged} + loss {operator_loss} differ from the records sent",
+                    call.lease_id,
+                    call.seq
+                );
                 WorkerMetrics::add(&metrics.settlements, call.records.len() as u64);
                 WorkerMetrics::add(&metrics.charged_nanos, charged.0);
                 WorkerMetrics::add(&metrics.operator_loss_nanos, operator_loss.0);

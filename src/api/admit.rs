@@ -105,6 +105,22 @@ pub async fn admit<'a>(
         admitted.output_cap_tokens <= requested_output_tokens,
         "the cap granted is never above the cap asked"
     );
+    // Before dispatch (paired with settle's "charge <= hold" after the answer): whoever admitted,
+    // the hold pays for the worst case of what goes upstream, and a test key holds no money.
+    debug_assert!(
+        match caller.kind {
+            KeyKind::Live => request
+                .input_price
+                .cost_of(request.input_tokens_upper)
+                .zip(request.output_price.cost_of(admitted.output_cap_tokens))
+                .and_then(|(input, output)| input.checked_add(output))
+                .is_none_or(|worst_case| admitted.hold >= worst_case),
+            KeyKind::Test => admitted.hold == crate::money::Nanos::ZERO,
+        },
+        "request {}: hold {} does not cover its worst case",
+        request_id.as_str(),
+        admitted.hold
+    );
     let clamped_to = (chat.max_tokens.is_some() && admitted.output_cap_tokens < requested_output_tokens)
         .then_some(admitted.output_cap_tokens);
     if clamped_to.is_some() {

@@ -7,14 +7,11 @@
 
 use crate::access::lease::LeaseSettlement;
 use crate::api::admit::{SettleBy, Ticket};
+use crate::limits::SETTLE_RETRY_PAUSES_MS;
 use crate::metrics::WorkerMetrics;
 use crate::money::Nanos;
 use crate::store::{LeaseRecord, Outcome, Settled, Settlement, StoreError};
 use crate::worker::Worker;
-
-/// Pauses before the retries of a settlement the store could not take (under a second in all,
-/// store timeouts included at the default 250 ms).
-const SETTLE_RETRY_PAUSES_MS: [u64; 2] = [50, 200];
 
 /// Actual usage of an admitted request, for settlement.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]

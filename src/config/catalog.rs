@@ -11,8 +11,8 @@ use std::net::Ipv6Addr;
 use super::reader::{Reader, Section, closest};
 use super::server::decimal_refusal;
 use super::{
-    DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS, DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS, MAX_UPSTREAM_CONNECT_TIMEOUT_MS,
-    MAX_UPSTREAM_RESPONSE_TIMEOUT_MS, ModelConfig, SANDBOX_UPSTREAM, UpstreamConfig, UrlScheme, reference_models,
+    DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS, DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS, ModelConfig, SANDBOX_UPSTREAM,
+    UpstreamConfig, UrlScheme, reference_models,
 };
 use crate::limits;
 use crate::money::{self, DecimalError, NanosPerToken};
@@ -80,13 +80,13 @@ pub(super) fn upstreams(reader: &mut Reader, root: &Section<'_>) -> Upstreams {
         let api_key_env = reader.env_name(&section, "api_key_env");
         let ca_file = reader.existing_file(&section, "ca_file");
         let connect_timeout_ms = reader
-            .integer(&section, "connect_timeout_ms", 1..=MAX_UPSTREAM_CONNECT_TIMEOUT_MS, "")
+            .integer(&section, "connect_timeout_ms", 1..=limits::MAX_UPSTREAM_CONNECT_TIMEOUT_MS, "")
             .unwrap_or(DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS);
         let response_timeout_ms = reader
             .integer(
                 &section,
                 "response_timeout_ms",
-                1..=MAX_UPSTREAM_RESPONSE_TIMEOUT_MS,
+                1..=limits::MAX_UPSTREAM_RESPONSE_TIMEOUT_MS,
                 " (the longest any request may last)",
             )
             .unwrap_or(DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS);

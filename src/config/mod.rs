@@ -10,8 +10,8 @@
 //! (`Config::missing_env_vars`) because `check-config` may run where the secrets are not set.
 //!
 //! Layout: this file holds the types and entry points; `reader` the error-collecting typed
-//! getters; `server` the `[server]`, `[store]`, `[billing]`, `[tiers]`, `[[account_overrides]]`
-//! and `[sandbox]` sections; `catalog` the `[[upstreams]]` and `[[models]]` lists.
+//! getters; `server` the `[server]`, `[store]`, `[billing]`, `[tiers]`, `[[account_overrides]]`,
+//! `[sandbox]` and `[log]` sections; `catalog` the `[[upstreams]]` and `[[models]]` lists.
 
 mod catalog;
 mod reader;
@@ -46,26 +46,14 @@ pub const DEFAULT_KES_PER_USD: &str = "130";
 pub const DEFAULT_SIGNUP_CREDIT: Nanos = Nanos(NANOS_PER_USD);
 /// Default time allowed to open a TCP (and TLS) connection to an upstream.
 pub const DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 3_000;
-/// Longest connect timeout an upstream may be given.
-pub const MAX_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 60_000;
 /// Default wait for an upstream's response head (and longest silence inside a streamed body).
 pub const DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS: u64 = 60_000;
-/// Longest response timeout an upstream may be given: a request never outlives its deadline.
-pub const MAX_UPSTREAM_RESPONSE_TIMEOUT_MS: u64 = limits::UPSTREAM_REQUEST_DEADLINE_MS;
 /// Default sandbox answer length, in tokens.
 pub const DEFAULT_SANDBOX_OUTPUT_TOKENS: u64 = 16;
-/// Longest sandbox time to first token.
-pub const SANDBOX_MAX_TIME_TO_FIRST_TOKEN_MS: u64 = 60_000;
-/// Fastest sandbox pacing, in tokens per second.
-pub const SANDBOX_MAX_TOKENS_PER_SECOND: u64 = 1_000_000;
-/// Largest RPM or TPM a tier or override may set. A bucket holds `limit x 60,000` units; at
-/// this bound that stays below 2^53, so the Redis functions (Lua numbers are doubles) count
-/// them exactly.
-pub const MAX_LIMIT_PER_MINUTE: u64 = 100_000_000_000;
 
 /// The sections a file may have.
 const TOP_LEVEL_KEYS: &[&str] =
-    &["server", "store", "billing", "tiers", "account_overrides", "upstreams", "models", "sandbox"];
+    &["server", "store", "billing", "tiers", "account_overrides", "upstreams", "models", "sandbox", "log"];
 
 /// Where each key lives, to tell an operator who put a key in the wrong section where it goes.
 const KEY_HOMES: &[(&str, &[&str])] = &[
@@ -79,6 +67,7 @@ const KEY_HOMES: &[(&str, &[&str])] = &[
     ("[[upstreams]]", catalog::UPSTREAM_KEYS),
     ("[[models]]", catalog::MODEL_KEYS),
     ("[sandbox]", server::SANDBOX_KEYS),
+    ("[log]", server::LOG_KEYS),
 ];
 
 /// The whole, validated configuration. Built once at start-up; never changed afterwards.
@@ -95,6 +84,8 @@ pub struct Config {
     /// Never empty: the reference registry on the sandbox when the file has no `[[models]]`.
     pub models: Vec<ModelConfig>,
     pub sandbox: SandboxSettings,
+    /// `[log] level`: the most detailed log lines written (`info` by default).
+    pub log_level: crate::log::Level,
 }
 
 /// `[server]`: listeners, workers, and the per-connection limits (each at most its `limits.rs`
@@ -155,12 +146,33 @@ pub enum StoreConfig {
 
 /// Default `[store] key_prefix`.
 pub const DEFAULT_REDIS_KEY_PREFIX: &str = "fk";
-/// Default and largest `[store] command_timeout_ms`: a store call that takes longer fails (503
-/// for paid requests) instead of holding the request.
+/// Default `[store] command_timeout_ms` (the largest is `limits::MAX_REDIS_COMMAND_TIMEOUT_MS`).
 pub const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 250;
-pub const MAX_REDIS_COMMAND_TIMEOUT_MS: u64 = 5_000;
-/// Largest `[store] gateway_nodes`.
-pub const MAX_GATEWAY_NODES: u64 = 1_000;
+
+// Defaults within their bounds.
+const _: () = assert!(DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS <= limits::MAX_UPSTREAM_CONNECT_TIMEOUT_MS);
+const _: () = assert!(DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS <= limits::MAX_UPSTREAM_RESPONSE_TIMEOUT_MS);
+const _: () = assert!(DEFAULT_REDIS_COMMAND_TIMEOUT_MS <= limits::MAX_REDIS_COMMAND_TIMEOUT_MS);
+// SPEC §3.5, settle within a second: at the default command timeout a settlement's first call,
+// its retries and the pauses between them fit in `SETTLE_WITHIN_MS`.
+const _: () = assert!(
+    limits::SETTLE_RETRY_PAUSES_MS[0]
+        + limits::SETTLE_RETRY_PAUSES_MS[1]
+        + (1 + limits::SETTLE_RETRY_PAUSES_MS.len() as u64) * DEFAULT_REDIS_COMMAND_TIMEOUT_MS
+        <= limits::SETTLE_WITHIN_MS,
+    "settle retries must fit in a second at the default store timeout"
+);
+// With the default upstream timeouts, a request's whole life after admission (connect, wait for
+// the head, the stream, its tail) ends before its hold can be reaped.
+const _: () = assert!(
+    DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS
+        + DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS
+        + limits::UPSTREAM_REQUEST_DEADLINE_MS
+        + limits::RESPONSE_WRITE_TIMEOUT_MS
+        + limits::ABANDONED_STREAM_DRAIN_MS
+        + limits::SETTLE_WITHIN_MS
+        < limits::HOLD_TTL_MS
+);
 
 /// `[store]` settings besides where the store is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -309,6 +321,7 @@ impl Config {
             upstreams: Vec::new(),
             models: reference_models(),
             sandbox: SandboxSettings::default(),
+            log_level: crate::log::Level::Info,
         }
     }
 
@@ -372,11 +385,12 @@ pub fn parse_config(text: &str) -> Result<Config, Vec<ConfigError>> {
     let upstreams = catalog::upstreams(&mut reader, &root);
     let models = catalog::models(&mut reader, &root, &upstreams.names);
     let sandbox = server::sandbox(&mut reader, &root);
+    let log_level = server::log_level(&mut reader, &root);
     let errors = reader.into_errors();
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Config { server, store, store_options, billing, limits, upstreams: upstreams.valid, models, sandbox })
+    Ok(Config { server, store, store_options, billing, limits, upstreams: upstreams.valid, models, sandbox, log_level })
 }
 
 /// SPEC §3's reference registry, every model on the sandbox.

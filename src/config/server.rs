@@ -1,5 +1,5 @@
 //! The single-table sections: `[server]` (with `[server.tls]`), `[store]`, `[billing]`,
-//! `[tiers.NAME]` with `[[account_overrides]]`, and `[sandbox]`.
+//! `[tiers.NAME]` with `[[account_overrides]]`, `[sandbox]` and `[log]`.
 //!
 //! Each function reads its section through the `Reader`, falls back to the default for any
 //! key that is absent or refused, and never records two errors for one cause.
@@ -8,12 +8,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::reader::{Reader, Section};
-use super::{
-    BillingConfig, MAX_GATEWAY_NODES, MAX_LIMIT_PER_MINUTE, MAX_REDIS_COMMAND_TIMEOUT_MS,
-    SANDBOX_MAX_TIME_TO_FIRST_TOKEN_MS, SANDBOX_MAX_TOKENS_PER_SECOND, SandboxSettings, ServerConfig, StoreConfig,
-    StoreOptions, TlsFiles,
-};
+use super::{BillingConfig, SandboxSettings, ServerConfig, StoreConfig, StoreOptions, TlsFiles};
 use crate::limits;
+use crate::log::Level;
 use crate::money::{self, DecimalError, UnitsPerUsd};
 use crate::store::{LimitPolicy, TierLimits};
 
@@ -37,6 +34,7 @@ pub(super) const BILLING_KEYS: &[&str] = &["kes_per_usd", "signup_credit_usd"];
 pub(super) const TIER_KEYS: &[&str] = &["rpm", "tpm"];
 pub(super) const OVERRIDE_KEYS: &[&str] = &["account", "rpm", "tpm"];
 pub(super) const SANDBOX_KEYS: &[&str] = &["time_to_first_token_ms", "tokens_per_second", "output_tokens"];
+pub(super) const LOG_KEYS: &[&str] = &["level"];
 
 /// Longest tier name or account id; account ids follow the admin API's rule (1 to 64 of
 /// `A-Za-z0-9_-`), so an override can only name an account that can exist.
@@ -121,13 +119,14 @@ pub(super) fn store(reader: &mut Reader, root: &Section<'_>) -> (StoreConfig, St
             options.key_prefix = prefix.to_string();
         }
     }
-    if let Some(timeout) = reader.integer(&section, "command_timeout_ms", 1..=MAX_REDIS_COMMAND_TIMEOUT_MS, "") {
+    if let Some(timeout) = reader.integer(&section, "command_timeout_ms", 1..=limits::MAX_REDIS_COMMAND_TIMEOUT_MS, "")
+    {
         options.command_timeout_ms = timeout;
     }
     if let Some(name) = reader.string(&section, "password_env") {
         options.password_env = Some(name.to_string());
     }
-    if let Some(nodes) = reader.integer(&section, "gateway_nodes", 1..=MAX_GATEWAY_NODES, "") {
+    if let Some(nodes) = reader.integer(&section, "gateway_nodes", 1..=limits::MAX_GATEWAY_NODES, "") {
         options.gateway_nodes = nodes;
     }
     let store = store_location(reader, &section);
@@ -262,7 +261,7 @@ fn tier_limits(reader: &mut Reader, section: &Section<'_>, base: Option<&TierLim
             reader.error(section.key(key), "is required (a positive integer per minute)");
             return None;
         }
-        let value = reader.integer(section, key, 1..=MAX_LIMIT_PER_MINUTE, "");
+        let value = reader.integer(section, key, 1..=limits::MAX_LIMIT_PER_MINUTE, "");
         if section.has(key) { value } else { fallback }
     };
     let rpm = per_minute("rpm", base.map(|limits| limits.requests_per_minute));
@@ -282,10 +281,10 @@ pub(super) fn sandbox(reader: &mut Reader, root: &Section<'_>) -> SandboxSetting
     reader.check_keys(&section, SANDBOX_KEYS);
     let settings = SandboxSettings {
         time_to_first_token_ms: reader
-            .integer(&section, "time_to_first_token_ms", 0..=SANDBOX_MAX_TIME_TO_FIRST_TOKEN_MS, "")
+            .integer(&section, "time_to_first_token_ms", 0..=limits::SANDBOX_MAX_TIME_TO_FIRST_TOKEN_MS, "")
             .unwrap_or(defaults.time_to_first_token_ms),
         tokens_per_second: reader
-            .integer(&section, "tokens_per_second", 0..=SANDBOX_MAX_TOKENS_PER_SECOND, " (0 means unpaced)")
+            .integer(&section, "tokens_per_second", 0..=limits::SANDBOX_MAX_TOKENS_PER_SECOND, " (0 means unpaced)")
             .unwrap_or(defaults.tokens_per_second),
         output_tokens: reader
             .integer(&section, "output_tokens", 1..=limits::SANDBOX_MAX_OUTPUT_TOKENS, "")
@@ -311,4 +310,15 @@ pub(super) fn sandbox(reader: &mut Reader, root: &Section<'_>) -> SandboxSetting
         );
     }
     settings
+}
+
+/// `[log] level`: `error`, `warn`, `info` (the default) or `debug`.
+pub(super) fn log_level(reader: &mut Reader, root: &Section<'_>) -> Level {
+    let Some(section) = reader.table(root, "log") else { return Level::Info };
+    reader.check_keys(&section, LOG_KEYS);
+    let Some(text) = reader.string(&section, "level") else { return Level::Info };
+    Level::parse(text).unwrap_or_else(|| {
+        reader.error(section.key("level"), format!("'{text}' is not a level; use error, warn, info or debug"));
+        Level::Info
+    })
 }

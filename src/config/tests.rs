@@ -1,6 +1,7 @@
 use std::sync::Arc;
 
 use super::*;
+use crate::log::Level;
 use crate::store::TierLimits;
 
 /// The keys of every error `text` produces, in report order.
@@ -189,6 +190,9 @@ fn each_key_alone_keeps_every_other_default() {
             Box::new(|c| c.billing.kes_per_usd = UnitsPerUsd::parse("129.85").unwrap()),
         ),
         ("[billing]\nsignup_credit_usd = \"0\"", Box::new(|c| c.billing.signup_credit = Nanos(0))),
+        ("[log]\nlevel = \"debug\"", Box::new(|c| c.log_level = crate::log::Level::Debug)),
+        ("[log]\nlevel = \"error\"", Box::new(|c| c.log_level = crate::log::Level::Error)),
+        ("[log]", Box::new(|_| {})),
         ("[billing]\nsignup_credit_usd = \"2.5\"", Box::new(|c| c.billing.signup_credit = Nanos(2_500_000_000))),
         ("[tiers.trusted]\nrpm = 200", Box::new(move |c| c.limits.tiers[1].1 = limits(200, 160_000))),
         ("[tiers.unverified]\ntpm = 1000", Box::new(move |c| c.limits.tiers[0].1 = limits(30, 1_000))),
@@ -714,6 +718,28 @@ fn load_config_reads_files() {
             message: format!("cannot read {}: No such file or directory (os error 2)", path.display()),
         }]
     );
+}
+
+// Goal: `[log] level` takes exactly the four level words; anything else is one located error
+// naming them, and a level in the wrong section is pointed to `[log]`.
+#[test]
+fn log_level_is_one_of_four_words() {
+    for (word, level) in
+        [("error", Level::Error), ("warn", Level::Warn), ("info", Level::Info), ("debug", Level::Debug)]
+    {
+        assert_eq!(parse_config(&format!("[log]\nlevel = \"{word}\"")).map(|c| c.log_level), Ok(level));
+    }
+    let refused = |text: &str| parse_config(text).unwrap_err().iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        refused("[log]\nlevel = \"loud\""),
+        ["log.level: 'loud' is not a level; use error, warn, info or debug"]
+    );
+    assert_eq!(
+        refused("[log]\nlevel = \"WARN\""),
+        ["log.level: 'WARN' is not a level; use error, warn, info or debug"]
+    );
+    assert_eq!(refused("[log]\nlevel = 3"), ["log.level: must be a string, not an integer (3)"]);
+    assert_eq!(refused("[server]\nlevel = \"warn\""), ["server.level: unknown key here; it belongs in [log]"]);
 }
 
 // Goal: the configuration reference documents every key the parser knows.

@@ -8,11 +8,8 @@
 //! request. It never allocates (payload goes into the caller's `Vec`) and never looks past the
 //! end of the body.
 
-/// Longest chunk-size line accepted (size digits, whitespace, extensions; CRLF not counted).
-const MAX_SIZE_LINE_BYTES: usize = 4 * 1024;
-/// Most bytes of the trailer section accepted after the last chunk (every line's CRLF and the
-/// final CRLF counted).
-const MAX_TRAILER_BYTES: usize = 8 * 1024;
+use crate::limits::{CHUNKED_MAX_SIZE_LINE_BYTES, CHUNKED_MAX_TRAILER_BYTES};
+
 /// Most hex digits in a chunk size (leading zeros count); 16 digits always fit a u64.
 const MAX_SIZE_HEX_DIGITS: u8 = 16;
 
@@ -249,7 +246,7 @@ impl ChunkedDecoder {
     fn count_size_line_byte(&mut self, byte: u8) -> Result<(), ChunkedError> {
         if byte != b'\r' {
             self.size_line_bytes += 1;
-            if self.size_line_bytes > MAX_SIZE_LINE_BYTES {
+            if self.size_line_bytes > CHUNKED_MAX_SIZE_LINE_BYTES {
                 return Err(MALFORMED_SIZE_LINE_TOO_LONG);
             }
         }
@@ -258,7 +255,7 @@ impl ChunkedDecoder {
 
     fn count_trailer_byte(&mut self) -> Result<(), ChunkedError> {
         self.trailer_bytes += 1;
-        if self.trailer_bytes > MAX_TRAILER_BYTES {
+        if self.trailer_bytes > CHUNKED_MAX_TRAILER_BYTES {
             return Err(MALFORMED_TRAILERS_TOO_LONG);
         }
         Ok(())
@@ -442,10 +439,10 @@ mod tests {
         // One trailer line plus the final CRLF making exactly `section_bytes` bytes.
         let trailers = |section_bytes: usize| format!("0\r\nx:{}\r\n\r\n", "t".repeat(section_bytes - 6));
         let cases: [(String, Decoded); 4] = [
-            (size_line(MAX_SIZE_LINE_BYTES), Ok((b"x".to_vec(), MAX_SIZE_LINE_BYTES + 10, true))),
-            (size_line(MAX_SIZE_LINE_BYTES + 1), Err(MALFORMED_SIZE_LINE_TOO_LONG)),
-            (trailers(MAX_TRAILER_BYTES), Ok((Vec::new(), MAX_TRAILER_BYTES + 3, true))),
-            (trailers(MAX_TRAILER_BYTES + 1), Err(MALFORMED_TRAILERS_TOO_LONG)),
+            (size_line(CHUNKED_MAX_SIZE_LINE_BYTES), Ok((b"x".to_vec(), CHUNKED_MAX_SIZE_LINE_BYTES + 10, true))),
+            (size_line(CHUNKED_MAX_SIZE_LINE_BYTES + 1), Err(MALFORMED_SIZE_LINE_TOO_LONG)),
+            (trailers(CHUNKED_MAX_TRAILER_BYTES), Ok((Vec::new(), CHUNKED_MAX_TRAILER_BYTES + 3, true))),
+            (trailers(CHUNKED_MAX_TRAILER_BYTES + 1), Err(MALFORMED_TRAILERS_TOO_LONG)),
         ];
         for (input, expected) in cases {
             assert_eq!(decode_in_pieces(input.as_bytes(), 1, 1024), expected, "{} bytes", input.len());

@@ -5,7 +5,8 @@
 //! clock has moved to a new second. Never allocates after the first call on a thread.
 
 use std::cell::Cell;
-use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::clock::Clock;
 
 /// Length of an IMF-fixdate such as `Sun, 06 Nov 1994 08:49:37 GMT`.
 pub const HTTP_DATE_LEN: usize = 29;
@@ -16,7 +17,8 @@ thread_local! {
 
 /// Appends the current date as an IMF-fixdate.
 pub fn write_http_date(out: &mut Vec<u8>) {
-    let now_s = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    // The real time is the point of a `Date` header: the system clock, never a test's clock.
+    let now_s = Clock::System.now_ms() / 1000;
     let (cached_s, mut text) = CACHED.with(Cell::get);
     if cached_s != now_s {
         text = format_http_date(now_s);

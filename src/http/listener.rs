@@ -14,18 +14,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use futures_channel::oneshot;
-use monoio::time::Instant;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::clock::{deadline_after_ms, time_left};
 use crate::http::server::{Handler, ServerLimits, serve_connection};
+use crate::limits::{ACCEPT_ERROR_BACKOFF_MS, DRAIN_POLL_MS, LISTEN_BACKLOG_CONNECTIONS};
 use crate::metrics::{Driver, WorkerMetrics};
-
-/// Connections a listener queues before accepting.
-const LISTEN_BACKLOG: i32 = 4096;
-/// Pause after a failed accept (for example out of file descriptors) before trying again.
-const ACCEPT_ERROR_BACKOFF_MS: u64 = 50;
-/// How often a draining worker checks whether its requests have finished.
-const DRAIN_POLL_MS: u64 = 10;
 
 /// What a listener loop reports to and how long it drains: shared by the loops of one server.
 #[derive(Clone)]
@@ -52,7 +46,7 @@ pub fn bind_reuseport_group(addr: SocketAddr, count: usize) -> io::Result<Vec<St
     for _ in 0..count {
         let socket = new_socket(addr, true)?;
         socket.bind(&addr.into())?;
-        socket.listen(LISTEN_BACKLOG)?;
+        socket.listen(LISTEN_BACKLOG_CONNECTIONS)?;
         let listener: StdTcpListener = socket.into();
         addr = listener.local_addr()?;
         listeners.push(listener);
@@ -81,20 +75,20 @@ where
         match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build() {
             Ok(mut runtime) => {
                 metrics.set_driver(Driver::IoUring);
-                eprintln!("fikra-gateway: {name} runs on io_uring");
+                crate::log_info!("{name} runs on io_uring");
                 runtime.block_on(make_future());
                 return;
             }
-            Err(error) => eprintln!("fikra-gateway: {name}: io_uring runtime failed to build ({error}); using epoll"),
+            Err(error) => crate::log_warn!("{name}: the io_uring runtime failed to build ({error}); using epoll"),
         }
     }
     match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
         Ok(mut runtime) => {
             metrics.set_driver(Driver::Epoll);
-            eprintln!("fikra-gateway: {name} runs on epoll");
+            crate::log_info!("{name} runs on epoll");
             runtime.block_on(make_future());
         }
-        Err(error) => eprintln!("fikra-gateway: {name}: no runtime could be built: {error}"),
+        Err(error) => crate::log_error!("{name}: no runtime could be built: {error}"),
     }
 }
 
@@ -111,7 +105,7 @@ pub async fn serve_listener<H: Handler + 'static>(
     let listener = match monoio::net::TcpListener::from_std(listener) {
         Ok(listener) => listener,
         Err(error) => {
-            eprintln!("fikra-gateway: cannot register listener: {error}");
+            crate::log_error!("cannot register the listener with the runtime: {error}");
             return;
         }
     };
@@ -149,7 +143,8 @@ pub async fn serve_listener<H: Handler + 'static>(
                     });
                 }
                 Err(error) => {
-                    eprintln!("fikra-gateway: accept failed: {error}");
+                    // Per connection (out of file descriptors, say): rate-bounded.
+                    crate::log_warn_every!("accept failed: {error}; pausing {ACCEPT_ERROR_BACKOFF_MS} ms");
                     monoio::time::sleep(Duration::from_millis(ACCEPT_ERROR_BACKOFF_MS)).await;
                 }
             },
@@ -157,8 +152,8 @@ pub async fn serve_listener<H: Handler + 'static>(
         }
     }
     drop(listener);
-    let deadline = Instant::now() + Duration::from_millis(lifecycle.drain_deadline_ms);
-    while metrics.requests_in_flight.load(Ordering::Relaxed) > 0 && Instant::now() < deadline {
+    let deadline = deadline_after_ms(lifecycle.drain_deadline_ms);
+    while metrics.requests_in_flight.load(Ordering::Relaxed) > 0 && !time_left(deadline).is_zero() {
         monoio::time::sleep(Duration::from_millis(DRAIN_POLL_MS)).await;
     }
     lifecycle.running.fetch_sub(1, Ordering::Release);

@@ -12,10 +12,15 @@ use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::time::Instant;
 
+use crate::clock::deadline_after_ms;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::request::{BodyFraming, HeadError, RequestHead, parse_head};
 use crate::http::response::{self, ErrorExtras, ResponseContext};
+use crate::limits::{
+    OUT_BUFFER_INITIAL_BYTES, OUT_BUFFER_POOL_MAX_BUFFER_BYTES, OUT_BUFFER_POOL_MAX_BUFFERS, READ_BUFFER_INITIAL_BYTES,
+    READ_CHUNK_MAX_BYTES, READ_CHUNK_MIN_BYTES,
+};
 
 /// The bounds one listener applies to every connection (config may lower the constants).
 #[derive(Copy, Clone, Debug)]
@@ -42,16 +47,6 @@ impl Default for ServerLimits {
     }
 }
 
-/// Initial capacity of a connection's read buffer (an idle connection's pending read holds it);
-/// it grows geometrically up to the head + body limits.
-const READ_BUFFER_INITIAL_BYTES: usize = 2 * 1024;
-/// Capacity of a new output buffer. Output buffers are lent to a connection for one response
-/// and come back to the worker's pool after it, so an idle connection holds none.
-const OUT_BUFFER_INITIAL_BYTES: usize = 8 * 1024;
-/// Output buffers a worker keeps for reuse, and the largest one it keeps.
-const OUT_BUFFER_POOL_MAX: usize = 1024;
-const OUT_BUFFER_POOL_MAX_BYTES: usize = 64 * 1024;
-
 /// Output buffers lent to a connection for one response at a time, so an idle connection holds
 /// none. One pool per worker (the handler owns it), never shared between threads.
 #[derive(Default)]
@@ -67,19 +62,16 @@ impl OutBufferPool {
 
     /// Takes a buffer back (cleared; dropped if oversized or the pool is full).
     pub fn give_back(&self, mut buffer: Vec<u8>) {
-        if buffer.capacity() == 0 || buffer.capacity() > OUT_BUFFER_POOL_MAX_BYTES {
+        if buffer.capacity() == 0 || buffer.capacity() > OUT_BUFFER_POOL_MAX_BUFFER_BYTES {
             return;
         }
         buffer.clear();
         let mut buffers = self.buffers.borrow_mut();
-        if buffers.len() < OUT_BUFFER_POOL_MAX {
+        if buffers.len() < OUT_BUFFER_POOL_MAX_BUFFERS {
             buffers.push(buffer);
         }
     }
 }
-
-/// Read at least this much spare capacity per read call.
-const READ_CHUNK_MIN_BYTES: usize = 2 * 1024;
 
 /// The write side of a connection as a handler sees it: an output buffer and the stream.
 /// Handlers append bytes to `out`; `flush` sends them now (SSE), otherwise the loop sends them
@@ -256,7 +248,7 @@ async fn refuse_and_close<S: AsyncWriteRent, H: Handler>(
 
 /// Reads until `buffer` holds a complete, valid request head.
 async fn read_head<S: AsyncReadRent>(stream: &mut S, buffer: &mut Vec<u8>, limits: &ServerLimits) -> ReadOutcome {
-    let idle_deadline = Instant::now() + Duration::from_millis(limits.keepalive_timeout_ms);
+    let idle_deadline = deadline_after_ms(limits.keepalive_timeout_ms);
     let mut head_deadline: Option<Instant> = None;
     loop {
         if !buffer.is_empty() {
@@ -265,7 +257,7 @@ async fn read_head<S: AsyncReadRent>(stream: &mut S, buffer: &mut Vec<u8>, limit
                 Ok(None) => {}
                 Err(error) => return refusal_for_head_error(error, limits),
             }
-            head_deadline.get_or_insert_with(|| Instant::now() + Duration::from_millis(limits.head_timeout_ms));
+            head_deadline.get_or_insert_with(|| deadline_after_ms(limits.head_timeout_ms));
         }
         let deadline = head_deadline.unwrap_or(idle_deadline);
         // Never read more than the head limit allows (plus one byte to detect "too large").
@@ -313,7 +305,7 @@ async fn read_body<S: AsyncReadRent + AsyncWriteRent>(
         param: None,
         detail: Detail::RequestTooLarge { limit_bytes: limits.max_body_bytes },
     };
-    let deadline = Instant::now() + Duration::from_millis(limits.body_timeout_ms);
+    let deadline = deadline_after_ms(limits.body_timeout_ms);
     match framing {
         BodyFraming::None => Ok(head_len),
         BodyFraming::ContentLength(length) => {
@@ -387,7 +379,7 @@ async fn read_more<S: AsyncReadRent>(
     // Ask for what the buffer has room for, at least a small chunk: an idle connection's pending
     // read then holds a small buffer, and a large body grows it geometrically.
     let room = buffer.capacity() - buffer.len();
-    let wanted = max_bytes.clamp(1, room.clamp(READ_CHUNK_MIN_BYTES, 64 * 1024));
+    let wanted = max_bytes.clamp(1, room.clamp(READ_CHUNK_MIN_BYTES, READ_CHUNK_MAX_BYTES));
     buffer.reserve(wanted);
     let start = buffer.len();
     let owned = std::mem::take(buffer);

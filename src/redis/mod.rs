@@ -21,15 +21,14 @@ use futures_channel::oneshot;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
-use monoio::time::Instant;
 pub use redis_protocol::resp2::types::OwnedFrame as Reply;
 
-/// Shortest and longest wait before reconnecting after a failure.
-pub const RECONNECT_BACKOFF_MIN_MS: u64 = 50;
-pub const RECONNECT_BACKOFF_MAX_MS: u64 = 2_000;
-/// Largest reply accepted, in bytes.
-pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
-const READ_CHUNK_BYTES: usize = 16 * 1024;
+use crate::clock::{deadline_after_ms, time_left};
+
+use crate::limits::{
+    REDIS_MAX_REPLY_BYTES, REDIS_OUTGOING_INITIAL_BYTES, REDIS_READ_CHUNK_BYTES, REDIS_RECONNECT_BACKOFF_MAX_MS,
+    REDIS_RECONNECT_BACKOFF_MIN_MS,
+};
 
 /// How to reach one Redis server.
 #[derive(Clone, Debug)]
@@ -91,7 +90,7 @@ pub struct RedisClient {
     settings: RedisSettings,
     connection: RefCell<Option<Rc<Connection>>>,
     /// Earliest time the next connection attempt may start.
-    retry_at: Cell<Option<Instant>>,
+    retry_at: Cell<Option<monoio::time::Instant>>,
     backoff_ms: Cell<u64>,
     /// A connection attempt is under way; callers that come meanwhile wait for its outcome
     /// here instead of opening connections of their own.
@@ -105,7 +104,7 @@ impl RedisClient {
             settings,
             connection: RefCell::new(None),
             retry_at: Cell::new(None),
-            backoff_ms: Cell::new(RECONNECT_BACKOFF_MIN_MS),
+            backoff_ms: Cell::new(REDIS_RECONNECT_BACKOFF_MIN_MS),
             connecting: Cell::new(false),
             connect_waiters: RefCell::new(Vec::new()),
         }
@@ -180,7 +179,7 @@ impl RedisClient {
             return Ok(connection.clone());
         }
         // The breaker is open after a failure: fail fast until the backoff has passed.
-        if self.retry_at.get().is_some_and(|at| Instant::now() < at) {
+        if self.retry_at.get().is_some_and(|at| !time_left(at).is_zero()) {
             return Err(RedisError::Unavailable);
         }
         if self.connecting.get() {
@@ -204,7 +203,7 @@ impl RedisClient {
         }
         match result {
             Ok(connection) => {
-                self.backoff_ms.set(RECONNECT_BACKOFF_MIN_MS);
+                self.backoff_ms.set(REDIS_RECONNECT_BACKOFF_MIN_MS);
                 self.retry_at.set(None);
                 Ok(connection)
             }
@@ -217,8 +216,8 @@ impl RedisClient {
 
     fn schedule_retry(&self) {
         let backoff = self.backoff_ms.get();
-        self.retry_at.set(Some(Instant::now() + Duration::from_millis(backoff)));
-        self.backoff_ms.set((backoff * 2).min(RECONNECT_BACKOFF_MAX_MS));
+        self.retry_at.set(Some(deadline_after_ms(backoff)));
+        self.backoff_ms.set((backoff * 2).min(REDIS_RECONNECT_BACKOFF_MAX_MS));
     }
 
     async fn connect(&self) -> Result<Rc<Connection>, RedisError> {
@@ -233,7 +232,7 @@ impl RedisClient {
         let (reader, writer) = stream.into_split();
         let connection = Rc::new(Connection {
             writer: RefCell::new(Some(writer)),
-            outgoing: RefCell::new(Vec::with_capacity(4096)),
+            outgoing: RefCell::new(Vec::with_capacity(REDIS_OUTGOING_INITIAL_BYTES)),
             waiting: RefCell::new(VecDeque::new()),
             flushing: Cell::new(false),
             broken: Cell::new(false),
@@ -289,7 +288,7 @@ async fn flush(connection: Rc<Connection>) {
 
 /// Reads replies and hands each to the oldest waiting command.
 async fn read_replies(connection: Rc<Connection>, mut reader: OwnedReadHalf<TcpStream>) {
-    let mut buffer: Vec<u8> = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut buffer: Vec<u8> = Vec::with_capacity(REDIS_READ_CHUNK_BYTES);
     loop {
         // Decode every complete reply already buffered.
         let mut consumed = 0;
@@ -322,13 +321,13 @@ async fn read_replies(connection: Rc<Connection>, mut reader: OwnedReadHalf<TcpS
             }
         }
         buffer.drain(..consumed);
-        if connection.broken.get() || buffer.len() > MAX_REPLY_BYTES {
+        if connection.broken.get() || buffer.len() > REDIS_MAX_REPLY_BYTES {
             connection.break_down();
             return;
         }
-        buffer.reserve(READ_CHUNK_BYTES);
+        buffer.reserve(REDIS_READ_CHUNK_BYTES);
         let start = buffer.len();
-        let end = start + READ_CHUNK_BYTES.min(buffer.capacity() - start);
+        let end = start + REDIS_READ_CHUNK_BYTES.min(buffer.capacity() - start);
         let (result, slice) = reader.read(buffer.slice_mut(start..end)).await;
         buffer = slice.into_inner();
         match result {
@@ -378,7 +377,7 @@ pub fn blocking_call(
     let mut replies = Vec::new();
     let mut buffer = Vec::new();
     let wanted = if password.is_some() { 2 } else { 1 };
-    let mut chunk = [0u8; READ_CHUNK_BYTES];
+    let mut chunk = [0u8; REDIS_READ_CHUNK_BYTES];
     while replies.len() < wanted {
         match redis_protocol::resp2::decode::decode(&buffer) {
             Ok(Some((frame, used))) => {
@@ -389,7 +388,7 @@ pub fn blocking_call(
             Ok(None) => {}
             Err(_) => return Err(RedisError::Unavailable),
         }
-        if buffer.len() > MAX_REPLY_BYTES {
+        if buffer.len() > REDIS_MAX_REPLY_BYTES {
             return Err(RedisError::Unavailable);
         }
         let read = stream.read(&mut chunk).map_err(|error| match error.kind() {

@@ -4,11 +4,20 @@
 //! it once, checks everything, then writes, so admission (RPM + TPM + wallet hold) and
 //! settlement are atomic by construction. The lock is held for microseconds and never across
 //! an await; the Redis store replaces it where more than one node shares state. Invariant after
-//! every call, for every account: `held <= balance`.
+//! every call, for every account: `0 <= held <= balance` (`Nanos` is unsigned, so the first half
+//! holds by type) and `held` is the sum of the account's holds. Each money mutation asserts,
+//! in debug builds, what it may change: a hold raises `held` by its amount and fits in the
+//! available balance; a settlement charges at most its hold and lowers the balance by exactly
+//! the charge; a top-up raises the balance by exactly its amount; the reaper only releases.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+// The one `std::sync::Mutex` in the gateway (clippy.toml bans it elsewhere): this store serves
+// the single-node demo and the tests, and each call takes the lock once, for microseconds, never
+// across an await. Shared state of a real deployment lives in Redis, not behind a lock.
+#[allow(clippy::disallowed_types)]
+use std::sync::Mutex;
+use std::sync::{Arc, MutexGuard};
 
 use crate::errors::Bucket;
 use crate::limits::{EMBEDDED_LEDGER_MAX_RECORDS_PER_ACCOUNT, HOLD_TTL_MS, MAX_USAGE_QUERY_LIMIT};
@@ -89,6 +98,7 @@ impl Account {
         self.ledger.push_back(record);
     }
 
+    /// SPEC §3.6 after every mutation: `0 <= held <= balance` (the lower bound by type).
     fn check_invariant(&self) {
         debug_assert!(self.held <= self.balance, "account {}: held {} > balance {}", self.id, self.held, self.balance);
     }
@@ -120,12 +130,14 @@ struct State {
 
 pub struct EmbeddedStore {
     policy: LimitPolicy,
+    #[allow(clippy::disallowed_types)] // see the import
     state: Mutex<State>,
     revocations: AtomicU64,
     topups: AtomicU64,
 }
 
 impl EmbeddedStore {
+    #[allow(clippy::disallowed_types)] // see the import
     pub fn new(policy: LimitPolicy) -> EmbeddedStore {
         EmbeddedStore {
             policy,
@@ -226,7 +238,12 @@ impl EmbeddedStore {
         if duplicate {
             return Ok(TopupResult { balance: account.balance, tier: account.tier.clone(), duplicate: true });
         }
+        let (balance_before, held_before) = (account.balance, account.held);
         account.balance = account.balance.checked_add(amount).ok_or(StoreError::Overflow)?;
+        debug_assert!(
+            account.balance.0 - balance_before.0 == amount.0 && account.held == held_before,
+            "a top-up credits exactly its amount and touches no hold"
+        );
         if &*account.tier == TIER_UNVERIFIED {
             account.tier = TIER_TRUSTED.into();
         }
@@ -300,10 +317,23 @@ impl EmbeddedStore {
         } else {
             Nanos::ZERO
         };
-        let _ = buckets.requests.try_take(1, now_ms);
-        let _ = buckets.tokens.try_take(tokens_needed, now_ms);
+        // Before the hold is taken: it pays for the worst case of what is dispatched, fits in
+        // what the wallet has free, and a test key holds nothing.
+        debug_assert!(
+            match request.key_kind {
+                KeyKind::Live => hold <= balance.saturating_sub(held),
+                KeyKind::Test => hold == Nanos::ZERO,
+            },
+            "account {}: hold {hold} does not fit the available {} (balance {balance}, held {held})",
+            account.id,
+            balance.saturating_sub(held)
+        );
+        let taken = buckets.requests.try_take(1, now_ms).and(buckets.tokens.try_take(tokens_needed, now_ms));
+        debug_assert!(taken.is_ok(), "both buckets were checked before taking");
         let rates = buckets.snapshot(now_ms);
         account.held = account.held.saturating_add(hold);
+        // After: `held` rose by exactly the hold, the balance did not move.
+        debug_assert!(account.held.0 - held.0 == hold.0 && account.balance == balance, "a hold only adds to held");
         account.check_invariant();
         let account_id = account.id.clone();
         let model = intern(&mut state.models, request.model);
@@ -343,8 +373,30 @@ impl EmbeddedStore {
         } else {
             (Nanos::ZERO, Nanos::ZERO)
         };
+        // Before: the charge never exceeds the hold (SPEC §3.4), and the hold is part of `held`.
+        debug_assert!(
+            charged <= hold.amount,
+            "request {}: charge {charged} > hold {}",
+            settlement.request_id,
+            hold.amount
+        );
+        debug_assert!(
+            account.held >= hold.amount,
+            "account {}: held {} < a hold of {}",
+            account.id,
+            account.held,
+            hold.amount
+        );
+        let (balance_before, held_before) = (account.balance, account.held);
         account.held = account.held.saturating_sub(hold.amount);
         account.balance = account.balance.saturating_sub(charged);
+        // After: the balance fell by exactly the charge and `held` by exactly the hold.
+        debug_assert!(
+            balance_before.0 - account.balance.0 == charged.0 && held_before.0 - account.held.0 == hold.amount.0,
+            "request {}: the balance must fall by the charge {charged} and held by the hold {}",
+            settlement.request_id,
+            hold.amount
+        );
         let actual_tokens = prompt.saturating_add(completion);
         let buckets = account.buckets(hold.kind, &self.policy, now_ms);
         if actual_tokens < hold.tokens_charged {
@@ -388,7 +440,16 @@ impl EmbeddedStore {
         for request_id in &expired {
             let Some(hold) = state.holds.remove(request_id) else { continue };
             if let Some(account) = state.accounts.get_mut(&hold.account_id) {
+                debug_assert!(
+                    account.held >= hold.amount,
+                    "account {}: held {} < a hold of {}",
+                    account.id,
+                    account.held,
+                    hold.amount
+                );
+                let balance_before = account.balance;
                 account.held = account.held.saturating_sub(hold.amount);
+                debug_assert!(account.balance == balance_before, "the reaper releases, it never charges");
                 account.record(UsageRecord {
                     request_id: request_id.clone(),
                     key_id: hold.key_id,
@@ -413,4 +474,21 @@ fn intern(models: &mut HashSet<Arc<str>>, model: &str) -> Arc<str> {
     let interned: Arc<str> = model.into();
     models.insert(interned.clone());
     interned
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: an account whose books were corrupted (more held than its balance) is caught at its
+    // next mutation in debug builds, instead of letting the wallet go negative unnoticed.
+    #[test]
+    #[cfg(debug_assertions)]
+    #[should_panic(expected = "held 0.000002000 > balance 0.000001000")]
+    fn held_above_balance_is_caught_at_the_next_mutation() {
+        let store = EmbeddedStore::new(LimitPolicy::reference());
+        store.create_account(Some("acct_1"), Nanos(1_000), 0).unwrap();
+        store.lock().accounts.get_mut("acct_1").unwrap().held = Nanos(2_000);
+        let _ = store.topup("acct_1", Nanos(0), "ref-1", 0);
+    }
 }

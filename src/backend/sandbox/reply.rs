@@ -8,12 +8,13 @@
 use std::time::Duration;
 
 use monoio::io::AsyncWriteRent;
-use monoio::time::Instant;
 
 use crate::backend::sandbox;
 use crate::config::SandboxSettings;
 use crate::http::response::{self, ClampHeader, ResponseContext};
 use crate::http::server::ResponseSink;
+use crate::ids::REQUEST_ID_LEN;
+use crate::limits::SANDBOX_MAX_REQUEST_ID_BYTES;
 use crate::metrics::WorkerMetrics;
 use crate::openai::chat::ChatRequest;
 use crate::store::RateSnapshot;
@@ -42,8 +43,8 @@ pub struct SandboxUsage {
     pub client_aborted: bool,
 }
 
-/// Longest completion id: `chatcmpl-` plus a request id of up to this many bytes.
-const MAX_REQUEST_ID_BYTES: usize = 64;
+// A completion id is `chatcmpl-` plus the request id; a gateway request id is echoed whole.
+const _: () = assert!(REQUEST_ID_LEN <= SANDBOX_MAX_REQUEST_ID_BYTES);
 
 /// Writes the sandbox's answer to `reply` on `sink`, flushing each SSE event as it is produced.
 pub async fn write_completion<S: AsyncWriteRent>(
@@ -60,8 +61,8 @@ pub async fn write_completion<S: AsyncWriteRent>(
     let created = reply.created_unix_s;
     let model = reply.model_id;
 
-    let mut id_bytes = [0u8; 9 + MAX_REQUEST_ID_BYTES];
-    let request_id = &reply.request_id.as_bytes()[..reply.request_id.len().min(MAX_REQUEST_ID_BYTES)];
+    let mut id_bytes = [0u8; 9 + SANDBOX_MAX_REQUEST_ID_BYTES];
+    let request_id = &reply.request_id.as_bytes()[..reply.request_id.len().min(SANDBOX_MAX_REQUEST_ID_BYTES)];
     id_bytes[..9].copy_from_slice(b"chatcmpl-");
     id_bytes[9..9 + request_id.len()].copy_from_slice(request_id);
     let completion_id = std::str::from_utf8(&id_bytes[..9 + request_id.len()]).unwrap_or("chatcmpl-0");
@@ -71,7 +72,7 @@ pub async fn write_completion<S: AsyncWriteRent>(
     let extra_headers = &pairs[..count];
     let context =
         ResponseContext { request_id: Some(reply.request_id), rates: reply.rates, keep_alive: sink.keep_alive };
-    let started = Instant::now();
+    let started = crate::clock::timer_now();
     let delivered = |completion_tokens: u64, client_aborted: bool| SandboxUsage {
         prompt_tokens,
         completion_tokens,

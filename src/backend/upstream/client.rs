@@ -14,21 +14,14 @@ use std::time::Duration;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
-use monoio::time::Instant;
 
 use crate::backend::upstream::UpstreamTarget;
+use crate::clock::{deadline_after_ms, time_left, timer_now};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
-
-/// Idle connections kept per upstream per worker.
-pub const MAX_IDLE_CONNECTIONS_PER_UPSTREAM: usize = 64;
-/// An idle pooled connection older than this is closed rather than reused.
-pub const POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
-/// Largest upstream response head, in bytes.
-pub const MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
-/// Largest upstream response body the gateway reads, in bytes.
-pub const MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024 * 1024;
-/// Bytes asked for per read.
-const READ_CHUNK_BYTES: usize = 16 * 1024;
+use crate::limits::{
+    UPSTREAM_MAX_RESPONSE_BODY_BYTES, UPSTREAM_MAX_RESPONSE_HEAD_BYTES, UPSTREAM_POOL_IDLE_TIMEOUT_MS,
+    UPSTREAM_POOL_MAX_IDLE_CONNECTIONS, UPSTREAM_READ_CHUNK_BYTES,
+};
 
 /// An open connection to an upstream.
 pub enum Connection {
@@ -44,12 +37,12 @@ impl Connection {
         }
     }
 
-    /// Appends at most `READ_CHUNK_BYTES` to `buffer`; 0 means the upstream closed.
+    /// Appends at most `UPSTREAM_READ_CHUNK_BYTES` to `buffer`; 0 means the upstream closed.
     async fn read_more(&mut self, buffer: &mut Vec<u8>) -> io::Result<usize> {
-        buffer.reserve(READ_CHUNK_BYTES);
+        buffer.reserve(UPSTREAM_READ_CHUNK_BYTES);
         let start = buffer.len();
         let owned = std::mem::take(buffer);
-        let end = start + READ_CHUNK_BYTES.min(owned.capacity() - start);
+        let end = start + UPSTREAM_READ_CHUNK_BYTES.min(owned.capacity() - start);
         let slice = owned.slice_mut(start..end);
         let (result, slice) = match self {
             Connection::Plain(stream) => stream.read(slice).await,
@@ -75,10 +68,11 @@ pub enum UpstreamFailure {
     BrokenBody,
 }
 
-/// A pooled connection and when it went idle.
+/// A pooled connection and until when it may be reused (`UPSTREAM_POOL_IDLE_TIMEOUT_MS` after
+/// it went idle).
 struct Idle {
     connection: Connection,
-    since: Instant,
+    fresh_until: monoio::time::Instant,
 }
 
 /// One worker's pools, one per upstream index.
@@ -98,7 +92,7 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let stack = idle.get_mut(upstream)?;
         while let Some(entry) = stack.pop() {
-            if entry.since.elapsed() < Duration::from_millis(POOL_IDLE_TIMEOUT_MS) {
+            if !time_left(entry.fresh_until).is_zero() {
                 return Some(entry.connection);
             }
         }
@@ -112,10 +106,10 @@ impl Pool {
             idle.resize_with(upstream + 1, Vec::new);
         }
         let stack = &mut idle[upstream];
-        if stack.len() >= MAX_IDLE_CONNECTIONS_PER_UPSTREAM {
+        if stack.len() >= UPSTREAM_POOL_MAX_IDLE_CONNECTIONS {
             stack.remove(0);
         }
-        stack.push(Idle { connection, since: Instant::now() });
+        stack.push(Idle { connection, fresh_until: deadline_after_ms(UPSTREAM_POOL_IDLE_TIMEOUT_MS) });
     }
 }
 
@@ -136,7 +130,7 @@ async fn connect(target: &UpstreamTarget, pool: &Pool) -> Result<Connection, Ups
                 {
                     Ok(Ok(tls)) => Ok(Connection::Tls(Box::new(tls))),
                     Ok(Err(error)) => {
-                        eprintln!("fikra-gateway: upstream {}: TLS failed: {error}", target.name);
+                        crate::log_warn_every!("upstream {}: the TLS handshake failed: {error}", target.name);
                         Err(UpstreamFailure::Connect)
                     }
                     Err(_) => Err(UpstreamFailure::Connect),
@@ -174,7 +168,7 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Option<(ResponseHead, usize)
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(buffer) {
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buffer.len() < MAX_RESPONSE_HEAD_BYTES => return Ok(None),
+        Ok(httparse::Status::Partial) if buffer.len() < UPSTREAM_MAX_RESPONSE_HEAD_BYTES => return Ok(None),
         _ => return Err(UpstreamFailure::Malformed),
     };
     let status = response.code.unwrap_or(0);
@@ -250,7 +244,7 @@ pub async fn start(
                     connection: Some(connection),
                     remaining: if let ResponseFraming::Length(n) = head.framing { n } else { 0 },
                     decoder: (head.framing == ResponseFraming::Chunked)
-                        .then(|| ChunkedDecoder::new(MAX_RESPONSE_BODY_BYTES)),
+                        .then(|| ChunkedDecoder::new(UPSTREAM_MAX_RESPONSE_BODY_BYTES)),
                     head,
                     raw,
                     body_bytes: 0,
@@ -270,7 +264,7 @@ async fn send_and_read_head(
     target: &UpstreamTarget,
     request: &mut Vec<u8>,
 ) -> Result<(ResponseHead, Vec<u8>), UpstreamFailure> {
-    let deadline = Instant::now() + target.response_timeout;
+    let deadline = timer_now() + target.response_timeout;
     let buffer = std::mem::take(request);
     let (result, buffer) = match monoio::time::timeout_at(deadline, connection.write_all(buffer)).await {
         Ok(written) => written,
@@ -280,7 +274,7 @@ async fn send_and_read_head(
     if result.is_err() {
         return Err(UpstreamFailure::ResetBeforeResponse);
     }
-    let mut raw = Vec::with_capacity(READ_CHUNK_BYTES);
+    let mut raw = Vec::with_capacity(UPSTREAM_READ_CHUNK_BYTES);
     loop {
         match monoio::time::timeout_at(deadline, connection.read_more(&mut raw)).await {
             Err(_) => return Err(UpstreamFailure::Timeout),
@@ -365,7 +359,7 @@ impl Exchange {
             }
         }
         self.body_bytes += out.len();
-        if self.body_bytes > MAX_RESPONSE_BODY_BYTES {
+        if self.body_bytes > UPSTREAM_MAX_RESPONSE_BODY_BYTES {
             return Err(UpstreamFailure::Malformed);
         }
         Ok(())

@@ -15,20 +15,17 @@ use monoio::io::AsyncWriteRent;
 use crate::backend::upstream::UpstreamTarget;
 use crate::backend::upstream::client::{self, Pool, UpstreamFailure};
 use crate::backend::upstream::rewrite::{self, EventKind, ReportedUsage};
+use crate::clock::{deadline_after_ms, time_left};
 use crate::errors::{ApiError, ErrorKind};
 use crate::http::response::{self, ClampHeader, ResponseContext};
 use crate::http::server::ResponseSink;
-use crate::limits::UPSTREAM_REQUEST_DEADLINE_MS;
+use crate::limits::{
+    ABANDONED_STREAM_DRAIN_BYTES, ABANDONED_STREAM_DRAIN_MS, UPSTREAM_MAX_ERROR_BODY_BYTES,
+    UPSTREAM_REQUEST_DEADLINE_MS,
+};
 use crate::openai::chat::{ChatRequest, write_backend_body};
 use crate::openai::models::ModelEntry;
 use crate::store::{Admitted, Outcome};
-
-/// After the client left mid-stream: how long the upstream is still read to learn its usage.
-pub const ABANDONED_STREAM_DRAIN_MS: u64 = 800;
-/// ... and how many bytes at most.
-pub const ABANDONED_STREAM_DRAIN_BYTES: usize = 1024 * 1024;
-/// Longest error body read from an upstream.
-const MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 
 /// One admitted request on its way to an upstream.
 pub struct ProxyRequest<'a> {
@@ -133,7 +130,7 @@ async fn read_bounded(
     idle: Duration,
 ) -> Result<(), UpstreamFailure> {
     while !exchange.next_piece(out, idle).await? {
-        if out.len() > MAX_ERROR_BODY_BYTES {
+        if out.len() > UPSTREAM_MAX_ERROR_BODY_BYTES {
             return Err(UpstreamFailure::Malformed);
         }
     }
@@ -286,10 +283,10 @@ async fn relay_stream<S: AsyncWriteRent>(
     let mut client_gone = sink.flush().await.is_err();
     let mut finished = false;
     let mut upstream_failed = false;
-    let deadline = monoio::time::Instant::now() + Duration::from_millis(UPSTREAM_REQUEST_DEADLINE_MS);
+    let deadline = deadline_after_ms(UPSTREAM_REQUEST_DEADLINE_MS);
     while !finished {
         // A stream may not outlive its hold: past the deadline it ends like a failed upstream.
-        let idle = target.response_timeout.min(deadline.saturating_duration_since(monoio::time::Instant::now()));
+        let idle = target.response_timeout.min(time_left(deadline));
         let piece = exchange.next_piece(&mut payload, idle).await;
         let body_done = match piece {
             Ok(done) => done,
@@ -379,16 +376,16 @@ async fn drain_for_usage(
     usage: &mut Option<ReportedUsage>,
     request: &ProxyRequest<'_>,
 ) {
-    let deadline = monoio::time::Instant::now() + Duration::from_millis(ABANDONED_STREAM_DRAIN_MS);
+    let deadline = deadline_after_ms(ABANDONED_STREAM_DRAIN_MS);
     let mut discard = Vec::new();
     let mut drained = 0usize;
     while usage.is_none() && drained < ABANDONED_STREAM_DRAIN_BYTES {
-        let now = monoio::time::Instant::now();
-        if now >= deadline {
+        let left = time_left(deadline);
+        if left.is_zero() {
             return;
         }
         let before = payload.len();
-        let done = match exchange.next_piece(payload, deadline - now).await {
+        let done = match exchange.next_piece(payload, left).await {
             Ok(done) => done,
             Err(_) => return,
         };

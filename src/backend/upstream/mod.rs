@@ -18,9 +18,7 @@ use std::time::Duration;
 use rustls::pki_types::ServerName;
 
 use crate::config::{UpstreamConfig, UrlScheme};
-
-/// How often upstream host names are resolved again.
-const DNS_REFRESH_INTERVAL_MS: u64 = 30_000;
+use crate::limits::UPSTREAM_DNS_REFRESH_INTERVAL_MS;
 
 /// One configured upstream.
 pub struct UpstreamTarget {
@@ -86,7 +84,7 @@ fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
         .map(|key| format!("Bearer {key}"));
     let addresses = resolve(host, port).unwrap_or_default();
     if addresses.is_empty() {
-        eprintln!("fikra-gateway: upstream {}: {host} does not resolve yet; will retry", config.name);
+        crate::log_warn!("upstream {}: {host} does not resolve yet; the resolver thread will retry", config.name);
     }
     let host_header = match (port == config.scheme.default_port(), host.contains(':')) {
         (true, false) => host.to_string(),
@@ -108,14 +106,16 @@ fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
     })
 }
 
-/// Blocking resolution; only ever called at start-up and on the refresher thread.
+/// Blocking resolution; only ever called at start-up (before any worker runs) and on the
+/// `fikra-dns` refresher thread, never on a worker.
 fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
+    #[allow(clippy::disallowed_methods)] // off the workers: see above
     Ok((host, port).to_socket_addrs()?.collect())
 }
 
 fn refresh_dns_forever(targets: Vec<Weak<UpstreamTarget>>) {
     loop {
-        std::thread::sleep(Duration::from_millis(DNS_REFRESH_INTERVAL_MS));
+        std::thread::sleep(Duration::from_millis(UPSTREAM_DNS_REFRESH_INTERVAL_MS));
         let mut alive = false;
         for target in targets.iter().filter_map(Weak::upgrade) {
             alive = true;

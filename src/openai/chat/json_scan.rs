@@ -57,7 +57,7 @@ pub enum JsonFault {
     TrailingData,
     NotAnObject,
     TooLarge,
-    /// More top-level members than `openai::chat::MAX_TOP_LEVEL_KEYS`.
+    /// More top-level members than `limits::MAX_TOP_LEVEL_KEYS`.
     TooManyKeys,
 }
 

@@ -13,16 +13,13 @@
 //! pipeline's job.
 
 use crate::errors::{ApiError, Detail, ErrorKind};
-use crate::limits::MAX_MESSAGES;
+use crate::limits::{MAX_MESSAGES, MAX_TOP_LEVEL_KEYS};
 
 pub mod json_scan;
 
 use self::json_scan::{JsonFault, Scanner, ValueKind, content_eq, content_hash, contents_eq};
 
 pub use self::json_scan::{Span, object_members};
-
-/// Most top-level members a request may have; more is refused as `invalid_json`.
-pub const MAX_TOP_LEVEL_KEYS: usize = 64;
 
 /// What the gateway needs from a valid chat request. Every borrowed part points into the body.
 #[derive(Clone, Debug)]

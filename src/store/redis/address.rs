@@ -46,7 +46,9 @@ impl RedisStoreSettings {
     }
 }
 
-/// Resolves `host:port` (default port 6379) to its first address.
+/// Resolves `host:port` (default port 6379) to its first address. Start-up only (blocking DNS),
+/// never on a worker.
+#[allow(clippy::disallowed_methods)] // resolution at start-up, before any worker runs
 pub fn resolve(host: &str) -> Result<SocketAddr, String> {
     let with_port = if host.rsplit_once(':').is_some_and(|(_, port)| port.parse::<u16>().is_ok()) {
         host.to_string()

@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::RwLock;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use super::connections::{ClientRecipe, Connections};
 use super::library;
@@ -21,14 +21,12 @@ use super::replies::{FromReply, SlotRanges};
 use crate::redis::{RedisClient, RedisError, Reply, blocking_call, key_slot};
 use crate::store::types::StoreError;
 
-/// While a slot moves, a command whose keys are split between nodes gets `TRYAGAIN`: it is
-/// asked again every `TRY_AGAIN_PAUSE_MS` for at most `TRY_AGAIN_MAX_WAIT_MS` in all.
-const TRY_AGAIN_PAUSE_MS: u64 = 25;
-const TRY_AGAIN_MAX_WAIT_MS: u64 = 1_000;
-/// Redirects followed for one command before giving up.
-const MAX_REDIRECTS: usize = 5;
-/// Shortest time between two slot-map refreshes, in milliseconds.
-const SLOT_REFRESH_MIN_INTERVAL_MS: u64 = 100;
+use crate::limits::{
+    REDIS_MAX_REDIRECTS as MAX_REDIRECTS, REDIS_SLOT_REFRESH_MIN_INTERVAL_MS as SLOT_REFRESH_MIN_INTERVAL_MS,
+    REDIS_TRY_AGAIN_MAX_WAIT_MS as TRY_AGAIN_MAX_WAIT_MS, REDIS_TRY_AGAIN_PAUSE_MS as TRY_AGAIN_PAUSE_MS,
+};
+
+/// Hash slots of a Redis Cluster (a protocol fact).
 const CLUSTER_SLOTS: usize = 16_384;
 
 /// A failed command as a store error; a server's error reply (never expected from our own
@@ -49,7 +47,8 @@ pub(super) struct Router {
     /// Cluster only.
     slots: RwLock<Option<SlotMap>>,
     last_slot_refresh_ms: AtomicU64,
-    started: Instant,
+    /// `clock::monotonic_ms` when the router was built.
+    started_ms: u64,
 }
 
 /// Which node serves which slot.
@@ -96,7 +95,7 @@ impl Router {
             recipe,
             slots: RwLock::new(None),
             last_slot_refresh_ms: AtomicU64::new(0),
-            started: Instant::now(),
+            started_ms: crate::clock::monotonic_ms(),
         }
     }
 
@@ -145,7 +144,7 @@ impl Router {
 
     /// Re-reads the slot map from any node these connections can reach (at most every 100 ms).
     pub async fn refresh_slots(&self, connections: &Connections) {
-        let now = self.started.elapsed().as_millis() as u64;
+        let now = crate::clock::monotonic_ms().saturating_sub(self.started_ms);
         let last = self.last_slot_refresh_ms.load(Ordering::Acquire);
         if now.saturating_sub(last) < SLOT_REFRESH_MIN_INTERVAL_MS && last != 0 {
             return;

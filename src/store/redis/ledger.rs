@@ -15,10 +15,7 @@ use crate::limits::MAX_USAGE_QUERY_LIMIT;
 use crate::redis::Reply;
 use crate::store::types::{StoreError, UsageRecord};
 
-/// Expired holds released per account per reaper call.
-const REAP_BATCH: u64 = 1_000;
-/// Keys a reaper `SCAN` step asks for.
-const REAP_SCAN_COUNT: &str = "1000";
+use crate::limits::{REDIS_REAP_BATCH_HOLDS as REAP_BATCH, REDIS_REAP_SCAN_KEYS};
 
 impl RedisStore {
     /// Newest first, at most `limit` (and `MAX_USAGE_QUERY_LIMIT`) records.
@@ -55,21 +52,14 @@ impl RedisStore {
         let now = self.now_arg(now_ms);
         let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
         let batch = Num::new(REAP_BATCH);
+        let scan_count = Num::new(REDIS_REAP_SCAN_KEYS);
         let mut released = 0usize;
         for addr in self.router.masters() {
             let client = self.router.client(connections, addr);
             let mut cursor = b"0".to_vec();
             loop {
-                let args: [&[u8]; 8] = [
-                    b"SCAN",
-                    &cursor,
-                    b"MATCH",
-                    pattern.as_bytes(),
-                    b"COUNT",
-                    REAP_SCAN_COUNT.as_bytes(),
-                    b"TYPE",
-                    b"zset",
-                ];
+                let args: [&[u8]; 8] =
+                    [b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", scan_count.as_bytes(), b"TYPE", b"zset"];
                 let page = ScanPage::from_reply(client.call(&args).await.map_err(unavailable)?)?;
                 for key in page.keys {
                     let Some(account) = std::str::from_utf8(&key)

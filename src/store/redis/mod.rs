@@ -44,8 +44,7 @@ use crate::store::types::{KeyKind, LimitPolicy, StoreError};
 use cluster::Router;
 use connections::ClientRecipe;
 
-/// Usage records kept per account in its ledger Stream (trimmed approximately beyond this).
-pub const LEDGER_MAX_RECORDS_PER_ACCOUNT: u64 = 1_000_000;
+pub use crate::limits::REDIS_LEDGER_MAX_RECORDS_PER_ACCOUNT as LEDGER_MAX_RECORDS_PER_ACCOUNT;
 
 /// Unique id per store instance, to keep their clients apart in one owner's `Connections`.
 static NEXT_STORE_ID: AtomicU64 = AtomicU64::new(1);

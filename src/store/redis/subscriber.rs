@@ -13,10 +13,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use super::replies::Push;
-use crate::redis::{RECONNECT_BACKOFF_MAX_MS, RECONNECT_BACKOFF_MIN_MS, Reply, encode_command};
+use crate::limits::{
+    REDIS_RECONNECT_BACKOFF_MAX_MS as RECONNECT_BACKOFF_MAX_MS,
+    REDIS_RECONNECT_BACKOFF_MIN_MS as RECONNECT_BACKOFF_MIN_MS,
+};
+use crate::redis::{Reply, encode_command};
+
+use crate::limits::{REDIS_SUBSCRIBER_CONNECT_TIMEOUT_MS, REDIS_SUBSCRIBER_POLL_MS};
 
 /// How long the subscriber waits on a read before checking whether it should stop.
-const SUBSCRIBER_POLL: Duration = Duration::from_millis(500);
+const SUBSCRIBER_POLL: Duration = Duration::from_millis(REDIS_SUBSCRIBER_POLL_MS);
 
 /// What the subscriber thread tells the workers.
 #[derive(Default)]
@@ -63,7 +69,11 @@ pub(super) fn start(
 /// `channels[0]` carries revocations, any other channel top-ups.
 fn subscribe(addr: SocketAddr, password: Option<&str>, channels: &[&str], events: &Events) {
     use std::io::{Read, Write};
-    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)) else { return };
+    let Ok(mut stream) =
+        std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(REDIS_SUBSCRIBER_CONNECT_TIMEOUT_MS))
+    else {
+        return;
+    };
     let _ = stream.set_read_timeout(Some(SUBSCRIBER_POLL));
     let mut out = Vec::new();
     if let Some(password) = password {
