@@ -1,3 +1,6 @@
+//! Tests of the configuration validator: every key, every refusal located and reported at once,
+//! and the README and example file covering every key.
+
 use std::sync::Arc;
 
 use super::*;

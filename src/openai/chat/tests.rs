@@ -1,3 +1,6 @@
+//! Tests of chat request validation and measurement: accepted shapes, every refusal with its
+//! param, and the byte counts the hold is priced on.
+
 use super::*;
 use crate::errors::ErrorKind::{self, *};
 use crate::limits::MAX_JSON_DEPTH;
