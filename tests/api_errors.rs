@@ -19,7 +19,7 @@ fn send_case(gateway: &TestGateway, case: &ErrorCase, key: &str) -> Response {
 
 /// The Rust cases that a test below drives by name; every other one is a 400 row, which
 /// `bad_requests_get_400_with_param` drives all of.
-const DRIVEN_BY_NAME: [&str; 14] = [
+const DRIVEN_BY_NAME: [&str; 16] = [
     "missing_api_key",
     "unknown_live_key",
     "foreign_key",
@@ -29,10 +29,12 @@ const DRIVEN_BY_NAME: [&str; 14] = [
     "doubled_v1_prefix",
     "missing_v1_prefix",
     "method_not_allowed",
+    "method_not_allowed_with_key",
     "retrieve_unknown_model",
     "request_larger_than_tpm",
     "rpm_exhausted",
     "maintenance",
+    "maintenance_models",
     "upstream_unreachable",
 ];
 
@@ -109,14 +111,25 @@ fn wallet_refusals_and_clamps() {
     case("insufficient_quota").check(&gateway.chat(&key, body), &key);
 }
 
-// Goal: 404 unknown endpoints (doubled and missing /v1 spotted) and 405 with `allow`.
+// Goal: 404 unknown endpoints (doubled and missing /v1 spotted) and 405 with `allow`; with a
+// recognised key both carry the request id and the account's rate headers (SPEC §8.3), without
+// one they stay 404/405 (never a 401 in their place).
 #[test]
 fn routing_errors() {
     let gateway = TestGateway::start("");
     let key = gateway.account_with_key("route", "1.00", "live");
-    for name in ["doubled_v1_prefix", "missing_v1_prefix", "method_not_allowed", "retrieve_unknown_model"] {
+    let names = ["doubled_v1_prefix", "missing_v1_prefix", "method_not_allowed", "method_not_allowed_with_key"];
+    for name in names.into_iter().chain(["retrieve_unknown_model"]) {
         send_case(&gateway, &case(name), &key);
     }
+    let anonymous = send_one(gateway.api, b"GET /v1/nothing HTTP/1.1\r\nhost: x\r\n\r\n");
+    assert_eq!((anonymous.status, anonymous.header("x-request-id")), (404, None));
+    let unknown_key = "fk_live_0000000000000000000000000000000X";
+    let guessed = send_one(
+        gateway.api,
+        format!("GET /v1/nothing HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {unknown_key}\r\n\r\n").as_bytes(),
+    );
+    assert_eq!((guessed.status, guessed.header("x-request-id")), (404, None));
 }
 
 // Goal: 429 for an empty RPM bucket (retry headers, x-should-retry: true) and for a request
@@ -166,6 +179,7 @@ max_output_tokens = 1024
     let on = gateway.admin_call("PUT", "/admin/maintenance", r#"{"enabled":true,"retry_after_s":1}"#);
     assert_eq!(on.status, 200);
     send_case(&gateway, &case("maintenance"), &key);
+    send_case(&gateway, &case("maintenance_models"), &key);
     assert_eq!(gateway.admin_call("PUT", "/admin/maintenance", r#"{"enabled":false}"#).status, 200);
     assert_eq!(gateway.chat(&key, &body).status, 200);
 

@@ -11,6 +11,7 @@ use crate::access::auth::Caller;
 use crate::api::admit::admit;
 use crate::api::authenticate::authenticate;
 use crate::api::dispatch::dispatch;
+use crate::api::maintenance::refuse_during_maintenance;
 use crate::api::rescue::{Known, Refusal, rescue};
 use crate::api::settle::settle;
 use crate::errors::{ApiError, Detail, ErrorKind};
@@ -53,18 +54,6 @@ async fn serve<'a, S: AsyncWriteRent>(
     let answer = dispatch(worker, sink, &ticket, &chat, request.body).await;
     settle(worker, &ticket, answer.usage).await;
     answer.into_result(&ticket, upstream_message)
-}
-
-/// 503 while the operator has the API in maintenance.
-fn refuse_during_maintenance(worker: &Worker) -> Result<(), Refusal<'static>> {
-    match worker.shared.maintenance.retry_after_ms() {
-        None => Ok(()),
-        Some(retry_after_ms) => Err(Refusal::from(ApiError::with_text(
-            ErrorKind::ServiceUnavailable,
-            "The API is in scheduled maintenance. Please retry after the time in the retry-after header.",
-        ))
-        .retry_after_ms(retry_after_ms)),
-    }
 }
 
 /// The registry entry `chat` names, once its parameters suit that model.

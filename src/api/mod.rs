@@ -13,12 +13,14 @@ pub mod admit;
 pub mod authenticate;
 pub mod chat;
 pub mod dispatch;
+pub mod maintenance;
 pub mod models;
 pub mod rescue;
 pub mod settle;
 
 use monoio::io::AsyncWriteRent;
 
+use crate::api::authenticate::authenticate;
 use crate::api::rescue::{Known, Refusal, rescue};
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::request::Method;
@@ -68,7 +70,7 @@ impl ApiHandler {
         } else {
             let detail = Detail::UnknownEndpoint { method: head.method_str, path };
             let error = ApiError { kind: ErrorKind::UnknownEndpoint, param: None, detail };
-            return (Route::Unknown, rescue(worker, sink, error.into(), Known::NOTHING).await);
+            return (Route::Unknown, refuse_route(worker, request, sink, error.into()).await);
         };
         let method_ok = match route {
             Route::ChatCompletions => head.method == Method::Post,
@@ -78,7 +80,7 @@ impl ApiHandler {
             let detail = Detail::MethodNotAllowed { method: head.method_str, path, allow };
             let refusal =
                 Refusal::from(ApiError { kind: ErrorKind::MethodNotAllowed, param: None, detail }).allow(allow);
-            return (route, rescue(worker, sink, refusal, Known::NOTHING).await);
+            return (route, refuse_route(worker, request, sink, refusal).await);
         }
         let status = match route {
             Route::ChatCompletions => chat::chat_completions(worker, request, sink).await,
@@ -87,4 +89,21 @@ impl ApiHandler {
         };
         (route, status)
     }
+}
+
+/// Answers a request no route takes (404, 405). A key that is recognised still gets its request
+/// id and rate headers (SPEC §8.3); an absent or unknown key gets the routing error alone, never
+/// a 401 in its place.
+async fn refuse_route<S: AsyncWriteRent>(
+    worker: &Worker,
+    request: &Request<'_>,
+    sink: &mut ResponseSink<S>,
+    refusal: Refusal<'_>,
+) -> u16 {
+    let caller = match request.head.authorization {
+        Some(_) => authenticate(worker, request.head.authorization).await.ok(),
+        None => None,
+    };
+    let request_id = caller.as_ref().map(|_| worker.next_request_id());
+    rescue(worker, sink, refusal, Known { request_id: request_id.as_ref(), caller: caller.as_ref() }).await
 }

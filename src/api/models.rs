@@ -1,11 +1,12 @@
 //! `GET /v1/models` and `GET /v1/models/{id}`: the registry as the caller may see it.
 //!
-//! The bodies were rendered at start-up (`openai::models`); this phase list only authenticates
-//! and picks one. It never shows an upstream model name.
+//! The bodies were rendered at start-up (`openai::models`); this phase list only authenticates,
+//! refuses during maintenance and picks one. It never shows an upstream model name.
 
 use monoio::io::AsyncWriteRent;
 
 use crate::api::authenticate::authenticate;
+use crate::api::maintenance::refuse_during_maintenance;
 use crate::api::rescue::{Known, Rates, Refusal, rates_of, rescue};
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::response::{self, ResponseContext};
@@ -26,6 +27,9 @@ pub async fn models<S: AsyncWriteRent>(
             return rescue(worker, sink, error.into(), Known { request_id: Some(&request_id), caller: None }).await;
         }
     };
+    if let Err(refusal) = refuse_during_maintenance(worker) {
+        return rescue(worker, sink, refusal, Known { request_id: Some(&request_id), caller: Some(&caller) }).await;
+    }
     let rates = rates_of(worker, &caller).await;
     let registry = &worker.shared.registry;
     let body = match id {

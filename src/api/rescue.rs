@@ -75,11 +75,6 @@ pub struct Known<'c> {
     pub caller: Option<&'c Caller>,
 }
 
-impl Known<'static> {
-    /// Nothing known yet: a request refused before it has an id.
-    pub const NOTHING: Known<'static> = Known { request_id: None, caller: None };
-}
-
 /// Writes `refusal` as this request's answer and returns its status.
 pub async fn rescue<S: AsyncWriteRent>(
     worker: &Worker,

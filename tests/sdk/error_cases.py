@@ -89,6 +89,8 @@ class ErrorCase:
         if self.method == "GET" and self.path.startswith("/v1/models/"):
             model_id = self.path.rsplit("/", 1)[1]
             return lambda: client.models.retrieve(model_id)
+        if self.method == "GET" and self.path == "/v1/models":
+            return lambda: client.models.list()
         assert self.method == "POST" and self.path.endswith("/chat/completions"), self
         assert self.body is not None and self.raw_body is None, f"{self.name}: the SDK only sends JSON objects"
         rest = {k: v for k, v in self.body.items() if k not in ("model", "messages")}

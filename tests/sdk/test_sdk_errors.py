@@ -262,3 +262,18 @@ def test_503_maintenance_is_retried_twice(tenant: Tenant):
     with RequestCounter(gateway) as seen:
         assert client.chat.completions.create(model=MODEL, messages=MESSAGES).model == MODEL
     assert seen.diff == {(CHAT, "200"): 1}
+
+
+def test_503_maintenance_covers_the_models_list(tenant: Tenant):
+    """Maintenance answers every client route, the models list included: `models.list()` gets
+    the same retried 503 (with the caller's rate headers), and the list is back once it ends."""
+    gateway = tenant.gateway
+    case = error_case("maintenance_models")
+    client = case.client(gateway, tenant.key)
+    try:
+        assert gateway.set_maintenance(True, retry_after_s=1)["enabled"] is True
+        error = expect_case(gateway, case, client, tenant.key)
+    finally:
+        gateway.set_maintenance(False)
+    assert_rate_headers(error.response.headers, limit_requests=UNVERIFIED_RPM, limit_tokens=UNVERIFIED_TPM)
+    assert MODEL in [model.id for model in client.models.list().data]
