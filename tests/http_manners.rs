@@ -85,7 +85,7 @@ fn assert_head_like_get(addr: std::net::SocketAddr, path: &str, authorization: &
     } else {
         assert_eq!(declared, get.body.len(), "{path}: the HEAD content-length is the GET body's");
     }
-    assert!(get.body.len() > 0, "{path}");
+    assert!(!get.body.is_empty(), "{path}");
 }
 
 // Goal: HEAD on every GET resource of both listeners answers with the GET's status and headers

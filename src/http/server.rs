@@ -178,10 +178,11 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
             self.out.truncate(head_end);
             manners.dropping_body = true;
         }
-        if manners.http10 && self.keep_alive {
-            if let Some(status_end) = self.out.windows(2).position(|window| window == b"\r\n").map(|at| at + 2) {
-                self.out.splice(status_end..status_end, KEEP_ALIVE_HEADER.iter().copied());
-            }
+        if manners.http10
+            && self.keep_alive
+            && let Some(status_end) = self.out.windows(2).position(|window| window == b"\r\n").map(|at| at + 2)
+        {
+            self.out.splice(status_end..status_end, KEEP_ALIVE_HEADER.iter().copied());
         }
     }
 
