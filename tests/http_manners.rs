@@ -328,3 +328,36 @@ except urllib.error.HTTPError as error:
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(stdout.trim(), "413 request_too_large", "stderr: {}", String::from_utf8_lossy(&output.stderr));
 }
+
+// Goal: a HEAD refused by the framing layer (a declared body over the limit: 413) has no body
+// either: the head, then EOF.
+#[test]
+fn head_refused_by_framing_has_no_body() {
+    let gateway = TestGateway::start("");
+    let request = format!("HEAD /v1/models HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n", 4 * 1024 * 1024 + 1);
+    let bytes = exchange_until_close(gateway.api, request.as_bytes());
+    let (head_text, rest) = split_head(&bytes);
+    let head = parse_head_text(&head_text);
+    assert_eq!(head.status, 413);
+    assert_eq!(head.header("connection"), Some("close"));
+    assert!(head.header("content-length").unwrap().parse::<usize>().unwrap() > 0);
+    assert_eq!(rest, b"", "no body after a HEAD answer");
+}
+
+// Goal: a 431 (head over 32 KiB) followed by a body the client writes before reading is read
+// in full by that client too: the lingering close covers every framing refusal.
+#[test]
+fn refused_head_is_read_by_a_client_that_writes_first() {
+    let gateway = TestGateway::start("");
+    let stream = connect(gateway.api);
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\nx-padding: {}\r\ncontent-length: {UPLOAD_BYTES}\r\n\r\n",
+        "a".repeat(40 * 1024)
+    );
+    (&stream).write_all(head.as_bytes()).unwrap();
+    (&stream).write_all(&vec![b'x'; UPLOAD_BYTES]).expect("the whole body is accepted by the server");
+    let bytes = read_until_close(&stream);
+    let response = read_response(&mut Cursor::new(&bytes)).expect("the 431 answer");
+    assert_eq!(response.status, 431);
+    assert_eq!(response.error().1, "headers_too_large");
+}
