@@ -3,8 +3,9 @@
 //!
 //! Everything here is off the client hot path, so it uses `serde_json` freely. It shares the
 //! error shape of the client API. All routes except `/metrics`, `/healthz` and `/readyz`
-//! require `Authorization: Bearer <admin token>` (compared in constant time). It never shows a
-//! plain API key except in the response that creates it.
+//! require `Authorization: Bearer <admin token>` (compared in constant time). HEAD is routed as
+//! GET everywhere (the connection's sink drops the body). It never shows a plain API key except
+//! in the response that creates it.
 
 use std::sync::Arc;
 
@@ -68,7 +69,9 @@ impl Handler for AdminHandler {
         let head = &request.head;
         let path = head.path;
         let context = ResponseContext { request_id: None, rates: None, keep_alive: sink.keep_alive };
-        match (head.method, path) {
+        // HEAD is answered as GET; the sink sends only the head (RFC 9110 §9.3.2).
+        let method = if head.method == Method::Head { Method::Get } else { head.method };
+        match (method, path) {
             (Method::Get, "/healthz") => {
                 response::write_full(&mut sink.out, 200, "application/json", &[], &context, b"{\"status\":\"ok\"}");
                 return;
@@ -99,7 +102,7 @@ impl Handler for AdminHandler {
                 "The admin API needs 'Authorization: Bearer <admin token>'.",
             ))
         } else {
-            self.route(head.method, path, head.query, request.body).await
+            self.route(method, path, head.query, request.body).await
         };
         match result {
             Ok((status, body)) => {
@@ -111,7 +114,7 @@ impl Handler for AdminHandler {
                 let spec = error.kind.spec();
                 let body = json!({"error": {"message": error.message, "type": spec.error_type, "param": error.param, "code": spec.code}});
                 let bytes = serde_json::to_vec(&body).unwrap_or_default();
-                let allow: [(&str, &[u8]); 1] = [("allow", b"GET, POST, PUT, DELETE")];
+                let allow: [(&str, &[u8]); 1] = [("allow", b"GET, HEAD, POST, PUT, DELETE")];
                 let extra: &[(&str, &[u8])] = if error.kind == ErrorKind::MethodNotAllowed { &allow } else { &[] };
                 response::write_full(&mut sink.out, spec.status, "application/json", extra, &context, &bytes);
                 self.shared.metrics.admin.count_request(Route::Unknown, spec.status);

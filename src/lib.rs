@@ -9,7 +9,9 @@
 //!    `shared.rs` state every worker reads (config, store, registry, switches).
 //! 2. `http/listener.rs` accepts on the worker's own SO_REUSEPORT socket; `http/server.rs` runs
 //!    the connection: `http/request.rs` parses the head without copying, `http/chunked.rs`
-//!    decodes chunked bodies, limits and timeouts refuse abuse (431/413/400) before any handler.
+//!    decodes chunked bodies, limits and timeouts refuse abuse (431/413/400) before any handler
+//!    (then close lingering, so the client reads why); its `ResponseSink` applies the HTTP
+//!    manners no handler may forget (HEAD sends no body, HTTP/1.0 streams are close-delimited).
 //! 3. `api/mod.rs` routes by path and method. `api/chat.rs` is the request as phases, each a
 //!    `Result<_, Refusal>`:
 //!    - `api/authenticate.rs`: the key (`access/auth.rs`: format, hash, per-worker cache) to

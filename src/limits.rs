@@ -69,6 +69,12 @@ pub const OUT_BUFFER_INITIAL_BYTES: usize = 8 * 1024;
 /// Output buffers a worker keeps for reuse, and the largest one it keeps.
 pub const OUT_BUFFER_POOL_MAX_BUFFERS: usize = 1024;
 pub const OUT_BUFFER_POOL_MAX_BUFFER_BYTES: usize = 64 * 1024;
+/// After a refusal sent before the request body was read (413, 431, other framing refusals),
+/// how long the connection keeps reading and discarding what the client still sends, and how
+/// many bytes at most, before it closes (a lingering close: closing with unread bytes would
+/// reset the connection and can destroy the error before the client reads it).
+pub const LINGERING_CLOSE_MS: u64 = 2_000;
+pub const LINGERING_CLOSE_MAX_BYTES: usize = 8 * 1024 * 1024;
 /// Connections a listener queues before accepting (the `listen(2)` backlog).
 pub const LISTEN_BACKLOG_CONNECTIONS: i32 = 4096;
 /// Pause after a failed accept (for example out of file descriptors) before trying again.
@@ -79,6 +85,8 @@ pub const DRAIN_POLL_MS: u64 = 10;
 // A fresh output buffer must be one the pool keeps, or every response would allocate one.
 const _: () = assert!(OUT_BUFFER_INITIAL_BYTES <= OUT_BUFFER_POOL_MAX_BUFFER_BYTES);
 const _: () = assert!(READ_CHUNK_MIN_BYTES <= READ_CHUNK_MAX_BYTES);
+// A client that sends a body up to twice the limit before reading still reads its 413.
+const _: () = assert!(LINGERING_CLOSE_MAX_BYTES >= 2 * MAX_REQUEST_BODY_BYTES);
 // A read buffer is never created larger than what one request may use.
 const _: () = assert!(READ_BUFFER_INITIAL_BYTES <= MAX_REQUEST_HEAD_BYTES);
 

@@ -64,9 +64,9 @@ impl ApiHandler {
         let (route, allow) = if path == "/v1/chat/completions" {
             (Route::ChatCompletions, "POST")
         } else if path == "/v1/models" {
-            (Route::ListModels, "GET")
+            (Route::ListModels, "GET, HEAD")
         } else if path.len() > MODEL_PATH_PREFIX.len() && path.starts_with(MODEL_PATH_PREFIX) {
-            (Route::RetrieveModel, "GET")
+            (Route::RetrieveModel, "GET, HEAD")
         } else {
             let detail = Detail::UnknownEndpoint { method: head.method_str, path };
             let error = ApiError { kind: ErrorKind::UnknownEndpoint, param: None, detail };
@@ -74,7 +74,8 @@ impl ApiHandler {
         };
         let method_ok = match route {
             Route::ChatCompletions => head.method == Method::Post,
-            _ => head.method == Method::Get,
+            // HEAD is GET without the body (the sink drops it).
+            _ => matches!(head.method, Method::Get | Method::Head),
         };
         if !method_ok {
             let detail = Detail::MethodNotAllowed { method: head.method_str, path, allow };

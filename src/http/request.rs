@@ -4,7 +4,9 @@
 //! differing or malformed Content-Lengths, any Transfer-Encoding other than a single `chunked`,
 //! Transfer-Encoding on HTTP/1.0, bare-LF line endings, duplicated Authorization or Content-Type,
 //! and targets other than origin-form. Every such head is refused (the server answers 400 and
-//! closes); nothing ambiguous is ever passed on. It reads at most `max_head_bytes` of the buffer,
+//! closes); nothing ambiguous is ever passed on. It counts `Host` headers; `check_host` applies
+//! RFC 9112 §3.2 (an HTTP/1.1 request has exactly one, an HTTP/1.0 one at most one), which the
+//! server checks after the head parses. It reads at most `max_head_bytes` of the buffer,
 //! uses a stack array of `MAX_REQUEST_HEADERS` header slots, and never allocates or does IO.
 //!
 //! Empty lines before the request line: httparse skips any number of them (CRLF or bare LF)
@@ -76,6 +78,20 @@ pub struct RequestHead<'buf> {
     pub authorization: Option<&'buf [u8]>,
     /// The Content-Type value, surrounding whitespace trimmed by the parser.
     pub content_type: Option<&'buf [u8]>,
+    /// How many `Host` header lines the head has (counting stops at 2: "more than one").
+    pub host_headers: u8,
+}
+
+impl RequestHead<'_> {
+    /// RFC 9112 §3.2: an HTTP/1.1 request without exactly one `Host` header, or an HTTP/1.0
+    /// one with several, is refused with 400 (HTTP/1.0 clients need not send one).
+    pub fn check_host(&self) -> Result<(), HeadError> {
+        match (self.host_headers, self.minor_version) {
+            (0, 1) => Err(MALFORMED_MISSING_HOST),
+            (0 | 1, _) => Ok(()),
+            _ => Err(MALFORMED_DUPLICATE_HOST),
+        }
+    }
 }
 
 /// Why a head is refused.
@@ -110,6 +126,8 @@ const MALFORMED_TRANSFER_ENCODING_HTTP10: HeadError =
     HeadError::Malformed("Transfer-Encoding is not allowed in HTTP/1.0 requests.");
 const MALFORMED_DUPLICATE_AUTHORIZATION: HeadError = HeadError::Malformed("More than one Authorization header.");
 const MALFORMED_DUPLICATE_CONTENT_TYPE: HeadError = HeadError::Malformed("More than one Content-Type header.");
+const MALFORMED_MISSING_HOST: HeadError = HeadError::Malformed("An HTTP/1.1 request must have a Host header.");
+const MALFORMED_DUPLICATE_HOST: HeadError = HeadError::Malformed("More than one Host header.");
 
 /// Parses the head at the start of `buf`, looking at no more than `max_head_bytes` of it.
 ///
@@ -154,6 +172,7 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHea
     let mut expect_unsupported = false;
     let mut authorization = None;
     let mut content_type = None;
+    let mut host_headers: u8 = 0;
     for header in request.headers.iter() {
         let name = header.name;
         let value = header.value;
@@ -189,8 +208,12 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHea
             if authorization.replace(value).is_some() {
                 return Err(MALFORMED_DUPLICATE_AUTHORIZATION);
             }
-        } else if name.eq_ignore_ascii_case("content-type") && content_type.replace(value).is_some() {
-            return Err(MALFORMED_DUPLICATE_CONTENT_TYPE);
+        } else if name.eq_ignore_ascii_case("content-type") {
+            if content_type.replace(value).is_some() {
+                return Err(MALFORMED_DUPLICATE_CONTENT_TYPE);
+            }
+        } else if name.eq_ignore_ascii_case("host") {
+            host_headers = (host_headers + 1).min(2);
         }
     }
 
@@ -218,6 +241,7 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHea
         expect_continue: expect_continue && minor_version == 1,
         authorization,
         content_type,
+        host_headers,
     }))
 }
 
@@ -296,6 +320,7 @@ mod tests {
             expect_continue: false,
             authorization: Some(b"Bearer sk-1"),
             content_type: Some(b"application/json"),
+            host_headers: 1,
         };
         assert_eq!(parse(text), Ok(Some(expected)));
     }
@@ -498,6 +523,27 @@ mod tests {
         ];
         for (text, keep_alive) in cases {
             assert_eq!(parse(text).unwrap().unwrap().keep_alive, keep_alive, "{text:?}");
+        }
+    }
+
+    // Goal: the Host rule: HTTP/1.1 needs exactly one Host header, HTTP/1.0 at most one; the
+    // name is case-insensitive and an empty value still counts as present.
+    #[test]
+    fn host_rules() {
+        let cases = [
+            ("GET / HTTP/1.1\r\nHost: a\r\n\r\n", Ok(())),
+            ("GET / HTTP/1.1\r\nhOST: a\r\n\r\n", Ok(())),
+            ("GET / HTTP/1.1\r\nHost:\r\n\r\n", Ok(())),
+            ("GET / HTTP/1.1\r\n\r\n", Err(MALFORMED_MISSING_HOST)),
+            ("GET / HTTP/1.1\r\nX-Host: a\r\n\r\n", Err(MALFORMED_MISSING_HOST)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: a\r\n\r\n", Err(MALFORMED_DUPLICATE_HOST)),
+            ("GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\nhost: b\r\nHOST: c\r\n\r\n", Err(MALFORMED_DUPLICATE_HOST)),
+            ("GET / HTTP/1.0\r\n\r\n", Ok(())),
+            ("GET / HTTP/1.0\r\nHost: a\r\n\r\n", Ok(())),
+            ("GET / HTTP/1.0\r\nHost: a\r\nHost: b\r\n\r\n", Err(MALFORMED_DUPLICATE_HOST)),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse(text).unwrap().unwrap().check_host(), expected, "{text:?}");
         }
     }
 

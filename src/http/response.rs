@@ -2,8 +2,11 @@
 //!
 //! Owns the byte layout of every response the gateway sends: status line, the fixed headers,
 //! the per-request ones (`x-request-id`, the six `x-ratelimit-*`, `retry-after`), JSON error
-//! bodies from the start-up catalog, and chunked framing for SSE. It writes into `Vec<u8>`s the
-//! caller keeps warm, so a warm connection answers without allocating. It never performs IO.
+//! bodies from the start-up catalog, and the framing of streamed bodies (chunked for HTTP/1.1,
+//! close-delimited for HTTP/1.0: `StreamFraming`). It writes into `Vec<u8>`s the caller keeps
+//! warm, so a warm connection answers without allocating. It never performs IO. Which framing a
+//! response gets, and what HEAD and HTTP/1.0 change, is decided once per request by
+//! `http::server::ResponseSink`, never by a handler.
 
 use std::io::Write;
 
@@ -135,14 +138,39 @@ pub fn write_full(
     out.extend_from_slice(body);
 }
 
-/// Writes `error` as one SSE event (`data: {"error":...}`), chunk-framed: how a stream that
-/// already started ends on a failure (SPEC §1), instead of `[DONE]`.
-pub fn write_error_event(out: &mut Vec<u8>, error: &ApiError<'_>) {
+/// How a streamed (SSE) body is delimited on the wire.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum StreamFraming {
+    /// HTTP/1.1: `transfer-encoding: chunked`, each event one chunk, a last chunk at the end.
+    Chunked,
+    /// HTTP/1.0 (no chunked coding, RFC 9112 §6.1): the raw bytes, the end is the close.
+    CloseDelimited,
+}
+
+impl StreamFraming {
+    /// Frames the payload the caller wrote at `out[start..]` (nothing to do when close-delimited).
+    pub fn frame_in_place(self, out: &mut Vec<u8>, start: usize) {
+        if self == StreamFraming::Chunked {
+            frame_chunk_in_place(out, start);
+        }
+    }
+
+    /// Ends the body (the last chunk; when close-delimited, the close does it).
+    pub fn write_end(self, out: &mut Vec<u8>) {
+        if self == StreamFraming::Chunked {
+            write_last_chunk(out);
+        }
+    }
+}
+
+/// Writes `error` as one SSE event (`data: {"error":...}`), framed by `framing`: how a stream
+/// that already started ends on a failure (SPEC §1), instead of `[DONE]`.
+pub fn write_error_event(out: &mut Vec<u8>, error: &ApiError<'_>, framing: StreamFraming) {
     let start = out.len();
     out.extend_from_slice(b"data: ");
     errors::write_body(out, error);
     out.extend_from_slice(b"\n\n");
-    frame_chunk_in_place(out, start);
+    framing.frame_in_place(out, start);
 }
 
 /// Writes a complete JSON error response. `scratch` is a reused buffer for the body.
@@ -178,16 +206,23 @@ pub fn write_error(
     out.extend_from_slice(scratch);
 }
 
-/// Writes the head of a streamed (chunked) response.
+/// Writes the head of a streamed response framed by `framing` (a close-delimited one must also
+/// have `context.keep_alive` false).
 pub fn write_stream_head(
     out: &mut Vec<u8>,
     status: u16,
     content_type: &str,
     extra_headers: &[(&str, &[u8])],
     context: &ResponseContext<'_>,
+    framing: StreamFraming,
 ) {
+    debug_assert!(framing == StreamFraming::Chunked || !context.keep_alive, "a close-delimited body ends by the close");
     write_status_line(out, status);
-    let _ = write!(out, "content-type: {content_type}\r\ntransfer-encoding: chunked\r\ncache-control: no-cache\r\n");
+    let _ = write!(out, "content-type: {content_type}\r\n");
+    if framing == StreamFraming::Chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"cache-control: no-cache\r\n");
     write_headers(out, extra_headers);
     write_common_headers(out, context);
     out.extend_from_slice(b"\r\n");

@@ -2,9 +2,17 @@
 //!
 //! Owns keep-alive, pipelining (requests answered strictly in order from one buffer), the head
 //! and body limits (431/413), the read timeouts (head, body, idle keep-alive), request-body
-//! framing (Content-Length and chunked), `Expect: 100-continue`, and the close decision. What a
-//! request *means* is the handler's business; this module never looks past framing. Buffers are
-//! per connection and reused for every request on it.
+//! framing (Content-Length and chunked), `Expect: 100-continue`, the `Host` rule, and the close
+//! decision. What a request *means* is the handler's business; this module never looks past
+//! framing. Buffers are per connection and reused for every request on it.
+//!
+//! The HTTP manners of SPEC §8.3 that depend on the request and not on the route live in
+//! `ResponseSink`, so no handler can forget them: the answer to a HEAD request loses its body
+//! bytes (the head, `content-length` included, stays as GET would send it); an HTTP/1.0 client
+//! gets `connection: keep-alive` echoed when it asked for it and streams without chunked coding,
+//! ended by the close. A refusal sent before the request body was read is followed by a bounded
+//! lingering close (half-close, read and discard, then close), so the client reads the error
+//! instead of a reset.
 
 use std::time::Duration;
 
@@ -15,11 +23,11 @@ use monoio::time::Instant;
 use crate::clock::deadline_after_ms;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
-use crate::http::request::{BodyFraming, HeadError, RequestHead, parse_head};
-use crate::http::response::{self, ErrorExtras, ResponseContext};
+use crate::http::request::{BodyFraming, HeadError, Method, RequestHead, parse_head};
+use crate::http::response::{self, ErrorExtras, ResponseContext, StreamFraming};
 use crate::limits::{
-    OUT_BUFFER_INITIAL_BYTES, OUT_BUFFER_POOL_MAX_BUFFER_BYTES, OUT_BUFFER_POOL_MAX_BUFFERS, READ_BUFFER_INITIAL_BYTES,
-    READ_CHUNK_MAX_BYTES, READ_CHUNK_MIN_BYTES,
+    LINGERING_CLOSE_MAX_BYTES, LINGERING_CLOSE_MS, OUT_BUFFER_INITIAL_BYTES, OUT_BUFFER_POOL_MAX_BUFFER_BYTES,
+    OUT_BUFFER_POOL_MAX_BUFFERS, READ_BUFFER_INITIAL_BYTES, READ_CHUNK_MAX_BYTES, READ_CHUNK_MIN_BYTES,
 };
 
 /// The bounds one listener applies to every connection (config may lower the constants).
@@ -75,7 +83,8 @@ impl OutBufferPool {
 
 /// The write side of a connection as a handler sees it: an output buffer and the stream.
 /// Handlers append bytes to `out`; `flush` sends them now (SSE), otherwise the loop sends them
-/// after the handler returns.
+/// after the handler returns. Streamed bodies go through `start_stream`, `frame_event` and
+/// `end_stream`, which pick the framing the client's HTTP version allows.
 pub struct ResponseSink<S> {
     stream: S,
     /// Bytes not yet written to the client.
@@ -87,12 +96,36 @@ pub struct ResponseSink<S> {
     write_timeout: Duration,
     /// Set once a write failed or timed out: the client is gone and the connection is dead.
     pub broken: bool,
+    /// What the current request changes about the bytes of its answer.
+    manners: Manners,
 }
+
+/// The per-request facts that change the bytes of an answer, applied when it is flushed.
+#[derive(Copy, Clone, Debug, Default)]
+struct Manners {
+    /// The request was HEAD: the answer's body bytes are dropped.
+    head_only: bool,
+    /// The request was HTTP/1.0: no chunked coding; keep-alive is echoed.
+    http10: bool,
+    /// The answer's head has not been flushed yet (the manners apply to it on the next flush).
+    head_pending: bool,
+    /// The head of a HEAD answer went out: every later byte is body and is dropped.
+    dropping_body: bool,
+}
+
+/// Added after the status line of a kept-alive answer to an HTTP/1.0 request (RFC 9112 §9.3).
+const KEEP_ALIVE_HEADER: &[u8] = b"connection: keep-alive\r\n";
 
 impl<S: AsyncWriteRent> ResponseSink<S> {
     /// Writes everything in `out` to the client now. On error or timeout the sink is marked
     /// broken (a partly written response cannot be continued) and an error is returned.
     pub async fn flush(&mut self) -> std::io::Result<()> {
+        self.apply_manners();
+        self.write_out().await
+    }
+
+    /// Writes `out` as it is (interim `100 Continue` answers bypass the request's manners).
+    async fn write_out(&mut self) -> std::io::Result<()> {
         if self.broken {
             return Err(std::io::Error::new(std::io::ErrorKind::BrokenPipe, "connection already broken"));
         }
@@ -119,6 +152,80 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
                 Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))
             }
         }
+    }
+
+    /// Sets the manners of the request about to be answered.
+    fn begin_response(&mut self, head_only: bool, minor_version: u8) {
+        self.manners = Manners { head_only, http10: minor_version == 0, head_pending: true, dropping_body: false };
+    }
+
+    /// Applies the current request's manners to `out` before it is written: once the answer's
+    /// head is complete, a HEAD answer is cut after it and an HTTP/1.0 keep-alive is echoed.
+    fn apply_manners(&mut self) {
+        let manners = &mut self.manners;
+        if manners.dropping_body {
+            self.out.clear();
+            return;
+        }
+        if !manners.head_pending {
+            return;
+        }
+        let Some(head_end) = self.out.windows(4).position(|window| window == b"\r\n\r\n").map(|at| at + 4) else {
+            return;
+        };
+        manners.head_pending = false;
+        if manners.head_only {
+            self.out.truncate(head_end);
+            manners.dropping_body = true;
+        }
+        if manners.http10
+            && self.keep_alive
+            && let Some(status_end) = self.out.windows(2).position(|window| window == b"\r\n").map(|at| at + 2)
+        {
+            self.out.splice(status_end..status_end, KEEP_ALIVE_HEADER.iter().copied());
+        }
+    }
+
+    /// How a streamed body to the current request is framed: chunked, or close-delimited for
+    /// an HTTP/1.0 client (which cannot decode chunks).
+    pub fn stream_framing(&self) -> StreamFraming {
+        if self.manners.http10 { StreamFraming::CloseDelimited } else { StreamFraming::Chunked }
+    }
+
+    /// Writes the head of a streamed answer (SSE). A close-delimited stream closes the
+    /// connection at its end, so it clears `keep_alive` and the head says `connection: close`;
+    /// `context.keep_alive` is overridden by the sink's own.
+    pub fn start_stream(
+        &mut self,
+        status: u16,
+        content_type: &str,
+        extra_headers: &[(&str, &[u8])],
+        context: &ResponseContext<'_>,
+    ) {
+        let framing = self.stream_framing();
+        if framing == StreamFraming::CloseDelimited {
+            self.keep_alive = false;
+        }
+        let context = ResponseContext { keep_alive: self.keep_alive, ..*context };
+        response::write_stream_head(&mut self.out, status, content_type, extra_headers, &context, framing);
+    }
+
+    /// Frames one event of a stream, written by the caller at `out[start..]`.
+    pub fn frame_event(&mut self, start: usize) {
+        let framing = self.stream_framing();
+        framing.frame_in_place(&mut self.out, start);
+    }
+
+    /// Writes `error` as the last event of a stream that already started.
+    pub fn write_error_event(&mut self, error: &ApiError<'_>) {
+        let framing = self.stream_framing();
+        response::write_error_event(&mut self.out, error, framing);
+    }
+
+    /// Ends a stream's body (the connection loop flushes it).
+    pub fn end_stream(&mut self) {
+        let framing = self.stream_framing();
+        framing.write_end(&mut self.out);
     }
 
     /// Context for response heads that carry no request id or rate headers.
@@ -178,28 +285,42 @@ where
         keep_alive: true,
         write_timeout: Duration::from_millis(limits.write_timeout_ms),
         broken: false,
+        manners: Manners::default(),
     };
     let mut requests_served: u64 = 0;
     loop {
         match read_head(&mut sink.stream, &mut read_buffer, limits).await {
             ReadOutcome::Head => {}
             ReadOutcome::Closed => return,
-            ReadOutcome::Refused(error) => return refuse_and_close(&mut sink, handler, &error).await,
+            ReadOutcome::Refused(error) => {
+                // The head did not parse, so its method is a guess from the first bytes.
+                sink.begin_response(read_buffer.starts_with(b"HEAD "), 1);
+                return refuse_and_close(&mut sink, &mut read_buffer, handler, &error).await;
+            }
         }
         // The head is complete and valid (read_head checked it); take its framing facts.
-        let (head_len, framing, keep_alive, expect_continue) = match parse_head(&read_buffer, limits.max_head_bytes) {
-            Ok(Some(head)) => (head.head_len, head.framing, head.keep_alive, head.expect_continue),
-            _ => return,
-        };
+        let (head_len, framing, keep_alive, expect_continue, head_only, minor_version) =
+            match parse_head(&read_buffer, limits.max_head_bytes) {
+                Ok(Some(head)) => (
+                    head.head_len,
+                    head.framing,
+                    head.keep_alive,
+                    head.expect_continue,
+                    head.method == Method::Head,
+                    head.minor_version,
+                ),
+                _ => return,
+            };
         requests_served += 1;
         sink.keep_alive = keep_alive && requests_served < crate::limits::MAX_REQUESTS_PER_CONNECTION;
+        sink.begin_response(head_only, minor_version);
 
         // Read the body according to its framing.
         let body_outcome =
             read_body(&mut sink, &mut read_buffer, &mut chunked_body, head_len, framing, expect_continue, limits).await;
         let consumed = match body_outcome {
             Ok(consumed) => consumed,
-            Err(Some(error)) => return refuse_and_close(&mut sink, handler, &error).await,
+            Err(Some(error)) => return refuse_and_close(&mut sink, &mut read_buffer, handler, &error).await,
             Err(None) => return,
         };
 
@@ -230,9 +351,11 @@ where
 }
 
 /// Answers a request the framing layer refused, then gives up the connection: after a framing
-/// error the position of the next request in the byte stream is unknowable.
-async fn refuse_and_close<S: AsyncWriteRent, H: Handler>(
+/// error the position of the next request in the byte stream is unknowable. The refusal came
+/// before the request body was read, so the close lingers (`linger_before_close`).
+async fn refuse_and_close<S: AsyncReadRent + AsyncWriteRent, H: Handler>(
     sink: &mut ResponseSink<S>,
+    read_buffer: &mut Vec<u8>,
     handler: &H,
     error: &ApiError<'_>,
 ) {
@@ -242,8 +365,31 @@ async fn refuse_and_close<S: AsyncWriteRent, H: Handler>(
         sink.out = handler.out_buffers().lend();
     }
     handler.write_framing_refusal(&mut sink.out, &mut sink.scratch, error);
-    let _ = sink.flush().await;
+    let flushed = sink.flush().await;
     handler.out_buffers().give_back(std::mem::take(&mut sink.out));
+    if flushed.is_ok() {
+        linger_before_close(&mut sink.stream, read_buffer).await;
+    }
+}
+
+/// A lingering close (RFC 9112 §9.6): half-close the write side, so the client sees the answer
+/// and then EOF, and read and discard what it still sends (the rest of a body it writes before
+/// reading) for at most `LINGERING_CLOSE_MS` and `LINGERING_CLOSE_MAX_BYTES`. Closing with unread
+/// bytes in the receive queue would make the kernel send a reset, which can destroy the answer
+/// before the client reads it. `buffer` is the connection's read buffer, reused as scratch.
+async fn linger_before_close<S: AsyncReadRent + AsyncWriteRent>(stream: &mut S, buffer: &mut Vec<u8>) {
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let deadline = deadline_after_ms(LINGERING_CLOSE_MS);
+    let mut discarded_bytes = 0usize;
+    while discarded_bytes < LINGERING_CLOSE_MAX_BYTES {
+        buffer.clear();
+        match read_more(stream, buffer, LINGERING_CLOSE_MAX_BYTES - discarded_bytes, deadline).await {
+            ReadMore::Bytes => discarded_bytes += buffer.len(),
+            ReadMore::Eof | ReadMore::Failed | ReadMore::TimedOut => return,
+        }
+    }
 }
 
 /// Reads until `buffer` holds a complete, valid request head.
@@ -253,7 +399,12 @@ async fn read_head<S: AsyncReadRent>(stream: &mut S, buffer: &mut Vec<u8>, limit
     loop {
         if !buffer.is_empty() {
             match parse_head(buffer, limits.max_head_bytes) {
-                Ok(Some(_)) => return ReadOutcome::Head,
+                Ok(Some(head)) => {
+                    return match head.check_host() {
+                        Ok(()) => ReadOutcome::Head,
+                        Err(error) => refusal_for_head_error(error, limits),
+                    };
+                }
                 Ok(None) => {}
                 Err(error) => return refusal_for_head_error(error, limits),
             }
@@ -358,7 +509,7 @@ async fn read_body<S: AsyncReadRent + AsyncWriteRent>(
 
 async fn send_continue<S: AsyncWriteRent>(sink: &mut ResponseSink<S>) -> Result<(), Option<ApiError<'static>>> {
     sink.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
-    sink.flush().await.map_err(|_| None)
+    sink.write_out().await.map_err(|_| None)
 }
 
 enum ReadMore {

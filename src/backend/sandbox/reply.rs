@@ -104,10 +104,11 @@ pub async fn write_completion<S: AsyncWriteRent>(
         return delivered(completion_tokens, false);
     }
 
-    response::write_stream_head(&mut sink.out, 200, "text/event-stream", extra_headers, &context);
+    // The sink frames the stream as the client's HTTP version allows (chunked, or close-delimited).
+    sink.start_stream(200, "text/event-stream", extra_headers, &context);
     let start = sink.out.len();
     sandbox::write_role_chunk(&mut sink.out, completion_id, model, created);
-    response::frame_chunk_in_place(&mut sink.out, start);
+    sink.frame_event(start);
     if sink.flush().await.is_err() {
         return delivered(0, true);
     }
@@ -126,7 +127,7 @@ pub async fn write_completion<S: AsyncWriteRent>(
             index,
             index + 1 == completion_tokens,
         );
-        response::frame_chunk_in_place(&mut sink.out, start);
+        sink.frame_event(start);
         WorkerMetrics::add(&metrics.sandbox_chunks_emitted, 1);
         if sink.flush().await.is_err() {
             return delivered(index, true);
@@ -138,9 +139,9 @@ pub async fn write_completion<S: AsyncWriteRent>(
         sandbox::write_usage_chunk(&mut sink.out, completion_id, model, created, prompt_tokens, completion_tokens);
     }
     sandbox::write_done(&mut sink.out);
-    response::frame_chunk_in_place(&mut sink.out, start);
+    sink.frame_event(start);
     // The end of the stream is flushed by the connection loop after the caller has settled, so a
     // client that has read the whole answer always sees the charge already made.
-    response::write_last_chunk(&mut sink.out);
+    sink.end_stream();
     delivered(completion_tokens, false)
 }

@@ -274,7 +274,8 @@ async fn relay_stream<S: AsyncWriteRent>(
     let (pairs, count) = clamp.pairs();
     let extra = &pairs[..count];
     let context = context(request.request_id, Some(&request.admitted.rates), sink.keep_alive);
-    response::write_stream_head(&mut sink.out, 200, "text/event-stream", extra, &context);
+    // The sink frames the stream as the client's HTTP version allows (chunked, or close-delimited).
+    sink.start_stream(200, "text/event-stream", extra, &context);
 
     let mut payload = std::mem::take(&mut sink.scratch);
     payload.clear();
@@ -314,7 +315,7 @@ async fn relay_stream<S: AsyncWriteRent>(
                     EventKind::Error | EventKind::Malformed => upstream_failed = true,
                     EventKind::DroppedUsage | EventKind::Ignored => {}
                 }
-                response::frame_chunk_in_place(&mut sink.out, start);
+                sink.frame_event(start);
             }
             payload.drain(..end);
             if upstream_failed {
@@ -346,16 +347,13 @@ async fn relay_stream<S: AsyncWriteRent>(
     };
     if !client_gone {
         if upstream_failed {
-            response::write_error_event(
-                &mut sink.out,
-                &ApiError::with_text(
-                    ErrorKind::UpstreamUnavailable,
-                    "The model backend failed in the middle of the answer.",
-                ),
-            );
+            sink.write_error_event(&ApiError::with_text(
+                ErrorKind::UpstreamUnavailable,
+                "The model backend failed in the middle of the answer.",
+            ));
         }
         // Flushed by the connection loop after settlement (see `backend::sandbox::reply`).
-        response::write_last_chunk(&mut sink.out);
+        sink.end_stream();
     }
     if !upstream_failed && !client_gone {
         exchange.finish(pool);
