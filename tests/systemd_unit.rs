@@ -22,10 +22,7 @@ fn the_unit_reads_root_owned_files_through_credentials() {
     let unit = unit_text();
     assert_eq!(values(&unit, "LoadCredential"), ["gateway.toml:/etc/fikra-gateway/gateway.toml"]);
     assert!(unit.contains("#LoadCredential=tls.key:/etc/fikra-gateway/tls.key"), "TLS key credential documented");
-    assert_eq!(
-        values(&unit, "ExecStartPre"),
-        ["/usr/local/bin/fikra-gateway check-config --config %d/gateway.toml"]
-    );
+    assert_eq!(values(&unit, "ExecStartPre"), ["/usr/local/bin/fikra-gateway check-config --config %d/gateway.toml"]);
     assert_eq!(values(&unit, "ExecStart"), ["/usr/local/bin/fikra-gateway serve --config %d/gateway.toml"]);
     assert_eq!(values(&unit, "StateDirectory"), ["fikra-gateway"]);
     assert_eq!(values(&unit, "WorkingDirectory"), ["/var/lib/fikra-gateway"]);
