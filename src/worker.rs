@@ -94,6 +94,17 @@ impl Worker {
         self.leases.stop().await;
     }
 
+    /// Closes this core's idle upstream connections once their idle timeout has passed, every
+    /// `UPSTREAM_POOL_SWEEP_INTERVAL_MS`, until `stop` fires (spawned once per worker, stopped
+    /// after the drain like the lease task).
+    pub async fn run_pool_sweep(&self, mut stop: futures_channel::oneshot::Receiver<()>) {
+        let interval = std::time::Duration::from_millis(crate::limits::UPSTREAM_POOL_SWEEP_INTERVAL_MS);
+        // `Ok` is the stop signal (or its sender gone); `Err` is one interval passed.
+        while monoio::time::timeout(interval, &mut stop).await.is_err() {
+            self.upstream_pool.close_stale();
+        }
+    }
+
     /// Whether the node is draining (SIGTERM): responses then close their connections.
     pub fn is_draining(&self) -> bool {
         self.shared.is_draining()
