@@ -3,8 +3,8 @@
 //! A `Worker` lives on one thread (one monoio runtime) for the life of the process. Its fields
 //! are the complete list of per-core state: its connections to the store, caches that stay
 //! correct against the shared store, this core's leases and their task, its upstream
-//! connection pool and buffers, its output buffer pool, its request-id counter and its metrics
-//! shard. Nothing per core hides in a thread-local (the `Date` header cache and the Redis runtime epoch are per thread, not per
+//! connection pool (and the task that sweeps its stale connections) and buffers, its output
+//! buffer pool, its request-id counter and its metrics shard. Nothing per core hides in a thread-local (the `Date` header cache and the Redis runtime epoch are per thread, not per
 //! core). It never decides the order of a request's steps; that is `api`'s.
 
 use std::cell::{Cell, RefCell};
