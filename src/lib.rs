@@ -5,8 +5,9 @@
 //! 1. `main.rs` -> `cli.rs` (argv) -> `config/` (the whole file validated, every error at once)
 //!    -> `runtime.rs`: one monoio runtime per core (io_uring, else epoll), each a `worker.rs`
 //!    `Worker` owning everything that core owns (key and deny caches, leases and their task,
-//!    upstream pool and buffers, output buffers, request ids, metrics shard), beside the
-//!    `shared.rs` state every worker reads (config, store, registry, switches).
+//!    upstream pool and the task sweeping its idle connections, buffers, output buffers,
+//!    request ids, metrics shard), beside the `shared.rs` state every worker reads (config,
+//!    store, registry, switches).
 //! 2. `http/listener.rs` accepts on the worker's own SO_REUSEPORT socket; `http/server.rs` runs
 //!    the connection: `http/request.rs` parses the head without copying, `http/chunked.rs`
 //!    decodes chunked bodies, limits and timeouts refuse abuse (431/413/400) before any handler

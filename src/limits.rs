@@ -119,8 +119,13 @@ pub const MAX_UPSTREAM_CONNECT_TIMEOUT_MS: u64 = 60_000;
 pub const MAX_UPSTREAM_RESPONSE_TIMEOUT_MS: u64 = UPSTREAM_REQUEST_DEADLINE_MS;
 /// Idle connections kept per upstream per worker.
 pub const UPSTREAM_POOL_MAX_IDLE_CONNECTIONS: usize = 64;
-/// An idle pooled connection older than this is closed rather than reused.
+/// An idle pooled connection older than this is closed rather than reused: the default and the
+/// largest `[[upstreams]] pool_idle_timeout_ms`.
 pub const UPSTREAM_POOL_IDLE_TIMEOUT_MS: u64 = 30_000;
+/// How often each worker closes its idle upstream connections whose idle timeout has passed, so
+/// a stale socket lives at most this long past its timeout (and is never reused meanwhile).
+pub const UPSTREAM_POOL_SWEEP_INTERVAL_MS: u64 = 1_000;
+const _: () = assert!(UPSTREAM_POOL_SWEEP_INTERVAL_MS * 10 <= UPSTREAM_POOL_IDLE_TIMEOUT_MS);
 /// Largest upstream response head, in bytes.
 pub const UPSTREAM_MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 /// Largest upstream response body the gateway reads, in bytes.

@@ -76,6 +76,8 @@ pub struct WorkerMetrics {
     pub max_tokens_clamped: AtomicU64,
     pub connection_panics: AtomicU64,
     pub upstream_connects: AtomicU64,
+    /// Idle upstream connections closed by the pool sweep once their idle timeout passed.
+    pub upstream_idle_closed: AtomicU64,
     /// Refusals answered from a worker's deny entry, without a store call.
     pub deny_cache_hits: AtomicU64,
     /// Test-key requests admitted on this node's own share while the store was unreachable.
@@ -105,6 +107,7 @@ impl Default for WorkerMetrics {
             max_tokens_clamped: AtomicU64::new(0),
             connection_panics: AtomicU64::new(0),
             upstream_connects: AtomicU64::new(0),
+            upstream_idle_closed: AtomicU64::new(0),
             deny_cache_hits: AtomicU64::new(0),
             fallback_admissions: AtomicU64::new(0),
             lease_admissions: AtomicU64::new(0),
@@ -320,6 +323,13 @@ impl Metrics {
             "counter",
             "New upstream connections (TCP connect, then TLS handshake for https).",
             load(|w| &w.upstream_connects),
+        );
+        scalar(
+            &mut text,
+            "fikra_upstream_idle_closed_total",
+            "counter",
+            "Idle pooled upstream connections closed by the sweep after their idle timeout.",
+            load(|w| &w.upstream_idle_closed),
         );
         text
     }

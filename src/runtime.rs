@@ -132,6 +132,9 @@ impl Gateway {
                 run_on_runtime(&metrics, &format!("worker {index}"), || async {
                     let leases = handler.clone();
                     monoio::spawn(async move { leases.worker.run_leases().await });
+                    let (stop_sweep, sweep_stopped) = oneshot::channel();
+                    let sweeper = handler.clone();
+                    monoio::spawn(async move { sweeper.worker.run_pool_sweep(sweep_stopped).await });
                     serve_listener(
                         listener,
                         handler.clone(),
@@ -144,6 +147,7 @@ impl Gateway {
                     .await;
                     // Drained: nothing is in flight, so every lease can be ended.
                     handler.worker.stop_leases().await;
+                    let _ = stop_sweep.send(());
                 });
             })?;
             threads.push(thread);

@@ -3,8 +3,8 @@
 //! A `Worker` lives on one thread (one monoio runtime) for the life of the process. Its fields
 //! are the complete list of per-core state: its connections to the store, caches that stay
 //! correct against the shared store, this core's leases and their task, its upstream
-//! connection pool and buffers, its output buffer pool, its request-id counter and its metrics
-//! shard. Nothing per core hides in a thread-local (the `Date` header cache and the Redis runtime epoch are per thread, not per
+//! connection pool (and the task that sweeps its stale connections) and buffers, its output
+//! buffer pool, its request-id counter and its metrics shard. Nothing per core hides in a thread-local (the `Date` header cache and the Redis runtime epoch are per thread, not per
 //! core). It never decides the order of a request's steps; that is `api`'s.
 
 use std::cell::{Cell, RefCell};
@@ -92,6 +92,17 @@ impl Worker {
     /// Ends every lease once the worker has drained; returns when they are ended.
     pub async fn stop_leases(&self) {
         self.leases.stop().await;
+    }
+
+    /// Closes this core's idle upstream connections once their idle timeout has passed, every
+    /// `UPSTREAM_POOL_SWEEP_INTERVAL_MS`, until `stop` fires (spawned once per worker, stopped
+    /// after the drain like the lease task).
+    pub async fn run_pool_sweep(&self, mut stop: futures_channel::oneshot::Receiver<()>) {
+        let interval = std::time::Duration::from_millis(crate::limits::UPSTREAM_POOL_SWEEP_INTERVAL_MS);
+        // `Ok` is the stop signal (or its sender gone); `Err` is one interval passed.
+        while monoio::time::timeout(interval, &mut stop).await.is_err() {
+            self.upstream_pool.close_stale();
+        }
     }
 
     /// Whether the node is draining (SIGTERM): responses then close their connections.

@@ -392,3 +392,58 @@ fn close_delimited_upstream_answer_is_relayed() {
     }
     assert_eq!(gateway.balance_nanos("eof"), 1_000_000_000 - 2 * 10 * 500);
 }
+
+// Goal: idle pooled connections are closed once their idle timeout passes, without any further
+// request: 8 concurrent requests open exactly 8 upstream connections, and after the upstream's
+// 200 ms `pool_idle_timeout_ms` the worker's sweep closes all 8 (the upstream sees EOF on each)
+// and counts them in `fikra_upstream_idle_closed_total`.
+#[test]
+fn idle_pooled_connections_are_closed_after_their_idle_timeout() {
+    const CONCURRENT: usize = 8;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = std::sync::Arc::new([(); 3].map(|_| std::sync::atomic::AtomicUsize::new(0)));
+    let [opened, in_flight, closed] = [0, 1, 2];
+    let upstream_counts = counts.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(CONCURRENT) {
+            let Ok(mut stream) = stream else { return };
+            let counts = upstream_counts.clone();
+            counts[opened].fetch_add(1, Ordering::SeqCst);
+            std::thread::spawn(move || {
+                while read_request(&mut stream) {
+                    // Hold every answer until all requests are in flight, so none shares a connection.
+                    counts[in_flight].fetch_add(1, Ordering::SeqCst);
+                    wait_until(Duration::from_secs(10), || counts[in_flight].load(Ordering::SeqCst) >= CONCURRENT);
+                    let body = format!(
+                        r#"{{"id":"c","object":"chat.completion","model":"{SECRET_MODEL}","choices":[],"usage":{{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}}}"#
+                    );
+                    respond(&mut stream, "200 OK", "", &body);
+                }
+                // EOF: the gateway closed this connection.
+                counts[closed].fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    let overrides = "[[account_overrides]]\naccount = \"sweep\"\nrpm = 1000000\ntpm = 1000000000\n";
+    let upstream = upstream_config(&format!("http://{addr}/v1"), "pool_idle_timeout_ms = 200");
+    let gateway = TestGateway::start(&format!("{upstream}{overrides}"));
+    let key = gateway.account_with_key("sweep", "1.00", "live");
+    let clients: Vec<_> = (0..CONCURRENT)
+        .map(|_| {
+            let (api, request) = (gateway.api, chat_request(&key, &simple_chat("fikra-flash", "idle")));
+            std::thread::spawn(move || send_one(api, request.as_bytes()).status)
+        })
+        .collect();
+    let statuses: Vec<u16> = clients.into_iter().map(|client| client.join().unwrap()).collect();
+    assert_eq!(statuses, [200; CONCURRENT]);
+    assert_eq!(counts[opened].load(Ordering::SeqCst), CONCURRENT);
+    let all_closed = wait_until(Duration::from_secs(10), || counts[closed].load(Ordering::SeqCst) == CONCURRENT);
+    assert!(all_closed, "{} of {CONCURRENT} idle connections closed", counts[closed].load(Ordering::SeqCst));
+    let counted = wait_for(Duration::from_secs(5), || {
+        let swept = metric(gateway.admin, "fikra_upstream_idle_closed_total");
+        (swept == CONCURRENT as u64).then_some(swept)
+    });
+    assert_eq!(counted, Some(CONCURRENT as u64));
+    assert_eq!(counts[opened].load(Ordering::SeqCst), CONCURRENT);
+}

@@ -18,8 +18,15 @@ use crate::limits;
 use crate::money::{self, DecimalError, NanosPerToken};
 use crate::openai::models::REFERENCE_CREATED_UNIX_S;
 
-pub(super) const UPSTREAM_KEYS: &[&str] =
-    &["name", "base_url", "api_key_env", "ca_file", "connect_timeout_ms", "response_timeout_ms"];
+pub(super) const UPSTREAM_KEYS: &[&str] = &[
+    "name",
+    "base_url",
+    "api_key_env",
+    "ca_file",
+    "connect_timeout_ms",
+    "response_timeout_ms",
+    "pool_idle_timeout_ms",
+];
 pub(super) const MODEL_KEYS: &[&str] = &[
     "id",
     "upstream",
@@ -90,6 +97,8 @@ pub(super) fn upstreams(reader: &mut Reader, root: &Section<'_>) -> Upstreams {
                 " (the longest any request may last)",
             )
             .unwrap_or(DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS);
+        let pool_idle_timeout_ms =
+            reader.limit(&section, "pool_idle_timeout_ms", limits::UPSTREAM_POOL_IDLE_TIMEOUT_MS);
         let (Some(name), Some((base_url, url))) = (name, url) else { continue };
         upstreams.valid.push(UpstreamConfig {
             name,
@@ -102,6 +111,7 @@ pub(super) fn upstreams(reader: &mut Reader, root: &Section<'_>) -> Upstreams {
             ca_file,
             connect_timeout_ms,
             response_timeout_ms,
+            pool_idle_timeout_ms,
         });
     }
     upstreams

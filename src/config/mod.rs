@@ -251,6 +251,9 @@ pub struct UpstreamConfig {
     pub ca_file: Option<PathBuf>,
     pub connect_timeout_ms: u64,
     pub response_timeout_ms: u64,
+    /// How long a connection may sit idle in a worker's pool before it is closed (at most, and by
+    /// default, `limits::UPSTREAM_POOL_IDLE_TIMEOUT_MS`).
+    pub pool_idle_timeout_ms: u64,
 }
 
 /// One `[[models]]` entry: a public model id and where it is served.

@@ -40,6 +40,7 @@ fn groq() -> UpstreamConfig {
         ca_file: None,
         connect_timeout_ms: 3_000,
         response_timeout_ms: 60_000,
+        pool_idle_timeout_ms: 30_000,
     }
 }
 
@@ -164,6 +165,7 @@ fn each_key_alone_keeps_every_other_default() {
         ca_file: None,
         connect_timeout_ms: DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
         response_timeout_ms: DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS,
+        pool_idle_timeout_ms: crate::limits::UPSTREAM_POOL_IDLE_TIMEOUT_MS,
     };
     let limits = |rpm, tpm| TierLimits { requests_per_minute: rpm, tokens_per_minute: tpm };
     type Change = Box<dyn Fn(&mut Config)>;
@@ -217,6 +219,10 @@ fn each_key_alone_keeps_every_other_default() {
                 c.upstreams =
                     vec![UpstreamConfig { connect_timeout_ms: 60_000, response_timeout_ms: 600_000, ..local() }]
             }),
+        ),
+        (
+            "[[upstreams]]\nname = \"local\"\nbase_url = \"http://127.0.0.1:9000\"\npool_idle_timeout_ms = 250",
+            Box::new(move |c| c.upstreams = vec![UpstreamConfig { pool_idle_timeout_ms: 250, ..local() }]),
         ),
         (
             "[[models]]\nid = \"m\"\nupstream = \"sandbox\"\ninput_usd_per_million = \"0\"\noutput_usd_per_million = \"1.25\"\nmax_output_tokens = 1000000",
@@ -427,6 +433,14 @@ fn messages_explain_the_fix() {
         (
             "[[upstreams]]\nname = \"u\"\nbase_url = \"https://x\"\nresponse_timeout_ms = 600001",
             "upstreams[0].response_timeout_ms: 600001 is too large: at most 600000 (the longest any request may last)",
+        ),
+        (
+            "[[upstreams]]\nname = \"u\"\nbase_url = \"https://x\"\npool_idle_timeout_ms = 30001",
+            "upstreams[0].pool_idle_timeout_ms: 30001 is too large: at most 30000 (the built-in limit: configuration may lower it, never raise it)",
+        ),
+        (
+            "[[upstreams]]\nname = \"u\"\nbase_url = \"https://x\"\npool_idle_timeout_ms = 0",
+            "upstreams[0].pool_idle_timeout_ms: 0 is too small: at least 1",
         ),
         (
             "[[models]]\nid = \"m\"\nupstream = \"sandbx\"\ninput_usd_per_million = \"1\"\noutput_usd_per_million = \"1\"\nmax_output_tokens = 1",

@@ -5,7 +5,8 @@
 //! A connection goes back to its worker's pool only after its body was read completely and the
 //! upstream did not ask to close; anything a timeout or an error interrupted is dropped. Pools
 //! are per worker (no locks), most recently used first, capped, with an idle timeout shorter
-//! than a provider's keep-alive.
+//! than a provider's keep-alive; the worker's sweep (`Pool::close_stale`) closes connections
+//! past it, so a stale socket never lingers until the next checkout.
 
 use std::cell::RefCell;
 use std::io;
@@ -19,8 +20,8 @@ use crate::backend::upstream::UpstreamTarget;
 use crate::clock::{deadline_after_ms, time_left, timer_now};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::limits::{
-    UPSTREAM_MAX_RESPONSE_BODY_BYTES, UPSTREAM_MAX_RESPONSE_HEAD_BYTES, UPSTREAM_POOL_IDLE_TIMEOUT_MS,
-    UPSTREAM_POOL_MAX_IDLE_CONNECTIONS, UPSTREAM_READ_CHUNK_BYTES,
+    UPSTREAM_MAX_RESPONSE_BODY_BYTES, UPSTREAM_MAX_RESPONSE_HEAD_BYTES, UPSTREAM_POOL_MAX_IDLE_CONNECTIONS,
+    UPSTREAM_READ_CHUNK_BYTES,
 };
 
 /// An open connection to an upstream.
@@ -68,8 +69,8 @@ pub enum UpstreamFailure {
     BrokenBody,
 }
 
-/// A pooled connection and until when it may be reused (`UPSTREAM_POOL_IDLE_TIMEOUT_MS` after
-/// it went idle).
+/// A pooled connection and until when it may be reused (its upstream's `pool_idle_timeout_ms`
+/// after it went idle).
 struct Idle {
     connection: Connection,
     fresh_until: monoio::time::Instant,
@@ -99,8 +100,9 @@ impl Pool {
         None
     }
 
-    /// Returns a connection whose last response was read completely.
-    pub fn put(&self, upstream: usize, connection: Connection) {
+    /// Returns a connection whose last response was read completely; it may be reused for
+    /// `idle_timeout_ms`.
+    pub fn put(&self, upstream: usize, connection: Connection, idle_timeout_ms: u64) {
         let mut idle = self.idle.borrow_mut();
         if idle.len() <= upstream {
             idle.resize_with(upstream + 1, Vec::new);
@@ -109,7 +111,21 @@ impl Pool {
         if stack.len() >= UPSTREAM_POOL_MAX_IDLE_CONNECTIONS {
             stack.remove(0);
         }
-        stack.push(Idle { connection, fresh_until: deadline_after_ms(UPSTREAM_POOL_IDLE_TIMEOUT_MS) });
+        stack.push(Idle { connection, fresh_until: deadline_after_ms(idle_timeout_ms) });
+    }
+
+    /// Closes every idle connection whose idle timeout has passed (dropping it closes the
+    /// socket) and counts them; returns how many it closed. Called by the worker's sweep.
+    pub fn close_stale(&self) -> usize {
+        let now = timer_now();
+        let mut closed = 0;
+        for stack in self.idle.borrow_mut().iter_mut() {
+            let before = stack.len();
+            stack.retain(|entry| entry.fresh_until > now);
+            closed += before - stack.len();
+        }
+        crate::metrics::WorkerMetrics::add(&self.metrics.upstream_idle_closed, closed as u64);
+        closed
     }
 }
 
@@ -211,6 +227,8 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Option<(ResponseHead, usize)
 /// One exchange with an upstream, from request to the end of the body.
 pub struct Exchange {
     pub upstream: usize,
+    /// How long the connection may then sit in the pool (the upstream's `pool_idle_timeout_ms`).
+    pool_idle_timeout_ms: u64,
     connection: Option<Connection>,
     pub head: ResponseHead,
     /// Raw bytes read but not yet decoded.
@@ -241,6 +259,7 @@ pub async fn start(
             Ok((head, raw)) => {
                 let mut exchange = Exchange {
                     upstream,
+                    pool_idle_timeout_ms: target.pool_idle_timeout_ms,
                     connection: Some(connection),
                     remaining: if let ResponseFraming::Length(n) = head.framing { n } else { 0 },
                     decoder: (head.framing == ResponseFraming::Chunked)
@@ -378,7 +397,7 @@ impl Exchange {
             && self.raw.is_empty()
             && let Some(connection) = self.connection.take()
         {
-            pool.put(self.upstream, connection);
+            pool.put(self.upstream, connection, self.pool_idle_timeout_ms);
         }
     }
 }

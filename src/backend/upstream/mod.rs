@@ -37,6 +37,8 @@ pub struct UpstreamTarget {
     pub addresses: RwLock<Vec<SocketAddr>>,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
+    /// How long a connection may sit idle in a worker's pool before it is closed.
+    pub pool_idle_timeout_ms: u64,
 }
 
 /// Every upstream, by index (the index is what models and pools refer to).
@@ -103,6 +105,7 @@ fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
         addresses: RwLock::new(addresses),
         connect_timeout: Duration::from_millis(config.connect_timeout_ms),
         response_timeout: Duration::from_millis(config.response_timeout_ms),
+        pool_idle_timeout_ms: config.pool_idle_timeout_ms,
     })
 }
 
