@@ -145,22 +145,10 @@ impl DenyCache {
 mod tests {
     use super::*;
     use crate::errors::Bucket;
-    use crate::money::{Nanos, NanosPerToken};
+    use crate::money::Nanos;
 
     fn request(now_ms: u64, input_tokens: u64) -> AdmitRequest<'static> {
-        AdmitRequest {
-            request_id: "req_1",
-            account_id: "acct_1",
-            key_id: "key_1",
-            key_kind: KeyKind::Live,
-            model: "m",
-            input_tokens_upper: input_tokens,
-            requested_output_tokens: 100,
-            client_set_output_cap: false,
-            input_price: NanosPerToken(1_000),
-            output_price: NanosPerToken(2_000),
-            now_ms,
-        }
+        AdmitRequest::for_tests(now_ms, input_tokens)
     }
 
     fn rates() -> RateSnapshot {

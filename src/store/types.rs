@@ -125,6 +125,27 @@ pub struct AdmitRequest<'a> {
     pub now_ms: u64,
 }
 
+#[cfg(test)]
+impl AdmitRequest<'static> {
+    /// A live request of account `acct_1` for model `m` (100 output tokens asked, input at
+    /// 1,000 and output at 2,000 nano-USD per token): the admission tests' common case.
+    pub fn for_tests(now_ms: u64, input_tokens_upper: u64) -> AdmitRequest<'static> {
+        AdmitRequest {
+            request_id: "req_1",
+            account_id: "acct_1",
+            key_id: "key_1",
+            key_kind: KeyKind::Live,
+            model: "m",
+            input_tokens_upper,
+            requested_output_tokens: 100,
+            client_set_output_cap: false,
+            input_price: crate::money::NanosPerToken(1_000),
+            output_price: crate::money::NanosPerToken(2_000),
+            now_ms,
+        }
+    }
+}
+
 /// A successful admission: the hold taken, the output cap granted, the tokens taken from TPM.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Admitted {
