@@ -226,7 +226,7 @@ fn benches(c: &mut Criterion) {
     let (mut payload, mut relayed) = (Vec::with_capacity(16 * 1024), Vec::with_capacity(16 * 1024));
     let (delivered, usage) = relay_stream(&stream, &mut payload, &mut relayed);
     assert_eq!(delivered, STREAM_CONTENT_CHUNKS + 2, "role, content and finish chunks; usage chunk dropped");
-    assert_eq!(usage, Some(ReportedUsage { prompt_tokens: 21, completion_tokens: 64 }));
+    assert_eq!(usage, Some(ReportedUsage::new(21, 64)));
     c.bench_function("sse_relay_rewrite_stream", |b| {
         b.iter(|| relay_stream(black_box(&stream), &mut payload, &mut relayed).0)
     });

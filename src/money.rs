@@ -52,6 +52,69 @@ impl NanosPerToken {
     }
 }
 
+/// Token counts of one request, as its backend reported them (or as the gateway estimated them).
+/// `cached_prompt_tokens` are part of `prompt_tokens` and `reasoning_tokens` part of
+/// `completion_tokens` (that is how upstreams report them): each token is counted once.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenUsage {
+    pub prompt_tokens: u64,
+    /// Of `prompt_tokens`, those the upstream served from its prompt cache.
+    pub cached_prompt_tokens: u64,
+    pub completion_tokens: u64,
+    /// Of `completion_tokens`, those spent reasoning.
+    pub reasoning_tokens: u64,
+}
+
+impl TokenUsage {
+    /// Plain prompt and completion counts, nothing cached, no reasoning.
+    pub const fn new(prompt_tokens: u64, completion_tokens: u64) -> TokenUsage {
+        TokenUsage { prompt_tokens, cached_prompt_tokens: 0, completion_tokens, reasoning_tokens: 0 }
+    }
+
+    /// Tokens this usage takes from a TPM bucket: every token, or (as Groq counts them, and by
+    /// default) every token but the cached prompt tokens.
+    pub fn rate_limited_tokens(&self, count_cached_tokens: bool) -> u64 {
+        let usage = self.consistent();
+        let counted_prompt =
+            if count_cached_tokens { usage.prompt_tokens } else { usage.prompt_tokens - usage.cached_prompt_tokens };
+        counted_prompt.saturating_add(usage.completion_tokens)
+    }
+
+    /// The same usage with the parts clipped to their wholes: an upstream that reports more
+    /// cached than prompt tokens (or more reasoning than completion tokens) is not believed
+    /// beyond the whole, so no token is ever priced twice or below zero.
+    pub fn consistent(self) -> TokenUsage {
+        TokenUsage {
+            cached_prompt_tokens: self.cached_prompt_tokens.min(self.prompt_tokens),
+            reasoning_tokens: self.reasoning_tokens.min(self.completion_tokens),
+            ..self
+        }
+    }
+}
+
+/// What one model charges per token (SPEC §3, §9): input, input served from the upstream's
+/// cache, output. Reasoning tokens are output tokens.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Prices {
+    pub input: NanosPerToken,
+    pub cached_input: NanosPerToken,
+    pub output: NanosPerToken,
+}
+
+impl Prices {
+    /// The cost of `usage`: (prompt - cached) x input + cached x cached input + completion x
+    /// output, in nano-USD, exact. Saturates at `u64::MAX` (a cost that large is charged as the
+    /// hold anyway; the excess is the operator's loss).
+    pub fn cost_of(&self, usage: &TokenUsage) -> Nanos {
+        let usage = usage.consistent();
+        let uncached = u128::from(usage.prompt_tokens - usage.cached_prompt_tokens);
+        let total = uncached * u128::from(self.input.0)
+            + u128::from(usage.cached_prompt_tokens) * u128::from(self.cached_input.0)
+            + u128::from(usage.completion_tokens) * u128::from(self.output.0);
+        Nanos(u64::try_from(total).unwrap_or(u64::MAX))
+    }
+}
+
 /// Why a decimal string was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DecimalError {

@@ -212,6 +212,7 @@ pub fn registry_of(config: &Config) -> Registry {
             },
             upstream_model: model.upstream_model.clone(),
             input_price: model.input_price,
+            cached_input_price: model.cached_input_price,
             output_price: model.output_price,
             max_output_tokens: model.max_output_tokens,
             unsupported_parameters: model.unsupported_parameters.clone(),

@@ -20,7 +20,7 @@
 mod support;
 
 use fikra_gateway::cli::block_on;
-use fikra_gateway::money::{Nanos, NanosPerToken};
+use fikra_gateway::money::{Nanos, NanosPerToken, Prices, TokenUsage};
 use fikra_gateway::store::*;
 use support::redis_server::{self, CommandStat, RedisCluster, cluster_node_id, command_stat, error_count, redis_cli};
 
@@ -84,8 +84,8 @@ fn settle(
     let settlement = Settlement {
         request_id: id,
         account_id: account,
-        prompt_tokens: prompt,
-        completion_tokens: completion,
+        tokens: TokenUsage::new(prompt, completion),
+        cost: Prices { input: PRICE, cached_input: PRICE, output: PRICE }.cost_of(&TokenUsage::new(prompt, completion)),
         outcome: Outcome::Completed,
         now_ms: T0,
     };

@@ -10,7 +10,7 @@ mod support;
 
 use fikra_gateway::cli::block_on;
 use fikra_gateway::errors::Bucket;
-use fikra_gateway::money::{Nanos, NanosPerToken};
+use fikra_gateway::money::{Nanos, NanosPerToken, Prices, TokenUsage};
 use fikra_gateway::store::*;
 use support::redis_server;
 
@@ -99,8 +99,8 @@ fn settle(store: &StoreClient<'_>, account: &str, id: &str, prompt: u64, complet
     let settlement = Settlement {
         request_id: id,
         account_id: account,
-        prompt_tokens: prompt,
-        completion_tokens: completion,
+        tokens: TokenUsage::new(prompt, completion),
+        cost: Prices { input: PRICE, cached_input: PRICE, output: PRICE }.cost_of(&TokenUsage::new(prompt, completion)),
         outcome: Outcome::Completed,
         now_ms: T0,
     };
@@ -369,8 +369,7 @@ fn lease_call(
                 request_id: id.into(),
                 key_id: "key_1".into(),
                 model: "fikra-flash".into(),
-                prompt_tokens: 10,
-                completion_tokens: 10,
+                tokens: TokenUsage::new(10, 10),
                 cost: Nanos(cost),
                 outcome: Outcome::Completed,
             })
@@ -433,7 +432,7 @@ fn lease_grants_pays_and_ends(backend: Backend) {
     assert_eq!(newest, ["q4", "q3", "q2"]);
     let q1 = block_on(store.usage("l", 4)).unwrap().pop().unwrap();
     assert_eq!(
-        (q1.key_id.as_ref(), q1.model.as_ref(), q1.prompt_tokens, q1.completion_tokens),
+        (q1.key_id.as_ref(), q1.model.as_ref(), q1.tokens.prompt_tokens, q1.tokens.completion_tokens),
         ("key_1", "fikra-flash", 10, 10)
     );
     assert_eq!((q1.cost, q1.outcome, q1.created_at_ms), (Nanos(40_000), "completed", T0));

@@ -243,7 +243,7 @@ impl LeaseBook {
         lease.committed = Nanos(lease.committed.0.saturating_sub(settlement.hold.0));
         lease.unpaid = Nanos(lease.unpaid.0 + charged.0);
         lease.in_flight = lease.in_flight.saturating_sub(1);
-        let actual = settlement.record.prompt_tokens.saturating_add(settlement.record.completion_tokens);
+        let actual = settlement.record.tokens.rate_limited_tokens(false);
         if actual < settlement.tokens_charged {
             // Unused tokens stay in the lease (they were taken from the bucket already).
             let back = settlement.tokens_charged - actual;
@@ -497,8 +497,7 @@ mod tests {
                 request_id: request_id.into(),
                 key_id: Arc::from("k1"),
                 model: "m".into(),
-                prompt_tokens: 8,
-                completion_tokens: 4,
+                tokens: crate::money::TokenUsage::new(8, 4),
                 cost: Nanos(1_600),
                 outcome: Outcome::Completed,
             },

@@ -15,6 +15,7 @@ use crate::backend::sandbox::reply::{CompletionReply, write_completion};
 use crate::backend::upstream::exchange::{self, ProxyRequest, UpstreamRefusal};
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::server::ResponseSink;
+use crate::money::TokenUsage;
 use crate::openai::chat::ChatRequest;
 use crate::openai::models::Backend;
 use crate::store::{KeyKind, Outcome};
@@ -76,8 +77,7 @@ pub async fn dispatch<S: AsyncWriteRent>(
         };
         let produced = write_completion(sink, &reply, &shared.config.sandbox, &worker.metrics).await;
         let outcome = if produced.client_aborted { Outcome::ClientAborted } else { Outcome::Completed };
-        let usage =
-            Usage { prompt_tokens: produced.prompt_tokens, completion_tokens: produced.completion_tokens, outcome };
+        let usage = Usage { tokens: TokenUsage::new(produced.prompt_tokens, produced.completion_tokens), outcome };
         return Answer { usage, sent: Ok(200) };
     }
     let upstream = match &model.backend {
@@ -101,11 +101,7 @@ pub async fn dispatch<S: AsyncWriteRent>(
     let target = &shared.upstreams.targets[upstream];
     let result = exchange::proxy_completion(sink, target, upstream, &worker.upstream_pool, &proxied, &mut buffer).await;
     worker.upstream_request_buffers.borrow_mut().push(buffer);
-    let usage = Usage {
-        prompt_tokens: result.prompt_tokens,
-        completion_tokens: result.completion_tokens,
-        outcome: result.outcome,
-    };
+    let usage = Usage { tokens: result.usage, outcome: result.outcome };
     let sent = match (result.status, result.refusal) {
         (Some(status), _) => Ok(status),
         (None, Some(refused)) => Err(refused),

@@ -9,22 +9,20 @@ use crate::access::lease::LeaseSettlement;
 use crate::api::admit::{SettleBy, Ticket};
 use crate::limits::SETTLE_RETRY_PAUSES_MS;
 use crate::metrics::WorkerMetrics;
-use crate::money::Nanos;
+use crate::money::TokenUsage;
 use crate::store::{LeaseRecord, Outcome, Settled, Settlement, StoreError};
 use crate::worker::Worker;
 
 /// Actual usage of an admitted request, for settlement.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 pub struct Usage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
+    pub tokens: TokenUsage,
     pub outcome: Outcome,
 }
 
 impl Usage {
     /// A backend that failed before producing anything: settled at zero.
-    pub const NOTHING_DELIVERED: Usage =
-        Usage { prompt_tokens: 0, completion_tokens: 0, outcome: Outcome::BackendFailed };
+    pub const NOTHING_DELIVERED: Usage = Usage { tokens: TokenUsage::new(0, 0), outcome: Outcome::BackendFailed };
 }
 
 /// Settles `ticket` with `usage`.
@@ -42,8 +40,8 @@ async fn settle_in_store(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
     let settlement = Settlement {
         request_id,
         account_id: &ticket.caller.account_id,
-        prompt_tokens: usage.prompt_tokens,
-        completion_tokens: usage.completion_tokens,
+        tokens: usage.tokens,
+        cost: ticket.model.prices().cost_of(&usage.tokens),
         outcome: usage.outcome,
         now_ms: shared.clock.now_ms(),
     };
@@ -77,12 +75,7 @@ async fn settle_in_store(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
 fn settle_on_lease(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
     let model = ticket.model;
     let hold = ticket.admitted.hold;
-    let cost = model
-        .input_price
-        .cost_of(usage.prompt_tokens)
-        .zip(model.output_price.cost_of(usage.completion_tokens))
-        .and_then(|(input, output)| input.0.checked_add(output.0))
-        .map_or(hold, Nanos);
+    let cost = model.prices().cost_of(&usage.tokens);
     let settlement = LeaseSettlement {
         hold,
         tokens_charged: ticket.admitted.tokens_charged,
@@ -90,8 +83,7 @@ fn settle_on_lease(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
             request_id: ticket.request_id.as_str().into(),
             key_id: ticket.caller.key_id.clone(),
             model: model.id.as_str().into(),
-            prompt_tokens: usage.prompt_tokens,
-            completion_tokens: usage.completion_tokens,
+            tokens: usage.tokens,
             cost,
             outcome: usage.outcome,
         },

@@ -34,6 +34,7 @@ pub(super) const MODEL_KEYS: &[&str] = &[
     "input_usd_per_million",
     "output_usd_per_million",
     "max_output_tokens",
+    "cached_input_usd_per_million",
     "unsupported_parameters",
     "created",
 ];
@@ -252,6 +253,11 @@ pub(super) fn models(reader: &mut Reader, root: &Section<'_>, upstream_names: &[
         });
         let input_price = price(reader, section, "input_usd_per_million");
         let output_price = price(reader, section, "output_usd_per_million");
+        let cached_input_price = if section.has("cached_input_usd_per_million") {
+            price(reader, section, "cached_input_usd_per_million")
+        } else {
+            input_price
+        };
         let max_output_tokens = if section.has("max_output_tokens") {
             reader.integer(section, "max_output_tokens", 1..=limits::MAX_MODEL_OUTPUT_TOKENS, "")
         } else {
@@ -260,8 +266,14 @@ pub(super) fn models(reader: &mut Reader, root: &Section<'_>, upstream_names: &[
         };
         let unsupported_parameters = unsupported_parameters(reader, section);
         let created = reader.integer(section, "created", 0..=i64::MAX as u64, "").unwrap_or(REFERENCE_CREATED_UNIX_S);
-        let (Some(id), Some(upstream), Some(input_price), Some(output_price), Some(max_output_tokens)) =
-            (id, upstream, input_price, output_price, max_output_tokens)
+        let (
+            Some(id),
+            Some(upstream),
+            Some(input_price),
+            Some(cached_input_price),
+            Some(output_price),
+            Some(max_output_tokens),
+        ) = (id, upstream, input_price, cached_input_price, output_price, max_output_tokens)
         else {
             continue;
         };
@@ -270,6 +282,7 @@ pub(super) fn models(reader: &mut Reader, root: &Section<'_>, upstream_names: &[
             upstream: upstream.to_string(),
             upstream_model: upstream_model.unwrap_or(id).to_string(),
             input_price,
+            cached_input_price,
             output_price,
             max_output_tokens,
             unsupported_parameters,

@@ -266,6 +266,9 @@ pub struct ModelConfig {
     pub upstream_model: String,
     /// From `input_usd_per_million`.
     pub input_price: NanosPerToken,
+    /// From `cached_input_usd_per_million` (default: the input price): input tokens the
+    /// upstream served from its prompt cache.
+    pub cached_input_price: NanosPerToken,
     /// From `output_usd_per_million`.
     pub output_price: NanosPerToken,
     pub max_output_tokens: u64,
@@ -405,6 +408,7 @@ pub fn reference_models() -> Vec<ModelConfig> {
             upstream: SANDBOX_UPSTREAM.into(),
             upstream_model: id.to_string(),
             input_price: NanosPerToken(nanos_per_token),
+            cached_input_price: NanosPerToken(nanos_per_token),
             output_price: NanosPerToken(nanos_per_token),
             max_output_tokens: REFERENCE_MAX_OUTPUT_TOKENS,
             unsupported_parameters: Vec::new(),

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 
 use crate::json::write_json_escaped;
-use crate::money::{NanosPerToken, format_usd_per_million};
+use crate::money::{NanosPerToken, Prices, format_usd_per_million};
 
 use super::chat::json_scan::content_eq;
 
@@ -31,6 +31,8 @@ pub struct ModelEntry {
     /// The name the backend knows the model by; never shown to clients.
     pub upstream_model: String,
     pub input_price: NanosPerToken,
+    /// Input tokens the upstream served from its prompt cache (default: `input_price`).
+    pub cached_input_price: NanosPerToken,
     pub output_price: NanosPerToken,
     pub max_output_tokens: u64,
     /// Top-level request parameters refused for this model (400 `unsupported_parameter`).
@@ -62,6 +64,13 @@ pub const REFERENCE_MODELS: [(&str, u64); 7] = [
 ];
 /// Shortest requested id that is matched by containment ("flash" in "fikra-flash").
 const MIN_CONTAINED_SUGGESTION_LEN: usize = 4;
+
+impl ModelEntry {
+    /// What this model charges per token.
+    pub fn prices(&self) -> Prices {
+        Prices { input: self.input_price, cached_input: self.cached_input_price, output: self.output_price }
+    }
+}
 
 impl Registry {
     /// Builds the index and renders the list and per-model bodies. Ids are expected unique
@@ -171,6 +180,7 @@ pub fn reference_entries() -> Vec<ModelEntry> {
             backend: Backend::Sandbox,
             upstream_model: id.to_string(),
             input_price: NanosPerToken(nanos_per_token),
+            cached_input_price: NanosPerToken(nanos_per_token),
             output_price: NanosPerToken(nanos_per_token),
             max_output_tokens: REFERENCE_MAX_OUTPUT_TOKENS,
             unsupported_parameters: Vec::new(),

@@ -21,7 +21,7 @@ use std::sync::{Arc, MutexGuard};
 
 use crate::errors::Bucket;
 use crate::limits::{EMBEDDED_LEDGER_MAX_RECORDS_PER_ACCOUNT, HOLD_TTL_MS, MAX_USAGE_QUERY_LIMIT};
-use crate::money::{Nanos, NanosPerToken};
+use crate::money::{Nanos, TokenUsage};
 use crate::ratelimit::TokenBucket;
 use crate::store::types::*;
 
@@ -111,8 +111,6 @@ struct Hold {
     model: Arc<str>,
     amount: Nanos,
     tokens_charged: u64,
-    input_price: NanosPerToken,
-    output_price: NanosPerToken,
     expires_at_ms: u64,
 }
 
@@ -346,8 +344,6 @@ impl EmbeddedStore {
                 model,
                 amount: hold,
                 tokens_charged: tokens_needed,
-                input_price: request.input_price,
-                output_price: request.output_price,
                 expires_at_ms: now_ms.saturating_add(HOLD_TTL_MS),
             },
         );
@@ -364,12 +360,11 @@ impl EmbeddedStore {
         let Some(account) = state.accounts.get_mut(&hold.account_id) else {
             return Ok(Settled::AlreadySettled);
         };
-        let (prompt, completion) = (settlement.prompt_tokens, settlement.completion_tokens);
-        let cost = u128::from(prompt) * u128::from(hold.input_price.0)
-            + u128::from(completion) * u128::from(hold.output_price.0);
+        let tokens = settlement.tokens.consistent();
+        let cost = settlement.cost;
         let (charged, operator_loss) = if hold.kind == KeyKind::Live {
-            let charged = Nanos(cost.min(u128::from(hold.amount.0)) as u64);
-            (charged, Nanos(u64::try_from(cost - u128::from(charged.0)).unwrap_or(u64::MAX)))
+            let charged = cost.min(hold.amount);
+            (charged, cost.saturating_sub(charged))
         } else {
             (Nanos::ZERO, Nanos::ZERO)
         };
@@ -397,7 +392,7 @@ impl EmbeddedStore {
             settlement.request_id,
             hold.amount
         );
-        let actual_tokens = prompt.saturating_add(completion);
+        let actual_tokens = tokens.rate_limited_tokens(false);
         let buckets = account.buckets(hold.kind, &self.policy, now_ms);
         if actual_tokens < hold.tokens_charged {
             buckets.tokens.give_back(hold.tokens_charged - actual_tokens, now_ms);
@@ -408,8 +403,7 @@ impl EmbeddedStore {
             request_id: settlement.request_id.into(),
             key_id: hold.key_id,
             model: hold.model,
-            prompt_tokens: prompt,
-            completion_tokens: completion,
+            tokens,
             cost: charged,
             outcome: settlement.outcome.as_str(),
             created_at_ms: now_ms,
@@ -454,8 +448,7 @@ impl EmbeddedStore {
                     request_id: request_id.clone(),
                     key_id: hold.key_id,
                     model: hold.model,
-                    prompt_tokens: 0,
-                    completion_tokens: 0,
+                    tokens: TokenUsage::default(),
                     cost: Nanos::ZERO,
                     outcome: "expired",
                     created_at_ms: now_ms,

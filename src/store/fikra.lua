@@ -21,7 +21,7 @@
 --   a lease's escrow is a hold in P:{A}:holds under the lease id (model "lease"), reaped like any
 --   hold when its worker stops renewing it
 
-local LIBRARY_VERSION = 6
+local LIBRARY_VERSION = 7
 local UNITS = 60000
 -- Largest balance an account may hold, in nano-USD (about 9 million USD): exact in a double.
 local MAX_BALANCE = 9007199254740991
@@ -130,10 +130,13 @@ local function limits_for(tier, u_rpm, u_tpm, t_rpm, t_tpm)
   return u_rpm, u_tpm
 end
 
-local function record(ledger, maxlen, id, key_id, model, prompt, completion, cost, outcome, now)
+-- `tokens` = { prompt, cached, completion, reasoning } (cached is part of prompt, reasoning
+-- part of completion, as upstreams report them).
+local function record(ledger, maxlen, id, key_id, model, tokens, cost, outcome, now)
   redis.call('XADD', ledger, 'MAXLEN', '~', maxlen, '*',
     'request_id', id, 'key_id', key_id, 'model', model,
-    'prompt_tokens', int(prompt), 'completion_tokens', int(completion),
+    'prompt_tokens', int(tokens[1]), 'cached_tokens', int(tokens[2]),
+    'completion_tokens', int(tokens[3]), 'reasoning_tokens', int(tokens[4]),
     'cost', int(cost), 'outcome', outcome, 'created_at', int(now))
 end
 
@@ -227,7 +230,9 @@ end
 
 -- KEYS: acct, holds, holdexp, rate:live, rate:test, ledger
 -- ARGV: request_id, prompt, completion, outcome, now, u_rpm, u_tpm, t_rpm, t_tpm (of live keys),
---       test_rpm, test_tpm, ledger_maxlen
+--       test_rpm, test_tpm, ledger_maxlen, cached, reasoning, cost (nano-USD, priced by the
+--       gateway from the model's prices: input, cached input, output), rate_limited (the
+--       tokens the TPM bucket is trued up to)
 -- Reply: {1, charged, released, operator_loss} or {0} when no hold has this id.
 local function fk_settle(KEYS, ARGV)
   local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], ledger = KEYS[6] }
@@ -237,9 +242,9 @@ local function fk_settle(KEYS, ARGV)
   local a = redis.call('HMGET', keys.acct, 'tier', 'balance')
   if not a[1] then return { 0 } end
   local hold = parse_hold(text)
-  local prompt, completion = tonumber(ARGV[2]), tonumber(ARGV[3])
+  local tokens = { tonumber(ARGV[2]), tonumber(ARGV[13]), tonumber(ARGV[3]), tonumber(ARGV[14]) }
   local now = clock(ARGV[5])
-  local cost = prompt * hold.in_price + completion * hold.out_price
+  local cost = tonumber(ARGV[15])
   local charged, loss = 0, 0
   if hold.kind == 'l' then
     charged = math.min(cost, hold.amount)
@@ -256,7 +261,7 @@ local function fk_settle(KEYS, ARGV)
   local t = bucket_load(rate_key, 't', tpm, now)
   bucket_fit(t, tpm, now)
   bucket_refill(t, now)
-  local actual = prompt + completion
+  local actual = tonumber(ARGV[16])
   if actual < hold.tokens then
     t.level = math.min(t.level + (hold.tokens - actual) * UNITS, t.cap * UNITS)
   else
@@ -269,7 +274,7 @@ local function fk_settle(KEYS, ARGV)
     redis.call('HSET', keys.acct, 'balance', int(math.max(balance - charged, 0)))
   end
   bucket_save(rate_key, 't', t)
-  record(keys.ledger, ARGV[12], id, hold.key_id, hold.model, prompt, completion, charged, ARGV[4], now)
+  record(keys.ledger, ARGV[12], id, hold.key_id, hold.model, tokens, charged, ARGV[4], now)
   return { 1, charged, hold.amount - charged, loss }
 end
 
@@ -322,7 +327,7 @@ local function fk_reap(KEYS, ARGV)
     if text then
       local hold = parse_hold(text)
       release(keys, id, hold)
-      record(KEYS[4], ARGV[2], id, hold.key_id, hold.model, 0, 0, 0, 'expired', now)
+      record(KEYS[4], ARGV[2], id, hold.key_id, hold.model, { 0, 0, 0, 0 }, 0, 'expired', now)
       released = released + 1
     else
       redis.call('ZREM', keys.holdexp, id)

@@ -8,7 +8,7 @@
 
 use std::sync::Arc;
 
-use crate::money::{Nanos, NanosPerToken};
+use crate::money::{Nanos, NanosPerToken, TokenUsage};
 
 /// Live keys bill the wallet; test keys are served by the sandbox and never touch it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -213,8 +213,10 @@ pub struct Settlement<'a> {
     pub request_id: &'a str,
     /// The account the request was admitted for (the Redis store keeps holds per account).
     pub account_id: &'a str,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
+    pub tokens: TokenUsage,
+    /// What `tokens` cost at the model's prices (`Prices::cost_of`); the store charges at most
+    /// the hold of it and counts the rest as the operator's loss.
+    pub cost: Nanos,
     pub outcome: Outcome,
     pub now_ms: u64,
 }
@@ -248,8 +250,7 @@ pub struct LeaseRecord {
     pub request_id: Box<str>,
     pub key_id: Arc<str>,
     pub model: Box<str>,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
+    pub tokens: TokenUsage,
     pub cost: Nanos,
     pub outcome: Outcome,
 }
@@ -287,8 +288,7 @@ pub struct UsageRecord {
     pub request_id: Arc<str>,
     pub key_id: Arc<str>,
     pub model: Arc<str>,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
+    pub tokens: TokenUsage,
     pub cost: Nanos,
     pub outcome: &'static str,
     pub created_at_ms: u64,

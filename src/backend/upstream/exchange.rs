@@ -43,8 +43,7 @@ pub struct ProxyRequest<'a> {
 pub struct ProxyResult {
     /// The status sent (200), or `None` when nothing was written and `refusal` says what to send.
     pub status: Option<u16>,
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
+    pub usage: ReportedUsage,
     pub outcome: Outcome,
     /// Set when the upstream failed before any byte reached the client: the error-table row the
     /// caller renders (after settling).
@@ -65,8 +64,7 @@ impl ProxyResult {
     fn refused(kind: ErrorKind, retry_after_ms: Option<u64>, message: Option<String>) -> ProxyResult {
         ProxyResult {
             status: None,
-            prompt_tokens: 0,
-            completion_tokens: 0,
+            usage: ReportedUsage::default(),
             outcome: Outcome::BackendFailed,
             refusal: Some(UpstreamRefusal { kind, retry_after_ms, message }),
         }
@@ -249,18 +247,12 @@ async fn relay_unary<S: AsyncWriteRent>(
     let extra = &pairs[..count];
     let context = context(request.request_id, Some(&request.admitted.rates), sink.keep_alive);
     response::write_full(&mut sink.out, 200, "application/json", extra, &context, &rewritten);
-    ProxyResult {
-        status: Some(200),
-        prompt_tokens: usage.prompt_tokens,
-        completion_tokens: usage.completion_tokens,
-        outcome: Outcome::Completed,
-        refusal: None,
-    }
+    ProxyResult { status: Some(200), usage, outcome: Outcome::Completed, refusal: None }
 }
 
 /// Usage when the upstream never said: the prompt's upper bound and what was delivered.
 fn estimate(request: &ProxyRequest<'_>, completion_tokens: u64) -> ReportedUsage {
-    ReportedUsage { prompt_tokens: request.input_tokens_upper, completion_tokens }
+    ReportedUsage::new(request.input_tokens_upper, completion_tokens)
 }
 
 async fn relay_stream<S: AsyncWriteRent>(
@@ -359,13 +351,7 @@ async fn relay_stream<S: AsyncWriteRent>(
         exchange.finish(pool);
     }
     let usage = usage.unwrap_or_else(|| estimate(request, chunks_delivered));
-    ProxyResult {
-        status: Some(200),
-        prompt_tokens: usage.prompt_tokens,
-        completion_tokens: usage.completion_tokens,
-        outcome,
-        refusal: None,
-    }
+    ProxyResult { status: Some(200), usage, outcome, refusal: None }
 }
 
 async fn drain_for_usage(

@@ -10,11 +10,7 @@ use crate::json::write_json_escaped;
 use crate::openai::chat::{Span, object_members};
 
 /// Token counts an upstream reported.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct ReportedUsage {
-    pub prompt_tokens: u64,
-    pub completion_tokens: u64,
-}
+pub use crate::money::TokenUsage as ReportedUsage;
 
 /// The end (exclusive) of the first complete SSE event in `buffer`, including its blank line.
 pub fn next_event_end(buffer: &[u8]) -> Option<usize> {
@@ -213,7 +209,7 @@ mod tests {
         out.clear();
         assert_eq!(rewrite_event(usage_chunk, "fikra-flash", false, &mut usage, &mut out), EventKind::DroppedUsage);
         assert!(out.is_empty());
-        assert_eq!(usage, Some(ReportedUsage { prompt_tokens: 7, completion_tokens: 3 }));
+        assert_eq!(usage, Some(ReportedUsage::new(7, 3)));
         assert_eq!(rewrite_event(usage_chunk, "fikra-flash", true, &mut usage, &mut out), EventKind::Chunk);
         assert!(!String::from_utf8_lossy(&out).contains("vendor/secret"));
         out.clear();
@@ -235,7 +231,7 @@ mod tests {
         let body = br#"{"id":"c","object":"chat.completion","model":"vendor/secret","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}"#;
         let mut out = Vec::new();
         let facts = rewrite_object(body, "fikra-pro-120b", &mut out).unwrap();
-        assert_eq!(facts.usage, Some(ReportedUsage { prompt_tokens: 12, completion_tokens: 34 }));
+        assert_eq!(facts.usage, Some(ReportedUsage::new(12, 34)));
         let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(value["model"], "fikra-pro-120b");
         assert!(rewrite_object(b"<html>", "m", &mut out).is_none());

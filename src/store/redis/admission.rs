@@ -20,6 +20,9 @@ use crate::store::types::{
 /// Token counts beyond this are treated as this much (keeps Lua arithmetic exact; no real
 /// request comes near it).
 const MAX_SETTLED_TOKENS: u64 = 1_000_000_000;
+/// The largest integer a Lua number (a double) holds exactly, and the cap on any balance in
+/// `fikra.lua` (`MAX_BALANCE`): costs are sent to the functions at most this large.
+const MAX_EXACT_LUA_NANOS: u64 = (1 << 53) - 1;
 
 impl RedisStore {
     /// The (unverified, trusted) limits for this account and key kind, as function arguments.
@@ -87,11 +90,18 @@ impl RedisStore {
         let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, KeyKind::Live);
         let test = self.policy.limits_for(account, TIER_UNVERIFIED, KeyKind::Test);
         let (test_rpm, test_tpm) = (Num::new(test.requests_per_minute), Num::new(test.tokens_per_minute));
-        let prompt = Num::new(settlement.prompt_tokens.min(MAX_SETTLED_TOKENS));
-        let completion = Num::new(settlement.completion_tokens.min(MAX_SETTLED_TOKENS));
+        let tokens = settlement.tokens.consistent();
+        let prompt = Num::new(tokens.prompt_tokens.min(MAX_SETTLED_TOKENS));
+        let completion = Num::new(tokens.completion_tokens.min(MAX_SETTLED_TOKENS));
+        let cached = Num::new(tokens.cached_prompt_tokens.min(MAX_SETTLED_TOKENS));
+        let reasoning = Num::new(tokens.reasoning_tokens.min(MAX_SETTLED_TOKENS));
+        // Lua numbers are doubles: a cost above the largest balance is above every hold, so it
+        // is sent as that bound (exact) and charged as the hold; the loss is computed here.
+        let cost = Num::new(settlement.cost.0.min(MAX_EXACT_LUA_NANOS));
+        let rate_limited = Num::new(tokens.rate_limited_tokens(false).min(MAX_SETTLED_TOKENS));
         let now = self.now_arg(settlement.now_ms);
         let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
-        let args: [&[u8]; 21] = [
+        let args: [&[u8]; 25] = [
             b"FCALL",
             b"fk_settle",
             b"6",
@@ -113,8 +123,21 @@ impl RedisStore {
             test_rpm.as_bytes(),
             test_tpm.as_bytes(),
             maxlen.as_bytes(),
+            cached.as_bytes(),
+            reasoning.as_bytes(),
+            cost.as_bytes(),
+            rate_limited.as_bytes(),
         ];
-        Settled::from_reply(self.command(connections, acct.as_bytes(), &args).await?)
+        match Settled::from_reply(self.command(connections, acct.as_bytes(), &args).await?)? {
+            // The function's loss is exact below 2^53 and zero for test keys; above, the exact
+            // figure is the gateway's.
+            Settled::Charged { charged, released, operator_loss } => {
+                let operator_loss =
+                    if operator_loss.0 == 0 { operator_loss } else { settlement.cost.saturating_sub(charged) };
+                Ok(Settled::Charged { charged, released, operator_loss })
+            }
+            Settled::AlreadySettled => Ok(Settled::AlreadySettled),
+        }
     }
 
     /// `fk_peek` (read only).
@@ -167,7 +190,8 @@ impl RedisStore {
         ]);
         let now = self.now_arg(call.now_ms);
         let tokens_delta = call.tokens_delta.to_string();
-        // Each record as one "request_id key_id model prompt completion cost outcome" line, all
+        // Each record as one "request_id key_id model prompt completion cost outcome cached
+        // reasoning" line, all
         // in one buffer; the function stores them in one ledger entry.
         let mut lines: Vec<u8> = Vec::with_capacity(call.records.len() * 96);
         let mut ends = Vec::with_capacity(call.records.len());
@@ -178,13 +202,18 @@ impl RedisStore {
             {
                 lines.extend_from_slice(part);
             }
-            crate::digits::push_decimal(&mut lines, record.prompt_tokens);
+            let tokens = record.tokens.consistent();
+            crate::digits::push_decimal(&mut lines, tokens.prompt_tokens.min(MAX_SETTLED_TOKENS));
             lines.push(b' ');
-            crate::digits::push_decimal(&mut lines, record.completion_tokens);
+            crate::digits::push_decimal(&mut lines, tokens.completion_tokens.min(MAX_SETTLED_TOKENS));
             lines.push(b' ');
             lines.extend_from_slice(cost.as_bytes());
             lines.push(b' ');
             lines.extend_from_slice(record.outcome.as_str().as_bytes());
+            lines.push(b' ');
+            crate::digits::push_decimal(&mut lines, tokens.cached_prompt_tokens.min(MAX_SETTLED_TOKENS));
+            lines.push(b' ');
+            crate::digits::push_decimal(&mut lines, tokens.reasoning_tokens.min(MAX_SETTLED_TOKENS));
             ends.push(lines.len());
         }
         let mut args: Vec<&[u8]> = Vec::with_capacity(24 + 2 * call.records.len());

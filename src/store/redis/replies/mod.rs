@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::errors::Bucket;
-use crate::money::Nanos;
+use crate::money::{Nanos, TokenUsage};
 use crate::redis::Reply;
 use crate::store::types::{
     Admission, Admitted, KeyKind, KeyRecord, LeaseReply, Outcome, RateSnapshot, Settled, StoreError, TIER_TRUSTED,
@@ -269,8 +269,9 @@ impl FromReply for ScanPage {
 
 /// `XREVRANGE P:{A}:ledger + - COUNT n`: entries newest first, each `[id, [field, value, ...]]`.
 /// A settlement's entry holds one record in fields (`request_id key_id model prompt_tokens
-/// completion_tokens cost outcome created_at`); a lease call's holds all of its records in
-/// `records` (`request_id key_id model prompt completion cost outcome` lines joined by `;`,
+/// cached_tokens completion_tokens reasoning_tokens cost outcome created_at`); a lease call's holds all of its records in
+/// `records` (`request_id key_id model prompt completion cost outcome cached reasoning` lines
+/// joined by `;`,
 /// oldest first) next to `created_at`. Records come out newest first; entries and lines of
 /// another shape are skipped, missing numbers read as 0.
 #[derive(Debug, PartialEq, Eq)]
@@ -293,8 +294,12 @@ impl FromReply for LedgerPage {
                     request_id: field("request_id").unwrap_or("").into(),
                     key_id: field("key_id").unwrap_or("").into(),
                     model: field("model").unwrap_or("").into(),
-                    prompt_tokens: number("prompt_tokens"),
-                    completion_tokens: number("completion_tokens"),
+                    tokens: TokenUsage {
+                        prompt_tokens: number("prompt_tokens"),
+                        cached_prompt_tokens: number("cached_tokens"),
+                        completion_tokens: number("completion_tokens"),
+                        reasoning_tokens: number("reasoning_tokens"),
+                    },
                     cost: Nanos(number("cost")),
                     outcome: outcome_name(field("outcome")),
                     created_at_ms,
@@ -302,15 +307,23 @@ impl FromReply for LedgerPage {
                 continue;
             };
             for line in batch.split(';').rev() {
-                let parts: Vec<&str> = line.split(' ').collect();
-                if let [request_id, key_id, model, prompt, completion, cost, outcome] = parts[..] {
+                let mut parts: Vec<&str> = line.split(' ').collect();
+                // Lines written before cached and reasoning counts were recorded have 7 fields.
+                if parts.len() == 7 {
+                    parts.extend(["0", "0"]);
+                }
+                if let [request_id, key_id, model, prompt, completion, cost, outcome, cached, reasoning] = parts[..] {
                     let number = |text: &str| text.parse::<u64>().unwrap_or(0);
                     records.push(UsageRecord {
                         request_id: request_id.into(),
                         key_id: key_id.into(),
                         model: model.into(),
-                        prompt_tokens: number(prompt),
-                        completion_tokens: number(completion),
+                        tokens: TokenUsage {
+                            prompt_tokens: number(prompt),
+                            cached_prompt_tokens: number(cached),
+                            completion_tokens: number(completion),
+                            reasoning_tokens: number(reasoning),
+                        },
                         cost: Nanos(number(cost)),
                         outcome: outcome_name(Some(outcome)),
                         created_at_ms,

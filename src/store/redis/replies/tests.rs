@@ -228,7 +228,9 @@ fn ledger_scan_and_slot_replies_decode_exactly() {
     };
     let summary: Vec<_> = records
         .iter()
-        .map(|r| (&*r.request_id, r.prompt_tokens, r.completion_tokens, r.cost.0, r.outcome, r.created_at_ms))
+        .map(|r| {
+            (&*r.request_id, r.tokens.prompt_tokens, r.tokens.completion_tokens, r.cost.0, r.outcome, r.created_at_ms)
+        })
         .collect();
     assert_eq!(
         summary,
