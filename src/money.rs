@@ -108,11 +108,19 @@ impl Prices {
     pub fn cost_of(&self, usage: &TokenUsage) -> Nanos {
         let usage = usage.consistent();
         let uncached = u128::from(usage.prompt_tokens - usage.cached_prompt_tokens);
-        let total = uncached * u128::from(self.input.0)
-            + u128::from(usage.cached_prompt_tokens) * u128::from(self.cached_input.0)
-            + u128::from(usage.completion_tokens) * u128::from(self.output.0);
+        // Each product fits in u128 (u64 x u64); their sum may not, so it saturates too.
+        let total = (uncached * u128::from(self.input.0))
+            .saturating_add(u128::from(usage.cached_prompt_tokens) * u128::from(self.cached_input.0))
+            .saturating_add(u128::from(usage.completion_tokens) * u128::from(self.output.0));
         Nanos(u64::try_from(total).unwrap_or(u64::MAX))
     }
+}
+
+/// What settling a hold charges for a request that cost `cost`: at most the hold (SPEC §3.4),
+/// and the operator's loss, the part of the cost above it (saturating, never wrapping).
+pub fn charge_within_hold(cost: Nanos, hold: Nanos) -> (Nanos, Nanos) {
+    let charged = cost.min(hold);
+    (charged, cost.saturating_sub(charged))
 }
 
 /// Why a decimal string was refused.
@@ -278,6 +286,108 @@ mod tests {
         assert_eq!(rate.to_nanos("1300"), Ok(Nanos(10_000_000_000)));
         assert_eq!(rate.to_nanos("1"), Ok(Nanos(7_692_307)));
         assert!(UnitsPerUsd::parse("0").is_err());
+    }
+
+    // Goal: the price of a usage report, by table: cached tokens are part of the prompt and
+    // priced once at their own price, reasoning tokens are output, parts larger than their
+    // whole are clipped, and a cost beyond u64 saturates.
+    #[test]
+    fn prices_usage_by_table() {
+        let prices =
+            Prices { input: NanosPerToken(1_000), cached_input: NanosPerToken(500), output: NanosPerToken(3_000) };
+        let usage = |prompt, cached, completion, reasoning| TokenUsage {
+            prompt_tokens: prompt,
+            cached_prompt_tokens: cached,
+            completion_tokens: completion,
+            reasoning_tokens: reasoning,
+        };
+        let cases = [
+            (usage(0, 0, 0, 0), 0),
+            (usage(100, 0, 10, 0), 100 * 1_000 + 10 * 3_000),
+            // 60 of 100 prompt tokens cached: 40 x 1,000 + 60 x 500 + 10 x 3,000.
+            (usage(100, 60, 10, 0), 40_000 + 30_000 + 30_000),
+            // Reasoning tokens are inside completion: the same 10 output tokens.
+            (usage(100, 60, 10, 7), 100_000),
+            // Everything cached.
+            (usage(100, 100, 0, 0), 50_000),
+            // More cached than prompt is believed only up to the prompt.
+            (usage(100, 500, 0, 0), 50_000),
+            (usage(u64::MAX, 0, u64::MAX, 0), u64::MAX),
+        ];
+        for (usage, expected) in cases {
+            assert_eq!(prices.cost_of(&usage), Nanos(expected), "{usage:?}");
+        }
+        assert_eq!(usage(100, 500, 10, 99).consistent(), usage(100, 100, 10, 10));
+        assert_eq!(usage(100, 60, 10, 0).rate_limited_tokens(false), 50);
+        assert_eq!(usage(100, 60, 10, 0).rate_limited_tokens(true), 110);
+    }
+
+    /// A small deterministic generator (xorshift64*), so the property test needs no crate and
+    /// every run checks the same cases.
+    struct Xorshift(u64);
+
+    impl Xorshift {
+        fn below(&mut self, bound: u64) -> u64 {
+            self.0 ^= self.0 >> 12;
+            self.0 ^= self.0 << 25;
+            self.0 ^= self.0 >> 27;
+            self.0.wrapping_mul(0x2545_f491_4f6c_dd1d) % bound.max(1)
+        }
+    }
+
+    // Goal (property): for usage within what was asked (prompt within the input bound the hold
+    // was taken for, completion within the output cap, cached within the prompt, a cached price
+    // never above the input price, as configuration enforces) the charge is the exact cost, at
+    // most the hold, and the operator loses nothing; for usage above it the charge is the hold
+    // and the loss is exactly the excess, saturating at u64::MAX instead of wrapping.
+    #[test]
+    fn charges_never_exceed_holds_and_losses_are_exact() {
+        let mut random = Xorshift(0x9e37_79b9_7f4a_7c15);
+        for _ in 0..20_000 {
+            let input = NanosPerToken(random.below(10_000));
+            let prices = Prices {
+                input,
+                cached_input: NanosPerToken(random.below(input.0 + 1)),
+                output: NanosPerToken(random.below(20_000)),
+            };
+            let input_upper = random.below(2_000_000);
+            let output_cap = 1 + random.below(100_000);
+            // The admission's hold: the input bound at the input price plus the cap at the output price.
+            let hold = prices
+                .input
+                .cost_of(input_upper)
+                .unwrap()
+                .checked_add(prices.output.cost_of(output_cap).unwrap())
+                .unwrap();
+            let prompt = random.below(input_upper + 1);
+            let within = TokenUsage {
+                prompt_tokens: prompt,
+                cached_prompt_tokens: random.below(prompt + 1),
+                completion_tokens: random.below(output_cap + 1),
+                reasoning_tokens: random.below(output_cap + 1),
+            };
+            let cost = prices.cost_of(&within);
+            assert_eq!(charge_within_hold(cost, hold), (cost, Nanos::ZERO), "{prices:?} {within:?} hold {hold}");
+            assert!(cost <= hold);
+
+            let above = TokenUsage {
+                prompt_tokens: input_upper + 1 + random.below(u64::MAX / 4),
+                cached_prompt_tokens: 0,
+                completion_tokens: output_cap + random.below(u64::MAX / 4),
+                reasoning_tokens: 0,
+            };
+            let cost = prices.cost_of(&above);
+            let (charged, loss) = charge_within_hold(cost, hold);
+            assert!(charged <= hold && charged.0 + loss.0 == cost.0, "{prices:?} {above:?} hold {hold}");
+            if cost > hold {
+                assert_eq!((charged, loss), (hold, Nanos(cost.0 - hold.0)));
+            }
+        }
+        // Saturation: a cost beyond u64 is charged as the hold and loses u64::MAX - hold.
+        let prices =
+            Prices { input: NanosPerToken(u64::MAX), cached_input: NanosPerToken(0), output: NanosPerToken(u64::MAX) };
+        let cost = prices.cost_of(&TokenUsage::new(u64::MAX, u64::MAX));
+        assert_eq!(charge_within_hold(cost, Nanos(7)), (Nanos(7), Nanos(u64::MAX - 7)));
     }
 
     #[test]

@@ -61,6 +61,7 @@ on_every_store!(
     test_keys_are_free_and_separate,
     reaper_releases_expired_holds,
     concurrent_admissions_never_overdraw,
+    cached_tokens_are_priced_once_and_spare_the_token_bucket,
 );
 
 fn account(store: &StoreClient<'_>, id: &str, credit: u64) {
@@ -219,6 +220,52 @@ fn tokens_per_minute_capacity(backend: Backend) {
     }
 }
 
+// Goal: usage with cached prompt tokens is charged what the gateway priced (uncached input,
+// cached input at its own price, output: each token once), the ledger keeps the cached and
+// reasoning counts, and the TPM bucket is trued up without the cached tokens unless the tier
+// counts them (`count_cached_tokens`).
+fn cached_tokens_are_priced_once_and_spare_the_token_bucket(backend: Backend) {
+    // prompt 1,000 of which 600 cached, completion 50 of which 20 reasoning.
+    let usage =
+        TokenUsage { prompt_tokens: 1_000, cached_prompt_tokens: 600, completion_tokens: 50, reasoning_tokens: 20 };
+    let prices = Prices { input: PRICE, cached_input: NanosPerToken(250), output: PRICE };
+    // 400 x 500 + 600 x 250 + 50 x 500 nano-USD.
+    let cost = prices.cost_of(&usage);
+    assert_eq!(cost, Nanos(375_000));
+    for (count_cached_tokens, tokens_left) in [(false, 40_000 - 450), (true, 40_000 - 1_050)] {
+        let mut policy = LimitPolicy::reference();
+        policy.tiers[0].1.count_cached_tokens = count_cached_tokens;
+        let store = backend.store(policy);
+        let connections = StoreConnections::default();
+        let store = store.client(&connections);
+        account(&store, "c", 1_000_000_000);
+        let Admission::Admitted(admitted) = admit(&store, &request("c1", "c", KeyKind::Live, 1_000, 100, true, T0))
+        else {
+            panic!()
+        };
+        // The hold assumes no cache hit: 1,000 x 500 + 100 x 500.
+        assert_eq!((admitted.hold, admitted.tokens_charged), (Nanos(550_000), 1_100));
+        let settlement = Settlement {
+            request_id: "c1",
+            account_id: "c",
+            tokens: usage,
+            cost,
+            outcome: Outcome::Completed,
+            now_ms: T0,
+        };
+        assert_eq!(
+            block_on(store.settle(&settlement)).unwrap(),
+            Settled::Charged { charged: Nanos(375_000), released: Nanos(175_000), operator_loss: Nanos(0) }
+        );
+        let view = block_on(store.account("c")).unwrap();
+        assert_eq!((view.balance, view.held), (Nanos(1_000_000_000 - 375_000), Nanos(0)));
+        assert_eq!(block_on(store.peek_rates("c", KeyKind::Live, T0)).unwrap().tokens_remaining, tokens_left);
+        let records = block_on(store.usage("c", 10)).unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!((records[0].tokens, records[0].cost, records[0].outcome), (usage, Nanos(375_000), "completed"));
+    }
+}
+
 // Goal: top-ups credit once per reference and flip Unverified to Trusted for good (100 RPM).
 fn topups_are_idempotent_and_flip_the_tier(backend: Backend) {
     let store = backend.store(LimitPolicy::reference());
@@ -273,10 +320,7 @@ fn reaper_releases_expired_holds(backend: Backend) {
 // settlement balance before - balance after equals the ledger's charges to the nano-dollar.
 fn concurrent_admissions_never_overdraw(backend: Backend) {
     let policy = LimitPolicy {
-        account_overrides: vec![(
-            "c".into(),
-            TierLimits { requests_per_minute: 1_000_000, tokens_per_minute: 1_000_000_000 },
-        )],
+        account_overrides: vec![("c".into(), TierLimits::per_minute(1_000_000, 1_000_000_000))],
         ..LimitPolicy::reference()
     };
     let shared = backend.store(policy);
@@ -380,7 +424,7 @@ fn lease_call(
 /// (granted requests, granted tokens, escrow, charged, loss, requests remaining, tokens remaining)
 fn lease(store: &StoreClient<'_>, call: &LeaseCall) -> (u64, u64, u64, u64, u64, u64, u64) {
     match block_on(store.lease(call)).unwrap() {
-        LeaseReply::Granted { requests, tokens, escrow, charged, operator_loss, rates } => {
+        LeaseReply::Granted { requests, tokens, escrow, charged, operator_loss, rates, .. } => {
             (requests, tokens, escrow.0, charged.0, operator_loss.0, rates.requests_remaining, rates.tokens_remaining)
         }
         LeaseReply::Superseded => panic!("superseded"),

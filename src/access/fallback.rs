@@ -97,7 +97,7 @@ mod tests {
     fn fallback_share_divides_the_limit_per_worker() {
         let account: Arc<str> = Arc::from("acct_1");
         let mut buckets = FallbackBuckets::default();
-        let limits = TierLimits { requests_per_minute: 60, tokens_per_minute: 1_000_000 };
+        let limits = TierLimits::per_minute(60, 1_000_000);
         // 3 nodes x 2 workers: 10 requests per minute here.
         let admitted = (0..20)
             .filter(|_| matches!(buckets.admit(&account, &request(0, 5), &limits, 6), Admission::Admitted(_)))

@@ -41,7 +41,10 @@ use crate::limits::{
     LEASE_TRACKED_ACCOUNTS_MAX,
 };
 use crate::money::Nanos;
-use crate::store::{AdmitRequest, Admitted, LeaseCall, LeaseRecord, LeaseReply, RateSnapshot, StoreError};
+use crate::store::{
+    AdmitRequest, Admitted, KeyKind, LeaseCall, LeaseRecord, LeaseReply, LimitPolicy, RateSnapshot, StoreError,
+    TIER_TRUSTED, TIER_UNVERIFIED,
+};
 
 /// Tokens granted by one lease call, spent oldest first and given back once too old.
 #[derive(Copy, Clone, Debug)]
@@ -71,6 +74,8 @@ struct AccountLease {
     seq: u64,
     last_call_ms: u64,
     last_used_ms: u64,
+    /// The account's tier was trusted at the last call (whether cached tokens count for TPM).
+    account_trusted: bool,
     /// The store's view after the last call, and what was taken locally since.
     rates: Option<RateSnapshot>,
     requests_since_call: u64,
@@ -235,15 +240,15 @@ impl LeaseBook {
 
     /// Settles a request admitted from the lease: the charge (at most its hold) is queued for
     /// the next call. Returns the operator loss (the cost above the hold).
-    pub fn settle(&mut self, account: &str, settlement: LeaseSettlement) -> Nanos {
+    pub fn settle(&mut self, account: &str, settlement: LeaseSettlement, policy: &LimitPolicy) -> Nanos {
         let Some(lease) = self.accounts.get_mut(account) else { return Nanos::ZERO };
         let cost = settlement.record.cost;
-        let charged = cost.min(settlement.hold);
-        let loss = Nanos(cost.0 - charged.0);
+        let (charged, loss) = crate::money::charge_within_hold(cost, settlement.hold);
         lease.committed = Nanos(lease.committed.0.saturating_sub(settlement.hold.0));
         lease.unpaid = Nanos(lease.unpaid.0 + charged.0);
         lease.in_flight = lease.in_flight.saturating_sub(1);
-        let actual = settlement.record.tokens.rate_limited_tokens(false);
+        let tier = if lease.account_trusted { TIER_TRUSTED } else { TIER_UNVERIFIED };
+        let actual = settlement.record.tokens.rate_limited_tokens(policy.counts_cached_tokens(tier, KeyKind::Live));
         if actual < settlement.tokens_charged {
             // Unused tokens stay in the lease (they were taken from the bucket already).
             let back = settlement.tokens_charged - actual;
@@ -351,7 +356,7 @@ impl LeaseBook {
             lease.unpaid
         );
         match result {
-            Ok(LeaseReply::Granted { requests, tokens, escrow, rates, .. }) => {
+            Ok(LeaseReply::Granted { requests, tokens, escrow, rates, account_trusted, .. }) => {
                 // After the store's answer: never more than was asked (the store grants at most
                 // 1/LEASE_SHARE of what is left, and caps the escrow at the one wanted).
                 debug_assert!(
@@ -363,6 +368,7 @@ impl LeaseBook {
                     call.want_escrow
                 );
                 lease.pending = None;
+                lease.account_trusted = account_trusted;
                 lease.unpaid = Nanos(lease.unpaid.0.saturating_sub(paying));
                 lease.escrow = escrow;
                 if requests > 0 || tokens > 0 {
@@ -486,6 +492,7 @@ mod tests {
             charged: Nanos::ZERO,
             operator_loss: Nanos::ZERO,
             rates: rates(),
+            account_trusted: false,
         }
     }
 
@@ -527,7 +534,7 @@ mod tests {
         assert_eq!(second.rates.requests_remaining, 4_998);
         assert!(book.try_admit(&request(1_003)).is_none());
         // Settling frees the hold's unused part: 2,200 - 1,600 = 600 back in the free escrow.
-        book.settle(&account, settlement("r1"));
+        book.settle(&account, settlement("r1"), &LimitPolicy::reference());
         let lease = &book.accounts[&account];
         assert_eq!((lease.committed, lease.unpaid, lease.free_escrow()), (Nanos(2_200), Nanos(1_600), Nanos(1_200)));
         // 16 tokens taken, 12 used: 4 stay in the lease (40 - 32 + 4).
@@ -540,7 +547,7 @@ mod tests {
         let first = book.prepare_call(&account, 1_000).unwrap();
         book.apply(&first, Ok(grant(5, 100, 10_000)), 1_000);
         book.try_admit(&request(1_001)).unwrap();
-        book.settle(&account, settlement("r1"));
+        book.settle(&account, settlement("r1"), &LimitPolicy::reference());
         let mut now = 1_100;
         while !book.due(now).contains(&account) {
             now += 20;
@@ -584,7 +591,7 @@ mod tests {
         book.apply(&call, Ok(grant(600, 9_600, 1_320_000)), 1_000);
         for n in 0..600 {
             book.try_admit(&request(1_001)).unwrap();
-            book.settle(&account, settlement(&format!("r{n}")));
+            book.settle(&account, settlement(&format!("r{n}")), &LimitPolicy::reference());
         }
         let mut escrow = 1_320_000;
         let mut paid = 0;

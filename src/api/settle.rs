@@ -90,6 +90,7 @@ fn settle_on_lease(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
     };
     // The charge is counted when the store applies it (the lease task); a cost above the hold
     // is lost here already.
-    let loss = worker.leases.book.borrow_mut().settle(&ticket.caller.account_id, settlement);
+    let policy = &worker.shared.config.limits;
+    let loss = worker.leases.book.borrow_mut().settle(&ticket.caller.account_id, settlement, policy);
     WorkerMetrics::add(&worker.metrics.operator_loss_nanos, loss.0);
 }

@@ -254,7 +254,18 @@ pub(super) fn models(reader: &mut Reader, root: &Section<'_>, upstream_names: &[
         let input_price = price(reader, section, "input_usd_per_million");
         let output_price = price(reader, section, "output_usd_per_million");
         let cached_input_price = if section.has("cached_input_usd_per_million") {
-            price(reader, section, "cached_input_usd_per_million")
+            // The hold assumes no cache hit, so it covers every cached token only if a cached
+            // token never costs more than an uncached one.
+            price(reader, section, "cached_input_usd_per_million").filter(|cached| {
+                let within = input_price.is_none_or(|input| *cached <= input);
+                if !within {
+                    reader.error(
+                        section.key("cached_input_usd_per_million"),
+                        "must not be above input_usd_per_million (holds are taken at the input price)",
+                    );
+                }
+                within
+            })
         } else {
             input_price
         };

@@ -136,6 +136,17 @@ impl Reader {
         }
     }
 
+    /// A boolean, where present.
+    pub(super) fn boolean(&mut self, section: &Section<'_>, key: &str) -> Option<bool> {
+        match section.get(key)? {
+            Value::Boolean(value) => Some(*value),
+            other => {
+                self.error(section.key(key), format!("must be true or false, not {}", describe(other)));
+                None
+            }
+        }
+    }
+
     /// A string that must be present.
     pub(super) fn required_string<'t>(&mut self, section: &Section<'t>, key: &str) -> Option<&'t str> {
         if !section.has(key) {

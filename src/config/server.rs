@@ -31,7 +31,7 @@ pub(super) const TLS_KEYS: &[&str] = &["cert_file", "key_file"];
 pub(super) const STORE_KEYS: &[&str] =
     &["redis_url", "redis_cluster_nodes", "key_prefix", "command_timeout_ms", "password_env", "gateway_nodes"];
 pub(super) const BILLING_KEYS: &[&str] = &["kes_per_usd", "signup_credit_usd"];
-pub(super) const TIER_KEYS: &[&str] = &["rpm", "tpm"];
+pub(super) const TIER_KEYS: &[&str] = &["rpm", "tpm", "count_cached_tokens"];
 pub(super) const OVERRIDE_KEYS: &[&str] = &["account", "rpm", "tpm"];
 pub(super) const SANDBOX_KEYS: &[&str] = &["time_to_first_token_ms", "tokens_per_second", "output_tokens"];
 pub(super) const LOG_KEYS: &[&str] = &["level"];
@@ -266,7 +266,9 @@ fn tier_limits(reader: &mut Reader, section: &Section<'_>, base: Option<&TierLim
     };
     let rpm = per_minute("rpm", base.map(|limits| limits.requests_per_minute));
     let tpm = per_minute("tpm", base.map(|limits| limits.tokens_per_minute));
-    Some(TierLimits { requests_per_minute: rpm?, tokens_per_minute: tpm? })
+    let count_cached_tokens =
+        reader.boolean(section, "count_cached_tokens").unwrap_or(base.is_some_and(|limits| limits.count_cached_tokens));
+    Some(TierLimits { requests_per_minute: rpm?, tokens_per_minute: tpm?, count_cached_tokens })
 }
 
 fn is_plain_name(name: &str) -> bool {

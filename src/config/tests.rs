@@ -104,8 +104,8 @@ fn empty_file_is_the_demo_with_documented_defaults() {
     assert_eq!(
         config.limits.tiers,
         [
-            (Arc::from("unverified"), TierLimits { requests_per_minute: 30, tokens_per_minute: 40_000 }),
-            (Arc::from("trusted"), TierLimits { requests_per_minute: 100, tokens_per_minute: 160_000 }),
+            (Arc::from("unverified"), TierLimits::per_minute(30, 40_000)),
+            (Arc::from("trusted"), TierLimits::per_minute(100, 160_000)),
         ]
     );
     assert_eq!(config.limits.account_overrides, []);
@@ -168,7 +168,7 @@ fn each_key_alone_keeps_every_other_default() {
         response_timeout_ms: DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS,
         pool_idle_timeout_ms: crate::limits::UPSTREAM_POOL_IDLE_TIMEOUT_MS,
     };
-    let limits = |rpm, tpm| TierLimits { requests_per_minute: rpm, tokens_per_minute: tpm };
+    let limits = |rpm, tpm| TierLimits::per_minute(rpm, tpm);
     type Change = Box<dyn Fn(&mut Config)>;
     let cases: Vec<(&str, Change)> = vec![
         ("[server]\nlisten = \"[::]:80\"", Box::new(|c| c.server.listen = "[::]:80".parse().unwrap())),
@@ -241,6 +241,23 @@ fn each_key_alone_keeps_every_other_default() {
                 }]
             }),
         ),
+        (
+            "[[models]]\nid = \"m\"\nupstream = \"sandbox\"\ninput_usd_per_million = \"1\"\ncached_input_usd_per_million = \"0.5\"\noutput_usd_per_million = \"2\"\nmax_output_tokens = 100",
+            Box::new(|c| {
+                c.models = vec![ModelConfig {
+                    id: "m".into(),
+                    upstream: "sandbox".into(),
+                    upstream_model: "m".into(),
+                    input_price: NanosPerToken(1000),
+                    cached_input_price: NanosPerToken(500),
+                    output_price: NanosPerToken(2000),
+                    max_output_tokens: 100,
+                    unsupported_parameters: vec![],
+                    created: 1_767_225_600,
+                }]
+            }),
+        ),
+        ("[tiers.trusted]\ncount_cached_tokens = true", Box::new(|c| c.limits.tiers[1].1.count_cached_tokens = true)),
         ("[sandbox]\ntime_to_first_token_ms = 250", Box::new(|c| c.sandbox.time_to_first_token_ms = 250)),
         ("[sandbox]\ntokens_per_second = 50", Box::new(|c| c.sandbox.tokens_per_second = 50)),
         ("[sandbox]\noutput_tokens = 100000", Box::new(|c| c.sandbox.output_tokens = 100_000)),
@@ -403,7 +420,10 @@ fn messages_explain_the_fix() {
             "billing.signup_credit_usd: must be a decimal string such as \"0.5\", not a boolean (true)",
         ),
         ("[tiers.gold]\nrpm = 10", "tiers.gold.tpm: is required (a positive integer per minute)"),
-        ("[tiers.gold]\nrpm = 10\ntpm = 10\nburst = 5", "tiers.gold.burst: unknown key (expected one of: rpm, tpm)"),
+        (
+            "[tiers.gold]\nrpm = 10\ntpm = 10\nburst = 5",
+            "tiers.gold.burst: unknown key (expected one of: rpm, tpm, count_cached_tokens)",
+        ),
         ("[tiers.\"gold tier\"]\nrpm = 10\ntpm = 10", "tiers.gold tier: tier names are 1 to 64 of A-Z a-z 0-9 _ -"),
         ("[tiers.trusted]\ntpm = 100000000001", "tiers.trusted.tpm: 100000000001 is too large: at most 100000000000"),
         ("[[account_overrides]]\nrpm = 1\ntpm = 1", "account_overrides[0].account: is required"),
@@ -774,4 +794,23 @@ fn readme_documents_every_key() {
         })
         .collect();
     assert_eq!(undocumented, Vec::<&str>::new());
+}
+
+// Goal: a cached-input price above the input price is refused (the hold, taken at the input
+// price, would not cover a cache hit), and `count_cached_tokens` must be a boolean.
+#[test]
+fn cached_prices_and_counting_are_checked() {
+    let refused = |text: &str| parse_config(text).unwrap_err().iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        refused(
+            "[[models]]\nid = \"m\"\nupstream = \"sandbox\"\ninput_usd_per_million = \"1\"\ncached_input_usd_per_million = \"1.5\"\noutput_usd_per_million = \"2\"\nmax_output_tokens = 100"
+        ),
+        [
+            "models[0].cached_input_usd_per_million: must not be above input_usd_per_million (holds are taken at the input price)"
+        ]
+    );
+    assert_eq!(
+        refused("[tiers.trusted]\ncount_cached_tokens = \"yes\""),
+        ["tiers.trusted.count_cached_tokens: must be true or false, not a string (\"yes\")"]
+    );
 }

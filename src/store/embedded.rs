@@ -363,8 +363,7 @@ impl EmbeddedStore {
         let tokens = settlement.tokens.consistent();
         let cost = settlement.cost;
         let (charged, operator_loss) = if hold.kind == KeyKind::Live {
-            let charged = cost.min(hold.amount);
-            (charged, cost.saturating_sub(charged))
+            crate::money::charge_within_hold(cost, hold.amount)
         } else {
             (Nanos::ZERO, Nanos::ZERO)
         };
@@ -392,7 +391,7 @@ impl EmbeddedStore {
             settlement.request_id,
             hold.amount
         );
-        let actual_tokens = tokens.rate_limited_tokens(false);
+        let actual_tokens = tokens.rate_limited_tokens(self.policy.counts_cached_tokens(&account.tier, hold.kind));
         let buckets = account.buckets(hold.kind, &self.policy, now_ms);
         if actual_tokens < hold.tokens_charged {
             buckets.tokens.give_back(hold.tokens_charged - actual_tokens, now_ms);

@@ -12,6 +12,8 @@
 --   P:{A}:rate:live   hash   rc rl ra / tc tl ta: capacity, level in 1/60000 token, updated ms
 --   P:{A}:rate:test   hash   the same for test keys
 --   P:{A}:holds       hash   request id -> "amount tokens kind in_price out_price expires key model"
+--                            (the prices as admitted, for operators reading holds: settlement
+--                            is priced by the gateway, which passes the cost)
 --   P:{A}:holdexp     zset   request id scored by expiry (ms), for the reaper
 --   P:{A}:ledger      stream usage records: one entry per settlement (fields request_id ...
 --                            created_at), or one per lease call with all its records in 'records'
@@ -231,8 +233,9 @@ end
 -- KEYS: acct, holds, holdexp, rate:live, rate:test, ledger
 -- ARGV: request_id, prompt, completion, outcome, now, u_rpm, u_tpm, t_rpm, t_tpm (of live keys),
 --       test_rpm, test_tpm, ledger_maxlen, cached, reasoning, cost (nano-USD, priced by the
---       gateway from the model's prices: input, cached input, output), rate_limited (the
---       tokens the TPM bucket is trued up to)
+--       gateway from the model's prices: input, cached input, output), then the tokens the
+--       TPM bucket is trued up to if the account is unverified (and for test keys), and if
+--       it is trusted (tiers differ in whether cached prompt tokens count)
 -- Reply: {1, charged, released, operator_loss} or {0} when no hold has this id.
 local function fk_settle(KEYS, ARGV)
   local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], ledger = KEYS[6] }
@@ -262,6 +265,7 @@ local function fk_settle(KEYS, ARGV)
   bucket_fit(t, tpm, now)
   bucket_refill(t, now)
   local actual = tonumber(ARGV[16])
+  if hold.kind == 'l' and a[1] == 'trusted' then actual = tonumber(ARGV[17]) end
   if actual < hold.tokens then
     t.level = math.min(t.level + (hold.tokens - actual) * UNITS, t.cap * UNITS)
   else
@@ -347,9 +351,14 @@ end
 --       want_tokens, want_escrow (escrow to hold after this call; 0 ends the lease), share,
 --       then 2 fields per usage record: the record as "request_id key_id model prompt completion
 --       cost outcome", and its cost again (the gateway writes both; no field holds ' ' or ';')
--- Reply: {1, granted_requests, granted_tokens, escrow, charged, loss, rates...};
+-- Reply: {1, granted_requests, granted_tokens, escrow, charged, loss, rates..., trusted (1|0)};
 --        {0} an older call (a newer one was applied); {-1} no account.
 local LEASE_FIXED_ARGS = 15
+-- 1 for a trusted account, else 0 (the gateway's tier policy decides what that means for TPM).
+local function tier_flag(tier)
+  if tier == 'trusted' then return 1 end
+  return 0
+end
 local LEASE_MEMORY_MS = 3600000
 local function fk_lease(KEYS, ARGV)
   local keys = { acct = KEYS[1], holds = KEYS[3], holdexp = KEYS[4] }
@@ -371,7 +380,7 @@ local function fk_lease(KEYS, ARGV)
     if last_seq == seq then
       local g = {}
       for v in string.gmatch(last, '%d+') do g[#g + 1] = tonumber(v) end
-      return append({ 1, g[2], g[3], g[4], g[5], g[6] }, snapshot(r, t, now))
+      return append(append({ 1, g[2], g[3], g[4], g[5], g[6] }, snapshot(r, t, now)), { tier_flag(tier) })
     end
   end
   local text = redis.call('HGET', keys.holds, id)
@@ -449,7 +458,7 @@ local function fk_lease(KEYS, ARGV)
   local charged = total - loss
   redis.call('SET', lease_key, table.concat({ int(seq), int(granted_r), int(granted_t), int(escrow), int(charged),
     int(loss) }, ' '), 'PX', LEASE_MEMORY_MS)
-  return append({ 1, granted_r, granted_t, escrow, charged, loss }, snapshot(r, t, now))
+  return append(append({ 1, granted_r, granted_t, escrow, charged, loss }, snapshot(r, t, now)), { tier_flag(tier) })
 end
 
 -- KEYS: key record ; ARGV: key_id, account, kind, name ('' = none). Reply: 1, or -2 if it exists.

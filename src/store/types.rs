@@ -44,6 +44,16 @@ pub struct KeyRecord {
 pub struct TierLimits {
     pub requests_per_minute: u64,
     pub tokens_per_minute: u64,
+    /// Whether prompt tokens the upstream served from its cache count against TPM (default
+    /// false, as Groq counts them). A tier setting: account overrides keep their tier's.
+    pub count_cached_tokens: bool,
+}
+
+impl TierLimits {
+    /// Limits per minute that do not count cached prompt tokens against TPM.
+    pub const fn per_minute(requests_per_minute: u64, tokens_per_minute: u64) -> TierLimits {
+        TierLimits { requests_per_minute, tokens_per_minute, count_cached_tokens: false }
+    }
 }
 
 /// Tier names with a meaning to the store: new accounts start `unverified`; the first
@@ -72,21 +82,28 @@ impl LimitPolicy {
         self.tier(tier)
     }
 
+    /// Whether usage in `tier` (test keys: always `unverified`) counts cached prompt tokens
+    /// against TPM.
+    pub fn counts_cached_tokens(&self, tier: &str, kind: KeyKind) -> bool {
+        let tier = if kind == KeyKind::Test { TIER_UNVERIFIED } else { tier };
+        self.tier(tier).count_cached_tokens
+    }
+
     fn tier(&self, name: &str) -> TierLimits {
         self.tiers
             .iter()
             .find(|(tier, _)| &**tier == name)
             .or_else(|| self.tiers.iter().find(|(tier, _)| &**tier == TIER_UNVERIFIED))
             .map(|(_, limits)| limits.clone())
-            .unwrap_or(TierLimits { requests_per_minute: 30, tokens_per_minute: 40_000 })
+            .unwrap_or(TierLimits::per_minute(30, 40_000))
     }
 
     /// SPEC §4's reference tiers.
     pub fn reference() -> LimitPolicy {
         LimitPolicy {
             tiers: vec![
-                (TIER_UNVERIFIED.into(), TierLimits { requests_per_minute: 30, tokens_per_minute: 40_000 }),
-                (TIER_TRUSTED.into(), TierLimits { requests_per_minute: 100, tokens_per_minute: 160_000 }),
+                (TIER_UNVERIFIED.into(), TierLimits::per_minute(30, 40_000)),
+                (TIER_TRUSTED.into(), TierLimits::per_minute(100, 160_000)),
             ],
             account_overrides: Vec::new(),
         }
@@ -267,6 +284,9 @@ pub enum LeaseReply {
         charged: Nanos,
         operator_loss: Nanos,
         rates: RateSnapshot,
+        /// The account is in the trusted tier (with the tier policy: whether cached prompt
+        /// tokens count against its TPM).
+        account_trusted: bool,
     },
     /// A later call of this lease was applied already; this one changed nothing.
     Superseded,

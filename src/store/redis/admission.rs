@@ -98,10 +98,16 @@ impl RedisStore {
         // Lua numbers are doubles: a cost above the largest balance is above every hold, so it
         // is sent as that bound (exact) and charged as the hold; the loss is computed here.
         let cost = Num::new(settlement.cost.0.min(MAX_EXACT_LUA_NANOS));
-        let rate_limited = Num::new(tokens.rate_limited_tokens(false).min(MAX_SETTLED_TOKENS));
+        // What the TPM bucket is trued up to, for each tier the function may find the account in.
+        let rate_limited_in = |tier: &str| {
+            let counted = tokens.rate_limited_tokens(self.policy.counts_cached_tokens(tier, KeyKind::Live));
+            Num::new(counted.min(MAX_SETTLED_TOKENS))
+        };
+        let (rate_limited_unverified, rate_limited_trusted) =
+            (rate_limited_in(TIER_UNVERIFIED), rate_limited_in(TIER_TRUSTED));
         let now = self.now_arg(settlement.now_ms);
         let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
-        let args: [&[u8]; 25] = [
+        let args: [&[u8]; 26] = [
             b"FCALL",
             b"fk_settle",
             b"6",
@@ -126,7 +132,8 @@ impl RedisStore {
             cached.as_bytes(),
             reasoning.as_bytes(),
             cost.as_bytes(),
-            rate_limited.as_bytes(),
+            rate_limited_unverified.as_bytes(),
+            rate_limited_trusted.as_bytes(),
         ];
         match Settled::from_reply(self.command(connections, acct.as_bytes(), &args).await?)? {
             // The function's loss is exact below 2^53 and zero for test keys; above, the exact

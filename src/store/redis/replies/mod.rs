@@ -195,7 +195,7 @@ impl FromReply for RateSnapshot {
     }
 }
 
-/// `fk_lease`: `{1, granted_requests, granted_tokens, escrow, charged, loss, rates...}` applied
+/// `fk_lease`: `{1, granted_requests, granted_tokens, escrow, charged, loss, rates..., trusted}` applied
 /// (now, or before under the same sequence number); `{0}` a newer call of this lease was
 /// applied already; `{-1}` no account.
 impl FromReply for LeaseReply {
@@ -209,6 +209,7 @@ impl FromReply for LeaseReply {
                 charged: Nanos(u64_at(&items, 4)?),
                 operator_loss: Nanos(u64_at(&items, 5)?),
                 rates: rates_at(&items, 6)?,
+                account_trusted: int_at(&items, 12)? == 1,
             }),
             0 => Ok(LeaseReply::Superseded),
             -1 => Err(StoreError::NotFound),

@@ -118,14 +118,15 @@ fn settle_peek_and_lease_replies_decode_exactly() {
     let as_strings = Reply::Array(RATES.iter().map(|v| bulk(&v.to_string())).collect());
     assert_eq!(RateSnapshot::from_reply(as_strings), Ok(SNAPSHOT));
     assert_eq!(
-        LeaseReply::from_reply(with_rates(&[1, 3, 5_000, 125_000, 70_000, -5])),
+        LeaseReply::from_reply(ints(&[&[1, 3, 5_000, 125_000, 70_000, -5], &RATES[..], &[1]].concat())),
         Ok(LeaseReply::Granted {
             requests: 3,
             tokens: 5_000,
             escrow: Nanos(125_000),
             charged: Nanos(70_000),
             operator_loss: Nanos(0),
-            rates: SNAPSHOT
+            rates: SNAPSHOT,
+            account_trusted: true,
         })
     );
     assert_eq!(LeaseReply::from_reply(ints(&[0])), Ok(LeaseReply::Superseded));
