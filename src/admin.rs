@@ -89,7 +89,14 @@ impl Handler for AdminHandler {
                 return;
             }
             (Method::Get, "/metrics") => {
-                let text = self.shared.metrics.render();
+                let mut text = self.shared.metrics.render();
+                // The node's own gauges, read from what owns them.
+                let directory_keys = self.store().key_directory_len();
+                text.push_str(
+                    "# HELP fikra_key_directory_test_keys Test keys this node can serve while the store is down.\n",
+                );
+                text.push_str("# TYPE fikra_key_directory_test_keys gauge\n");
+                text.push_str(&format!("fikra_key_directory_test_keys {directory_keys}\n"));
                 response::write_full(&mut sink.out, 200, "text/plain; version=0.0.4", &[], &context, text.as_bytes());
                 return;
             }

@@ -182,6 +182,10 @@ const _: () = assert!(SETTLE_RETRY_PAUSES_MS[0] + SETTLE_RETRY_PAUSES_MS[1] < SE
 pub const KEY_CACHE_MAX_ENTRIES: usize = 100_000;
 /// How long a worker trusts a cached key record without asking the store again.
 pub const KEY_CACHE_TTL_MS: u64 = 1_000;
+/// Test keys each node's key directory holds (about 150 bytes each: 150 MB at the bound).
+pub const KEY_DIRECTORY_MAX_KEYS: usize = 1_000_000;
+/// How often each node reads every key record into its directory (repairing lost messages).
+pub const KEY_DIRECTORY_SYNC_INTERVAL_MS: u64 = 60_000;
 /// Deny-cache entries kept per worker before the cache is cleared (bounds memory under a flood
 /// of accounts).
 pub const DENY_CACHE_MAX_ENTRIES: usize = 100_000;

@@ -82,6 +82,8 @@ pub struct WorkerMetrics {
     pub deny_cache_hits: AtomicU64,
     /// Test-key requests admitted on this node's own share while the store was unreachable.
     pub fallback_admissions: AtomicU64,
+    /// Keys recognised from the node's key directory while the store was unreachable.
+    pub key_directory_hits: AtomicU64,
     /// Store calls that failed (unreachable or timed out).
     pub store_unavailable: AtomicU64,
     /// Requests admitted from this worker's lease, without a store call.
@@ -110,6 +112,7 @@ impl Default for WorkerMetrics {
             upstream_idle_closed: AtomicU64::new(0),
             deny_cache_hits: AtomicU64::new(0),
             fallback_admissions: AtomicU64::new(0),
+            key_directory_hits: AtomicU64::new(0),
             lease_admissions: AtomicU64::new(0),
             lease_calls: AtomicU64::new(0),
             lease_call_failures: AtomicU64::new(0),
@@ -281,6 +284,13 @@ impl Metrics {
             "counter",
             "Test-key requests admitted on the node's own share of the limits while the store was down.",
             load(|w| &w.fallback_admissions),
+        );
+        scalar(
+            &mut text,
+            "fikra_key_directory_hits_total",
+            "counter",
+            "Test keys recognised from the node's key directory while the store was down.",
+            load(|w| &w.key_directory_hits),
         );
         scalar(
             &mut text,

@@ -160,6 +160,7 @@ impl Gateway {
             let handler = Rc::new(AdminHandler::new(admin_shared.clone()));
             run_on_runtime(&metrics, "admin", || async {
                 monoio::spawn(reap_holds_forever(admin_shared.clone()));
+                monoio::spawn(sync_key_directory_forever(admin_shared.clone()));
                 let lifecycle = admin_shared.lifecycle();
                 serve_listener(
                     admin_listener,
@@ -270,6 +271,19 @@ pub fn server_limits_of(config: &Config) -> ServerLimits {
         body_timeout_ms: server.body_timeout_ms,
         keepalive_timeout_ms: server.keepalive_timeout_ms,
         write_timeout_ms: crate::limits::RESPONSE_WRITE_TIMEOUT_MS,
+    }
+}
+
+/// Keeps this node's key directory whole: a full read at start-up, then one per interval (the
+/// channels carry changes in between; this repairs whatever a lost message missed).
+async fn sync_key_directory_forever(shared: Arc<Shared>) {
+    let connections = StoreConnections::default();
+    loop {
+        match shared.store.client(&connections).sync_key_directory().await {
+            Ok(_) => {}
+            Err(error) => crate::log_warn_every!("the key directory could not be read from the store: {error}"),
+        }
+        monoio::time::sleep(Duration::from_millis(crate::limits::KEY_DIRECTORY_SYNC_INTERVAL_MS)).await;
     }
 }
 

@@ -410,6 +410,47 @@ fn redis_outage_fails_paid_requests_fast_and_recovers_by_itself() {
     assert_eq!(balance, 5_000_000_000 - costs.iter().sum::<u64>());
 }
 
+// Goal (SPEC §13): while Redis is down every test key that exists is served by any node, even
+// keys no worker of that node has seen: one created through another node before this node
+// started (learned by its start-up sync) and one created while it ran (learned from the key
+// channel). A revoked test key gets 401 revoked_api_key; paid keys and keys the directory does
+// not know get 503, since only the store could say.
+#[test]
+fn every_test_key_is_served_by_every_node_during_an_outage() {
+    let mut redis = RedisServer::start(&[]);
+    let store = store_section(redis.addr(), "fk", 2);
+    // Each worker's fallback share of the Unverified limits would allow one default request.
+    let unlimited = "[tiers.unverified]\nrpm = 1000000\ntpm = 1000000000\n";
+    let first = GatewayProcess::start("directory-a", &store, unlimited);
+    first.create_account("dev", "0");
+    first.create_account("payer", "1.00");
+    let (_, early) = first.create_key("dev", "test");
+    let second = GatewayProcess::start("directory-b", &store, unlimited);
+    let (_, late) = first.create_key("dev", "test");
+    let (revoked_id, revoked) = first.create_key("dev", "test");
+    let (_, live) = first.create_key("payer", "live");
+    assert_eq!(first.admin_call("DELETE", &format!("/admin/keys/{revoked_id}"), "").status, 200);
+    // Every test key reached the second node's directory (the live key is not kept).
+    let learned = wait_until(Duration::from_secs(5), || metric(second.admin, "fikra_key_directory_test_keys") == 3);
+    assert!(learned, "{}", metrics(second.admin));
+
+    redis.kill();
+    assert!(wait_until(Duration::from_secs(2), || second.readiness() == Some(503)), "not ready without Redis");
+    let ask = |key: &str| send_one(second.api, chat_request(key, &simple_chat("fikra-flash", "jaribu")).as_bytes());
+    // Fresh connections land on either worker; neither has seen these keys.
+    for _ in 0..4 {
+        assert_eq!(ask(&early).status, 200);
+        assert_eq!(ask(&late).status, 200);
+        let refused = ask(&revoked);
+        assert_eq!((refused.status, refused.error().1.as_str()), (401, "revoked_api_key"));
+        let paid = ask(&live);
+        assert_eq!((paid.status, paid.error().1.as_str()), (503, "service_unavailable"));
+    }
+    let unknown = ask("fk_test_0123456789abcdefghijABCDEFGHIJ01");
+    assert_eq!((unknown.status, unknown.error().1.as_str()), (503, "service_unavailable"));
+    assert_eq!(metric(second.admin, "fikra_key_directory_hits_total"), 8 + 4);
+}
+
 // Goal: with `appendfsync always`, a top-up the gateway acknowledged is still there after Redis
 // is killed with SIGKILL and started again on its files; the payment reference still dedupes.
 #[test]

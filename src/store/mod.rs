@@ -100,6 +100,32 @@ impl StoreClient<'_> {
         }
     }
 
+    /// The test key with this hash as this node's key directory knows it, for when the store
+    /// cannot answer (SPEC §13). The embedded store always answers, so it keeps none.
+    pub fn directory_lookup(&self, hash: &KeyHash) -> Option<KeyRecord> {
+        match self.store {
+            Store::Embedded(_) => None,
+            Store::Redis(store) => store.directory_lookup(hash),
+        }
+    }
+
+    /// How many test keys this node's key directory holds.
+    pub fn key_directory_len(&self) -> usize {
+        match self.store {
+            Store::Embedded(_) => 0,
+            Store::Redis(store) => store.key_directory_len(),
+        }
+    }
+
+    /// Reads every key record into this node's key directory; returns how many test keys it
+    /// holds (0 for the embedded store, which needs none).
+    pub async fn sync_key_directory(&self) -> Result<usize, StoreError> {
+        match self.store {
+            Store::Embedded(_) => Ok(0),
+            Store::Redis(store) => store.sync_key_directory(&self.connections.redis).await,
+        }
+    }
+
     /// Bumped on every credited top-up (any account, any node); workers drop their "no
     /// balance" deny entries when it changes.
     pub fn topup_generation(&self) -> u64 {

@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 
 use super::RedisStore;
 use super::connections::Connections;
+use super::directory::creation_message;
 use super::replies::{AccountCreated, AccountFields, FromReply, KeyPut, TopupReply};
 use crate::digits::Num;
 use crate::money::Nanos;
@@ -100,7 +101,18 @@ impl RedisStore {
             name.as_bytes(),
         ];
         match KeyPut::from_reply(self.command(connections, record_key.as_bytes(), &args).await?)? {
-            KeyPut::Stored => Ok(()),
+            KeyPut::Stored => {
+                if record.kind == KeyKind::Test {
+                    // Every node's directory learns the key now (and from the next full sync,
+                    // should the message be lost), so it is served there during an outage.
+                    let message = creation_message(&hash, &record);
+                    self.events.directory.remember(hash, record);
+                    let channel = self.keys_channel();
+                    let publish: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), message.as_bytes()];
+                    let _ = self.command(connections, channel.as_bytes(), &publish).await;
+                }
+                Ok(())
+            }
             KeyPut::Exists => {
                 let _ = self.command(connections, id_key.as_bytes(), &[b"DEL", id_key.as_bytes()]).await;
                 Err(StoreError::AlreadyExists)
@@ -123,6 +135,7 @@ impl RedisStore {
         let record_key = format!("{}:key:{}", self.settings.prefix, String::from_utf8_lossy(&hex));
         let args: [&[u8]; 4] = [b"HSET", record_key.as_bytes(), b"revoked", b"1"];
         self.command(connections, record_key.as_bytes(), &args).await?;
+        self.events.directory.revoke(key_id);
         // This node's workers drop their caches at once; the others when the message arrives
         // (or, should it be lost, when their cache entry's short TTL runs out).
         self.events.revocations.fetch_add(1, Ordering::AcqRel);

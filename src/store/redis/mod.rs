@@ -11,7 +11,7 @@
 //! library and its loading), `connections` (one owner's clients, per node), `cluster` (the slot
 //! map and the road of a command through redirects), `replies` (every reply decoded into a
 //! type), `accounts`, `admission` and `ledger` (the calls: what each sends), `subscriber` (the
-//! revocation and top-up channels). This file holds the store itself and its key names.
+//! revocation, top-up and key channels), `directory` (the node's test keys, for outages). This file holds the store itself and its key names.
 //!
 //! Failure: every command has a short deadline; an unreachable Redis makes calls fail at once
 //! with `StoreError::Unavailable` (the client's reconnect backoff is the circuit breaker: one
@@ -24,6 +24,7 @@ mod address;
 mod admission;
 mod cluster;
 mod connections;
+mod directory;
 mod ledger;
 mod library;
 mod replies;
@@ -89,8 +90,12 @@ impl RedisStore {
         }
         let mut nodes = store.router.masters();
         nodes.extend(store.settings.nodes.iter().copied());
-        let (revocations, topups) = (store.revocations_channel(), store.topups_channel());
-        subscriber::start(store.events.clone(), nodes, store.settings.password.clone(), revocations, topups);
+        let channels = subscriber::Channels {
+            revocations: store.revocations_channel(),
+            topups: store.topups_channel(),
+            keys: store.keys_channel(),
+        };
+        subscriber::start(store.events.clone(), nodes, store.settings.password.clone(), channels);
         store
     }
 
@@ -133,6 +138,10 @@ impl RedisStore {
 
     fn topups_channel(&self) -> String {
         format!("{}:topups", self.settings.prefix)
+    }
+
+    fn keys_channel(&self) -> String {
+        format!("{}:keys", self.settings.prefix)
     }
 
     pub fn revocation_generation(&self) -> u64 {

@@ -1,5 +1,5 @@
-//! The subscriber: one thread per store listening on the revocation and top-up channels, and
-//! the generation counters it bumps for the workers.
+//! The subscriber: one thread per store listening on the revocation, top-up and key channels,
+//! the generation counters it bumps for the workers, and the key directory it keeps current.
 //!
 //! Owns `Events` (the counters, whether a subscription is live, the stop flag) and the thread's
 //! loop: connect to a node, subscribe, count messages, and on any failure start again on the
@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::directory::{KeyDirectory, parse_creation_message};
 use super::replies::Push;
 use crate::limits::{
     REDIS_RECONNECT_BACKOFF_MAX_MS as RECONNECT_BACKOFF_MAX_MS,
@@ -31,24 +32,28 @@ pub(super) struct Events {
     pub topups: AtomicU64,
     pub subscribed: AtomicBool,
     pub stop: AtomicBool,
+    /// The node's test keys, kept current from the `keys` and `revocations` channels.
+    pub directory: KeyDirectory,
+}
+
+/// The channels the subscriber listens on.
+pub(super) struct Channels {
+    pub revocations: String,
+    pub topups: String,
+    /// New test keys (`directory::creation_message`).
+    pub keys: String,
 }
 
 /// Starts the subscriber thread: it tries `nodes` in turn until `events.stop`, subscribed to
-/// `revocations` and `topups`.
-pub(super) fn start(
-    events: Arc<Events>,
-    nodes: Vec<SocketAddr>,
-    password: Option<String>,
-    revocations: String,
-    topups: String,
-) {
+/// every channel of `channels`.
+pub(super) fn start(events: Arc<Events>, nodes: Vec<SocketAddr>, password: Option<String>, channels: Channels) {
     let spawned = std::thread::Builder::new().name("fikra-redis-sub".into()).spawn(move || {
         let mut backoff = Duration::from_millis(RECONNECT_BACKOFF_MIN_MS);
         let mut next_node = 0usize;
         while !events.stop.load(Ordering::Acquire) {
             let addr = nodes[next_node % nodes.len()];
             next_node += 1;
-            subscribe(addr, password.as_deref(), &[&revocations, &topups], &events);
+            subscribe(addr, password.as_deref(), &channels, &events);
             // A session that got as far as subscribing starts the backoff over.
             if events.subscribed.swap(false, Ordering::AcqRel) {
                 backoff = Duration::from_millis(RECONNECT_BACKOFF_MIN_MS);
@@ -66,8 +71,7 @@ pub(super) fn start(
 }
 
 /// One subscription session: returns when the connection fails or the store stops.
-/// `channels[0]` carries revocations, any other channel top-ups.
-fn subscribe(addr: SocketAddr, password: Option<&str>, channels: &[&str], events: &Events) {
+fn subscribe(addr: SocketAddr, password: Option<&str>, channels: &Channels, events: &Events) {
     use std::io::{Read, Write};
     let Ok(mut stream) =
         std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(REDIS_SUBSCRIBER_CONNECT_TIMEOUT_MS))
@@ -79,8 +83,8 @@ fn subscribe(addr: SocketAddr, password: Option<&str>, channels: &[&str], events
     if let Some(password) = password {
         encode_command(&mut out, &[b"AUTH", password.as_bytes()]);
     }
-    let mut args: Vec<&[u8]> = vec![b"SUBSCRIBE"];
-    args.extend(channels.iter().map(|c| c.as_bytes()));
+    let args: [&[u8]; 4] =
+        [b"SUBSCRIBE", channels.revocations.as_bytes(), channels.topups.as_bytes(), channels.keys.as_bytes()];
     encode_command(&mut out, &args);
     if stream.write_all(&out).is_err() {
         return;
@@ -106,8 +110,17 @@ fn subscribe(addr: SocketAddr, password: Option<&str>, channels: &[&str], events
                     events.revocations.fetch_add(1, Ordering::AcqRel);
                     events.topups.fetch_add(1, Ordering::AcqRel);
                 }
-                Push::Message { channel } if channel == channels[0] => {
+                Push::Message { channel, payload } if channel == channels.revocations => {
+                    if let Ok(key_id) = std::str::from_utf8(payload) {
+                        events.directory.revoke(key_id);
+                    }
                     events.revocations.fetch_add(1, Ordering::AcqRel);
+                }
+                Push::Message { channel, payload } if channel == channels.keys => {
+                    match parse_creation_message(payload) {
+                        Some((hash, record)) => events.directory.remember(hash, record),
+                        None => crate::log_warn_every!("redis subscriber {addr}: a malformed key-directory message"),
+                    }
                 }
                 Push::Message { .. } => {
                     events.topups.fetch_add(1, Ordering::AcqRel);

@@ -378,7 +378,7 @@ impl FromReply for SlotRanges {
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Push<'a> {
     Subscribed,
-    Message { channel: &'a str },
+    Message { channel: &'a str, payload: &'a [u8] },
     Error(&'a str),
     Other,
 }
@@ -388,7 +388,10 @@ impl<'a> Push<'a> {
         match frame {
             Reply::Array(parts) => match (text_at(parts, 0), text_at(parts, 1)) {
                 (Some("subscribe"), _) => Push::Subscribed,
-                (Some("message"), Some(channel)) => Push::Message { channel },
+                (Some("message"), Some(channel)) => match parts.get(2) {
+                    Some(Reply::BulkString(payload)) => Push::Message { channel, payload },
+                    _ => Push::Message { channel, payload: b"" },
+                },
                 _ => Push::Other,
             },
             Reply::Error(message) => Push::Error(message),

@@ -269,7 +269,7 @@ fn push_frames_are_told_apart() {
     let subscribed = Reply::Array(vec![bulk("subscribe"), bulk("fk:revocations"), Reply::Integer(1)]);
     assert_eq!(Push::of(&subscribed), Push::Subscribed);
     let message = Reply::Array(vec![bulk("message"), bulk("fk:topups"), bulk("acct_1")]);
-    assert_eq!(Push::of(&message), Push::Message { channel: "fk:topups" });
+    assert_eq!(Push::of(&message), Push::Message { channel: "fk:topups", payload: b"acct_1" });
     assert_eq!(Push::of(&Reply::Error("NOAUTH".into())), Push::Error("NOAUTH"));
     assert_eq!(Push::of(&Reply::Integer(1)), Push::Other);
 }
