@@ -182,6 +182,10 @@ const _: () = assert!(SETTLE_RETRY_PAUSES_MS[0] + SETTLE_RETRY_PAUSES_MS[1] < SE
 pub const KEY_CACHE_MAX_ENTRIES: usize = 100_000;
 /// How long a worker trusts a cached key record without asking the store again.
 pub const KEY_CACHE_TTL_MS: u64 = 1_000;
+/// Origins `[server] cors_origins` may list.
+pub const MAX_CORS_ORIGINS: usize = 64;
+/// How long a browser may cache a successful CORS preflight (`access-control-max-age`).
+pub const CORS_PREFLIGHT_MAX_AGE_S: u64 = 600;
 /// Test keys each node's key directory holds (about 150 bytes each: 150 MB at the bound).
 pub const KEY_DIRECTORY_MAX_KEYS: usize = 1_000_000;
 /// How often each node reads every key record into its directory (repairing lost messages).

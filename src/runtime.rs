@@ -104,7 +104,9 @@ impl Gateway {
             Some(files) => Some(crate::tls::server_acceptor(&files.cert_file, &files.key_file)?),
             None => None,
         };
+        let cors = crate::http::cors::Cors::new(&config.server.cors_origins);
         let shared = Arc::new(Shared {
+            cors,
             config,
             store,
             registry,

@@ -50,6 +50,8 @@ pub struct Shared {
     pub admin_token: String,
     pub clock: Clock,
     pub maintenance: Maintenance,
+    /// Which browser origins may call the client API, and what their answers carry.
+    pub cors: crate::http::cors::Cors,
     /// Random per-process tag at the start of every request id (base62, fixed length).
     pub node_tag: [u8; NODE_TAG_LEN],
     /// Set by SIGTERM: stop keeping connections alive, finish what is in flight.

@@ -361,3 +361,75 @@ fn refused_head_is_read_by_a_client_that_writes_first() {
     assert_eq!(response.status, 431);
     assert_eq!(response.error().1, "headers_too_large");
 }
+
+const CORS: &str = "cors_origins = [\"https://app.example\", \"http://localhost:3000\"]\n";
+
+// Goal: CORS is off by default: a preflight gets the plain 405 and no access-control header.
+#[test]
+fn cors_is_off_by_default() {
+    let gateway = TestGateway::start("");
+    let preflight = send_one(
+        gateway.api,
+        b"OPTIONS /v1/chat/completions HTTP/1.1\r\nhost: t\r\norigin: https://app.example\r\naccess-control-request-method: POST\r\nconnection: close\r\n\r\n",
+    );
+    assert_eq!((preflight.status, preflight.error().1.as_str()), (405, "method_not_allowed"));
+    assert!(preflight.headers.iter().all(|(name, _)| !name.starts_with("access-control-")), "{:?}", preflight.headers);
+}
+
+// Goal: with `cors_origins`, a preflight from a listed origin gets 204 with the route's methods,
+// the requested headers echoed, a max age and no body; real answers (successes and refusals)
+// carry the origin and the exposed headers; an unlisted origin gets nothing extra.
+#[test]
+fn cors_answers_listed_origins_only() {
+    let gateway = TestGateway::start(CORS);
+    let key = gateway.account_with_key("browser", "1.00", "live");
+    let bytes = exchange_until_close(
+        gateway.api,
+        b"OPTIONS /v1/chat/completions HTTP/1.1\r\nhost: t\r\norigin: https://app.example\r\naccess-control-request-method: POST\r\naccess-control-request-headers: authorization, content-type, x-stainless-os\r\nconnection: close\r\n\r\n",
+    );
+    let (head, body) = split_head(&bytes);
+    let preflight = parse_head_text(&head);
+    assert_eq!(preflight.status, 204, "{head}");
+    assert!(body.is_empty() && preflight.header("content-length").is_none(), "{head}");
+    assert_eq!(preflight.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(preflight.header("vary"), Some("origin"));
+    assert_eq!(preflight.header("access-control-allow-methods"), Some("POST, OPTIONS"));
+    assert_eq!(preflight.header("access-control-allow-headers"), Some("authorization, content-type, x-stainless-os"));
+    assert_eq!(preflight.header("access-control-max-age"), Some("600"));
+
+    let models_preflight = send_one(
+        gateway.api,
+        b"OPTIONS /v1/models HTTP/1.1\r\nhost: t\r\norigin: http://localhost:3000\r\naccess-control-request-method: GET\r\nconnection: close\r\n\r\n",
+    );
+    assert_eq!(models_preflight.status, 204);
+    assert_eq!(models_preflight.header("access-control-allow-methods"), Some("GET, HEAD, OPTIONS"));
+    assert_eq!(models_preflight.header("access-control-allow-headers"), Some("authorization, content-type"));
+
+    let body = simple_chat("fikra-flash", "habari");
+    let with_origin = |origin: &str, key: &str| {
+        let request = format!(
+            "POST /v1/chat/completions HTTP/1.1\r\nhost: t\r\norigin: {origin}\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        send_one(gateway.api, request.as_bytes())
+    };
+    let exposed = "x-request-id, x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, x-fikra-cost-usd, x-fikra-max-tokens-clamped, retry-after, retry-after-ms, x-should-retry";
+    let answered = with_origin("https://app.example", &key);
+    assert_eq!(answered.status, 200);
+    assert_eq!(answered.header("access-control-allow-origin"), Some("https://app.example"));
+    assert_eq!(answered.header("access-control-expose-headers"), Some(exposed));
+    let refused = with_origin("https://app.example", "fk_live_0123456789abcdefghijABCDEFGHIJ01");
+    assert_eq!((refused.status, refused.error().1.as_str()), (401, "invalid_api_key"));
+    assert_eq!(refused.header("access-control-allow-origin"), Some("https://app.example"));
+
+    for origin in ["https://evil.example", "https://app.example/"] {
+        let answered = with_origin(origin, &key);
+        assert_eq!(answered.status, 200);
+        assert!(answered.headers.iter().all(|(name, _)| !name.starts_with("access-control-")), "{origin}");
+        let preflight = send_one(
+            gateway.api,
+            format!("OPTIONS /v1/chat/completions HTTP/1.1\r\nhost: t\r\norigin: {origin}\r\naccess-control-request-method: POST\r\nconnection: close\r\n\r\n").as_bytes(),
+        );
+        assert_eq!(preflight.status, 405, "{origin}");
+    }
+}

@@ -23,7 +23,9 @@ use monoio::io::AsyncWriteRent;
 use crate::api::authenticate::authenticate;
 use crate::api::rescue::{Known, Refusal, rescue};
 use crate::errors::{ApiError, Detail, ErrorKind};
+use crate::http::cors::Cors;
 use crate::http::request::Method;
+use crate::http::response;
 use crate::http::server::{Handler, OutBufferPool, Request, ResponseSink};
 use crate::metrics::{Route, WorkerMetrics};
 use crate::worker::Worker;
@@ -41,6 +43,10 @@ impl Handler for ApiHandler {
         WorkerMetrics::gauge_up(&worker.metrics.requests_in_flight);
         if worker.is_draining() {
             sink.keep_alive = false;
+        }
+        // An allowed browser origin can read every answer, refusals included (SPEC §8.3).
+        if let Some(lines) = worker.shared.cors.answer_lines(request.head.origin) {
+            sink.add_head_lines(lines);
         }
         let (route, status) = self.route(request, sink).await;
         worker.metrics.count_request(route, status);
@@ -72,6 +78,12 @@ impl ApiHandler {
             let error = ApiError { kind: ErrorKind::UnknownEndpoint, param: None, detail };
             return (Route::Unknown, refuse_route(worker, request, sink, error.into()).await);
         };
+        if head.method == Method::Options
+            && head.cors_request_method.is_some()
+            && worker.shared.cors.answer_lines(head.origin).is_some()
+        {
+            return (route, answer_preflight(sink, allow, head.cors_request_headers));
+        }
         let method_ok = match route {
             Route::ChatCompletions => head.method == Method::Post,
             // HEAD is GET without the body (the sink drops it).
@@ -90,6 +102,22 @@ impl ApiHandler {
         };
         (route, status)
     }
+}
+
+/// A CORS preflight from an allowed origin (its `access-control-allow-origin` lines are the
+/// sink's already): 204 with the route's methods and the headers it may send.
+fn answer_preflight<S: AsyncWriteRent>(
+    sink: &mut ResponseSink<S>,
+    allow: &str,
+    requested_headers: Option<&[u8]>,
+) -> u16 {
+    let out = &mut sink.out;
+    response::write_status_line(out, 204);
+    let context = response::ResponseContext { request_id: None, rates: None, keep_alive: sink.keep_alive };
+    response::write_common_headers(out, &context);
+    Cors::write_preflight_lines(out, allow, requested_headers);
+    out.extend_from_slice(b"\r\n");
+    204
 }
 
 /// Answers a request no route takes (404, 405). A key that is recognised still gets its request

@@ -106,6 +106,8 @@ pub struct ServerConfig {
     pub shutdown_deadline_ms: u64,
     /// `[server.tls]`: terminate TLS on the client listener with this certificate and key.
     pub tls: Option<TlsFiles>,
+    /// Browser origins allowed to call the client API (CORS); empty: off.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -122,6 +124,7 @@ impl Default for ServerConfig {
             keepalive_timeout_ms: limits::KEEPALIVE_IDLE_TIMEOUT_MS,
             shutdown_deadline_ms: limits::SHUTDOWN_DRAIN_DEADLINE_MS,
             tls: None,
+            cors_origins: Vec::new(),
         }
     }
 }

@@ -26,6 +26,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "keepalive_timeout_ms",
     "shutdown_deadline_ms",
     "tls",
+    "cors_origins",
 ];
 pub(super) const TLS_KEYS: &[&str] = &["cert_file", "key_file"];
 pub(super) const STORE_KEYS: &[&str] =
@@ -60,6 +61,7 @@ pub(super) fn server(reader: &mut Reader, root: &Section<'_>) -> ServerConfig {
         keepalive_timeout_ms: reader.limit(&section, "keepalive_timeout_ms", limits::KEEPALIVE_IDLE_TIMEOUT_MS),
         shutdown_deadline_ms: reader.limit(&section, "shutdown_deadline_ms", limits::SHUTDOWN_DRAIN_DEADLINE_MS),
         tls: reader.table(&section, "tls").and_then(|tls| tls_files(reader, &tls)),
+        cors_origins: cors_origins(reader, &section),
     };
     // Only compare addresses that were both accepted (an earlier error says enough).
     if (listen.is_some() || section.get("listen").is_none())
@@ -75,6 +77,27 @@ pub(super) fn server(reader: &mut Reader, root: &Section<'_>) -> ServerConfig {
         );
     }
     server
+}
+
+/// `cors_origins`: browser origins allowed to call the client API (none: CORS off).
+fn cors_origins(reader: &mut Reader, section: &Section<'_>) -> Vec<String> {
+    let key = section.key("cors_origins");
+    let origins = reader.string_list(section, "cors_origins").unwrap_or_default();
+    if origins.len() > limits::MAX_CORS_ORIGINS {
+        reader.error(key.clone(), format!("lists {} origins: at most {}", origins.len(), limits::MAX_CORS_ORIGINS));
+    }
+    let mut accepted: Vec<String> = Vec::new();
+    for (index, origin) in origins.iter().enumerate() {
+        let Some(origin) = *origin else { continue };
+        if let Some(problem) = crate::http::cors::origin_problem(origin) {
+            reader.error(format!("{key}[{index}]"), format!("'{origin}' {problem}"));
+        } else if accepted.iter().any(|seen| seen == origin) {
+            reader.error(format!("{key}[{index}]"), format!("'{origin}' is listed twice"));
+        } else {
+            accepted.push(origin.to_string());
+        }
+    }
+    accepted
 }
 
 /// Whether two listeners would fight over one port. Port 0 (the kernel picks a free port, as

@@ -814,3 +814,25 @@ fn cached_prices_and_counting_are_checked() {
         ["tiers.trusted.count_cached_tokens: must be true or false, not a string (\"yes\")"]
     );
 }
+
+// Goal: `cors_origins` takes exactly browser-serialised origins, once each, and says why not.
+#[test]
+fn cors_origins_are_checked() {
+    assert_eq!(
+        parse_config("[server]\ncors_origins = [\"https://app.example\", \"http://localhost:3000\"]")
+            .map(|c| c.server.cors_origins),
+        Ok(vec!["https://app.example".to_string(), "http://localhost:3000".to_string()])
+    );
+    let refused = |text: &str| parse_config(text).unwrap_err().iter().map(ToString::to_string).collect::<Vec<_>>();
+    assert_eq!(
+        refused(
+            "[server]\ncors_origins = [\"https://app.example/\", \"app.example\", \"https://a.example\", \"https://a.example\", 7]"
+        ),
+        [
+            "server.cors_origins[4]: must be a string, not an integer (7)",
+            "server.cors_origins[0]: 'https://app.example/' must be scheme://host[:port] with a lowercase host and nothing after it (no path or trailing slash)",
+            "server.cors_origins[1]: 'app.example' must start with https:// or http://",
+            "server.cors_origins[3]: 'https://a.example' is listed twice",
+        ]
+    );
+}

@@ -80,6 +80,13 @@ pub struct RequestHead<'buf> {
     pub content_type: Option<&'buf [u8]>,
     /// How many `Host` header lines the head has (counting stops at 2: "more than one").
     pub host_headers: u8,
+    /// The `Origin` value (a browser's cross-origin request); empty when repeated, so a
+    /// repeated one matches no allowed origin.
+    pub origin: Option<&'buf [u8]>,
+    /// `Access-Control-Request-Method`: present on a CORS preflight.
+    pub cors_request_method: Option<&'buf [u8]>,
+    /// `Access-Control-Request-Headers` of a CORS preflight.
+    pub cors_request_headers: Option<&'buf [u8]>,
 }
 
 impl RequestHead<'_> {
@@ -173,6 +180,7 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHea
     let mut authorization = None;
     let mut content_type = None;
     let mut host_headers: u8 = 0;
+    let (mut origin, mut cors_request_method, mut cors_request_headers) = (None, None, None);
     for header in request.headers.iter() {
         let name = header.name;
         let value = header.value;
@@ -214,6 +222,12 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHea
             }
         } else if name.eq_ignore_ascii_case("host") {
             host_headers = (host_headers + 1).min(2);
+        } else if name.eq_ignore_ascii_case("origin") {
+            origin = if origin.is_some() { Some(&b""[..]) } else { Some(value) };
+        } else if name.eq_ignore_ascii_case("access-control-request-method") {
+            cors_request_method = Some(value);
+        } else if name.eq_ignore_ascii_case("access-control-request-headers") {
+            cors_request_headers = Some(value);
         }
     }
 
@@ -242,6 +256,9 @@ pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHea
         authorization,
         content_type,
         host_headers,
+        origin,
+        cors_request_method,
+        cors_request_headers,
     }))
 }
 
@@ -321,6 +338,9 @@ mod tests {
             authorization: Some(b"Bearer sk-1"),
             content_type: Some(b"application/json"),
             host_headers: 1,
+            origin: None,
+            cors_request_method: None,
+            cors_request_headers: None,
         };
         assert_eq!(parse(text), Ok(Some(expected)));
     }

@@ -98,6 +98,9 @@ pub struct ResponseSink<S> {
     pub broken: bool,
     /// What the current request changes about the bytes of its answer.
     manners: Manners,
+    /// Header lines the handler asked every answer to this request to carry (CORS), put after
+    /// the status line when the head is flushed. Cleared for each request; its capacity stays.
+    head_lines: Vec<u8>,
 }
 
 /// The per-request facts that change the bytes of an answer, applied when it is flushed.
@@ -157,6 +160,13 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
     /// Sets the manners of the request about to be answered.
     fn begin_response(&mut self, head_only: bool, minor_version: u8) {
         self.manners = Manners { head_only, http10: minor_version == 0, head_pending: true, dropping_body: false };
+        self.head_lines.clear();
+    }
+
+    /// Makes the answer to the current request carry `lines` (complete `name: value\r\n` lines)
+    /// after its status line, whoever writes the answer (a success, a refusal, a stream).
+    pub fn add_head_lines(&mut self, lines: &[u8]) {
+        self.head_lines.extend_from_slice(lines);
     }
 
     /// Applies the current request's manners to `out` before it is written: once the answer's
@@ -178,11 +188,12 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
             self.out.truncate(head_end);
             manners.dropping_body = true;
         }
-        if manners.http10
-            && self.keep_alive
+        let keep_alive_echoed = manners.http10 && self.keep_alive;
+        if (keep_alive_echoed || !self.head_lines.is_empty())
             && let Some(status_end) = self.out.windows(2).position(|window| window == b"\r\n").map(|at| at + 2)
         {
-            self.out.splice(status_end..status_end, KEEP_ALIVE_HEADER.iter().copied());
+            let echo: &[u8] = if keep_alive_echoed { KEEP_ALIVE_HEADER } else { b"" };
+            self.out.splice(status_end..status_end, echo.iter().chain(self.head_lines.iter()).copied());
         }
     }
 
@@ -286,6 +297,7 @@ where
         write_timeout: Duration::from_millis(limits.write_timeout_ms),
         broken: false,
         manners: Manners::default(),
+        head_lines: Vec::new(),
     };
     let mut requests_served: u64 = 0;
     loop {
