@@ -47,6 +47,7 @@
 #![warn(clippy::print_stdout, clippy::print_stderr)]
 
 pub mod access;
+pub mod access_log;
 pub mod admin;
 pub mod api;
 pub mod backend;
@@ -55,6 +56,7 @@ pub mod clock;
 pub mod config;
 pub mod digits;
 pub mod errors;
+pub mod histogram;
 pub mod http;
 pub mod ids;
 pub mod json;

@@ -20,9 +20,9 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["store"],
     &["redis", "http", "openai"],
-    &["metrics", "log"],
+    &["metrics", "log", "access_log"],
     &["errors"],
-    &["money", "limits", "clock", "ratelimit", "ids", "json", "digits", "panic_guard", "tls"],
+    &["money", "limits", "clock", "ratelimit", "ids", "json", "digits", "panic_guard", "tls", "histogram"],
 ];
 
 fn layer_of(module: &str) -> Option<usize> {
