@@ -10,9 +10,8 @@ use crate::access::auth::Caller;
 use crate::api::rescue::{Rates, Refusal};
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::ids::RequestId;
-use crate::limits::{PER_MESSAGE_OVERHEAD_TOKENS, PER_REQUEST_OVERHEAD_TOKENS};
 use crate::metrics::WorkerMetrics;
-use crate::openai::chat::ChatRequest;
+use crate::openai::chat::{ChatRequest, input_tokens_upper_bound};
 use crate::openai::models::ModelEntry;
 use crate::store::{Admission, AdmitRequest, Admitted, KeyKind, StoreError, TIER_UNVERIFIED};
 use crate::worker::Worker;
@@ -50,7 +49,7 @@ pub async fn admit<'a>(
     model: &'a ModelEntry,
 ) -> Result<Ticket<'a>, Refusal<'static>> {
     let shared = &worker.shared;
-    let input_tokens_upper = input_tokens_upper_bound(chat);
+    let input_tokens_upper = input_tokens_upper_bound(chat, model.media_allowance());
     let requested_output_tokens = chat.max_tokens.unwrap_or(model.max_output_tokens);
     let request = AdmitRequest {
         request_id: request_id.as_str(),
@@ -188,12 +187,4 @@ fn refusal_of(refusal: Admission) -> Refusal<'static> {
                 .with_rates(Rates::Known(rates))
         }
     }
-}
-
-/// The input upper bound of SPEC §3: a token is at least one byte, plus template overhead.
-pub fn input_tokens_upper_bound(chat: &ChatRequest<'_>) -> u64 {
-    chat.content_bytes
-        .saturating_add(chat.extra_input_bytes)
-        .saturating_add(PER_MESSAGE_OVERHEAD_TOKENS.saturating_mul(chat.message_count as u64))
-        .saturating_add(PER_REQUEST_OVERHEAD_TOKENS)
 }

@@ -2,9 +2,10 @@
 //! the rewrite sent to a backend.
 //!
 //! `parse_chat_request` walks the body once with the strict scanner of `json_scan` (a child
-//! module), checks it
-//! against SPEC §1 and returns spans and numbers borrowed from the body: it never allocates,
-//! never recurses without bound and never panics. Every key is compared by its decoded text, so
+//! module), checks it against SPEC §1, measures what the upstream may bill for its input (SPEC
+//! §9: every byte but the gateway's own scalar parameters, media parts by the model's allowance,
+//! see `input_tokens_upper_bound`) and returns spans and numbers borrowed from the body: it
+//! never allocates, never recurses without bound and never panics. Every key is compared by its decoded text, so
 //! `"m\u006fdel"` is the model and cannot smuggle a second value past the checks; a repeated
 //! top-level key is refused for the same reason (the upstream might keep the other one).
 //! `write_backend_body` copies the body, replacing only the model, the output cap and (for
@@ -13,7 +14,7 @@
 //! pipeline's job.
 
 use crate::errors::{ApiError, Detail, ErrorKind};
-use crate::limits::{MAX_MESSAGES, MAX_TOP_LEVEL_KEYS};
+use crate::limits::{MAX_MESSAGES, MAX_TOP_LEVEL_KEYS, PER_MESSAGE_OVERHEAD_TOKENS, PER_REQUEST_OVERHEAD_TOKENS};
 
 pub mod json_scan;
 
@@ -34,14 +35,20 @@ pub struct ChatRequest<'a> {
     /// The client's output cap: `max_tokens` or `max_completion_tokens`, the smaller if both.
     pub max_tokens: Option<u64>,
     pub message_count: usize,
-    /// Upper bound of the message text in bytes: over every message, the raw length of every
-    /// member's value except `role` (content, name, tool_calls, tool_call_id, and anything else
-    /// the upstream might render into the prompt). A string counts its bytes between the
-    /// quotes (never fewer than it decodes to), null counts 0, arrays and objects count whole.
+    /// The message text in bytes, for the sandbox's own prompt count: over every message, the
+    /// raw length of every member's value except `role` (content, name, tool_calls,
+    /// tool_call_id, and anything else). A string counts its bytes between the quotes (never
+    /// fewer than it decodes to), null counts 0, arrays and objects count whole, except the
+    /// payload of a media part (see `media`), which is not text. Never more than `input_bytes`.
     pub content_bytes: u64,
-    /// Raw lengths, counted the same way, of the top-level `tools`, `functions`, `tool_choice`
-    /// and `response_format` values (the upstream tokenizes them too).
-    pub extra_input_bytes: u64,
+    /// The bytes the input bound counts (SPEC §9): the whole body, less the members that are
+    /// the gateway's own scalar parameters (`model`, `stream`, `stream_options`, `temperature`,
+    /// `top_p`, `max_tokens`, `max_completion_tokens`, `n`: key to value) and less the payload
+    /// of each media part (its `image_url` or `input_audio` value), which the model's allowance
+    /// counts instead. Every other byte counts, unknown keys and JSON punctuation included.
+    pub input_bytes: u64,
+    /// The image and audio parts of message contents.
+    pub media: MediaParts,
     /// The client's own `stream_options.include_usage` was true.
     pub include_usage_requested: bool,
     /// The content of the last `user` message: a string's bytes between the quotes, or a
@@ -56,6 +63,89 @@ pub struct ChatRequest<'a> {
     pub stream_options: Option<StreamOptionsLayout>,
     top_level_keys: [Span; MAX_TOP_LEVEL_KEYS],
     top_level_key_count: usize,
+}
+
+/// Where a content part sits: `messages[message].content[part]`, both counted from 0. Its
+/// `Display` is that text, the `param` of a refusal (rendered only on the refusal path).
+#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PartPosition {
+    pub message: u32,
+    pub part: u32,
+}
+
+impl std::fmt::Display for PartPosition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "messages[{}].content[{}]", self.message, self.part)
+    }
+}
+
+/// A kind of content part that is not text: the upstream bills it by its own measure, not by
+/// its bytes (a base64 data URL is far longer than the tokens it costs, a short remote URL far
+/// shorter).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum Media {
+    /// `{"type":"image_url","image_url":{...}}`
+    Image,
+    /// `{"type":"input_audio","input_audio":{...}}`
+    Audio,
+}
+
+impl Media {
+    /// What the part is, in a refusal's message.
+    pub fn noun(self) -> &'static str {
+        match self {
+            Media::Image => "image",
+            Media::Audio => "audio",
+        }
+    }
+}
+
+/// The media parts of a request's message contents: how many of each kind, and where the first
+/// of each is (for a refusal that names it).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaParts {
+    pub images: u64,
+    pub audio: u64,
+    pub first_image: Option<PartPosition>,
+    pub first_audio: Option<PartPosition>,
+}
+
+/// What one media part may cost at most, in input tokens, for one model (registry keys
+/// `max_image_input_tokens` and `max_audio_input_tokens`); `None`: the model refuses such parts.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct MediaAllowance {
+    pub image_tokens: Option<u64>,
+    pub audio_tokens: Option<u64>,
+}
+
+/// The first media part (in body order) of a kind `allowance` has no figure for: the model
+/// cannot be asked for it, because nothing bounds what the upstream would bill.
+pub fn unsupported_media_part(request: &ChatRequest<'_>, allowance: MediaAllowance) -> Option<(Media, PartPosition)> {
+    let image = request.media.first_image.filter(|_| allowance.image_tokens.is_none()).map(|at| (Media::Image, at));
+    let audio = request.media.first_audio.filter(|_| allowance.audio_tokens.is_none()).map(|at| (Media::Audio, at));
+    match (image, audio) {
+        (Some(image), Some(audio)) => Some(if image.1 <= audio.1 { image } else { audio }),
+        (one, other) => one.or(other),
+    }
+}
+
+/// The input upper bound of SPEC §3 and §9, in tokens: what the upstream can bill for this
+/// request's input, at most.
+///
+/// `input_bytes` (the body less the gateway's own scalars and the media payloads), because a
+/// text token is at least one byte of what the upstream renders, and no rendered text is longer
+/// than the raw JSON it came from (an escape is never shorter than what it decodes to); plus
+/// each media part at its allowance; plus the template's overhead per message and per request.
+/// A media kind without an allowance counts as unbounded (`u64::MAX`, which no bucket admits):
+/// `unsupported_media_part` refuses such requests first. Saturates, never wraps.
+pub fn input_tokens_upper_bound(request: &ChatRequest<'_>, allowance: MediaAllowance) -> u64 {
+    let per_part = |parts: u64, tokens: Option<u64>| parts.saturating_mul(tokens.unwrap_or(u64::MAX));
+    request
+        .input_bytes
+        .saturating_add(per_part(request.media.images, allowance.image_tokens))
+        .saturating_add(per_part(request.media.audio, allowance.audio_tokens))
+        .saturating_add(PER_MESSAGE_OVERHEAD_TOKENS.saturating_mul(request.message_count as u64))
+        .saturating_add(PER_REQUEST_OVERHEAD_TOKENS)
 }
 
 /// Where the client's `stream_options` sits, for the rewrite.
@@ -115,7 +205,8 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, ApiError<'_>> 
     Ok(request)
 }
 
-/// Top-level members the gateway reads; everything else passes through unread.
+/// Top-level members the gateway reads; everything else passes through unread (and counts in
+/// the input bound, whatever it is: `tools`, `response_format`, `prediction`, `documents`, ...).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum TopKey {
     Model,
@@ -127,12 +218,19 @@ enum TopKey {
     MaxTokens,
     MaxCompletionTokens,
     N,
-    /// Tokenized by the upstream as part of the prompt: `tools`, `functions`, `tool_choice`,
-    /// `response_format`.
-    PromptExtra,
 }
 
-const TOP_KEYS: [(&str, TopKey); 13] = [
+impl TopKey {
+    /// The gateway's own scalar parameters: validated here, never part of what the upstream
+    /// renders into the prompt, so their bytes are left out of the input bound. (Every one of
+    /// them is refused unless it is a short scalar, or `stream_options`, which only configures
+    /// the stream.)
+    fn is_gateway_parameter(self) -> bool {
+        self != TopKey::Messages
+    }
+}
+
+const TOP_KEYS: [(&str, TopKey); 9] = [
     ("model", TopKey::Model),
     ("messages", TopKey::Messages),
     ("stream", TopKey::Stream),
@@ -142,10 +240,6 @@ const TOP_KEYS: [(&str, TopKey); 13] = [
     ("max_tokens", TopKey::MaxTokens),
     ("max_completion_tokens", TopKey::MaxCompletionTokens),
     ("n", TopKey::N),
-    ("tools", TopKey::PromptExtra),
-    ("functions", TopKey::PromptExtra),
-    ("tool_choice", TopKey::PromptExtra),
-    ("response_format", TopKey::PromptExtra),
 ];
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -185,11 +279,24 @@ const MESSAGE_KEYS: [(&str, MessageKey); 4] = [
     ("function_call", MessageKey::FunctionCall),
 ];
 
+/// Content-part members whose repetition is refused: each decides whether the part is media
+/// and which bytes its allowance replaces (the upstream might read the other copy).
+const PART_KEYS: [&str; 3] = ["type", "image_url", "input_audio"];
+const PART_TYPE: usize = 0;
+const PART_IMAGE_URL: usize = 1;
+const PART_INPUT_AUDIO: usize = 2;
+
+/// Part `type` values that are media, with the member that carries each one's payload.
+const MEDIA_TYPES: [(&str, Media, usize); 2] =
+    [("image_url", Media::Image, PART_IMAGE_URL), ("input_audio", Media::Audio, PART_INPUT_AUDIO)];
+
 // Nesting levels of the parts of a request (the body's object is level 1).
 const TOP_MEMBER_DEPTH: usize = 2;
 const MESSAGE_DEPTH: usize = 3;
 const MESSAGE_MEMBER_DEPTH: usize = 4;
 const STREAM_OPTIONS_MEMBER_DEPTH: usize = 3;
+const PART_DEPTH: usize = 5;
+const PART_MEMBER_DEPTH: usize = 6;
 
 fn messages_error(kind: ErrorKind, text: &'static str) -> ApiError<'static> {
     ApiError { kind, param: Some("messages"), detail: Detail::Text(text) }
@@ -241,7 +348,9 @@ impl<'a> Walk<'a> {
             max_tokens: None,
             message_count: 0,
             content_bytes: 0,
-            extra_input_bytes: 0,
+            // Everything counts until shown to be a gateway parameter or a media payload.
+            input_bytes: self.body.len() as u64,
+            media: MediaParts::default(),
             include_usage_requested: false,
             last_user_content: Span::EMPTY,
             members_start: members_start as u32,
@@ -273,6 +382,11 @@ impl<'a> Walk<'a> {
             request.top_level_key_count = count + 1;
             let top_key = TOP_KEYS.iter().find(|(name, _)| content_eq(key_raw, name.as_bytes())).map(|(_, k)| *k);
             self.member(top_key, key_span.start, &mut request)?;
+            if top_key.is_some_and(TopKey::is_gateway_parameter) {
+                // Key to value: a span of this body, so never more than is left to subtract.
+                let member_bytes = (self.scanner.position() as u64).saturating_sub(u64::from(key_span.start));
+                request.input_bytes = request.input_bytes.saturating_sub(member_bytes);
+            }
         }
         self.scanner.finish()?;
         Ok(request)
@@ -350,7 +464,6 @@ impl<'a> Walk<'a> {
                     self.note(ApiError::invalid("n", "must be 1 (the gateway returns a single choice)"));
                 }
             }
-            TopKey::PromptExtra => request.extra_input_bytes += prompt_bytes(kind, span),
         }
         Ok(())
     }
@@ -430,6 +543,8 @@ impl<'a> Walk<'a> {
     }
 
     fn message(&mut self, request: &mut ChatRequest<'a>) -> Result<(), JsonFault> {
+        // `messages` holds at most a body's length of elements, far below u32::MAX.
+        let message_index = request.message_count.saturating_sub(1) as u32;
         self.scanner.enter(MESSAGE_DEPTH)?;
         let mut role = None;
         let mut content: Option<(ValueKind, Span)> = None;
@@ -438,9 +553,16 @@ impl<'a> Walk<'a> {
         let mut first = true;
         while self.scanner.next_item(b'}', &mut first)? {
             let key = self.scanner.key()?.inner();
-            let (kind, span) = self.scanner.value(MESSAGE_MEMBER_DEPTH)?;
             let key_raw = key.slice(self.body);
             let known = MESSAGE_KEYS.iter().find(|(name, _)| content_eq(key_raw, name.as_bytes())).map(|(_, k)| *k);
+            let parts = matches!(known, Some(MessageKey::Content)) && self.scanner.peek_kind()? == ValueKind::Array;
+            let (kind, span, media_payload_bytes) = if parts {
+                let (span, media_payload_bytes) = self.content_parts(message_index, request)?;
+                (ValueKind::Array, span, media_payload_bytes)
+            } else {
+                let (kind, span) = self.scanner.value(MESSAGE_MEMBER_DEPTH)?;
+                (kind, span, 0)
+            };
             if let Some(known) = known {
                 if seen_keys & known as u8 != 0 {
                     self.note(messages_error(
@@ -461,7 +583,10 @@ impl<'a> Walk<'a> {
                 Some(MessageKey::ToolCalls | MessageKey::FunctionCall) => has_tool_calls |= kind != ValueKind::Null,
                 None => {}
             }
-            request.content_bytes += prompt_bytes(kind, span);
+            // The payloads lie inside `span`: the subtraction never goes below zero.
+            let text_bytes = prompt_bytes(kind, span).saturating_sub(media_payload_bytes);
+            request.content_bytes = request.content_bytes.saturating_add(text_bytes);
+            request.input_bytes = request.input_bytes.saturating_sub(media_payload_bytes);
         }
         let Some(role) = role else {
             self.note(messages_error(ErrorKind::MissingRequiredParameter, "Each message needs a 'role'."));
@@ -488,6 +613,67 @@ impl<'a> Walk<'a> {
             )),
         }
         Ok(())
+    }
+}
+
+impl<'a> Walk<'a> {
+    /// A message's `content` given as an array of parts, each walked for media. Returns the
+    /// array's span and the bytes of the media payloads in it.
+    fn content_parts(&mut self, message_index: u32, request: &mut ChatRequest<'a>) -> Result<(Span, u64), JsonFault> {
+        let start = self.scanner.position();
+        self.scanner.enter(MESSAGE_MEMBER_DEPTH)?;
+        let mut media_payload_bytes = 0u64;
+        let mut part_index = 0u32;
+        let mut first = true;
+        while self.scanner.next_item(b']', &mut first)? {
+            if self.scanner.peek_kind()? == ValueKind::Object {
+                let at = PartPosition { message: message_index, part: part_index };
+                media_payload_bytes = media_payload_bytes.saturating_add(self.content_part(at, request)?);
+            } else {
+                self.scanner.value(PART_DEPTH)?;
+            }
+            part_index = part_index.saturating_add(1);
+        }
+        Ok((Span::new(start, self.scanner.position()), media_payload_bytes))
+    }
+
+    /// One content part given as an object. A part whose `type` is `image_url` or
+    /// `input_audio` is counted in `request.media`; returns the length of its payload (the
+    /// value of its `image_url` / `input_audio` member, whole), which its allowance replaces in
+    /// the bound. Every other byte of the part (its `type`, a `detail`, anything unknown)
+    /// still counts; any other part is text and counts whole.
+    fn content_part(&mut self, at: PartPosition, request: &mut ChatRequest<'a>) -> Result<u64, JsonFault> {
+        self.scanner.enter(PART_DEPTH)?;
+        let mut values: [Option<(ValueKind, Span)>; PART_KEYS.len()] = [None; PART_KEYS.len()];
+        let mut first = true;
+        while self.scanner.next_item(b'}', &mut first)? {
+            let key = self.scanner.key()?.inner();
+            let value = self.scanner.value(PART_MEMBER_DEPTH)?;
+            let key_raw = key.slice(self.body);
+            let Some(slot) = PART_KEYS.iter().position(|name| content_eq(key_raw, name.as_bytes())) else { continue };
+            if values[slot].is_some() {
+                self.note(messages_error(
+                    ErrorKind::InvalidParameter,
+                    "A content part has the same key more than once.",
+                ));
+            }
+            values[slot] = Some(value);
+        }
+        let Some((ValueKind::String, type_span)) = values[PART_TYPE] else { return Ok(0) };
+        let type_raw = type_span.inner().slice(self.body);
+        let Some(&(_, media, payload_slot)) =
+            MEDIA_TYPES.iter().find(|(name, _, _)| content_eq(type_raw, name.as_bytes()))
+        else {
+            return Ok(0);
+        };
+        let parts = &mut request.media;
+        let (count, first_at) = match media {
+            Media::Image => (&mut parts.images, &mut parts.first_image),
+            Media::Audio => (&mut parts.audio, &mut parts.first_audio),
+        };
+        *count = count.saturating_add(1);
+        first_at.get_or_insert(at);
+        Ok(values[payload_slot].map_or(0, |(_, span)| span.len()))
     }
 }
 
