@@ -278,7 +278,7 @@ impl Metrics {
             &mut text,
             "fikra_max_tokens_clamped_total",
             "counter",
-            "Requests whose output cap was lowered to what the wallet could pay.",
+            "Requests whose output cap was lowered below what was asked (the client's max_tokens, else the model's cap), announced in x-fikra-max-tokens-clamped.",
             load(|w| &w.max_tokens_clamped),
         );
         scalar(

@@ -36,7 +36,8 @@ pub struct Ticket<'a> {
     pub settle_by: SettleBy,
     /// The input upper bound the hold was taken for (the usage estimate when upstream is silent).
     pub input_tokens_upper: u64,
-    /// `Some(cap)` when the output cap sent on is below what the client asked for.
+    /// `Some(cap)` when the output cap sent on is below what was asked for: the client's
+    /// `max_tokens`, or the model's output cap when the client gave none.
     pub clamped_to: Option<u64>,
 }
 
@@ -120,8 +121,10 @@ pub async fn admit<'a>(
         request_id.as_str(),
         admitted.hold
     );
-    let clamped_to = (chat.max_tokens.is_some() && admitted.output_cap_tokens < requested_output_tokens)
-        .then_some(admitted.output_cap_tokens);
+    // SPEC §9: announced whenever the cap sent on is below what was asked for, the client's own
+    // cap or, when it gave none, the model's: an answer silently shorter than the model allows
+    // reads as the model's choice, not the wallet's.
+    let clamped_to = (admitted.output_cap_tokens < requested_output_tokens).then_some(admitted.output_cap_tokens);
     if clamped_to.is_some() {
         WorkerMetrics::add(&worker.metrics.max_tokens_clamped, 1);
     }
