@@ -3,23 +3,27 @@
 //!
 //! `parse_chat_request` walks the body once with the strict scanner of `json_scan` (a child
 //! module), checks it against SPEC §1, measures what the upstream may bill for its input (SPEC
-//! §9: every byte but the gateway's own scalar parameters, media parts by the model's allowance,
-//! see `input_tokens_upper_bound`) and returns spans and numbers borrowed from the body: it
-//! never allocates, never recurses without bound and never panics. Every key is compared by its decoded text, so
-//! `"m\u006fdel"` is the model and cannot smuggle a second value past the checks; a repeated
-//! top-level key is refused for the same reason (the upstream might keep the other one).
-//! `write_backend_body` copies the body, replacing only the model, the output cap and (for
-//! streams) `stream_options.include_usage`, never re-serializing the rest. This module decides
-//! nothing about prices, limits or which model exists; that is the registry's and the
-//! pipeline's job.
+//! §9: every byte but the gateway's own scalar parameters, and the media parts, which the child
+//! module `input_bound` prices at the model's allowance) and returns spans and numbers borrowed
+//! from the body: it never allocates, never recurses without bound and never panics. Every key
+//! is compared by its decoded text, so `"m\u006fdel"` is the model and cannot smuggle a second
+//! value past the checks; a repeated top-level key is refused for the same reason (the upstream
+//! might keep the other one). `write_backend_body` copies the body, replacing only the model,
+//! the output cap and (for streams) `stream_options.include_usage`, never re-serializing the
+//! rest. This module decides nothing about prices, limits or which model exists; that is the
+//! registry's and the pipeline's job.
 
 use crate::errors::{ApiError, Detail, ErrorKind};
-use crate::limits::{MAX_MESSAGES, MAX_TOP_LEVEL_KEYS, PER_MESSAGE_OVERHEAD_TOKENS, PER_REQUEST_OVERHEAD_TOKENS};
+use crate::limits::{MAX_MESSAGES, MAX_TOP_LEVEL_KEYS};
 
+pub mod input_bound;
 pub mod json_scan;
 
 use self::json_scan::{JsonFault, Scanner, ValueKind, content_eq, content_hash, contents_eq};
 
+pub use self::input_bound::{
+    Media, MediaAllowance, MediaParts, PartPosition, input_tokens_upper_bound, unsupported_media_part,
+};
 pub use self::json_scan::{Span, object_members};
 
 /// What the gateway needs from a valid chat request. Every borrowed part points into the body.
@@ -63,89 +67,6 @@ pub struct ChatRequest<'a> {
     pub stream_options: Option<StreamOptionsLayout>,
     top_level_keys: [Span; MAX_TOP_LEVEL_KEYS],
     top_level_key_count: usize,
-}
-
-/// Where a content part sits: `messages[message].content[part]`, both counted from 0. Its
-/// `Display` is that text, the `param` of a refusal (rendered only on the refusal path).
-#[derive(Copy, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct PartPosition {
-    pub message: u32,
-    pub part: u32,
-}
-
-impl std::fmt::Display for PartPosition {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "messages[{}].content[{}]", self.message, self.part)
-    }
-}
-
-/// A kind of content part that is not text: the upstream bills it by its own measure, not by
-/// its bytes (a base64 data URL is far longer than the tokens it costs, a short remote URL far
-/// shorter).
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-pub enum Media {
-    /// `{"type":"image_url","image_url":{...}}`
-    Image,
-    /// `{"type":"input_audio","input_audio":{...}}`
-    Audio,
-}
-
-impl Media {
-    /// What the part is, in a refusal's message.
-    pub fn noun(self) -> &'static str {
-        match self {
-            Media::Image => "image",
-            Media::Audio => "audio",
-        }
-    }
-}
-
-/// The media parts of a request's message contents: how many of each kind, and where the first
-/// of each is (for a refusal that names it).
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct MediaParts {
-    pub images: u64,
-    pub audio: u64,
-    pub first_image: Option<PartPosition>,
-    pub first_audio: Option<PartPosition>,
-}
-
-/// What one media part may cost at most, in input tokens, for one model (registry keys
-/// `max_image_input_tokens` and `max_audio_input_tokens`); `None`: the model refuses such parts.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub struct MediaAllowance {
-    pub image_tokens: Option<u64>,
-    pub audio_tokens: Option<u64>,
-}
-
-/// The first media part (in body order) of a kind `allowance` has no figure for: the model
-/// cannot be asked for it, because nothing bounds what the upstream would bill.
-pub fn unsupported_media_part(request: &ChatRequest<'_>, allowance: MediaAllowance) -> Option<(Media, PartPosition)> {
-    let image = request.media.first_image.filter(|_| allowance.image_tokens.is_none()).map(|at| (Media::Image, at));
-    let audio = request.media.first_audio.filter(|_| allowance.audio_tokens.is_none()).map(|at| (Media::Audio, at));
-    match (image, audio) {
-        (Some(image), Some(audio)) => Some(if image.1 <= audio.1 { image } else { audio }),
-        (one, other) => one.or(other),
-    }
-}
-
-/// The input upper bound of SPEC §3 and §9, in tokens: what the upstream can bill for this
-/// request's input, at most.
-///
-/// `input_bytes` (the body less the gateway's own scalars and the media payloads), because a
-/// text token is at least one byte of what the upstream renders, and no rendered text is longer
-/// than the raw JSON it came from (an escape is never shorter than what it decodes to); plus
-/// each media part at its allowance; plus the template's overhead per message and per request.
-/// A media kind without an allowance counts as unbounded (`u64::MAX`, which no bucket admits):
-/// `unsupported_media_part` refuses such requests first. Saturates, never wraps.
-pub fn input_tokens_upper_bound(request: &ChatRequest<'_>, allowance: MediaAllowance) -> u64 {
-    let per_part = |parts: u64, tokens: Option<u64>| parts.saturating_mul(tokens.unwrap_or(u64::MAX));
-    request
-        .input_bytes
-        .saturating_add(per_part(request.media.images, allowance.image_tokens))
-        .saturating_add(per_part(request.media.audio, allowance.audio_tokens))
-        .saturating_add(PER_MESSAGE_OVERHEAD_TOKENS.saturating_mul(request.message_count as u64))
-        .saturating_add(PER_REQUEST_OVERHEAD_TOKENS)
 }
 
 /// Where the client's `stream_options` sits, for the rewrite.
@@ -668,8 +589,8 @@ impl<'a> Walk<'a> {
         };
         let parts = &mut request.media;
         let (count, first_at) = match media {
-            Media::Image => (&mut parts.images, &mut parts.first_image),
-            Media::Audio => (&mut parts.audio, &mut parts.first_audio),
+            Media::Image => (&mut parts.image_parts, &mut parts.first_image),
+            Media::Audio => (&mut parts.audio_parts, &mut parts.first_audio),
         };
         *count = count.saturating_add(1);
         first_at.get_or_insert(at);

@@ -530,7 +530,7 @@ fn input_bound_counts_the_body_and_media_allowances() {
     ];
     for (name, body, allowance, (images, audio), input_bytes, bound) in cases {
         let request = parse_chat_request(body.as_bytes()).unwrap_or_else(|error| panic!("{name}: {error:?}"));
-        let measured = (request.media.images, request.media.audio, request.input_bytes);
+        let measured = (request.media.image_parts, request.media.audio_parts, request.input_bytes);
         assert_eq!(measured, (images, audio, input_bytes), "{name}: {} body bytes", body.len());
         assert_eq!(input_tokens_upper_bound(&request, allowance), bound, "{name}");
         assert!(request.content_bytes <= request.input_bytes, "{name}");
@@ -557,12 +557,13 @@ fn names_the_first_unsupported_media_part() {
     let audio_only = MediaAllowance { image_tokens: None, audio_tokens: Some(1) };
     assert_eq!(named(audio_only), Some((Media::Image, "messages[1].content[1]".into())));
     assert_eq!(named(BOTH), None);
-    assert_eq!((request.media.images, request.media.audio), (2, 1));
-    // Audio before any image is named first when neither is allowed.
-    let body = with_messages(&format!(r#"[{{"role":"user","content":[{audio},{image}]}}]"#));
+    assert_eq!((request.media.image_parts, request.media.audio_parts), (2, 1));
+    // Audio before any image is named first when neither is allowed; a part that is not an
+    // object still takes its place in the count.
+    let body = with_messages(&format!(r#"[{{"role":"user","content":["plain",{audio},{image}]}}]"#));
     let request = parse_chat_request(body.as_bytes()).unwrap();
     let first = unsupported_media_part(&request, MediaAllowance::default()).map(|(media, at)| (media, at.to_string()));
-    assert_eq!(first, Some((Media::Audio, "messages[0].content[0]".into())));
+    assert_eq!(first, Some((Media::Audio, "messages[0].content[1]".into())));
 }
 
 // Goal: a content part that repeats a key deciding what it is (type, image_url, input_audio)
