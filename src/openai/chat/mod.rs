@@ -535,9 +535,7 @@ impl<'a> Walk<'a> {
         }
         Ok(())
     }
-}
 
-impl<'a> Walk<'a> {
     /// A message's `content` given as an array of parts, each walked for media. Returns the
     /// array's span and the bytes of the media payloads in it.
     fn content_parts(&mut self, message_index: u32, request: &mut ChatRequest<'a>) -> Result<(Span, u64), JsonFault> {
