@@ -266,6 +266,12 @@ pub enum Detail<'a> {
     UnsupportedParam {
         model: &'a str,
     },
+    /// `param` names a content part of a kind (`media`: "image", "audio") `model` has no input
+    /// allowance for.
+    UnsupportedMedia {
+        model: &'a str,
+        media: &'static str,
+    },
     ModelNotFound {
         requested: &'a str,
         suggestion: Option<&'a str>,
@@ -451,6 +457,17 @@ pub fn write_message(out: &mut Vec<u8>, error: &ApiError<'_>) {
             out.extend_from_slice(b"': ");
             write_json_escaped(out, reason);
             out.push(b'.');
+        }
+        Detail::UnsupportedMedia { model, media } => {
+            out.extend_from_slice(b"Unsupported parameter: '");
+            write_json_escaped(out, param);
+            out.extend_from_slice(b"' is an ");
+            out.extend_from_slice(media.as_bytes());
+            out.extend_from_slice(b" part, and the model '");
+            write_json_escaped(out, model);
+            out.extend_from_slice(b"' does not accept ");
+            out.extend_from_slice(media.as_bytes());
+            out.extend_from_slice(b" input.");
         }
         Detail::UnsupportedParam { model } => {
             out.extend_from_slice(b"Unsupported parameter: '");

@@ -105,6 +105,10 @@ pub const PER_MESSAGE_OVERHEAD_TOKENS: u64 = 8;
 pub const PER_REQUEST_OVERHEAD_TOKENS: u64 = 8;
 /// Largest output cap any model may be configured with, in tokens.
 pub const MAX_MODEL_OUTPUT_TOKENS: u64 = 1_000_000;
+/// Largest `max_image_input_tokens` / `max_audio_input_tokens` a model may be configured with:
+/// what one media part may cost, in input tokens (a bigger figure would make every such request
+/// too large for any tier's TPM anyway).
+pub const MAX_MEDIA_PART_INPUT_TOKENS: u64 = 1_000_000;
 
 // ---------------------------------------------------------------------------------------------
 // Upstreams (`backend::upstream`).

@@ -121,8 +121,17 @@ impl Default for WorkerMetrics {
     }
 }
 
+/// Adds `by` to a counter, stopping at `u64::MAX` instead of wrapping (SPEC §12: counters never
+/// decrease; a wrapped money counter would read as money coming back).
+///
+/// A plain load, saturating add and store, not a compare-and-swap loop: every shard has exactly
+/// one writer (its worker's thread, or the admin thread for `Metrics::admin`; monoio never moves
+/// a task between threads), so no other write can land between the load and the store. Readers
+/// (a scrape on the admin thread) only ever see a value that was stored whole. With a second
+/// writer this would lose increments, never wrap: still never a decrease, but undercounting.
 fn bump(counter: &AtomicU64, by: u64) {
-    counter.fetch_add(by, Ordering::Relaxed);
+    let now = counter.load(Ordering::Relaxed);
+    counter.store(now.saturating_add(by), Ordering::Relaxed);
 }
 
 impl WorkerMetrics {
@@ -153,11 +162,13 @@ impl WorkerMetrics {
     }
 
     pub fn gauge_up(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
+        bump(counter, 1);
     }
 
+    /// A gauge never goes below zero: a down without its up (a bug) reads 0, not 2^64 - 1.
     pub fn gauge_down(counter: &AtomicU64) {
-        counter.fetch_sub(1, Ordering::Relaxed);
+        let now = counter.load(Ordering::Relaxed);
+        counter.store(now.saturating_sub(1), Ordering::Relaxed);
     }
 }
 
@@ -174,8 +185,10 @@ impl Metrics {
         Metrics { workers: (0..workers).map(|_| Arc::new(WorkerMetrics::default())).collect(), admin: Arc::default() }
     }
 
+    /// The shards' total, saturating like each shard: two shards near `u64::MAX` render as
+    /// `u64::MAX`, never as a wrapped small number (and never panic on overflow).
     fn sum(&self, read: impl Fn(&WorkerMetrics) -> u64) -> u64 {
-        self.workers.iter().map(|w| read(w)).sum()
+        self.workers.iter().fold(0u64, |total, w| total.saturating_add(read(w)))
     }
 
     /// The Prometheus text exposition of every counter.
@@ -203,7 +216,7 @@ impl Metrics {
             let value = self.sum(|w| w.rejections[slot].load(Ordering::Relaxed));
             let code = kind.spec().code;
             match by_code.iter_mut().find(|(c, _)| *c == code) {
-                Some(entry) => entry.1 += value,
+                Some(entry) => entry.1 = entry.1.saturating_add(value),
                 None => by_code.push((code, value)),
             }
         }
@@ -268,7 +281,7 @@ impl Metrics {
             &mut text,
             "fikra_max_tokens_clamped_total",
             "counter",
-            "Requests whose output cap was lowered to what the wallet could pay.",
+            "Requests whose output cap was lowered below what was asked (the client's max_tokens, else the model's cap), announced in x-fikra-max-tokens-clamped.",
             load(|w| &w.max_tokens_clamped),
         );
         scalar(
@@ -342,5 +355,33 @@ impl Metrics {
             load(|w| &w.upstream_idle_closed),
         );
         text
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: a money counter stops at u64::MAX instead of wrapping, on one shard and across
+    // shards when a scrape adds them up; a gauge stops at zero.
+    #[test]
+    fn counters_saturate_instead_of_wrapping() {
+        let metrics = Metrics::new(2);
+        let [first, second] = [&metrics.workers[0], &metrics.workers[1]];
+        WorkerMetrics::add(&first.operator_loss_nanos, u64::MAX - 5);
+        WorkerMetrics::add(&first.operator_loss_nanos, 4);
+        assert_eq!(first.operator_loss_nanos.load(Ordering::Relaxed), u64::MAX - 1);
+        WorkerMetrics::add(&first.operator_loss_nanos, 7);
+        assert_eq!(first.operator_loss_nanos.load(Ordering::Relaxed), u64::MAX);
+        WorkerMetrics::add(&second.operator_loss_nanos, 3);
+        WorkerMetrics::add(&second.charged_nanos, u64::MAX);
+        WorkerMetrics::add(&first.charged_nanos, 1);
+        let text = metrics.render();
+        assert!(text.contains("\nfikra_operator_loss_nanos_total 18446744073709551615\n"), "{text}");
+        assert!(text.contains("\nfikra_charged_nanos_total 18446744073709551615\n"), "{text}");
+        WorkerMetrics::gauge_up(&second.connections_open);
+        WorkerMetrics::gauge_down(&second.connections_open);
+        WorkerMetrics::gauge_down(&second.connections_open);
+        assert_eq!(second.connections_open.load(Ordering::Relaxed), 0);
     }
 }

@@ -218,6 +218,8 @@ pub fn registry_of(config: &Config) -> Registry {
             cached_input_price: model.cached_input_price,
             output_price: model.output_price,
             max_output_tokens: model.max_output_tokens,
+            max_image_input_tokens: model.max_image_input_tokens,
+            max_audio_input_tokens: model.max_audio_input_tokens,
             unsupported_parameters: model.unsupported_parameters.clone(),
             created_unix_s: model.created,
         })

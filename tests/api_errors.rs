@@ -99,9 +99,10 @@ fn authentication_failures_get_401() {
 #[test]
 fn wallet_refusals_and_clamps() {
     let gateway = TestGateway::start("");
-    let key = gateway.account_with_key("poor", "0.000010000", "live");
-    // Input bound: 2 content bytes + 8 per message + 8 per request = 18 tokens = 9,000 nanos at
-    // 500 nanos/token; 10,000 nanos leave 1,000 = 2 output tokens.
+    let key = gateway.account_with_key("poor", "0.000032500", "live");
+    // Input bound (SPEC §9): the 84-byte body less `"model":"fikra-flash"` (21) and
+    // `"max_tokens":100` (16) = 47 bytes, + 8 per message + 8 per request = 63 tokens = 31,500
+    // nanos at 500 nanos/token; 32,500 nanos leave 1,000 = 2 output tokens.
     let body = r#"{"model":"fikra-flash","messages":[{"role":"user","content":"hi"}],"max_tokens":100}"#;
     let response = gateway.chat(&key, body);
     assert_eq!(response.status, 200, "{}", response.text());

@@ -92,13 +92,18 @@ struct AccountLease {
     starved_until_ms: u64,
 }
 
+/// What `records` charge together; saturating, so no list of charges can wrap to a small sum.
+pub fn total_cost(records: &[LeaseRecord]) -> Nanos {
+    records.iter().fold(Nanos::ZERO, |total, record| total.saturating_add(record.cost))
+}
+
 impl AccountLease {
     fn requests(&self) -> u64 {
-        self.grants.iter().map(|g| g.requests).sum()
+        self.grants.iter().fold(0u64, |total, g| total.saturating_add(g.requests))
     }
 
     fn tokens(&self) -> u64 {
-        self.grants.iter().map(|g| g.tokens).sum()
+        self.grants.iter().fold(0u64, |total, g| total.saturating_add(g.tokens))
     }
 
     fn free_escrow(&self) -> Nanos {
@@ -218,10 +223,10 @@ impl LeaseBook {
             return None;
         }
         lease.take(tokens);
-        lease.committed = Nanos(lease.committed.0 + hold.0);
+        lease.committed = lease.committed.saturating_add(hold);
         // The hold came out of the free escrow: what is committed and owed still fits in it.
         debug_assert!(
-            hold == Nanos::ZERO || lease.committed.0 + lease.unpaid.0 <= lease.escrow.0,
+            hold == Nanos::ZERO || lease.committed.saturating_add(lease.unpaid) <= lease.escrow,
             "a local hold must fit in the escrow: committed {} + unpaid {} > escrow {}",
             lease.committed,
             lease.unpaid,
@@ -245,7 +250,7 @@ impl LeaseBook {
         let cost = settlement.record.cost;
         let (charged, loss) = crate::money::charge_within_hold(cost, settlement.hold);
         lease.committed = Nanos(lease.committed.0.saturating_sub(settlement.hold.0));
-        lease.unpaid = Nanos(lease.unpaid.0 + charged.0);
+        lease.unpaid = lease.unpaid.saturating_add(charged);
         lease.in_flight = lease.in_flight.saturating_sub(1);
         let tier = if lease.account_trusted { TIER_TRUSTED } else { TIER_UNVERIFIED };
         let actual = settlement.record.tokens.rate_limited_tokens(policy.counts_cached_tokens(tier, KeyKind::Live));
@@ -253,7 +258,7 @@ impl LeaseBook {
             // Unused tokens stay in the lease (they were taken from the bucket already).
             let back = settlement.tokens_charged - actual;
             match lease.grants.back_mut() {
-                Some(grant) => grant.tokens += back,
+                Some(grant) => grant.tokens = grant.tokens.saturating_add(back),
                 None => lease.tokens_delta = lease.tokens_delta.saturating_add(back as i64),
             }
         } else {
@@ -306,23 +311,26 @@ impl LeaseBook {
             if !ending && now_ms.saturating_sub(grant.granted_at_ms) < LEASE_MAX_AGE_MS {
                 break;
             }
-            return_requests += grant.requests;
-            return_tokens += grant.tokens;
+            return_requests = return_requests.saturating_add(grant.requests);
+            return_tokens = return_tokens.saturating_add(grant.tokens);
             lease.grants.pop_front();
         }
         let take = lease.records.len().min(LEASE_MAX_RECORDS_PER_CALL);
         let records: Vec<LeaseRecord> = lease.records.drain(..take).collect();
-        let paying: u64 = records.iter().map(|r| r.cost.0).sum();
+        let paying = total_cost(&records);
         let tokens_delta = std::mem::take(&mut lease.tokens_delta).saturating_add(return_tokens as i64);
         let (want_requests, want_tokens, want_escrow) = if ending {
             // Unpaid charges left out of this call (more than one call's worth) keep their escrow.
-            (0, 0, Nanos(lease.committed.0 + lease.unpaid.0.saturating_sub(paying)))
+            (0, 0, lease.committed.saturating_add(lease.unpaid.saturating_sub(paying)))
         } else {
             let target = lease.target_requests(now_ms).min(lease.requests_limit / LEASE_SHARE);
             let want_requests = target.saturating_sub(lease.requests());
-            let want_tokens = (target * lease.tokens_per_request).saturating_sub(lease.tokens());
-            let escrow = lease.committed.0 + lease.unpaid.0.saturating_sub(paying) + target * lease.hold_per_request.0;
-            (want_requests, want_tokens, Nanos(escrow))
+            let want_tokens = target.saturating_mul(lease.tokens_per_request).saturating_sub(lease.tokens());
+            let escrow = lease
+                .committed
+                .saturating_add(lease.unpaid.saturating_sub(paying))
+                .saturating_add(Nanos(target.saturating_mul(lease.hold_per_request.0)));
+            (want_requests, want_tokens, escrow)
         };
         lease.seq += 1;
         let call = LeaseCall {
@@ -347,10 +355,10 @@ impl LeaseBook {
     /// Applies the store's answer to `call`.
     pub fn apply(&mut self, call: &LeaseCall, result: Result<LeaseReply, StoreError>, now_ms: u64) {
         let Some(lease) = self.accounts.get_mut(&call.account_id) else { return };
-        let paying: u64 = call.records.iter().map(|r| r.cost.0).sum();
+        let paying = total_cost(&call.records);
         // The call pays charges settled on this lease and not yet applied (retries included).
         debug_assert!(
-            result.is_err() || paying <= lease.unpaid.0,
+            result.is_err() || paying <= lease.unpaid,
             "lease {} pays {paying} but owes only {}",
             call.lease_id,
             lease.unpaid
@@ -369,7 +377,7 @@ impl LeaseBook {
                 );
                 lease.pending = None;
                 lease.account_trusted = account_trusted;
-                lease.unpaid = Nanos(lease.unpaid.0.saturating_sub(paying));
+                lease.unpaid = lease.unpaid.saturating_sub(paying);
                 lease.escrow = escrow;
                 if requests > 0 || tokens > 0 {
                     lease.grants.push_back(Grant { granted_at_ms: now_ms, requests, tokens });
@@ -390,7 +398,7 @@ impl LeaseBook {
             Ok(LeaseReply::Superseded) | Err(StoreError::NotFound) => {
                 // Nothing more can be applied for this lease: start over with a fresh one.
                 lease.pending = None;
-                lease.unpaid = Nanos(lease.unpaid.0.saturating_sub(paying));
+                lease.unpaid = lease.unpaid.saturating_sub(paying);
                 lease.lease_id = None;
                 lease.rates = None;
                 lease.grants.clear();

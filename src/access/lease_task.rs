@@ -103,7 +103,7 @@ impl LeaseTask {
             Ok(LeaseReply::Granted { charged, operator_loss, .. }) => {
                 // After receiving: the store charged what the records say, less any loss, never more.
                 debug_assert!(
-                    charged.0.saturating_add(operator_loss.0) == call.records.iter().map(|r| r.cost.0).sum::<u64>(),
+                    charged.saturating_add(*operator_loss) == crate::access::lease::total_cost(&call.records),
                     "lease {} (call {}): charged {charged} + loss {operator_loss} differ from the records sent",
                     call.lease_id,
                     call.seq

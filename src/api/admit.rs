@@ -10,9 +10,8 @@ use crate::access::auth::Caller;
 use crate::api::rescue::{Rates, Refusal};
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::ids::RequestId;
-use crate::limits::{PER_MESSAGE_OVERHEAD_TOKENS, PER_REQUEST_OVERHEAD_TOKENS};
 use crate::metrics::WorkerMetrics;
-use crate::openai::chat::ChatRequest;
+use crate::openai::chat::{ChatRequest, input_tokens_upper_bound};
 use crate::openai::models::ModelEntry;
 use crate::store::{Admission, AdmitRequest, Admitted, KeyKind, StoreError, TIER_UNVERIFIED};
 use crate::worker::Worker;
@@ -37,7 +36,8 @@ pub struct Ticket<'a> {
     pub settle_by: SettleBy,
     /// The input upper bound the hold was taken for (the usage estimate when upstream is silent).
     pub input_tokens_upper: u64,
-    /// `Some(cap)` when the output cap sent on is below what the client asked for.
+    /// `Some(cap)` when the output cap sent on is below what was asked for: the client's
+    /// `max_tokens`, or the model's output cap when the client gave none.
     pub clamped_to: Option<u64>,
 }
 
@@ -50,7 +50,7 @@ pub async fn admit<'a>(
     model: &'a ModelEntry,
 ) -> Result<Ticket<'a>, Refusal<'static>> {
     let shared = &worker.shared;
-    let input_tokens_upper = input_tokens_upper_bound(chat);
+    let input_tokens_upper = input_tokens_upper_bound(chat, model.media_allowance());
     let requested_output_tokens = chat.max_tokens.unwrap_or(model.max_output_tokens);
     let request = AdmitRequest {
         request_id: request_id.as_str(),
@@ -121,8 +121,10 @@ pub async fn admit<'a>(
         request_id.as_str(),
         admitted.hold
     );
-    let clamped_to = (chat.max_tokens.is_some() && admitted.output_cap_tokens < requested_output_tokens)
-        .then_some(admitted.output_cap_tokens);
+    // SPEC §9: announced whenever the cap sent on is below what was asked for, the client's own
+    // cap or, when it gave none, the model's: an answer silently shorter than the model allows
+    // reads as the model's choice, not the wallet's.
+    let clamped_to = (admitted.output_cap_tokens < requested_output_tokens).then_some(admitted.output_cap_tokens);
     if clamped_to.is_some() {
         WorkerMetrics::add(&worker.metrics.max_tokens_clamped, 1);
     }
@@ -188,12 +190,4 @@ fn refusal_of(refusal: Admission) -> Refusal<'static> {
                 .with_rates(Rates::Known(rates))
         }
     }
-}
-
-/// The input upper bound of SPEC §3: a token is at least one byte, plus template overhead.
-pub fn input_tokens_upper_bound(chat: &ChatRequest<'_>) -> u64 {
-    chat.content_bytes
-        .saturating_add(chat.extra_input_bytes)
-        .saturating_add(PER_MESSAGE_OVERHEAD_TOKENS.saturating_mul(chat.message_count as u64))
-        .saturating_add(PER_REQUEST_OVERHEAD_TOKENS)
 }

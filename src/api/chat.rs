@@ -30,12 +30,23 @@ pub async fn chat_completions<S: AsyncWriteRent>(
     let request_id = worker.next_request_id();
     let mut caller = None;
     let mut upstream_message = String::new();
-    match serve(worker, request, sink, &request_id, &mut caller, &mut upstream_message).await {
+    // The refusal path's own text (a content part's param); empty, so unallocated, otherwise.
+    let mut refused_param = String::new();
+    let texts = RefusalTexts { upstream_message: &mut upstream_message, refused_param: &mut refused_param };
+    match serve(worker, request, sink, &request_id, &mut caller, texts).await {
         Ok(status) => status,
         Err(refusal) => {
             rescue(worker, sink, refusal, Known { request_id: Some(&request_id), caller: caller.as_ref() }).await
         }
     }
+}
+
+/// Text a refusal may borrow that is only made on the refusal path.
+struct RefusalTexts<'t> {
+    /// An upstream's own message (dispatch).
+    upstream_message: &'t mut String,
+    /// A param rendered from a position, e.g. `messages[0].content[1]` (route).
+    refused_param: &'t mut String,
 }
 
 async fn serve<'a, S: AsyncWriteRent>(
@@ -44,20 +55,26 @@ async fn serve<'a, S: AsyncWriteRent>(
     sink: &mut ResponseSink<S>,
     request_id: &RequestId,
     caller: &mut Option<Caller>,
-    upstream_message: &'a mut String,
+    texts: RefusalTexts<'a>,
 ) -> Result<u16, Refusal<'a>> {
     let caller = caller.insert(authenticate(worker, request.head.authorization).await?);
     refuse_during_maintenance(worker)?;
     let chat = chat::parse_chat_request(request.body)?;
-    let model = route_model(worker, &chat, request.body)?;
+    let model = route_model(worker, &chat, request.body, texts.refused_param)?;
     let ticket = admit(worker, request_id, caller, &chat, model).await?;
     let answer = dispatch(worker, sink, &ticket, &chat, request.body).await;
     settle(worker, &ticket, answer.usage).await;
-    answer.into_result(&ticket, upstream_message)
+    answer.into_result(&ticket, texts.upstream_message)
 }
 
-/// The registry entry `chat` names, once its parameters suit that model.
-fn route_model<'a>(worker: &'a Worker, chat: &ChatRequest<'a>, body: &'a [u8]) -> Result<&'a ModelEntry, Refusal<'a>> {
+/// The registry entry `chat` names, once its parameters suit that model. A refused content
+/// part's param is rendered into `refused_param` (the only allocation, on the refusal path).
+fn route_model<'a>(
+    worker: &'a Worker,
+    chat: &ChatRequest<'a>,
+    body: &'a [u8],
+    refused_param: &'a mut String,
+) -> Result<&'a ModelEntry, Refusal<'a>> {
     let registry = &worker.shared.registry;
     let Some((model_index, model)) = registry.get(chat.model) else {
         let detail = Detail::ModelNotFound { requested: chat.model, suggestion: registry.closest(chat.model) };
@@ -66,6 +83,14 @@ fn route_model<'a>(worker: &'a Worker, chat: &ChatRequest<'a>, body: &'a [u8]) -
     if let Some(param) = registry.unsupported_param(model_index, chat::top_level_keys(chat, body)) {
         let detail = Detail::UnsupportedParam { model: &model.id };
         return Err(ApiError { kind: ErrorKind::UnsupportedParameter, param: Some(param), detail }.into());
+    }
+    if let Some((media, at)) = chat::unsupported_media_part(chat, model.media_allowance()) {
+        use std::fmt::Write;
+        let _ = write!(refused_param, "{at}");
+        let detail = Detail::UnsupportedMedia { model: &model.id, media: media.noun() };
+        return Err(
+            ApiError { kind: ErrorKind::UnsupportedParameter, param: Some(refused_param.as_str()), detail }.into()
+        );
     }
     if let Some(max_tokens) = chat.max_tokens
         && max_tokens > model.max_output_tokens

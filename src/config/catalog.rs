@@ -35,6 +35,8 @@ pub(super) const MODEL_KEYS: &[&str] = &[
     "output_usd_per_million",
     "max_output_tokens",
     "cached_input_usd_per_million",
+    "max_image_input_tokens",
+    "max_audio_input_tokens",
     "unsupported_parameters",
     "created",
 ];
@@ -275,6 +277,10 @@ pub(super) fn models(reader: &mut Reader, root: &Section<'_>, upstream_names: &[
             reader.error(section.key("max_output_tokens"), "is required (the largest answer, in tokens)");
             None
         };
+        // Optional: absent means the model refuses that kind of part (SPEC §9).
+        let media_range = 1..=limits::MAX_MEDIA_PART_INPUT_TOKENS;
+        let max_image_input_tokens = reader.integer(section, "max_image_input_tokens", media_range.clone(), "");
+        let max_audio_input_tokens = reader.integer(section, "max_audio_input_tokens", media_range, "");
         let unsupported_parameters = unsupported_parameters(reader, section);
         let created = reader.integer(section, "created", 0..=i64::MAX as u64, "").unwrap_or(REFERENCE_CREATED_UNIX_S);
         let (
@@ -296,6 +302,8 @@ pub(super) fn models(reader: &mut Reader, root: &Section<'_>, upstream_names: &[
             cached_input_price,
             output_price,
             max_output_tokens,
+            max_image_input_tokens,
+            max_audio_input_tokens,
             unsupported_parameters,
             created,
         });

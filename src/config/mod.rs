@@ -275,6 +275,11 @@ pub struct ModelConfig {
     /// From `output_usd_per_million`.
     pub output_price: NanosPerToken,
     pub max_output_tokens: u64,
+    /// From `max_image_input_tokens`: the most input tokens one image part costs upstream;
+    /// `None` (absent): image parts are refused.
+    pub max_image_input_tokens: Option<u64>,
+    /// From `max_audio_input_tokens`: the same for one audio part.
+    pub max_audio_input_tokens: Option<u64>,
     /// Request keys answered with 400 `unsupported_parameter` for this model.
     pub unsupported_parameters: Vec<String>,
     /// Unix seconds, shown in `/v1/models`.
@@ -414,6 +419,8 @@ pub fn reference_models() -> Vec<ModelConfig> {
             cached_input_price: NanosPerToken(nanos_per_token),
             output_price: NanosPerToken(nanos_per_token),
             max_output_tokens: REFERENCE_MAX_OUTPUT_TOKENS,
+            max_image_input_tokens: None,
+            max_audio_input_tokens: None,
             unsupported_parameters: Vec::new(),
             created: REFERENCE_CREATED_UNIX_S,
         })

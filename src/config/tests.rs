@@ -144,6 +144,8 @@ fn spec_example_parses_to_exact_values() {
             cached_input_price: NanosPerToken(500),
             output_price: NanosPerToken(500),
             max_output_tokens: 8192,
+            max_image_input_tokens: None,
+            max_audio_input_tokens: None,
             unsupported_parameters: vec![],
             created: 1_767_225_600,
         }],
@@ -236,6 +238,8 @@ fn each_key_alone_keeps_every_other_default() {
                     cached_input_price: NanosPerToken(0),
                     output_price: NanosPerToken(1250),
                     max_output_tokens: 1_000_000,
+                    max_image_input_tokens: None,
+                    max_audio_input_tokens: None,
                     unsupported_parameters: vec![],
                     created: 1_767_225_600,
                 }]
@@ -252,12 +256,32 @@ fn each_key_alone_keeps_every_other_default() {
                     cached_input_price: NanosPerToken(500),
                     output_price: NanosPerToken(2000),
                     max_output_tokens: 100,
+                    max_image_input_tokens: None,
+                    max_audio_input_tokens: None,
                     unsupported_parameters: vec![],
                     created: 1_767_225_600,
                 }]
             }),
         ),
         ("[tiers.trusted]\ncount_cached_tokens = true", Box::new(|c| c.limits.tiers[1].1.count_cached_tokens = true)),
+        (
+            "[[models]]\nid = \"v\"\nupstream = \"sandbox\"\ninput_usd_per_million = \"1\"\noutput_usd_per_million = \"1\"\nmax_output_tokens = 10\nmax_image_input_tokens = 1105\nmax_audio_input_tokens = 1000000",
+            Box::new(|c| {
+                // A sandbox model like the reference ones, with both media allowances.
+                let price = NanosPerToken(1000);
+                c.models = vec![ModelConfig {
+                    id: "v".into(),
+                    upstream_model: "v".into(),
+                    input_price: price,
+                    cached_input_price: price,
+                    output_price: price,
+                    max_output_tokens: 10,
+                    max_image_input_tokens: Some(1105),
+                    max_audio_input_tokens: Some(1_000_000),
+                    ..reference_models()[0].clone()
+                }]
+            }),
+        ),
         ("[sandbox]\ntime_to_first_token_ms = 250", Box::new(|c| c.sandbox.time_to_first_token_ms = 250)),
         ("[sandbox]\ntokens_per_second = 50", Box::new(|c| c.sandbox.tokens_per_second = 50)),
         ("[sandbox]\noutput_tokens = 100000", Box::new(|c| c.sandbox.output_tokens = 100_000)),
@@ -483,6 +507,22 @@ fn messages_explain_the_fix() {
         (
             "[[models]]\nid = \"m\"\nupstream = \"sandbox\"\ninput_usd_per_million = \"1\"\noutput_usd_per_million = \"1\"",
             "models[0].max_output_tokens: is required (the largest answer, in tokens)",
+        ),
+        (
+            "[[models]]\nid = \"m\"\nupstream = \"sandbox\"\ninput_usd_per_million = \"1\"\noutput_usd_per_million = \"1\"\nmax_output_tokens = 1\nmax_image_input_tokens = 0",
+            "models[0].max_image_input_tokens: 0 is too small: at least 1",
+        ),
+        (
+            "[[models]]\nid = \"m\"\nupstream = \"sandbox\"\ninput_usd_per_million = \"1\"\noutput_usd_per_million = \"1\"\nmax_output_tokens = 1\nmax_image_input_tokens = 1000001",
+            "models[0].max_image_input_tokens: 1000001 is too large: at most 1000000",
+        ),
+        (
+            "[[models]]\nid = \"m\"\nupstream = \"sandbox\"\ninput_usd_per_million = \"1\"\noutput_usd_per_million = \"1\"\nmax_output_tokens = 1\nmax_audio_input_tokens = 1.5",
+            "models[0].max_audio_input_tokens: must be an integer, not a float (1.5)",
+        ),
+        (
+            "[[models]]\nid = \"m\"\nupstream = \"sandbox\"\ninput_usd_per_million = \"1\"\noutput_usd_per_million = \"1\"\nmax_output_tokens = 1\nmax_audio_input_tokens = \"300\"",
+            "models[0].max_audio_input_tokens: must be an integer, not a string (\"300\")",
         ),
         (
             "[[models]]\nid = \"m\"\nupstream = \"sandbox\"\noutput_usd_per_million = \"1\"\nmax_output_tokens = 1",
@@ -739,6 +779,7 @@ fn example_file_parses() {
     let mut models = reference_models();
     models[0].upstream_model = "openai/gpt-oss-20b".into();
     models[3].unsupported_parameters = vec!["logprobs".into()];
+    models[4].max_image_input_tokens = Some(1105);
     assert_eq!(config, Config { models, ..Config::demo() });
     assert_eq!(config.missing_env_vars_in(|name| name == "FIKRA_ADMIN_TOKEN"), []);
 }

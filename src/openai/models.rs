@@ -10,6 +10,7 @@ use std::collections::HashMap;
 
 use crate::json::write_json_escaped;
 use crate::money::{NanosPerToken, Prices, format_usd_per_million};
+use crate::openai::chat::MediaAllowance;
 
 use super::chat::json_scan::content_eq;
 
@@ -35,6 +36,11 @@ pub struct ModelEntry {
     pub cached_input_price: NanosPerToken,
     pub output_price: NanosPerToken,
     pub max_output_tokens: u64,
+    /// Most input tokens the upstream bills for one image part (`max_image_input_tokens`);
+    /// `None`: image parts are refused (400 `unsupported_parameter`).
+    pub max_image_input_tokens: Option<u64>,
+    /// The same for one audio part (`max_audio_input_tokens`).
+    pub max_audio_input_tokens: Option<u64>,
     /// Top-level request parameters refused for this model (400 `unsupported_parameter`).
     pub unsupported_parameters: Vec<String>,
     pub created_unix_s: u64,
@@ -69,6 +75,11 @@ impl ModelEntry {
     /// What this model charges per token.
     pub fn prices(&self) -> Prices {
         Prices { input: self.input_price, cached_input: self.cached_input_price, output: self.output_price }
+    }
+
+    /// What one media part may cost on this model, for the input bound.
+    pub fn media_allowance(&self) -> MediaAllowance {
+        MediaAllowance { image_tokens: self.max_image_input_tokens, audio_tokens: self.max_audio_input_tokens }
     }
 }
 
@@ -183,6 +194,8 @@ pub fn reference_entries() -> Vec<ModelEntry> {
             cached_input_price: NanosPerToken(nanos_per_token),
             output_price: NanosPerToken(nanos_per_token),
             max_output_tokens: REFERENCE_MAX_OUTPUT_TOKENS,
+            max_image_input_tokens: None,
+            max_audio_input_tokens: None,
             unsupported_parameters: Vec::new(),
             created_unix_s: REFERENCE_CREATED_UNIX_S,
         })

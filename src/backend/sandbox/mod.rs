@@ -27,8 +27,10 @@ pub fn seed_from(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |hash, &byte| (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3))
 }
 
-/// The prompt tokens the sandbox reports: about four bytes per token plus a small template
-/// overhead. Always within the gateway's upper bound (content bytes + 8 per message + 8).
+/// The prompt tokens the sandbox reports: about four bytes of message text per token (media
+/// payloads are not text and cost the sandbox nothing) plus a small template overhead. Always
+/// within the gateway's upper bound, which counts at least the content bytes, + 8 per message
+/// + 8.
 pub fn prompt_tokens(content_bytes: u64, message_count: u64) -> u64 {
     content_bytes.div_ceil(4) + 4 * message_count + 3
 }

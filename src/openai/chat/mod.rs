@@ -2,23 +2,28 @@
 //! the rewrite sent to a backend.
 //!
 //! `parse_chat_request` walks the body once with the strict scanner of `json_scan` (a child
-//! module), checks it
-//! against SPEC §1 and returns spans and numbers borrowed from the body: it never allocates,
-//! never recurses without bound and never panics. Every key is compared by its decoded text, so
-//! `"m\u006fdel"` is the model and cannot smuggle a second value past the checks; a repeated
-//! top-level key is refused for the same reason (the upstream might keep the other one).
-//! `write_backend_body` copies the body, replacing only the model, the output cap and (for
-//! streams) `stream_options.include_usage`, never re-serializing the rest. This module decides
-//! nothing about prices, limits or which model exists; that is the registry's and the
-//! pipeline's job.
+//! module), checks it against SPEC §1, measures what the upstream may bill for its input (SPEC
+//! §9: every byte but the gateway's own scalar parameters, and the media parts, which the child
+//! module `input_bound` prices at the model's allowance) and returns spans and numbers borrowed
+//! from the body: it never allocates, never recurses without bound and never panics. Every key
+//! is compared by its decoded text, so `"m\u006fdel"` is the model and cannot smuggle a second
+//! value past the checks; a repeated top-level key is refused for the same reason (the upstream
+//! might keep the other one). `write_backend_body` copies the body, replacing only the model,
+//! the output cap and (for streams) `stream_options.include_usage`, never re-serializing the
+//! rest. This module decides nothing about prices, limits or which model exists; that is the
+//! registry's and the pipeline's job.
 
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::limits::{MAX_MESSAGES, MAX_TOP_LEVEL_KEYS};
 
+pub mod input_bound;
 pub mod json_scan;
 
 use self::json_scan::{JsonFault, Scanner, ValueKind, content_eq, content_hash, contents_eq};
 
+pub use self::input_bound::{
+    Media, MediaAllowance, MediaParts, PartPosition, input_tokens_upper_bound, unsupported_media_part,
+};
 pub use self::json_scan::{Span, object_members};
 
 /// What the gateway needs from a valid chat request. Every borrowed part points into the body.
@@ -34,14 +39,20 @@ pub struct ChatRequest<'a> {
     /// The client's output cap: `max_tokens` or `max_completion_tokens`, the smaller if both.
     pub max_tokens: Option<u64>,
     pub message_count: usize,
-    /// Upper bound of the message text in bytes: over every message, the raw length of every
-    /// member's value except `role` (content, name, tool_calls, tool_call_id, and anything else
-    /// the upstream might render into the prompt). A string counts its bytes between the
-    /// quotes (never fewer than it decodes to), null counts 0, arrays and objects count whole.
+    /// The message text in bytes, for the sandbox's own prompt count: over every message, the
+    /// raw length of every member's value except `role` (content, name, tool_calls,
+    /// tool_call_id, and anything else). A string counts its bytes between the quotes (never
+    /// fewer than it decodes to), null counts 0, arrays and objects count whole, except the
+    /// payload of a media part (see `media`), which is not text. Never more than `input_bytes`.
     pub content_bytes: u64,
-    /// Raw lengths, counted the same way, of the top-level `tools`, `functions`, `tool_choice`
-    /// and `response_format` values (the upstream tokenizes them too).
-    pub extra_input_bytes: u64,
+    /// The bytes the input bound counts (SPEC §9): the whole body, less the members that are
+    /// the gateway's own scalar parameters (`model`, `stream`, `stream_options`, `temperature`,
+    /// `top_p`, `max_tokens`, `max_completion_tokens`, `n`: key to value) and less the payload
+    /// of each media part (its `image_url` or `input_audio` value), which the model's allowance
+    /// counts instead. Every other byte counts, unknown keys and JSON punctuation included.
+    pub input_bytes: u64,
+    /// The image and audio parts of message contents.
+    pub media: MediaParts,
     /// The client's own `stream_options.include_usage` was true.
     pub include_usage_requested: bool,
     /// The content of the last `user` message: a string's bytes between the quotes, or a
@@ -115,7 +126,8 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, ApiError<'_>> 
     Ok(request)
 }
 
-/// Top-level members the gateway reads; everything else passes through unread.
+/// Top-level members the gateway reads; everything else passes through unread (and counts in
+/// the input bound, whatever it is: `tools`, `response_format`, `prediction`, `documents`, ...).
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
 enum TopKey {
     Model,
@@ -127,12 +139,19 @@ enum TopKey {
     MaxTokens,
     MaxCompletionTokens,
     N,
-    /// Tokenized by the upstream as part of the prompt: `tools`, `functions`, `tool_choice`,
-    /// `response_format`.
-    PromptExtra,
 }
 
-const TOP_KEYS: [(&str, TopKey); 13] = [
+impl TopKey {
+    /// The gateway's own scalar parameters: validated here, never part of what the upstream
+    /// renders into the prompt, so their bytes are left out of the input bound. (Every one of
+    /// them is refused unless it is a short scalar, or `stream_options`, which only configures
+    /// the stream.)
+    fn is_gateway_parameter(self) -> bool {
+        self != TopKey::Messages
+    }
+}
+
+const TOP_KEYS: [(&str, TopKey); 9] = [
     ("model", TopKey::Model),
     ("messages", TopKey::Messages),
     ("stream", TopKey::Stream),
@@ -142,10 +161,6 @@ const TOP_KEYS: [(&str, TopKey); 13] = [
     ("max_tokens", TopKey::MaxTokens),
     ("max_completion_tokens", TopKey::MaxCompletionTokens),
     ("n", TopKey::N),
-    ("tools", TopKey::PromptExtra),
-    ("functions", TopKey::PromptExtra),
-    ("tool_choice", TopKey::PromptExtra),
-    ("response_format", TopKey::PromptExtra),
 ];
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -185,11 +200,24 @@ const MESSAGE_KEYS: [(&str, MessageKey); 4] = [
     ("function_call", MessageKey::FunctionCall),
 ];
 
+/// Content-part members whose repetition is refused: each decides whether the part is media
+/// and which bytes its allowance replaces (the upstream might read the other copy).
+const PART_KEYS: [&str; 3] = ["type", "image_url", "input_audio"];
+const PART_TYPE: usize = 0;
+const PART_IMAGE_URL: usize = 1;
+const PART_INPUT_AUDIO: usize = 2;
+
+/// Part `type` values that are media, with the member that carries each one's payload.
+const MEDIA_TYPES: [(&str, Media, usize); 2] =
+    [("image_url", Media::Image, PART_IMAGE_URL), ("input_audio", Media::Audio, PART_INPUT_AUDIO)];
+
 // Nesting levels of the parts of a request (the body's object is level 1).
 const TOP_MEMBER_DEPTH: usize = 2;
 const MESSAGE_DEPTH: usize = 3;
 const MESSAGE_MEMBER_DEPTH: usize = 4;
 const STREAM_OPTIONS_MEMBER_DEPTH: usize = 3;
+const PART_DEPTH: usize = 5;
+const PART_MEMBER_DEPTH: usize = 6;
 
 fn messages_error(kind: ErrorKind, text: &'static str) -> ApiError<'static> {
     ApiError { kind, param: Some("messages"), detail: Detail::Text(text) }
@@ -241,7 +269,9 @@ impl<'a> Walk<'a> {
             max_tokens: None,
             message_count: 0,
             content_bytes: 0,
-            extra_input_bytes: 0,
+            // Everything counts until shown to be a gateway parameter or a media payload.
+            input_bytes: self.body.len() as u64,
+            media: MediaParts::default(),
             include_usage_requested: false,
             last_user_content: Span::EMPTY,
             members_start: members_start as u32,
@@ -273,6 +303,11 @@ impl<'a> Walk<'a> {
             request.top_level_key_count = count + 1;
             let top_key = TOP_KEYS.iter().find(|(name, _)| content_eq(key_raw, name.as_bytes())).map(|(_, k)| *k);
             self.member(top_key, key_span.start, &mut request)?;
+            if top_key.is_some_and(TopKey::is_gateway_parameter) {
+                // Key to value: a span of this body, so never more than is left to subtract.
+                let member_bytes = (self.scanner.position() as u64).saturating_sub(u64::from(key_span.start));
+                request.input_bytes = request.input_bytes.saturating_sub(member_bytes);
+            }
         }
         self.scanner.finish()?;
         Ok(request)
@@ -350,7 +385,6 @@ impl<'a> Walk<'a> {
                     self.note(ApiError::invalid("n", "must be 1 (the gateway returns a single choice)"));
                 }
             }
-            TopKey::PromptExtra => request.extra_input_bytes += prompt_bytes(kind, span),
         }
         Ok(())
     }
@@ -430,6 +464,8 @@ impl<'a> Walk<'a> {
     }
 
     fn message(&mut self, request: &mut ChatRequest<'a>) -> Result<(), JsonFault> {
+        // `messages` holds at most a body's length of elements, far below u32::MAX.
+        let message_index = request.message_count.saturating_sub(1) as u32;
         self.scanner.enter(MESSAGE_DEPTH)?;
         let mut role = None;
         let mut content: Option<(ValueKind, Span)> = None;
@@ -438,9 +474,16 @@ impl<'a> Walk<'a> {
         let mut first = true;
         while self.scanner.next_item(b'}', &mut first)? {
             let key = self.scanner.key()?.inner();
-            let (kind, span) = self.scanner.value(MESSAGE_MEMBER_DEPTH)?;
             let key_raw = key.slice(self.body);
             let known = MESSAGE_KEYS.iter().find(|(name, _)| content_eq(key_raw, name.as_bytes())).map(|(_, k)| *k);
+            let parts = matches!(known, Some(MessageKey::Content)) && self.scanner.peek_kind()? == ValueKind::Array;
+            let (kind, span, media_payload_bytes) = if parts {
+                let (span, media_payload_bytes) = self.content_parts(message_index, request)?;
+                (ValueKind::Array, span, media_payload_bytes)
+            } else {
+                let (kind, span) = self.scanner.value(MESSAGE_MEMBER_DEPTH)?;
+                (kind, span, 0)
+            };
             if let Some(known) = known {
                 if seen_keys & known as u8 != 0 {
                     self.note(messages_error(
@@ -461,7 +504,10 @@ impl<'a> Walk<'a> {
                 Some(MessageKey::ToolCalls | MessageKey::FunctionCall) => has_tool_calls |= kind != ValueKind::Null,
                 None => {}
             }
-            request.content_bytes += prompt_bytes(kind, span);
+            // The payloads lie inside `span`: the subtraction never goes below zero.
+            let text_bytes = prompt_bytes(kind, span).saturating_sub(media_payload_bytes);
+            request.content_bytes = request.content_bytes.saturating_add(text_bytes);
+            request.input_bytes = request.input_bytes.saturating_sub(media_payload_bytes);
         }
         let Some(role) = role else {
             self.note(messages_error(ErrorKind::MissingRequiredParameter, "Each message needs a 'role'."));
@@ -488,6 +534,65 @@ impl<'a> Walk<'a> {
             )),
         }
         Ok(())
+    }
+
+    /// A message's `content` given as an array of parts, each walked for media. Returns the
+    /// array's span and the bytes of the media payloads in it.
+    fn content_parts(&mut self, message_index: u32, request: &mut ChatRequest<'a>) -> Result<(Span, u64), JsonFault> {
+        let start = self.scanner.position();
+        self.scanner.enter(MESSAGE_MEMBER_DEPTH)?;
+        let mut media_payload_bytes = 0u64;
+        let mut part_index = 0u32;
+        let mut first = true;
+        while self.scanner.next_item(b']', &mut first)? {
+            if self.scanner.peek_kind()? == ValueKind::Object {
+                let at = PartPosition { message: message_index, part: part_index };
+                media_payload_bytes = media_payload_bytes.saturating_add(self.content_part(at, request)?);
+            } else {
+                self.scanner.value(PART_DEPTH)?;
+            }
+            part_index = part_index.saturating_add(1);
+        }
+        Ok((Span::new(start, self.scanner.position()), media_payload_bytes))
+    }
+
+    /// One content part given as an object. A part whose `type` is `image_url` or
+    /// `input_audio` is counted in `request.media`; returns the length of its payload (the
+    /// value of its `image_url` / `input_audio` member, whole), which its allowance replaces in
+    /// the bound. Every other byte of the part (its `type`, a `detail`, anything unknown)
+    /// still counts; any other part is text and counts whole.
+    fn content_part(&mut self, at: PartPosition, request: &mut ChatRequest<'a>) -> Result<u64, JsonFault> {
+        self.scanner.enter(PART_DEPTH)?;
+        let mut values: [Option<(ValueKind, Span)>; PART_KEYS.len()] = [None; PART_KEYS.len()];
+        let mut first = true;
+        while self.scanner.next_item(b'}', &mut first)? {
+            let key = self.scanner.key()?.inner();
+            let value = self.scanner.value(PART_MEMBER_DEPTH)?;
+            let key_raw = key.slice(self.body);
+            let Some(slot) = PART_KEYS.iter().position(|name| content_eq(key_raw, name.as_bytes())) else { continue };
+            if values[slot].is_some() {
+                self.note(messages_error(
+                    ErrorKind::InvalidParameter,
+                    "A content part has the same key more than once.",
+                ));
+            }
+            values[slot] = Some(value);
+        }
+        let Some((ValueKind::String, type_span)) = values[PART_TYPE] else { return Ok(0) };
+        let type_raw = type_span.inner().slice(self.body);
+        let Some(&(_, media, payload_slot)) =
+            MEDIA_TYPES.iter().find(|(name, _, _)| content_eq(type_raw, name.as_bytes()))
+        else {
+            return Ok(0);
+        };
+        let parts = &mut request.media;
+        let (count, first_at) = match media {
+            Media::Image => (&mut parts.image_parts, &mut parts.first_image),
+            Media::Audio => (&mut parts.audio_parts, &mut parts.first_audio),
+        };
+        *count = count.saturating_add(1);
+        first_at.get_or_insert(at);
+        Ok(values[payload_slot].map_or(0, |(_, span)| span.len()))
     }
 }
 

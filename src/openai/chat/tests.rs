@@ -44,12 +44,12 @@ struct Facts<'a> {
     max_tokens: Option<u64>,
     messages: usize,
     content_bytes: u64,
-    extra_bytes: u64,
+    input_bytes: u64,
     include_usage: bool,
     last_user: &'a str,
 }
 
-/// Expected facts; `counts` is (messages, content bytes, extra input bytes).
+/// Expected facts; `counts` is (messages, content bytes, input bytes).
 fn facts<'a>(
     model: &'a str,
     stream: bool,
@@ -58,8 +58,8 @@ fn facts<'a>(
     include_usage: bool,
     last_user: &'a str,
 ) -> Facts<'a> {
-    let (messages, content_bytes, extra_bytes) = counts;
-    Facts { model, stream, max_tokens, messages, content_bytes, extra_bytes, include_usage, last_user }
+    let (messages, content_bytes, input_bytes) = counts;
+    Facts { model, stream, max_tokens, messages, content_bytes, input_bytes, include_usage, last_user }
 }
 
 fn facts_of(body: &str) -> Facts<'_> {
@@ -70,7 +70,7 @@ fn facts_of(body: &str) -> Facts<'_> {
         max_tokens: request.max_tokens,
         messages: request.message_count,
         content_bytes: request.content_bytes,
-        extra_bytes: request.extra_input_bytes,
+        input_bytes: request.input_bytes,
         include_usage: request.include_usage_requested,
         last_user: std::str::from_utf8(request.last_user_content.slice(body.as_bytes())).unwrap(),
     }
@@ -80,57 +80,65 @@ fn facts_of(body: &str) -> Facts<'_> {
 #[test]
 fn extracts_facts_from_documented_shapes() {
     let cases: [(&str, Facts); 9] = [
-        // system + user: 28 + 6 content bytes.
+        // system + user: 28 + 6 content bytes; the input bound counts the 130-byte body less
+        // `"model":"fikra-flash"` (21).
         (
             r#"{"model":"fikra-flash","messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Hello!"}]}"#,
-            facts("fikra-flash", false, None, (2, 28 + 6, 0), false, "Hello!"),
+            facts("fikra-flash", false, None, (2, 28 + 6, 130 - 21), false, "Hello!"),
         ),
-        // Multimodal content parts count whole; the last user message wins the seed span.
+        // Multimodal content parts count whole, except the image's payload
+        // `{"url":"https://x.test/a.png"}` (30 bytes, counted by the model's image allowance
+        // instead): 5 + 112 - 30 content bytes; 228 body bytes less the model (23), max_tokens
+        // (16) and the payload. The last user message wins the seed span.
         (
             r#"{"model":"fikra-pro-20b","messages":[{"role":"user","content":"first"},{"role":"user","content":[{"type":"text","text":"What's in this image?"},{"type":"image_url","image_url":{"url":"https://x.test/a.png"}}]}],"max_tokens":300}"#,
             facts(
                 "fikra-pro-20b",
                 false,
                 Some(300),
-                (2, 5 + 112, 0),
+                (2, 5 + 112 - 30, 228 - 23 - 16 - 30),
                 false,
                 r#"[{"type":"text","text":"What's in this image?"},{"type":"image_url","image_url":{"url":"https://x.test/a.png"}}]"#,
             ),
         ),
-        // Tool calls: null content counts 0; tool_calls, tool_call_id and name count; tools are extra input.
+        // Tool calls: null content counts 0; tool_calls, tool_call_id and name count; tools and
+        // tool_choice count in the bound like every byte but the model member (21 of 433).
         (
             r#"{"model":"fikra-flash","messages":[{"role":"user","content":"Weather in Nairobi?"},{"role":"assistant","content":null,"tool_calls":[{"id":"call_1","type":"function","function":{"name":"get_weather","arguments":"{\"city\":\"Nairobi\"}"}}]},{"role":"tool","tool_call_id":"call_1","name":"get_weather","content":"22C"}],"tools":[{"type":"function","function":{"name":"get_weather","parameters":{"type":"object"}}}],"tool_choice":"auto"}"#,
-            facts("fikra-flash", false, None, (3, 19 + 106 + 6 + 11 + 3, 86 + 4), false, "Weather in Nairobi?"),
+            facts("fikra-flash", false, None, (3, 19 + 106 + 6 + 11 + 3, 433 - 21), false, "Weather in Nairobi?"),
         ),
         // Assistant tool-call message without a content key at all.
         (
             r#"{"model":"fikra-flash","messages":[{"role":"user","content":"x"},{"role":"assistant","tool_calls":[]}]}"#,
-            facts("fikra-flash", false, None, (2, 1 + 2, 0), false, "x"),
+            facts("fikra-flash", false, None, (2, 1 + 2, 103 - 21), false, "x"),
         ),
-        // Streaming with include_usage; whitespace everywhere; response_format counted.
+        // Streaming with include_usage; whitespace everywhere (counted, outside the gateway's
+        // members); 254 bytes less model (22), stream (15) and stream_options (45), key to value.
         (
             " {\n \"model\" : \"fikra-auto\" ,\r\n \"stream\" : true , \"stream_options\" : { \"include_usage\" : true } ,\n\t\"messages\" : [ { \"role\" : \"developer\" , \"content\" : \"be brief\" } , { \"role\" : \"user\" , \"content\" : \"go\" } ] , \"response_format\" : {\"type\":\"json_object\"} } \n",
-            facts("fikra-auto", true, None, (2, 8 + 2, 22), true, "go"),
+            facts("fikra-auto", true, None, (2, 8 + 2, 254 - 22 - 15 - 45), true, "go"),
         ),
-        // Both caps: the smaller wins; nulls are defaults; escapes count raw.
+        // Both caps: the smaller wins; nulls are defaults; escapes count raw; the gateway's seven
+        // members (21 + 15 + 26 + 18 + 12 + 8 + 13 bytes) leave the bound, the unknown seed stays.
         (
             r#"{"model":"fikra-flash","messages":[{"role":"user","content":"caf\u00e9 \ud83d\ude00"}],"max_tokens":50,"max_completion_tokens":20,"temperature":null,"top_p":null,"n":null,"stream":null,"seed":1}"#,
-            facts("fikra-flash", false, Some(20), (1, 22, 0), false, r"caf\u00e9 \ud83d\ude00"),
+            facts("fikra-flash", false, Some(20), (1, 22, 194 - 113), false, r"caf\u00e9 \ud83d\ude00"),
         ),
         // Edge values in range: temperature -0, top_p 0.0, n 1, include_usage false, u64::MAX cap.
         (
             r#"{"model":"m","messages":[{"role":"user","content":""}],"temperature":-0,"top_p":0.0,"n":1,"stream":false,"stream_options":{"include_usage":false},"max_tokens":18446744073709551615}"#,
-            facts("m", false, Some(u64::MAX), (1, 0, 0), false, ""),
+            facts("m", false, Some(u64::MAX), (1, 0, 180 - 130), false, ""),
         ),
-        // Escaped keys are read by their decoded names; an escaped model value stays raw.
+        // Escaped keys are read by their decoded names (and their raw members, 31 + 19 + 18 bytes,
+        // leave the bound); an escaped model value stays raw.
         (
             r#"{"m\u006fdel":"fikra\u002dflash","messages":[{"r\u006fle":"user","c\u006fntent":"abc"}],"max_t\u006fkens":7,"\u0073tream":true}"#,
-            facts(r"fikra\u002dflash", true, Some(7), (1, 3, 0), false, "abc"),
+            facts(r"fikra\u002dflash", true, Some(7), (1, 3, 127 - 68), false, "abc"),
         ),
         // Unknown message members count too (the upstream may render them); role never does.
         (
             r#"{"model":"m","messages":[{"role":"function","name":"f","content":"out","extra":{"k":1}}]}"#,
-            facts("m", false, None, (1, 1 + 3 + 7, 0), false, ""),
+            facts("m", false, None, (1, 1 + 3 + 7, 89 - 11), false, ""),
         ),
     ];
     for (body, expected) in cases {
@@ -470,4 +478,105 @@ fn rewrite_appends_to_the_buffer() {
         br#"HEAD{"model":"u","messages":[{"role":"user","content":"x"}],"max_tokens":18446744073709551615}"#
     );
     assert_eq!(out.capacity(), capacity);
+}
+
+/// `{"type":"image_url","image_url":{"url":"<url>"}}`
+fn image_part(url: &str) -> String {
+    format!(r#"{{"type":"image_url","image_url":{{"url":"{url}"}}}}"#)
+}
+
+/// A one-message request whose user content is `parts` (a JSON array's elements).
+fn with_parts(parts: &[String]) -> String {
+    with_messages(&format!(r#"[{{"role":"user","content":[{}]}}]"#, parts.join(",")))
+}
+
+const IMAGES_1105: MediaAllowance = MediaAllowance { image_tokens: Some(1105), audio_tokens: None };
+const BOTH: MediaAllowance = MediaAllowance { image_tokens: Some(1105), audio_tokens: Some(3000) };
+
+// Goal: the input bound of SPEC §9 is exact: every body byte but the gateway's own scalars and
+// the media payloads, each media part at its allowance, 8 tokens per message and 8 per request.
+#[test]
+fn input_bound_counts_the_body_and_media_allowances() {
+    let text = r#"{"type":"text","text":"Describe these."}"#.to_string();
+    // 20 short remote images (issue 10: held 1,727 tokens, billed 22,100). Each payload
+    // `{"url":"https://x.test/NN.png"}` is 31 bytes; the body is 1,405 bytes, less the model
+    // member (21) and the 20 payloads (620): 764 bytes, + 20 x 1,105 + 8 + 8 = 22,880.
+    let mut twenty = vec![text.clone()];
+    twenty.extend((0..20).map(|n| image_part(&format!("https://x.test/{n:02}.png"))));
+    let twenty = with_parts(&twenty);
+    // A 100,000-byte base64 data URL counts its allowance, not its bytes: the 100,130-byte body
+    // less the model (21) and the 100,032-byte payload is 77 bytes, + 1,105 + 16.
+    let data_url = with_parts(&[image_part(&format!("data:image/png;base64,{}", "A".repeat(100_000)))]);
+    // Audio at its own allowance; the part's `type` and `format` bytes still count.
+    let audio = with_parts(&[r#"{"type":"input_audio","input_audio":{"data":"UklGRg==","format":"wav"}}"#.into()]);
+    // Keys the gateway does not know count whole, key and all: 1,000 + 1,000 bytes of text.
+    let unknown = with_member(&format!(
+        r#""prediction":{{"type":"content","content":"{}"}},"documents":[{{"text":"{}"}}]"#,
+        "p".repeat(1000),
+        "d".repeat(1000)
+    ));
+    // An escaped type is still an image; a text part that names an image_url member is text.
+    let escaped = with_parts(&[r#"{"type":"image\u005furl","image_url":{"url":"u"}}"#.into()]);
+    let not_media = with_parts(&[r#"{"type":"text","text":"t","image_url":{"url":"u"}}"#.into()]);
+    // (name, body, allowance, (images, audio parts), input bytes, bound in tokens)
+    type Case<'c> = (&'c str, &'c String, MediaAllowance, (u64, u64), u64, u64);
+    let cases: [Case; 6] = [
+        ("twenty images", &twenty, IMAGES_1105, (20, 0), 1405 - 21 - 20 * 31, 22_880),
+        ("data url", &data_url, IMAGES_1105, (1, 0), 100_130 - 21 - 100_032, 77 + 1105 + 16),
+        ("audio", &audio, BOTH, (0, 1), 136 - 21 - 34, 81 + 3000 + 16),
+        ("prediction and documents", &unknown, MediaAllowance::default(), (0, 0), 2138 - 21, 2117 + 16),
+        ("escaped type", &escaped, IMAGES_1105, (1, 0), 114 - 21 - 11, 82 + 1105 + 16),
+        ("text part", &not_media, MediaAllowance::default(), (0, 0), 115 - 21, 94 + 16),
+    ];
+    for (name, body, allowance, (images, audio), input_bytes, bound) in cases {
+        let request = parse_chat_request(body.as_bytes()).unwrap_or_else(|error| panic!("{name}: {error:?}"));
+        let measured = (request.media.image_parts, request.media.audio_parts, request.input_bytes);
+        assert_eq!(measured, (images, audio, input_bytes), "{name}: {} body bytes", body.len());
+        assert_eq!(input_tokens_upper_bound(&request, allowance), bound, "{name}");
+        assert!(request.content_bytes <= request.input_bytes, "{name}");
+    }
+    // Parts of a kind the model has no allowance for are unbounded: no bucket admits them.
+    let request = parse_chat_request(twenty.as_bytes()).unwrap();
+    assert_eq!(input_tokens_upper_bound(&request, MediaAllowance::default()), u64::MAX);
+}
+
+// Goal: the first media part a model has no allowance for is named exactly, in body order,
+// as `messages[i].content[j]` (both from 0).
+#[test]
+fn names_the_first_unsupported_media_part() {
+    let audio = r#"{"type":"input_audio","input_audio":{"data":"AA==","format":"mp3"}}"#.to_string();
+    let text = r#"{"type":"text","text":"t"}"#.to_string();
+    let image = image_part("https://x.test/a.png");
+    let body = with_messages(&format!(
+        r#"[{{"role":"system","content":"s"}},{{"role":"user","content":[{text},{image}]}},{{"role":"user","content":[{text},{text},{audio},{image}]}}]"#
+    ));
+    let request = parse_chat_request(body.as_bytes()).unwrap();
+    let named = |allowance| unsupported_media_part(&request, allowance).map(|(media, at)| (media, at.to_string()));
+    assert_eq!(named(MediaAllowance::default()), Some((Media::Image, "messages[1].content[1]".into())));
+    assert_eq!(named(IMAGES_1105), Some((Media::Audio, "messages[2].content[2]".into())));
+    let audio_only = MediaAllowance { image_tokens: None, audio_tokens: Some(1) };
+    assert_eq!(named(audio_only), Some((Media::Image, "messages[1].content[1]".into())));
+    assert_eq!(named(BOTH), None);
+    assert_eq!((request.media.image_parts, request.media.audio_parts), (2, 1));
+    // Audio before any image is named first when neither is allowed; a part that is not an
+    // object still takes its place in the count.
+    let body = with_messages(&format!(r#"[{{"role":"user","content":["plain",{audio},{image}]}}]"#));
+    let request = parse_chat_request(body.as_bytes()).unwrap();
+    let first = unsupported_media_part(&request, MediaAllowance::default()).map(|(media, at)| (media, at.to_string()));
+    assert_eq!(first, Some((Media::Audio, "messages[0].content[1]".into())));
+}
+
+// Goal: a content part that repeats a key deciding what it is (type, image_url, input_audio)
+// is refused, so the gateway and the upstream cannot read different parts.
+#[test]
+fn refuses_content_parts_with_repeated_keys() {
+    let parts = [
+        r#"{"type":"image_url","type":"text","text":"x"}"#,
+        r#"{"type":"image_url","image_url":{"url":"a"},"image_u\u0072l":{"url":"b"}}"#,
+        r#"{"type":"input_audio","input_audio":{},"input_audio":{}}"#,
+    ];
+    for part in parts {
+        let body = with_parts(&[part.to_string()]);
+        assert_eq!(error_of(body.as_bytes()), (InvalidParameter, Some("messages".into())), "{part}");
+    }
 }
