@@ -89,7 +89,10 @@ impl Handler for AdminHandler {
                 return;
             }
             (Method::Get, "/metrics") => {
-                let text = self.shared.metrics.render();
+                let mut text = self.shared.metrics.render();
+                if let Some(store) = self.shared.store.failure_metrics() {
+                    store.render_into(&mut text);
+                }
                 response::write_full(&mut sink.out, 200, "text/plain; version=0.0.4", &[], &context, text.as_bytes());
                 return;
             }

@@ -105,6 +105,28 @@ impl Worker {
         }
     }
 
+    /// Undoes this core's admissions whose store answer was lost (answered 503, yet they may
+    /// run when Redis wakes), every `REDIS_VOID_RETRY_INTERVAL_MS` while any wait, until `stop`
+    /// fires; then one last try (spawned once per worker, stopped after the drain).
+    pub async fn run_voids(&self, mut stop: futures_channel::oneshot::Receiver<()>) {
+        let interval = std::time::Duration::from_millis(crate::limits::REDIS_VOID_RETRY_INTERVAL_MS);
+        let store = self.store();
+        // `Ok` is the stop signal (or its sender gone); `Err` is one interval passed.
+        while monoio::time::timeout(interval, &mut stop).await.is_err() {
+            if store.pending_voids() > 0 {
+                // Failures are counted by the store call that failed; the voids stay queued.
+                let _ = store.send_voids().await;
+            }
+        }
+        if store.pending_voids() > 0 && store.send_voids().await.is_err() {
+            crate::log_warn!(
+                "worker {}: {} admissions with a lost answer could not be undone before exit; their holds expire",
+                self.index,
+                store.pending_voids()
+            );
+        }
+    }
+
     /// Whether the node is draining (SIGTERM): responses then close their connections.
     pub fn is_draining(&self) -> bool {
         self.shared.is_draining()
