@@ -1,7 +1,8 @@
 //! Everything one core owns, in one struct: the state a worker's requests share without locks.
 //!
 //! A `Worker` lives on one thread (one monoio runtime) for the life of the process. Its fields
-//! are the complete list of per-core state: its connections to the store, caches that stay
+//! are the complete list of per-core state: its connections to the store (with the admissions
+//! whose answer was lost, and the task that undoes them), caches that stay
 //! correct against the shared store, this core's leases and their task, its upstream
 //! connection pool (and the task that sweeps its stale connections) and buffers, its output
 //! buffer pool, its request-id counter and its metrics shard. Nothing per core hides in a thread-local (the `Date` header cache and the Redis runtime epoch are per thread, not per
