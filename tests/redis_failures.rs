@@ -278,10 +278,10 @@ fn key_slot(account: &str) -> u16 {
     fikra_gateway::redis::key_slot(account.as_bytes())
 }
 
-// Goal: holds of a node presumed dead are released by the reaper (no charge, `node_lost`
-// records) only up to its cutoff (its last beat plus the dead-after bound): a hold taken after
-// it (the node came back) stays, and so do other nodes' holds. The node that was only cut off
-// then settles: nothing is charged and the store counts it.
+// Goal: the holds and lease escrows of a node presumed dead are released by the reaper (no
+// charge, `node_lost` records) only up to its cutoff (its last beat plus the dead-after bound):
+// a hold taken after it (the node came back) stays, and so do other nodes' holds and escrows.
+// The node that was only cut off then settles: nothing is charged and the store counts it.
 #[test]
 fn dead_node_holds_are_released_up_to_the_cutoff() {
     let redis = RedisServer::start(&["--appendonly", "no"]);
@@ -291,26 +291,47 @@ fn dead_node_holds_are_released_up_to_the_cutoff() {
     let client = store.client(&connections);
     let (lost, returned, other) =
         ("req_DeAdNoDe0000000000000001", "req_DeAdNoDe0000000000000002", "req_LiVeNoDe0000000000000003");
+    let (dead_lease, live_lease) = ("DeAdNoDe-0:payer", "LiVeNoDe-1:payer");
+    const ESCROW: u64 = 40_000;
     block_on(async {
         client.create_account(Some("payer"), Nanos(CREDIT), T0).await.unwrap();
-        for (id, now_ms) in [(lost, T0), (returned, T0 + 20_000), (other, T0)] {
+        for (id, now_ms) in [(lost, T0), (returned, T0 + 11_500), (other, T0)] {
             let mut admit = request(id, "payer");
             admit.now_ms = now_ms;
             assert!(matches!(client.admit(&admit).await, Ok(Admission::Admitted(_))));
         }
-        assert_eq!(client.account("payer").await.unwrap().held, Nanos(3 * 250_000));
+        // Two lease escrows as fk_lease writes them, renewed at T0 + 5 s (they expire 10 s later).
+        for lease in [dead_lease, live_lease] {
+            let expires = (T0 + 15_000).to_string();
+            let text = format!("{ESCROW} 0 l 0 0 {expires} - lease");
+            redis_cli(redis.port, &["HSET", &format!("{prefix}:{{payer}}:holds"), lease, &text]);
+            redis_cli(redis.port, &["ZADD", &format!("{prefix}:{{payer}}:holdexp"), &expires, lease]);
+            redis_cli(redis.port, &["HINCRBY", &format!("{prefix}:{{payer}}:acct"), "held", &ESCROW.to_string()]);
+        }
+        assert_eq!(client.account("payer").await.unwrap().held, Nanos(3 * 250_000 + 2 * ESCROW));
         // DeAdNoDe last beat at T0 + 1 s; presumed dead 10 s later: cutoff T0 + 11 s.
         let dead = [DeadNode { tag: "DeAdNoDe".into(), last_beat_ms: T0 + 1_000 }];
-        let reaped = client.reap_holds(T0 + 25_000, &dead, 10_000).await.unwrap();
-        assert_eq!(reaped, Reaped { expired: 0, of_dead_nodes: 1 });
+        let reaped = client.reap_holds(T0 + 12_000, &dead, 10_000).await.unwrap();
+        assert_eq!(reaped, Reaped { expired: 0, of_dead_nodes: 2 });
         let account = client.account("payer").await.unwrap();
-        assert_eq!((account.balance, account.held), (Nanos(CREDIT), Nanos(2 * 250_000)));
+        assert_eq!((account.balance, account.held), (Nanos(CREDIT), Nanos(2 * 250_000 + ESCROW)));
         assert!(is_marker(&hold_entry(redis.port, &prefix, "payer", lost), "x"));
+        assert_eq!(hold_entry(redis.port, &prefix, "payer", dead_lease), "", "an escrow leaves no marker");
         assert!(hold_entry(redis.port, &prefix, "payer", returned).starts_with("250000 500 l "));
         assert!(hold_entry(redis.port, &prefix, "payer", other).starts_with("250000 500 l "));
-        let usage = client.usage("payer", 10).await.unwrap();
-        assert_eq!(usage.len(), 1);
-        assert_eq!((&*usage[0].request_id, usage[0].outcome, usage[0].cost), (lost, "node_lost", Nanos::ZERO));
+        assert!(hold_entry(redis.port, &prefix, "payer", live_lease).starts_with("40000 0 l "));
+        let mut usage: Vec<(String, &str, Nanos)> = client
+            .usage("payer", 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| (r.request_id.to_string(), r.outcome, r.cost))
+            .collect();
+        usage.sort();
+        assert_eq!(
+            usage,
+            [(dead_lease.to_string(), "node_lost", Nanos::ZERO), (lost.to_string(), "node_lost", Nanos::ZERO)]
+        );
         // The cut-off node settles its request: no charge, counted.
         let settlement = Settlement {
             request_id: lost,
@@ -318,14 +339,14 @@ fn dead_node_holds_are_released_up_to_the_cutoff() {
             tokens: TokenUsage::new(100, 400),
             cost: Nanos(250_000),
             outcome: Outcome::Completed,
-            now_ms: T0 + 26_000,
+            now_ms: T0 + 12_500,
         };
         assert_eq!(client.settle(&settlement).await, Ok(Settled::AlreadySettled));
         assert_eq!(client.account("payer").await.unwrap().balance, Nanos(CREDIT));
         assert_eq!(hold_entry(redis.port, &prefix, "payer", lost), "", "the marker is gone with the settlement");
-        assert_eq!(counters(&store), [0, 0, 0, 1, 1]);
+        assert_eq!(counters(&store), [0, 0, 0, 2, 1]);
         // A second walk finds nothing more of the dead node.
-        let reaped = client.reap_holds(T0 + 27_000, &dead, 10_000).await.unwrap();
+        let reaped = client.reap_holds(T0 + 13_000, &dead, 10_000).await.unwrap();
         assert_eq!(reaped, Reaped::default());
     });
 }
