@@ -390,6 +390,14 @@ fn requests_refused_while_redis_stalls_leave_nothing_behind() {
     let (balance, held) = balance_and_held(&node, "payer");
     assert_eq!(held, 0);
 
+    // Every worker learns the key (fresh connections spread over them) without admitting
+    // anything: an unknown model is refused after authentication, before admission. So during
+    // the stall the first requests get as far as the admission (the key cache lasts a second).
+    let unknown_model = chat_request(&key, &simple_chat("no-such-model", "habari"));
+    for _ in 0..8 {
+        let refused = send_one(node.api, unknown_model.as_bytes());
+        assert_eq!((refused.status, refused.error().1.as_str()), (400, "model_not_found"));
+    }
     // SAFETY: signals a child process this test owns.
     unsafe { libc::kill(redis.pid(), libc::SIGSTOP) };
     let stopped_at = Instant::now();
