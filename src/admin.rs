@@ -97,6 +97,9 @@ impl Handler for AdminHandler {
                 );
                 text.push_str("# TYPE fikra_key_directory_test_keys gauge\n");
                 text.push_str(&format!("fikra_key_directory_test_keys {directory_keys}\n"));
+                if let Some(store) = self.shared.store.failure_metrics() {
+                    store.render_into(&mut text);
+                }
                 response::write_full(&mut sink.out, 200, "text/plain; version=0.0.4", &[], &context, text.as_bytes());
                 return;
             }

@@ -23,7 +23,9 @@
 //!      a deny entry (`access/deny_cache.rs`), the worker's lease of a busy account
 //!      (`access/lease.rs`, paid by `access/lease_task.rs`), or the `store/` (embedded, or
 //!      Redis through the `redis/` client); `access/fallback.rs` serves test keys while the
-//!      store is down;
+//!      store is down; an admission whose store answer was lost is undone later by the
+//!      worker's void task (`store/redis/recovery.rs`), and `runtime.rs`'s heartbeat and reaper
+//!      release the holds of nodes that died;
 //!    - `api/dispatch.rs`: to the backend, `backend/sandbox/` in process (`reply.rs` writes the
 //!      answer) or `backend/upstream/exchange.rs` over a pooled `backend/upstream/client.rs`
 //!      connection (TCP or `tls.rs`), with `backend/upstream/rewrite.rs` putting the public

@@ -32,6 +32,8 @@
 pub const REVOCATION_EFFECTIVE_WITHIN_MS: u64 = 1_000;
 /// SPEC §3.5: a request is settled within this long of its end (client gone, upstream done).
 pub const SETTLE_WITHIN_MS: u64 = 1_000;
+/// SPEC §13: the holds of a gateway node that died are released within this long of its death.
+pub const DEAD_NODE_RELEASED_WITHIN_MS: u64 = 30_000;
 
 // ---------------------------------------------------------------------------------------------
 // Client connections (`http::server`, `http::listener`, `http::chunked`).
@@ -156,8 +158,21 @@ const _: () = assert!(ABANDONED_STREAM_DRAIN_MS < SETTLE_WITHIN_MS, "the usage d
 
 /// Longest a hold may live before the reaper releases it (longest possible request plus margin).
 pub const HOLD_TTL_MS: u64 = 15 * 60 * 1000;
-/// How often each store's reaper looks for expired holds.
+/// Largest `[store] reaper_interval_ms`: how often each node's reaper looks for expired holds
+/// and for holds of dead nodes.
 pub const HOLD_REAPER_INTERVAL_MS: u64 = 5_000;
+/// Largest `[store] node_dead_after_ms`: a node whose heartbeat is older than this is presumed
+/// dead and its holds are released.
+pub const MAX_NODE_DEAD_AFTER_MS: u64 = 20_000;
+/// Largest `[store] node_beat_interval_ms` (config also keeps it at most half of the dead-after
+/// bound, so one late beat never looks like a death).
+pub const MAX_NODE_BEAT_INTERVAL_MS: u64 = MAX_NODE_DEAD_AFTER_MS / 2;
+/// Time allowed to one reaper walk (SCAN of every Redis node, `fk_reap` per account) on top of
+/// the interval between walks.
+pub const REAPER_WALK_ALLOWANCE_MS: u64 = 5_000;
+/// How long a node's heartbeat entry is kept after its last beat: by then every hold it took
+/// has expired, so nothing of it is left to release.
+pub const NODE_FORGOTTEN_AFTER_MS: u64 = HOLD_TTL_MS;
 /// Pauses before the retries of a settlement the store could not take (the store's command
 /// timeouts included, the whole stays within `SETTLE_WITHIN_MS` at the default timeout: see
 /// `config`).
@@ -176,6 +191,17 @@ const _: () = assert!(
         < HOLD_TTL_MS,
     "the tail of a request must end before its hold can be reaped"
 );
+// SPEC §13, whatever the configuration (it may only lower these): a node dies just after its
+// last beat; it is presumed dead `node_dead_after_ms` later, and the next reaper walk (at most an
+// interval away, plus its own time) releases its holds.
+const _: () = assert!(
+    MAX_NODE_DEAD_AFTER_MS + HOLD_REAPER_INTERVAL_MS + REAPER_WALK_ALLOWANCE_MS <= DEAD_NODE_RELEASED_WITHIN_MS,
+    "a dead node's holds must be released within 30 s"
+);
+const _: () = assert!(MAX_NODE_BEAT_INTERVAL_MS < MAX_NODE_DEAD_AFTER_MS);
+// Releasing a dead node's holds is faster than waiting for them to expire, and its heartbeat
+// entry outlives its holds.
+const _: () = assert!(MAX_NODE_DEAD_AFTER_MS < HOLD_TTL_MS && NODE_FORGOTTEN_AFTER_MS >= HOLD_TTL_MS);
 // The pauses alone must leave room for the calls themselves within the settle deadline.
 const _: () = assert!(SETTLE_RETRY_PAUSES_MS[0] + SETTLE_RETRY_PAUSES_MS[1] < SETTLE_WITHIN_MS);
 
@@ -313,6 +339,13 @@ pub const REDIS_LEDGER_MAX_RECORDS_PER_ACCOUNT: u64 = 1_000_000;
 pub const REDIS_REAP_BATCH_HOLDS: u64 = 1_000;
 /// Keys one reaper `SCAN` step asks for.
 pub const REDIS_REAP_SCAN_KEYS: u64 = 1_000;
+/// Admissions with a lost answer one owner (a worker) remembers to undo (`fk_void`); past it
+/// the oldest is let go and its hold, if it ran, lasts until `HOLD_TTL_MS`.
+pub const REDIS_PENDING_VOIDS_MAX: usize = 10_000;
+/// How often a worker's void task looks for admissions to undo (and retries while Redis is
+/// silent): the bound, with the reconnect backoff, on how soon after Redis answers again a
+/// 503'd admission leaves nothing behind.
+pub const REDIS_VOID_RETRY_INTERVAL_MS: u64 = 200;
 /// How long the subscriber waits on one read before checking whether it should stop.
 pub const REDIS_SUBSCRIBER_POLL_MS: u64 = 500;
 /// How long the subscriber waits for its connection to open.

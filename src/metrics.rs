@@ -358,6 +358,84 @@ impl Metrics {
     }
 }
 
+/// Counters of a shared store's failure paths: admissions undone after a lost answer, and holds
+/// released for gateway nodes presumed dead. Bumped by whichever thread meets them (rarely: only
+/// when something failed), owned by the store, rendered with the workers' counters.
+#[derive(Default)]
+pub struct StoreMetrics {
+    /// Admissions whose answer was lost, queued to be undone.
+    pub voids_queued: AtomicU64,
+    /// Of those, let go because the owner's queue was full (their holds wait for the TTL).
+    pub voids_dropped: AtomicU64,
+    /// `fk_void` calls Redis answered.
+    pub voids_sent: AtomicU64,
+    /// Voids that found the admission had run and released its hold, RPM and TPM.
+    pub void_holds_released: AtomicU64,
+    /// Voids that found no hold and left a marker refusing the admission should it still come.
+    pub void_markers_written: AtomicU64,
+    /// Holds and lease escrows released because their node's heartbeat stopped.
+    pub dead_node_holds_released: AtomicU64,
+    /// Settlements that found their hold released as a dead node's (served, nothing charged).
+    pub settled_after_node_release: AtomicU64,
+    /// Heartbeats that did not reach the store.
+    pub heartbeat_failures: AtomicU64,
+}
+
+impl StoreMetrics {
+    pub fn add(counter: &AtomicU64, by: u64) {
+        bump(counter, by);
+    }
+
+    /// Appends these counters in the Prometheus text format.
+    pub fn render_into(&self, text: &mut String) {
+        let counters: [(&str, &str, &AtomicU64); 8] = [
+            (
+                "fikra_store_voids_queued_total",
+                "Admissions whose store answer was lost, queued to be undone.",
+                &self.voids_queued,
+            ),
+            (
+                "fikra_store_voids_dropped_total",
+                "Admissions to undo let go because the queue was full (their holds wait for the TTL).",
+                &self.voids_dropped,
+            ),
+            ("fikra_store_voids_sent_total", "Undo calls (fk_void) the store answered.", &self.voids_sent),
+            (
+                "fikra_store_void_holds_released_total",
+                "Undo calls that released a hold (with its RPM and TPM) of an admission answered 503.",
+                &self.void_holds_released,
+            ),
+            (
+                "fikra_store_void_markers_written_total",
+                "Undo calls that found no hold and left a marker refusing the late admission.",
+                &self.void_markers_written,
+            ),
+            (
+                "fikra_store_dead_node_holds_released_total",
+                "Holds and lease escrows released because their gateway node stopped its heartbeat.",
+                &self.dead_node_holds_released,
+            ),
+            (
+                "fikra_store_settled_after_node_release_total",
+                "Settlements that found their hold released as a dead node's: served, not charged (operator loss).",
+                &self.settled_after_node_release,
+            ),
+            (
+                "fikra_store_heartbeat_failures_total",
+                "Node heartbeats that did not reach the store.",
+                &self.heartbeat_failures,
+            ),
+        ];
+        for (name, help, counter) in counters {
+            let _ = writeln!(
+                text,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                counter.load(Ordering::Relaxed)
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

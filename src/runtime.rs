@@ -118,6 +118,7 @@ impl Gateway {
             node_tag,
             draining: Default::default(),
             workers_running: Default::default(),
+            workers_ended: Default::default(),
         });
 
         let mut threads = Vec::new();
@@ -137,6 +138,9 @@ impl Gateway {
                     let (stop_sweep, sweep_stopped) = oneshot::channel();
                     let sweeper = handler.clone();
                     monoio::spawn(async move { sweeper.worker.run_pool_sweep(sweep_stopped).await });
+                    let (stop_voids, voids_stopped) = oneshot::channel();
+                    let voider = handler.clone();
+                    let voids_done = monoio::spawn(async move { voider.worker.run_voids(voids_stopped).await });
                     serve_listener(
                         listener,
                         handler.clone(),
@@ -150,7 +154,10 @@ impl Gateway {
                     // Drained: nothing is in flight, so every lease can be ended.
                     handler.worker.stop_leases().await;
                     let _ = stop_sweep.send(());
+                    let _ = stop_voids.send(());
+                    voids_done.await;
                 });
+                shared.workers_ended.fetch_add(1, Ordering::AcqRel);
             })?;
             threads.push(thread);
         }
@@ -163,6 +170,7 @@ impl Gateway {
             run_on_runtime(&metrics, "admin", || async {
                 monoio::spawn(reap_holds_forever(admin_shared.clone()));
                 monoio::spawn(sync_key_directory_forever(admin_shared.clone()));
+                let beat = monoio::spawn(beat_until_workers_end(admin_shared.clone()));
                 let lifecycle = admin_shared.lifecycle();
                 serve_listener(
                     admin_listener,
@@ -173,7 +181,9 @@ impl Gateway {
                     lifecycle,
                     None,
                 )
-                .await
+                .await;
+                // The heartbeat lasts until the workers have ended (then it is removed).
+                beat.await;
             });
         })?);
 
@@ -255,6 +265,14 @@ fn assert_within_limits(config: &Config) {
         store.command_timeout_ms
     );
     assert!((1..=MAX_GATEWAY_NODES).contains(&store.gateway_nodes), "gateway_nodes {}", store.gateway_nodes);
+    assert!(store.node_dead_after_ms <= MAX_NODE_DEAD_AFTER_MS, "node_dead_after_ms {}", store.node_dead_after_ms);
+    assert!(
+        store.node_beat_interval_ms <= MAX_NODE_BEAT_INTERVAL_MS
+            && 2 * store.node_beat_interval_ms <= store.node_dead_after_ms,
+        "node_beat_interval_ms {}",
+        store.node_beat_interval_ms
+    );
+    assert!(store.reaper_interval_ms <= HOLD_REAPER_INTERVAL_MS, "reaper_interval_ms {}", store.reaper_interval_ms);
     for upstream in &config.upstreams {
         assert!(upstream.connect_timeout_ms <= MAX_UPSTREAM_CONNECT_TIMEOUT_MS, "upstream {}", upstream.name);
         assert!(upstream.response_timeout_ms <= MAX_UPSTREAM_RESPONSE_TIMEOUT_MS, "upstream {}", upstream.name);
@@ -291,16 +309,85 @@ async fn sync_key_directory_forever(shared: Arc<Shared>) {
     }
 }
 
-/// Releases holds whose request never settled (a crashed connection, a node that died).
+/// Releases holds nobody will settle: past their TTL (a lost connection, a bug), or taken by a
+/// node whose heartbeat stopped (it died) before it was presumed dead. Runs on every node, at
+/// `[store] reaper_interval_ms`; several nodes reaping the same hold is harmless (one wins).
 async fn reap_holds_forever(shared: Arc<Shared>) {
     let connections = StoreConnections::default();
+    let options = &shared.config.store_options;
+    let own_tag = node_tag_text(&shared);
     loop {
-        monoio::time::sleep(Duration::from_millis(crate::limits::HOLD_REAPER_INTERVAL_MS)).await;
-        match shared.store.client(&connections).reap_expired_holds(shared.clock.now_ms()).await {
-            Ok(0) => {}
-            Ok(count) => crate::log_info!("the reaper released {count} expired holds"),
+        monoio::time::sleep(Duration::from_millis(options.reaper_interval_ms)).await;
+        let store = shared.store.client(&connections);
+        let now_ms = shared.clock.now_ms();
+        // Only read who stopped beating (the heartbeat task beats); this node is never one.
+        let mut dead = match store.heartbeat("", options.node_dead_after_ms, false, now_ms).await {
+            Ok(dead) => dead,
+            Err(error) => {
+                crate::log_warn_every!("the reaper could not read which gateway nodes are alive: {error}");
+                Vec::new()
+            }
+        };
+        dead.retain(|node| *node.tag != *own_tag);
+        match store.reap_holds(now_ms, &dead, options.node_dead_after_ms).await {
+            Ok(reaped) => {
+                if reaped.expired > 0 {
+                    crate::log_info!("the reaper released {} expired holds", reaped.expired);
+                }
+                if reaped.of_dead_nodes > 0 {
+                    let tags: Vec<&str> = dead.iter().map(|node| &*node.tag).collect();
+                    crate::log_warn_every!(
+                        "the reaper released {} holds of gateway nodes presumed dead (no heartbeat for {} ms): {tags:?}",
+                        reaped.of_dead_nodes,
+                        options.node_dead_after_ms
+                    );
+                }
+            }
             // Every reaper interval while the store is down: rate-bounded.
-            Err(error) => crate::log_warn_every!("the reaper could not release expired holds: {error}"),
+            Err(error) => crate::log_warn_every!("the reaper could not release holds: {error}"),
         }
+    }
+}
+
+/// This node's tag as text (base62, so always UTF-8).
+fn node_tag_text(shared: &Shared) -> String {
+    String::from_utf8_lossy(&shared.node_tag).into_owned()
+}
+
+/// Renews this node's heartbeat every `[store] node_beat_interval_ms` until every worker has
+/// drained and ended its leases (a draining node is alive: its in-flight holds are its own),
+/// then removes it, so a clean shutdown is never taken for a death. Shared store only.
+async fn beat_until_workers_end(shared: Arc<Shared>) {
+    if !shared.store.client(&StoreConnections::default()).is_shared() {
+        return;
+    }
+    let connections = StoreConnections::default();
+    let options = &shared.config.store_options;
+    let tag = node_tag_text(&shared);
+    let interval = Duration::from_millis(options.node_beat_interval_ms);
+    // A worker that never reports its end (it died) must not keep the process alive: the beat
+    // stops at the latest when the drain and the leases' end are past their deadlines.
+    let mut draining_since_ms = None;
+    let longest_stop_ms = shared.config.server.shutdown_deadline_ms + crate::limits::LEASE_END_DEADLINE_MS;
+    while shared.workers_ended.load(Ordering::Acquire) < shared.workers_expected() {
+        if shared.is_draining() {
+            let since = *draining_since_ms.get_or_insert_with(crate::clock::monotonic_ms);
+            if crate::clock::monotonic_ms().saturating_sub(since) > longest_stop_ms {
+                break;
+            }
+        }
+        let store = shared.store.client(&connections);
+        if let Err(error) = store.heartbeat(&tag, options.node_dead_after_ms, false, shared.clock.now_ms()).await {
+            crate::log_warn_every!(
+                "gateway node {tag}: heartbeat failed ({error}); after {} ms other nodes release this node's holds",
+                options.node_dead_after_ms
+            );
+        }
+        monoio::time::sleep(interval).await;
+    }
+    let store = shared.store.client(&connections);
+    match store.heartbeat(&tag, options.node_dead_after_ms, true, shared.clock.now_ms()).await {
+        Ok(_) => crate::log_info!("gateway node {tag}: heartbeat removed (clean shutdown)"),
+        Err(error) => crate::log_warn!("gateway node {tag}: could not remove its heartbeat ({error}); it ages out"),
     }
 }

@@ -58,6 +58,9 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// Accept loops running (client workers plus the admin listener): readiness.
     pub workers_running: Arc<AtomicUsize>,
+    /// Client workers that have drained, ended their leases and stopped (shutdown): the
+    /// heartbeat lasts until all have.
+    pub workers_ended: AtomicUsize,
 }
 
 impl Shared {

@@ -1,7 +1,8 @@
 //! Everything one core owns, in one struct: the state a worker's requests share without locks.
 //!
 //! A `Worker` lives on one thread (one monoio runtime) for the life of the process. Its fields
-//! are the complete list of per-core state: its connections to the store, caches that stay
+//! are the complete list of per-core state: its connections to the store (with the admissions
+//! whose answer was lost, and the task that undoes them), caches that stay
 //! correct against the shared store, this core's leases and their task, its upstream
 //! connection pool (and the task that sweeps its stale connections) and buffers, its output
 //! buffer pool, its request-id counter and its metrics shard. Nothing per core hides in a thread-local (the `Date` header cache and the Redis runtime epoch are per thread, not per
@@ -102,6 +103,28 @@ impl Worker {
         // `Ok` is the stop signal (or its sender gone); `Err` is one interval passed.
         while monoio::time::timeout(interval, &mut stop).await.is_err() {
             self.upstream_pool.close_stale();
+        }
+    }
+
+    /// Undoes this core's admissions whose store answer was lost (answered 503, yet they may
+    /// run when Redis wakes), every `REDIS_VOID_RETRY_INTERVAL_MS` while any wait, until `stop`
+    /// fires; then one last try (spawned once per worker, stopped after the drain).
+    pub async fn run_voids(&self, mut stop: futures_channel::oneshot::Receiver<()>) {
+        let interval = std::time::Duration::from_millis(crate::limits::REDIS_VOID_RETRY_INTERVAL_MS);
+        let store = self.store();
+        // `Ok` is the stop signal (or its sender gone); `Err` is one interval passed.
+        while monoio::time::timeout(interval, &mut stop).await.is_err() {
+            if store.pending_voids() > 0 {
+                // Failures are counted by the store call that failed; the voids stay queued.
+                let _ = store.send_voids().await;
+            }
+        }
+        if store.pending_voids() > 0 && store.send_voids().await.is_err() {
+            crate::log_warn!(
+                "worker {}: {} admissions with a lost answer could not be undone before exit; their holds expire",
+                self.index,
+                store.pending_voids()
+            );
         }
     }
 

@@ -87,7 +87,10 @@ fn fails_fast_while_down_and_recovers() {
         for _ in 0..20 {
             let started = Instant::now();
             let result = client.call(&[b"PING"]).await;
-            assert!(matches!(result, Err(RedisError::Unavailable | RedisError::Timeout)), "{result:?}");
+            assert!(
+                matches!(result, Err(RedisError::Unavailable | RedisError::Lost | RedisError::Timeout)),
+                "{result:?}"
+            );
             assert!(started.elapsed() < Duration::from_millis(600), "took {:?}", started.elapsed());
         }
         server.restart(&NO_PERSISTENCE);

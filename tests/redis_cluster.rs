@@ -29,15 +29,13 @@ const PRICE: NanosPerToken = NanosPerToken(500);
 const SIGNUP_CREDIT: u64 = 1_000_000_000;
 
 fn store_on(cluster: &RedisCluster, prefix: &str) -> Store {
-    let settings = redis::RedisStoreSettings {
-        nodes: cluster.seeds(),
-        cluster: true,
-        password: None,
-        prefix: prefix.to_string(),
-        command_timeout: std::time::Duration::from_secs(2),
-        caller_clock: true,
-    };
-    Store::Redis(redis::RedisStore::connect(settings, LimitPolicy::reference()))
+    redis_server::redis_store(
+        cluster.seeds(),
+        true,
+        prefix,
+        std::time::Duration::from_secs(2),
+        LimitPolicy::reference(),
+    )
 }
 
 fn request<'a>(id: &'a str, account: &'a str, kind: KeyKind, input: u64, output: u64) -> AdmitRequest<'a> {

@@ -31,15 +31,8 @@ impl Backend {
             Backend::Redis => (vec![redis_server::shared_server()], false),
             Backend::Cluster => (redis_server::shared_cluster(), true),
         };
-        let settings = redis::RedisStoreSettings {
-            nodes,
-            cluster,
-            password: None,
-            prefix: redis_server::unique_prefix("behaviour"),
-            command_timeout: std::time::Duration::from_secs(2),
-            caller_clock: true,
-        };
-        Store::Redis(redis::RedisStore::connect(settings, policy))
+        let prefix = redis_server::unique_prefix("behaviour");
+        redis_server::redis_store(nodes, cluster, &prefix, std::time::Duration::from_secs(2), policy)
     }
 }
 

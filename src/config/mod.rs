@@ -152,7 +152,24 @@ pub const DEFAULT_REDIS_KEY_PREFIX: &str = "fk";
 /// Default `[store] command_timeout_ms` (the largest is `limits::MAX_REDIS_COMMAND_TIMEOUT_MS`).
 pub const DEFAULT_REDIS_COMMAND_TIMEOUT_MS: u64 = 250;
 
+/// Default `[store] node_beat_interval_ms`: how often each node renews its heartbeat.
+pub const DEFAULT_NODE_BEAT_INTERVAL_MS: u64 = 2_000;
+/// Default `[store] node_dead_after_ms`.
+pub const DEFAULT_NODE_DEAD_AFTER_MS: u64 = 10_000;
+/// Default `[store] reaper_interval_ms`.
+pub const DEFAULT_REAPER_INTERVAL_MS: u64 = limits::HOLD_REAPER_INTERVAL_MS;
+
 // Defaults within their bounds.
+const _: () = assert!(DEFAULT_NODE_BEAT_INTERVAL_MS <= limits::MAX_NODE_BEAT_INTERVAL_MS);
+const _: () = assert!(DEFAULT_NODE_DEAD_AFTER_MS <= limits::MAX_NODE_DEAD_AFTER_MS);
+const _: () = assert!(DEFAULT_REAPER_INTERVAL_MS <= limits::HOLD_REAPER_INTERVAL_MS);
+// SPEC §13 at the defaults: several beats fit in the dead-after bound (a late one is no death),
+// and a dead node's holds are released well within 30 s (15 s at most, plus the walk).
+const _: () = assert!(2 * DEFAULT_NODE_BEAT_INTERVAL_MS < DEFAULT_NODE_DEAD_AFTER_MS);
+const _: () = assert!(
+    DEFAULT_NODE_DEAD_AFTER_MS + DEFAULT_REAPER_INTERVAL_MS + limits::REAPER_WALK_ALLOWANCE_MS
+        <= limits::DEAD_NODE_RELEASED_WITHIN_MS
+);
 const _: () = assert!(DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS <= limits::MAX_UPSTREAM_CONNECT_TIMEOUT_MS);
 const _: () = assert!(DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS <= limits::MAX_UPSTREAM_RESPONSE_TIMEOUT_MS);
 const _: () = assert!(DEFAULT_REDIS_COMMAND_TIMEOUT_MS <= limits::MAX_REDIS_COMMAND_TIMEOUT_MS);
@@ -189,6 +206,12 @@ pub struct StoreOptions {
     /// How many gateway nodes share the store: while Redis is unreachable each node enforces
     /// `1 / gateway_nodes` of every rate limit on its own.
     pub gateway_nodes: u64,
+    /// How often this node renews its heartbeat, in milliseconds.
+    pub node_beat_interval_ms: u64,
+    /// A node whose heartbeat is older than this is presumed dead: its holds are released.
+    pub node_dead_after_ms: u64,
+    /// How often the reaper releases expired holds and dead nodes' holds.
+    pub reaper_interval_ms: u64,
 }
 
 impl Default for StoreOptions {
@@ -198,6 +221,9 @@ impl Default for StoreOptions {
             command_timeout_ms: DEFAULT_REDIS_COMMAND_TIMEOUT_MS,
             password_env: None,
             gateway_nodes: 1,
+            node_beat_interval_ms: DEFAULT_NODE_BEAT_INTERVAL_MS,
+            node_dead_after_ms: DEFAULT_NODE_DEAD_AFTER_MS,
+            reaper_interval_ms: DEFAULT_REAPER_INTERVAL_MS,
         }
     }
 }

@@ -29,8 +29,17 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "cors_origins",
 ];
 pub(super) const TLS_KEYS: &[&str] = &["cert_file", "key_file"];
-pub(super) const STORE_KEYS: &[&str] =
-    &["redis_url", "redis_cluster_nodes", "key_prefix", "command_timeout_ms", "password_env", "gateway_nodes"];
+pub(super) const STORE_KEYS: &[&str] = &[
+    "redis_url",
+    "redis_cluster_nodes",
+    "key_prefix",
+    "command_timeout_ms",
+    "password_env",
+    "gateway_nodes",
+    "node_beat_interval_ms",
+    "node_dead_after_ms",
+    "reaper_interval_ms",
+];
 pub(super) const BILLING_KEYS: &[&str] = &["kes_per_usd", "signup_credit_usd"];
 pub(super) const TIER_KEYS: &[&str] = &["rpm", "tpm", "count_cached_tokens"];
 pub(super) const OVERRIDE_KEYS: &[&str] = &["account", "rpm", "tpm"];
@@ -151,6 +160,25 @@ pub(super) fn store(reader: &mut Reader, root: &Section<'_>) -> (StoreConfig, St
     }
     if let Some(nodes) = reader.integer(&section, "gateway_nodes", 1..=limits::MAX_GATEWAY_NODES, "") {
         options.gateway_nodes = nodes;
+    }
+    if let Some(interval) = reader.integer(&section, "node_beat_interval_ms", 1..=limits::MAX_NODE_BEAT_INTERVAL_MS, "")
+    {
+        options.node_beat_interval_ms = interval;
+    }
+    if let Some(after) = reader.integer(&section, "node_dead_after_ms", 1..=limits::MAX_NODE_DEAD_AFTER_MS, "") {
+        options.node_dead_after_ms = after;
+    }
+    if let Some(interval) = reader.integer(&section, "reaper_interval_ms", 1..=limits::HOLD_REAPER_INTERVAL_MS, "") {
+        options.reaper_interval_ms = interval;
+    }
+    if 2 * options.node_beat_interval_ms > options.node_dead_after_ms {
+        reader.error(
+            section.key("node_beat_interval_ms"),
+            format!(
+                "must be at most half of node_dead_after_ms ({} ms), or one late heartbeat would look like a dead node",
+                options.node_dead_after_ms
+            ),
+        );
     }
     let store = store_location(reader, &section);
     (store, options)

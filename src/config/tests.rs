@@ -184,6 +184,14 @@ fn each_key_alone_keeps_every_other_default() {
         ("[server]\nshutdown_deadline_ms = 30000", Box::new(|_| {})),
         ("[store]", Box::new(|_| {})),
         (
+            "[store]\nnode_beat_interval_ms = 500\nnode_dead_after_ms = 1000\nreaper_interval_ms = 250",
+            Box::new(|c| {
+                c.store_options.node_beat_interval_ms = 500;
+                c.store_options.node_dead_after_ms = 1_000;
+                c.store_options.reaper_interval_ms = 250;
+            }),
+        ),
+        (
             "[store]\nredis_url = \"rediss://cache.internal:6380/0\"",
             Box::new(|c| c.store = StoreConfig::Redis { url: "rediss://cache.internal:6380/0".into() }),
         ),
@@ -420,6 +428,12 @@ fn messages_explain_the_fix() {
             "store.redis_url: must start with redis:// (or rediss:// for TLS), e.g. \"redis://127.0.0.1:6379\"",
         ),
         ("[store]\nredis_url = \"redis://\"", "store.redis_url: has no host, e.g. \"redis://127.0.0.1:6379\""),
+        (
+            "[store]\nnode_beat_interval_ms = 6000",
+            "store.node_beat_interval_ms: must be at most half of node_dead_after_ms (10000 ms), or one late heartbeat would look like a dead node",
+        ),
+        ("[store]\nnode_dead_after_ms = 20001", "store.node_dead_after_ms: 20001 is too large: at most 20000"),
+        ("[store]\nreaper_interval_ms = 0", "store.reaper_interval_ms: 0 is too small: at least 1"),
         (
             "[store]\nredis_url = \"redis://a\"\nredis_cluster_nodes = [\"a:1\"]",
             "store: give redis_url (one Redis server) or redis_cluster_nodes (a Redis Cluster), not both",

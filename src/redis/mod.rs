@@ -42,9 +42,12 @@ pub struct RedisSettings {
 /// Why a command failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RedisError {
-    /// Not connected (or the connection failed while the command waited): fail closed.
+    /// Not connected: the command was never written. Fail closed.
     Unavailable,
-    /// No reply within the command timeout; the connection was retired.
+    /// The connection failed after the command was queued on it: it may have run or not.
+    Lost,
+    /// No reply within the command timeout; the connection was retired. The command may still
+    /// run (a stalled server executes what it has read once it wakes).
     Timeout,
     /// Redis answered with an error reply (for example `NOSCRIPT`, `WRONGTYPE`).
     Server(String),
@@ -54,9 +57,17 @@ impl std::fmt::Display for RedisError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RedisError::Unavailable => f.write_str("redis unavailable"),
+            RedisError::Lost => f.write_str("redis connection lost before the reply"),
             RedisError::Timeout => f.write_str("redis command timed out"),
             RedisError::Server(message) => write!(f, "redis error: {message}"),
         }
+    }
+}
+
+impl RedisError {
+    /// Whether the command may have run although no reply came: its effects are unknown.
+    pub fn may_have_run(&self) -> bool {
+        matches!(self, RedisError::Lost | RedisError::Timeout)
     }
 }
 
@@ -79,7 +90,7 @@ impl Connection {
         self.broken.set(true);
         let waiting: Vec<ReplySlot> = self.waiting.borrow_mut().drain(..).collect();
         for slot in waiting {
-            let _ = slot.send(Err(RedisError::Unavailable));
+            let _ = slot.send(Err(RedisError::Lost));
         }
         self.writer.borrow_mut().take();
     }
@@ -162,7 +173,7 @@ impl RedisClient {
         match monoio::time::timeout(self.settings.command_timeout, reply).await {
             Ok(Ok(Ok(Reply::Error(message)))) => Err(RedisError::Server(message)),
             Ok(Ok(result)) => result,
-            Ok(Err(_canceled)) => Err(RedisError::Unavailable),
+            Ok(Err(_canceled)) => Err(RedisError::Lost),
             Err(_elapsed) => {
                 // A silent server: stop trusting this connection.
                 connection.break_down();

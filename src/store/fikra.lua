@@ -13,8 +13,15 @@
 --   P:{A}:rate:test   hash   the same for test keys
 --   P:{A}:holds       hash   request id -> "amount tokens kind in_price out_price expires key model"
 --                            (the prices as admitted, for operators reading holds: settlement
---                            is priced by the gateway, which passes the cost)
+--                            is priced by the gateway, which passes the cost);
+--                            kind l (live) or t (test) for a hold; v or x for a marker that holds
+--                            nothing: v = voided (its admission's answer was lost: a late
+--                            fk_admit of that id refuses itself), x = released because its node
+--                            was presumed dead (its settle then charges nothing); markers live
+--                            until their expiry like holds and are dropped by the reaper silently
 --   P:{A}:holdexp     zset   request id scored by expiry (ms), for the reaper
+--   P:nodes           zset   gateway node tag scored by its last heartbeat (Redis TIME, ms): not
+--                            an account key; only fk_nodes touches it
 --   P:{A}:ledger      stream usage records: one entry per settlement (fields request_id ...
 --                            created_at), or one per lease call with all its records in 'records'
 --   P:{A}:payrefs     set    payment references credited to this account
@@ -23,7 +30,7 @@
 --   a lease's escrow is a hold in P:{A}:holds under the lease id (model "lease"), reaped like any
 --   hold when its worker stops renewing it
 
-local LIBRARY_VERSION = 7
+local LIBRARY_VERSION = 8
 local UNITS = 60000
 -- Largest balance an account may hold, in nano-USD (about 9 million USD): exact in a double.
 local MAX_BALANCE = 9007199254740991
@@ -160,12 +167,25 @@ local function release(keys, id, hold)
   redis.call('ZREM', keys.holdexp, id)
 end
 
+local VOIDED, RELEASED_DEAD = 'v', 'x'
+
+local function is_marker(hold)
+  return hold.kind == VOIDED or hold.kind == RELEASED_DEAD
+end
+
+-- Puts a marker (kind v or x, holding nothing) under `id` until `expires`.
+local function mark(keys, id, kind, expires)
+  redis.call('HSET', keys.holds, id, table.concat({ '0', '0', kind, '0', '0', int(expires), '-', 'marker' }, ' '))
+  redis.call('ZADD', keys.holdexp, int(expires), id)
+end
+
 -- KEYS: acct, rate (of the key's kind), holds, holdexp
 -- ARGV: request_id, key_id, kind (l|t), model, input_upper, requested_output, client_cap (0|1),
 --       in_price, out_price, now (0 = Redis TIME), u_rpm, u_tpm, t_rpm, t_tpm, hold_ttl_ms
 -- Reply: {1, hold, output_cap, tokens, rates...} admitted; {2, bucket(0 rpm|1 tpm), limit, used,
 --   requested, retry_ms(-1 never), rates...}; {3, limit, requested, rates...} too large;
---   {4, balance, available, needed, rates...} insufficient; {-1} no account; {-2} duplicate id.
+--   {4, balance, available, needed, rates...} insufficient; {-1} no account; {-2} duplicate id
+--   (a hold or a marker has this id: a voided admission refuses itself here, writing nothing).
 local function fk_admit(KEYS, ARGV)
   local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4] }
   local id, key_id, kind, model = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
@@ -236,7 +256,9 @@ end
 --       gateway from the model's prices: input, cached input, output), then the tokens the
 --       TPM bucket is trued up to if the account is unverified (and for test keys), and if
 --       it is trusted (tiers differ in whether cached prompt tokens count)
--- Reply: {1, charged, released, operator_loss} or {0} when no hold has this id.
+-- Reply: {1, charged, released, operator_loss}; {0} when no hold has this id (or it was voided);
+--   {2} when the hold was released because its node was presumed dead (nothing charged: an
+--   operator loss the gateway counts; the marker goes).
 local function fk_settle(KEYS, ARGV)
   local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], ledger = KEYS[6] }
   local id = ARGV[1]
@@ -245,6 +267,12 @@ local function fk_settle(KEYS, ARGV)
   local a = redis.call('HMGET', keys.acct, 'tier', 'balance')
   if not a[1] then return { 0 } end
   local hold = parse_hold(text)
+  if hold.kind == VOIDED then return { 0 } end
+  if hold.kind == RELEASED_DEAD then
+    redis.call('HDEL', keys.holds, id)
+    redis.call('ZREM', keys.holdexp, id)
+    return { 2 }
+  end
   local tokens = { tonumber(ARGV[2]), tonumber(ARGV[13]), tonumber(ARGV[3]), tonumber(ARGV[14]) }
   local now = clock(ARGV[5])
   local cost = tonumber(ARGV[15])
@@ -319,25 +347,135 @@ local function fk_topup(KEYS, ARGV)
   return { 1, after, tier }
 end
 
--- KEYS: acct, holds, holdexp, ledger ; ARGV: now, ledger_maxlen, most to release.
--- Releases holds whose expiry has passed, without charging; each leaves an `expired` record.
+-- The node tag inside an id this gateway made: request ids are "req_" + tag + hex, lease ids
+-- tag + "-" + worker + ":" + account (a tag is 8 base62 characters). nil for any other id.
+local function owner_tag(id)
+  return string.match(id, '^req_(%w%w%w%w%w%w%w%w)%x+$') or string.match(id, '^(%w%w%w%w%w%w%w%w)%-%d+:')
+end
+
+-- KEYS: acct, holds, holdexp, ledger
+-- ARGV: now, ledger_maxlen, most to release (per kind), hold_ttl_ms, escrow_ttl_ms, then pairs
+--       (node tag, cutoff ms): nodes presumed dead, each with the last time (its last heartbeat
+--       plus the dead-after bound) at which a hold it took may be released as its.
+-- Releases, without charging, holds whose expiry has passed (an `expired` record each) and the
+-- holds of presumed-dead nodes taken before their cutoff (a `node_lost` record each; a request's
+-- hold leaves an x marker so a settle from a node that was only cut off charges nothing and
+-- says so). Markers whose expiry has passed are dropped. A hold taken after its node's cutoff
+-- belongs to a node that came back, and stays. Reply: {expired released, dead nodes' released}.
+local REAP_FIXED_ARGS = 5
 local function fk_reap(KEYS, ARGV)
   local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3] }
   local now = clock(ARGV[1])
-  local due = redis.call('ZRANGEBYSCORE', keys.holdexp, '-inf', int(now), 'LIMIT', 0, tonumber(ARGV[3]))
-  local released = 0
+  local most = tonumber(ARGV[3])
+  local hold_ttl, escrow_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
+  local cutoffs, any_dead = {}, false
+  for i = REAP_FIXED_ARGS + 1, #ARGV - 1, 2 do
+    cutoffs[ARGV[i]] = tonumber(ARGV[i + 1])
+    any_dead = true
+  end
+  -- Everything read first.
+  local due = redis.call('ZRANGEBYSCORE', keys.holdexp, '-inf', int(now), 'LIMIT', 0, most)
+  local expired = {}
   for _, id in ipairs(due) do
     local text = redis.call('HGET', keys.holds, id)
-    if text then
-      local hold = parse_hold(text)
-      release(keys, id, hold)
-      record(KEYS[4], ARGV[2], id, hold.key_id, hold.model, { 0, 0, 0, 0 }, 0, 'expired', now)
-      released = released + 1
-    else
-      redis.call('ZREM', keys.holdexp, id)
+    expired[#expired + 1] = { id = id, hold = text and parse_hold(text) }
+  end
+  local orphans = {}
+  if any_dead then
+    local all = redis.call('HGETALL', keys.holds)
+    for i = 1, #all - 1, 2 do
+      local id = all[i]
+      local tag = owner_tag(id)
+      local cutoff = tag and cutoffs[tag]
+      if cutoff and #orphans < most then
+        local hold = parse_hold(all[i + 1])
+        local ttl = hold_ttl
+        if hold.model == 'lease' then ttl = escrow_ttl end
+        if hold.amount and not is_marker(hold) and hold.expires > now and hold.expires - ttl <= cutoff then
+          orphans[#orphans + 1] = { id = id, hold = hold }
+        end
+      end
     end
   end
-  return released
+  -- Writes.
+  local released = 0
+  for _, entry in ipairs(expired) do
+    if entry.hold and not is_marker(entry.hold) then
+      release(keys, entry.id, entry.hold)
+      record(KEYS[4], ARGV[2], entry.id, entry.hold.key_id, entry.hold.model, { 0, 0, 0, 0 }, 0, 'expired', now)
+      released = released + 1
+    else
+      redis.call('HDEL', keys.holds, entry.id)
+      redis.call('ZREM', keys.holdexp, entry.id)
+    end
+  end
+  for _, entry in ipairs(orphans) do
+    release(keys, entry.id, entry.hold)
+    if entry.hold.model ~= 'lease' then mark(keys, entry.id, RELEASED_DEAD, now + hold_ttl) end
+    record(KEYS[4], ARGV[2], entry.id, entry.hold.key_id, entry.hold.model, { 0, 0, 0, 0 }, 0, 'node_lost', now)
+  end
+  return { released, #orphans }
+end
+
+-- An admission whose answer was lost (timed out, connection gone after it was sent): whether
+-- it ran or not, once this has run nothing of it remains. If its hold is there: released, its
+-- request token and its tokens given back to the buckets. Either way a v marker stays under
+-- the id until the hold TTL has passed, so an fk_admit of that id still on its way refuses
+-- itself. Idempotent: a second call finds the marker and does nothing.
+-- KEYS: acct, rate (of the key's kind), holds, holdexp
+-- ARGV: request_id, now, u_rpm, u_tpm, t_rpm, t_tpm, hold_ttl_ms
+-- Reply: {1, hold, tokens} released; {2} marker written (no hold yet); {0} already void, or
+--   released as its node's; {-1} no account (nothing written: no admission can pass either).
+local function fk_void(KEYS, ARGV)
+  local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4] }
+  local id = ARGV[1]
+  local now = clock(ARGV[2])
+  local tier = redis.call('HGET', keys.acct, 'tier')
+  if not tier then return { -1 } end
+  local text = redis.call('HGET', keys.holds, id)
+  local expires = now + tonumber(ARGV[7])
+  if not text then
+    mark(keys, id, VOIDED, expires)
+    return { 2 }
+  end
+  local hold = parse_hold(text)
+  if is_marker(hold) then return { 0 } end
+  local rpm, tpm = limits_for(tier, tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
+  local r = bucket_load(keys.rate, 'r', rpm, now)
+  local t = bucket_load(keys.rate, 't', tpm, now)
+  bucket_fit(r, rpm, now)
+  bucket_fit(t, tpm, now)
+  bucket_refill(r, now)
+  bucket_refill(t, now)
+  r.level = math.min(r.level + UNITS, r.cap * UNITS)
+  t.level = math.min(t.level + hold.tokens * UNITS, t.cap * UNITS)
+  -- Writes.
+  release(keys, id, hold)
+  bucket_save(keys.rate, 'r', r)
+  bucket_save(keys.rate, 't', t)
+  mark(keys, id, VOIDED, expires)
+  return { 1, hold.amount, hold.tokens }
+end
+
+-- Node liveness. KEYS: nodes ; ARGV: node tag ('' = none), now, dead_after_ms, forget_after_ms,
+-- leaving (1 = remove the tag: a clean shutdown).
+-- Reads first: the nodes whose last heartbeat is older than dead_after_ms (before this call's
+-- own beat, so a node that could not beat for that long sees itself too: callers skip their
+-- own tag). Then writes: the tag's heartbeat (or its removal), and every entry older than
+-- forget_after_ms dropped (their holds have expired by then).
+-- Reply: {tag, last heartbeat ms, ...} of the nodes presumed dead.
+local function fk_nodes(KEYS, ARGV)
+  local tag = ARGV[1]
+  local now = clock(ARGV[2])
+  local dead_after, forget_after = tonumber(ARGV[3]), tonumber(ARGV[4])
+  local dead = redis.call('ZRANGEBYSCORE', KEYS[1], int(now - forget_after), '(' .. int(now - dead_after), 'WITHSCORES')
+  if ARGV[5] == '1' then
+    redis.call('ZREM', KEYS[1], tag)
+  elseif tag ~= '' then
+    redis.call('ZADD', KEYS[1], int(now), tag)
+  end
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. int(now - forget_after))
+  return dead
 end
 
 -- A worker's lease on one account: in one call it pays for the requests the worker served
@@ -478,6 +616,8 @@ redis.register_function{ function_name = 'fk_peek', callback = fk_peek, flags = 
 redis.register_function('fk_create_account', fk_create_account)
 redis.register_function('fk_topup', fk_topup)
 redis.register_function('fk_reap', fk_reap)
+redis.register_function('fk_void', fk_void)
+redis.register_function('fk_nodes', fk_nodes)
 redis.register_function('fk_lease', fk_lease)
 redis.register_function('fk_put_key', fk_put_key)
 redis.register_function{ function_name = 'fk_version', callback = fk_version, flags = { 'no-writes' } }

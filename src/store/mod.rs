@@ -35,6 +35,14 @@ impl Store {
         Store::Embedded(Arc::new(embedded::EmbeddedStore::new(policy)))
     }
 
+    /// The counters of a shared store's failure paths (none for the embedded store).
+    pub fn failure_metrics(&self) -> Option<&crate::metrics::StoreMetrics> {
+        match self {
+            Store::Embedded(_) => None,
+            Store::Redis(store) => Some(&store.metrics),
+        }
+    }
+
     /// This store as seen through `connections` (the caller's own).
     pub fn client<'a>(&'a self, connections: &'a StoreConnections) -> StoreClient<'a> {
         StoreClient { store: self, connections }
@@ -213,6 +221,50 @@ impl StoreClient<'_> {
         match self.store {
             Store::Embedded(store) => Ok(store.reap_expired_holds(now_ms)),
             Store::Redis(store) => store.reap_expired_holds(&self.connections.redis, now_ms).await,
+        }
+    }
+
+    /// Releases expired holds and the holds `dead` nodes took before they were presumed dead
+    /// (their last heartbeat plus `dead_after_ms`). The embedded store has one node: only the
+    /// expired ones.
+    pub async fn reap_holds(&self, now_ms: u64, dead: &[DeadNode], dead_after_ms: u64) -> Result<Reaped, StoreError> {
+        match self.store {
+            Store::Embedded(store) => Ok(Reaped { expired: store.reap_expired_holds(now_ms), of_dead_nodes: 0 }),
+            Store::Redis(store) => store.reap_holds(&self.connections.redis, now_ms, dead, dead_after_ms).await,
+        }
+    }
+
+    /// Node liveness (shared store only): records node `tag`'s heartbeat (or, `leaving`,
+    /// removes it; an empty `tag`: neither) and returns the other nodes whose last heartbeat is
+    /// older than `dead_after_ms`, by the store's clock.
+    pub async fn heartbeat(
+        &self,
+        tag: &str,
+        dead_after_ms: u64,
+        leaving: bool,
+        now_ms: u64,
+    ) -> Result<Vec<DeadNode>, StoreError> {
+        match self.store {
+            Store::Embedded(_) => Ok(Vec::new()),
+            Store::Redis(store) => store.heartbeat(&self.connections.redis, tag, dead_after_ms, leaving, now_ms).await,
+        }
+    }
+
+    /// Undoes this owner's admissions whose answer was lost (see `store::redis::recovery`);
+    /// returns how many the store answered, or the error that stopped it (the rest stay
+    /// queued). The embedded store never loses an answer.
+    pub async fn send_voids(&self) -> Result<usize, StoreError> {
+        match self.store {
+            Store::Embedded(_) => Ok(0),
+            Store::Redis(store) => store.send_voids(&self.connections.redis).await,
+        }
+    }
+
+    /// How many of this owner's admissions are waiting to be undone.
+    pub fn pending_voids(&self) -> usize {
+        match self.store {
+            Store::Embedded(_) => 0,
+            Store::Redis(store) => store.pending_voids(&self.connections.redis),
         }
     }
 

@@ -302,6 +302,24 @@ pub enum Settled {
     AlreadySettled,
 }
 
+/// A gateway node whose heartbeat stopped: its holds may be released (Redis store only).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeadNode {
+    /// The node tag inside its request ids and lease ids.
+    pub tag: Box<str>,
+    /// Its last heartbeat, in the store's clock (ms).
+    pub last_beat_ms: u64,
+}
+
+/// What one reaper pass released.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct Reaped {
+    /// Holds past their TTL.
+    pub expired: usize,
+    /// Holds and lease escrows of nodes presumed dead.
+    pub of_dead_nodes: usize,
+}
+
 /// One line of an account's usage ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageRecord {

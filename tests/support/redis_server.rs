@@ -52,6 +52,11 @@ impl RedisServer {
         format!("redis://127.0.0.1:{}", self.port)
     }
 
+    /// Its process id (to stop it with SIGSTOP, as a stalled server).
+    pub fn pid(&self) -> libc::pid_t {
+        self.child.id() as libc::pid_t
+    }
+
     /// SIGKILL, as a crash.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -225,6 +230,27 @@ fn start_forever(start: fn() -> Vec<RedisServer>) -> Vec<SocketAddr> {
         }
     });
     receiver.recv().expect("redis started")
+}
+
+/// A Redis store on `nodes` (a Cluster's seeds when `cluster`), keys under `prefix`, with the
+/// reference limits unless `policy` says otherwise, on the caller's clock (tests drive `now_ms`).
+pub fn redis_store(
+    nodes: Vec<SocketAddr>,
+    cluster: bool,
+    prefix: &str,
+    command_timeout: Duration,
+    policy: fikra_gateway::store::LimitPolicy,
+) -> fikra_gateway::store::Store {
+    use fikra_gateway::store::{Store, redis};
+    let settings = redis::RedisStoreSettings {
+        nodes,
+        cluster,
+        password: None,
+        prefix: prefix.to_string(),
+        command_timeout,
+        caller_clock: true,
+    };
+    Store::Redis(redis::RedisStore::connect(settings, policy))
 }
 
 /// A key prefix no other test uses.

@@ -8,10 +8,11 @@
 //! numbers written through `Num`, and nothing here ever retries a call (the caller decides).
 
 use super::connections::Connections;
-use super::replies::FromReply;
+use super::replies::{FromReply, SettleReply};
 use super::{LEDGER_MAX_RECORDS_PER_ACCOUNT, RedisStore};
 use crate::digits::Num;
 use crate::limits::{HOLD_TTL_MS, LEASE_ESCROW_TTL_MS};
+use crate::metrics::StoreMetrics;
 use crate::store::types::{
     Admission, AdmitRequest, KeyKind, LeaseCall, LeaseReply, RateSnapshot, Settled, Settlement, StoreError,
     TIER_TRUSTED, TIER_UNVERIFIED,
@@ -26,7 +27,7 @@ const MAX_EXACT_LUA_NANOS: u64 = (1 << 53) - 1;
 
 impl RedisStore {
     /// The (unverified, trusted) limits for this account and key kind, as function arguments.
-    fn limit_args(&self, account_id: &str, kind: KeyKind) -> [Num; 4] {
+    pub(super) fn limit_args(&self, account_id: &str, kind: KeyKind) -> [Num; 4] {
         let unverified = self.policy.limits_for(account_id, TIER_UNVERIFIED, kind);
         let trusted = self.policy.limits_for(account_id, TIER_TRUSTED, kind);
         [
@@ -37,13 +38,21 @@ impl RedisStore {
         ]
     }
 
+    /// The `KEYS` of `fk_admit` and of `fk_void`, which undoes it: acct, rate (of `kind`),
+    /// holds, holdexp.
+    pub(super) fn admission_keys(&self, account: &str, kind: KeyKind) -> [String; 4] {
+        [
+            self.key(account, "acct"),
+            self.rate_key(account, kind),
+            self.key(account, "holds"),
+            self.key(account, "holdexp"),
+        ]
+    }
+
     /// `fk_admit`.
     pub async fn admit(&self, connections: &Connections, request: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
         let account = request.account_id;
-        let acct = self.key(account, "acct");
-        let rate = self.rate_key(account, request.key_kind);
-        let holds = self.key(account, "holds");
-        let holdexp = self.key(account, "holdexp");
+        let [acct, rate, holds, holdexp] = self.admission_keys(account, request.key_kind);
         let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, request.key_kind);
         let (input, output) = (Num::new(request.input_tokens_upper), Num::new(request.requested_output_tokens));
         let (in_price, out_price) = (Num::new(request.input_price.0), Num::new(request.output_price.0));
@@ -75,7 +84,17 @@ impl RedisStore {
             t_tpm.as_bytes(),
             ttl.as_bytes(),
         ];
-        Admission::from_reply(self.command(connections, acct.as_bytes(), &args).await?)
+        match self.router.command_outcome(connections, acct.as_bytes(), &args).await {
+            Ok(reply) => Admission::from_reply(reply),
+            Err(failed) => {
+                // Answered 503 (or served on the fallback), yet it may run once Redis wakes:
+                // remembered so the void task undoes it (the failure path alone allocates).
+                if failed.may_have_run {
+                    self.remember_void(connections, request);
+                }
+                Err(failed.error)
+            }
+        }
     }
 
     /// `fk_settle`.
@@ -135,7 +154,21 @@ impl RedisStore {
             rate_limited_unverified.as_bytes(),
             rate_limited_trusted.as_bytes(),
         ];
-        match Settled::from_reply(self.command(connections, acct.as_bytes(), &args).await?)? {
+        let settled = match SettleReply::from_reply(self.command(connections, acct.as_bytes(), &args).await?)? {
+            SettleReply::Done(settled) => settled,
+            SettleReply::ReleasedAsDeadNodes => {
+                // This node was presumed dead (no heartbeat within the dead-after bound, a
+                // partition) and a live node released the hold: served, nothing charged.
+                StoreMetrics::add(&self.metrics.settled_after_node_release, 1);
+                crate::log_warn_every!(
+                    "request {}: its hold was released while this node was presumed dead (heartbeat lost); \
+                     served and not charged",
+                    settlement.request_id
+                );
+                Settled::AlreadySettled
+            }
+        };
+        match settled {
             // The function's loss is exact below 2^53 and zero for test keys; above, the exact
             // figure is the gateway's.
             Settled::Charged { charged, released, operator_loss } => {
@@ -175,6 +208,13 @@ impl RedisStore {
     }
 
     /// `fk_lease`: the call's records go along as one line each (see the function's `ARGV`).
+    ///
+    /// A call whose answer is lost needs no void: the lease task sends the same call (same
+    /// sequence number) again until one is answered, and the function answers a repeat with the
+    /// grant it already made, changing nothing. A grant is lost for good only if the worker dies
+    /// before that retry: then its tokens (at most 1/`LEASE_SHARE` of the buckets) are missing
+    /// from them until they refill, within a minute, and its escrow goes back to the wallet with
+    /// the node's holds (within 30 s) or when it expires (`LEASE_ESCROW_TTL_MS`).
     pub async fn lease(&self, connections: &Connections, call: &LeaseCall) -> Result<LeaseReply, StoreError> {
         let account = &*call.account_id;
         let acct = self.key(account, "acct");

@@ -38,6 +38,12 @@ pub(super) fn unavailable(error: RedisError) -> StoreError {
     StoreError::Unavailable
 }
 
+/// A command that failed, and whether it may have run anyway.
+pub(super) struct Failed {
+    pub error: StoreError,
+    pub may_have_run: bool,
+}
+
 /// How one store reaches its nodes.
 pub(super) struct Router {
     cluster: bool,
@@ -97,6 +103,11 @@ impl Router {
             last_slot_refresh_ms: AtomicU64::new(0),
             started_ms: crate::clock::monotonic_ms(),
         }
+    }
+
+    /// The store these clients belong to (apart in an owner's `Connections`).
+    pub fn store_id(&self) -> u64 {
+        self.recipe.store_id
     }
 
     /// The owner's client for the node at `addr`.
@@ -170,12 +181,25 @@ impl Router {
         routing_key: &[u8],
         args: &[&[u8]],
     ) -> Result<Reply, StoreError> {
+        self.command_outcome(connections, routing_key, args).await.map_err(|failed| failed.error)
+    }
+
+    /// `command`, saying on failure whether the command may have run anyway (its connection
+    /// failed or timed out after it was queued): a caller whose command must not half-happen
+    /// (an admission) then undoes it.
+    pub async fn command_outcome(
+        &self,
+        connections: &Connections,
+        routing_key: &[u8],
+        args: &[&[u8]],
+    ) -> Result<Reply, Failed> {
+        let not_run = |error: StoreError| Failed { error, may_have_run: false };
         let mut target = self.node_for(routing_key);
         if target.is_none() && self.cluster {
             self.refresh_slots(connections).await;
             target = self.node_for(routing_key);
         }
-        let mut addr = target.ok_or(StoreError::Unavailable)?;
+        let mut addr = target.ok_or(not_run(StoreError::Unavailable))?;
         let mut asking = false;
         let mut reloaded = false;
         let mut redirects = 0;
@@ -189,14 +213,14 @@ impl Router {
                 Ok(reply) => return Ok(reply),
                 Err(RedisError::Server(message)) => {
                     if let Some(rest) = message.strip_prefix("MOVED ") {
-                        addr = redirect_target(rest).ok_or(StoreError::Unavailable)?;
+                        addr = redirect_target(rest).ok_or(not_run(StoreError::Unavailable))?;
                         self.refresh_slots(connections).await;
                     } else if let Some(rest) = message.strip_prefix("ASK ") {
-                        addr = redirect_target(rest).ok_or(StoreError::Unavailable)?;
+                        addr = redirect_target(rest).ok_or(not_run(StoreError::Unavailable))?;
                         asking = true;
                     } else if message.contains("Function not found") && !reloaded {
                         reloaded = true;
-                        library::load_again(&client, addr).await.map_err(unavailable)?;
+                        library::load_again(&client, addr).await.map_err(|error| not_run(unavailable(error)))?;
                     } else if message.starts_with("TRYAGAIN") && try_again_waited_ms < TRY_AGAIN_MAX_WAIT_MS {
                         // The account's slot is moving and its keys are split between two
                         // nodes for a moment: ask the owner again shortly (not a redirect).
@@ -206,15 +230,20 @@ impl Router {
                         self.refresh_slots(connections).await;
                         addr = self.node_for(routing_key).unwrap_or(addr);
                     } else if message.starts_with("TRYAGAIN") || message.starts_with("CLUSTERDOWN") {
-                        return Err(StoreError::Unavailable);
+                        return Err(not_run(StoreError::Unavailable));
                     } else {
-                        return Err(unavailable(RedisError::Server(message)));
+                        // Our functions check everything before their first write: an error
+                        // reply wrote nothing.
+                        return Err(not_run(unavailable(RedisError::Server(message))));
                     }
                 }
-                Err(error) => return Err(unavailable(error)),
+                Err(error) => {
+                    let may_have_run = error.may_have_run();
+                    return Err(Failed { error: unavailable(error), may_have_run });
+                }
             }
         }
-        Err(StoreError::Unavailable)
+        Err(not_run(StoreError::Unavailable))
     }
 }
 

@@ -8,18 +8,39 @@
 //! thread's runtime epoch (`crate::redis::runtime_epoch`): one made on a runtime that has ended
 //! is never used, nor dropped, on a later one; it is let go and a new one is made. Nothing here
 //! is shared between threads, and nothing is a thread-local.
+//!
+//! It also keeps the owner's admissions whose answer was lost (`PendingVoid`), until the owner's
+//! void task has told Redis to undo them: a bounded queue that is empty (and allocates nothing)
+//! unless a store call failed.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+use crate::limits::REDIS_PENDING_VOIDS_MAX;
 use crate::redis::{RedisClient, RedisSettings, runtime_epoch};
+use crate::store::types::KeyKind;
 
 /// An owner's clients, by store and node.
 #[derive(Default)]
 pub struct Connections {
     clients: RefCell<Vec<NodeClient>>,
+    /// Admissions sent whose answer never came, oldest first (any store of this owner).
+    voids: RefCell<VecDeque<PendingVoid>>,
+    /// Whether a task is sending this owner's voids now (one at a time).
+    voiding: Cell<bool>,
+}
+
+/// An admission that may have run although its caller was told it failed: `fk_void` undoes it.
+pub(super) struct PendingVoid {
+    pub store_id: u64,
+    pub account_id: Box<str>,
+    pub request_id: Box<str>,
+    pub kind: KeyKind,
+    /// The admission's `now_ms` (used only with a caller's clock).
+    pub admitted_at_ms: u64,
 }
 
 /// How one store's clients are made.
@@ -72,6 +93,44 @@ impl Connections {
         }));
         clients.push(NodeClient { store_id: recipe.store_id, addr, epoch, client: client.clone() });
         client
+    }
+
+    /// Remembers an admission to undo; when the queue is full the oldest is let go (its hold,
+    /// if it ran, then lasts until the hold TTL) and `false` is returned.
+    pub(super) fn remember_void(&self, void: PendingVoid) -> bool {
+        let mut voids = self.voids.borrow_mut();
+        let room = voids.len() < REDIS_PENDING_VOIDS_MAX;
+        if !room {
+            voids.pop_front();
+        }
+        voids.push_back(void);
+        room
+    }
+
+    /// The oldest admission of store `store_id` still to undo, taken out of the queue.
+    pub(super) fn next_void(&self, store_id: u64) -> Option<PendingVoid> {
+        let mut voids = self.voids.borrow_mut();
+        let position = voids.iter().position(|v| v.store_id == store_id)?;
+        voids.remove(position)
+    }
+
+    /// Puts back a void that could not be sent (Redis still silent), first in line again.
+    pub(super) fn retry_void(&self, void: PendingVoid) {
+        self.voids.borrow_mut().push_front(void);
+    }
+
+    /// How many admissions of store `store_id` are still to undo.
+    pub(super) fn pending_voids(&self, store_id: u64) -> usize {
+        self.voids.borrow().iter().filter(|v| v.store_id == store_id).count()
+    }
+
+    /// Claims the right to send this owner's voids; `false` if another task has it.
+    pub(super) fn start_voiding(&self) -> bool {
+        !self.voiding.replace(true)
+    }
+
+    pub(super) fn stop_voiding(&self) {
+        self.voiding.set(false);
     }
 
     /// Whether one of the owner's connections of store `store_id` was lost and not made again.

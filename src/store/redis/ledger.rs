@@ -4,16 +4,18 @@
 //! Owns the `XREVRANGE` of one account's ledger Stream and the reaper's walk: `SCAN` every
 //! master for accounts with holds, then `fk_reap` on each. Both are off the hot path (the admin
 //! API and one reaper task per node). The reaper never charges anyone: an expired hold is
-//! released and leaves an `expired` record.
+//! released and leaves an `expired` record, a hold of a node presumed dead (see `recovery`) a
+//! `node_lost` record.
 
 use super::cluster::unavailable;
 use super::connections::Connections;
 use super::replies::{FromReply, HoldsReleased, LedgerPage, ScanPage};
 use super::{LEDGER_MAX_RECORDS_PER_ACCOUNT, RedisStore};
 use crate::digits::Num;
-use crate::limits::MAX_USAGE_QUERY_LIMIT;
+use crate::limits::{HOLD_TTL_MS, LEASE_ESCROW_TTL_MS, MAX_USAGE_QUERY_LIMIT};
+use crate::metrics::StoreMetrics;
 use crate::redis::Reply;
-use crate::store::types::{StoreError, UsageRecord};
+use crate::store::types::{DeadNode, Reaped, StoreError, UsageRecord};
 
 use crate::limits::{REDIS_REAP_BATCH_HOLDS as REAP_BATCH, REDIS_REAP_SCAN_KEYS};
 
@@ -41,9 +43,21 @@ impl RedisStore {
         Ok(records)
     }
 
-    /// Releases every hold past its expiry, on every node: `SCAN`s for accounts that hold
-    /// anything and runs `fk_reap` on each.
+    /// Releases every hold past its expiry, on every node.
     pub async fn reap_expired_holds(&self, connections: &Connections, now_ms: u64) -> Result<usize, StoreError> {
+        Ok(self.reap_holds(connections, now_ms, &[], 0).await?.expired)
+    }
+
+    /// Releases every hold past its expiry and every hold `dead` nodes took before they were
+    /// presumed dead (their last heartbeat plus `dead_after_ms`), on every Redis node: `SCAN`s
+    /// for accounts that hold anything and runs `fk_reap` on each.
+    pub async fn reap_holds(
+        &self,
+        connections: &Connections,
+        now_ms: u64,
+        dead: &[DeadNode],
+        dead_after_ms: u64,
+    ) -> Result<Reaped, StoreError> {
         if self.settings.cluster {
             self.router.refresh_slots(connections).await;
         }
@@ -53,7 +67,10 @@ impl RedisStore {
         let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
         let batch = Num::new(REAP_BATCH);
         let scan_count = Num::new(REDIS_REAP_SCAN_KEYS);
-        let mut released = 0usize;
+        let (hold_ttl, escrow_ttl) = (Num::new(HOLD_TTL_MS), Num::new(HOLD_TTL_MS.min(LEASE_ESCROW_TTL_MS)));
+        let cutoffs: Vec<Num> =
+            dead.iter().map(|node| Num::new(node.last_beat_ms.saturating_add(dead_after_ms))).collect();
+        let mut released = Reaped::default();
         for addr in self.router.masters() {
             let client = self.router.client(connections, addr);
             let mut cursor = b"0".to_vec();
@@ -75,7 +92,8 @@ impl RedisStore {
                         self.key(account, "holdexp"),
                         self.key(account, "ledger"),
                     );
-                    let args: [&[u8]; 10] = [
+                    let mut args: Vec<&[u8]> = Vec::with_capacity(12 + 2 * dead.len());
+                    args.extend_from_slice(&[
                         b"FCALL",
                         b"fk_reap",
                         b"4",
@@ -86,10 +104,17 @@ impl RedisStore {
                         now.as_bytes(),
                         maxlen.as_bytes(),
                         batch.as_bytes(),
-                    ];
+                        hold_ttl.as_bytes(),
+                        escrow_ttl.as_bytes(),
+                    ]);
+                    for (node, cutoff) in dead.iter().zip(&cutoffs) {
+                        args.push(node.tag.as_bytes());
+                        args.push(cutoff.as_bytes());
+                    }
                     let reply = self.command(connections, acct.as_bytes(), &args).await?;
-                    if let Ok(HoldsReleased(count)) = HoldsReleased::from_reply(reply) {
-                        released += count as usize;
+                    if let Ok(HoldsReleased(reaped)) = HoldsReleased::from_reply(reply) {
+                        released.expired += reaped.expired;
+                        released.of_dead_nodes += reaped.of_dead_nodes;
                     }
                 }
                 if page.cursor == b"0" {
@@ -98,6 +123,7 @@ impl RedisStore {
                 cursor = page.cursor;
             }
         }
+        StoreMetrics::add(&self.metrics.dead_node_holds_released, released.of_dead_nodes as u64);
         Ok(released)
     }
 }

@@ -11,12 +11,16 @@
 //! library and its loading), `connections` (one owner's clients, per node), `cluster` (the slot
 //! map and the road of a command through redirects), `replies` (every reply decoded into a
 //! type), `accounts`, `admission` and `ledger` (the calls: what each sends), `subscriber` (the
-//! revocation, top-up and key channels), `directory` (the node's test keys, for outages). This file holds the store itself and its key names.
+//! revocation, top-up and key channels), `directory` (the node's test keys, for outages),
+//! `recovery` (undoing admissions whose answer was lost, and node liveness). This file holds
+//! the store itself and its key names.
 //!
 //! Failure: every command has a short deadline; an unreachable Redis makes calls fail at once
 //! with `StoreError::Unavailable` (the client's reconnect backoff is the circuit breaker: one
-//! probe at a time, no pile-up), and service resumes by itself when Redis answers again. It
-//! never does floating point, never reads a plain API key, and never blocks a worker (the
+//! probe at a time, no pile-up), and service resumes by itself when Redis answers again. An
+//! admission whose answer was lost is undone once Redis answers (`recovery`), and the holds of a
+//! node whose heartbeat stopped are released by the reaper of any other. It never does
+//! floating point, never reads a plain API key, and never blocks a worker (the
 //! blocking start-up work runs before workers start).
 
 mod accounts;
@@ -27,6 +31,7 @@ mod connections;
 mod directory;
 mod ledger;
 mod library;
+mod recovery;
 mod replies;
 mod subscriber;
 
@@ -40,6 +45,7 @@ pub use connections::Connections;
 pub use library::{FUNCTION_LIBRARY, library_version};
 
 use crate::digits::Num;
+use crate::metrics::StoreMetrics;
 use crate::redis::Reply;
 use crate::store::types::{KeyKind, LimitPolicy, StoreError};
 use cluster::Router;
@@ -56,6 +62,8 @@ pub struct RedisStore {
     /// The nodes, the slot map and how clients to them are made.
     router: Router,
     events: Arc<subscriber::Events>,
+    /// Counters of voids and of dead nodes' holds released.
+    pub metrics: StoreMetrics,
 }
 
 impl Drop for RedisStore {
@@ -75,7 +83,13 @@ impl RedisStore {
             command_timeout: settings.command_timeout,
         };
         let router = Router::new(settings.cluster, settings.nodes.clone(), recipe);
-        let store = Arc::new(RedisStore { settings, policy, router, events: Arc::new(subscriber::Events::default()) });
+        let store = Arc::new(RedisStore {
+            settings,
+            policy,
+            router,
+            events: Arc::new(subscriber::Events::default()),
+            metrics: StoreMetrics::default(),
+        });
         if store.settings.cluster
             && let Err(error) = store.router.refresh_slots_blocking()
         {

@@ -14,8 +14,8 @@ use crate::errors::Bucket;
 use crate::money::{Nanos, TokenUsage};
 use crate::redis::Reply;
 use crate::store::types::{
-    Admission, Admitted, KeyKind, KeyRecord, LeaseReply, Outcome, RateSnapshot, Settled, StoreError, TIER_TRUSTED,
-    TopupResult, UsageRecord,
+    Admission, Admitted, DeadNode, KeyKind, KeyRecord, LeaseReply, Outcome, RateSnapshot, Reaped, Settled, StoreError,
+    TIER_TRUSTED, TopupResult, UsageRecord,
 };
 
 /// A value read from the reply of one command, as redis-rs's `FromRedisValue`.
@@ -218,16 +218,69 @@ impl FromReply for LeaseReply {
     }
 }
 
-/// `fk_reap`: how many expired holds it released (a plain integer).
+/// `fk_reap`: `{expired holds released, dead nodes' holds released}`.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct HoldsReleased(pub u64);
+pub(super) struct HoldsReleased(pub Reaped);
 
 impl FromReply for HoldsReleased {
     fn from_reply(reply: Reply) -> Result<Self, StoreError> {
-        match reply {
-            Reply::Integer(count) => Ok(HoldsReleased(count.max(0) as u64)),
+        let items = array(reply)?;
+        Ok(HoldsReleased(Reaped { expired: u64_at(&items, 0)? as usize, of_dead_nodes: u64_at(&items, 1)? as usize }))
+    }
+}
+
+/// `fk_settle` as the store reads it: settled (or nothing to settle), or the hold was released
+/// earlier because its node was presumed dead (`{2}`: nothing charged).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum SettleReply {
+    Done(Settled),
+    ReleasedAsDeadNodes,
+}
+
+impl FromReply for SettleReply {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        match int_at(&items, 0)? {
+            2 => Ok(SettleReply::ReleasedAsDeadNodes),
+            _ => Settled::from_reply(Reply::Array(items)).map(SettleReply::Done),
+        }
+    }
+}
+
+/// `fk_void`: `{1, hold, tokens}` the admission had run and is undone; `{2}` it had not (a
+/// marker now refuses it); `{0}` already undone (or released as a dead node's); `{-1}` no account.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum VoidReply {
+    Released { hold: Nanos, tokens: u64 },
+    MarkerWritten,
+    NothingToDo,
+}
+
+impl FromReply for VoidReply {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        match int_at(&items, 0)? {
+            1 => Ok(VoidReply::Released { hold: Nanos(u64_at(&items, 1)?), tokens: u64_at(&items, 2)? }),
+            2 => Ok(VoidReply::MarkerWritten),
+            0 | -1 => Ok(VoidReply::NothingToDo),
             _ => Err(StoreError::Unavailable),
         }
+    }
+}
+
+/// `fk_nodes`: `[tag, last heartbeat ms, ...]` of the nodes presumed dead.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct DeadNodes(pub Vec<DeadNode>);
+
+impl FromReply for DeadNodes {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        let mut nodes = Vec::with_capacity(items.len() / 2);
+        for pair in 0..items.len() / 2 {
+            let tag = text_at(&items, 2 * pair).ok_or(StoreError::Unavailable)?;
+            nodes.push(DeadNode { tag: tag.into(), last_beat_ms: u64_at(&items, 2 * pair + 1)? });
+        }
+        Ok(DeadNodes(nodes))
     }
 }
 
@@ -407,6 +460,7 @@ fn outcome_name(text: Option<&str>) -> &'static str {
         Some("client_aborted") => Outcome::ClientAborted.as_str(),
         Some("backend_failed") => Outcome::BackendFailed.as_str(),
         Some("expired") => "expired",
+        Some("node_lost") => "node_lost",
         _ => "unknown",
     }
 }

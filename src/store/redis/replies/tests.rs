@@ -91,6 +91,9 @@ fn short_or_wrongly_typed_replies_are_unavailable() {
     assert_eq!(AccountCreated::from_reply(ints(&[0])).err(), unavailable);
     assert_eq!(KeyPut::from_reply(Reply::Null).err(), unavailable);
     assert_eq!(HoldsReleased::from_reply(bulk("3")).err(), unavailable);
+    assert_eq!(HoldsReleased::from_reply(ints(&[3])).err(), unavailable);
+    assert_eq!(VoidReply::from_reply(ints(&[5])).err(), unavailable);
+    assert_eq!(DeadNodes::from_reply(Reply::Array(vec![bulk("Ab3dEf9h"), bulk("soon")])).err(), unavailable);
     assert_eq!(LibraryVersion::from_reply(Reply::Null).err(), unavailable);
     assert_eq!(ScanPage::from_reply(Reply::Array(vec![bulk("0")])).err(), unavailable);
     assert_eq!(LedgerPage::from_reply(Reply::Null).err(), unavailable);
@@ -180,7 +183,24 @@ fn account_key_and_topup_replies_decode_exactly() {
     );
     assert_eq!(TopupReply::from_reply(ints(&[-1])), Ok(TopupReply::NoAccount));
     assert_eq!(TopupReply::from_reply(ints(&[-4])), Ok(TopupReply::TooLarge));
-    assert_eq!(HoldsReleased::from_reply(Reply::Integer(3)), Ok(HoldsReleased(3)));
+    assert_eq!(HoldsReleased::from_reply(ints(&[3, 2])), Ok(HoldsReleased(Reaped { expired: 3, of_dead_nodes: 2 })));
+    assert_eq!(
+        VoidReply::from_reply(ints(&[1, 16_000, 24])),
+        Ok(VoidReply::Released { hold: Nanos(16_000), tokens: 24 })
+    );
+    assert_eq!(VoidReply::from_reply(ints(&[2])), Ok(VoidReply::MarkerWritten));
+    assert_eq!(VoidReply::from_reply(ints(&[0])), Ok(VoidReply::NothingToDo));
+    assert_eq!(VoidReply::from_reply(ints(&[-1])), Ok(VoidReply::NothingToDo));
+    assert_eq!(SettleReply::from_reply(ints(&[2])), Ok(SettleReply::ReleasedAsDeadNodes));
+    assert_eq!(SettleReply::from_reply(ints(&[0])), Ok(SettleReply::Done(Settled::AlreadySettled)));
+    let dead = Reply::Array(vec![bulk("Ab3dEf9h"), bulk("1733100000123"), bulk("Zz0zZz0z"), Reply::Integer(7)]);
+    assert_eq!(
+        DeadNodes::from_reply(dead),
+        Ok(DeadNodes(vec![
+            DeadNode { tag: "Ab3dEf9h".into(), last_beat_ms: 1_733_100_000_123 },
+            DeadNode { tag: "Zz0zZz0z".into(), last_beat_ms: 7 },
+        ]))
+    );
     assert_eq!(LibraryVersion::from_reply(Reply::Integer(6)), Ok(LibraryVersion(6)));
 }
 
