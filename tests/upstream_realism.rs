@@ -439,6 +439,7 @@ fn groq_statuses_and_context_length_refusals() {
         assert_eq!(busy.header("retry-after"), Some(retry_after));
         assert_eq!(busy.header("x-should-retry"), Some("true"));
         assert!(!busy.text().contains("flex tier"));
+        assert_no_secret(&busy);
     }
     let failed = gateway.chat(&key, &body);
     assert_free_502(&failed);
@@ -446,6 +447,7 @@ fn groq_statuses_and_context_length_refusals() {
     let context_case = case("upstream_context_length_exceeded");
     let by_code = send_one(gateway.api, context_case.raw_request(&key).as_bytes());
     context_case.check(&by_code, &key);
+    assert_no_secret(&by_code);
     assert_eq!(by_code.message(), "Please reduce the length of the messages or completion.");
     let by_message = send_one(gateway.api, context_case.raw_request(&key).as_bytes());
     context_case.check(&by_message, &key);
@@ -603,6 +605,7 @@ fn sse_events_up_to_8_mib_are_relayed() {
     let body = chat_body("a long answer please", true, 64);
     let response = gateway.chat(&key, &body);
     assert_eq!(response.status, 200);
+    assert_no_secret(&response);
     let events = sse_data(&response);
     assert_eq!(events.len(), 4, "three chunks and [DONE]");
     let large: Value = serde_json::from_str(&events[1]).unwrap();
