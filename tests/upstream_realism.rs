@@ -9,6 +9,10 @@
 //! outcome, tokens), nothing left held, the balance moved by exactly the ledger's sum, and the
 //! operator-loss counter unchanged.
 
+// A test upstream may lock on purpose (it holds connections until the test ends): clippy.toml's
+// lock policy is for the gateway.
+#![allow(clippy::disallowed_types)]
+
 mod support;
 
 use std::io::Write;
@@ -241,8 +245,8 @@ fn streams_failing_before_their_first_chunk_are_free_502s() {
     books.check(&gateway, &vec![Record::FREE_FAILURE; count]);
 }
 
-// Goal: a stream that fails after delivering tokens (Groq's x_groq.error, an error event, a
-// cut without [DONE]) ends with the chunks, then exactly one error event and no [DONE], and is
+// Goal: a stream that fails after delivering tokens (Groq's x_groq.error, an error event, an
+// event over the 8 MiB limit, a cut without [DONE]) ends with the chunks, then exactly one error event and no [DONE], and is
 // charged for what was delivered: the input bound plus one token per delivered chunk (the
 // upstream reported no usage), as backend_failed.
 #[test]
@@ -253,9 +257,11 @@ fn streams_failing_after_tokens_charge_what_was_delivered() {
     let error_event = "data: {\"error\":{\"message\":\"internal\",\"type\":\"server_error\"}}\n\n".to_string();
     let addr = scripted_upstream(SECRET_MODEL, move |n, stream| {
         let mut events = vec![chunk("Habari"), chunk(" ya")];
-        match n % 3 {
+        match n % 4 {
             0 => events.push(groq_error.clone()),
             1 => events.push(error_event.clone()),
+            // One byte over the single-event limit.
+            2 => events.push(large_chunk(8 * MIB + 1 - chunk("").len())),
             _ => {} // ends without [DONE]
         }
         respond_sse(stream, &events);
@@ -263,7 +269,7 @@ fn streams_failing_after_tokens_charge_what_was_delivered() {
     let gateway = gateway_for(addr);
     let (books, key) = Books::open(&gateway, "late");
     let body = chat_body("stream please", true, 64);
-    for _ in 0..3 {
+    for _ in 0..4 {
         let response = gateway.chat(&key, &body);
         assert_eq!(response.status, 200);
         assert_no_secret(&response);
@@ -275,8 +281,8 @@ fn streams_failing_after_tokens_charge_what_was_delivered() {
         assert_eq!(error["error"]["type"], "api_error");
     }
     let bound = input_bound(&body);
-    let charged = books.check(&gateway, &[delivered(&body, 2); 3]);
-    assert_eq!(charged, 3 * (bound + 2) * PRICE_NANOS);
+    let charged = books.check(&gateway, &[delivered(&body, 2); 4]);
+    assert_eq!(charged, 4 * (bound + 2) * PRICE_NANOS);
 }
 
 /// What a stream that failed after `chunks` content chunks costs when the upstream never said
@@ -616,4 +622,39 @@ fn sse_events_up_to_8_mib_are_relayed() {
     assert_free_502(&gateway.chat(&key, &body));
     let billed = Record::billed(10, 3);
     books.check(&gateway, &[billed, Record::FREE_FAILURE]);
+}
+
+// Goal: an upstream that stops sending (past its response timeout, 300 ms here) before the
+// first chunk of a stream, or in the middle of a unary body, gets a plain 504
+// upstream_timeout, settled at zero. The upstream holds its connections open until the test
+// ends; nothing here sleeps.
+#[test]
+fn upstreams_stalling_before_anything_is_relayed_get_free_504s() {
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let released = std::sync::Mutex::new(released);
+    let addr = scripted_upstream(SECRET_MODEL, move |n, stream| {
+        if n % 2 == 0 {
+            let head = "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
+            let _ = write!(stream, "{head}e\r\n: keep-alive\n\n\r\n");
+        } else {
+            let _ = write!(
+                stream,
+                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"id\":"
+            );
+        }
+        let _ = stream.flush();
+        // Hold the connection, unanswered, until the test is over.
+        let _ = released.lock().map(|receiver| receiver.recv_timeout(std::time::Duration::from_secs(10)));
+    });
+    let upstream = upstream_model_config(&format!("http://{addr}/v1"), "response_timeout_ms = 300", "");
+    let gateway = TestGateway::start(&upstream);
+    let (books, key) = Books::open(&gateway, "stalled");
+    for stream in [true, false] {
+        let response = gateway.chat(&key, &chat_body("anyone?", stream, 64));
+        assert_eq!(response.status, 504, "{}", response.text());
+        assert_eq!(response.error(), ("api_error".into(), "upstream_timeout".into(), None));
+        assert_no_secret(&response);
+    }
+    books.check(&gateway, &[Record::FREE_FAILURE; 2]);
+    drop(release);
 }
