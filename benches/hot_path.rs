@@ -8,7 +8,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fikra_gateway::access::auth::{KeyCache, hash_key, parse_authorization};
-use fikra_gateway::backend::upstream::rewrite::{EventKind, ReportedUsage, next_event_end, rewrite_event};
+use fikra_gateway::backend::upstream::rewrite::{EventKind, ModelNames, ReportedUsage, next_event_end, rewrite_event};
 use fikra_gateway::errors::{ApiError, Bucket, Detail, ErrorKind};
 use fikra_gateway::http::duration::write_go_duration;
 use fikra_gateway::http::request::parse_head;
@@ -87,6 +87,9 @@ fn groq_stream() -> Vec<u8> {
     stream
 }
 
+/// The names of the streamed model: what the client sees, and the Groq model behind it.
+const STREAM_NAMES: ModelNames<'static> = ModelNames { public: "fikra-flash", upstream: "llama-3.3-70b-versatile" };
+
 /// Finds every event of `stream` (the scan alone).
 fn scan_events(stream: &[u8]) -> usize {
     let (mut rest, mut events) = (stream, 0);
@@ -107,7 +110,7 @@ fn relay_stream(stream: &[u8], payload: &mut Vec<u8>, out: &mut Vec<u8>) -> (usi
         payload.extend_from_slice(piece);
         while let Some(end) = next_event_end(payload) {
             let start = out.len();
-            if rewrite_event(&payload[..end], "fikra-flash", false, &mut usage, out) == EventKind::Chunk {
+            if rewrite_event(&payload[..end], &STREAM_NAMES, false, &mut usage, out) == EventKind::Chunk {
                 delivered += 1;
             }
             frame_chunk_in_place(out, start);

@@ -48,6 +48,9 @@ pub enum ErrorKind {
     UpstreamRejectedRequest,
     /// The upstream refused the client's parameters with 422 (message normalized).
     UpstreamUnprocessable,
+    /// The upstream refused with 400 because the messages and the output cap do not fit the
+    /// model's context (`param: "messages"`).
+    ContextLengthExceeded,
     /// Admin API: the named account or key does not exist.
     NotFound,
     /// Admin API: the account id is taken.
@@ -95,7 +98,7 @@ pub struct KindSpec {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 26] = [
+    pub const ALL: [ErrorKind; 27] = [
         ErrorKind::InvalidJson,
         ErrorKind::MissingRequiredParameter,
         ErrorKind::InvalidParameter,
@@ -120,6 +123,7 @@ impl ErrorKind {
         ErrorKind::ExpectationFailed,
         ErrorKind::UpstreamRejectedRequest,
         ErrorKind::UpstreamUnprocessable,
+        ErrorKind::ContextLengthExceeded,
         ErrorKind::NotFound,
         ErrorKind::AlreadyExists,
     ];
@@ -225,6 +229,14 @@ impl ErrorKind {
                 Unsaid,
                 false,
                 "The model could not process the request's parameters.",
+            ),
+            ContextLengthExceeded => (
+                400,
+                INVALID,
+                "context_length_exceeded",
+                Unsaid,
+                false,
+                "The messages and the requested output exceed this model's context length. Shorten the messages or lower max_tokens.",
             ),
             NotFound => (404, INVALID, "not_found", Unsaid, false, "No such object."),
             AlreadyExists => (409, INVALID, "already_exists", Unsaid, false, "An object with this id already exists."),

@@ -28,7 +28,9 @@
 //!      release the holds of nodes that died;
 //!    - `api/dispatch.rs`: to the backend, `backend/sandbox/` in process (`reply.rs` writes the
 //!      answer) or `backend/upstream/exchange.rs` over a pooled `backend/upstream/client.rs`
-//!      connection (TCP or `tls.rs`), with `backend/upstream/rewrite.rs` putting the public
+//!      connection (TCP or `tls.rs`), which classifies every answer before relaying it (a 200
+//!      that is not a result is a free 502), `backend/upstream/stream.rs` relaying SSE once the
+//!      first event is known to be a chunk, and `backend/upstream/rewrite.rs` putting the public
 //!      model id into every answer and SSE event and reading usage from it;
 //!    - `api/settle.rs`: the hold becomes the actual charge, exactly once.
 //! 4. Any refusal goes to `api/rescue.rs`, the one road to an error on the wire: the

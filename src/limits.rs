@@ -134,8 +134,18 @@ pub const UPSTREAM_POOL_SWEEP_INTERVAL_MS: u64 = 1_000;
 const _: () = assert!(UPSTREAM_POOL_SWEEP_INTERVAL_MS * 10 <= UPSTREAM_POOL_IDLE_TIMEOUT_MS);
 /// Largest upstream response head, in bytes.
 pub const UPSTREAM_MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
-/// Largest upstream response body the gateway reads, in bytes.
+/// Largest upstream response body the gateway reads, in bytes: SPEC §9's documented response
+/// limit, so every unary answer up to it is relayed (larger: 502). Counted as the body is
+/// decoded, in time linear in its size.
 pub const UPSTREAM_MAX_RESPONSE_BODY_BYTES: usize = 64 * 1024 * 1024;
+/// Largest single SSE event relayed from an upstream stream (its field lines and blank line),
+/// in bytes: SPEC §9 relays events up to this size. A larger one fails the stream (502 before the
+/// first event, an error event after).
+pub const UPSTREAM_MAX_SSE_EVENT_BYTES: usize = 8 * 1024 * 1024;
+/// After relaying a large answer, a per-connection or per-worker buffer whose capacity grew past
+/// this is freed rather than kept for reuse (one 64 MiB answer must not pin 64 MiB per
+/// connection for good).
+pub const UPSTREAM_KEPT_BUFFER_MAX_BYTES: usize = 1024 * 1024;
 /// Longest error body read from an upstream (for its 400/422 message), in bytes.
 pub const UPSTREAM_MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// Bytes asked of an upstream socket per read.
@@ -150,6 +160,9 @@ pub const ABANDONED_STREAM_DRAIN_BYTES: usize = 1024 * 1024;
 const _: () = assert!(MAX_UPSTREAM_RESPONSE_TIMEOUT_MS <= UPSTREAM_REQUEST_DEADLINE_MS);
 const _: () = assert!(UPSTREAM_MAX_ERROR_BODY_BYTES <= UPSTREAM_MAX_RESPONSE_BODY_BYTES);
 const _: () = assert!(ABANDONED_STREAM_DRAIN_BYTES <= UPSTREAM_MAX_RESPONSE_BODY_BYTES);
+// An event is part of a body: it can never be allowed to be larger than the body.
+const _: () = assert!(UPSTREAM_MAX_SSE_EVENT_BYTES <= UPSTREAM_MAX_RESPONSE_BODY_BYTES);
+const _: () = assert!(UPSTREAM_KEPT_BUFFER_MAX_BYTES <= UPSTREAM_MAX_SSE_EVENT_BYTES);
 // SPEC §3.5: reading an abandoned stream for its usage must end before the settle deadline.
 const _: () = assert!(ABANDONED_STREAM_DRAIN_MS < SETTLE_WITHIN_MS, "the usage drain must leave time to settle");
 

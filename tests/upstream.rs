@@ -6,7 +6,7 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -15,27 +15,11 @@ use fikra_gateway::config::SandboxSettings;
 use fikra_gateway::sandbox_server::SandboxServer;
 use support::gateway::*;
 use support::http::*;
+use support::scripted_upstream::{SECRET_MODEL, respond, upstream_model_config};
 use support::wait::{wait_for, wait_until};
 
-const SECRET_MODEL: &str = "vendor/secret-model-9b";
-
 fn upstream_config(base_url: &str, extra_upstream: &str) -> String {
-    format!(
-        r#"
-[[upstreams]]
-name = "up"
-base_url = "{base_url}"
-{extra_upstream}
-
-[[models]]
-id = "fikra-flash"
-upstream = "up"
-upstream_model = "{SECRET_MODEL}"
-input_usd_per_million = "0.5"
-output_usd_per_million = "0.5"
-max_output_tokens = 8192
-"#
-    )
+    upstream_model_config(base_url, extra_upstream, "")
 }
 
 fn sandbox_upstream(output_tokens: u64) -> SandboxServer {
@@ -129,62 +113,12 @@ fn upstream_connections_are_pooled() {
     sandbox.shutdown();
 }
 
-/// An upstream that answers every request with `script(request_number, stream)`, one thread
-/// per connection (the gateway's workers each keep their own pooled connections).
 fn scripted_upstream(script: impl Fn(usize, &mut TcpStream) + Send + Sync + 'static) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let script = std::sync::Arc::new(script);
-    let served = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    std::thread::spawn(move || {
-        for stream in listener.incoming().take(100) {
-            let Ok(mut stream) = stream else { return };
-            let (script, served) = (script.clone(), served.clone());
-            std::thread::spawn(move || {
-                while read_request(&mut stream) {
-                    script(served.fetch_add(1, Ordering::SeqCst), &mut stream);
-                }
-            });
-        }
-    });
-    addr
+    support::scripted_upstream::scripted_upstream(SECRET_MODEL, script)
 }
 
-/// Reads one request (head and Content-Length body); false on EOF.
 fn read_request(stream: &mut TcpStream) -> bool {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut length = 0usize;
-    let mut line = String::new();
-    let mut first = true;
-    loop {
-        line.clear();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return false;
-        }
-        if first {
-            assert!(line.starts_with("POST /v1/chat/completions HTTP/1.1"), "{line}");
-            first = false;
-        }
-        if line == "\r\n" {
-            break;
-        }
-        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
-            length = value.trim().parse().unwrap();
-        }
-    }
-    let mut body = vec![0; length];
-    reader.read_exact(&mut body).unwrap();
-    let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
-    assert_eq!(body["model"], SECRET_MODEL);
-    true
-}
-
-fn respond(stream: &mut TcpStream, status: &str, extra: &str, body: &str) {
-    let _ = write!(
-        stream,
-        "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n{extra}\r\n{body}",
-        body.len()
-    );
+    support::scripted_upstream::read_request(stream, SECRET_MODEL)
 }
 
 // Goal: upstream refusals map to the error table: 429 -> 503 with the upstream's retry-after,

@@ -15,6 +15,7 @@ use crate::backend::sandbox::reply::{CompletionReply, write_completion};
 use crate::backend::upstream::exchange::{self, ProxyRequest, UpstreamRefusal};
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::server::ResponseSink;
+use crate::limits::UPSTREAM_KEPT_BUFFER_MAX_BYTES;
 use crate::money::TokenUsage;
 use crate::openai::chat::ChatRequest;
 use crate::openai::models::Backend;
@@ -45,7 +46,7 @@ impl Answer {
             }
             None => Detail::Default,
         };
-        let refusal = Refusal::from(ApiError { kind: refused.kind, param: None, detail });
+        let refusal = Refusal::from(ApiError { kind: refused.kind, param: refused.param, detail });
         let refusal = match refused.retry_after_ms {
             Some(retry_after_ms) => refusal.retry_after_ms(retry_after_ms),
             None => refusal,
@@ -85,7 +86,7 @@ pub async fn dispatch<S: AsyncWriteRent>(
         Backend::Sandbox => None,
     };
     let Some(upstream) = upstream else {
-        let refused = UpstreamRefusal { kind: ErrorKind::UpstreamUnavailable, retry_after_ms: None, message: None };
+        let refused = UpstreamRefusal::new(ErrorKind::UpstreamUnavailable);
         return Answer { usage: Usage::NOTHING_DELIVERED, sent: Err(refused) };
     };
     let proxied = ProxyRequest {
@@ -100,12 +101,15 @@ pub async fn dispatch<S: AsyncWriteRent>(
     let mut buffer = worker.upstream_request_buffers.borrow_mut().pop().unwrap_or_default();
     let target = &shared.upstreams.targets[upstream];
     let result = exchange::proxy_completion(sink, target, upstream, &worker.upstream_pool, &proxied, &mut buffer).await;
-    worker.upstream_request_buffers.borrow_mut().push(buffer);
+    // A buffer grown by a huge answer is freed, not kept by the worker for good.
+    if buffer.capacity() <= UPSTREAM_KEPT_BUFFER_MAX_BYTES {
+        worker.upstream_request_buffers.borrow_mut().push(buffer);
+    }
     let usage = Usage { tokens: result.usage, outcome: result.outcome };
     let sent = match (result.status, result.refusal) {
         (Some(status), _) => Ok(status),
         (None, Some(refused)) => Err(refused),
-        (None, None) => Err(UpstreamRefusal { kind: ErrorKind::InternalError, retry_after_ms: None, message: None }),
+        (None, None) => Err(UpstreamRefusal::new(ErrorKind::InternalError)),
     };
     Answer { usage, sent }
 }

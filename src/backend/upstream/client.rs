@@ -65,8 +65,11 @@ pub enum UpstreamFailure {
     ResetBeforeResponse,
     /// The response is not valid HTTP/1.1 or breaks a limit (502).
     Malformed,
-    /// The connection broke or stalled in the middle of the body (mid-stream failure).
+    /// The connection broke in the middle of the body (mid-stream failure).
     BrokenBody,
+    /// The body stopped arriving: no byte within the idle timeout (504 before anything was
+    /// relayed, a mid-stream failure after).
+    Stalled,
 }
 
 /// A pooled connection and until when it may be reused (its upstream's `pool_idle_timeout_ms`
@@ -176,6 +179,8 @@ pub struct ResponseHead {
     pub keep_alive: bool,
     /// `retry-after` in whole seconds, when the upstream sent a number.
     pub retry_after_s: Option<u64>,
+    /// `content-type: text/event-stream` (parameters allowed): the body claims to be SSE.
+    pub event_stream: bool,
 }
 
 /// Parses a response head at the start of `buffer`: `Ok(None)` while incomplete.
@@ -192,6 +197,7 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Option<(ResponseHead, usize)
     let mut chunked = false;
     let mut close = response.version == Some(0);
     let mut retry_after_s = None;
+    let mut event_stream = false;
     for header in response.headers.iter() {
         let value = std::str::from_utf8(header.value).map(str::trim).unwrap_or("");
         if header.name.eq_ignore_ascii_case("content-length") {
@@ -209,6 +215,9 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Option<(ResponseHead, usize)
             close |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
         } else if header.name.eq_ignore_ascii_case("retry-after") {
             retry_after_s = value.parse().ok();
+        } else if header.name.eq_ignore_ascii_case("content-type") {
+            let media_type = value.split(';').next().unwrap_or("").trim();
+            event_stream = media_type.eq_ignore_ascii_case("text/event-stream");
         }
     }
     let framing = if chunked {
@@ -221,7 +230,13 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Option<(ResponseHead, usize)
         close = true;
         ResponseFraming::Close
     };
-    Ok(Some((ResponseHead { status, framing, keep_alive: !close, retry_after_s }, head_len)))
+    if let ResponseFraming::Length(length) = framing
+        && length > UPSTREAM_MAX_RESPONSE_BODY_BYTES as u64
+    {
+        // Declared larger than the gateway ever reads: refused before a byte of it is read.
+        return Err(UpstreamFailure::Malformed);
+    }
+    Ok(Some((ResponseHead { status, framing, keep_alive: !close, retry_after_s, event_stream }, head_len)))
 }
 
 /// One exchange with an upstream, from request to the end of the body.
@@ -337,9 +352,13 @@ impl Exchange {
                     return Err(UpstreamFailure::BrokenBody);
                 }
                 Ok(Ok(_)) => {}
-                Ok(Err(_)) | Err(_) => {
+                Ok(Err(_)) => {
                     self.connection = None;
                     return Err(UpstreamFailure::BrokenBody);
+                }
+                Err(_) => {
+                    self.connection = None;
+                    return Err(UpstreamFailure::Stalled);
                 }
             }
         }
@@ -349,6 +368,7 @@ impl Exchange {
         if self.raw.is_empty() {
             return Ok(());
         }
+        let produced_before = out.len();
         match self.head.framing {
             ResponseFraming::Length(_) => {
                 let take = (self.raw.len() as u64).min(self.remaining) as usize;
@@ -377,7 +397,8 @@ impl Exchange {
                 self.raw.clear();
             }
         }
-        self.body_bytes += out.len();
+        // Only what this call decoded: `out` may hold earlier pieces the caller kept.
+        self.body_bytes += out.len() - produced_before;
         if self.body_bytes > UPSTREAM_MAX_RESPONSE_BODY_BYTES {
             return Err(UpstreamFailure::Malformed);
         }
@@ -390,8 +411,9 @@ impl Exchange {
         Ok(())
     }
 
-    /// Gives the connection back to the pool if the whole body was read and reuse is allowed.
-    pub fn finish(mut self, pool: &Pool) {
+    /// Gives the connection back to the pool if the whole body was read and reuse is allowed
+    /// (at most once: the exchange no longer has it after).
+    pub fn finish_reusable(&mut self, pool: &Pool) {
         if self.done
             && self.head.keep_alive
             && self.raw.is_empty()
@@ -421,6 +443,20 @@ mod tests {
             (head.status, head.framing, head.keep_alive, head.retry_after_s),
             (429, ResponseFraming::Close, false, Some(7))
         );
+        let (head, _) = parse_response_head(
+            b"HTTP/1.1 200 OK\r\nContent-Type: Text/Event-Stream; charset=utf-8\r\nTransfer-Encoding: chunked\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(head.event_stream);
+        let (head, _) =
+            parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\r\n").unwrap().unwrap();
+        assert!(!head.event_stream);
+        // Declared larger than the body limit: refused from the head alone.
+        let too_long = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", UPSTREAM_MAX_RESPONSE_BODY_BYTES + 1);
+        assert_eq!(parse_response_head(too_long.as_bytes()), Err(UpstreamFailure::Malformed));
+        let at_limit = format!("HTTP/1.1 200 OK\r\nContent-Length: {UPSTREAM_MAX_RESPONSE_BODY_BYTES}\r\n\r\n");
+        assert!(parse_response_head(at_limit.as_bytes()).unwrap().is_some());
         assert_eq!(parse_response_head(b"HTTP/1.1 200 OK\r\nContent-Le"), Ok(None));
         assert_eq!(parse_response_head(b"<html>\r\n\r\n"), Err(UpstreamFailure::Malformed));
         assert_eq!(

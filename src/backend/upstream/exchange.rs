@@ -1,12 +1,13 @@
 //! Dispatch of an admitted request to an upstream provider and relay of its answer.
 //!
-//! Owns the rules of SPEC §1-§3 for proxied requests: the body rewritten for the upstream
+//! Owns the rules of SPEC §1-§3 and §9 for proxied requests: the body rewritten for the upstream
 //! (upstream model name, granted output cap, usage forced on for streams, the upstream's own key),
-//! unary answers and SSE events relayed with the public model id in place of the upstream's,
-//! each SSE batch flushed the moment it arrives, usage captured (and the usage-only event dropped
-//! unless the client asked for it), upstream failures turned into the error table's rows, and
-//! the usage to settle with, whatever happened. It never lets an upstream body, header or model
-//! name through.
+//! every answer classified before a byte of it is relayed (only a real result is a success:
+//! error-shaped 200s, non-JSON bodies and streams that are not SSE become 502 and cost nothing),
+//! unary answers relayed with the public model id in place of the upstream's (streams: the
+//! `stream` module), upstream statuses turned into the error table's rows (Groq's 498 and 424,
+//! context-length refusals included), and the usage to settle with, whatever happened. It never
+//! lets an upstream body, header or model name through.
 
 use std::time::Duration;
 
@@ -14,15 +15,12 @@ use monoio::io::AsyncWriteRent;
 
 use crate::backend::upstream::UpstreamTarget;
 use crate::backend::upstream::client::{self, Pool, UpstreamFailure};
-use crate::backend::upstream::rewrite::{self, EventKind, ReportedUsage};
-use crate::clock::{deadline_after_ms, time_left};
-use crate::errors::{ApiError, ErrorKind};
+use crate::backend::upstream::rewrite::{self, ModelNames, ReportedUsage};
+use crate::backend::upstream::stream::relay_stream;
+use crate::errors::ErrorKind;
 use crate::http::response::{self, ClampHeader, ResponseContext};
 use crate::http::server::ResponseSink;
-use crate::limits::{
-    ABANDONED_STREAM_DRAIN_BYTES, ABANDONED_STREAM_DRAIN_MS, UPSTREAM_MAX_ERROR_BODY_BYTES,
-    UPSTREAM_REQUEST_DEADLINE_MS,
-};
+use crate::limits::{UPSTREAM_KEPT_BUFFER_MAX_BYTES, UPSTREAM_MAX_ERROR_BODY_BYTES, UPSTREAM_REQUEST_DEADLINE_MS};
 use crate::openai::chat::{ChatRequest, write_backend_body};
 use crate::openai::models::ModelEntry;
 use crate::store::{Admitted, Outcome};
@@ -36,6 +34,22 @@ pub struct ProxyRequest<'a> {
     pub admitted: &'a Admitted,
     pub clamped_to: Option<u64>,
     pub input_tokens_upper: u64,
+}
+
+impl ProxyRequest<'_> {
+    pub(super) fn names(&self) -> ModelNames<'_> {
+        ModelNames { public: &self.model.id, upstream: &self.model.upstream_model }
+    }
+
+    /// Usage when the upstream never said: the prompt's upper bound and what was delivered.
+    pub(super) fn estimate(&self, completion_tokens: u64) -> ReportedUsage {
+        ReportedUsage::new(self.input_tokens_upper, completion_tokens)
+    }
+
+    /// The head context of this request's answer.
+    pub(super) fn context(&self, keep_alive: bool) -> ResponseContext<'_> {
+        ResponseContext { request_id: Some(self.request_id), rates: Some(&self.admitted.rates), keep_alive }
+    }
 }
 
 /// What the proxied request used, and how it ended: for settlement and metrics.
@@ -54,33 +68,48 @@ pub struct ProxyResult {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamRefusal {
     pub kind: ErrorKind,
-    /// `retry-after` for upstream 429/503 (in ms).
+    /// `param` of the error (`messages` for a context-length refusal).
+    pub param: Option<&'static str>,
+    /// `retry-after` for upstream 429/498/503 (in ms).
     pub retry_after_ms: Option<u64>,
     /// The upstream's own message for 400/422, cleaned of the upstream model name.
     pub message: Option<String>,
 }
 
+impl UpstreamRefusal {
+    pub fn new(kind: ErrorKind) -> UpstreamRefusal {
+        UpstreamRefusal { kind, param: None, retry_after_ms: None, message: None }
+    }
+}
+
 impl ProxyResult {
-    fn refused(kind: ErrorKind, retry_after_ms: Option<u64>, message: Option<String>) -> ProxyResult {
+    /// Nothing was relayed: settled at zero, the client gets `refusal`.
+    fn refused(refusal: UpstreamRefusal) -> ProxyResult {
         ProxyResult {
             status: None,
             usage: ReportedUsage::default(),
             outcome: Outcome::BackendFailed,
-            refusal: Some(UpstreamRefusal { kind, retry_after_ms, message }),
+            refusal: Some(refusal),
         }
     }
 
-    fn failed(failure: UpstreamFailure) -> ProxyResult {
+    pub(super) fn failed(failure: UpstreamFailure) -> ProxyResult {
         let kind = match failure {
-            UpstreamFailure::Timeout => ErrorKind::UpstreamTimeout,
+            UpstreamFailure::Timeout | UpstreamFailure::Stalled => ErrorKind::UpstreamTimeout,
             _ => ErrorKind::UpstreamUnavailable,
         };
-        ProxyResult::refused(kind, None, None)
+        ProxyResult::refused(UpstreamRefusal::new(kind))
     }
 }
 
+/// A buffer worth keeping for the next request, or a fresh one if the last answer made it huge.
+pub(super) fn kept(buffer: Vec<u8>) -> Vec<u8> {
+    if buffer.capacity() > UPSTREAM_KEPT_BUFFER_MAX_BYTES { Vec::new() } else { buffer }
+}
+
 /// Sends the request upstream and relays the answer onto `sink`. A failure before the response
-/// head writes nothing and comes back as `ProxyResult::refusal`.
+/// head (or an answer that is not a result) writes nothing and comes back as
+/// `ProxyResult::refusal`. `request_buffer` holds the upstream request, then serves as scratch.
 pub async fn proxy_completion<S: AsyncWriteRent>(
     sink: &mut ResponseSink<S>,
     target: &UpstreamTarget,
@@ -101,38 +130,42 @@ pub async fn proxy_completion<S: AsyncWriteRent>(
     let retry_after_s = exchange.head.retry_after_s;
     if status != 200 {
         // Read (bounded) what the upstream said, for 400/422 messages and to keep the connection.
-        let mut error_body = Vec::new();
-        let complete = matches!(
-            monoio::time::timeout(
-                target.response_timeout,
-                read_bounded(&mut exchange, &mut error_body, target.response_timeout)
-            )
-            .await,
-            Ok(Ok(()))
-        );
-        if complete {
-            exchange.finish(pool);
-        }
-        return refusal_for_status(status, retry_after_s, &error_body, request);
+        read_small_body(&mut exchange, target, pool, request_buffer).await;
+        return refusal_for_status(status, retry_after_s, request_buffer, request);
     }
     if request.chat.stream {
-        relay_stream(sink, exchange, target, pool, request).await
+        if !exchange.head.event_stream {
+            crate::log_warn_every!(
+                "upstream {}: a stream answered without text/event-stream (request {})",
+                target.name,
+                request.request_id
+            );
+            read_small_body(&mut exchange, target, pool, request_buffer).await;
+            return ProxyResult::failed(UpstreamFailure::Malformed);
+        }
+        relay_stream(sink, exchange, target, pool, request, request_buffer).await
     } else {
-        relay_unary(sink, exchange, target, pool, request).await
+        relay_unary(sink, exchange, target, pool, request, request_buffer).await
     }
 }
 
-async fn read_bounded(
-    exchange: &mut client::Exchange,
-    out: &mut Vec<u8>,
-    idle: Duration,
-) -> Result<(), UpstreamFailure> {
-    while !exchange.next_piece(out, idle).await? {
-        if out.len() > UPSTREAM_MAX_ERROR_BODY_BYTES {
-            return Err(UpstreamFailure::Malformed);
+/// Reads a body the client will not see (an error, a non-SSE stream) into `out`, up to
+/// `UPSTREAM_MAX_ERROR_BODY_BYTES` and within the response timeout; the connection goes back
+/// to the pool only if it was read to its end.
+async fn read_small_body(exchange: &mut client::Exchange, target: &UpstreamTarget, pool: &Pool, out: &mut Vec<u8>) {
+    out.clear();
+    let idle = target.response_timeout;
+    let read = async {
+        while !exchange.next_piece(out, idle).await? {
+            if out.len() > UPSTREAM_MAX_ERROR_BODY_BYTES {
+                return Err(UpstreamFailure::Malformed);
+            }
         }
+        Ok(())
+    };
+    if let Ok(Ok(())) = monoio::time::timeout(idle, read).await {
+        exchange.finish_reusable(pool);
     }
-    Ok(())
 }
 
 /// The request line, headers and rewritten body for the upstream, in `out`.
@@ -167,25 +200,18 @@ fn build_upstream_request(out: &mut Vec<u8>, target: &UpstreamTarget, request: &
     out.rotate_left(body_len);
 }
 
-fn context<'a>(
-    request_id: &'a str,
-    rates: Option<&'a crate::store::RateSnapshot>,
-    keep_alive: bool,
-) -> ResponseContext<'a> {
-    ResponseContext { request_id: Some(request_id), rates, keep_alive }
-}
-
 /// Maps a non-200 upstream answer to the client's error-table row.
 fn refusal_for_status(status: u16, retry_after_s: Option<u64>, body: &[u8], request: &ProxyRequest<'_>) -> ProxyResult {
     match status {
-        429 | 503 => ProxyResult::refused(
-            ErrorKind::ServiceUnavailable,
-            Some(retry_after_s.unwrap_or(1).saturating_mul(1000)),
-            None,
-        ),
+        // Groq's 498: its flex tier is out of capacity, a retry soon may pass.
+        429 | 498 | 503 => ProxyResult::refused(UpstreamRefusal {
+            retry_after_ms: Some(retry_after_s.unwrap_or(1).saturating_mul(1000)),
+            ..UpstreamRefusal::new(ErrorKind::ServiceUnavailable)
+        }),
         400 | 422 => {
+            let error = rewrite::upstream_error(body).unwrap_or_default();
             let mut cleaned = Vec::new();
-            if let Some(message) = rewrite::upstream_error_message(body) {
+            if let Some(message) = error.message {
                 rewrite::write_replacing(
                     &mut cleaned,
                     message.as_bytes(),
@@ -195,13 +221,18 @@ fn refusal_for_status(status: u16, retry_after_s: Option<u64>, body: &[u8], requ
             }
             // Upstream text arrives JSON-escaped; it is shown only if it is plain enough to pass as is.
             let message = String::from_utf8(cleaned).ok().filter(|m| !m.is_empty() && !m.contains('\\'));
-            let kind =
-                if status == 400 { ErrorKind::UpstreamRejectedRequest } else { ErrorKind::UpstreamUnprocessable };
-            ProxyResult::refused(kind, None, message)
+            let (kind, param) = match status {
+                400 if error.is_context_length() => (ErrorKind::ContextLengthExceeded, Some("messages")),
+                400 => (ErrorKind::UpstreamRejectedRequest, None),
+                _ => (ErrorKind::UpstreamUnprocessable, None),
+            };
+            ProxyResult::refused(UpstreamRefusal { param, message, ..UpstreamRefusal::new(kind) })
         }
+        // Groq's 424 (a dependency of the request failed upstream) and everything else: the
+        // upstream's trouble, not the client's.
         _ => {
             crate::log_warn_every!("upstream answered {status} (request {})", request.request_id);
-            ProxyResult::refused(ErrorKind::UpstreamUnavailable, None, None)
+            ProxyResult::failed(UpstreamFailure::Malformed)
         }
     }
 }
@@ -212,6 +243,7 @@ async fn relay_unary<S: AsyncWriteRent>(
     target: &UpstreamTarget,
     pool: &Pool,
     request: &ProxyRequest<'_>,
+    rewritten: &mut Vec<u8>,
 ) -> ProxyResult {
     let mut upstream_body = std::mem::take(&mut sink.scratch);
     upstream_body.clear();
@@ -222,165 +254,30 @@ async fn relay_unary<S: AsyncWriteRent>(
         Ok(read) => read,
         Err(_) => Err(UpstreamFailure::Timeout),
     };
-    let result = match read {
-        Err(failure) => {
-            sink.scratch = upstream_body;
-            return ProxyResult::failed(if failure == UpstreamFailure::BrokenBody {
-                UpstreamFailure::Malformed
-            } else {
-                failure
-            });
-        }
-        Ok(()) => {
-            exchange.finish(pool);
-            let mut rewritten = Vec::with_capacity(upstream_body.len() + 16);
-            rewrite::rewrite_object(&upstream_body, &request.model.id, &mut rewritten).map(|facts| (facts, rewritten))
+    if let Err(failure) = read {
+        sink.scratch = kept(upstream_body);
+        crate::log_warn_every!("upstream {}: body failed: {failure:?} (request {})", target.name, request.request_id);
+        return ProxyResult::failed(failure);
+    }
+    exchange.finish_reusable(pool);
+    rewritten.clear();
+    let facts = rewrite::rewrite_object(&upstream_body, &request.names(), rewritten);
+    sink.scratch = kept(upstream_body);
+    let facts = match facts {
+        Some(facts) if facts.is_result() => facts,
+        _ => {
+            crate::log_warn_every!(
+                "upstream {}: a 200 that is not a completion (request {})",
+                target.name,
+                request.request_id
+            );
+            return ProxyResult::failed(UpstreamFailure::Malformed);
         }
     };
-    sink.scratch = upstream_body;
-    let Some((facts, rewritten)) = result else {
-        return ProxyResult::failed(UpstreamFailure::Malformed);
-    };
-    let usage = facts.usage.unwrap_or_else(|| estimate(request, request.admitted.output_cap_tokens));
+    let usage = facts.usage.unwrap_or_else(|| request.estimate(request.admitted.output_cap_tokens));
     let clamp = ClampHeader::new(request.clamped_to);
     let (pairs, count) = clamp.pairs();
-    let extra = &pairs[..count];
-    let context = context(request.request_id, Some(&request.admitted.rates), sink.keep_alive);
-    response::write_full(&mut sink.out, 200, "application/json", extra, &context, &rewritten);
+    let context = request.context(sink.keep_alive);
+    response::write_full(&mut sink.out, 200, "application/json", &pairs[..count], &context, rewritten);
     ProxyResult { status: Some(200), usage, outcome: Outcome::Completed, refusal: None }
-}
-
-/// Usage when the upstream never said: the prompt's upper bound and what was delivered.
-fn estimate(request: &ProxyRequest<'_>, completion_tokens: u64) -> ReportedUsage {
-    ReportedUsage::new(request.input_tokens_upper, completion_tokens)
-}
-
-async fn relay_stream<S: AsyncWriteRent>(
-    sink: &mut ResponseSink<S>,
-    mut exchange: client::Exchange,
-    target: &UpstreamTarget,
-    pool: &Pool,
-    request: &ProxyRequest<'_>,
-) -> ProxyResult {
-    let clamp = ClampHeader::new(request.clamped_to);
-    let (pairs, count) = clamp.pairs();
-    let extra = &pairs[..count];
-    let context = context(request.request_id, Some(&request.admitted.rates), sink.keep_alive);
-    // The sink frames the stream as the client's HTTP version allows (chunked, or close-delimited).
-    sink.start_stream(200, "text/event-stream", extra, &context);
-
-    let mut payload = std::mem::take(&mut sink.scratch);
-    payload.clear();
-    let mut usage: Option<ReportedUsage> = None;
-    let mut chunks_delivered: u64 = 0;
-    let mut client_gone = sink.flush().await.is_err();
-    let mut finished = false;
-    let mut upstream_failed = false;
-    let deadline = deadline_after_ms(UPSTREAM_REQUEST_DEADLINE_MS);
-    while !finished {
-        // A stream may not outlive its hold: past the deadline it ends like a failed upstream.
-        let idle = target.response_timeout.min(time_left(deadline));
-        let piece = exchange.next_piece(&mut payload, idle).await;
-        let body_done = match piece {
-            Ok(done) => done,
-            Err(_) => {
-                upstream_failed = true;
-                true
-            }
-        };
-        while let Some(end) = rewrite::next_event_end(&payload) {
-            if client_gone {
-                let mut discard = Vec::new();
-                rewrite::rewrite_event(&payload[..end], &request.model.id, true, &mut usage, &mut discard);
-            } else {
-                let start = sink.out.len();
-                match rewrite::rewrite_event(
-                    &payload[..end],
-                    &request.model.id,
-                    request.chat.include_usage_requested,
-                    &mut usage,
-                    &mut sink.out,
-                ) {
-                    EventKind::Chunk => chunks_delivered += 1,
-                    // Read on to the end of the body so the connection can go back to the pool.
-                    EventKind::Done => {}
-                    EventKind::Error | EventKind::Malformed => upstream_failed = true,
-                    EventKind::DroppedUsage | EventKind::Ignored => {}
-                }
-                sink.frame_event(start);
-            }
-            payload.drain(..end);
-            if upstream_failed {
-                break;
-            }
-        }
-        if upstream_failed {
-            break;
-        }
-        if !client_gone && !sink.out.is_empty() && sink.flush().await.is_err() {
-            client_gone = true;
-        }
-        if client_gone {
-            // Keep reading the upstream a little to learn its usage, then stop.
-            drain_for_usage(&mut exchange, &mut payload, &mut usage, request).await;
-            break;
-        }
-        if body_done {
-            finished = true;
-        }
-    }
-    sink.scratch = payload;
-    let outcome = if client_gone {
-        Outcome::ClientAborted
-    } else if upstream_failed {
-        Outcome::BackendFailed
-    } else {
-        Outcome::Completed
-    };
-    if !client_gone {
-        if upstream_failed {
-            sink.write_error_event(&ApiError::with_text(
-                ErrorKind::UpstreamUnavailable,
-                "The model backend failed in the middle of the answer.",
-            ));
-        }
-        // Flushed by the connection loop after settlement (see `backend::sandbox::reply`).
-        sink.end_stream();
-    }
-    if !upstream_failed && !client_gone {
-        exchange.finish(pool);
-    }
-    let usage = usage.unwrap_or_else(|| estimate(request, chunks_delivered));
-    ProxyResult { status: Some(200), usage, outcome, refusal: None }
-}
-
-async fn drain_for_usage(
-    exchange: &mut client::Exchange,
-    payload: &mut Vec<u8>,
-    usage: &mut Option<ReportedUsage>,
-    request: &ProxyRequest<'_>,
-) {
-    let deadline = deadline_after_ms(ABANDONED_STREAM_DRAIN_MS);
-    let mut discard = Vec::new();
-    let mut drained = 0usize;
-    while usage.is_none() && drained < ABANDONED_STREAM_DRAIN_BYTES {
-        let left = time_left(deadline);
-        if left.is_zero() {
-            return;
-        }
-        let before = payload.len();
-        let done = match exchange.next_piece(payload, left).await {
-            Ok(done) => done,
-            Err(_) => return,
-        };
-        drained += payload.len().saturating_sub(before);
-        while let Some(end) = rewrite::next_event_end(payload) {
-            discard.clear();
-            rewrite::rewrite_event(&payload[..end], &request.model.id, true, usage, &mut discard);
-            payload.drain(..end);
-        }
-        if done {
-            return;
-        }
-    }
 }

@@ -9,6 +9,7 @@
 pub mod client;
 pub mod exchange;
 pub mod rewrite;
+pub mod stream;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};

@@ -1,90 +1,335 @@
 //! What the gateway changes in an upstream's answers, and what it learns from them, as pure
 //! functions over bytes: the public model id put in place of the upstream's, the usage read
-//! out, the usage-only SSE event dropped unless the client asked for it, SSE events found in a
-//! byte stream, and upstream error messages made safe to show.
+//! out (top-level `usage`, else Groq's `x_groq.usage`, with cached and reasoning tokens), whether
+//! an answer is a real result or a failure in disguise, the usage-only SSE event dropped unless
+//! the client asked for it, SSE events found in a byte stream in linear time, and upstream error
+//! messages made safe to show.
 //!
-//! Nothing here does IO; everything writes into caller buffers. The upstream model name must
-//! never survive into anything written here.
+//! Nothing here does IO; everything writes into caller buffers and nothing allocates.
+//!
+//! What the model rewrite guarantees, for every JSON object it copies (a unary answer, or the
+//! data of each SSE event), whatever the spelling (escapes are decoded before comparing, so
+//! `"m\u006fdel"` is `model` and `"vendor\/x"` is `vendor/x`):
+//! - every top-level member whose key is `model`, repeated ones included, gets the public id as
+//!   its value, whatever the value was;
+//! - at any depth (`x_groq.usage_breakdown.models[].model`, ...), a member named `model` whose
+//!   value is a string gets the public id;
+//! - at any depth, any string (value or key) equal to the upstream model name becomes the public
+//!   id.
+//!
+//! The walk is one pass over the bytes, comparisons stop at the first differing byte, and the
+//! rest is copied untouched. Not guaranteed: the upstream name as a *part* of a longer string
+//! (generated text, ids, messages); rewriting inside those would corrupt the model's output.
+//! Error messages the gateway shows are cleaned of it separately (`write_replacing`).
 
 use crate::json::write_json_escaped;
-use crate::openai::chat::{Span, object_members};
+use crate::limits::{MAX_JSON_DEPTH, UPSTREAM_MAX_SSE_EVENT_BYTES};
+use crate::openai::chat::json_scan::{Scanner, Span, ValueKind, content_eq, object_members};
 
 /// Token counts an upstream reported.
 pub use crate::money::TokenUsage as ReportedUsage;
 
-/// The end (exclusive) of the first complete SSE event in `buffer`, including its blank line.
-pub fn next_event_end(buffer: &[u8]) -> Option<usize> {
-    let mut index = 0;
-    while index + 1 < buffer.len() {
-        if buffer[index] == b'\n' {
-            if buffer[index + 1] == b'\n' {
-                return Some(index + 2);
-            }
-            if buffer[index + 1] == b'\r' && buffer.get(index + 2) == Some(&b'\n') {
-                return Some(index + 3);
-            }
-        }
-        index += 1;
-    }
-    None
+/// The two names of the model being served: the one the client sees and the one the upstream
+/// knows it by (which must never reach the client).
+#[derive(Copy, Clone, Debug)]
+pub struct ModelNames<'a> {
+    pub public: &'a str,
+    pub upstream: &'a str,
 }
 
-/// Reads `{"prompt_tokens":..,"completion_tokens":..}` from a usage object.
-fn parse_usage(json: &[u8]) -> Option<ReportedUsage> {
-    let mut usage = ReportedUsage::default();
-    let mut seen = (false, false);
-    object_members(json, |key, value| {
-        let number = std::str::from_utf8(value.slice(json)).ok().and_then(|t| t.parse::<u64>().ok());
-        match (key, number) {
-            (b"prompt_tokens", Some(n)) => {
-                usage.prompt_tokens = n;
-                seen.0 = true;
-            }
-            (b"completion_tokens", Some(n)) => {
-                usage.completion_tokens = n;
-                seen.1 = true;
-            }
-            _ => {}
+/// The end (exclusive) of the first complete SSE event in `buffer`, including its blank line.
+pub fn next_event_end(buffer: &[u8]) -> Option<usize> {
+    EventFinder::default().next_end(buffer)
+}
+
+/// Finds SSE event boundaries in a buffer that grows at its end, without looking at a byte
+/// twice: it remembers how far it searched, so a large event arriving in many pieces costs
+/// time linear in its size.
+#[derive(Copy, Clone, Debug, Default)]
+pub struct EventFinder {
+    searched: usize,
+}
+
+impl EventFinder {
+    /// The end (exclusive) of the first complete event in `pending`, its blank line included.
+    /// After `None`, the next call must pass the same bytes, possibly more of them; after
+    /// `Some(end)`, the bytes after the event (`&pending[end..]` and what arrives next).
+    pub fn next_end(&mut self, pending: &[u8]) -> Option<usize> {
+        let mut index = self.searched.min(pending.len());
+        while let Some(offset) = pending[index..].iter().position(|&byte| byte == b'\n') {
+            let newline = index + offset;
+            let end = match pending.get(newline + 1) {
+                Some(b'\n') => newline + 2,
+                Some(b'\r') => match pending.get(newline + 2) {
+                    Some(b'\n') => newline + 3,
+                    Some(_) => {
+                        index = newline + 1;
+                        continue;
+                    }
+                    // `\n\r` at the end: the next piece may complete the blank line.
+                    None => break,
+                },
+                Some(_) => {
+                    index = newline + 1;
+                    continue;
+                }
+                None => break,
+            };
+            self.searched = 0;
+            return Some(end);
         }
-    })?;
-    (seen.0 && seen.1).then_some(usage)
+        // The last two bytes may begin a boundary the next piece completes.
+        self.searched = pending.len().saturating_sub(2);
+        None
+    }
+}
+
+/// Whether `pending` (bytes with no complete event yet) already breaks the single-event limit.
+pub fn event_too_large(pending_len: usize) -> bool {
+    pending_len > UPSTREAM_MAX_SSE_EVENT_BYTES
+}
+
+/// How the `choices` member of an object looked.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum Choices {
+    #[default]
+    Absent,
+    /// Present but not an array.
+    NotArray,
+    /// `[]` (a usage-only chunk).
+    Empty,
+    NonEmpty,
 }
 
 /// What `rewrite_object` found.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectFacts {
+    /// From the top-level `usage`, else from `x_groq.usage`.
     pub usage: Option<ReportedUsage>,
-    /// `choices` is present and an empty array (a usage-only chunk).
-    pub choices_empty: bool,
-    /// The object is an error (`{"error":...}`).
+    pub choices: Choices,
+    /// A top-level `error` that is not `null`, or an `x_groq.error` (Groq stopping a stream).
     pub is_error: bool,
 }
 
-/// Copies the JSON object `json` to `out` with its top-level `model` replaced by
-/// `public_model`, and reports its usage. `None` if `json` is not a JSON object.
-pub fn rewrite_object(json: &[u8], public_model: &str, out: &mut Vec<u8>) -> Option<ObjectFacts> {
-    let mut facts = ObjectFacts::default();
-    let mut model_span: Option<Span> = None;
-    object_members(json, |key, value| match key {
-        b"model" => model_span = Some(value),
-        b"usage" => facts.usage = parse_usage(value.slice(json)),
-        b"choices" => {
-            facts.choices_empty = value.slice(json).iter().filter(|b| !b.is_ascii_whitespace()).eq(b"[]".iter())
+impl ObjectFacts {
+    /// A real result: a `choices` array and no error. Anything else from an upstream that said
+    /// 200 is a failure in disguise.
+    pub fn is_result(&self) -> bool {
+        !self.is_error && matches!(self.choices, Choices::Empty | Choices::NonEmpty)
+    }
+}
+
+/// The top-level members the gateway reads.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Member {
+    Usage,
+    Choices,
+    Error,
+    XGroq,
+    Other,
+}
+
+impl Member {
+    fn of(raw_key: &[u8]) -> Member {
+        if content_eq(raw_key, b"usage") {
+            Member::Usage
+        } else if content_eq(raw_key, b"choices") {
+            Member::Choices
+        } else if content_eq(raw_key, b"error") {
+            Member::Error
+        } else if content_eq(raw_key, b"x_groq") {
+            Member::XGroq
+        } else {
+            Member::Other
         }
-        b"error" => facts.is_error = true,
-        _ => {}
-    })?;
-    match model_span {
-        Some(span) => {
-            out.extend_from_slice(&json[..span.start as usize]);
-            out.push(b'"');
-            write_json_escaped(out, public_model);
-            out.push(b'"');
-            out.extend_from_slice(&json[span.end as usize..]);
+    }
+}
+
+/// Where the members `Member` names sit in the object (the last of each, as JSON parsers keep,
+/// except `error`: any non-null one counts).
+#[derive(Copy, Clone, Debug, Default)]
+struct TopLevel {
+    usage: Option<Span>,
+    choices: Choices,
+    error: bool,
+    x_groq: Option<Span>,
+}
+
+impl TopLevel {
+    fn record(&mut self, json: &[u8], member: Member, kind: ValueKind, span: Span) {
+        match member {
+            Member::Usage => self.usage = (kind == ValueKind::Object).then_some(span),
+            Member::Choices => {
+                self.choices = match kind {
+                    ValueKind::Array => {
+                        let inside = span.slice(json).get(1..).unwrap_or(&[]);
+                        match inside.iter().find(|b| !b.is_ascii_whitespace()) {
+                            Some(b']') => Choices::Empty,
+                            _ => Choices::NonEmpty,
+                        }
+                    }
+                    _ => Choices::NotArray,
+                }
+            }
+            Member::Error => self.error |= kind != ValueKind::Null,
+            Member::XGroq => self.x_groq = (kind == ValueKind::Object).then_some(span),
+            Member::Other => {}
         }
-        None => out.extend_from_slice(json),
+    }
+}
+
+/// Appends `json[*copied..span.start]` and then the public id as a JSON string in place of the
+/// span; `*copied` moves past the span.
+fn put_public(out: &mut Vec<u8>, json: &[u8], copied: &mut usize, span: Span, public: &str) {
+    out.extend_from_slice(json.get(*copied..span.start as usize).unwrap_or(&[]));
+    out.push(b'"');
+    write_json_escaped(out, public);
+    out.push(b'"');
+    *copied = span.end as usize;
+}
+
+/// Copies the JSON object `json` to `out` with the model names rewritten (see the module
+/// doc), and reports what it is. `None` (and nothing written) if `json` is not one valid JSON
+/// object.
+pub fn rewrite_object(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) -> Option<ObjectFacts> {
+    let start = out.len();
+    let top = copy_rewritten(json, names, out);
+    let Some(top) = top else {
+        out.truncate(start);
+        return None;
+    };
+    let mut facts = ObjectFacts { usage: None, choices: top.choices, is_error: top.error };
+    facts.usage = top.usage.and_then(|span| parse_usage(span.slice(json)));
+    if let Some(span) = top.x_groq {
+        let x_groq = span.slice(json);
+        object_members(x_groq, |key, value| {
+            if content_eq(key, b"usage") && facts.usage.is_none() {
+                facts.usage = parse_usage(value.slice(x_groq));
+            } else if content_eq(key, b"error") && value.slice(x_groq) != b"null" {
+                facts.is_error = true;
+            }
+        });
     }
     Some(facts)
+}
+
+/// The walk behind `rewrite_object`: one pass of the strict scanner, containers tracked on a
+/// fixed stack (no recursion), every model-name site replaced as it is met.
+fn copy_rewritten(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) -> Option<TopLevel> {
+    if u32::try_from(json.len()).is_err() || std::str::from_utf8(json).is_err() {
+        return None;
+    }
+    let upstream = names.upstream.as_bytes();
+    let is_upstream = |raw: &[u8]| !upstream.is_empty() && content_eq(raw, upstream);
+    let mut scanner = Scanner::new(json);
+    if scanner.peek_kind().ok()? != ValueKind::Object {
+        return None;
+    }
+    scanner.enter(1).ok()?;
+    let mut top = TopLevel::default();
+    let mut copied = 0usize;
+    // closers[i] closes the container open at level i + 1; the top-level object is level 1.
+    let mut closers = [0u8; MAX_JSON_DEPTH];
+    closers[0] = b'}';
+    let mut open = 1usize;
+    let mut first = true;
+    // The top-level member whose container value is being walked, its kind and where it starts.
+    let mut walking: Option<(Member, ValueKind, usize)> = None;
+    while open > 0 {
+        let close = closers[open - 1];
+        if !scanner.next_item(close, &mut first).ok()? {
+            open -= 1;
+            if open == 1
+                && let Some((member, kind, value_start)) = walking.take()
+            {
+                top.record(json, member, kind, Span::new(value_start, scanner.position()));
+            }
+            continue;
+        }
+        let mut named_model = false;
+        let mut member = Member::Other;
+        if close == b'}' {
+            let key = scanner.key().ok()?;
+            let raw = key.inner().slice(json);
+            if is_upstream(raw) {
+                put_public(out, json, &mut copied, key, names.public);
+            }
+            named_model = content_eq(raw, b"model");
+            if open == 1 {
+                member = Member::of(raw);
+            }
+        }
+        let kind = scanner.peek_kind().ok()?;
+        let value_start = scanner.position();
+        if open == 1 && named_model {
+            // A top-level `model`: the public id, whatever the upstream put there.
+            let (_, span) = scanner.value(2).ok()?;
+            put_public(out, json, &mut copied, span, names.public);
+            continue;
+        }
+        match kind {
+            ValueKind::Object | ValueKind::Array => {
+                scanner.enter(open + 1).ok()?;
+                *closers.get_mut(open)? = if kind == ValueKind::Object { b'}' } else { b']' };
+                open += 1;
+                first = true;
+                if open == 2 {
+                    walking = Some((member, kind, value_start));
+                }
+            }
+            _ => {
+                let (kind, span) = scanner.value(open + 1).ok()?;
+                if kind == ValueKind::String && (named_model || is_upstream(span.inner().slice(json))) {
+                    put_public(out, json, &mut copied, span, names.public);
+                }
+                if open == 1 {
+                    top.record(json, member, kind, span);
+                }
+            }
+        }
+    }
+    scanner.finish().ok()?;
+    out.extend_from_slice(json.get(copied..).unwrap_or(&[]));
+    Some(top)
+}
+
+/// A non-negative integer JSON number.
+fn count(raw: &[u8]) -> Option<u64> {
+    std::str::from_utf8(raw).ok()?.parse::<u64>().ok()
+}
+
+/// The one count `key` of the object `json` (`prompt_tokens_details.cached_tokens`, ...).
+fn nested_count(json: &[u8], key: &[u8]) -> Option<u64> {
+    let mut found = None;
+    object_members(json, |member, value| {
+        if content_eq(member, key) {
+            found = count(value.slice(json));
+        }
+    })?;
+    found
+}
+
+/// Reads a usage object: `prompt_tokens` and `completion_tokens` (both required), and
+/// `prompt_tokens_details.cached_tokens` and `completion_tokens_details.reasoning_tokens` when
+/// given (OpenAI's shape; Groq's `x_groq.usage` is the same).
+fn parse_usage(json: &[u8]) -> Option<ReportedUsage> {
+    let (mut prompt, mut completion) = (None, None);
+    let mut usage = ReportedUsage::default();
+    object_members(json, |key, value| {
+        let raw = value.slice(json);
+        if content_eq(key, b"prompt_tokens") {
+            prompt = count(raw);
+        } else if content_eq(key, b"completion_tokens") {
+            completion = count(raw);
+        } else if content_eq(key, b"prompt_tokens_details") {
+            usage.cached_prompt_tokens = nested_count(raw, b"cached_tokens").unwrap_or(0);
+        } else if content_eq(key, b"completion_tokens_details") {
+            usage.reasoning_tokens = nested_count(raw, b"reasoning_tokens").unwrap_or(0);
+        }
+    })?;
+    usage.prompt_tokens = prompt?;
+    usage.completion_tokens = completion?;
+    Some(usage)
 }
 
 /// What one SSE event was.
@@ -96,49 +341,90 @@ pub enum EventKind {
     DroppedUsage,
     /// `data: [DONE]`, written.
     Done,
-    /// An error object from the upstream: nothing written (the caller ends the stream itself).
+    /// An error object, an `x_groq.error` or an `event: error`: nothing written (the caller
+    /// ends the stream itself).
     Error,
     /// A comment or an event without data: nothing written.
     Ignored,
-    /// Data that is not JSON: nothing written.
+    /// A JSON object that is neither a chunk nor an error (no `choices` array): nothing
+    /// written; its usage, if any, is kept.
+    NoResult,
+    /// Not SSE (an unknown field line, several data lines), data that is not a JSON object, or
+    /// an event over the size limit: nothing written.
     Malformed,
 }
 
+/// The data of one SSE event (`event` ends with its blank line): `Ok(None)` for an event
+/// without data, `Err(())` for lines that are not SSE fields. `is_error_type` is set for
+/// `event: error`.
+fn event_data<'e>(event: &'e [u8], is_error_type: &mut bool) -> Result<Option<&'e [u8]>, ()> {
+    let mut data: Option<&[u8]> = None;
+    for line in event.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || line[0] == b':' {
+            continue;
+        }
+        let (field, value) = match line.iter().position(|&b| b == b':') {
+            Some(colon) => (&line[..colon], &line[colon + 1..]),
+            None => (line, &[][..]),
+        };
+        let value = value.strip_prefix(b" ").unwrap_or(value);
+        match field {
+            // One data line per event is what every upstream sends; several would have to be
+            // joined, and relaying only one of them would corrupt the event.
+            b"data" if data.is_none() => data = Some(value),
+            b"event" => *is_error_type |= value == b"error",
+            b"id" | b"retry" => {}
+            _ => return Err(()),
+        }
+    }
+    Ok(data)
+}
+
 /// Rewrites one SSE event (`event` ends with its blank line) into `out` as `data: ...\n\n`,
-/// capturing usage into `usage`.
+/// capturing usage into `usage` (the last reported wins).
 pub fn rewrite_event(
     event: &[u8],
-    public_model: &str,
+    names: &ModelNames<'_>,
     include_usage_requested: bool,
     usage: &mut Option<ReportedUsage>,
     out: &mut Vec<u8>,
 ) -> EventKind {
-    let mut data: Option<&[u8]> = None;
-    for line in event.split(|&b| b == b'\n') {
-        let line = line.strip_suffix(b"\r").unwrap_or(line);
-        if let Some(rest) = line.strip_prefix(b"data:") {
-            data = Some(rest.strip_prefix(b" ").unwrap_or(rest));
-        }
+    if event.len() > UPSTREAM_MAX_SSE_EVENT_BYTES {
+        return EventKind::Malformed;
     }
-    let Some(data) = data else { return EventKind::Ignored };
+    let mut is_error_type = false;
+    let data = match event_data(event, &mut is_error_type) {
+        Ok(Some(data)) => data,
+        Ok(None) if is_error_type => return EventKind::Error,
+        Ok(None) => return EventKind::Ignored,
+        Err(()) => return EventKind::Malformed,
+    };
+    if is_error_type {
+        return EventKind::Error;
+    }
     if data == b"[DONE]" {
         out.extend_from_slice(b"data: [DONE]\n\n");
         return EventKind::Done;
     }
     let start = out.len();
     out.extend_from_slice(b"data: ");
-    let Some(facts) = rewrite_object(data, public_model, out) else {
+    let Some(facts) = rewrite_object(data, names, out) else {
         out.truncate(start);
         return EventKind::Malformed;
     };
+    if facts.usage.is_some() {
+        *usage = facts.usage;
+    }
     if facts.is_error {
         out.truncate(start);
         return EventKind::Error;
     }
-    if facts.usage.is_some() {
-        *usage = facts.usage;
+    if !facts.is_result() {
+        out.truncate(start);
+        return EventKind::NoResult;
     }
-    if facts.usage.is_some() && facts.choices_empty && !include_usage_requested {
+    if facts.usage.is_some() && facts.choices == Choices::Empty && !include_usage_requested {
         out.truncate(start);
         return EventKind::DroppedUsage;
     }
@@ -146,23 +432,55 @@ pub fn rewrite_event(
     EventKind::Chunk
 }
 
-/// The `error.message` of an upstream error body, if it has one.
-pub fn upstream_error_message(body: &[u8]) -> Option<&str> {
+/// The parts of an upstream error body the gateway looks at.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamError<'b> {
+    /// `error.message` as written between its quotes (escapes left in).
+    pub message: Option<&'b str>,
+    /// `error.code` decodes to `context_length_exceeded`.
+    pub code_is_context_length: bool,
+}
+
+impl UpstreamError<'_> {
+    /// The upstream refused the request because the prompt and the output cap do not fit the
+    /// model's context (OpenAI and Groq: `context_length_exceeded`, or a message saying so).
+    pub fn is_context_length(&self) -> bool {
+        const PHRASES: [&[u8]; 4] = [b"context length", b"context_length", b"context window", b"reduce the length"];
+        self.code_is_context_length
+            || self.message.is_some_and(|m| PHRASES.iter().any(|p| contains_ignore_ascii_case(m.as_bytes(), p)))
+    }
+}
+
+fn contains_ignore_ascii_case(text: &[u8], phrase: &[u8]) -> bool {
+    phrase.is_empty() || text.windows(phrase.len()).any(|window| window.eq_ignore_ascii_case(phrase))
+}
+
+/// The `error` object of an upstream error body: its message and whether its code says the
+/// context length was exceeded. `None` if the body is not `{"error":{...}}`.
+pub fn upstream_error(body: &[u8]) -> Option<UpstreamError<'_>> {
     let mut error_span: Option<Span> = None;
     object_members(body, |key, value| {
-        if key == b"error" {
+        if content_eq(key, b"error") {
             error_span = Some(value);
         }
     })?;
     let error = error_span?.slice(body);
-    let mut message: Option<&str> = None;
+    let mut found = UpstreamError::default();
     object_members(error, |key, value| {
         let raw = value.slice(error);
-        if key == b"message" && raw.first() == Some(&b'"') {
-            message = std::str::from_utf8(&raw[1..raw.len() - 1]).ok();
+        let is_string = raw.first() == Some(&b'"');
+        if content_eq(key, b"message") && is_string {
+            found.message = std::str::from_utf8(value.inner().slice(error)).ok();
+        } else if content_eq(key, b"code") && is_string {
+            found.code_is_context_length = content_eq(value.inner().slice(error), b"context_length_exceeded");
         }
     })?;
-    message
+    Some(found)
+}
+
+/// The `error.message` of an upstream error body, if it has one.
+pub fn upstream_error_message(body: &[u8]) -> Option<&str> {
+    upstream_error(body)?.message
 }
 
 /// Appends `text` with every occurrence of `secret` replaced by `replacement`.
@@ -181,67 +499,4 @@ pub fn write_replacing(out: &mut Vec<u8>, text: &[u8], secret: &[u8], replacemen
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    // Goal: events are found whether split by LF LF or CRLF CRLF, and only when complete.
-    #[test]
-    fn finds_event_boundaries() {
-        assert_eq!(next_event_end(b"data: 1\n\ndata: 2\n\n"), Some(9));
-        assert_eq!(next_event_end(b"data: 1\r\n\r\ndata"), Some(11));
-        assert_eq!(next_event_end(b"data: 1\n"), None);
-        assert_eq!(next_event_end(b""), None);
-    }
-
-    // Goal: chunks get the public model, usage is captured, the usage-only chunk is dropped
-    // unless asked for, [DONE] passes, errors are recognised.
-    #[test]
-    fn rewrites_events() {
-        let mut usage = None;
-        let mut out = Vec::new();
-        let chunk = b"data: {\"id\":\"x\",\"model\":\"vendor/secret\",\"choices\":[{\"delta\":{\"content\":\"hi vendor/secret\"}}]}\n\n";
-        assert_eq!(rewrite_event(chunk, "fikra-flash", false, &mut usage, &mut out), EventKind::Chunk);
-        assert_eq!(
-            std::str::from_utf8(&out).unwrap(),
-            "data: {\"id\":\"x\",\"model\":\"fikra-flash\",\"choices\":[{\"delta\":{\"content\":\"hi vendor/secret\"}}]}\n\n"
-        );
-        let usage_chunk = b"data: {\"model\":\"vendor/secret\",\"choices\":[],\"usage\":{\"prompt_tokens\":7,\"completion_tokens\":3,\"total_tokens\":10}}\n\n";
-        out.clear();
-        assert_eq!(rewrite_event(usage_chunk, "fikra-flash", false, &mut usage, &mut out), EventKind::DroppedUsage);
-        assert!(out.is_empty());
-        assert_eq!(usage, Some(ReportedUsage::new(7, 3)));
-        assert_eq!(rewrite_event(usage_chunk, "fikra-flash", true, &mut usage, &mut out), EventKind::Chunk);
-        assert!(!String::from_utf8_lossy(&out).contains("vendor/secret"));
-        out.clear();
-        assert_eq!(rewrite_event(b"data: [DONE]\n\n", "m", false, &mut usage, &mut out), EventKind::Done);
-        assert_eq!(out, b"data: [DONE]\n\n");
-        out.clear();
-        assert_eq!(
-            rewrite_event(b"data: {\"error\":{\"message\":\"boom\"}}\n\n", "m", false, &mut usage, &mut out),
-            EventKind::Error
-        );
-        assert_eq!(rewrite_event(b": keep-alive\n\n", "m", false, &mut usage, &mut out), EventKind::Ignored);
-        assert_eq!(rewrite_event(b"data: {not json\n\n", "m", false, &mut usage, &mut out), EventKind::Malformed);
-        assert!(out.is_empty());
-    }
-
-    // Goal: unary bodies get the public model and give their usage; error messages are found.
-    #[test]
-    fn rewrites_unary_and_reads_errors() {
-        let body = br#"{"id":"c","object":"chat.completion","model":"vendor/secret","choices":[],"usage":{"prompt_tokens":12,"completion_tokens":34,"total_tokens":46}}"#;
-        let mut out = Vec::new();
-        let facts = rewrite_object(body, "fikra-pro-120b", &mut out).unwrap();
-        assert_eq!(facts.usage, Some(ReportedUsage::new(12, 34)));
-        let value: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(value["model"], "fikra-pro-120b");
-        assert!(rewrite_object(b"<html>", "m", &mut out).is_none());
-        assert_eq!(
-            upstream_error_message(br#"{"error":{"message":"model vendor/secret: bad temperature","type":"x"}}"#),
-            Some("model vendor/secret: bad temperature")
-        );
-        assert_eq!(upstream_error_message(b"oops"), None);
-        let mut replaced = Vec::new();
-        write_replacing(&mut replaced, b"model vendor/secret: x vendor/secret", b"vendor/secret", b"fikra-flash");
-        assert_eq!(replaced, b"model fikra-flash: x fikra-flash");
-    }
-}
+mod tests;
