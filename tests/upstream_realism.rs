@@ -18,7 +18,7 @@ mod support;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 
-use fikra_gateway::api::admit::input_tokens_upper_bound;
+use fikra_gateway::openai::chat::input_bound::{MediaAllowance, input_tokens_upper_bound};
 use fikra_gateway::openai::chat::parse_chat_request;
 use serde_json::{Value, json};
 use support::error_cases::case;
@@ -51,7 +51,9 @@ fn chat_body(content: &str, stream: bool, max_tokens: u64) -> String {
 
 /// The gateway's own input bound for `body` (what it charges when the upstream never says).
 fn input_bound(body: &str) -> u64 {
-    input_tokens_upper_bound(&parse_chat_request(body.as_bytes()).unwrap())
+    // Text only: no media allowance is needed.
+    let no_media = MediaAllowance { image_tokens: None, audio_tokens: None };
+    input_tokens_upper_bound(&parse_chat_request(body.as_bytes()).unwrap(), no_media)
 }
 
 /// One expected ledger record.

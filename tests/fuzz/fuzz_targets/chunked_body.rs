@@ -39,9 +39,13 @@ fuzz_target!(|data: &[u8]| {
     let step = usize::from(selector % 16) + 1;
     let cuts: Vec<usize> = (step..input.len()).step_by(step).collect();
     let pieces = decode_in_pieces(input, &cuts);
-    assert_eq!(whole.1, pieces.1, "consumed");
-    assert_eq!(whole.2, pieces.2, "done");
     assert_eq!(whole.3, pieces.3, "error");
+    // After an error the bytes consumed depend on where the reads ended (an error reports none
+    // of its own call's); without one they must agree.
+    if whole.3.is_none() {
+        assert_eq!(whole.1, pieces.1, "consumed");
+        assert_eq!(whole.2, pieces.2, "done");
+    }
     // The payload is the same when the body completed; after an error only a prefix matters.
     if whole.2 {
         assert_eq!(whole.0, pieces.0);
