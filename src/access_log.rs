@@ -25,7 +25,7 @@ pub const ACCESS_LOG_BATCH_BYTES: usize = 32 * 1024;
 /// Batches waiting for the writer before workers start dropping theirs.
 const ACCESS_LOG_QUEUED_BATCHES: usize = 64;
 /// Emptied buffers the writer keeps ready per worker (more are freed).
-const ACCESS_LOG_RETURNED_BATCHES: usize = 2;
+const ACCESS_LOG_RETURNED_BATCHES: usize = 4;
 
 /// One request, as the access log records it.
 #[derive(Copy, Clone, Debug, Default)]
@@ -141,17 +141,21 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 
 /// Starts the writer thread, which writes every batch to `sink` (standard output in
 /// production) and gives the buffer back to the worker it came from; returns one handle per
-/// worker (`workers` of them) and the counter of dropped lines.
+/// worker (`workers` of them). Dropped lines are counted in `dropped_lines`.
 pub fn start(
     workers: usize,
     mut sink: impl Write + Send + 'static,
-) -> std::io::Result<(Vec<WorkerAccessLog>, Arc<AtomicU64>)> {
+    dropped_lines: Arc<AtomicU64>,
+) -> std::io::Result<Vec<WorkerAccessLog>> {
     let (batches, incoming) = sync_channel::<(usize, Vec<u8>)>(ACCESS_LOG_QUEUED_BATCHES);
     let mut give_back = Vec::with_capacity(workers);
     let mut handles = Vec::with_capacity(workers);
-    let dropped_lines = Arc::new(AtomicU64::new(0));
     for index in 0..workers {
         let (returns, empties) = sync_channel::<Vec<u8>>(ACCESS_LOG_RETURNED_BATCHES);
+        // Spare buffers from the start: a worker whose writer keeps up never allocates one.
+        for _ in 0..ACCESS_LOG_RETURNED_BATCHES {
+            let _ = returns.try_send(Vec::with_capacity(ACCESS_LOG_BATCH_BYTES));
+        }
         give_back.push(returns);
         handles.push(WorkerAccessLog {
             index,
@@ -171,7 +175,7 @@ pub fn start(
             }
         }
     })?;
-    Ok((handles, dropped_lines))
+    Ok(handles)
 }
 
 /// One worker's road to the writer. Owned by that worker alone.
@@ -282,7 +286,8 @@ mod tests {
                 Ok(())
             }
         }
-        let (workers, dropped) = start(2, ToChannel(sender)).unwrap();
+        let dropped = Arc::new(AtomicU64::new(0));
+        let workers = start(2, ToChannel(sender), dropped.clone()).unwrap();
         let buffer = RefCell::new(b"{\"a\":1}\n{\"a\":2}\n".to_vec());
         workers[1].hand_over(&buffer);
         assert!(buffer.borrow().is_empty());

@@ -48,6 +48,15 @@ pub fn monotonic_ms() -> u64 {
     now.saturating_duration_since(*START.get_or_init(|| now)).as_millis() as u64
 }
 
+/// Microseconds since the first call in this process, from the monotonic clock: for latency
+/// measurements (histograms, the access log), never for money or limits.
+pub fn monotonic_us() -> u64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    #[allow(clippy::disallowed_methods)] // the one reader of the monotonic clock
+    let now = std::time::Instant::now();
+    now.saturating_duration_since(*START.get_or_init(|| now)).as_micros() as u64
+}
+
 /// Now on monoio's timer clock, for IO deadlines (`timeout_at`, `sleep_until`) and nothing that
 /// touches money or limits (those take `Clock::now_ms`).
 pub fn timer_now() -> monoio::time::Instant {

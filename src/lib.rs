@@ -36,14 +36,18 @@
 //! 4. Any refusal goes to `api/rescue.rs`, the one road to an error on the wire: the
 //!    `errors.rs` kind (status, type, code, side, whether the connection closes) rendered by
 //!    `http/response.rs` from bodies built at start-up, with the request id and rate headers.
+//!    Once answered, `api/trace.rs` turns what the phases learned into the latency histograms
+//!    (`histogram.rs`), the per-model counters (`metrics.rs`) and one line of the access log
+//!    (`access_log.rs`, written off the worker).
 //! 5. `admin.rs` serves operators on its own listener (accounts, keys, top-ups, usage,
 //!    maintenance, metrics); `sandbox_server.rs` runs the sandbox alone as a stand-in upstream.
 //!
 //! Leaves every layer may use: `money` (integer nano-USD), `limits` (every bound, named),
-//! `clock` (time, injected), `ratelimit` (bucket arithmetic), `metrics`, `log`, `errors`, `ids`,
-//! `json`, `digits`, `panic_guard`, `tls`. Imports between top-level modules only go down:
-//! `cli` > `runtime` > `admin`, `api`, `sandbox_server` > `worker` > `shared` > `access`,
-//! `backend` > `config` > `store` > `redis`, `http`, `openai` > the leaves
+//! `clock` (time, injected), `ratelimit` (bucket arithmetic), `metrics`, `log`, `access_log`,
+//! `errors`, `ids`, `json`, `digits`, `panic_guard`, `tls`, `histogram`. Imports between
+//! top-level modules only go down: `cli` > `runtime` > `admin`, `api`, `sandbox_server` >
+//! `worker` > `shared` > `access`, `backend` > `config` > `store` > `redis`, `http`, `openai` >
+//! `metrics`, `log`, `access_log` > `errors` > the other leaves
 //! (`tests/layers.rs` checks it).
 #![forbid(unsafe_code)]
 // One logging facility (`log`): a bare print is refused outside the CLI's own output to the

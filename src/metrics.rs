@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::errors::ErrorKind;
+use crate::histogram::{self, Histogram, HistogramTotal};
+use crate::money::TokenUsage;
 
 /// The routes requests are counted under.
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
@@ -40,7 +42,7 @@ impl Route {
 }
 
 /// Statuses with their own counter; anything else counts as the last slot ("other").
-const COUNTED_STATUSES: [u16; 15] = [200, 400, 401, 402, 404, 405, 413, 417, 429, 431, 500, 502, 503, 504, 0];
+const COUNTED_STATUSES: [u16; 16] = [200, 204, 400, 401, 402, 404, 405, 413, 417, 429, 431, 500, 502, 503, 504, 0];
 const STATUS_SLOTS: usize = COUNTED_STATUSES.len();
 const KIND_SLOTS: usize = ErrorKind::ALL.len();
 
@@ -91,6 +93,46 @@ pub struct WorkerMetrics {
     /// Lease calls to the store (renew, pay, give back), and those that failed.
     pub lease_calls: AtomicU64,
     pub lease_call_failures: AtomicU64,
+    /// Latency histograms (SPEC §12).
+    pub latency: Latency,
+    /// Tokens and charges by model, indexed like the registry (empty on the admin shard).
+    pub models: Box<[ModelCounters]>,
+}
+
+/// Picks one histogram out of a shard (for rendering).
+type ReadHistogram = fn(&WorkerMetrics) -> &Histogram;
+
+/// One worker's latency histograms.
+#[derive(Default)]
+pub struct Latency {
+    /// From a request's head to its last byte handed to the connection, by route.
+    pub request_duration: [Histogram; Route::ALL.len()],
+    /// From sending a request upstream to the upstream's response head.
+    pub upstream_response: Histogram,
+    /// From a request's head to the first token written to the client (streams), or to the
+    /// whole answer (unary).
+    pub time_to_first_token: Histogram,
+    /// A proxied request's duration minus the time spent waiting on the upstream.
+    pub gateway_overhead: Histogram,
+}
+
+impl Latency {
+    pub fn request_duration_of(&self, route: Route) -> &Histogram {
+        &self.request_duration[route.index()]
+    }
+}
+
+/// Kinds of tokens counted per model, in `ModelCounters::tokens` order.
+pub const TOKEN_KINDS: [&str; 4] = ["prompt", "cached", "completion", "reasoning"];
+
+/// One worker's counters for one model.
+#[derive(Default)]
+pub struct ModelCounters {
+    /// By `TOKEN_KINDS`: prompt (cached included), cached, completion (reasoning included),
+    /// reasoning.
+    pub tokens: [AtomicU64; 4],
+    /// Nano-USD charged for this model's requests.
+    pub charged_nanos: AtomicU64,
 }
 
 impl Default for WorkerMetrics {
@@ -117,6 +159,8 @@ impl Default for WorkerMetrics {
             lease_calls: AtomicU64::new(0),
             lease_call_failures: AtomicU64::new(0),
             store_unavailable: AtomicU64::new(0),
+            latency: Latency::default(),
+            models: Box::default(),
         }
     }
 }
@@ -135,6 +179,23 @@ fn bump(counter: &AtomicU64, by: u64) {
 }
 
 impl WorkerMetrics {
+    /// A shard with counters for `models` registry entries.
+    pub fn with_models(models: usize) -> WorkerMetrics {
+        WorkerMetrics { models: (0..models).map(|_| ModelCounters::default()).collect(), ..WorkerMetrics::default() }
+    }
+
+    /// Counts one settled request's tokens and charge under its model.
+    pub fn count_usage(&self, model_index: usize, tokens: &TokenUsage, charged_nanos: u64) {
+        let Some(model) = self.models.get(model_index) else { return };
+        let tokens = tokens.consistent();
+        let by_kind =
+            [tokens.prompt_tokens, tokens.cached_prompt_tokens, tokens.completion_tokens, tokens.reasoning_tokens];
+        for (counter, value) in model.tokens.iter().zip(by_kind) {
+            bump(counter, value);
+        }
+        bump(&model.charged_nanos, charged_nanos);
+    }
+
     pub fn count_request(&self, route: Route, status: u16) {
         let slot = COUNTED_STATUSES.iter().position(|s| *s == status).unwrap_or(STATUS_SLOTS - 1);
         bump(&self.requests[route.index()][slot], 1);
@@ -178,11 +239,26 @@ pub struct Metrics {
     pub workers: Vec<Arc<WorkerMetrics>>,
     /// Requests answered by the admin listener.
     pub admin: Arc<WorkerMetrics>,
+    /// The public model ids, in registry order (the labels of the per-model counters).
+    model_ids: Vec<String>,
+    /// Access-log lines dropped because its writer fell behind (bumped by the workers that
+    /// dropped them: several writers, so a plain atomic add).
+    pub access_log_dropped_lines: Arc<AtomicU64>,
 }
 
 impl Metrics {
     pub fn new(workers: usize) -> Metrics {
-        Metrics { workers: (0..workers).map(|_| Arc::new(WorkerMetrics::default())).collect(), admin: Arc::default() }
+        Metrics::with_models(workers, Vec::new())
+    }
+
+    /// Shards for `workers` workers, each counting tokens and charges for `model_ids`.
+    pub fn with_models(workers: usize, model_ids: Vec<String>) -> Metrics {
+        Metrics {
+            workers: (0..workers).map(|_| Arc::new(WorkerMetrics::with_models(model_ids.len()))).collect(),
+            admin: Arc::default(),
+            model_ids,
+            access_log_dropped_lines: Arc::default(),
+        }
     }
 
     /// The shards' total, saturating like each shard: two shards near `u64::MAX` render as
@@ -354,7 +430,77 @@ impl Metrics {
             "Idle pooled upstream connections closed by the sweep after their idle timeout.",
             load(|w| &w.upstream_idle_closed),
         );
+        scalar(
+            &mut text,
+            "fikra_access_log_dropped_lines_total",
+            "counter",
+            "Access-log lines dropped because the log writer fell behind.",
+            self.access_log_dropped_lines.load(Ordering::Relaxed),
+        );
+        self.render_models(&mut text);
+        self.render_latency(&mut text);
         text
+    }
+
+    fn render_models(&self, text: &mut String) {
+        let _ = writeln!(
+            text,
+            "# HELP fikra_tokens_total Tokens settled, by model and kind (cached is part of prompt, reasoning part of completion)."
+        );
+        let _ = writeln!(text, "# TYPE fikra_tokens_total counter");
+        for (index, model) in self.model_ids.iter().enumerate() {
+            for (slot, kind) in TOKEN_KINDS.iter().enumerate() {
+                let value = self.sum(|w| w.models.get(index).map_or(0, |m| m.tokens[slot].load(Ordering::Relaxed)));
+                let _ = writeln!(text, "fikra_tokens_total{{model=\"{model}\",kind=\"{kind}\"}} {value}");
+            }
+        }
+        let _ = writeln!(text, "# HELP fikra_model_charged_nanos_total Nano-USD charged, by model.");
+        let _ = writeln!(text, "# TYPE fikra_model_charged_nanos_total counter");
+        for (index, model) in self.model_ids.iter().enumerate() {
+            let value = self.sum(|w| w.models.get(index).map_or(0, |m| m.charged_nanos.load(Ordering::Relaxed)));
+            let _ = writeln!(text, "fikra_model_charged_nanos_total{{model=\"{model}\"}} {value}");
+        }
+    }
+
+    fn render_latency(&self, text: &mut String) {
+        let total = |read: &dyn Fn(&WorkerMetrics) -> &Histogram| {
+            let mut total = HistogramTotal::default();
+            for worker in &self.workers {
+                read(worker).add_to(&mut total);
+            }
+            total
+        };
+        let name = "fikra_request_duration_seconds";
+        histogram::render_header(
+            text,
+            name,
+            "Client API requests, from the head read to the last byte handed to the connection.",
+        );
+        for route in Route::ALL {
+            let labels = format!("route=\"{}\"", route.label());
+            histogram::render_series(text, name, &labels, &total(&|w| w.latency.request_duration_of(route)));
+        }
+        let single: [(&str, &str, ReadHistogram); 3] = [
+            (
+                "fikra_upstream_response_seconds",
+                "From sending a request upstream to the upstream's response head.",
+                |w| &w.latency.upstream_response,
+            ),
+            (
+                "fikra_time_to_first_token_seconds",
+                "From the request's head to the first token written to the client (unary: the whole answer).",
+                |w| &w.latency.time_to_first_token,
+            ),
+            (
+                "fikra_gateway_overhead_seconds",
+                "A proxied request's duration minus the time spent waiting on the upstream.",
+                |w| &w.latency.gateway_overhead,
+            ),
+        ];
+        for (name, help, read) in single {
+            histogram::render_header(text, name, help);
+            histogram::render_series(text, name, "", &total(&read));
+        }
     }
 }
 

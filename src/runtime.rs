@@ -19,7 +19,7 @@ use futures_channel::oneshot;
 use crate::admin::AdminHandler;
 use crate::api::ApiHandler;
 use crate::clock::Clock;
-use crate::config::{Config, SANDBOX_UPSTREAM};
+use crate::config::{AccessLogFormat, Config, SANDBOX_UPSTREAM};
 use crate::http::listener::{bind_reuseport_group, run_on_runtime, serve_listener};
 use crate::http::server::ServerLimits;
 use crate::ids::NODE_TAG_LEN;
@@ -105,13 +105,23 @@ impl Gateway {
             None => None,
         };
         let cors = crate::http::cors::Cors::new(&config.server.cors_origins);
+        let model_ids = config.models.iter().map(|model| model.id.clone()).collect();
+        let metrics = Metrics::with_models(workers, model_ids);
+        // One JSON line per request on standard output, written off the workers.
+        let mut access_logs: Vec<Option<crate::access_log::WorkerAccessLog>> = match config.access_log {
+            AccessLogFormat::Json => {
+                let dropped = metrics.access_log_dropped_lines.clone();
+                crate::access_log::start(workers, std::io::stdout(), dropped)?.into_iter().map(Some).collect()
+            }
+            AccessLogFormat::Off => (0..workers).map(|_| None).collect(),
+        };
         let shared = Arc::new(Shared {
             cors,
             config,
             store,
             registry,
             upstreams,
-            metrics: Metrics::new(workers),
+            metrics,
             admin_token,
             clock,
             maintenance: Maintenance::default(),
@@ -128,9 +138,10 @@ impl Gateway {
             stop_senders.push(stop_sender);
             let shared = shared.clone();
             let tls = client_tls.clone();
+            let access_log = access_logs.get_mut(index).and_then(Option::take);
             let thread = std::thread::Builder::new().name(format!("fikra-worker-{index}")).spawn(move || {
                 let metrics = shared.metrics.workers[index].clone();
-                let handler = Rc::new(ApiHandler { worker: Worker::new(index, shared.clone()) });
+                let handler = Rc::new(ApiHandler { worker: Worker::new(index, shared.clone(), access_log) });
                 let lifecycle = shared.lifecycle();
                 run_on_runtime(&metrics, &format!("worker {index}"), || async {
                     let leases = handler.clone();
@@ -153,6 +164,7 @@ impl Gateway {
                     .await;
                     // Drained: nothing is in flight, so every lease can be ended.
                     handler.worker.stop_leases().await;
+                    handler.worker.flush_access_log();
                     let _ = stop_sweep.send(());
                     let _ = stop_voids.send(());
                     voids_done.await;

@@ -5,7 +5,9 @@
 //! whose answer was lost, and the task that undoes them), caches that stay
 //! correct against the shared store, this core's leases and their task, its upstream
 //! connection pool (and the task that sweeps its stale connections) and buffers, its output
-//! buffer pool, its request-id counter and its metrics shard. Nothing per core hides in a thread-local (the `Date` header cache and the Redis runtime epoch are per thread, not per
+//! buffer pool, its request-id counter, its metrics shard and its access-log buffer. Nothing
+//! per core hides in a thread-local (the `Date` header cache and the Redis runtime epoch are
+//! per thread, not per
 //! core). It never decides the order of a request's steps; that is `api`'s.
 
 use std::cell::{Cell, RefCell};
@@ -15,6 +17,7 @@ use crate::access::auth::KeyCache;
 use crate::access::deny_cache::DenyCache;
 use crate::access::fallback::FallbackBuckets;
 use crate::access::lease_task::LeaseTask;
+use crate::access_log::{ACCESS_LOG_BATCH_BYTES, AccessRecord, WorkerAccessLog, write_json_line};
 use crate::backend::upstream::client::Pool;
 use crate::http::server::OutBufferPool;
 use crate::ids::RequestId;
@@ -49,10 +52,14 @@ pub struct Worker {
     pub out_buffers: OutBufferPool,
     /// Requests numbered so far (the low bits of each request id).
     request_counter: Cell<u64>,
+    /// This core's road to the access-log writer (`None`: `[log] access = "off"`), and the
+    /// lines not handed over yet.
+    access_log: Option<WorkerAccessLog>,
+    access_lines: RefCell<Vec<u8>>,
 }
 
 impl Worker {
-    pub fn new(index: usize, shared: Arc<Shared>) -> Worker {
+    pub fn new(index: usize, shared: Arc<Shared>, access_log: Option<WorkerAccessLog>) -> Worker {
         let metrics = shared.metrics.workers[index].clone();
         let upstream_pool = Pool::new(metrics.clone());
         let owner = format!("{}-{index}", String::from_utf8_lossy(&shared.node_tag));
@@ -69,6 +76,33 @@ impl Worker {
             upstream_request_buffers: RefCell::default(),
             out_buffers: OutBufferPool::default(),
             request_counter: Cell::new(0),
+            access_log,
+            access_lines: RefCell::new(Vec::with_capacity(ACCESS_LOG_BATCH_BYTES)),
+        }
+    }
+
+    /// Whether requests are written to the access log.
+    pub fn logs_access(&self) -> bool {
+        self.access_log.is_some()
+    }
+
+    /// Appends one request's access-log line; hands the batch over once it is full.
+    pub fn log_access(&self, record: &AccessRecord<'_>) {
+        let Some(access_log) = &self.access_log else { return };
+        let full = {
+            let mut lines = self.access_lines.borrow_mut();
+            write_json_line(&mut lines, record);
+            lines.len() >= ACCESS_LOG_BATCH_BYTES
+        };
+        if full {
+            access_log.hand_over(&self.access_lines);
+        }
+    }
+
+    /// Hands whatever access-log lines wait to the writer (from the sweep tick and at exit).
+    pub fn flush_access_log(&self) {
+        if let Some(access_log) = &self.access_log {
+            access_log.hand_over(&self.access_lines);
         }
     }
 
@@ -103,6 +137,8 @@ impl Worker {
         // `Ok` is the stop signal (or its sender gone); `Err` is one interval passed.
         while monoio::time::timeout(interval, &mut stop).await.is_err() {
             self.upstream_pool.close_stale();
+            // Lines of a quiet worker reach the log within one interval.
+            self.flush_access_log();
         }
     }
 

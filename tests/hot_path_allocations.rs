@@ -99,3 +99,47 @@ fn completion_allocations_are_bounded() {
     // Measured: 3 per request (the hold's request id and key id, the ledger line's request id).
     assert!(counted <= 500 * 4, "{counted} allocations over 500 requests");
 }
+
+// Goal: the access log costs no allocation per request once warm: a worker's line goes into its
+// reused buffer and full buffers travel to the writer and back (the writer keeps up here: its
+// output is a sink that discards).
+#[test]
+fn access_log_lines_do_not_allocate_once_warm() {
+    use fikra_gateway::access_log::{ACCESS_LOG_BATCH_BYTES, AccessRecord, start, write_json_line};
+    let _turn = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let workers = start(1, std::io::sink(), dropped.clone()).unwrap();
+    let lines = std::cell::RefCell::new(Vec::with_capacity(ACCESS_LOG_BATCH_BYTES));
+    let record = AccessRecord {
+        time_ms: 1_796_170_812_345,
+        request_id: Some("req_0123456789abcdef01234567"),
+        account_id: Some("acct_1"),
+        key_id: Some("key_1"),
+        method: "POST",
+        path: "/v1/chat/completions",
+        status: 200,
+        model: Some("fikra-flash"),
+        duration_us: 1_234,
+        ..AccessRecord::default()
+    };
+    let log = |count: usize| {
+        let before = allocations();
+        for _ in 0..count {
+            let full = {
+                let mut lines = lines.borrow_mut();
+                write_json_line(&mut lines, &record);
+                lines.len() >= ACCESS_LOG_BATCH_BYTES
+            };
+            if full {
+                workers[0].hand_over(&lines);
+                // Give the writer its turn, as the worker's other requests would.
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+        }
+        allocations() - before
+    };
+    log(2_000);
+    let counted = log(20_000);
+    assert_eq!(counted, 0, "{counted} allocations over 20,000 access-log lines");
+    assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, as CI runs it, on a fresh Debian machine:
 #   1. installs what the tests need (Python's official openai SDK and pytest, pinned; nginx;
-#      redis-server);
+#      redis-server; promtool);
 #   2. checks formatting and lints;
 #   3. runs every Rust test and the SDK conformance suite twice: on the io_uring driver (where
 #      the kernel allows it) and forced onto epoll (MONOIO_FORCE_LEGACY_DRIVER=1).
@@ -13,8 +13,10 @@ python3 -m pip install --quiet --disable-pip-version-check -r tests/sdk/requirem
 missing=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing+=(nginx-light)
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+# promtool (from Debian's prometheus package) checks the /metrics exposition (tests/observability.rs).
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 if [ ${#missing[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 export PATH="$PATH:/usr/sbin"
 

@@ -18,8 +18,8 @@ mod support;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 
-use fikra_gateway::openai::chat::input_bound::{MediaAllowance, input_tokens_upper_bound};
 use fikra_gateway::openai::chat::parse_chat_request;
+use fikra_gateway::openai::chat::{MediaAllowance, input_tokens_upper_bound};
 use serde_json::{Value, json};
 use support::error_cases::case;
 use support::gateway::*;

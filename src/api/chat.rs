@@ -7,13 +7,13 @@
 
 use monoio::io::AsyncWriteRent;
 
-use crate::access::auth::Caller;
 use crate::api::admit::admit;
 use crate::api::authenticate::authenticate;
 use crate::api::dispatch::dispatch;
 use crate::api::maintenance::refuse_during_maintenance;
 use crate::api::rescue::{Known, Refusal, rescue};
 use crate::api::settle::settle;
+use crate::api::trace::Trace;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::server::{Request, ResponseSink};
 use crate::ids::RequestId;
@@ -26,17 +26,17 @@ pub async fn chat_completions<S: AsyncWriteRent>(
     worker: &Worker,
     request: &Request<'_>,
     sink: &mut ResponseSink<S>,
+    trace: &mut Trace,
 ) -> u16 {
-    let request_id = worker.next_request_id();
-    let mut caller = None;
+    let request_id = *trace.request_id.insert(worker.next_request_id());
     let mut upstream_message = String::new();
     // The refusal path's own text (a content part's param); empty, so unallocated, otherwise.
     let mut refused_param = String::new();
     let texts = RefusalTexts { upstream_message: &mut upstream_message, refused_param: &mut refused_param };
-    match serve(worker, request, sink, &request_id, &mut caller, texts).await {
+    match serve(worker, request, sink, &request_id, trace, texts).await {
         Ok(status) => status,
         Err(refusal) => {
-            rescue(worker, sink, refusal, Known { request_id: Some(&request_id), caller: caller.as_ref() }).await
+            rescue(worker, sink, refusal, Known { request_id: Some(&request_id), caller: trace.caller.as_ref() }).await
         }
     }
 }
@@ -54,16 +54,19 @@ async fn serve<'a, S: AsyncWriteRent>(
     request: &'a Request<'a>,
     sink: &mut ResponseSink<S>,
     request_id: &RequestId,
-    caller: &mut Option<Caller>,
+    trace: &mut Trace,
     texts: RefusalTexts<'a>,
 ) -> Result<u16, Refusal<'a>> {
-    let caller = caller.insert(authenticate(worker, request.head.authorization).await?);
+    let caller = &*trace.caller.insert(authenticate(worker, request.head.authorization).await?);
     refuse_during_maintenance(worker)?;
     let chat = chat::parse_chat_request(request.body)?;
-    let model = route_model(worker, &chat, request.body, texts.refused_param)?;
+    let (model_index, model) = route_model(worker, &chat, request.body, texts.refused_param)?;
     let ticket = admit(worker, request_id, caller, &chat, model).await?;
     let answer = dispatch(worker, sink, &ticket, &chat, request.body).await;
-    settle(worker, &ticket, answer.usage).await;
+    let charged = settle(worker, &ticket, answer.usage).await;
+    worker.metrics.count_usage(model_index, &answer.usage.tokens, charged.0);
+    (trace.model_index, trace.tokens, trace.charged, trace.timing) =
+        (Some(model_index), answer.usage.tokens, charged, answer.timing);
     answer.into_result(&ticket, texts.upstream_message)
 }
 
@@ -74,7 +77,7 @@ fn route_model<'a>(
     chat: &ChatRequest<'a>,
     body: &'a [u8],
     refused_param: &'a mut String,
-) -> Result<&'a ModelEntry, Refusal<'a>> {
+) -> Result<(usize, &'a ModelEntry), Refusal<'a>> {
     let registry = &worker.shared.registry;
     let Some((model_index, model)) = registry.get(chat.model) else {
         let detail = Detail::ModelNotFound { requested: chat.model, suggestion: registry.closest(chat.model) };
@@ -99,5 +102,5 @@ fn route_model<'a>(
             ApiError::invalid("max_tokens", "must not exceed this model's output cap (see GET /v1/models)").into()
         );
     }
-    Ok(model)
+    Ok((model_index, model))
 }

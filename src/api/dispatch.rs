@@ -12,7 +12,7 @@ use crate::api::admit::Ticket;
 use crate::api::rescue::{Rates, Refusal};
 use crate::api::settle::Usage;
 use crate::backend::sandbox::reply::{CompletionReply, write_completion};
-use crate::backend::upstream::exchange::{self, ProxyRequest, UpstreamRefusal};
+use crate::backend::upstream::exchange::{self, ProxyRequest, UpstreamRefusal, UpstreamTiming};
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::server::ResponseSink;
 use crate::limits::UPSTREAM_KEPT_BUFFER_MAX_BYTES;
@@ -29,6 +29,8 @@ pub struct Answer {
     /// `Ok(status)` once a response was written; `Err` when nothing was and the client must get
     /// this error instead.
     pub sent: Result<u16, UpstreamRefusal>,
+    /// When an upstream exchange reached each step (all zero for the sandbox).
+    pub timing: UpstreamTiming,
 }
 
 impl Answer {
@@ -79,7 +81,7 @@ pub async fn dispatch<S: AsyncWriteRent>(
         let produced = write_completion(sink, &reply, &shared.config.sandbox, &worker.metrics).await;
         let outcome = if produced.client_aborted { Outcome::ClientAborted } else { Outcome::Completed };
         let usage = Usage { tokens: TokenUsage::new(produced.prompt_tokens, produced.completion_tokens), outcome };
-        return Answer { usage, sent: Ok(200) };
+        return Answer { usage, sent: Ok(200), timing: UpstreamTiming::default() };
     }
     let upstream = match &model.backend {
         Backend::Upstream(name) => shared.upstreams.index_of(name),
@@ -87,7 +89,7 @@ pub async fn dispatch<S: AsyncWriteRent>(
     };
     let Some(upstream) = upstream else {
         let refused = UpstreamRefusal::new(ErrorKind::UpstreamUnavailable);
-        return Answer { usage: Usage::NOTHING_DELIVERED, sent: Err(refused) };
+        return Answer { usage: Usage::NOTHING_DELIVERED, sent: Err(refused), timing: UpstreamTiming::default() };
     };
     let proxied = ProxyRequest {
         request_id: ticket.request_id.as_str(),
@@ -111,5 +113,5 @@ pub async fn dispatch<S: AsyncWriteRent>(
         (None, Some(refused)) => Err(refused),
         (None, None) => Err(UpstreamRefusal::new(ErrorKind::InternalError)),
     };
-    Answer { usage, sent }
+    Answer { usage, sent, timing: result.timing }
 }

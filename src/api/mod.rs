@@ -17,11 +17,13 @@ pub mod maintenance;
 pub mod models;
 pub mod rescue;
 pub mod settle;
+pub mod trace;
 
 use monoio::io::AsyncWriteRent;
 
 use crate::api::authenticate::authenticate;
 use crate::api::rescue::{Known, Refusal, rescue};
+use crate::api::trace::{Started, Trace};
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::cors::Cors;
 use crate::http::request::Method;
@@ -40,6 +42,8 @@ pub struct ApiHandler {
 impl Handler for ApiHandler {
     async fn handle<S: AsyncWriteRent>(&self, request: &Request<'_>, sink: &mut ResponseSink<S>) {
         let worker = &self.worker;
+        let started = Started { at_us: crate::clock::monotonic_us(), unix_ms: worker.shared.clock.now_ms() };
+        let mut trace = Trace::default();
         WorkerMetrics::gauge_up(&worker.metrics.requests_in_flight);
         if worker.is_draining() {
             sink.keep_alive = false;
@@ -48,8 +52,9 @@ impl Handler for ApiHandler {
         if let Some(lines) = worker.shared.cors.answer_lines(request.head.origin) {
             sink.add_head_lines(lines);
         }
-        let (route, status) = self.route(request, sink).await;
+        let (route, status) = self.route(request, sink, &mut trace).await;
         worker.metrics.count_request(route, status);
+        trace::observe(worker, request, route, status, sink.error_code, started, &trace);
         WorkerMetrics::gauge_down(&worker.metrics.requests_in_flight);
     }
 
@@ -63,7 +68,12 @@ impl Handler for ApiHandler {
 }
 
 impl ApiHandler {
-    async fn route<S: AsyncWriteRent>(&self, request: &Request<'_>, sink: &mut ResponseSink<S>) -> (Route, u16) {
+    async fn route<S: AsyncWriteRent>(
+        &self,
+        request: &Request<'_>,
+        sink: &mut ResponseSink<S>,
+        trace: &mut Trace,
+    ) -> (Route, u16) {
         let worker = &self.worker;
         let head = &request.head;
         let path = head.path;
@@ -76,7 +86,7 @@ impl ApiHandler {
         } else {
             let detail = Detail::UnknownEndpoint { method: head.method_str, path };
             let error = ApiError { kind: ErrorKind::UnknownEndpoint, param: None, detail };
-            return (Route::Unknown, refuse_route(worker, request, sink, error.into()).await);
+            return (Route::Unknown, refuse_route(worker, request, sink, error.into(), trace).await);
         };
         if head.method == Method::Options
             && head.cors_request_method.is_some()
@@ -93,12 +103,12 @@ impl ApiHandler {
             let detail = Detail::MethodNotAllowed { method: head.method_str, path, allow };
             let refusal =
                 Refusal::from(ApiError { kind: ErrorKind::MethodNotAllowed, param: None, detail }).allow(allow);
-            return (route, refuse_route(worker, request, sink, refusal).await);
+            return (route, refuse_route(worker, request, sink, refusal, trace).await);
         }
         let status = match route {
-            Route::ChatCompletions => chat::chat_completions(worker, request, sink).await,
-            Route::ListModels => models::models(worker, None, request, sink).await,
-            _ => models::models(worker, Some(&path[MODEL_PATH_PREFIX.len()..]), request, sink).await,
+            Route::ChatCompletions => chat::chat_completions(worker, request, sink, trace).await,
+            Route::ListModels => models::models(worker, None, request, sink, trace).await,
+            _ => models::models(worker, Some(&path[MODEL_PATH_PREFIX.len()..]), request, sink, trace).await,
         };
         (route, status)
     }
@@ -128,11 +138,13 @@ async fn refuse_route<S: AsyncWriteRent>(
     request: &Request<'_>,
     sink: &mut ResponseSink<S>,
     refusal: Refusal<'_>,
+    trace: &mut Trace,
 ) -> u16 {
-    let caller = match request.head.authorization {
+    trace.caller = match request.head.authorization {
         Some(_) => authenticate(worker, request.head.authorization).await.ok(),
         None => None,
     };
-    let request_id = caller.as_ref().map(|_| worker.next_request_id());
-    rescue(worker, sink, refusal, Known { request_id: request_id.as_ref(), caller: caller.as_ref() }).await
+    trace.request_id = trace.caller.as_ref().map(|_| worker.next_request_id());
+    let known = Known { request_id: trace.request_id.as_ref(), caller: trace.caller.as_ref() };
+    rescue(worker, sink, refusal, known).await
 }

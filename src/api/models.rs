@@ -8,6 +8,7 @@ use monoio::io::AsyncWriteRent;
 use crate::api::authenticate::authenticate;
 use crate::api::maintenance::refuse_during_maintenance;
 use crate::api::rescue::{Known, Rates, Refusal, rates_of, rescue};
+use crate::api::trace::Trace;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::response::{self, ResponseContext};
 use crate::http::server::{Request, ResponseSink};
@@ -19,18 +20,19 @@ pub async fn models<S: AsyncWriteRent>(
     id: Option<&str>,
     request: &Request<'_>,
     sink: &mut ResponseSink<S>,
+    trace: &mut Trace,
 ) -> u16 {
-    let request_id = worker.next_request_id();
+    let request_id = *trace.request_id.insert(worker.next_request_id());
     let caller = match authenticate(worker, request.head.authorization).await {
-        Ok(caller) => caller,
+        Ok(caller) => &*trace.caller.insert(caller),
         Err(error) => {
             return rescue(worker, sink, error.into(), Known { request_id: Some(&request_id), caller: None }).await;
         }
     };
     if let Err(refusal) = refuse_during_maintenance(worker) {
-        return rescue(worker, sink, refusal, Known { request_id: Some(&request_id), caller: Some(&caller) }).await;
+        return rescue(worker, sink, refusal, Known { request_id: Some(&request_id), caller: Some(caller) }).await;
     }
-    let rates = rates_of(worker, &caller).await;
+    let rates = rates_of(worker, caller).await;
     let registry = &worker.shared.registry;
     let body = match id {
         None => registry.list_json(),
@@ -43,7 +45,7 @@ pub async fn models<S: AsyncWriteRent>(
                     detail: Detail::ModelNotFound { requested: id, suggestion: registry.closest(id) },
                 };
                 let refusal = Refusal::from(error).with_rates(Rates::from(rates));
-                return rescue(worker, sink, refusal, Known { request_id: Some(&request_id), caller: Some(&caller) })
+                return rescue(worker, sink, refusal, Known { request_id: Some(&request_id), caller: Some(caller) })
                     .await;
             }
         },

@@ -89,6 +89,7 @@ pub async fn rescue<S: AsyncWriteRent>(
     };
     let spec = refusal.error.spec();
     worker.metrics.count_rejection(refusal.error.kind);
+    sink.error_code = Some(spec.code);
     if spec.closes_connection || worker.is_draining() {
         sink.keep_alive = false;
     }

@@ -9,7 +9,7 @@ use crate::access::lease::LeaseSettlement;
 use crate::api::admit::{SettleBy, Ticket};
 use crate::limits::SETTLE_RETRY_PAUSES_MS;
 use crate::metrics::WorkerMetrics;
-use crate::money::TokenUsage;
+use crate::money::{Nanos, TokenUsage};
 use crate::store::{LeaseRecord, Outcome, Settled, Settlement, StoreError};
 use crate::worker::Worker;
 
@@ -25,16 +25,17 @@ impl Usage {
     pub const NOTHING_DELIVERED: Usage = Usage { tokens: TokenUsage::new(0, 0), outcome: Outcome::BackendFailed };
 }
 
-/// Settles `ticket` with `usage`.
-pub async fn settle(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
+/// Settles `ticket` with `usage`; returns what was charged (zero when the store could not be
+/// told: the hold then expires uncharged).
+pub async fn settle(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) -> Nanos {
     match ticket.settle_by {
         SettleBy::Store => settle_in_store(worker, ticket, usage).await,
         SettleBy::Lease => settle_on_lease(worker, ticket, usage),
-        SettleBy::Nothing => {}
+        SettleBy::Nothing => Nanos::ZERO,
     }
 }
 
-async fn settle_in_store(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
+async fn settle_in_store(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) -> Nanos {
     let shared = &worker.shared;
     let request_id = ticket.request_id.as_str();
     let settlement = Settlement {
@@ -62,17 +63,22 @@ async fn settle_in_store(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
             WorkerMetrics::add(&metrics.settlements, 1);
             WorkerMetrics::add(&metrics.charged_nanos, charged.0);
             WorkerMetrics::add(&metrics.operator_loss_nanos, operator_loss.0);
+            charged
         }
         Ok(Settled::AlreadySettled) => {
             crate::log_warn_every!("request {request_id}: settle found no hold (already settled or reaped)");
+            Nanos::ZERO
         }
         // The hold stays and the reaper releases it at its expiry: the customer is never
         // charged more than the hold, at worst nothing.
-        Err(error) => crate::log_warn_every!("request {request_id}: settle failed: {error}"),
+        Err(error) => {
+            crate::log_warn_every!("request {request_id}: settle failed: {error}");
+            Nanos::ZERO
+        }
     }
 }
 
-fn settle_on_lease(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
+fn settle_on_lease(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) -> Nanos {
     let model = ticket.model;
     let hold = ticket.admitted.hold;
     let cost = model.prices().cost_of(&usage.tokens);
@@ -93,4 +99,5 @@ fn settle_on_lease(worker: &Worker, ticket: &Ticket<'_>, usage: Usage) {
     let policy = &worker.shared.config.limits;
     let loss = worker.leases.book.borrow_mut().settle(&ticket.caller.account_id, settlement, policy);
     WorkerMetrics::add(&worker.metrics.operator_loss_nanos, loss.0);
+    cost.min(hold)
 }

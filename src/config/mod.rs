@@ -86,6 +86,15 @@ pub struct Config {
     pub sandbox: SandboxSettings,
     /// `[log] level`: the most detailed log lines written (`info` by default).
     pub log_level: crate::log::Level,
+    /// `[log] access`: one JSON line per client request on standard output, or none.
+    pub access_log: AccessLogFormat,
+}
+
+/// `[log] access`.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    Json,
+    Off,
 }
 
 /// `[server]`: listeners, workers, and the per-connection limits (each at most its `limits.rs`
@@ -362,6 +371,7 @@ impl Config {
             models: reference_models(),
             sandbox: SandboxSettings::default(),
             log_level: crate::log::Level::Info,
+            access_log: AccessLogFormat::Json,
         }
     }
 
@@ -425,12 +435,23 @@ pub fn parse_config(text: &str) -> Result<Config, Vec<ConfigError>> {
     let upstreams = catalog::upstreams(&mut reader, &root);
     let models = catalog::models(&mut reader, &root, &upstreams.names);
     let sandbox = server::sandbox(&mut reader, &root);
-    let log_level = server::log_level(&mut reader, &root);
+    let (log_level, access_log) = server::log_settings(&mut reader, &root);
     let errors = reader.into_errors();
     if !errors.is_empty() {
         return Err(errors);
     }
-    Ok(Config { server, store, store_options, billing, limits, upstreams: upstreams.valid, models, sandbox, log_level })
+    Ok(Config {
+        server,
+        store,
+        store_options,
+        billing,
+        limits,
+        upstreams: upstreams.valid,
+        models,
+        sandbox,
+        log_level,
+        access_log,
+    })
 }
 
 /// SPEC §3's reference registry, every model on the sandbox.

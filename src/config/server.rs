@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use super::reader::{Reader, Section};
-use super::{BillingConfig, SandboxSettings, ServerConfig, StoreConfig, StoreOptions, TlsFiles};
+use super::{AccessLogFormat, BillingConfig, SandboxSettings, ServerConfig, StoreConfig, StoreOptions, TlsFiles};
 use crate::limits;
 use crate::log::Level;
 use crate::money::{self, DecimalError, UnitsPerUsd};
@@ -44,7 +44,7 @@ pub(super) const BILLING_KEYS: &[&str] = &["kes_per_usd", "signup_credit_usd"];
 pub(super) const TIER_KEYS: &[&str] = &["rpm", "tpm", "count_cached_tokens"];
 pub(super) const OVERRIDE_KEYS: &[&str] = &["account", "rpm", "tpm"];
 pub(super) const SANDBOX_KEYS: &[&str] = &["time_to_first_token_ms", "tokens_per_second", "output_tokens"];
-pub(super) const LOG_KEYS: &[&str] = &["level"];
+pub(super) const LOG_KEYS: &[&str] = &["level", "access"];
 
 /// Longest tier name or account id; account ids follow the admin API's rule (1 to 64 of
 /// `A-Za-z0-9_-`), so an override can only name an account that can exist.
@@ -365,13 +365,25 @@ pub(super) fn sandbox(reader: &mut Reader, root: &Section<'_>) -> SandboxSetting
     settings
 }
 
-/// `[log] level`: `error`, `warn`, `info` (the default) or `debug`.
-pub(super) fn log_level(reader: &mut Reader, root: &Section<'_>) -> Level {
-    let Some(section) = reader.table(root, "log") else { return Level::Info };
+/// `[log]`: `level` (`error`, `warn`, `info` by default, or `debug`) and `access` (`json`, the
+/// default, or `off`).
+pub(super) fn log_settings(reader: &mut Reader, root: &Section<'_>) -> (Level, AccessLogFormat) {
+    let Some(section) = reader.table(root, "log") else { return (Level::Info, AccessLogFormat::Json) };
     reader.check_keys(&section, LOG_KEYS);
-    let Some(text) = reader.string(&section, "level") else { return Level::Info };
-    Level::parse(text).unwrap_or_else(|| {
-        reader.error(section.key("level"), format!("'{text}' is not a level; use error, warn, info or debug"));
-        Level::Info
-    })
+    let level = match reader.string(&section, "level") {
+        None => Level::Info,
+        Some(text) => Level::parse(text).unwrap_or_else(|| {
+            reader.error(section.key("level"), format!("'{text}' is not a level; use error, warn, info or debug"));
+            Level::Info
+        }),
+    };
+    let access = match reader.string(&section, "access") {
+        None | Some("json") => AccessLogFormat::Json,
+        Some("off") => AccessLogFormat::Off,
+        Some(text) => {
+            reader.error(section.key("access"), format!("'{text}' is not an access log format; use json or off"));
+            AccessLogFormat::Json
+        }
+    };
+    (level, access)
 }

@@ -101,6 +101,9 @@ pub struct ResponseSink<S> {
     /// Header lines the handler asked every answer to this request to carry (CORS), put after
     /// the status line when the head is flushed. Cleared for each request; its capacity stays.
     head_lines: Vec<u8>,
+    /// The error table's code of the current request's error answer (or of the error event
+    /// that ended its stream), for the access log.
+    pub error_code: Option<&'static str>,
 }
 
 /// The per-request facts that change the bytes of an answer, applied when it is flushed.
@@ -161,6 +164,7 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
     fn begin_response(&mut self, head_only: bool, minor_version: u8) {
         self.manners = Manners { head_only, http10: minor_version == 0, head_pending: true, dropping_body: false };
         self.head_lines.clear();
+        self.error_code = None;
     }
 
     /// Makes the answer to the current request carry `lines` (complete `name: value\r\n` lines)
@@ -229,6 +233,7 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
 
     /// Writes `error` as the last event of a stream that already started.
     pub fn write_error_event(&mut self, error: &ApiError<'_>) {
+        self.error_code = Some(error.kind.spec().code);
         let framing = self.stream_framing();
         response::write_error_event(&mut self.out, error, framing);
     }
@@ -298,6 +303,7 @@ where
         broken: false,
         manners: Manners::default(),
         head_lines: Vec::new(),
+        error_code: None,
     };
     let mut requests_served: u64 = 0;
     loop {

@@ -17,7 +17,9 @@ pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
 /// The config every test starts from: free ports, two workers, instant sandbox, plus `extra`.
 pub fn config_with(extra: &str) -> Config {
     let workers = if extra.contains("workers") { "" } else { "workers = 2\n" };
-    let text = format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{workers}{extra}\n");
+    // In-process gateways would write access-log lines into the test's own output.
+    let quiet = if extra.contains("[log]") { "" } else { "\n[log]\naccess = \"off\"\n" };
+    let text = format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{workers}{extra}\n{quiet}");
     match parse_config(&text) {
         Ok(config) => config,
         Err(errors) => panic!("test config invalid: {errors:?}\n{text}"),

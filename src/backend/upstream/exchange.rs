@@ -15,97 +15,16 @@ use monoio::io::AsyncWriteRent;
 
 use crate::backend::upstream::UpstreamTarget;
 use crate::backend::upstream::client::{self, Pool, UpstreamFailure};
-use crate::backend::upstream::rewrite::{self, ModelNames, ReportedUsage};
+use crate::backend::upstream::proxy::kept;
+pub use crate::backend::upstream::proxy::{ProxyRequest, ProxyResult, UpstreamRefusal, UpstreamTiming};
+use crate::backend::upstream::rewrite;
 use crate::backend::upstream::stream::relay_stream;
 use crate::errors::ErrorKind;
-use crate::http::response::{self, ClampHeader, ResponseContext};
+use crate::http::response::{self, ClampHeader};
 use crate::http::server::ResponseSink;
-use crate::limits::{UPSTREAM_KEPT_BUFFER_MAX_BYTES, UPSTREAM_MAX_ERROR_BODY_BYTES, UPSTREAM_REQUEST_DEADLINE_MS};
-use crate::openai::chat::{ChatRequest, write_backend_body};
-use crate::openai::models::ModelEntry;
-use crate::store::{Admitted, Outcome};
-
-/// One admitted request on its way to an upstream.
-pub struct ProxyRequest<'a> {
-    pub request_id: &'a str,
-    pub model: &'a ModelEntry,
-    pub chat: &'a ChatRequest<'a>,
-    pub body: &'a [u8],
-    pub admitted: &'a Admitted,
-    pub clamped_to: Option<u64>,
-    pub input_tokens_upper: u64,
-}
-
-impl ProxyRequest<'_> {
-    pub(super) fn names(&self) -> ModelNames<'_> {
-        ModelNames { public: &self.model.id, upstream: &self.model.upstream_model }
-    }
-
-    /// Usage when the upstream never said: the prompt's upper bound and what was delivered.
-    pub(super) fn estimate(&self, completion_tokens: u64) -> ReportedUsage {
-        ReportedUsage::new(self.input_tokens_upper, completion_tokens)
-    }
-
-    /// The head context of this request's answer.
-    pub(super) fn context(&self, keep_alive: bool) -> ResponseContext<'_> {
-        ResponseContext { request_id: Some(self.request_id), rates: Some(&self.admitted.rates), keep_alive }
-    }
-}
-
-/// What the proxied request used, and how it ended: for settlement and metrics.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProxyResult {
-    /// The status sent (200), or `None` when nothing was written and `refusal` says what to send.
-    pub status: Option<u16>,
-    pub usage: ReportedUsage,
-    pub outcome: Outcome,
-    /// Set when the upstream failed before any byte reached the client: the error-table row the
-    /// caller renders (after settling).
-    pub refusal: Option<UpstreamRefusal>,
-}
-
-/// An upstream failure before the response head, as the client should see it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct UpstreamRefusal {
-    pub kind: ErrorKind,
-    /// `param` of the error (`messages` for a context-length refusal).
-    pub param: Option<&'static str>,
-    /// `retry-after` for upstream 429/498/503 (in ms).
-    pub retry_after_ms: Option<u64>,
-    /// The upstream's own message for 400/422, cleaned of the upstream model name.
-    pub message: Option<String>,
-}
-
-impl UpstreamRefusal {
-    pub fn new(kind: ErrorKind) -> UpstreamRefusal {
-        UpstreamRefusal { kind, param: None, retry_after_ms: None, message: None }
-    }
-}
-
-impl ProxyResult {
-    /// Nothing was relayed: settled at zero, the client gets `refusal`.
-    fn refused(refusal: UpstreamRefusal) -> ProxyResult {
-        ProxyResult {
-            status: None,
-            usage: ReportedUsage::default(),
-            outcome: Outcome::BackendFailed,
-            refusal: Some(refusal),
-        }
-    }
-
-    pub(super) fn failed(failure: UpstreamFailure) -> ProxyResult {
-        let kind = match failure {
-            UpstreamFailure::Timeout | UpstreamFailure::Stalled => ErrorKind::UpstreamTimeout,
-            _ => ErrorKind::UpstreamUnavailable,
-        };
-        ProxyResult::refused(UpstreamRefusal::new(kind))
-    }
-}
-
-/// A buffer worth keeping for the next request, or a fresh one if the last answer made it huge.
-pub(super) fn kept(buffer: Vec<u8>) -> Vec<u8> {
-    if buffer.capacity() > UPSTREAM_KEPT_BUFFER_MAX_BYTES { Vec::new() } else { buffer }
-}
+use crate::limits::{UPSTREAM_MAX_ERROR_BODY_BYTES, UPSTREAM_REQUEST_DEADLINE_MS};
+use crate::openai::chat::write_backend_body;
+use crate::store::Outcome;
 
 /// Sends the request upstream and relays the answer onto `sink`. A failure before the response
 /// head (or an answer that is not a result) writes nothing and comes back as
@@ -118,35 +37,46 @@ pub async fn proxy_completion<S: AsyncWriteRent>(
     request: &ProxyRequest<'_>,
     request_buffer: &mut Vec<u8>,
 ) -> ProxyResult {
-    build_upstream_request(request_buffer, target, request);
-    let mut exchange = match client::start(target, upstream, pool, request_buffer).await {
-        Ok(exchange) => exchange,
-        Err(failure) => {
-            crate::log_warn_every!("upstream {}: {failure:?} (request {})", target.name, request.request_id);
-            return ProxyResult::failed(failure);
-        }
-    };
-    let status = exchange.head.status;
-    let retry_after_s = exchange.head.retry_after_s;
-    if status != 200 {
-        // Read (bounded) what the upstream said, for 400/422 messages and to keep the connection.
-        read_small_body(&mut exchange, target, pool, request_buffer).await;
-        return refusal_for_status(status, retry_after_s, request_buffer, request);
-    }
-    if request.chat.stream {
-        if !exchange.head.event_stream {
-            crate::log_warn_every!(
-                "upstream {}: a stream answered without text/event-stream (request {})",
-                target.name,
-                request.request_id
-            );
+    let sent_at_us = crate::clock::monotonic_us();
+    let mut head_at_us = 0;
+    // `return` inside this block ends the exchange, not the function: every way out is timed.
+    let mut result = async {
+        build_upstream_request(request_buffer, target, request);
+        let mut exchange = match client::start(target, upstream, pool, request_buffer).await {
+            Ok(exchange) => exchange,
+            Err(failure) => {
+                crate::log_warn_every!("upstream {}: {failure:?} (request {})", target.name, request.request_id);
+                return ProxyResult::failed(failure);
+            }
+        };
+        head_at_us = crate::clock::monotonic_us();
+        let status = exchange.head.status;
+        let retry_after_s = exchange.head.retry_after_s;
+        if status != 200 {
+            // Read (bounded) what the upstream said, for 400/422 messages and to keep the connection.
             read_small_body(&mut exchange, target, pool, request_buffer).await;
-            return ProxyResult::failed(UpstreamFailure::Malformed);
+            return refusal_for_status(status, retry_after_s, request_buffer, request);
         }
-        relay_stream(sink, exchange, target, pool, request, request_buffer).await
-    } else {
-        relay_unary(sink, exchange, target, pool, request, request_buffer).await
+        if request.chat.stream {
+            if !exchange.head.event_stream {
+                crate::log_warn_every!(
+                    "upstream {}: a stream answered without text/event-stream (request {})",
+                    target.name,
+                    request.request_id
+                );
+                read_small_body(&mut exchange, target, pool, request_buffer).await;
+                return ProxyResult::failed(UpstreamFailure::Malformed);
+            }
+            relay_stream(sink, exchange, target, pool, request, request_buffer).await
+        } else {
+            relay_unary(sink, exchange, target, pool, request, request_buffer).await
+        }
     }
+    .await;
+    result.timing.sent_at_us = sent_at_us;
+    result.timing.head_at_us = head_at_us;
+    result.timing.done_at_us = crate::clock::monotonic_us();
+    result
 }
 
 /// Reads a body the client will not see (an error, a non-SSE stream) into `out`, up to
@@ -279,5 +209,6 @@ async fn relay_unary<S: AsyncWriteRent>(
     let (pairs, count) = clamp.pairs();
     let context = request.context(sink.keep_alive);
     response::write_full(&mut sink.out, 200, "application/json", &pairs[..count], &context, rewritten);
-    ProxyResult { status: Some(200), usage, outcome: Outcome::Completed, refusal: None }
+    let timing = UpstreamTiming { first_token_at_us: crate::clock::monotonic_us(), ..UpstreamTiming::default() };
+    ProxyResult { status: Some(200), usage, outcome: Outcome::Completed, refusal: None, timing }
 }

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod exchange;
+pub mod proxy;
 pub mod rewrite;
 pub mod stream;
 

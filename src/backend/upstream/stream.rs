@@ -14,7 +14,7 @@ use monoio::io::AsyncWriteRent;
 
 use crate::backend::upstream::UpstreamTarget;
 use crate::backend::upstream::client::{self, Pool, UpstreamFailure};
-use crate::backend::upstream::exchange::{ProxyRequest, ProxyResult, kept};
+use crate::backend::upstream::proxy::{ProxyRequest, ProxyResult, UpstreamTiming, kept};
 use crate::backend::upstream::rewrite::{self, EventFinder, EventKind, ModelNames, ReportedUsage};
 use crate::clock::{deadline_after_ms, time_left};
 use crate::errors::{ApiError, ErrorKind};
@@ -37,6 +37,8 @@ struct StreamState {
     usage: Option<ReportedUsage>,
     chunks_delivered: u64,
     finder: EventFinder,
+    /// `clock::monotonic_us` when the first chunk was written to the client.
+    first_token_at_us: u64,
 }
 
 impl StreamState {
@@ -110,6 +112,7 @@ impl StreamState {
                 sink.out.extend_from_slice(scratch);
                 sink.frame_event(start);
                 self.started = true;
+                self.first_token_at_us = crate::clock::monotonic_us();
                 self.count(kind);
             }
             EventKind::Done | EventKind::Error | EventKind::NoResult | EventKind::Malformed => {
@@ -218,5 +221,6 @@ pub async fn relay_stream<S: AsyncWriteRent>(
         exchange.finish_reusable(pool);
     }
     let usage = state.usage.unwrap_or_else(|| request.estimate(state.chunks_delivered));
-    ProxyResult { status: Some(200), usage, outcome, refusal: None }
+    let timing = UpstreamTiming { first_token_at_us: state.first_token_at_us, ..UpstreamTiming::default() };
+    ProxyResult { status: Some(200), usage, outcome, refusal: None, timing }
 }

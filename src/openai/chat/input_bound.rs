@@ -9,7 +9,6 @@
 
 use std::fmt;
 
-use super::ChatRequest;
 use crate::limits::{PER_MESSAGE_OVERHEAD_TOKENS, PER_REQUEST_OVERHEAD_TOKENS};
 
 /// Where a content part sits: `messages[message].content[part]`, both counted from 0. Its
@@ -67,9 +66,9 @@ pub struct MediaAllowance {
 
 /// The first media part (in body order) of a kind `allowance` has no figure for: the model
 /// cannot be asked for it, because nothing bounds what the upstream would bill.
-pub fn unsupported_media_part(request: &ChatRequest<'_>, allowance: MediaAllowance) -> Option<(Media, PartPosition)> {
-    let image = request.media.first_image.filter(|_| allowance.image_tokens.is_none()).map(|at| (Media::Image, at));
-    let audio = request.media.first_audio.filter(|_| allowance.audio_tokens.is_none()).map(|at| (Media::Audio, at));
+pub fn unsupported_media_part(media: &MediaParts, allowance: MediaAllowance) -> Option<(Media, PartPosition)> {
+    let image = media.first_image.filter(|_| allowance.image_tokens.is_none()).map(|at| (Media::Image, at));
+    let audio = media.first_audio.filter(|_| allowance.audio_tokens.is_none()).map(|at| (Media::Audio, at));
     match (image, audio) {
         (Some(image), Some(audio)) => Some(if image.1 <= audio.1 { image } else { audio }),
         (one, other) => one.or(other),
@@ -85,12 +84,11 @@ pub fn unsupported_media_part(request: &ChatRequest<'_>, allowance: MediaAllowan
 /// each media part at its allowance; plus the template's overhead per message and per request.
 /// A media kind without an allowance counts as unbounded (`u64::MAX`, which no bucket admits):
 /// `unsupported_media_part` refuses such requests first. Saturates, never wraps.
-pub fn input_tokens_upper_bound(request: &ChatRequest<'_>, allowance: MediaAllowance) -> u64 {
+pub fn upper_bound_tokens(input_bytes: u64, message_count: u64, media: &MediaParts, allowance: MediaAllowance) -> u64 {
     let per_part = |parts: u64, tokens: Option<u64>| parts.saturating_mul(tokens.unwrap_or(u64::MAX));
-    request
-        .input_bytes
-        .saturating_add(per_part(request.media.image_parts, allowance.image_tokens))
-        .saturating_add(per_part(request.media.audio_parts, allowance.audio_tokens))
-        .saturating_add(PER_MESSAGE_OVERHEAD_TOKENS.saturating_mul(request.message_count as u64))
+    input_bytes
+        .saturating_add(per_part(media.image_parts, allowance.image_tokens))
+        .saturating_add(per_part(media.audio_parts, allowance.audio_tokens))
+        .saturating_add(PER_MESSAGE_OVERHEAD_TOKENS.saturating_mul(message_count))
         .saturating_add(PER_REQUEST_OVERHEAD_TOKENS)
 }

@@ -21,9 +21,18 @@ pub mod json_scan;
 
 use self::json_scan::{JsonFault, Scanner, ValueKind, content_eq, content_hash, contents_eq};
 
-pub use self::input_bound::{
-    Media, MediaAllowance, MediaParts, PartPosition, input_tokens_upper_bound, unsupported_media_part,
-};
+pub use self::input_bound::{Media, MediaAllowance, MediaParts, PartPosition};
+
+/// The input upper bound of `request` in tokens (`input_bound::upper_bound_tokens`).
+pub fn input_tokens_upper_bound(request: &ChatRequest<'_>, allowance: MediaAllowance) -> u64 {
+    input_bound::upper_bound_tokens(request.input_bytes, request.message_count as u64, &request.media, allowance)
+}
+
+/// The first media part of `request` the model has no allowance for
+/// (`input_bound::unsupported_media_part`).
+pub fn unsupported_media_part(request: &ChatRequest<'_>, allowance: MediaAllowance) -> Option<(Media, PartPosition)> {
+    input_bound::unsupported_media_part(&request.media, allowance)
+}
 pub use self::json_scan::{Span, object_members};
 
 /// What the gateway needs from a valid chat request. Every borrowed part points into the body.

@@ -1,5 +1,5 @@
 //! The account and key calls of the Redis store: create and read accounts, store, resolve and
-//! revoke keys, credit top-ups.
+//! revoke keys, credit top-ups, and read every key record into the node's key directory.
 //!
 //! Owns what each of these calls sends and the order of its steps (a key's id is claimed
 //! before its record is written; a payment reference is claimed globally before the account is
@@ -11,10 +11,12 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::RedisStore;
+use super::cluster::unavailable;
 use super::connections::Connections;
-use super::directory::creation_message;
-use super::replies::{AccountCreated, AccountFields, FromReply, KeyPut, TopupReply};
+use super::directory::{creation_message, parse_hex};
+use super::replies::{AccountCreated, AccountFields, FromReply, KeyPut, ScanPage, TopupReply};
 use crate::digits::Num;
+use crate::limits::REDIS_REAP_SCAN_KEYS;
 use crate::money::Nanos;
 use crate::redis::Reply;
 use crate::store::types::{AccountView, KeyHash, KeyKind, KeyRecord, StoreError, TIER_UNVERIFIED, TopupResult};
@@ -192,5 +194,56 @@ impl RedisStore {
         // Nothing was credited: give the reference back so it can be used again.
         let _ = self.command(connections, claim.as_bytes(), &[b"DEL", claim.as_bytes()]).await;
         Err(refused)
+    }
+}
+
+impl RedisStore {
+    /// The test key with this hash as the directory knows it (the store may be unreachable).
+    pub fn directory_lookup(&self, hash: &KeyHash) -> Option<KeyRecord> {
+        self.events.directory.lookup(hash)
+    }
+
+    pub fn key_directory_len(&self) -> usize {
+        self.events.directory.len()
+    }
+
+    /// Reads every key record of every master into the directory; returns how many test keys
+    /// it holds afterwards. Off the hot path: the admin thread runs it at start-up and then
+    /// periodically.
+    pub async fn sync_key_directory(&self, connections: &Connections) -> Result<usize, StoreError> {
+        if self.settings.cluster {
+            self.router.refresh_slots(connections).await;
+        }
+        let prefix = format!("{}:key:", self.settings.prefix);
+        let pattern = format!("{prefix}*");
+        let scan_count = Num::new(REDIS_REAP_SCAN_KEYS);
+        for addr in self.router.masters() {
+            let client = self.router.client(connections, addr);
+            let mut cursor = b"0".to_vec();
+            loop {
+                let args: [&[u8]; 8] =
+                    [b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", scan_count.as_bytes(), b"TYPE", b"hash"];
+                let page = ScanPage::from_reply(client.call(&args).await.map_err(unavailable)?)?;
+                for key in page.keys {
+                    let Some(hash) = std::str::from_utf8(&key).ok().and_then(|key| key.strip_prefix(prefix.as_str()))
+                    else {
+                        continue;
+                    };
+                    let Some(hash) = parse_hex(hash) else { continue };
+                    let fields: [&[u8]; 7] = [b"HMGET", &key, b"key_id", b"account", b"kind", b"name", b"revoked"];
+                    // The record lives on this master (the key routes here); ask it directly.
+                    match KeyRecord::from_reply(client.call(&fields).await.map_err(unavailable)?) {
+                        Ok(record) => self.events.directory.remember(hash, record),
+                        Err(StoreError::NotFound) => {}
+                        Err(error) => return Err(error),
+                    }
+                }
+                if page.cursor == b"0" {
+                    break;
+                }
+                cursor = page.cursor;
+            }
+        }
+        Ok(self.events.directory.len())
     }
 }

@@ -2,7 +2,8 @@
 //! id, account, revoked), so that while Redis is unreachable a `fk_test_` key is served by
 //! whichever worker or node receives it (SPEC §13), not only where it was cached.
 //!
-//! Kept current three ways: a key created or revoked through this node is written here at
+//! This file is the directory and its messages; the store's calls on it (lookup, the full
+//! sync) are in `accounts`. Kept current three ways: a key created or revoked through this node is written here at
 //! once; one created or revoked through another node arrives on the `keys` and `revocations`
 //! channels (the subscriber thread applies it); and a full sync (`SCAN` of every master) at
 //! start-up and every `KEY_DIRECTORY_SYNC_INTERVAL_MS` repairs anything a lost message missed.
@@ -16,13 +17,8 @@
 use std::collections::HashMap;
 use std::sync::RwLock;
 
-use super::RedisStore;
-use super::cluster::unavailable;
-use super::connections::Connections;
-use super::replies::{FromReply, ScanPage};
-use crate::digits::Num;
-use crate::limits::{KEY_DIRECTORY_MAX_KEYS, REDIS_REAP_SCAN_KEYS};
-use crate::store::types::{KeyHash, KeyKind, KeyRecord, StoreError};
+use crate::limits::KEY_DIRECTORY_MAX_KEYS;
+use crate::store::types::{KeyHash, KeyKind, KeyRecord};
 
 /// The directory itself: test keys by hash.
 #[derive(Default)]
@@ -100,7 +96,7 @@ pub(super) fn hex(hash: &KeyHash) -> String {
     text
 }
 
-fn parse_hex(text: &str) -> Option<KeyHash> {
+pub(super) fn parse_hex(text: &str) -> Option<KeyHash> {
     let bytes = text.as_bytes();
     if bytes.len() != 64 {
         return None;
@@ -111,57 +107,6 @@ fn parse_hex(text: &str) -> Option<KeyHash> {
         hash[index] = digit(pair[0])? << 4 | digit(pair[1])?;
     }
     Some(hash)
-}
-
-impl RedisStore {
-    /// The test key with this hash as the directory knows it (the store may be unreachable).
-    pub fn directory_lookup(&self, hash: &KeyHash) -> Option<KeyRecord> {
-        self.events.directory.lookup(hash)
-    }
-
-    pub fn key_directory_len(&self) -> usize {
-        self.events.directory.len()
-    }
-
-    /// Reads every key record of every master into the directory; returns how many test keys
-    /// it holds afterwards. Off the hot path: the admin thread runs it at start-up and then
-    /// periodically.
-    pub async fn sync_key_directory(&self, connections: &Connections) -> Result<usize, StoreError> {
-        if self.settings.cluster {
-            self.router.refresh_slots(connections).await;
-        }
-        let prefix = format!("{}:key:", self.settings.prefix);
-        let pattern = format!("{prefix}*");
-        let scan_count = Num::new(REDIS_REAP_SCAN_KEYS);
-        for addr in self.router.masters() {
-            let client = self.router.client(connections, addr);
-            let mut cursor = b"0".to_vec();
-            loop {
-                let args: [&[u8]; 8] =
-                    [b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", scan_count.as_bytes(), b"TYPE", b"hash"];
-                let page = ScanPage::from_reply(client.call(&args).await.map_err(unavailable)?)?;
-                for key in page.keys {
-                    let Some(hash) = std::str::from_utf8(&key).ok().and_then(|key| key.strip_prefix(prefix.as_str()))
-                    else {
-                        continue;
-                    };
-                    let Some(hash) = parse_hex(hash) else { continue };
-                    let fields: [&[u8]; 7] = [b"HMGET", &key, b"key_id", b"account", b"kind", b"name", b"revoked"];
-                    // The record lives on this master (the key routes here); ask it directly.
-                    match KeyRecord::from_reply(client.call(&fields).await.map_err(unavailable)?) {
-                        Ok(record) => self.events.directory.remember(hash, record),
-                        Err(StoreError::NotFound) => {}
-                        Err(error) => return Err(error),
-                    }
-                }
-                if page.cursor == b"0" {
-                    break;
-                }
-                cursor = page.cursor;
-            }
-        }
-        Ok(self.events.directory.len())
-    }
 }
 
 #[cfg(test)]
