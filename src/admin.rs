@@ -92,11 +92,13 @@ impl Handler for AdminHandler {
                 let mut text = self.shared.metrics.render();
                 // The node's own gauges, read from what owns them.
                 let directory_keys = self.store().key_directory_len();
-                text.push_str(
-                    "# HELP fikra_key_directory_test_keys Test keys this node can serve while the store is down.\n",
-                );
-                text.push_str("# TYPE fikra_key_directory_test_keys gauge\n");
-                text.push_str(&format!("fikra_key_directory_test_keys {directory_keys}\n"));
+                text.push_str("# HELP fikra_key_directory_keys Keys this node recognises without asking the store.\n");
+                text.push_str("# TYPE fikra_key_directory_keys gauge\n");
+                text.push_str(&format!("fikra_key_directory_keys {directory_keys}\n"));
+                let trusted = u8::from(!self.store().key_directory_needs_sync());
+                text.push_str("# HELP fikra_key_directory_trusted 1 while the key directory answers for the store (synced and subscribed).\n");
+                text.push_str("# TYPE fikra_key_directory_trusted gauge\n");
+                text.push_str(&format!("fikra_key_directory_trusted {trusted}\n"));
                 if let Some(store) = self.shared.store.failure_metrics() {
                     store.render_into(&mut text);
                 }

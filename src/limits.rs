@@ -233,6 +233,8 @@ pub const CORS_PREFLIGHT_MAX_AGE_S: u64 = 600;
 pub const KEY_DIRECTORY_MAX_KEYS: usize = 1_000_000;
 /// How often each node reads every key record into its directory (repairing lost messages).
 pub const KEY_DIRECTORY_SYNC_INTERVAL_MS: u64 = 60_000;
+/// How often the directory's task checks whether it must be read now (a new subscription).
+pub const KEY_DIRECTORY_CHECK_INTERVAL_MS: u64 = 250;
 /// Deny-cache entries kept per worker before the cache is cleared (bounds memory under a flood
 /// of accounts).
 pub const DENY_CACHE_MAX_ENTRIES: usize = 100_000;

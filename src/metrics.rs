@@ -378,7 +378,7 @@ impl Metrics {
             &mut text,
             "fikra_key_directory_hits_total",
             "counter",
-            "Test keys recognised from the node's key directory while the store was down.",
+            "Keys recognised from the node's key directory while the store was down.",
             load(|w| &w.key_directory_hits),
         );
         scalar(

@@ -312,12 +312,20 @@ pub fn server_limits_of(config: &Config) -> ServerLimits {
 /// channels carry changes in between; this repairs whatever a lost message missed).
 async fn sync_key_directory_forever(shared: Arc<Shared>) {
     let connections = StoreConnections::default();
+    let store = shared.store.client(&connections);
+    let mut last_read_ms: Option<u64> = None;
     loop {
-        match shared.store.client(&connections).sync_key_directory().await {
-            Ok(_) => {}
-            Err(error) => crate::log_warn_every!("the key directory could not be read from the store: {error}"),
+        let now_ms = crate::clock::monotonic_ms();
+        let due =
+            last_read_ms.is_none_or(|at| now_ms.saturating_sub(at) >= crate::limits::KEY_DIRECTORY_SYNC_INTERVAL_MS);
+        // A new subscription (or none yet) makes the directory untrusted until it is read again.
+        if due || store.key_directory_needs_sync() {
+            match store.sync_key_directory().await {
+                Ok(_) => last_read_ms = Some(now_ms),
+                Err(error) => crate::log_warn_every!("the key directory could not be read from the store: {error}"),
+            }
         }
-        monoio::time::sleep(Duration::from_millis(crate::limits::KEY_DIRECTORY_SYNC_INTERVAL_MS)).await;
+        monoio::time::sleep(Duration::from_millis(crate::limits::KEY_DIRECTORY_CHECK_INTERVAL_MS)).await;
     }
 }
 

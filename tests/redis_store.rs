@@ -430,8 +430,8 @@ fn every_test_key_is_served_by_every_node_during_an_outage() {
     let (revoked_id, revoked) = first.create_key("dev", "test");
     let (_, live) = first.create_key("payer", "live");
     assert_eq!(first.admin_call("DELETE", &format!("/admin/keys/{revoked_id}"), "").status, 200);
-    // Every test key reached the second node's directory (the live key is not kept).
-    let learned = wait_until(Duration::from_secs(5), || metric(second.admin, "fikra_key_directory_test_keys") == 3);
+    // Every key reached the second node's directory (three test keys and the live one).
+    let learned = wait_until(Duration::from_secs(5), || metric(second.admin, "fikra_key_directory_keys") == 4);
     assert!(learned, "{}", metrics(second.admin));
 
     redis.kill();
@@ -448,7 +448,33 @@ fn every_test_key_is_served_by_every_node_during_an_outage() {
     }
     let unknown = ask("fk_test_0123456789abcdefghijABCDEFGHIJ01");
     assert_eq!((unknown.status, unknown.error().1.as_str()), (503, "service_unavailable"));
-    assert_eq!(metric(second.admin, "fikra_key_directory_hits_total"), 8 + 4);
+    // Eight test-key answers, four revoked refusals and four paid refusals recognised the key there.
+    assert_eq!(metric(second.admin, "fikra_key_directory_hits_total"), 8 + 4 + 4);
+}
+
+// Goal (SPEC §13): authentication needs no store round trip: once the node's key directory is
+// trusted, a key no worker has seen (created after start-up) is recognised without one
+// command touching its record; only the two money calls (admit, settle) reach Redis.
+#[test]
+fn keys_are_recognised_without_a_store_round_trip() {
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let node = GatewayProcess::start("directory-hot", &store_section(redis.addr(), "fk", 1), "");
+    node.create_account("quiet", "1.00");
+    let trusted = wait_until(Duration::from_secs(5), || metric(node.admin, "fikra_key_directory_trusted") == 1);
+    assert!(trusted, "{}", metrics(node.admin));
+    let (_, key) = node.create_key("quiet", "live");
+    let request = chat_request(&key, &simple_chat("fikra-flash", "habari"));
+    let before = command_table(redis.port);
+    // Fresh connections, so both workers meet the key for the first time.
+    for _ in 0..6 {
+        assert_eq!(send_one(node.api, request.as_bytes()).status, 200);
+    }
+    let commands = command_delta(&before, &command_table(redis.port));
+    assert_eq!(commands.get("fcall"), Some(&12), "{commands:?}");
+    // Commands inside the functions count too: fk_admit reads the account and both buckets,
+    // fk_settle the account and the token bucket (5 HMGET a request). A key lookup would be a
+    // sixth, on each worker's first sight of the key.
+    assert_eq!(commands.get("hmget"), Some(&(5 * 6)), "no key record was read: {commands:?}");
 }
 
 // Goal: with `appendfsync always`, a top-up the gateway acknowledged is still there after Redis

@@ -2,8 +2,9 @@
 //!
 //! Resolves the presented key through this worker's key cache, then the store. While the store
 //! is unreachable a key this worker already knew stays usable (revocations need the store too,
-//! so none can have happened unseen), and any other test key is found in the node's key
-//! directory; paid requests still fail closed at admission. It never echoes or logs the key.
+//! so none can have happened unseen), and any other key is found in the node's key directory;
+//! paid requests still fail closed at admission. On a cache miss the directory answers first
+//! (no store round trip) while it is synced and subscribed. It never echoes or logs the key.
 
 use crate::access::auth::{self, Caller};
 use crate::errors::{ApiError, ErrorKind};
@@ -22,7 +23,14 @@ pub async fn authenticate(worker: &Worker, authorization: Option<&[u8]>) -> Resu
     let record = match cached {
         Some(record) => record,
         None => {
-            let record = match store.resolve_key(&hash).await {
+            // The node's key directory answers for the store while it is trusted; a key it does
+            // not know (created a moment ago on another node, or unknown) is asked of the store.
+            let trusted = store.directory_lookup_trusted(&hash);
+            let resolved = match trusted {
+                Some(record) => Ok(record),
+                None => store.resolve_key(&hash).await,
+            };
+            let record = match resolved {
                 Ok(record) => Some(record),
                 Err(StoreError::NotFound) => None,
                 Err(_) => {
@@ -31,7 +39,8 @@ pub async fn authenticate(worker: &Worker, authorization: Option<&[u8]>) -> Resu
                     if let Some(Some(record)) = stale {
                         return caller_of(record, presented.kind);
                     }
-                    // A test key this worker never saw: the node's key directory knows it.
+                    // A key this worker never saw: the node's key directory knows it, even if it
+                    // could not be read again since the channels were last subscribed.
                     if let Some(record) = store.directory_lookup(&hash) {
                         WorkerMetrics::add(&worker.metrics.key_directory_hits, 1);
                         return caller_of(record, presented.kind);

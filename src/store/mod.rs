@@ -108,8 +108,8 @@ impl StoreClient<'_> {
         }
     }
 
-    /// The test key with this hash as this node's key directory knows it, for when the store
-    /// cannot answer (SPEC §13). The embedded store always answers, so it keeps none.
+    /// The key with this hash as this node's key directory knows it, synced or not, for when
+    /// the store cannot answer (SPEC §13). The embedded store always answers, so it keeps none.
     pub fn directory_lookup(&self, hash: &KeyHash) -> Option<KeyRecord> {
         match self.store {
             Store::Embedded(_) => None,
@@ -117,7 +117,25 @@ impl StoreClient<'_> {
         }
     }
 
-    /// How many test keys this node's key directory holds.
+    /// The key with this hash from this node's key directory when it may stand in for the
+    /// store (synced and subscribed): authentication then needs no store call. `None` for the
+    /// embedded store (it is in process anyway).
+    pub fn directory_lookup_trusted(&self, hash: &KeyHash) -> Option<KeyRecord> {
+        match self.store {
+            Store::Embedded(_) => None,
+            Store::Redis(store) => store.directory_lookup_trusted(hash),
+        }
+    }
+
+    /// Whether the key directory needs a full read now (never for the embedded store).
+    pub fn key_directory_needs_sync(&self) -> bool {
+        match self.store {
+            Store::Embedded(_) => false,
+            Store::Redis(store) => !store.key_directory_trusted(),
+        }
+    }
+
+    /// How many keys this node's key directory holds.
     pub fn key_directory_len(&self) -> usize {
         match self.store {
             Store::Embedded(_) => 0,
@@ -125,8 +143,8 @@ impl StoreClient<'_> {
         }
     }
 
-    /// Reads every key record into this node's key directory; returns how many test keys it
-    /// holds (0 for the embedded store, which needs none).
+    /// Reads every key record into this node's key directory; returns how many keys it holds
+    /// (0 for the embedded store, which needs none).
     pub async fn sync_key_directory(&self) -> Result<usize, StoreError> {
         match self.store {
             Store::Embedded(_) => Ok(0),

@@ -104,15 +104,13 @@ impl RedisStore {
         ];
         match KeyPut::from_reply(self.command(connections, record_key.as_bytes(), &args).await?)? {
             KeyPut::Stored => {
-                if record.kind == KeyKind::Test {
-                    // Every node's directory learns the key now (and from the next full sync,
-                    // should the message be lost), so it is served there during an outage.
-                    let message = creation_message(&hash, &record);
-                    self.events.directory.remember(hash, record);
-                    let channel = self.keys_channel();
-                    let publish: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), message.as_bytes()];
-                    let _ = self.command(connections, channel.as_bytes(), &publish).await;
-                }
+                // Every node's directory learns the key now (and from the next full sync,
+                // should the message be lost).
+                let message = creation_message(&hash, &record);
+                self.events.directory.remember(hash, record);
+                let channel = self.keys_channel();
+                let publish: [&[u8]; 3] = [b"PUBLISH", channel.as_bytes(), message.as_bytes()];
+                let _ = self.command(connections, channel.as_bytes(), &publish).await;
                 Ok(())
             }
             KeyPut::Exists => {
@@ -203,6 +201,21 @@ impl RedisStore {
         self.events.directory.lookup(hash)
     }
 
+    /// The key with this hash if the directory may stand in for the store: it is synced and
+    /// the channels that keep it current are subscribed.
+    pub fn directory_lookup_trusted(&self, hash: &KeyHash) -> Option<KeyRecord> {
+        if !self.subscribed() {
+            return None;
+        }
+        self.events.directory.lookup_synced(hash)
+    }
+
+    /// Whether the directory is trusted (synced and subscribed): the sync task reads it again
+    /// at once when not.
+    pub fn key_directory_trusted(&self) -> bool {
+        self.subscribed() && self.events.directory.is_synced()
+    }
+
     pub fn key_directory_len(&self) -> usize {
         self.events.directory.len()
     }
@@ -211,6 +224,7 @@ impl RedisStore {
     /// it holds afterwards. Off the hot path: the admin thread runs it at start-up and then
     /// periodically.
     pub async fn sync_key_directory(&self, connections: &Connections) -> Result<usize, StoreError> {
+        let epoch = self.events.directory.epoch();
         if self.settings.cluster {
             self.router.refresh_slots(connections).await;
         }
@@ -244,6 +258,7 @@ impl RedisStore {
                 cursor = page.cursor;
             }
         }
+        self.events.directory.mark_synced_since(epoch);
         Ok(self.events.directory.len())
     }
 }

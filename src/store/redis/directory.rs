@@ -1,6 +1,7 @@
-//! The key directory: this node's in-memory copy of every test key in the store (hash to key
-//! id, account, revoked), so that while Redis is unreachable a `fk_test_` key is served by
-//! whichever worker or node receives it (SPEC §13), not only where it was cached.
+//! The key directory: this node's in-memory copy of every key in the store (hash to key id,
+//! account, kind, revoked), so that authentication needs no store call, and while Redis is
+//! unreachable every `fk_test_` key is served by whichever worker or node receives it (SPEC §13),
+//! not only where it was cached.
 //!
 //! This file is the directory and its messages; the store's calls on it (lookup, the full
 //! sync) are in `accounts`. Kept current three ways: a key created or revoked through this node is written here at
@@ -9,13 +10,16 @@
 //! start-up and every `KEY_DIRECTORY_SYNC_INTERVAL_MS` repairs anything a lost message missed.
 //! Keys are never deleted, only revoked, so a sync only adds and updates.
 //!
-//! Only test keys are kept: paid requests fail closed while the store is down whatever the key
-//! (the wallet lives in the store), so a live key here would serve nothing. It is consulted
-//! only on the failure path (the store did not answer), never on the hot path; its lock is
-//! never held across an await. It never sees a plain key, only SHA-256 hashes.
+//! It holds every key, live and test: a worker whose key cache misses asks the directory, not
+//! the store (SPEC §13: authentication needs no store round trip on the hot path), and while
+//! the store is down it is the only place a key can be recognised. It is trusted on the hot
+//! path only while `synced` (a full read completed since the subscription last started; until
+//! then a missed revocation message could hide there), and workers reach it at most once per key
+//! per cache TTL, so its lock is rarely taken and never held across an await. It never sees a plain key, only SHA-256 hashes.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::limits::KEY_DIRECTORY_MAX_KEYS;
 use crate::store::types::{KeyHash, KeyKind, KeyRecord};
@@ -24,24 +28,57 @@ use crate::store::types::{KeyHash, KeyKind, KeyRecord};
 #[derive(Default)]
 pub(super) struct KeyDirectory {
     keys: RwLock<HashMap<KeyHash, KeyRecord>>,
+    /// A full read completed since the key channels were last (re)subscribed.
+    synced: AtomicBool,
+    /// Bumped by every (re)subscription: a full read that started before it proves nothing.
+    epoch: AtomicU64,
 }
 
 impl KeyDirectory {
-    /// The record of `hash`, if it is a test key this node knows.
+    /// The record of `hash` as this node knows it, synced or not (for when the store is down).
     pub fn lookup(&self, hash: &KeyHash) -> Option<KeyRecord> {
         self.keys.read().ok()?.get(hash).cloned()
     }
 
-    /// Adds or updates a key (live keys are ignored). A revocation already known stays: a
-    /// revoked key is never made usable again by a late or replayed creation message.
-    pub fn remember(&self, hash: KeyHash, record: KeyRecord) {
-        if record.kind != KeyKind::Test {
-            return;
+    /// The record of `hash` if the directory may stand in for the store now (it is synced).
+    pub fn lookup_synced(&self, hash: &KeyHash) -> Option<KeyRecord> {
+        if !self.synced.load(Ordering::Acquire) {
+            return None;
         }
+        self.lookup(hash)
+    }
+
+    /// Whether a full read completed since the channels were last subscribed.
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Messages may have been missed (a new subscription): distrust until the next full read.
+    pub fn mark_unsynced(&self) {
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.synced.store(false, Ordering::Release);
+    }
+
+    /// The subscription epoch a full read starts in.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// A full read that started in `epoch` completed: trusted, unless a new subscription began
+    /// meanwhile (its missed messages may predate what the read saw).
+    pub fn mark_synced_since(&self, epoch: u64) {
+        if self.epoch() == epoch {
+            self.synced.store(true, Ordering::Release);
+        }
+    }
+
+    /// Adds or updates a key. A revocation already known stays: a revoked key is never made
+    /// usable again by a late or replayed creation message.
+    pub fn remember(&self, hash: KeyHash, record: KeyRecord) {
         let Ok(mut keys) = self.keys.write() else { return };
         if keys.len() >= KEY_DIRECTORY_MAX_KEYS && !keys.contains_key(&hash) {
             crate::log_warn_every!(
-                "the key directory is full ({KEY_DIRECTORY_MAX_KEYS} test keys); newer keys are not served while the store is down"
+                "the key directory is full ({KEY_DIRECTORY_MAX_KEYS} keys); newer keys are read from the store"
             );
             return;
         }
@@ -62,27 +99,27 @@ impl KeyDirectory {
     }
 }
 
-/// A `keys` channel message: `HEX KEY_ID ACCOUNT_ID` for a new test key (64 hex digits of its
-/// hash; ids never hold spaces).
+/// A `keys` channel message: `HEX KEY_ID ACCOUNT_ID KIND` for a new key (64 hex digits of its
+/// hash, kind `l` or `t`; ids never hold spaces).
 pub(super) fn creation_message(hash: &KeyHash, record: &KeyRecord) -> String {
-    format!("{} {} {}", hex(hash), record.key_id, record.account_id)
+    let kind = if record.kind == KeyKind::Live { "l" } else { "t" };
+    format!("{} {} {} {kind}", hex(hash), record.key_id, record.account_id)
 }
 
 /// The key a `keys` channel message announces, if it is well formed.
 pub(super) fn parse_creation_message(message: &[u8]) -> Option<(KeyHash, KeyRecord)> {
     let text = std::str::from_utf8(message).ok()?;
     let mut parts = text.split(' ');
-    let (hash, key_id, account_id) = (parts.next()?, parts.next()?, parts.next()?);
+    let (hash, key_id, account_id, kind) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let kind = match kind {
+        "l" => KeyKind::Live,
+        "t" => KeyKind::Test,
+        _ => return None,
+    };
     if parts.next().is_some() || key_id.is_empty() || account_id.is_empty() {
         return None;
     }
-    let record = KeyRecord {
-        key_id: key_id.into(),
-        account_id: account_id.into(),
-        kind: KeyKind::Test,
-        name: None,
-        revoked: false,
-    };
+    let record = KeyRecord { key_id: key_id.into(), account_id: account_id.into(), kind, name: None, revoked: false };
     Some((parse_hex(hash)?, record))
 }
 
@@ -122,25 +159,43 @@ mod tests {
     fn creation_messages_round_trip() {
         let hash: KeyHash = std::array::from_fn(|i| (i * 37) as u8);
         let message = creation_message(&hash, &record("key_9", KeyKind::Test, false));
-        assert_eq!(message.len(), 64 + 1 + 5 + 1 + 6);
+        assert_eq!(message.len(), 64 + 1 + 5 + 1 + 6 + 2);
         assert_eq!(parse_creation_message(message.as_bytes()), Some((hash, record("key_9", KeyKind::Test, false))));
-        for bad in ["", "zz key acct", &format!("{} key", hex(&hash)), &format!("{} key acct extra", hex(&hash))] {
+        let live = record("key_8", KeyKind::Live, false);
+        assert_eq!(parse_creation_message(creation_message(&hash, &live).as_bytes()), Some((hash, live)));
+        for bad in [
+            "",
+            "zz key acct t",
+            &format!("{} key acct", hex(&hash)),
+            &format!("{} key acct x", hex(&hash)),
+            &format!("{} key acct t extra", hex(&hash)),
+        ] {
             assert_eq!(parse_creation_message(bad.as_bytes()), None, "{bad}");
         }
     }
 
-    // Goal: only test keys are kept; a revocation sticks even if the creation is replayed.
+    // Goal: every key is kept; a revocation sticks even if the creation is replayed; the hot
+    // path trusts the directory only while synced.
     #[test]
-    fn remembers_test_keys_and_revocations() {
+    fn remembers_keys_and_revocations() {
         let directory = KeyDirectory::default();
         let (a, b) = ([1u8; 32], [2u8; 32]);
         directory.remember(a, record("key_a", KeyKind::Test, false));
         directory.remember(b, record("key_b", KeyKind::Live, false));
         assert_eq!(directory.lookup(&a), Some(record("key_a", KeyKind::Test, false)));
-        assert_eq!(directory.lookup(&b), None);
+        assert_eq!(directory.lookup(&b), Some(record("key_b", KeyKind::Live, false)));
+        assert_eq!(directory.lookup_synced(&b), None, "not synced yet");
+        let epoch = directory.epoch();
+        directory.mark_synced_since(epoch);
+        assert_eq!(directory.lookup_synced(&b), Some(record("key_b", KeyKind::Live, false)));
+        directory.mark_unsynced();
+        assert_eq!(directory.lookup_synced(&b), None);
+        // A read that began before the new subscription does not make it trusted.
+        directory.mark_synced_since(epoch);
+        assert_eq!(directory.lookup_synced(&b), None);
         directory.revoke("key_a");
         directory.remember(a, record("key_a", KeyKind::Test, false));
         assert_eq!(directory.lookup(&a), Some(record("key_a", KeyKind::Test, true)));
-        assert_eq!(directory.len(), 1);
+        assert_eq!(directory.len(), 2);
     }
 }

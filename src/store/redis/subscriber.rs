@@ -32,7 +32,7 @@ pub(super) struct Events {
     pub topups: AtomicU64,
     pub subscribed: AtomicBool,
     pub stop: AtomicBool,
-    /// The node's test keys, kept current from the `keys` and `revocations` channels.
+    /// The node's keys, kept current from the `keys` and `revocations` channels.
     pub directory: KeyDirectory,
 }
 
@@ -40,7 +40,7 @@ pub(super) struct Events {
 pub(super) struct Channels {
     pub revocations: String,
     pub topups: String,
-    /// New test keys (`directory::creation_message`).
+    /// New keys (`directory::creation_message`).
     pub keys: String,
 }
 
@@ -107,6 +107,7 @@ fn subscribe(addr: SocketAddr, password: Option<&str>, channels: &Channels, even
             match Push::of(&frame) {
                 // Messages may have been missed while not subscribed.
                 Push::Subscribed if !events.subscribed.swap(true, Ordering::AcqRel) => {
+                    events.directory.mark_unsynced();
                     events.revocations.fetch_add(1, Ordering::AcqRel);
                     events.topups.fetch_add(1, Ordering::AcqRel);
                 }
