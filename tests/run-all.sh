@@ -4,7 +4,8 @@
 #      redis-server; promtool);
 #   2. checks formatting and lints;
 #   3. runs every Rust test and the SDK conformance suite twice: on the io_uring driver (where
-#      the kernel allows it) and forced onto epoll (MONOIO_FORCE_LEGACY_DRIVER=1).
+#      the kernel allows it) and forced onto epoll (MONOIO_FORCE_LEGACY_DRIVER=1);
+#   4. builds the fuzz targets and runs each for 10 seconds (installing cargo-fuzz if missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,3 +33,9 @@ for driver in default epoll; do
   echo "== driver: $driver: OpenAI SDK conformance"
   python3 -m pytest -q tests/sdk
 done
+
+# The parsers' fuzz targets (cargo-fuzz on the nightly toolchain), built and run briefly each;
+# the long runs are reported in the closing notes (tests/fuzz/README.md).
+echo "== fuzz targets, 10 s each"
+unset MONOIO_FORCE_LEGACY_DRIVER
+bash tests/fuzz/run.sh 10

@@ -43,6 +43,8 @@ use std::time::Duration;
 pub use address::{RedisStoreSettings, resolve};
 pub use connections::Connections;
 pub use library::{FUNCTION_LIBRARY, library_version};
+#[doc(hidden)]
+pub use replies::decode_with_every_reader;
 
 use crate::digits::Num;
 use crate::metrics::StoreMetrics;

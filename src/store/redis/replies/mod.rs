@@ -510,3 +510,31 @@ fn rates_at(items: &[Reply], start: usize) -> Result<RateSnapshot, StoreError> {
 
 #[cfg(test)]
 mod tests;
+
+/// Decodes one RESP2 frame from `bytes` and hands it to every reply decoder, returning how many
+/// accepted it. For the fuzz target `redis_reply` (tests/fuzz): the decoders must never panic,
+/// whatever a server (or an attacker in its place) sends. Not used by the gateway itself.
+#[doc(hidden)]
+pub fn decode_with_every_reader(bytes: &[u8]) -> usize {
+    let Ok(Some((frame, _))) = redis_protocol::resp2::decode::decode(bytes) else { return 0 };
+    let results = [
+        AccountCreated::from_reply(frame.clone()).is_ok(),
+        AccountFields::from_reply(frame.clone()).is_ok(),
+        KeyRecord::from_reply(frame.clone()).is_ok(),
+        KeyPut::from_reply(frame.clone()).is_ok(),
+        TopupReply::from_reply(frame.clone()).is_ok(),
+        Admission::from_reply(frame.clone()).is_ok(),
+        Settled::from_reply(frame.clone()).is_ok(),
+        RateSnapshot::from_reply(frame.clone()).is_ok(),
+        LeaseReply::from_reply(frame.clone()).is_ok(),
+        HoldsReleased::from_reply(frame.clone()).is_ok(),
+        SettleReply::from_reply(frame.clone()).is_ok(),
+        VoidReply::from_reply(frame.clone()).is_ok(),
+        DeadNodes::from_reply(frame.clone()).is_ok(),
+        LibraryVersion::from_reply(frame.clone()).is_ok(),
+        ScanPage::from_reply(frame.clone()).is_ok(),
+        LedgerPage::from_reply(frame.clone()).is_ok(),
+        SlotRanges::from_reply(frame).is_ok(),
+    ];
+    results.iter().filter(|accepted| **accepted).count()
+}
