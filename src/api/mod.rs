@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod maintenance;
 pub mod models;
 pub mod rescue;
+pub mod responses;
 pub mod settle;
 
 use monoio::io::AsyncWriteRent;
@@ -69,6 +70,8 @@ impl ApiHandler {
         let path = head.path;
         let (route, allow) = if path == "/v1/chat/completions" {
             (Route::ChatCompletions, "POST")
+        } else if path == "/v1/responses" {
+            (Route::Responses, "POST")
         } else if path == "/v1/models" {
             (Route::ListModels, "GET, HEAD")
         } else if path.len() > MODEL_PATH_PREFIX.len() && path.starts_with(MODEL_PATH_PREFIX) {
@@ -85,7 +88,7 @@ impl ApiHandler {
             return (route, answer_preflight(sink, allow, head.cors_request_headers));
         }
         let method_ok = match route {
-            Route::ChatCompletions => head.method == Method::Post,
+            Route::ChatCompletions | Route::Responses => head.method == Method::Post,
             // HEAD is GET without the body (the sink drops it).
             _ => matches!(head.method, Method::Get | Method::Head),
         };
@@ -97,6 +100,7 @@ impl ApiHandler {
         }
         let status = match route {
             Route::ChatCompletions => chat::chat_completions(worker, request, sink).await,
+            Route::Responses => responses::responses(worker, request, sink).await,
             Route::ListModels => models::models(worker, None, request, sink).await,
             _ => models::models(worker, Some(&path[MODEL_PATH_PREFIX.len()..]), request, sink).await,
         };

@@ -23,6 +23,7 @@ use crate::http::server::ResponseSink;
 use crate::limits::{UPSTREAM_KEPT_BUFFER_MAX_BYTES, UPSTREAM_MAX_ERROR_BODY_BYTES, UPSTREAM_REQUEST_DEADLINE_MS};
 use crate::openai::chat::{ChatRequest, write_backend_body};
 use crate::openai::models::ModelEntry;
+use crate::openai::responses::answer::{self, AnswerFormat};
 use crate::store::{Admitted, Outcome};
 
 /// One admitted request on its way to an upstream.
@@ -34,6 +35,8 @@ pub struct ProxyRequest<'a> {
     pub admitted: &'a Admitted,
     pub clamped_to: Option<u64>,
     pub input_tokens_upper: u64,
+    /// Chat, or translated to the Responses API.
+    pub answer: AnswerFormat<'a>,
 }
 
 impl ProxyRequest<'_> {
@@ -278,6 +281,19 @@ async fn relay_unary<S: AsyncWriteRent>(
     let clamp = ClampHeader::new(request.clamped_to);
     let (pairs, count) = clamp.pairs();
     let context = request.context(sink.keep_alive);
-    response::write_full(&mut sink.out, 200, "application/json", &pairs[..count], &context, rewritten);
+    let body: &[u8] = match request.answer {
+        AnswerFormat::Chat => rewritten,
+        AnswerFormat::Responses(shape) => {
+            let mut items = shape.lend_buffer();
+            // A result (checked above) always has a choice; the body is then well formed.
+            let translated = answer::write_unary(rewritten, shape, &mut items, &mut sink.scratch);
+            shape.give_back(items);
+            if translated.is_none() {
+                return ProxyResult::failed(UpstreamFailure::Malformed);
+            }
+            &sink.scratch
+        }
+    };
+    response::write_full(&mut sink.out, 200, "application/json", &pairs[..count], &context, body);
     ProxyResult { status: Some(200), usage, outcome: Outcome::Completed, refusal: None }
 }

@@ -21,7 +21,10 @@ use crate::errors::{ApiError, ErrorKind};
 use crate::http::response::ClampHeader;
 use crate::http::server::ResponseSink;
 use crate::limits::{ABANDONED_STREAM_DRAIN_BYTES, ABANDONED_STREAM_DRAIN_MS, UPSTREAM_REQUEST_DEADLINE_MS};
+use crate::openai::responses::answer::{AnswerFormat, ResponsesStream};
 use crate::store::Outcome;
+
+const MID_STREAM_FAILURE: &str = "The model backend failed in the middle of the answer.";
 
 /// Where one relayed stream stands.
 #[derive(Default)]
@@ -37,6 +40,8 @@ struct StreamState {
     usage: Option<ReportedUsage>,
     chunks_delivered: u64,
     finder: EventFinder,
+    /// The Responses translation of the chat events, for a Responses request.
+    responses: Option<ResponsesStream>,
 }
 
 impl StreamState {
@@ -65,6 +70,14 @@ impl StreamState {
                 scratch.clear();
                 let kind = rewrite::rewrite_event(event, &names, true, &mut self.usage, scratch);
                 self.saw_done = kind == EventKind::Done;
+            } else if let (AnswerFormat::Responses(shape), Some(responses)) = (request.answer, self.responses.as_mut())
+            {
+                scratch.clear();
+                let kind = rewrite::rewrite_event(event, &names, true, &mut self.usage, scratch);
+                let start = sink.out.len();
+                responses.chat_events(shape, scratch, &mut sink.out);
+                sink.frame_event(start);
+                self.count(kind);
             } else {
                 let start = sink.out.len();
                 let kind = rewrite::rewrite_event(
@@ -107,7 +120,12 @@ impl StreamState {
                 // close-delimited).
                 sink.start_stream(200, "text/event-stream", &pairs[..count], &context);
                 let start = sink.out.len();
-                sink.out.extend_from_slice(scratch);
+                match (request.answer, self.responses.as_mut()) {
+                    (AnswerFormat::Responses(shape), Some(responses)) => {
+                        responses.chat_events(shape, scratch, &mut sink.out)
+                    }
+                    _ => sink.out.extend_from_slice(scratch),
+                }
                 sink.frame_event(start);
                 self.started = true;
                 self.count(kind);
@@ -140,6 +158,9 @@ pub async fn relay_stream<S: AsyncWriteRent>(
     let mut payload = std::mem::take(&mut sink.scratch);
     payload.clear();
     let mut state = StreamState::default();
+    if let AnswerFormat::Responses(shape) = request.answer {
+        state.responses = Some(shape.start_stream());
+    }
     // A stream may not outlive its hold: past the deadline it ends like a failed upstream.
     let deadline = deadline_after_ms(UPSTREAM_REQUEST_DEADLINE_MS);
     // Once the client is gone: how long and how much more is read to learn the usage.
@@ -184,6 +205,9 @@ pub async fn relay_stream<S: AsyncWriteRent>(
     }
     sink.scratch = kept(payload);
     if !state.started {
+        if let (AnswerFormat::Responses(shape), Some(responses)) = (request.answer, state.responses.take()) {
+            shape.give_back_stream(responses);
+        }
         let failure = state.failure.unwrap_or(UpstreamFailure::Malformed);
         crate::log_warn_every!(
             "upstream {}: the stream failed before its first chunk: {failure:?} (request {})",
@@ -206,16 +230,24 @@ pub async fn relay_stream<S: AsyncWriteRent>(
                 target.name,
                 request.request_id
             );
-            sink.write_error_event(&ApiError::with_text(
-                ErrorKind::UpstreamUnavailable,
-                "The model backend failed in the middle of the answer.",
-            ));
+            let error = ApiError::with_text(ErrorKind::UpstreamUnavailable, MID_STREAM_FAILURE);
+            match state.responses.as_mut() {
+                Some(responses) => {
+                    let start = sink.out.len();
+                    responses.write_error(&mut sink.out, error.spec().code, MID_STREAM_FAILURE);
+                    sink.frame_event(start);
+                }
+                None => sink.write_error_event(&error),
+            }
         }
         // Flushed by the connection loop after settlement (see `backend::sandbox::reply`).
         sink.end_stream();
     }
     if state.failure.is_none() && !state.client_gone {
         exchange.finish_reusable(pool);
+    }
+    if let (AnswerFormat::Responses(shape), Some(responses)) = (request.answer, state.responses.take()) {
+        shape.give_back_stream(responses);
     }
     let usage = state.usage.unwrap_or_else(|| request.estimate(state.chunks_delivered));
     ProxyResult { status: Some(200), usage, outcome, refusal: None }
