@@ -503,3 +503,23 @@ fn client_leaving_a_stream_is_settled_quickly() {
     let prompt = record["prompt_tokens"].as_u64().unwrap();
     assert_charged(&gateway, "l", &[(prompt + completion) * 500]);
 }
+
+// Goal: an upstream context-length refusal is a free 400 context_length_exceeded naming
+// `input` (what a Responses client sent), not the chat `messages`.
+#[test]
+fn context_length_refusal_names_input() {
+    let (base_url, _) = recording_upstream(|_, stream| {
+        let body = r#"{"error":{"message":"Please reduce the length of the messages or completion.","type":"invalid_request_error","param":"messages","code":"context_length_exceeded"}}"#;
+        respond(stream, "400 Bad Request", "", body);
+    });
+    let gateway = TestGateway::start(&upstream_model_config(&base_url, "", ""));
+    let key = gateway.account_with_key("x", "1.00", "live");
+    let response = post(&gateway, &key, &json!({"model":"fikra-flash","input":"hi"}));
+    assert_eq!(response.status, 400);
+    assert_eq!(
+        response.error(),
+        ("invalid_request_error".into(), "context_length_exceeded".into(), Some("input".into()))
+    );
+    assert_no_secret(&response);
+    assert_charged(&gateway, "x", &[0]);
+}

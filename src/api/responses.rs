@@ -97,7 +97,13 @@ async fn serve<'a, S: AsyncWriteRent>(
         request: &parsed,
         buffers: &worker.upstream_request_buffers,
     };
-    let answer = dispatch_as(worker, sink, &ticket, &chat, translated, AnswerFormat::Responses(&shape)).await;
+    let mut answer = dispatch_as(worker, sink, &ticket, &chat, translated, AnswerFormat::Responses(&shape)).await;
+    // A context-length refusal names what this client sent: `input`, not the chat `messages`.
+    if let Err(refused) = &mut answer.sent
+        && refused.param == Some("messages")
+    {
+        refused.param = Some("input");
+    }
     settle(worker, &ticket, answer.usage).await;
     answer.into_result(&ticket, texts.upstream_message)
 }
