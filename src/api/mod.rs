@@ -1,9 +1,9 @@
 //! The client API (`/v1/...`) of one worker: routes, and the phases of each request.
 //!
 //! `ApiHandler` is what `http::server` calls for every request on a client connection. It
-//! routes by path and method; each route is a short list of phases (`chat`, `models`), and
-//! every refusal on the way becomes bytes through `rescue` alone. It owns no state of its own:
-//! what a core owns is the `Worker`'s.
+//! routes by path and method; each route is a short list of phases (`chat`, `responses`,
+//! `models`), and every refusal on the way becomes bytes through `rescue` alone. It owns no
+//! state of its own: what a core owns is the `Worker`'s.
 
 // A `Refusal` is a few hundred bytes on the stack; boxing it would allocate on every refusal,
 // which the refusal paths must not (tests/hot_path_allocations.rs).
