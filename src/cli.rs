@@ -189,6 +189,13 @@ for chunk in stream:
 print()
 PY
 
+  python3 - <<'PY'
+from openai import OpenAI
+client = OpenAI(base_url=\"http://{client}/v1\", api_key=\"{live_key}\")
+r = client.responses.create(model=\"fikra-flash\", input=\"Habari?\")
+print(r.output_text)
+PY
+
 Ctrl-C (or SIGTERM) drains and stops."
     );
 }

@@ -33,6 +33,14 @@
 //!      first event is known to be a chunk, and `backend/upstream/rewrite.rs` putting the public
 //!      model id into every answer and SSE event and reading usage from it;
 //!    - `api/settle.rs`: the hold becomes the actual charge, exactly once.
+//!
+//!    `api/responses.rs` (`POST /v1/responses`) is the same walk by translation:
+//!    `openai/responses/` validates the Responses body and writes its Chat Completions
+//!    equivalent (`translate.rs`) into a worker buffer; the chat phases above run on that body
+//!    (so holds, clamping, limits and billing are chat's), and `api/dispatch.rs`'s `dispatch_as`
+//!    passes an `AnswerFormat` to the two writers (`backend/sandbox/reply.rs`,
+//!    `backend/upstream/{exchange,stream}.rs`), which hand their chat body or SSE events to
+//!    `openai/responses/answer.rs` to become a Responses object or typed events.
 //! 4. Any refusal goes to `api/rescue.rs`, the one road to an error on the wire: the
 //!    `errors.rs` kind (status, type, code, side, whether the connection closes) rendered by
 //!    `http/response.rs` from bodies built at start-up, with the request id and rate headers.

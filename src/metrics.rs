@@ -22,11 +22,19 @@ pub enum Route {
     Unknown,
     /// Requests refused before routing (malformed HTTP, oversized heads).
     Framing,
+    /// `POST /v1/responses`, appended last so the other routes keep their slots.
+    Responses,
 }
 
 impl Route {
-    pub const ALL: [Route; 5] =
-        [Route::ChatCompletions, Route::ListModels, Route::RetrieveModel, Route::Unknown, Route::Framing];
+    pub const ALL: [Route; 6] = [
+        Route::ChatCompletions,
+        Route::ListModels,
+        Route::RetrieveModel,
+        Route::Unknown,
+        Route::Framing,
+        Route::Responses,
+    ];
     pub fn label(self) -> &'static str {
         match self {
             Route::ChatCompletions => "/v1/chat/completions",
@@ -34,6 +42,7 @@ impl Route {
             Route::RetrieveModel => "/v1/models/{id}",
             Route::Unknown => "unknown",
             Route::Framing => "framing",
+            Route::Responses => "/v1/responses",
         }
     }
     fn index(self) -> usize {

@@ -87,6 +87,7 @@ impl Handler for SandboxHandler {
             body: request.body,
             rates: None,
             created_unix_s,
+            answer: crate::openai::responses::answer::AnswerFormat::Chat,
         };
         write_completion(sink, &reply, &self.settings, &self.metrics).await;
     }

@@ -42,11 +42,11 @@ pub async fn chat_completions<S: AsyncWriteRent>(
 }
 
 /// Text a refusal may borrow that is only made on the refusal path.
-struct RefusalTexts<'t> {
+pub(crate) struct RefusalTexts<'t> {
     /// An upstream's own message (dispatch).
-    upstream_message: &'t mut String,
+    pub upstream_message: &'t mut String,
     /// A param rendered from a position, e.g. `messages[0].content[1]` (route).
-    refused_param: &'t mut String,
+    pub refused_param: &'t mut String,
 }
 
 async fn serve<'a, S: AsyncWriteRent>(
@@ -72,7 +72,7 @@ async fn serve<'a, S: AsyncWriteRent>(
 
 /// The registry entry `chat` names, once its parameters suit that model. A refused content
 /// part's param is rendered into `refused_param` (the only allocation, on the refusal path).
-fn route_model<'a>(
+pub(crate) fn route_model<'a>(
     worker: &'a Worker,
     chat: &ChatRequest<'a>,
     body: &'a [u8],

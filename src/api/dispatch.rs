@@ -19,6 +19,7 @@ use crate::limits::UPSTREAM_KEPT_BUFFER_MAX_BYTES;
 use crate::money::TokenUsage;
 use crate::openai::chat::ChatRequest;
 use crate::openai::models::Backend;
+use crate::openai::responses::answer::AnswerFormat;
 use crate::store::{KeyKind, Outcome};
 use crate::worker::Worker;
 
@@ -65,6 +66,19 @@ pub async fn dispatch<S: AsyncWriteRent>(
     chat: &ChatRequest<'_>,
     body: &[u8],
 ) -> Answer {
+    dispatch_as(worker, sink, ticket, chat, body, AnswerFormat::Chat).await
+}
+
+/// `dispatch`, with the answer written in `answer`'s format (a Responses request travels as
+/// its chat translation and comes back translated).
+pub async fn dispatch_as<S: AsyncWriteRent>(
+    worker: &Worker,
+    sink: &mut ResponseSink<S>,
+    ticket: &Ticket<'_>,
+    chat: &ChatRequest<'_>,
+    body: &[u8],
+    answer: AnswerFormat<'_>,
+) -> Answer {
     let shared = &worker.shared;
     let model = ticket.model;
     if ticket.caller.kind == KeyKind::Test || model.backend == Backend::Sandbox {
@@ -77,6 +91,7 @@ pub async fn dispatch<S: AsyncWriteRent>(
             body,
             rates: Some(&ticket.admitted.rates),
             created_unix_s: shared.clock.now_ms() / 1000,
+            answer,
         };
         let produced = write_completion(sink, &reply, &shared.config.sandbox, &worker.metrics).await;
         let outcome = if produced.client_aborted { Outcome::ClientAborted } else { Outcome::Completed };
@@ -99,6 +114,7 @@ pub async fn dispatch<S: AsyncWriteRent>(
         admitted: &ticket.admitted,
         clamped_to: ticket.clamped_to,
         input_tokens_upper: ticket.input_tokens_upper,
+        answer,
     };
     let mut buffer = worker.upstream_request_buffers.borrow_mut().pop().unwrap_or_default();
     let target = &shared.upstreams.targets[upstream];

@@ -1,9 +1,9 @@
 //! The client API (`/v1/...`) of one worker: routes, and the phases of each request.
 //!
 //! `ApiHandler` is what `http::server` calls for every request on a client connection. It
-//! routes by path and method; each route is a short list of phases (`chat`, `models`), and
-//! every refusal on the way becomes bytes through `rescue` alone. It owns no state of its own:
-//! what a core owns is the `Worker`'s.
+//! routes by path and method; each route is a short list of phases (`chat`, `responses`,
+//! `models`), and every refusal on the way becomes bytes through `rescue` alone. It owns no
+//! state of its own: what a core owns is the `Worker`'s.
 
 // A `Refusal` is a few hundred bytes on the stack; boxing it would allocate on every refusal,
 // which the refusal paths must not (tests/hot_path_allocations.rs).
@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod maintenance;
 pub mod models;
 pub mod rescue;
+pub mod responses;
 pub mod settle;
 pub mod trace;
 
@@ -79,6 +80,8 @@ impl ApiHandler {
         let path = head.path;
         let (route, allow) = if path == "/v1/chat/completions" {
             (Route::ChatCompletions, "POST")
+        } else if path == "/v1/responses" {
+            (Route::Responses, "POST")
         } else if path == "/v1/models" {
             (Route::ListModels, "GET, HEAD")
         } else if path.len() > MODEL_PATH_PREFIX.len() && path.starts_with(MODEL_PATH_PREFIX) {
@@ -95,7 +98,7 @@ impl ApiHandler {
             return (route, answer_preflight(sink, allow, head.cors_request_headers));
         }
         let method_ok = match route {
-            Route::ChatCompletions => head.method == Method::Post,
+            Route::ChatCompletions | Route::Responses => head.method == Method::Post,
             // HEAD is GET without the body (the sink drops it).
             _ => matches!(head.method, Method::Get | Method::Head),
         };
@@ -107,6 +110,7 @@ impl ApiHandler {
         }
         let status = match route {
             Route::ChatCompletions => chat::chat_completions(worker, request, sink, trace).await,
+            Route::Responses => responses::responses(worker, request, sink, trace).await,
             Route::ListModels => models::models(worker, None, request, sink, trace).await,
             _ => models::models(worker, Some(&path[MODEL_PATH_PREFIX.len()..]), request, sink, trace).await,
         };

@@ -108,3 +108,24 @@ pub fn respond_sse(stream: &mut TcpStream, events: &[String]) {
     let _ = write!(stream, "0\r\n\r\n");
     let _ = stream.flush();
 }
+
+/// Reads one request's head and Content-Length body from `reader`; the body, or `None` on EOF.
+pub fn read_request_body<R: BufRead>(reader: &mut R) -> Option<Vec<u8>> {
+    let mut length = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+            length = value.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    Some(body)
+}

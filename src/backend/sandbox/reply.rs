@@ -17,6 +17,7 @@ use crate::ids::REQUEST_ID_LEN;
 use crate::limits::SANDBOX_MAX_REQUEST_ID_BYTES;
 use crate::metrics::WorkerMetrics;
 use crate::openai::chat::ChatRequest;
+use crate::openai::responses::answer::{AnswerFormat, ResponsesStream};
 use crate::store::RateSnapshot;
 
 /// One completion to answer.
@@ -32,6 +33,8 @@ pub struct CompletionReply<'a> {
     pub body: &'a [u8],
     pub rates: Option<&'a RateSnapshot>,
     pub created_unix_s: u64,
+    /// Chat, or translated to the Responses API.
+    pub answer: AnswerFormat<'a>,
 }
 
 /// What the sandbox produced, for settlement.
@@ -62,10 +65,7 @@ pub async fn write_completion<S: AsyncWriteRent>(
     let model = reply.model_id;
 
     let mut id_bytes = [0u8; 9 + SANDBOX_MAX_REQUEST_ID_BYTES];
-    let request_id = &reply.request_id.as_bytes()[..reply.request_id.len().min(SANDBOX_MAX_REQUEST_ID_BYTES)];
-    id_bytes[..9].copy_from_slice(b"chatcmpl-");
-    id_bytes[9..9 + request_id.len()].copy_from_slice(request_id);
-    let completion_id = std::str::from_utf8(&id_bytes[..9 + request_id.len()]).unwrap_or("chatcmpl-0");
+    let completion_id = completion_id(reply.request_id, &mut id_bytes);
 
     let clamp = ClampHeader::new(reply.clamped_to);
     let (pairs, count) = clamp.pairs();
@@ -99,16 +99,78 @@ pub async fn write_completion<S: AsyncWriteRent>(
         );
         WorkerMetrics::add(&metrics.sandbox_chunks_emitted, completion_tokens);
         let body = std::mem::take(&mut sink.scratch);
-        response::write_full(&mut sink.out, 200, "application/json", extra_headers, &context, &body);
+        match reply.answer {
+            AnswerFormat::Chat => {
+                response::write_full(&mut sink.out, 200, "application/json", extra_headers, &context, &body)
+            }
+            AnswerFormat::Responses(shape) => {
+                let (mut items, mut translated) = (shape.lend_buffer(), shape.lend_buffer());
+                // The sandbox's own body is always a completion with a choice.
+                let _ = crate::openai::responses::answer::write_unary(&body, shape, &mut items, &mut translated);
+                response::write_full(&mut sink.out, 200, "application/json", extra_headers, &context, &translated);
+                shape.give_back(items);
+                shape.give_back(translated);
+            }
+        }
         sink.scratch = body;
         return delivered(completion_tokens, false);
     }
 
     // The sink frames the stream as the client's HTTP version allows (chunked, or close-delimited).
     sink.start_stream(200, "text/event-stream", extra_headers, &context);
+    let mut translator = match reply.answer {
+        AnswerFormat::Chat => None,
+        AnswerFormat::Responses(shape) => Some(shape.start_stream()),
+    };
+    let usage = write_stream(sink, reply, settings, metrics, &mut translator, seed, started).await;
+    if let (AnswerFormat::Responses(shape), Some(stream)) = (reply.answer, translator) {
+        shape.give_back_stream(stream);
+    }
+    SandboxUsage { prompt_tokens, ..usage }
+}
+
+/// Writes one chat event (by `write`) as is, or through the Responses translator, and frames it.
+fn emit<S: AsyncWriteRent>(
+    sink: &mut ResponseSink<S>,
+    answer: AnswerFormat<'_>,
+    translator: &mut Option<ResponsesStream>,
+    write: impl FnOnce(&mut Vec<u8>),
+) {
     let start = sink.out.len();
-    sandbox::write_role_chunk(&mut sink.out, completion_id, model, created);
+    match (answer, translator.as_mut()) {
+        (AnswerFormat::Responses(shape), Some(stream)) => {
+            sink.scratch.clear();
+            write(&mut sink.scratch);
+            stream.chat_events(shape, &sink.scratch, &mut sink.out);
+        }
+        _ => write(&mut sink.out),
+    }
     sink.frame_event(start);
+}
+
+/// The streamed answer after its head; `prompt_tokens` of the result is filled by the caller.
+async fn write_stream<S: AsyncWriteRent>(
+    sink: &mut ResponseSink<S>,
+    reply: &CompletionReply<'_>,
+    settings: &SandboxSettings,
+    metrics: &WorkerMetrics,
+    translator: &mut Option<ResponsesStream>,
+    seed: u64,
+    started: monoio::time::Instant,
+) -> SandboxUsage {
+    let chat = reply.chat;
+    let completion_tokens = sandbox::completion_tokens(settings, reply.output_cap_tokens);
+    let cut_by_cap = completion_tokens < settings.output_tokens;
+    let prompt_tokens = sandbox::prompt_tokens(chat.content_bytes, chat.message_count as u64);
+    let (created, model, answer) = (reply.created_unix_s, reply.model_id, reply.answer);
+    let mut id_bytes = [0u8; 9 + SANDBOX_MAX_REQUEST_ID_BYTES];
+    let completion_id = completion_id(reply.request_id, &mut id_bytes);
+    let delivered = |completion_tokens: u64, client_aborted: bool| SandboxUsage {
+        prompt_tokens: 0,
+        completion_tokens,
+        client_aborted,
+    };
+    emit(sink, answer, translator, |out| sandbox::write_role_chunk(out, completion_id, model, created));
     if sink.flush().await.is_err() {
         return delivered(0, true);
     }
@@ -117,31 +179,32 @@ pub async fn write_completion<S: AsyncWriteRent>(
         if offset_ms > 0 {
             monoio::time::sleep_until(started + Duration::from_millis(offset_ms)).await;
         }
-        let start = sink.out.len();
-        sandbox::write_content_chunk(
-            &mut sink.out,
-            completion_id,
-            model,
-            created,
-            seed,
-            index,
-            index + 1 == completion_tokens,
-        );
-        sink.frame_event(start);
+        let is_last = index + 1 == completion_tokens;
+        emit(sink, answer, translator, |out| {
+            sandbox::write_content_chunk(out, completion_id, model, created, seed, index, is_last)
+        });
         WorkerMetrics::add(&metrics.sandbox_chunks_emitted, 1);
         if sink.flush().await.is_err() {
             return delivered(index, true);
         }
     }
-    let start = sink.out.len();
-    sandbox::write_finish_chunk(&mut sink.out, completion_id, model, created, cut_by_cap);
-    if chat.include_usage_requested {
-        sandbox::write_usage_chunk(&mut sink.out, completion_id, model, created, prompt_tokens, completion_tokens);
-    }
-    sandbox::write_done(&mut sink.out);
-    sink.frame_event(start);
+    emit(sink, answer, translator, |out| {
+        sandbox::write_finish_chunk(out, completion_id, model, created, cut_by_cap);
+        if chat.include_usage_requested {
+            sandbox::write_usage_chunk(out, completion_id, model, created, prompt_tokens, completion_tokens);
+        }
+        sandbox::write_done(out);
+    });
     // The end of the stream is flushed by the connection loop after the caller has settled, so a
     // client that has read the whole answer always sees the charge already made.
     sink.end_stream();
     delivered(completion_tokens, false)
+}
+
+/// `chatcmpl-<request id>` in `bytes`.
+fn completion_id<'b>(request_id: &str, bytes: &'b mut [u8; 9 + SANDBOX_MAX_REQUEST_ID_BYTES]) -> &'b str {
+    let request_id = &request_id.as_bytes()[..request_id.len().min(SANDBOX_MAX_REQUEST_ID_BYTES)];
+    bytes[..9].copy_from_slice(b"chatcmpl-");
+    bytes[9..9 + request_id.len()].copy_from_slice(request_id);
+    std::str::from_utf8(&bytes[..9 + request_id.len()]).unwrap_or("chatcmpl-0")
 }

@@ -24,6 +24,7 @@ use crate::http::response::{self, ClampHeader};
 use crate::http::server::ResponseSink;
 use crate::limits::{UPSTREAM_MAX_ERROR_BODY_BYTES, UPSTREAM_REQUEST_DEADLINE_MS};
 use crate::openai::chat::write_backend_body;
+use crate::openai::responses::answer::{self, AnswerFormat};
 use crate::store::Outcome;
 
 /// Sends the request upstream and relays the answer onto `sink`. A failure before the response
@@ -208,7 +209,20 @@ async fn relay_unary<S: AsyncWriteRent>(
     let clamp = ClampHeader::new(request.clamped_to);
     let (pairs, count) = clamp.pairs();
     let context = request.context(sink.keep_alive);
-    response::write_full(&mut sink.out, 200, "application/json", &pairs[..count], &context, rewritten);
+    let body: &[u8] = match request.answer {
+        AnswerFormat::Chat => rewritten,
+        AnswerFormat::Responses(shape) => {
+            let mut items = shape.lend_buffer();
+            // A result (checked above) always has a choice; the body is then well formed.
+            let translated = answer::write_unary(rewritten, shape, &mut items, &mut sink.scratch);
+            shape.give_back(items);
+            if translated.is_none() {
+                return ProxyResult::failed(UpstreamFailure::Malformed);
+            }
+            &sink.scratch
+        }
+    };
+    response::write_full(&mut sink.out, 200, "application/json", &pairs[..count], &context, body);
     let timing = UpstreamTiming { first_token_at_us: crate::clock::monotonic_us(), ..UpstreamTiming::default() };
     ProxyResult { status: Some(200), usage, outcome: Outcome::Completed, refusal: None, timing }
 }

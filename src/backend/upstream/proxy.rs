@@ -11,6 +11,7 @@ use crate::http::response::ResponseContext;
 use crate::limits::UPSTREAM_KEPT_BUFFER_MAX_BYTES;
 use crate::openai::chat::ChatRequest;
 use crate::openai::models::ModelEntry;
+use crate::openai::responses::answer::AnswerFormat;
 use crate::store::{Admitted, Outcome};
 
 /// One admitted request on its way to an upstream.
@@ -22,6 +23,8 @@ pub struct ProxyRequest<'a> {
     pub admitted: &'a Admitted,
     pub clamped_to: Option<u64>,
     pub input_tokens_upper: u64,
+    /// Chat, or translated to the Responses API.
+    pub answer: AnswerFormat<'a>,
 }
 
 impl ProxyRequest<'_> {

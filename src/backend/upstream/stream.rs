@@ -21,7 +21,10 @@ use crate::errors::{ApiError, ErrorKind};
 use crate::http::response::ClampHeader;
 use crate::http::server::ResponseSink;
 use crate::limits::{ABANDONED_STREAM_DRAIN_BYTES, ABANDONED_STREAM_DRAIN_MS, UPSTREAM_REQUEST_DEADLINE_MS};
+use crate::openai::responses::answer::{AnswerFormat, ResponsesStream};
 use crate::store::Outcome;
+
+const MID_STREAM_FAILURE: &str = "The model backend failed in the middle of the answer.";
 
 /// Where one relayed stream stands.
 #[derive(Default)]
@@ -39,6 +42,8 @@ struct StreamState {
     finder: EventFinder,
     /// `clock::monotonic_us` when the first chunk was written to the client.
     first_token_at_us: u64,
+    /// The Responses translation of the chat events, for a Responses request.
+    responses: Option<ResponsesStream>,
 }
 
 impl StreamState {
@@ -67,6 +72,14 @@ impl StreamState {
                 scratch.clear();
                 let kind = rewrite::rewrite_event(event, &names, true, &mut self.usage, scratch);
                 self.saw_done = kind == EventKind::Done;
+            } else if let (AnswerFormat::Responses(shape), Some(responses)) = (request.answer, self.responses.as_mut())
+            {
+                scratch.clear();
+                let kind = rewrite::rewrite_event(event, &names, true, &mut self.usage, scratch);
+                let start = sink.out.len();
+                responses.chat_events(shape, scratch, &mut sink.out);
+                sink.frame_event(start);
+                self.count(kind);
             } else {
                 let start = sink.out.len();
                 let kind = rewrite::rewrite_event(
@@ -109,7 +122,12 @@ impl StreamState {
                 // close-delimited).
                 sink.start_stream(200, "text/event-stream", &pairs[..count], &context);
                 let start = sink.out.len();
-                sink.out.extend_from_slice(scratch);
+                match (request.answer, self.responses.as_mut()) {
+                    (AnswerFormat::Responses(shape), Some(responses)) => {
+                        responses.chat_events(shape, scratch, &mut sink.out)
+                    }
+                    _ => sink.out.extend_from_slice(scratch),
+                }
                 sink.frame_event(start);
                 self.started = true;
                 self.first_token_at_us = crate::clock::monotonic_us();
@@ -143,6 +161,9 @@ pub async fn relay_stream<S: AsyncWriteRent>(
     let mut payload = std::mem::take(&mut sink.scratch);
     payload.clear();
     let mut state = StreamState::default();
+    if let AnswerFormat::Responses(shape) = request.answer {
+        state.responses = Some(shape.start_stream());
+    }
     // A stream may not outlive its hold: past the deadline it ends like a failed upstream.
     let deadline = deadline_after_ms(UPSTREAM_REQUEST_DEADLINE_MS);
     // Once the client is gone: how long and how much more is read to learn the usage.
@@ -187,6 +208,9 @@ pub async fn relay_stream<S: AsyncWriteRent>(
     }
     sink.scratch = kept(payload);
     if !state.started {
+        if let (AnswerFormat::Responses(shape), Some(responses)) = (request.answer, state.responses.take()) {
+            shape.give_back_stream(responses);
+        }
         let failure = state.failure.unwrap_or(UpstreamFailure::Malformed);
         crate::log_warn_every!(
             "upstream {}: the stream failed before its first chunk: {failure:?} (request {})",
@@ -209,16 +233,24 @@ pub async fn relay_stream<S: AsyncWriteRent>(
                 target.name,
                 request.request_id
             );
-            sink.write_error_event(&ApiError::with_text(
-                ErrorKind::UpstreamUnavailable,
-                "The model backend failed in the middle of the answer.",
-            ));
+            let error = ApiError::with_text(ErrorKind::UpstreamUnavailable, MID_STREAM_FAILURE);
+            match state.responses.as_mut() {
+                Some(responses) => {
+                    let start = sink.out.len();
+                    responses.write_error(&mut sink.out, error.spec().code, MID_STREAM_FAILURE);
+                    sink.frame_event(start);
+                }
+                None => sink.write_error_event(&error),
+            }
         }
         // Flushed by the connection loop after settlement (see `backend::sandbox::reply`).
         sink.end_stream();
     }
     if state.failure.is_none() && !state.client_gone {
         exchange.finish_reusable(pool);
+    }
+    if let (AnswerFormat::Responses(shape), Some(responses)) = (request.answer, state.responses.take()) {
+        shape.give_back_stream(responses);
     }
     let usage = state.usage.unwrap_or_else(|| request.estimate(state.chunks_delivered));
     let timing = UpstreamTiming { first_token_at_us: state.first_token_at_us, ..UpstreamTiming::default() };
