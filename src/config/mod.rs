@@ -14,6 +14,8 @@
 //! `[sandbox]` and `[log]` sections; `catalog` the `[[upstreams]]` and `[[models]]` lists.
 
 mod catalog;
+#[cfg(test)]
+mod file_tests;
 mod reader;
 mod server;
 #[cfg(test)]
