@@ -11,7 +11,7 @@
 
 import { spawn } from 'node:child_process';
 import { randomInt } from 'node:crypto';
-import { existsSync, mkdtempSync, openSync, closeSync, readFileSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -330,15 +330,17 @@ export class Gateway {
 }
 
 /** Stops a test file's gateway with SIGTERM and fails unless it exits 0 within the deadline
- * (graceful shutdown is part of the contract, SPEC §6). For the file's `after` hook. */
+ * (graceful shutdown is part of the contract, SPEC §6). For the file's `after` hook. A clean
+ * exit removes the gateway's directory (config and log); a failure keeps it and names it. */
 export async function stopChecked(gateway) {
   if (gateway === undefined) return;
   const code = await gateway.stop();
   if (code !== 0) {
     throw new GatewayError(
-      `gateway did not exit 0 within ${STOP_TIMEOUT_MS} ms of SIGTERM (exit code ${code}):\n${gateway.logTail()}`,
+      `gateway did not exit 0 within ${STOP_TIMEOUT_MS} ms of SIGTERM (exit code ${code}; log in ${gateway.logPath}):\n${gateway.logTail()}`,
     );
   }
+  rmSync(gateway.workdir, { recursive: true, force: true });
 }
 
 /** One fresh account with one key, and SDK clients using it. */
