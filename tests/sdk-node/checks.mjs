@@ -8,6 +8,7 @@
 
 import assert from 'node:assert/strict';
 import { APIError } from 'openai';
+import { RATE_HEADERS } from './error_cases.mjs';
 
 export const CHAT = '/v1/chat/completions';
 export const RESPONSES = '/v1/responses';
@@ -19,14 +20,6 @@ export const PROMPT = 'Habari! Tell me about Nairobi.';
 export const UNVERIFIED_RPM = 30;
 export const UNVERIFIED_TPM = 40000;
 export const SIGNUP_NANOS = 1_000_000_000n;
-const RATE_HEADERS = [
-  'x-ratelimit-limit-requests',
-  'x-ratelimit-remaining-requests',
-  'x-ratelimit-reset-requests',
-  'x-ratelimit-limit-tokens',
-  'x-ratelimit-remaining-tokens',
-  'x-ratelimit-reset-tokens',
-];
 
 /** Go's time.Duration.String() of a whole number of milliseconds. */
 export function goDuration(ms) {

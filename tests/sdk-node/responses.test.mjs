@@ -39,6 +39,17 @@ function expectedEventTypes(deltas, terminal) {
   ];
 }
 
+/** The Responses usage object of a sandbox answer (it reports no cached or reasoning tokens). */
+function sandboxUsage(inputTokens, outputTokens) {
+  return {
+    input_tokens: inputTokens,
+    input_tokens_details: { cached_tokens: 0 },
+    output_tokens: outputTokens,
+    output_tokens_details: { reasoning_tokens: 0 },
+    total_tokens: inputTokens + outputTokens,
+  };
+}
+
 let gateway;
 before(async () => {
   gateway = await new Gateway().start();
@@ -86,13 +97,7 @@ test('unary response has output_text, exact usage and an exact charge', async ()
   assert.equal(message.content[0].type, 'output_text');
   assert.equal(response.output_text, message.content[0].text);
   assert.equal(response.output_text.split(' ').length, SANDBOX_OUTPUT_TOKENS);
-  assert.deepEqual(response.usage, {
-    input_tokens: PROMPT_INPUT_TOKENS,
-    input_tokens_details: { cached_tokens: 0 },
-    output_tokens: SANDBOX_OUTPUT_TOKENS,
-    output_tokens_details: { reasoning_tokens: 0 },
-    total_tokens: PROMPT_INPUT_TOKENS + SANDBOX_OUTPUT_TOKENS,
-  });
+  assert.deepEqual(response.usage, sandboxUsage(PROMPT_INPUT_TOKENS, SANDBOX_OUTPUT_TOKENS));
   await assertChargedOnce(tenant, flashCost(PROMPT_INPUT_TOKENS, SANDBOX_OUTPUT_TOKENS), requestId);
 });
 
@@ -114,10 +119,15 @@ test('instructions and message items with a cap give an incomplete response', as
   assert.equal(response.status, 'incomplete');
   assert.deepEqual(response.incomplete_details, { reason: 'max_output_tokens' });
   assert.equal(response.max_output_tokens, 5);
-  assert.equal(response.usage.output_tokens, 5);
+  // The instructions' system message counts too: more input than PROMPT alone.
+  const inputTokens = response.usage.input_tokens;
+  assert.ok(inputTokens > PROMPT_INPUT_TOKENS, String(inputTokens));
+  assert.deepEqual(response.usage, sandboxUsage(inputTokens, 5));
   assert.equal(response.output_text.split(' ').length, 5);
   assert.equal(response.instructions, 'Be brief.');
-  const cost = flashCost(response.usage.input_tokens, 5);
+  const cost = flashCost(inputTokens, 5);
+  const [record] = await gateway.usageRecords(tenant.accountId, 1);
+  assert.deepEqual([record.prompt_tokens, record.completion_tokens, record.cost_usd], [inputTokens, 5, nanosToUsd(cost)]);
   const account = await gateway.settledAccount(tenant.accountId);
   assert.equal(account.balance_usd, nanosToUsd(SIGNUP_NANOS - cost));
 });
@@ -159,13 +169,7 @@ test('stream yields typed events in order ending in response.completed', async (
   const final = events.at(-1).response;
   assert.deepEqual([final.id, final.status, final.model], [`resp_${requestId}`, 'completed', MODEL]);
   assert.equal(final.output[0].content[0].text, text);
-  assert.deepEqual(final.usage, {
-    input_tokens: PROMPT_INPUT_TOKENS,
-    input_tokens_details: { cached_tokens: 0 },
-    output_tokens: SANDBOX_OUTPUT_TOKENS,
-    output_tokens_details: { reasoning_tokens: 0 },
-    total_tokens: PROMPT_INPUT_TOKENS + SANDBOX_OUTPUT_TOKENS,
-  });
+  assert.deepEqual(final.usage, sandboxUsage(PROMPT_INPUT_TOKENS, SANDBOX_OUTPUT_TOKENS));
   await assertChargedOnce(tenant, flashCost(PROMPT_INPUT_TOKENS, SANDBOX_OUTPUT_TOKENS), requestId);
 });
 
@@ -196,7 +200,7 @@ test('a cap lowered by the wallet is announced and the response is incomplete', 
   assert.equal(raw.headers.get('x-fikra-max-tokens-clamped'), '5');
   assert.equal(response.status, 'incomplete');
   assert.deepEqual(response.incomplete_details, { reason: 'max_output_tokens' });
-  assert.equal(response.usage.output_tokens, 5);
+  assert.deepEqual(response.usage, sandboxUsage(8, 5));
   assert.equal(response.output_text.split(' ').length, 5);
   const account = await gateway.settledAccount(tenant.accountId);
   assert.deepEqual([account.balance_usd, account.held_usd], [nanosToUsd(33_500n - flashCost(8, 5)), '0.000000000']);
@@ -220,7 +224,7 @@ test('a streamed request asking for more than it can pay ends in response.incomp
   const final = events.at(-1).response;
   assert.equal(final.status, 'incomplete');
   assert.deepEqual(final.incomplete_details, { reason: 'max_output_tokens' });
-  assert.deepEqual([final.usage.input_tokens, final.usage.output_tokens], [8, 5]);
+  assert.deepEqual(final.usage, sandboxUsage(8, 5));
   const account = await gateway.settledAccount(tenant.accountId);
   assert.deepEqual([account.balance_usd, account.held_usd], [nanosToUsd(wallet - flashCost(8, 5)), '0.000000000']);
 });
