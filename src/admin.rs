@@ -21,7 +21,7 @@ use crate::limits::{MAX_ADMIN_ID_BYTES, MAX_KEY_NAME_BYTES, MAX_PAYMENT_REFERENC
 use crate::metrics::Route;
 use crate::money::{self, Nanos};
 use crate::shared::Shared;
-use crate::store::{KeyKind, KeyRecord, StoreClient, StoreConnections, StoreError};
+use crate::store::{KeyKind, KeyRecord, StoreClient, StoreConnections, StoreError, views};
 
 pub struct AdminHandler {
     shared: Arc<Shared>,
@@ -281,40 +281,9 @@ impl AdminHandler {
     }
 
     async fn usage(&self, account_id: &str, query: &str) -> AdminResult {
-        let mut limit = 100usize;
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            match pair.split_once('=') {
-                Some(("limit", value)) => {
-                    limit = value.parse().map_err(|_| bad("limit", "limit must be a positive integer."))?;
-                    if limit == 0 || limit > crate::limits::MAX_USAGE_QUERY_LIMIT {
-                        return Err(bad(
-                            "limit",
-                            format!("limit must be 1 to {}.", crate::limits::MAX_USAGE_QUERY_LIMIT),
-                        ));
-                    }
-                }
-                _ => return Err(bad("limit", "the only query parameter is limit.")),
-            }
-        }
+        let limit = views::usage_query_limit(query).map_err(|error| bad("limit", error.message()))?;
         let records = self.store().usage(account_id, limit).await.map_err(|e| store_error(e, "account"))?;
-        let data: Vec<Value> = records
-            .iter()
-            .map(|r| {
-                json!({
-                    "request_id": &*r.request_id,
-                    "key_id": &*r.key_id,
-                    "model": &*r.model,
-                    "prompt_tokens": r.tokens.prompt_tokens,
-                    "cached_tokens": r.tokens.cached_prompt_tokens,
-                    "completion_tokens": r.tokens.completion_tokens,
-                    "reasoning_tokens": r.tokens.reasoning_tokens,
-                    "cost_usd": r.cost.to_usd_string(),
-                    "outcome": r.outcome,
-                    "created_at": r.created_at_ms / 1000,
-                })
-            })
-            .collect();
-        Ok((200, json!({"object": "list", "data": data})))
+        Ok((200, views::usage_list_json(&records)))
     }
 
     fn maintenance(&self, body: &[u8]) -> AdminResult {

@@ -24,16 +24,22 @@ pub enum Route {
     Framing,
     /// `POST /v1/responses`, appended last so the other routes keep their slots.
     Responses,
+    /// `GET /v1/account`.
+    Account,
+    /// `GET /v1/usage`.
+    Usage,
 }
 
 impl Route {
-    pub const ALL: [Route; 6] = [
+    pub const ALL: [Route; 8] = [
         Route::ChatCompletions,
         Route::ListModels,
         Route::RetrieveModel,
         Route::Unknown,
         Route::Framing,
         Route::Responses,
+        Route::Account,
+        Route::Usage,
     ];
     pub fn label(self) -> &'static str {
         match self {
@@ -43,6 +49,8 @@ impl Route {
             Route::Unknown => "unknown",
             Route::Framing => "framing",
             Route::Responses => "/v1/responses",
+            Route::Account => "/v1/account",
+            Route::Usage => "/v1/usage",
         }
     }
     fn index(self) -> usize {

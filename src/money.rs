@@ -32,6 +32,37 @@ impl Nanos {
     pub fn to_usd_string(self) -> String {
         self.to_string()
     }
+    /// `to_usd_string` without allocating.
+    pub fn to_usd_text(self) -> UsdText {
+        UsdText::new(self)
+    }
+}
+
+/// Bytes of the longest `Nanos` in decimal USD (`18446744073.709551615`).
+pub const USD_TEXT_MAX_BYTES: usize = 21;
+
+/// An amount as `to_usd_string` writes it, on the stack: the form the request path uses (a
+/// header or a field of an answer) without allocating.
+#[derive(Copy, Clone)]
+pub struct UsdText {
+    bytes: [u8; USD_TEXT_MAX_BYTES],
+    len: usize,
+}
+
+impl UsdText {
+    pub fn new(amount: Nanos) -> UsdText {
+        use std::io::Write;
+        let mut text = UsdText { bytes: [0; USD_TEXT_MAX_BYTES], len: 0 };
+        let mut cursor = std::io::Cursor::new(&mut text.bytes[..]);
+        // 11 integer digits at most, the point and 9 fractional digits: always fits.
+        let _ = write!(cursor, "{amount}");
+        text.len = cursor.position() as usize;
+        text
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
 }
 
 impl fmt::Display for Nanos {
@@ -121,6 +152,21 @@ impl Prices {
 pub fn charge_within_hold(cost: Nanos, hold: Nanos) -> (Nanos, Nanos) {
     let charged = cost.min(hold);
     (charged, cost.saturating_sub(charged))
+}
+
+/// Settlement's rule for what an admitted request is charged for the usage it reports: its
+/// cost at the model's prices, never more than its hold. Stream writers apply it to the usage
+/// they relay, so the `cost_usd` they announce is the figure settlement then charges.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ChargeRule {
+    pub prices: Prices,
+    pub hold: Nanos,
+}
+
+impl ChargeRule {
+    pub fn charge_for(&self, usage: &TokenUsage) -> Nanos {
+        charge_within_hold(self.prices.cost_of(usage), self.hold).0
+    }
 }
 
 /// Why a decimal string was refused.
@@ -248,6 +294,17 @@ impl UnitsPerUsd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Goal: the stack form writes exactly what `to_usd_string` writes, up to the largest amount.
+    #[test]
+    fn usd_text_matches_usd_string() {
+        for nanos in [0, 1, 999_999_999, 1_000_000_000, 123_456_789_012, u64::MAX] {
+            let text = Nanos(nanos).to_usd_text();
+            assert_eq!(text.as_bytes(), Nanos(nanos).to_usd_string().as_bytes());
+        }
+        assert_eq!(Nanos(u64::MAX).to_usd_text().as_bytes().len(), USD_TEXT_MAX_BYTES);
+        assert_eq!(Nanos(0).to_usd_text().as_bytes(), b"0.000000000");
+    }
 
     // Goal: decimal strings convert to exact integers and bad ones are refused with a reason.
     #[test]

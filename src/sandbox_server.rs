@@ -88,6 +88,7 @@ impl Handler for SandboxHandler {
             rates: None,
             created_unix_s,
             answer: crate::openai::responses::answer::AnswerFormat::Chat,
+            charge: None,
         };
         write_completion(sink, &reply, &self.settings, &self.metrics).await;
     }

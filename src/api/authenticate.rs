@@ -14,6 +14,13 @@ use crate::worker::Worker;
 
 /// The caller behind `authorization`, or the 401/503 to answer.
 pub async fn authenticate(worker: &Worker, authorization: Option<&[u8]>) -> Result<Caller, ApiError<'static>> {
+    let record = authenticate_key(worker, authorization).await?;
+    Ok(Caller { key_id: record.key_id, account_id: record.account_id, kind: record.kind })
+}
+
+/// The usable (unrevoked, of the presented kind) key record behind `authorization`, or the
+/// 401/503 to answer: `authenticate` for the routes that show the key itself.
+pub async fn authenticate_key(worker: &Worker, authorization: Option<&[u8]>) -> Result<KeyRecord, ApiError<'static>> {
     let presented = auth::parse_authorization(authorization)?;
     let hash = auth::hash_key(presented.key);
     let store = worker.store();
@@ -37,13 +44,13 @@ pub async fn authenticate(worker: &Worker, authorization: Option<&[u8]>) -> Resu
                     WorkerMetrics::add(&worker.metrics.store_unavailable, 1);
                     let stale = worker.key_cache.borrow().get_stale(&hash, generation).map(|e| e.record.clone());
                     if let Some(Some(record)) = stale {
-                        return caller_of(record, presented.kind);
+                        return usable_record(record, presented.kind);
                     }
                     // A key this worker never saw: the node's key directory knows it, even if it
                     // could not be read again since the channels were last subscribed.
                     if let Some(record) = store.directory_lookup(&hash) {
                         WorkerMetrics::add(&worker.metrics.key_directory_hits, 1);
-                        return caller_of(record, presented.kind);
+                        return usable_record(record, presented.kind);
                     }
                     return Err(ApiError::with_text(
                         ErrorKind::ServiceUnavailable,
@@ -57,17 +64,17 @@ pub async fn authenticate(worker: &Worker, authorization: Option<&[u8]>) -> Resu
     };
     match record {
         None => Err(auth::UNKNOWN_KEY),
-        Some(record) => caller_of(record, presented.kind),
+        Some(record) => usable_record(record, presented.kind),
     }
 }
 
-/// The caller a key record stands for, if it may be used with the presented key's kind.
-fn caller_of(record: KeyRecord, presented: KeyKind) -> Result<Caller, ApiError<'static>> {
+/// The key record, if it may be used with the presented key's kind.
+fn usable_record(record: KeyRecord, presented: KeyKind) -> Result<KeyRecord, ApiError<'static>> {
     if record.revoked {
         Err(auth::REVOKED_KEY)
     } else if record.kind != presented {
         Err(auth::UNKNOWN_KEY)
     } else {
-        Ok(Caller { key_id: record.key_id, account_id: record.account_id, kind: record.kind })
+        Ok(record)
     }
 }

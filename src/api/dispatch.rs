@@ -16,7 +16,7 @@ use crate::backend::upstream::exchange::{self, ProxyRequest, UpstreamRefusal, Up
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::server::ResponseSink;
 use crate::limits::UPSTREAM_KEPT_BUFFER_MAX_BYTES;
-use crate::money::TokenUsage;
+use crate::money::{ChargeRule, Nanos, TokenUsage};
 use crate::openai::chat::ChatRequest;
 use crate::openai::models::Backend;
 use crate::openai::responses::answer::AnswerFormat;
@@ -34,7 +34,22 @@ pub struct Answer {
     pub timing: UpstreamTiming,
 }
 
+/// The header naming what an admitted unary answer was charged (SPEC §8.2).
+pub const COST_HEADER: &[u8] = b"x-fikra-cost-usd";
+
 impl Answer {
+    /// Puts `x-fikra-cost-usd: <charged>` on a unary answer that was written. Its head is still
+    /// in the sink (sent once the handler returns), so the figure is the charge the store has
+    /// just settled, not an estimate. A stream's head left long ago: its figure travels in the
+    /// usage object instead (`backend`'s writers).
+    pub fn announce_charge<S: AsyncWriteRent>(&self, sink: &mut ResponseSink<S>, streamed: bool, charged: Nanos) {
+        if streamed || self.sent.is_err() {
+            return;
+        }
+        let written = sink.add_head_line(COST_HEADER, charged.to_usd_text().as_bytes());
+        debug_assert!(written, "a unary answer's head is sent after settlement");
+    }
+
     /// The status written, or the refusal to render (rates from the admission). An upstream's
     /// own message moves into `message`, which the refusal borrows.
     pub fn into_result<'r>(self, ticket: &Ticket<'_>, message: &'r mut String) -> Result<u16, Refusal<'r>> {
@@ -92,6 +107,7 @@ pub async fn dispatch_as<S: AsyncWriteRent>(
             rates: Some(&ticket.admitted.rates),
             created_unix_s: shared.clock.now_ms() / 1000,
             answer,
+            charge: Some(ChargeRule { prices: model.prices(), hold: ticket.admitted.hold }),
         };
         let produced = write_completion(sink, &reply, &shared.config.sandbox, &worker.metrics).await;
         let outcome = if produced.client_aborted { Outcome::ClientAborted } else { Outcome::Completed };

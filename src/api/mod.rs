@@ -2,13 +2,14 @@
 //!
 //! `ApiHandler` is what `http::server` calls for every request on a client connection. It
 //! routes by path and method; each route is a short list of phases (`chat`, `responses`,
-//! `models`), and every refusal on the way becomes bytes through `rescue` alone. It owns no
+//! `models`, `account`), and every refusal on the way becomes bytes through `rescue` alone. It owns no
 //! state of its own: what a core owns is the `Worker`'s.
 
 // A `Refusal` is a few hundred bytes on the stack; boxing it would allocate on every refusal,
 // which the refusal paths must not (tests/hot_path_allocations.rs).
 #![allow(clippy::result_large_err)]
 
+pub mod account;
 pub mod admit;
 pub mod authenticate;
 pub mod chat;
@@ -22,6 +23,7 @@ pub mod trace;
 
 use monoio::io::AsyncWriteRent;
 
+use crate::api::account::AccountRoute;
 use crate::api::authenticate::authenticate;
 use crate::api::rescue::{Known, Refusal, rescue};
 use crate::api::trace::{Started, Trace};
@@ -82,6 +84,10 @@ impl ApiHandler {
             (Route::ChatCompletions, "POST")
         } else if path == "/v1/responses" {
             (Route::Responses, "POST")
+        } else if path == "/v1/account" {
+            (Route::Account, "GET, HEAD")
+        } else if path == "/v1/usage" {
+            (Route::Usage, "GET, HEAD")
         } else if path == "/v1/models" {
             (Route::ListModels, "GET, HEAD")
         } else if path.len() > MODEL_PATH_PREFIX.len() && path.starts_with(MODEL_PATH_PREFIX) {
@@ -112,6 +118,8 @@ impl ApiHandler {
             Route::ChatCompletions => chat::chat_completions(worker, request, sink, trace).await,
             Route::Responses => responses::responses(worker, request, sink, trace).await,
             Route::ListModels => models::models(worker, None, request, sink, trace).await,
+            Route::Account => account::account(worker, AccountRoute::Account, request, sink, trace).await,
+            Route::Usage => account::account(worker, AccountRoute::Usage, request, sink, trace).await,
             _ => models::models(worker, Some(&path[MODEL_PATH_PREFIX.len()..]), request, sink, trace).await,
         };
         (route, status)

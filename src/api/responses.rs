@@ -110,6 +110,7 @@ async fn serve<'a, S: AsyncWriteRent>(
     }
     let charged = settle(worker, &ticket, answer.usage).await;
     worker.metrics.count_usage(model_index, &answer.usage.tokens, charged.0);
+    answer.announce_charge(sink, chat.stream, charged);
     (trace.model_index, trace.tokens, trace.charged, trace.timing) =
         (Some(model_index), answer.usage.tokens, charged, answer.timing);
     answer.into_result(&ticket, texts.upstream_message)

@@ -160,6 +160,20 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
         }
     }
 
+    /// Adds the header `name: value` to the current answer's head, which must not have been
+    /// flushed yet (a unary answer: the connection sends it after the handler returns). Returns
+    /// whether the head was still pending; a head already sent is left alone.
+    pub fn add_head_line(&mut self, name: &[u8], value: &[u8]) -> bool {
+        if !self.manners.head_pending {
+            return false;
+        }
+        self.head_lines.extend_from_slice(name);
+        self.head_lines.extend_from_slice(b": ");
+        self.head_lines.extend_from_slice(value);
+        self.head_lines.extend_from_slice(b"\r\n");
+        true
+    }
+
     /// Sets the manners of the request about to be answered.
     fn begin_response(&mut self, head_only: bool, minor_version: u8) {
         self.manners = Manners { head_only, http10: minor_version == 0, head_pending: true, dropping_body: false };

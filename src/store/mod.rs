@@ -16,6 +16,7 @@
 pub mod embedded;
 pub mod redis;
 pub mod types;
+pub mod views;
 
 use std::sync::Arc;
 

@@ -12,6 +12,7 @@ use std::io::Write;
 
 use crate::config::SandboxSettings;
 use crate::json::write_json_escaped;
+use crate::money::Nanos;
 
 /// Plain lowercase ASCII words (nothing JSON would escape).
 const VOCABULARY: [&str; 64] = [
@@ -157,10 +158,18 @@ pub fn write_usage_chunk(
     created_unix_s: u64,
     prompt_tokens: u64,
     completion_tokens: u64,
+    cost: Option<Nanos>,
 ) {
     write_chunk_prefix(out, completion_id, model, created_unix_s);
     out.extend_from_slice(b"[],\"usage\":");
     write_usage(out, prompt_tokens, completion_tokens);
+    if let Some(cost) = cost {
+        // The usage object's closing brace makes way for the charge (SPEC §8.2).
+        out.pop();
+        out.extend_from_slice(b",\"cost_usd\":\"");
+        out.extend_from_slice(cost.to_usd_text().as_bytes());
+        out.extend_from_slice(b"\"}");
+    }
     out.extend_from_slice(b"}\n\n");
 }
 
@@ -212,7 +221,7 @@ mod tests {
             write_content_chunk(&mut stream, "chatcmpl-1", "fikra-flash", 1700000000, seed, index, index == 4);
         }
         write_finish_chunk(&mut stream, "chatcmpl-1", "fikra-flash", 1700000000, true);
-        write_usage_chunk(&mut stream, "chatcmpl-1", "fikra-flash", 1700000000, 9, 5);
+        write_usage_chunk(&mut stream, "chatcmpl-1", "fikra-flash", 1700000000, 9, 5, None);
         let parsed = events(&stream);
         assert_eq!(parsed.len(), 8);
         assert_eq!(parsed[0]["choices"][0]["delta"]["role"], "assistant");

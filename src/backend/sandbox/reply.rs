@@ -16,6 +16,7 @@ use crate::http::server::ResponseSink;
 use crate::ids::REQUEST_ID_LEN;
 use crate::limits::SANDBOX_MAX_REQUEST_ID_BYTES;
 use crate::metrics::WorkerMetrics;
+use crate::money::{ChargeRule, TokenUsage};
 use crate::openai::chat::ChatRequest;
 use crate::openai::responses::answer::{AnswerFormat, ResponsesStream};
 use crate::store::RateSnapshot;
@@ -35,6 +36,9 @@ pub struct CompletionReply<'a> {
     pub created_unix_s: u64,
     /// Chat, or translated to the Responses API.
     pub answer: AnswerFormat<'a>,
+    /// How the gateway charges this answer, for the `cost_usd` of a usage chunk; `None` for
+    /// the standalone sandbox (it charges nobody).
+    pub charge: Option<ChargeRule>,
 }
 
 /// What the sandbox produced, for settlement.
@@ -191,7 +195,8 @@ async fn write_stream<S: AsyncWriteRent>(
     emit(sink, answer, translator, |out| {
         sandbox::write_finish_chunk(out, completion_id, model, created, cut_by_cap);
         if chat.include_usage_requested {
-            sandbox::write_usage_chunk(out, completion_id, model, created, prompt_tokens, completion_tokens);
+            let cost = reply.charge.map(|rule| rule.charge_for(&TokenUsage::new(prompt_tokens, completion_tokens)));
+            sandbox::write_usage_chunk(out, completion_id, model, created, prompt_tokens, completion_tokens, cost);
         }
         sandbox::write_done(out);
     });

@@ -21,7 +21,9 @@ use crate::errors::{ApiError, ErrorKind};
 use crate::http::response::ClampHeader;
 use crate::http::server::ResponseSink;
 use crate::limits::{ABANDONED_STREAM_DRAIN_BYTES, ABANDONED_STREAM_DRAIN_MS, UPSTREAM_REQUEST_DEADLINE_MS};
+use crate::money::ChargeRule;
 use crate::openai::responses::answer::{AnswerFormat, ResponsesStream};
+use crate::openai::usage_cost::append_usage_cost;
 use crate::store::Outcome;
 
 const MID_STREAM_FAILURE: &str = "The model backend failed in the middle of the answer.";
@@ -75,20 +77,15 @@ impl StreamState {
             } else if let (AnswerFormat::Responses(shape), Some(responses)) = (request.answer, self.responses.as_mut())
             {
                 scratch.clear();
-                let kind = rewrite::rewrite_event(event, &names, true, &mut self.usage, scratch);
+                let kind = Self::relayed_event(&mut self.usage, event, &names, true, request, scratch);
                 let start = sink.out.len();
                 responses.chat_events(shape, scratch, &mut sink.out);
                 sink.frame_event(start);
                 self.count(kind);
             } else {
                 let start = sink.out.len();
-                let kind = rewrite::rewrite_event(
-                    event,
-                    &names,
-                    request.chat.include_usage_requested,
-                    &mut self.usage,
-                    &mut sink.out,
-                );
+                let include_usage = request.chat.include_usage_requested;
+                let kind = Self::relayed_event(&mut self.usage, event, &names, include_usage, request, &mut sink.out);
                 sink.frame_event(start);
                 self.count(kind);
             }
@@ -111,7 +108,7 @@ impl StreamState {
     ) {
         scratch.clear();
         let include_usage = request.chat.include_usage_requested;
-        let kind = rewrite::rewrite_event(event, names, include_usage, &mut self.usage, scratch);
+        let kind = Self::relayed_event(&mut self.usage, event, names, include_usage, request, scratch);
         match kind {
             EventKind::Ignored => {}
             EventKind::Chunk | EventKind::DroppedUsage => {
@@ -137,6 +134,32 @@ impl StreamState {
                 self.failure = Some(UpstreamFailure::Malformed);
             }
         }
+    }
+
+    /// Rewrites `event` into `out` (`rewrite::rewrite_event`, usage captured into `usage`) and,
+    /// when it is a chunk the client gets that reports usage, adds to that usage the charge
+    /// settlement will make for it (`cost_usd`: its cost, at most the hold).
+    fn relayed_event(
+        usage: &mut Option<ReportedUsage>,
+        event: &[u8],
+        names: &ModelNames<'_>,
+        include_usage: bool,
+        request: &ProxyRequest<'_>,
+        out: &mut Vec<u8>,
+    ) -> EventKind {
+        let start = out.len();
+        let mut reported = None;
+        let kind = rewrite::rewrite_event(event, names, include_usage, &mut reported, out);
+        if let Some(reported) = reported {
+            *usage = Some(reported);
+            if kind == EventKind::Chunk {
+                let rule = ChargeRule { prices: request.model.prices(), hold: request.admitted.hold };
+                // The chunk is `data: <object>\n\n`.
+                let json_end = out.len().saturating_sub(2);
+                append_usage_cost(out, start + b"data: ".len(), json_end, rule.charge_for(&reported));
+            }
+        }
+        kind
     }
 
     fn count(&mut self, kind: EventKind) {

@@ -20,6 +20,7 @@ use crate::json::write_json_escaped;
 use crate::money::TokenUsage;
 use crate::openai::chat::json_scan::{Span, ValueKind};
 use crate::openai::responses::{ResponsesRequest, each_element, kind_of, member, string_is};
+use crate::openai::usage_cost::{CostText, read_usage_cost};
 
 /// What every Responses object of one request says besides its output.
 #[derive(Copy, Clone, Debug)]
@@ -111,7 +112,9 @@ pub fn read_chat_usage(usage: &[u8]) -> Option<TokenUsage> {
     })
 }
 
-fn write_usage(out: &mut Vec<u8>, usage: Option<&TokenUsage>) {
+/// A Responses usage object; `cost` (what the gateway charged, when it was announced in the chat
+/// usage) rides along as `cost_usd`.
+fn write_usage(out: &mut Vec<u8>, usage: Option<&TokenUsage>, cost: Option<&CostText>) {
     let Some(usage) = usage else {
         out.extend_from_slice(b"null");
         return;
@@ -128,6 +131,11 @@ fn write_usage(out: &mut Vec<u8>, usage: Option<&TokenUsage>) {
         out.extend_from_slice(label);
         push_decimal(out, figure);
     }
+    if let Some(cost) = cost {
+        out.extend_from_slice(b",\"cost_usd\":\"");
+        out.extend_from_slice(cost.as_bytes());
+        out.push(b'"');
+    }
     out.push(b'}');
 }
 
@@ -138,6 +146,7 @@ fn write_response(
     status: Status,
     items: &[u8],
     usage: Option<&TokenUsage>,
+    cost: Option<&CostText>,
 ) {
     let request = shape.request;
     let echo = |span: Option<Span>, default: &'static [u8]| span.map_or(default, |span| span.slice(shape.body));
@@ -181,7 +190,7 @@ fn write_response(
     }
     out.extend_from_slice(b",\"store\":false,\"truncation\":\"disabled\"");
     out.extend_from_slice(b",\"usage\":");
-    write_usage(out, usage);
+    write_usage(out, usage, cost);
     out.push(b'}');
 }
 
@@ -269,7 +278,7 @@ pub fn write_unary(chat: &[u8], shape: &ResponseShape<'_>, items: &mut Vec<u8>, 
         if string_is(member(choice, "finish_reason"), "length") { Status::Incomplete } else { Status::Completed };
     let usage = member(chat, "usage").and_then(read_chat_usage);
     out.clear();
-    write_response(out, shape, status, items, usage.as_ref());
+    write_response(out, shape, status, items, usage.as_ref(), None);
     Some(())
 }
 
@@ -297,6 +306,8 @@ pub struct ResponsesStream {
     call: Option<OpenCall>,
     cut_by_length: bool,
     usage: Option<TokenUsage>,
+    /// The charge the chat usage announced (`cost_usd`), carried into the terminal event.
+    cost: Option<CostText>,
     /// The open message's text so far (raw JSON string content).
     text: Vec<u8>,
     /// The finished output items, comma-separated, then the open call's item.
@@ -317,6 +328,7 @@ impl ResponsesStream {
             call: None,
             cut_by_length: false,
             usage: None,
+            cost: None,
             text,
             items,
         }
@@ -352,7 +364,8 @@ impl ResponsesStream {
         out.extend_from_slice(b",\"response\":");
         let usage = if status == Status::InProgress { None } else { self.usage };
         let items: &[u8] = if status == Status::InProgress { b"" } else { &self.items };
-        write_response(out, shape, status, items, usage.as_ref());
+        let cost = if status == Status::InProgress { None } else { self.cost.as_ref() };
+        write_response(out, shape, status, items, usage.as_ref(), cost);
         out.extend_from_slice(b"}\n\n");
     }
 
@@ -381,8 +394,11 @@ impl ResponsesStream {
 
     fn chunk(&mut self, shape: &ResponseShape<'_>, chunk: &[u8], out: &mut Vec<u8>) {
         self.start(shape, out);
-        if let Some(usage) = member(chunk, "usage").and_then(read_chat_usage) {
+        if let Some(usage_object) = member(chunk, "usage")
+            && let Some(usage) = read_chat_usage(usage_object)
+        {
             self.usage = Some(usage);
+            self.cost = read_usage_cost(usage_object);
         }
         let mut first_choice = None;
         if let Some(choices) = member(chunk, "choices") {

@@ -99,27 +99,36 @@ impl KeyDirectory {
     }
 }
 
-/// A `keys` channel message: `HEX KEY_ID ACCOUNT_ID KIND` for a new key (64 hex digits of its
-/// hash, kind `l` or `t`; ids never hold spaces).
+/// A `keys` channel message: `HEX KEY_ID ACCOUNT_ID KIND[ NAME]` for a new key (64 hex digits
+/// of its hash, kind `l` or `t`; ids never hold spaces, the name, last, may). Without the name
+/// a node that learned the key from the channel would show it unnamed (`GET /v1/account`).
 pub(super) fn creation_message(hash: &KeyHash, record: &KeyRecord) -> String {
     let kind = if record.kind == KeyKind::Live { "l" } else { "t" };
-    format!("{} {} {} {kind}", hex(hash), record.key_id, record.account_id)
+    match &record.name {
+        Some(name) if !name.is_empty() => {
+            format!("{} {} {} {kind} {name}", hex(hash), record.key_id, record.account_id)
+        }
+        _ => format!("{} {} {} {kind}", hex(hash), record.key_id, record.account_id),
+    }
 }
 
 /// The key a `keys` channel message announces, if it is well formed.
 pub(super) fn parse_creation_message(message: &[u8]) -> Option<(KeyHash, KeyRecord)> {
     let text = std::str::from_utf8(message).ok()?;
-    let mut parts = text.split(' ');
+    let mut parts = text.splitn(5, ' ');
     let (hash, key_id, account_id, kind) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
+    let name = parts.next();
     let kind = match kind {
         "l" => KeyKind::Live,
         "t" => KeyKind::Test,
         _ => return None,
     };
-    if parts.next().is_some() || key_id.is_empty() || account_id.is_empty() {
+    if key_id.is_empty() || account_id.is_empty() {
         return None;
     }
-    let record = KeyRecord { key_id: key_id.into(), account_id: account_id.into(), kind, name: None, revoked: false };
+    // An empty name is none, as in the stored record.
+    let name = name.filter(|name| !name.is_empty()).map(Into::into);
+    let record = KeyRecord { key_id: key_id.into(), account_id: account_id.into(), kind, name, revoked: false };
     Some((parse_hex(hash)?, record))
 }
 
@@ -163,13 +172,12 @@ mod tests {
         assert_eq!(parse_creation_message(message.as_bytes()), Some((hash, record("key_9", KeyKind::Test, false))));
         let live = record("key_8", KeyKind::Live, false);
         assert_eq!(parse_creation_message(creation_message(&hash, &live).as_bytes()), Some((hash, live)));
-        for bad in [
-            "",
-            "zz key acct t",
-            &format!("{} key acct", hex(&hash)),
-            &format!("{} key acct x", hex(&hash)),
-            &format!("{} key acct t extra", hex(&hash)),
-        ] {
+        // A name travels last, spaces and all.
+        let named = KeyRecord { name: Some("ci runner 2".into()), ..record("key_7", KeyKind::Live, false) };
+        let message = creation_message(&hash, &named);
+        assert!(message.ends_with(" l ci runner 2"), "{message}");
+        assert_eq!(parse_creation_message(message.as_bytes()), Some((hash, named)));
+        for bad in ["", "zz key acct t", &format!("{} key acct", hex(&hash)), &format!("{} key acct x", hex(&hash))] {
             assert_eq!(parse_creation_message(bad.as_bytes()), None, "{bad}");
         }
     }
