@@ -152,6 +152,28 @@ fn card_top_ups(paying: &TestGateway, other: &TestGateway, clock: &Clock) {
     assert_eq!(rejections(paying, "malformed_signature"), 1);
     assert_eq!(rejections(paying, "missing_signature"), 1);
     assert_eq!(rejections(paying, "unknown_account"), 1);
+    promtool_accepts(&metrics(paying.admin));
+}
+
+/// The exposition, payment families with their series included, passes `promtool check metrics`.
+fn promtool_accepts(text: &str) {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    let mut child = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed (tests/run-all.sh installs it)");
+    child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 // Goal: the whole card story on the embedded store.
