@@ -48,12 +48,14 @@
 //!    (`histogram.rs`), the per-model counters (`metrics.rs`) and one line of the access log
 //!    (`access_log.rs`, written off the worker).
 //! 5. `admin.rs` serves operators on its own listener (accounts, keys, top-ups, usage,
-//!    maintenance, metrics); `sandbox_server.rs` runs the sandbox alone as a stand-in upstream.
+//!    maintenance, metrics); `payments/` serves the payment providers' callbacks on a third
+//!    listener (Stripe webhooks), crediting through the same top-up; `sandbox_server.rs` runs
+//!    the sandbox alone as a stand-in upstream.
 //!
 //! Leaves every layer may use: `money` (integer nano-USD), `limits` (every bound, named),
 //! `clock` (time, injected), `ratelimit` (bucket arithmetic), `metrics`, `log`, `access_log`,
 //! `errors`, `ids`, `json`, `digits`, `panic_guard`, `tls`, `histogram`. Imports between
-//! top-level modules only go down: `cli` > `runtime` > `admin`, `api`, `sandbox_server` >
+//! top-level modules only go down: `cli` > `runtime` > `admin`, `api`, `payments`, `sandbox_server` >
 //! `worker` > `shared` > `access`, `backend` > `config` > `store` > `redis`, `http`, `openai` >
 //! `metrics`, `log`, `access_log` > `errors` > the other leaves
 //! (`tests/layers.rs` checks it).
@@ -82,6 +84,7 @@ pub mod metrics;
 pub mod money;
 pub mod openai;
 pub mod panic_guard;
+pub mod payments;
 pub mod ratelimit;
 pub mod redis;
 pub mod runtime;

@@ -261,6 +261,8 @@ pub struct Metrics {
     /// Access-log lines dropped because its writer fell behind (bumped by the workers that
     /// dropped them: several writers, so a plain atomic add).
     pub access_log_dropped_lines: Arc<AtomicU64>,
+    /// The payments listener's requests and its callback outcomes (SPEC §11).
+    pub payments: Arc<PaymentMetrics>,
 }
 
 impl Metrics {
@@ -275,6 +277,7 @@ impl Metrics {
             admin: Arc::default(),
             model_ids,
             access_log_dropped_lines: Arc::default(),
+            payments: Arc::default(),
         }
     }
 
@@ -456,6 +459,7 @@ impl Metrics {
         );
         self.render_models(&mut text);
         self.render_latency(&mut text);
+        self.payments.render_into(&mut text);
         text
     }
 
@@ -624,5 +628,113 @@ mod tests {
         WorkerMetrics::gauge_down(&second.connections_open);
         WorkerMetrics::gauge_down(&second.connections_open);
         assert_eq!(second.connections_open.load(Ordering::Relaxed), 0);
+    }
+}
+
+/// The payment providers, in the order of `PaymentMetrics`' rows.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub enum PaymentProvider {
+    Mpesa,
+    Stripe,
+}
+
+impl PaymentProvider {
+    const ALL: [PaymentProvider; 2] = [PaymentProvider::Mpesa, PaymentProvider::Stripe];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            PaymentProvider::Mpesa => "mpesa",
+            PaymentProvider::Stripe => "stripe",
+        }
+    }
+}
+
+/// What a callback came to: `credited` (money moved), `duplicate` (its reference was credited
+/// before), `failed` (the provider reports a failed or cancelled payment, recorded), `ignored`
+/// (nothing to credit, e.g. another event type), `rejected` (a check failed, nothing changed),
+/// `retry` (the store could not be reached: answered so that the provider retries).
+pub const PAYMENT_OUTCOMES: [&str; 6] = ["credited", "duplicate", "failed", "ignored", "rejected", "retry"];
+
+/// Why a callback was rejected (the `reason` label).
+pub const PAYMENT_REJECTION_REASONS: [&str; 16] = [
+    "missing_signature",
+    "malformed_signature",
+    "stale_signature",
+    "bad_signature",
+    "malformed_event",
+    "no_account",
+    "bad_amount",
+    "unsupported_currency",
+    "unknown_account",
+    "wrong_token",
+    "source_ip",
+    "unknown_checkout",
+    "amount_mismatch",
+    "not_confirmed",
+    "malformed_callback",
+    "account_mismatch",
+];
+
+/// One rendered counter family: name, help, label name, label values, values by provider.
+type PaymentFamily<'a> = (&'a str, &'a str, &'a str, &'a [&'a str], Vec<Vec<u64>>);
+
+/// Counters of the payments listener: its thread alone writes them.
+#[derive(Default)]
+pub struct PaymentMetrics {
+    /// The listener's own connection and driver counters.
+    pub listener: Arc<WorkerMetrics>,
+    callbacks: [[AtomicU64; PAYMENT_OUTCOMES.len()]; 2],
+    rejections: [[AtomicU64; PAYMENT_REJECTION_REASONS.len()]; 2],
+}
+
+impl PaymentMetrics {
+    /// Counts one callback of `provider` with `outcome` (one of `PAYMENT_OUTCOMES`).
+    pub fn count_callback(&self, provider: PaymentProvider, outcome: &'static str) {
+        let slot = PAYMENT_OUTCOMES.iter().position(|known| *known == outcome);
+        debug_assert!(slot.is_some(), "unknown payment outcome {outcome}");
+        if let Some(slot) = slot {
+            bump(&self.callbacks[provider as usize][slot], 1);
+        }
+    }
+
+    /// Counts one rejection of `provider` for `reason` (one of `PAYMENT_REJECTION_REASONS`).
+    pub fn count_rejection(&self, provider: PaymentProvider, reason: &'static str) {
+        let slot = PAYMENT_REJECTION_REASONS.iter().position(|known| *known == reason);
+        debug_assert!(slot.is_some(), "unknown payment rejection reason {reason}");
+        if let Some(slot) = slot {
+            bump(&self.rejections[provider as usize][slot], 1);
+        }
+    }
+
+    /// Appends the two counter families in the Prometheus text format (non-zero series only).
+    pub fn render_into(&self, text: &mut String) {
+        let families: [PaymentFamily<'_>; 2] = [
+            (
+                "fikra_payment_callbacks_total",
+                "Payment provider callbacks, by provider and outcome.",
+                "outcome",
+                &PAYMENT_OUTCOMES,
+                self.callbacks.iter().map(|row| row.iter().map(|c| c.load(Ordering::Relaxed)).collect()).collect(),
+            ),
+            (
+                "fikra_payment_rejections_total",
+                "Payment callbacks rejected, by provider and reason.",
+                "reason",
+                &PAYMENT_REJECTION_REASONS,
+                self.rejections.iter().map(|row| row.iter().map(|c| c.load(Ordering::Relaxed)).collect()).collect(),
+            ),
+        ];
+        for (name, help, label_name, labels, rows) in families {
+            let _ = writeln!(text, "# HELP {name} {help}");
+            let _ = writeln!(text, "# TYPE {name} counter");
+            for provider in PaymentProvider::ALL {
+                for (label, value) in labels.iter().zip(&rows[provider as usize]) {
+                    if *value > 0 {
+                        let provider = provider.label();
+                        let _ = writeln!(text, "{name}{{provider=\"{provider}\",{label_name}=\"{label}\"}} {value}");
+                    }
+                }
+            }
+        }
     }
 }

@@ -26,6 +26,7 @@ use crate::ids::NODE_TAG_LEN;
 use crate::limits::{WORKERS_START_POLL_MS, WORKERS_START_TIMEOUT_MS};
 use crate::metrics::Metrics;
 use crate::openai::models::{Backend, ModelEntry, Registry};
+use crate::payments::{PaymentSecrets, PaymentsHandler};
 use crate::shared::{Maintenance, Shared};
 use crate::store::{Store, StoreConnections};
 use crate::worker::Worker;
@@ -34,6 +35,8 @@ use crate::worker::Worker;
 pub struct Gateway {
     pub client_addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The payments listener, when the configuration has a `[payments]` section.
+    pub payments_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     stop_senders: Vec<oneshot::Sender<()>>,
@@ -82,6 +85,17 @@ pub fn default_worker_count() -> usize {
 impl Gateway {
     /// Binds the listeners and starts every thread. Returns once all workers accept.
     pub fn start(config: Config, admin_token: String, clock: Clock) -> io::Result<Gateway> {
+        let secrets = PaymentSecrets::from_env(&config);
+        Gateway::start_with_payment_secrets(config, admin_token, clock, secrets)
+    }
+
+    /// `start` with the payment secrets given rather than read from the environment (tests).
+    pub fn start_with_payment_secrets(
+        config: Config,
+        admin_token: String,
+        clock: Clock,
+        payment_secrets: PaymentSecrets,
+    ) -> io::Result<Gateway> {
         let workers = match config.server.workers {
             0 => default_worker_count(),
             n => n,
@@ -93,6 +107,11 @@ impl Gateway {
         let client_addr = client_listeners[0].local_addr()?;
         let admin_listener = bind_reuseport_group(config.server.admin_listen, 1)?.remove(0);
         let admin_addr = admin_listener.local_addr()?;
+        let payments_listener = match &config.payments {
+            Some(payments) => Some(bind_reuseport_group(payments.listen, 1)?.remove(0)),
+            None => None,
+        };
+        let payments_addr = payments_listener.as_ref().map(|listener| listener.local_addr()).transpose()?;
 
         let store = build_store(&config, &clock)?;
         let registry = registry_of(&config);
@@ -199,7 +218,30 @@ impl Gateway {
             });
         })?);
 
-        let gateway = Gateway { client_addr, admin_addr, shared, threads, stop_senders };
+        if let Some(listener) = payments_listener {
+            let (stop_sender, stop_receiver) = oneshot::channel();
+            stop_senders.push(stop_sender);
+            let payments_shared = shared.clone();
+            threads.push(std::thread::Builder::new().name("fikra-payments".into()).spawn(move || {
+                let metrics = payments_shared.metrics.payments.listener.clone();
+                let handler = Rc::new(PaymentsHandler::new(payments_shared.clone(), payment_secrets));
+                // Its own count of running loops: readiness and start-up count the client
+                // workers and the admin listener only.
+                let lifecycle = crate::http::listener::Lifecycle {
+                    running: Default::default(),
+                    drain_deadline_ms: payments_shared.config.server.shutdown_deadline_ms,
+                };
+                if let Some(addr) = payments_addr {
+                    crate::log_info!("payments listener on {addr}");
+                }
+                run_on_runtime(&metrics, "payments", || async {
+                    serve_listener(listener, handler, metrics.clone(), server_limits, stop_receiver, lifecycle, None)
+                        .await;
+                });
+            })?);
+        }
+
+        let gateway = Gateway { client_addr, admin_addr, payments_addr, shared, threads, stop_senders };
         let started_ms = crate::clock::monotonic_ms();
         while gateway.shared.workers_running.load(Ordering::Acquire) < workers + 1 {
             if crate::clock::monotonic_ms() - started_ms > WORKERS_START_TIMEOUT_MS {

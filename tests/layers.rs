@@ -13,7 +13,7 @@ const LAYERS: &[&[&str]] = &[
     &["main", "lib"],
     &["cli"],
     &["runtime"],
-    &["admin", "api", "sandbox_server"],
+    &["admin", "api", "payments", "sandbox_server"],
     &["worker"],
     &["shared"],
     &["access", "backend"],

@@ -128,15 +128,15 @@ fn is_upstream_name(name: &str) -> bool {
 
 /// The parts of an upstream base URL.
 #[derive(Debug, PartialEq, Eq)]
-struct BaseUrl {
-    scheme: UrlScheme,
-    host: String,
-    port: u16,
-    base_path: String,
+pub(super) struct BaseUrl {
+    pub(super) scheme: UrlScheme,
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) base_path: String,
 }
 
 /// Splits `http(s)://host[:port][/path]`. Errors never quote the whole URL (it may hold credentials).
-fn parse_base_url(text: &str) -> Result<BaseUrl, String> {
+pub(super) fn parse_base_url(text: &str) -> Result<BaseUrl, String> {
     let (scheme, rest) = if let Some(rest) = text.strip_prefix("https://") {
         (UrlScheme::Https, rest)
     } else if let Some(rest) = text.strip_prefix("http://") {

@@ -16,6 +16,7 @@
 mod catalog;
 #[cfg(test)]
 mod file_tests;
+mod payments;
 mod reader;
 mod server;
 #[cfg(test)]
@@ -32,6 +33,7 @@ use crate::money::{NANOS_PER_USD, Nanos, NanosPerToken, UnitsPerUsd};
 use crate::openai::models::{REFERENCE_CREATED_UNIX_S, REFERENCE_MAX_OUTPUT_TOKENS, REFERENCE_MODELS};
 use crate::store::LimitPolicy;
 
+pub use payments::{DEFAULT_PAYMENTS_LISTEN, MpesaConfig, PaymentsConfig, StripeConfig};
 use reader::{Reader, Section};
 
 /// The upstream name that means "the built-in sandbox"; no `[[upstreams]]` entry may take it.
@@ -55,7 +57,7 @@ pub const DEFAULT_SANDBOX_OUTPUT_TOKENS: u64 = 16;
 
 /// The sections a file may have.
 const TOP_LEVEL_KEYS: &[&str] =
-    &["server", "store", "billing", "tiers", "account_overrides", "upstreams", "models", "sandbox", "log"];
+    &["server", "store", "billing", "tiers", "account_overrides", "upstreams", "models", "sandbox", "log", "payments"];
 
 /// Where each key lives, to tell an operator who put a key in the wrong section where it goes.
 const KEY_HOMES: &[(&str, &[&str])] = &[
@@ -70,6 +72,9 @@ const KEY_HOMES: &[(&str, &[&str])] = &[
     ("[[models]]", catalog::MODEL_KEYS),
     ("[sandbox]", server::SANDBOX_KEYS),
     ("[log]", server::LOG_KEYS),
+    ("[payments]", payments::PAYMENTS_KEYS),
+    ("[payments.mpesa]", payments::MPESA_KEYS),
+    ("[payments.stripe]", payments::STRIPE_KEYS),
 ];
 
 /// The whole, validated configuration. Built once at start-up; never changed afterwards.
@@ -90,6 +95,8 @@ pub struct Config {
     pub log_level: crate::log::Level,
     /// `[log] access`: one JSON line per client request on standard output, or none.
     pub access_log: AccessLogFormat,
+    /// `[payments]`: the payments listener and its providers (none without the section).
+    pub payments: Option<PaymentsConfig>,
 }
 
 /// `[log] access`.
@@ -374,6 +381,7 @@ impl Config {
             sandbox: SandboxSettings::default(),
             log_level: crate::log::Level::Info,
             access_log: AccessLogFormat::Json,
+            payments: None,
         }
     }
 
@@ -410,6 +418,18 @@ impl Config {
                 });
             }
         }
+        if let Some(payments) = &self.payments {
+            for (key, name) in payments.secret_env_vars() {
+                if !is_set(name) {
+                    missing.push(ConfigError {
+                        key: key.into(),
+                        message: format!(
+                            "environment variable {name} is not set (or is empty); it must hold this payment secret"
+                        ),
+                    });
+                }
+            }
+        }
         missing
     }
 }
@@ -438,6 +458,7 @@ pub fn parse_config(text: &str) -> Result<Config, Vec<ConfigError>> {
     let models = catalog::models(&mut reader, &root, &upstreams.names);
     let sandbox = server::sandbox(&mut reader, &root);
     let (log_level, access_log) = server::log_settings(&mut reader, &root);
+    let payments = payments::payments(&mut reader, &root);
     let errors = reader.into_errors();
     if !errors.is_empty() {
         return Err(errors);
@@ -453,6 +474,7 @@ pub fn parse_config(text: &str) -> Result<Config, Vec<ConfigError>> {
         sandbox,
         log_level,
         access_log,
+        payments,
     })
 }
 

@@ -267,6 +267,9 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
 /// One parsed request as handlers see it.
 pub struct Request<'buf> {
     pub head: RequestHead<'buf>,
+    /// The raw head (request line and header lines), for handlers that need a header the
+    /// parser does not pick out (the payments listener's signature headers).
+    pub head_bytes: &'buf [u8],
     pub body: &'buf [u8],
 }
 
@@ -366,7 +369,7 @@ where
                 BodyFraming::ContentLength(length) => &read_buffer[head_len..head_len + length as usize],
                 BodyFraming::None => &[],
             };
-            let request = Request { head, body };
+            let request = Request { head, head_bytes: &read_buffer[..head_len], body };
             if sink.out.capacity() == 0 {
                 sink.out = handler.out_buffers().lend();
             }

@@ -12,6 +12,7 @@
 //! - `gateway_process`: real `fikra-gateway serve` processes for multi-node tests;
 //! - `redis_server`: real `redis-server` processes, standalone or as a Redis Cluster;
 //! - `scripted_upstream`: raw TCP upstreams a test scripts per request, byte for byte;
+//! - `stripe`: a Stripe event signer (independent of the gateway's verifier);
 //! - `counting_allocator`: a global allocator that counts allocations (the benches include
 //!   this one file with `#[path]`, as they cannot build the rest);
 //! - `error_cases`: the SPEC §2 error cases of `tests/cases/errors.json`, shared with the
@@ -32,4 +33,5 @@ pub mod gateway_process;
 pub mod http;
 pub mod redis_server;
 pub mod scripted_upstream;
+pub mod stripe;
 pub mod wait;
