@@ -303,6 +303,9 @@ pub enum Detail<'a> {
     RateLimitTooLarge {
         limit: u64,
         requested: u64,
+        /// How the input part of `requested` was counted, in words ("counted by the model's
+        /// tokenizer", "estimated at one token per byte of input").
+        counted: &'static str,
     },
     UnknownEndpoint {
         method: &'a str,
@@ -517,10 +520,10 @@ pub fn write_message(out: &mut Vec<u8>, error: &ApiError<'_>) {
             write_seconds(out, retry_after_ms);
             out.push(b'.');
         }
-        Detail::RateLimitTooLarge { limit, requested } => {
+        Detail::RateLimitTooLarge { limit, requested, counted } => {
             let _ = write!(
                 out,
-                "Request too large for tokens per min (TPM): Limit {limit}, Requested {requested}. Lower max_tokens or shorten the messages."
+                "Request too large for tokens per min (TPM): Limit {limit}, Requested {requested} (input {counted}, plus the output cap). Lower max_tokens or shorten the messages."
             );
         }
         Detail::UnknownEndpoint { method, path } => {

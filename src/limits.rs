@@ -105,6 +105,13 @@ pub const MAX_MESSAGES: usize = 4096;
 pub const PER_MESSAGE_OVERHEAD_TOKENS: u64 = 8;
 /// Tokens the gateway assumes a chat template adds once per request (assistant priming).
 pub const PER_REQUEST_OVERHEAD_TOKENS: u64 = 8;
+/// Message text one request may have counted by its model's tokenizer (the second stage of the
+/// input bound, SPEC §9); text past it stays at one token per byte. 1 MiB is over 250,000
+/// tokens of ordinary text, beyond any tier's TPM, and a few tens of milliseconds of the
+/// helper thread's time.
+pub const TOKENIZE_BUDGET_BYTES: u64 = 1 << 20;
+/// Counting jobs waiting for the tokenizer's helper thread; past it the byte bound decides.
+pub const TOKENIZE_QUEUE_MAX_JOBS: usize = 64;
 /// Largest output cap any model may be configured with, in tokens.
 pub const MAX_MODEL_OUTPUT_TOKENS: u64 = 1_000_000;
 /// Largest `max_image_input_tokens` / `max_audio_input_tokens` a model may be configured with:

@@ -131,6 +131,9 @@ pub struct Latency {
     pub time_to_first_token: Histogram,
     /// A proxied request's duration minus the time spent waiting on the upstream.
     pub gateway_overhead: Histogram,
+    /// Counting a request's input with its model's tokenizer (the second stage of the input
+    /// bound), from handing the job to the helper thread to its answer.
+    pub tokenize: Histogram,
 }
 
 impl Latency {
@@ -501,7 +504,7 @@ impl Metrics {
             let labels = format!("route=\"{}\"", route.label());
             histogram::render_series(text, name, &labels, &total(&|w| w.latency.request_duration_of(route)));
         }
-        let single: [(&str, &str, ReadHistogram); 3] = [
+        let single: [(&str, &str, ReadHistogram); 4] = [
             (
                 "fikra_upstream_response_seconds",
                 "From sending a request upstream to the upstream's response head.",
@@ -516,6 +519,11 @@ impl Metrics {
                 "fikra_gateway_overhead_seconds",
                 "A proxied request's duration minus the time spent waiting on the upstream.",
                 |w| &w.latency.gateway_overhead,
+            ),
+            (
+                "fikra_tokenize_seconds",
+                "Counting a request's input with its model's tokenizer (only requests the byte bound would refuse or clamp).",
+                |w| &w.latency.tokenize,
             ),
         ];
         for (name, help, read) in single {

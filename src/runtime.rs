@@ -286,6 +286,7 @@ pub fn registry_of(config: &Config) -> Registry {
             max_audio_input_tokens: model.max_audio_input_tokens,
             unsupported_parameters: model.unsupported_parameters.clone(),
             created_unix_s: model.created,
+            tokenizer: model.tokenizer.clone(),
         })
         .collect();
     Registry::new(entries)

@@ -48,6 +48,7 @@ fn request<'a>(id: &'a str, account: &'a str, kind: KeyKind, input: u64, output:
         input_tokens_upper: input,
         requested_output_tokens: output,
         client_set_output_cap: true,
+        refuse_clamp: false,
         input_price: PRICE,
         output_price: PRICE,
         now_ms: T0,

@@ -108,6 +108,7 @@ fn request<'a>(id: &'a str, account: &'a str) -> AdmitRequest<'a> {
         input_tokens_upper: 100,
         requested_output_tokens: 400,
         client_set_output_cap: true,
+        refuse_clamp: false,
         input_price: PRICE,
         output_price: PRICE,
         now_ms: T0,

@@ -79,6 +79,7 @@ fn request<'a>(
         input_tokens_upper: input,
         requested_output_tokens: output,
         client_set_output_cap: client_cap,
+        refuse_clamp: false,
         input_price: PRICE,
         output_price: PRICE,
         now_ms,

@@ -11,6 +11,11 @@
 //!   only. With no holds in flight the balance can only grow through a top-up, so the entry
 //!   lasts until one (with a one-minute backstop).
 //!
+//! An entry answers with the figures of the request it refuses, never those of the request that
+//! wrote it: a request larger than the whole TPM bucket is told so (non-retryable) before any
+//! rate entry is consulted, as the store would, and a TPM refusal names this request's tokens,
+//! the bucket's use aged to now and the wait for this request's size.
+//!
 //! Every entry ends when a top-up is announced (any account: the store's top-up generation
 //! moves), since a top-up raises the balance and can move the account to a higher tier.
 //!
@@ -19,6 +24,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::errors::Bucket;
 use crate::limits::{DENY_CACHE_MAX_ENTRIES, QUOTA_DENY_BACKSTOP_MS, QUOTA_DENY_WITH_HOLDS_MS, RATE_DENY_NEVER_MS};
 use crate::store::{Admission, AdmitRequest, KeyKind, RateSnapshot};
 
@@ -63,18 +69,42 @@ impl DenyCache {
             tokens_reset_ms: rates.tokens_reset_ms.saturating_sub(elapsed_ms),
             ..rates
         };
+        // The store checks "too large for the bucket" before the buckets: so does an entry.
+        if let Admission::RateLimited { rates, .. } = entry.refusal
+            && let Some(requested) = too_large_for(request, rates.tokens_limit)
+        {
+            return Some(Admission::TooLargeForTokenLimit { limit: rates.tokens_limit, requested, rates: age(rates) });
+        }
         let at_least_as_large = request.input_tokens_upper >= entry.input_tokens
             && request.requested_output_tokens >= entry.requested_output_tokens
             && request.client_set_output_cap == entry.client_set_output_cap;
         let answer = match entry.refusal {
-            Admission::RateLimited { bucket, limit, used, requested, rates, .. } => {
-                let applies = bucket == crate::errors::Bucket::Requests || at_least_as_large;
-                applies.then(|| Admission::RateLimited {
-                    bucket,
+            Admission::RateLimited { bucket: Bucket::Requests, limit, used, requested, rates, .. } => {
+                Some(Admission::RateLimited {
+                    bucket: Bucket::Requests,
                     limit,
                     used,
                     requested,
                     retry_after_ms: entry.until_ms - now_ms,
+                    rates: age(rates),
+                })
+            }
+            Admission::RateLimited { bucket: Bucket::Tokens, limit, used, rates, .. } if at_least_as_large => {
+                // This request's own figures: its tokens, the use the bucket has refilled since,
+                // and the wait until the bucket holds this request (never shorter than the
+                // entry's, which other admissions may have lengthened).
+                let requested = tokens_needed(request, limit);
+                let refilled = (u128::from(elapsed_ms) * u128::from(limit) / 60_000) as u64;
+                let used = used.saturating_sub(refilled);
+                let short = requested.saturating_sub(limit.saturating_sub(used));
+                let refill_wait_ms = (u128::from(short) * 60_000).div_ceil(u128::from(limit.max(1)));
+                let retry_after_ms = (entry.until_ms - now_ms).max(refill_wait_ms.min(u128::from(u64::MAX)) as u64);
+                Some(Admission::RateLimited {
+                    bucket: Bucket::Tokens,
+                    limit,
+                    used,
+                    requested,
+                    retry_after_ms,
                     rates: age(rates),
                 })
             }
@@ -106,7 +136,7 @@ impl DenyCache {
         answer
     }
 
-    /// Remembers a refusal from the store.
+    /// Remembers a refusal from the store (a `WouldClamp` answer refused nothing: not kept).
     pub fn record(
         &mut self,
         account: &Arc<str>,
@@ -141,10 +171,26 @@ impl DenyCache {
     }
 }
 
+/// The tokens the store would take for `request` from a TPM bucket of `limit`: the input bound
+/// plus the output cap, lowered to what the bucket can hold when the client set no cap.
+fn tokens_needed(request: &AdmitRequest<'_>, limit: u64) -> u64 {
+    let mut output_cap = request.requested_output_tokens;
+    if !request.client_set_output_cap {
+        output_cap = output_cap.min(limit.saturating_sub(request.input_tokens_upper));
+    }
+    request.input_tokens_upper.saturating_add(output_cap.max(1))
+}
+
+/// `Some(tokens requested)` when `request` is larger than a TPM bucket of `limit` can ever hold
+/// (the store's "too large" test, in its words).
+fn too_large_for(request: &AdmitRequest<'_>, limit: u64) -> Option<u64> {
+    let requested = tokens_needed(request, limit);
+    (requested > limit).then_some(requested)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::errors::Bucket;
     use crate::money::Nanos;
 
     fn request(now_ms: u64, input_tokens: u64) -> AdmitRequest<'static> {
@@ -215,6 +261,49 @@ mod tests {
         cache.record(&account, &request(0, 5), &refusal, 1);
         assert_eq!(cache.check(&account, &request(10, 4), 1), None, "a smaller request asks the store");
         assert!(matches!(cache.check(&account, &request(10, 6), 1), Some(Admission::RateLimited { .. })));
+    }
+
+    // Goal (issue 15): while a TPM entry stands, each later request gets its own figures: one
+    // larger than the whole bucket is told "too large" (non-retryable), and a refused one is
+    // told its own tokens, the use aged to now and the wait for its own size.
+    #[test]
+    fn tpm_entry_answers_each_request_with_its_own_figures() {
+        let account: Arc<str> = Arc::from("acct_1");
+        let mut cache = DenyCache::default();
+        let tpm_rates = RateSnapshot { tokens_limit: 40_000, tokens_remaining: 32_477, ..rates() };
+        // 39,032 tokens asked (38,932 input + 100 output) with 7,523 used: wait 9,832 ms.
+        let refusal = Admission::RateLimited {
+            bucket: Bucket::Tokens,
+            limit: 40_000,
+            used: 7_523,
+            requested: 39_032,
+            retry_after_ms: 9_833,
+            rates: tpm_rates,
+        };
+        cache.record(&account, &request(0, 38_932), &refusal, 1);
+        match cache.check(&account, &request(1_500, 41_000), 1) {
+            Some(Admission::TooLargeForTokenLimit { limit, requested, rates }) => {
+                assert_eq!((limit, requested), (40_000, 41_001), "41,000 input + the minimal answer");
+                assert_eq!(rates.tokens_reset_ms, 58_500);
+            }
+            other => panic!("expected too large, got {other:?}"),
+        }
+        // 1.5 s later the bucket has refilled 1,000 tokens: 6,523 used; this request needs
+        // 39,600, 6,123 more than the 33,477 free: 9,184.5 ms, rounded up, at 40,000 a minute.
+        match cache.check(&account, &request(1_500, 39_500), 1) {
+            Some(Admission::RateLimited { bucket, limit, used, requested, retry_after_ms, .. }) => {
+                assert_eq!((bucket, limit, used, requested), (Bucket::Tokens, 40_000, 6_523, 39_600));
+                assert_eq!(retry_after_ms, 9_185);
+            }
+            other => panic!("expected a rate refusal, got {other:?}"),
+        }
+        // The request that wrote the entry, asked again: the same wait, by either reckoning.
+        match cache.check(&account, &request(1_500, 38_932), 1) {
+            Some(Admission::RateLimited { requested, retry_after_ms, .. }) => {
+                assert_eq!((requested, retry_after_ms), (39_032, 8_333));
+            }
+            other => panic!("expected a rate refusal, got {other:?}"),
+        }
     }
 
     #[test]

@@ -57,6 +57,9 @@ impl FallbackBuckets {
             let rates = snapshot(requests, tokens);
             return Admission::TooLargeForTokenLimit { limit: tpm, requested: needed.max(1), rates };
         }
+        if request.refuse_clamp && output_cap < request.requested_output_tokens {
+            return Admission::WouldClamp { output_cap_tokens: output_cap };
+        }
         for (bucket, amount) in [(Bucket::Requests, 1), (Bucket::Tokens, needed)] {
             let target = if bucket == Bucket::Requests { &mut *requests } else { &mut *tokens };
             if let Err(denied) = target.check(amount, now_ms) {

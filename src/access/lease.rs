@@ -212,6 +212,10 @@ impl LeaseBook {
         if !request.client_set_output_cap {
             output_cap = output_cap.min(rates.tokens_limit.saturating_sub(request.input_tokens_upper));
         }
+        // The first stage of a counted model never clamps here: the store answers `WouldClamp`.
+        if request.refuse_clamp && output_cap < request.requested_output_tokens {
+            return None;
+        }
         let tokens = request.input_tokens_upper.checked_add(output_cap)?;
         let hold = request
             .input_price
@@ -461,6 +465,7 @@ mod tests {
             input_tokens_upper: 10,
             requested_output_tokens: 6,
             client_set_output_cap: true,
+            refuse_clamp: false,
             input_price: NanosPerToken(100),
             output_price: NanosPerToken(200),
             now_ms,

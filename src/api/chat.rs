@@ -61,7 +61,7 @@ async fn serve<'a, S: AsyncWriteRent>(
     refuse_during_maintenance(worker)?;
     let chat = chat::parse_chat_request(request.body)?;
     let (model_index, model) = route_model(worker, &chat, request.body, texts.refused_param)?;
-    let ticket = admit(worker, request_id, caller, &chat, model).await?;
+    let ticket = admit(worker, request_id, caller, &chat, request.body, model).await?;
     let answer = dispatch(worker, sink, &ticket, &chat, request.body).await;
     let charged = settle(worker, &ticket, answer.usage).await;
     worker.metrics.count_usage(model_index, &answer.usage.tokens, charged.0);

@@ -92,7 +92,7 @@ async fn serve<'a, S: AsyncWriteRent>(
         }
     }
     let (model_index, model) = route_model(worker, &chat, translated, texts.refused_param)?;
-    let ticket = admit(worker, request_id, caller, &chat, model).await?;
+    let ticket = admit(worker, request_id, caller, &chat, translated, model).await?;
     let shape = ResponseShape {
         request_id: request_id.as_str(),
         model_id: &model.id,

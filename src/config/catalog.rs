@@ -7,6 +7,7 @@
 //! name always counts, so one mistake in an upstream does not also blame every model on it.
 
 use std::net::Ipv6Addr;
+use std::sync::Arc;
 
 use super::reader::{Reader, Section, closest};
 use super::server::decimal_refusal;
@@ -17,6 +18,7 @@ use super::{
 use crate::limits;
 use crate::money::{self, DecimalError, NanosPerToken};
 use crate::openai::models::REFERENCE_CREATED_UNIX_S;
+use crate::openai::tokenize::{Tokenizer, TokenizerSpec};
 
 pub(super) const UPSTREAM_KEYS: &[&str] = &[
     "name",
@@ -39,6 +41,7 @@ pub(super) const MODEL_KEYS: &[&str] = &[
     "max_audio_input_tokens",
     "unsupported_parameters",
     "created",
+    "tokenizer",
 ];
 
 /// Longest upstream name (`A-Za-z0-9._-`).
@@ -283,6 +286,7 @@ pub(super) fn models(reader: &mut Reader, root: &Section<'_>, upstream_names: &[
         let max_audio_input_tokens = reader.integer(section, "max_audio_input_tokens", media_range, "");
         let unsupported_parameters = unsupported_parameters(reader, section);
         let created = reader.integer(section, "created", 0..=i64::MAX as u64, "").unwrap_or(REFERENCE_CREATED_UNIX_S);
+        let tokenizer = tokenizer(reader, section);
         let (
             Some(id),
             Some(upstream),
@@ -306,9 +310,21 @@ pub(super) fn models(reader: &mut Reader, root: &Section<'_>, upstream_names: &[
             max_audio_input_tokens,
             unsupported_parameters,
             created,
+            tokenizer,
         });
     }
     models
+}
+
+/// The model's `tokenizer` (default `"bytes"`: none), loaded now, so a `tokenizer.json` that
+/// cannot be read or counted with fails `check-config` and start-up, never a request.
+fn tokenizer(reader: &mut Reader, section: &Section<'_>) -> Option<Arc<Tokenizer>> {
+    let value = reader.string(section, "tokenizer")?;
+    let loaded = TokenizerSpec::parse(value).and_then(|spec| Tokenizer::load(&spec));
+    loaded.unwrap_or_else(|reason| {
+        reader.error(section.key("tokenizer"), reason);
+        None
+    })
 }
 
 fn is_model_id(id: &str) -> bool {

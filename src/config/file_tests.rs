@@ -200,3 +200,35 @@ fn cors_origins_are_checked() {
         ]
     );
 }
+
+// Goal: a model's `tokenizer` is loaded when the file is checked: the embedded names load,
+// "bytes" and no key mean none, and a bad name or an unreadable tokenizer.json is an error
+// naming the key (so check-config fails, not a request).
+#[test]
+fn tokenizer_is_loaded_when_the_file_is_checked() {
+    let model = |tokenizer: &str| {
+        format!(
+            "[[models]]\nid = \"m\"\nupstream = \"sandbox\"\ninput_usd_per_million = \"1\"\noutput_usd_per_million = \"1\"\nmax_output_tokens = 10\n{tokenizer}"
+        )
+    };
+    let name = |text: &str| parse_config(text).unwrap().models[0].tokenizer.as_ref().map(|t| t.name().to_string());
+    assert_eq!(name(&model("tokenizer = \"o200k_base\"")).as_deref(), Some("o200k_base"));
+    assert_eq!(name(&model("tokenizer = \"cl100k_base\"")).as_deref(), Some("cl100k_base"));
+    assert_eq!(name(&model("tokenizer = \"bytes\"")), None);
+    assert_eq!(name(&model("")), None);
+    assert_eq!(
+        error_lines(&model("tokenizer = \"gpt2\"")),
+        ["models[0].tokenizer: must be \"bytes\", \"o200k_base\", \"cl100k_base\" or the path of a tokenizer.json"]
+    );
+    let missing = temp_path("no-tokenizer.json");
+    let lines = error_lines(&model(&format!("tokenizer = \"{}\"", missing.display())));
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].starts_with(&format!("models[0].tokenizer: cannot read {}", missing.display())), "{lines:?}");
+    let broken = temp_path("broken-tokenizer.json");
+    std::fs::write(&broken, r#"{"model":{"type":"WordPiece"}}"#).unwrap();
+    assert_eq!(
+        error_lines(&model(&format!("tokenizer = \"{}\"", broken.display()))),
+        [format!("models[0].tokenizer: {}: model.type must be \"BPE\"", broken.display())]
+    );
+    std::fs::remove_file(&broken).unwrap();
+}

@@ -328,6 +328,9 @@ pub struct ModelConfig {
     pub unsupported_parameters: Vec<String>,
     /// Unix seconds, shown in `/v1/models`.
     pub created: u64,
+    /// From `tokenizer`: how the upstream counts this model's input text, loaded at start-up
+    /// (`None`: `"bytes"`, one token per byte, the default).
+    pub tokenizer: Option<std::sync::Arc<crate::openai::tokenize::Tokenizer>>,
 }
 
 /// `[sandbox]`: how the built-in simulated model behaves.
@@ -494,6 +497,7 @@ pub fn reference_models() -> Vec<ModelConfig> {
             max_audio_input_tokens: None,
             unsupported_parameters: Vec::new(),
             created: REFERENCE_CREATED_UNIX_S,
+            tokenizer: None,
         })
         .collect()
 }

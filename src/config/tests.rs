@@ -147,6 +147,7 @@ fn spec_example_parses_to_exact_values() {
             max_audio_input_tokens: None,
             unsupported_parameters: vec![],
             created: 1_767_225_600,
+            tokenizer: None,
         }],
         ..Config::demo()
     };
@@ -249,6 +250,7 @@ fn each_key_alone_keeps_every_other_default() {
                     max_audio_input_tokens: None,
                     unsupported_parameters: vec![],
                     created: 1_767_225_600,
+                    tokenizer: None,
                 }]
             }),
         ),
@@ -267,6 +269,7 @@ fn each_key_alone_keeps_every_other_default() {
                     max_audio_input_tokens: None,
                     unsupported_parameters: vec![],
                     created: 1_767_225_600,
+                    tokenizer: None,
                 }]
             }),
         ),

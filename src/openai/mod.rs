@@ -4,4 +4,5 @@
 pub mod chat;
 pub mod models;
 pub mod responses;
+pub mod tokenize;
 pub mod usage_cost;

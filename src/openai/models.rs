@@ -44,6 +44,9 @@ pub struct ModelEntry {
     /// Top-level request parameters refused for this model (400 `unsupported_parameter`).
     pub unsupported_parameters: Vec<String>,
     pub created_unix_s: u64,
+    /// How the upstream counts input text (registry key `tokenizer`): the second stage of the
+    /// input bound (`api::admit`). `None`: one token per byte decides alone.
+    pub tokenizer: Option<std::sync::Arc<crate::openai::tokenize::Tokenizer>>,
 }
 
 /// Every model, indexed by public id, with its public JSON rendered once.
@@ -198,6 +201,7 @@ pub fn reference_entries() -> Vec<ModelEntry> {
             max_audio_input_tokens: None,
             unsupported_parameters: Vec::new(),
             created_unix_s: REFERENCE_CREATED_UNIX_S,
+            tokenizer: None,
         })
         .collect()
 }

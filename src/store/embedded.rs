@@ -288,6 +288,9 @@ impl EmbeddedStore {
             let requested = request.input_tokens_upper.saturating_add(output_cap.max(1));
             return Ok(Admission::TooLargeForTokenLimit { limit: tokens_capacity, requested, rates });
         }
+        if request.refuse_clamp && output_cap < request.requested_output_tokens {
+            return Ok(Admission::WouldClamp { output_cap_tokens: output_cap });
+        }
         // 3. RPM, then TPM, both checked before anything is taken.
         for (bucket, tokens) in [(Bucket::Requests, 1), (Bucket::Tokens, tokens_needed)] {
             let target = match bucket {

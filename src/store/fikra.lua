@@ -30,7 +30,7 @@
 --   a lease's escrow is a hold in P:{A}:holds under the lease id (model "lease"), reaped like any
 --   hold when its worker stops renewing it
 
-local LIBRARY_VERSION = 8
+local LIBRARY_VERSION = 9
 local UNITS = 60000
 -- Largest balance an account may hold, in nano-USD (about 9 million USD): exact in a double.
 local MAX_BALANCE = 9007199254740991
@@ -181,7 +181,8 @@ end
 
 -- KEYS: acct, rate (of the key's kind), holds, holdexp
 -- ARGV: request_id, key_id, kind (l|t), model, input_upper, requested_output, client_cap (0|1),
---       in_price, out_price, now (0 = Redis TIME), u_rpm, u_tpm, t_rpm, t_tpm, hold_ttl_ms
+--       in_price, out_price, now (0 = Redis TIME), u_rpm, u_tpm, t_rpm, t_tpm, hold_ttl_ms,
+--       refuse_clamp (1 = answer {5, output_cap} rather than admit with a lowered cap)
 -- Reply: {1, hold, output_cap, tokens, rates...} admitted; {2, bucket(0 rpm|1 tpm), limit, used,
 --   requested, retry_ms(-1 never), rates...}; {3, limit, requested, rates...} too large;
 --   {4, balance, available, needed, rates...} insufficient; {-1} no account; {-2} duplicate id
@@ -223,6 +224,9 @@ local function fk_admit(KEYS, ARGV)
   local tokens = input + output_cap
   if output_cap == 0 or tokens > t.cap then
     return append({ 3, t.cap, input + math.max(output_cap, 1) }, snapshot(r, t, now))
+  end
+  if ARGV[16] == '1' and output_cap < requested then
+    return { 5, output_cap }
   end
   -- 3. RPM, then TPM; a denial takes nothing.
   local wait = bucket_wait(r, 1, now)

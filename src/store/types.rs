@@ -137,6 +137,10 @@ pub struct AdmitRequest<'a> {
     pub requested_output_tokens: u64,
     /// Whether `requested_output_tokens` came from the client (for the clamp header).
     pub client_set_output_cap: bool,
+    /// Answer `WouldClamp` instead of admitting with an output cap below
+    /// `requested_output_tokens`: the first stage of a model with a tokenizer, whose count may
+    /// admit the request in full (`api::admit`). Nothing is taken then.
+    pub refuse_clamp: bool,
     pub input_price: NanosPerToken,
     pub output_price: NanosPerToken,
     pub now_ms: u64,
@@ -156,6 +160,7 @@ impl AdmitRequest<'static> {
             input_tokens_upper,
             requested_output_tokens: 100,
             client_set_output_cap: false,
+            refuse_clamp: false,
             input_price: crate::money::NanosPerToken(1_000),
             output_price: crate::money::NanosPerToken(2_000),
             now_ms,
@@ -192,6 +197,11 @@ pub enum Admission {
         limit: u64,
         requested: u64,
         rates: RateSnapshot,
+    },
+    /// Asked with `refuse_clamp`: it fits, but only with the output cap lowered to
+    /// `output_cap_tokens`. Nothing was taken; the caller counts its input exactly and asks again.
+    WouldClamp {
+        output_cap_tokens: u64,
     },
     /// Not even a one-token answer is affordable. `available` is balance minus other holds;
     /// `needed` is the cost of the input bound plus one output token.

@@ -60,7 +60,8 @@ impl RedisStore {
         let ttl = Num::new(HOLD_TTL_MS);
         let kind: &[u8] = if request.key_kind == KeyKind::Live { b"l" } else { b"t" };
         let client_cap: &[u8] = if request.client_set_output_cap { b"1" } else { b"0" };
-        let args: [&[u8]; 22] = [
+        let refuse_clamp: &[u8] = if request.refuse_clamp { b"1" } else { b"0" };
+        let args: [&[u8]; 23] = [
             b"FCALL",
             b"fk_admit",
             b"4",
@@ -83,6 +84,7 @@ impl RedisStore {
             t_rpm.as_bytes(),
             t_tpm.as_bytes(),
             ttl.as_bytes(),
+            refuse_clamp,
         ];
         match self.router.command_outcome(connections, acct.as_bytes(), &args).await {
             Ok(reply) => Admission::from_reply(reply),

@@ -161,6 +161,7 @@ impl FromReply for Admission {
                 needed: Nanos(u64_at(&items, 3)?),
                 rates: rates_at(&items, 4)?,
             }),
+            5 => Ok(Admission::WouldClamp { output_cap_tokens: u64_at(&items, 1)? }),
             -1 => Err(StoreError::NotFound),
             -2 => Err(StoreError::AlreadyExists),
             _ => Err(StoreError::Unavailable),
