@@ -14,39 +14,13 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::gateway::*;
 use support::http::*;
+use support::responses::{assert_charged, post, responses_request, typed_events};
 use support::scripted_upstream::{SECRET_MODEL, read_request_body, respond, respond_sse, upstream_model_config};
 use support::wait::wait_for;
-
-fn responses_request(key: &str, body: &str) -> String {
-    format!(
-        "POST /v1/responses HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-        body.len()
-    )
-}
-
-fn post(gateway: &TestGateway, key: &str, body: &Value) -> Response {
-    send_one(gateway.api, responses_request(key, &body.to_string()).as_bytes())
-}
 
 /// The first four events of every stream that writes text.
 const OPENING: [&str; 4] =
     ["response.created", "response.in_progress", "response.output_item.added", "response.content_part.added"];
-
-/// The typed events of a streamed answer: (event line, parsed data), checking each pairs up.
-fn typed_events(body: &[u8]) -> Vec<(String, Value)> {
-    let text = std::str::from_utf8(body).unwrap();
-    assert!(!text.contains("[DONE]"), "{text}");
-    text.split("\n\n")
-        .filter(|e| !e.is_empty())
-        .map(|event| {
-            let (kind_line, data_line) = event.split_once('\n').expect("two lines");
-            let kind = kind_line.strip_prefix("event: ").expect("event line").to_string();
-            let data: Value = serde_json::from_str(data_line.strip_prefix("data: ").expect("data line")).unwrap();
-            assert_eq!(data["type"], kind.as_str());
-            (kind, data)
-        })
-        .collect()
-}
 
 /// An upstream that records every request body it gets and answers the n-th with
 /// `answer(n, stream)`; returns its base URL and the recorded bodies.
@@ -92,14 +66,6 @@ fn usage_chunk(usage: Value) -> String {
     let event =
         json!({"id":"c1","object":"chat.completion.chunk","created":1,"model":SECRET_MODEL,"choices":[],"usage":usage});
     format!("data: {event}\n\n")
-}
-
-/// The account's ledger is exactly `charges` (nano-USD, newest first), nothing is held, and the
-/// balance is its 1 USD credit less those charges.
-fn assert_charged(gateway: &TestGateway, account: &str, charges: &[u64]) {
-    assert_eq!(gateway.usage_costs(account), charges);
-    assert_eq!(gateway.account(account)["held_usd"], "0.000000000");
-    assert_eq!(gateway.balance_nanos(account), 1_000_000_000 - charges.iter().sum::<u64>());
 }
 
 fn assert_no_secret(response: &Response) {

@@ -1,4 +1,5 @@
-//! `POST /v1/responses`: the phases of one Responses request, by translation to chat.
+//! `POST /v1/responses`: the phases of one Responses request, by translation to chat (or, for an
+//! upstream with `responses = true`, natively: `backend::upstream::responses_native`).
 //!
 //! authenticate -> maintenance -> parse (`openai::responses`) -> translate to a chat body (into
 //! a buffer of the worker) -> route the model -> admit -> dispatch (the backend's chat answer
@@ -16,10 +17,12 @@ use crate::api::maintenance::refuse_during_maintenance;
 use crate::api::rescue::{Known, Refusal, rescue};
 use crate::api::settle::settle;
 use crate::api::trace::Trace;
+use crate::backend::upstream::responses_native::native_input_bytes;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::server::{Request, ResponseSink};
 use crate::ids::RequestId;
 use crate::openai::chat;
+use crate::openai::models::Backend;
 use crate::openai::responses::answer::{AnswerFormat, ResponseShape};
 use crate::openai::responses::translate::write_chat_body;
 use crate::openai::responses::{ParamAt, parse_responses_request};
@@ -72,7 +75,7 @@ async fn serve<'a, S: AsyncWriteRent>(
     write_chat_body(request.body, &parsed, translated);
     let translated: &'a [u8] = translated;
     // Whatever the parser accepted translates to a valid chat request; this is a safety net.
-    let Ok(chat) = chat::parse_chat_request(translated) else {
+    let Ok(mut chat) = chat::parse_chat_request(translated) else {
         return Err(ApiError::invalid("input", "cannot be expressed as a conversation for this model").into());
     };
     let registry = &worker.shared.registry;
@@ -92,6 +95,13 @@ async fn serve<'a, S: AsyncWriteRent>(
         }
     }
     let (model_index, model) = route_model(worker, &chat, translated, texts.refused_param)?;
+    // A native upstream gets the client's own body (`responses_native`): the hold counts those
+    // bytes, not the translation's.
+    if let Backend::Upstream(name) = &model.backend
+        && worker.shared.upstreams.serves_responses(name)
+    {
+        chat.input_bytes = chat.input_bytes.max(native_input_bytes(request.body, &parsed));
+    }
     let ticket = admit(worker, request_id, caller, &chat, translated, model).await?;
     let shape = ResponseShape {
         request_id: request_id.as_str(),

@@ -28,6 +28,7 @@ pub(super) const UPSTREAM_KEYS: &[&str] = &[
     "connect_timeout_ms",
     "response_timeout_ms",
     "pool_idle_timeout_ms",
+    "responses",
 ];
 pub(super) const MODEL_KEYS: &[&str] = &[
     "id",
@@ -105,6 +106,7 @@ pub(super) fn upstreams(reader: &mut Reader, root: &Section<'_>) -> Upstreams {
             .unwrap_or(DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS);
         let pool_idle_timeout_ms =
             reader.limit(&section, "pool_idle_timeout_ms", limits::UPSTREAM_POOL_IDLE_TIMEOUT_MS);
+        let responses = reader.boolean(&section, "responses").unwrap_or(false);
         let (Some(name), Some((base_url, url))) = (name, url) else { continue };
         upstreams.valid.push(UpstreamConfig {
             name,
@@ -118,6 +120,7 @@ pub(super) fn upstreams(reader: &mut Reader, root: &Section<'_>) -> Upstreams {
             connect_timeout_ms,
             response_timeout_ms,
             pool_idle_timeout_ms,
+            responses,
         });
     }
     upstreams

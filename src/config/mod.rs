@@ -301,6 +301,9 @@ pub struct UpstreamConfig {
     /// How long a connection may sit idle in a worker's pool before it is closed (at most, and by
     /// default, `limits::UPSTREAM_POOL_IDLE_TIMEOUT_MS`).
     pub pool_idle_timeout_ms: u64,
+    /// The upstream serves the Responses API (`{base_url}/responses`): Responses requests for its
+    /// models are proxied natively instead of translated to chat (SPEC §8.1). Default false.
+    pub responses: bool,
 }
 
 /// One `[[models]]` entry: a public model id and where it is served.

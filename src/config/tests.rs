@@ -40,6 +40,7 @@ fn groq() -> UpstreamConfig {
         connect_timeout_ms: 3_000,
         response_timeout_ms: 60_000,
         pool_idle_timeout_ms: 30_000,
+        responses: false,
     }
 }
 
@@ -169,6 +170,7 @@ fn each_key_alone_keeps_every_other_default() {
         connect_timeout_ms: DEFAULT_UPSTREAM_CONNECT_TIMEOUT_MS,
         response_timeout_ms: DEFAULT_UPSTREAM_RESPONSE_TIMEOUT_MS,
         pool_idle_timeout_ms: crate::limits::UPSTREAM_POOL_IDLE_TIMEOUT_MS,
+        responses: false,
     };
     let limits = |rpm, tpm| TierLimits::per_minute(rpm, tpm);
     type Change = Box<dyn Fn(&mut Config)>;
@@ -234,6 +236,10 @@ fn each_key_alone_keeps_every_other_default() {
         (
             "[[upstreams]]\nname = \"local\"\nbase_url = \"http://127.0.0.1:9000\"\npool_idle_timeout_ms = 250",
             Box::new(move |c| c.upstreams = vec![UpstreamConfig { pool_idle_timeout_ms: 250, ..local() }]),
+        ),
+        (
+            "[[upstreams]]\nname = \"local\"\nbase_url = \"http://127.0.0.1:9000\"\nresponses = true",
+            Box::new(move |c| c.upstreams = vec![UpstreamConfig { responses: true, ..local() }]),
         ),
         (
             "[[models]]\nid = \"m\"\nupstream = \"sandbox\"\ninput_usd_per_million = \"0\"\noutput_usd_per_million = \"1.25\"\nmax_output_tokens = 1000000",
@@ -503,6 +509,10 @@ fn messages_explain_the_fix() {
         (
             "[[upstreams]]\nname = \"u\"\nbase_url = \"https://x\"\npool_idle_timeout_ms = 0",
             "upstreams[0].pool_idle_timeout_ms: 0 is too small: at least 1",
+        ),
+        (
+            "[[upstreams]]\nname = \"u\"\nbase_url = \"https://x\"\nresponses = \"yes\"",
+            "upstreams[0].responses: must be true or false, not a string (\"yes\")",
         ),
         (
             "[[models]]\nid = \"m\"\nupstream = \"sandbx\"\ninput_usd_per_million = \"1\"\noutput_usd_per_million = \"1\"\nmax_output_tokens = 1",

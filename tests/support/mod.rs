@@ -12,6 +12,7 @@
 //! - `gateway_process`: real `fikra-gateway serve` processes for multi-node tests;
 //! - `redis_server`: real `redis-server` processes, standalone or as a Redis Cluster;
 //! - `scripted_upstream`: raw TCP upstreams a test scripts per request, byte for byte;
+//! - `responses`: `POST /v1/responses` requests, their typed events, the exact-ledger check;
 //! - `stripe`: a Stripe event signer (independent of the gateway's verifier);
 //! - `counting_allocator`: a global allocator that counts allocations (the benches include
 //!   this one file with `#[path]`, as they cannot build the rest);
@@ -32,6 +33,7 @@ pub mod gateway;
 pub mod gateway_process;
 pub mod http;
 pub mod redis_server;
+pub mod responses;
 pub mod scripted_upstream;
 pub mod stripe;
 pub mod wait;

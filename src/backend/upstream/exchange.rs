@@ -9,23 +9,20 @@
 //! context-length refusals included), and the usage to settle with, whatever happened. It never
 //! lets an upstream body, header or model name through.
 
-use std::time::Duration;
-
 use monoio::io::AsyncWriteRent;
 
 use crate::backend::upstream::UpstreamTarget;
 use crate::backend::upstream::client::{self, Pool, UpstreamFailure};
-use crate::backend::upstream::proxy::kept;
 pub use crate::backend::upstream::proxy::{ProxyRequest, ProxyResult, UpstreamRefusal, UpstreamTiming};
+use crate::backend::upstream::responses_native;
 use crate::backend::upstream::rewrite;
 use crate::backend::upstream::stream::relay_stream;
+use crate::backend::upstream::unary::{answered, read_rewritten};
 use crate::errors::ErrorKind;
-use crate::http::response::{self, ClampHeader};
 use crate::http::server::ResponseSink;
-use crate::limits::{UPSTREAM_MAX_ERROR_BODY_BYTES, UPSTREAM_REQUEST_DEADLINE_MS};
+use crate::limits::UPSTREAM_MAX_ERROR_BODY_BYTES;
 use crate::openai::chat::write_backend_body;
-use crate::openai::responses::answer::{self, AnswerFormat};
-use crate::store::Outcome;
+use crate::openai::responses::answer::{self, AnswerFormat, ResponseShape};
 
 /// Sends the request upstream and relays the answer onto `sink`. A failure before the response
 /// head (or an answer that is not a result) writes nothing and comes back as
@@ -41,8 +38,13 @@ pub async fn proxy_completion<S: AsyncWriteRent>(
     let sent_at_us = crate::clock::monotonic_us();
     let mut head_at_us = 0;
     // `return` inside this block ends the exchange, not the function: every way out is timed.
+    // A Responses request to an upstream that speaks the Responses API goes there as it is.
+    let native = match request.answer {
+        AnswerFormat::Responses(shape) if target.responses_path.is_some() => Some(shape),
+        _ => None,
+    };
     let mut result = async {
-        build_upstream_request(request_buffer, target, request);
+        build_upstream_request(request_buffer, target, request, native);
         let mut exchange = match client::start(target, upstream, pool, request_buffer).await {
             Ok(exchange) => exchange,
             Err(failure) => {
@@ -68,7 +70,14 @@ pub async fn proxy_completion<S: AsyncWriteRent>(
                 read_small_body(&mut exchange, target, pool, request_buffer).await;
                 return ProxyResult::failed(UpstreamFailure::Malformed);
             }
-            relay_stream(sink, exchange, target, pool, request, request_buffer).await
+            match native {
+                Some(shape) => {
+                    responses_native::relay_stream(sink, exchange, target, pool, request, shape, request_buffer).await
+                }
+                None => relay_stream(sink, exchange, target, pool, request, request_buffer).await,
+            }
+        } else if native.is_some() {
+            responses_native::relay_unary(sink, exchange, target, pool, request, request_buffer).await
         } else {
             relay_unary(sink, exchange, target, pool, request, request_buffer).await
         }
@@ -99,20 +108,31 @@ async fn read_small_body(exchange: &mut client::Exchange, target: &UpstreamTarge
     }
 }
 
-/// The request line, headers and rewritten body for the upstream, in `out`.
-fn build_upstream_request(out: &mut Vec<u8>, target: &UpstreamTarget, request: &ProxyRequest<'_>) {
+/// The request line, headers and rewritten body for the upstream, in `out`: the chat body to
+/// `{base}/chat/completions`, or with `native`, the client's Responses body to `{base}/responses`.
+fn build_upstream_request(
+    out: &mut Vec<u8>,
+    target: &UpstreamTarget,
+    request: &ProxyRequest<'_>,
+    native: Option<&ResponseShape<'_>>,
+) {
     out.clear();
     // The body first (its length goes in the head), then the head, then the head moves to the front.
-    write_backend_body(
-        request.body,
-        request.chat,
-        &request.model.upstream_model,
-        request.admitted.output_cap_tokens,
-        out,
-    );
+    let upstream_model = &request.model.upstream_model;
+    let cap = request.admitted.output_cap_tokens;
+    let path = match (native, &target.responses_path) {
+        (Some(shape), Some(path)) => {
+            responses_native::write_native_body(shape, upstream_model, cap, out);
+            path
+        }
+        _ => {
+            write_backend_body(request.body, request.chat, upstream_model, cap, out);
+            &target.completions_path
+        }
+    };
     let body_len = out.len();
     let accept = if request.chat.stream { "text/event-stream" } else { "application/json" };
-    for part in [b"POST ", target.completions_path.as_bytes(), b" HTTP/1.1\r\nhost: ", target.host_header.as_bytes()] {
+    for part in [b"POST ", path.as_bytes(), b" HTTP/1.1\r\nhost: ", target.host_header.as_bytes()] {
         out.extend_from_slice(part);
     }
     out.extend_from_slice(b"\r\ncontent-type: application/json\r\naccept: ");
@@ -176,24 +196,10 @@ async fn relay_unary<S: AsyncWriteRent>(
     request: &ProxyRequest<'_>,
     rewritten: &mut Vec<u8>,
 ) -> ProxyResult {
-    let mut upstream_body = std::mem::take(&mut sink.scratch);
-    upstream_body.clear();
-    let deadline = Duration::from_millis(UPSTREAM_REQUEST_DEADLINE_MS);
-    let read = match monoio::time::timeout(deadline, exchange.read_to_end(&mut upstream_body, target.response_timeout))
-        .await
-    {
-        Ok(read) => read,
-        Err(_) => Err(UpstreamFailure::Timeout),
+    let facts = match read_rewritten(sink, &mut exchange, target, pool, request, rewritten).await {
+        Ok(facts) => facts,
+        Err(failed) => return failed,
     };
-    if let Err(failure) = read {
-        sink.scratch = kept(upstream_body);
-        crate::log_warn_every!("upstream {}: body failed: {failure:?} (request {})", target.name, request.request_id);
-        return ProxyResult::failed(failure);
-    }
-    exchange.finish_reusable(pool);
-    rewritten.clear();
-    let facts = rewrite::rewrite_object(&upstream_body, &request.names(), rewritten);
-    sink.scratch = kept(upstream_body);
     let facts = match facts {
         Some(facts) if facts.is_result() => facts,
         _ => {
@@ -206,9 +212,6 @@ async fn relay_unary<S: AsyncWriteRent>(
         }
     };
     let usage = facts.usage.unwrap_or_else(|| request.estimate(request.admitted.output_cap_tokens));
-    let clamp = ClampHeader::new(request.clamped_to);
-    let (pairs, count) = clamp.pairs();
-    let context = request.context(sink.keep_alive);
     let body: &[u8] = match request.answer {
         AnswerFormat::Chat => rewritten,
         AnswerFormat::Responses(shape) => {
@@ -222,7 +225,5 @@ async fn relay_unary<S: AsyncWriteRent>(
             &sink.scratch
         }
     };
-    response::write_full(&mut sink.out, 200, "application/json", &pairs[..count], &context, body);
-    let timing = UpstreamTiming { first_token_at_us: crate::clock::monotonic_us(), ..UpstreamTiming::default() };
-    ProxyResult { status: Some(200), usage, outcome: Outcome::Completed, refusal: None, timing }
+    answered(&mut sink.out, sink.keep_alive, request, body, usage)
 }

@@ -9,8 +9,10 @@
 pub mod client;
 pub mod exchange;
 pub mod proxy;
+pub mod responses_native;
 pub mod rewrite;
 pub mod stream;
+pub mod unary;
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -31,6 +33,9 @@ pub struct UpstreamTarget {
     pub tls: Option<(monoio_rustls::TlsConnector, ServerName<'static>)>,
     /// `{base path}/chat/completions`.
     pub completions_path: String,
+    /// `{base path}/responses` when the upstream serves the Responses API (`responses = true`):
+    /// Responses requests then go there natively (`responses_native`).
+    pub responses_path: Option<String>,
     /// The `host` header value.
     pub host_header: String,
     /// `Bearer <key>` from the configured environment variable, if any.
@@ -51,6 +56,11 @@ pub struct Upstreams {
 impl Upstreams {
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.targets.iter().position(|t| t.name == name)
+    }
+
+    /// Whether the upstream named `name` takes Responses requests natively.
+    pub fn serves_responses(&self, name: &str) -> bool {
+        self.targets.iter().any(|t| t.name == name && t.responses_path.is_some())
     }
 }
 
@@ -102,6 +112,7 @@ fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
         port,
         tls,
         completions_path,
+        responses_path: config.responses.then(|| format!("{}/responses", config.base_path)),
         host_header,
         authorization,
         addresses: RwLock::new(addresses),

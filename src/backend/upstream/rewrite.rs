@@ -354,11 +354,19 @@ pub enum EventKind {
     Malformed,
 }
 
-/// The data of one SSE event (`event` ends with its blank line): `Ok(None)` for an event
-/// without data, `Err(())` for lines that are not SSE fields. `is_error_type` is set for
-/// `event: error`.
-fn event_data<'e>(event: &'e [u8], is_error_type: &mut bool) -> Result<Option<&'e [u8]>, ()> {
-    let mut data: Option<&[u8]> = None;
+/// The fields of one SSE event the gateway reads; either may be absent.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct SseFields<'e> {
+    /// The `event:` name.
+    pub name: Option<&'e [u8]>,
+    /// The one `data:` line.
+    pub data: Option<&'e [u8]>,
+}
+
+/// The fields of one SSE event (`event` ends with its blank line); `Err(())` for lines that are
+/// not SSE fields.
+pub(super) fn event_fields(event: &[u8]) -> Result<SseFields<'_>, ()> {
+    let (mut name, mut data): (Option<&[u8]>, Option<&[u8]>) = (None, None);
     for line in event.split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() || line[0] == b':' {
@@ -373,12 +381,14 @@ fn event_data<'e>(event: &'e [u8], is_error_type: &mut bool) -> Result<Option<&'
             // One data line per event is what every upstream sends; several would have to be
             // joined, and relaying only one of them would corrupt the event.
             b"data" if data.is_none() => data = Some(value),
-            b"event" => *is_error_type |= value == b"error",
+            // The last `event:` line names the event (SSE), but any `error` among them sticks.
+            b"event" if name != Some(b"error") => name = Some(value),
+            b"event" => {}
             b"id" | b"retry" => {}
             _ => return Err(()),
         }
     }
-    Ok(data)
+    Ok(SseFields { name, data })
 }
 
 /// Rewrites one SSE event (`event` ends with its blank line) into `out` as `data: ...\n\n`,
@@ -393,16 +403,12 @@ pub fn rewrite_event(
     if event.len() > UPSTREAM_MAX_SSE_EVENT_BYTES {
         return EventKind::Malformed;
     }
-    let mut is_error_type = false;
-    let data = match event_data(event, &mut is_error_type) {
-        Ok(Some(data)) => data,
-        Ok(None) if is_error_type => return EventKind::Error,
-        Ok(None) => return EventKind::Ignored,
+    let data = match event_fields(event) {
+        Ok(SseFields { name: Some(b"error"), .. }) => return EventKind::Error,
+        Ok(SseFields { data: Some(data), .. }) => data,
+        Ok(SseFields { data: None, .. }) => return EventKind::Ignored,
         Err(()) => return EventKind::Malformed,
     };
-    if is_error_type {
-        return EventKind::Error;
-    }
     if data == b"[DONE]" {
         out.extend_from_slice(b"data: [DONE]\n\n");
         return EventKind::Done;

@@ -26,76 +26,111 @@ use crate::openai::responses::answer::{AnswerFormat, ResponsesStream};
 use crate::openai::usage_cost::append_usage_cost;
 use crate::store::Outcome;
 
-const MID_STREAM_FAILURE: &str = "The model backend failed in the middle of the answer.";
+pub(super) const MID_STREAM_FAILURE: &str = "The model backend failed in the middle of the answer.";
 
-/// Where one relayed stream stands.
+/// Where one relayed stream stands, whatever its events are (chat chunks here, native
+/// Responses events in `responses_native`).
+#[derive(Default)]
+pub(super) struct StreamCore {
+    /// The client's stream head was written (the first data event was a result).
+    pub started: bool,
+    /// The upstream's last event (`[DONE]`, a terminal Responses event) was relayed; later
+    /// events are not.
+    pub finished: bool,
+    /// How the upstream failed, if it did.
+    pub failure: Option<UpstreamFailure>,
+    /// A write to the client failed (only possible once started).
+    pub client_gone: bool,
+    pub usage: Option<ReportedUsage>,
+    /// Output events relayed (chunks, deltas): the completion estimate when usage never comes.
+    pub delivered: u64,
+    pub finder: EventFinder,
+    /// `clock::monotonic_us` when the first output was written to the client.
+    pub first_token_at_us: u64,
+}
+
+impl StreamCore {
+    pub fn open(&self) -> bool {
+        self.failure.is_none() && !self.finished
+    }
+}
+
+/// One kind of upstream event stream, as the driver (`drive`) sees it.
+pub(super) trait EventRelay {
+    fn core(&mut self) -> &mut StreamCore;
+
+    /// Relays (or judges, or drains) one complete event (its blank line included). `scratch`
+    /// is free for the relay's own use.
+    fn take_event<S: AsyncWriteRent>(
+        &mut self,
+        sink: &mut ResponseSink<S>,
+        event: &[u8],
+        names: &ModelNames<'_>,
+        request: &ProxyRequest<'_>,
+        scratch: &mut Vec<u8>,
+    );
+
+    /// Writes the one event that ends a started stream the upstream failed.
+    fn write_failure<S: AsyncWriteRent>(&mut self, sink: &mut ResponseSink<S>, error: &ApiError<'_>);
+}
+
+/// A chat stream being relayed.
 #[derive(Default)]
 struct StreamState {
-    /// The client's stream head was written (the first data event was a chunk).
-    started: bool,
-    /// `data: [DONE]` was relayed; later events are not.
-    saw_done: bool,
-    /// How the upstream failed, if it did.
-    failure: Option<UpstreamFailure>,
-    /// A write to the client failed (only possible once started).
-    client_gone: bool,
-    usage: Option<ReportedUsage>,
-    chunks_delivered: u64,
-    finder: EventFinder,
-    /// `clock::monotonic_us` when the first chunk was written to the client.
-    first_token_at_us: u64,
+    core: StreamCore,
     /// The Responses translation of the chat events, for a Responses request.
     responses: Option<ResponsesStream>,
 }
 
-impl StreamState {
-    fn open(&self) -> bool {
-        self.failure.is_none() && !self.saw_done
+impl EventRelay for StreamState {
+    fn core(&mut self) -> &mut StreamCore {
+        &mut self.core
     }
 
-    /// Relays every complete event at the front of `pending`; returns how many bytes it took.
     /// `scratch` holds an event while it is judged (the first) or discarded (client gone).
-    fn take_events<S: AsyncWriteRent>(
+    fn take_event<S: AsyncWriteRent>(
         &mut self,
         sink: &mut ResponseSink<S>,
-        pending: &[u8],
+        event: &[u8],
+        names: &ModelNames<'_>,
         request: &ProxyRequest<'_>,
         scratch: &mut Vec<u8>,
-    ) -> usize {
-        let names = request.names();
-        let mut consumed = 0;
-        while self.open() {
-            let Some(len) = self.finder.next_end(&pending[consumed..]) else { break };
-            let event = &pending[consumed..consumed + len];
-            consumed += len;
-            if !self.started {
-                self.first_event(sink, event, &names, request, scratch);
-            } else if self.client_gone {
-                scratch.clear();
-                let kind = rewrite::rewrite_event(event, &names, true, &mut self.usage, scratch);
-                self.saw_done = kind == EventKind::Done;
-            } else if let (AnswerFormat::Responses(shape), Some(responses)) = (request.answer, self.responses.as_mut())
-            {
-                scratch.clear();
-                let kind = Self::relayed_event(&mut self.usage, event, &names, true, request, scratch);
-                let start = sink.out.len();
-                responses.chat_events(shape, scratch, &mut sink.out);
-                sink.frame_event(start);
-                self.count(kind);
-            } else {
-                let start = sink.out.len();
-                let include_usage = request.chat.include_usage_requested;
-                let kind = Self::relayed_event(&mut self.usage, event, &names, include_usage, request, &mut sink.out);
-                sink.frame_event(start);
-                self.count(kind);
-            }
+    ) {
+        if !self.core.started {
+            self.first_event(sink, event, names, request, scratch);
+        } else if self.core.client_gone {
+            scratch.clear();
+            let kind = Self::relayed_event(&mut self.core.usage, event, names, true, request, scratch);
+            self.core.finished = kind == EventKind::Done;
+        } else if let (AnswerFormat::Responses(shape), Some(responses)) = (request.answer, self.responses.as_mut()) {
+            scratch.clear();
+            let kind = Self::relayed_event(&mut self.core.usage, event, names, true, request, scratch);
+            let start = sink.out.len();
+            responses.chat_events(shape, scratch, &mut sink.out);
+            sink.frame_event(start);
+            self.count(kind);
+        } else {
+            let start = sink.out.len();
+            let include_usage = request.chat.include_usage_requested;
+            let kind = Self::relayed_event(&mut self.core.usage, event, names, include_usage, request, &mut sink.out);
+            sink.frame_event(start);
+            self.count(kind);
         }
-        if self.open() && rewrite::event_too_large(pending.len() - consumed) {
-            self.failure = Some(UpstreamFailure::Malformed);
-        }
-        consumed
     }
 
+    fn write_failure<S: AsyncWriteRent>(&mut self, sink: &mut ResponseSink<S>, error: &ApiError<'_>) {
+        match self.responses.as_mut() {
+            Some(responses) => {
+                let start = sink.out.len();
+                responses.write_error(&mut sink.out, error.spec().code, MID_STREAM_FAILURE);
+                sink.frame_event(start);
+            }
+            None => sink.write_error_event(error),
+        }
+    }
+}
+
+impl StreamState {
     /// The first data event decides: a chunk starts the client's stream, anything else but a
     /// comment fails it before a byte was written.
     fn first_event<S: AsyncWriteRent>(
@@ -108,16 +143,11 @@ impl StreamState {
     ) {
         scratch.clear();
         let include_usage = request.chat.include_usage_requested;
-        let kind = Self::relayed_event(&mut self.usage, event, names, include_usage, request, scratch);
+        let kind = Self::relayed_event(&mut self.core.usage, event, names, include_usage, request, scratch);
         match kind {
             EventKind::Ignored => {}
             EventKind::Chunk | EventKind::DroppedUsage => {
-                let clamp = ClampHeader::new(request.clamped_to);
-                let (pairs, count) = clamp.pairs();
-                let context = request.context(sink.keep_alive);
-                // The sink frames the stream as the client's HTTP version allows (chunked, or
-                // close-delimited).
-                sink.start_stream(200, "text/event-stream", &pairs[..count], &context);
+                start_client_stream(sink, request);
                 let start = sink.out.len();
                 match (request.answer, self.responses.as_mut()) {
                     (AnswerFormat::Responses(shape), Some(responses)) => {
@@ -126,12 +156,12 @@ impl StreamState {
                     _ => sink.out.extend_from_slice(scratch),
                 }
                 sink.frame_event(start);
-                self.started = true;
-                self.first_token_at_us = crate::clock::monotonic_us();
+                self.core.started = true;
+                self.core.first_token_at_us = crate::clock::monotonic_us();
                 self.count(kind);
             }
             EventKind::Done | EventKind::Error | EventKind::NoResult | EventKind::Malformed => {
-                self.failure = Some(UpstreamFailure::Malformed);
+                self.core.failure = Some(UpstreamFailure::Malformed);
             }
         }
     }
@@ -164,41 +194,95 @@ impl StreamState {
 
     fn count(&mut self, kind: EventKind) {
         match kind {
-            EventKind::Chunk => self.chunks_delivered += 1,
-            EventKind::Done => self.saw_done = true,
-            EventKind::Error | EventKind::Malformed => self.failure = Some(UpstreamFailure::Malformed),
+            EventKind::Chunk => self.core.delivered += 1,
+            EventKind::Done => self.core.finished = true,
+            EventKind::Error | EventKind::Malformed => self.core.failure = Some(UpstreamFailure::Malformed),
             EventKind::DroppedUsage | EventKind::Ignored | EventKind::NoResult => {}
         }
     }
 }
 
+/// Writes the client's stream head (with the clamp header when the cap was lowered); the sink
+/// frames the stream as the client's HTTP version allows (chunked, or close-delimited).
+pub(super) fn start_client_stream<S: AsyncWriteRent>(sink: &mut ResponseSink<S>, request: &ProxyRequest<'_>) {
+    let clamp = ClampHeader::new(request.clamped_to);
+    let (pairs, count) = clamp.pairs();
+    let context = request.context(sink.keep_alive);
+    sink.start_stream(200, "text/event-stream", &pairs[..count], &context);
+}
+
 /// Relays the SSE body of `exchange` (its head said `text/event-stream`) onto `sink`.
 pub async fn relay_stream<S: AsyncWriteRent>(
+    sink: &mut ResponseSink<S>,
+    exchange: client::Exchange,
+    target: &UpstreamTarget,
+    pool: &Pool,
+    request: &ProxyRequest<'_>,
+    scratch: &mut Vec<u8>,
+) -> ProxyResult {
+    let mut state = StreamState::default();
+    if let AnswerFormat::Responses(shape) = request.answer {
+        state.responses = Some(shape.start_stream());
+    }
+    let result = drive(sink, exchange, target, pool, request, scratch, &mut state).await;
+    if let (AnswerFormat::Responses(shape), Some(responses)) = (request.answer, state.responses.take()) {
+        shape.give_back_stream(responses);
+    }
+    result
+}
+
+/// Hands every complete event at the front of `pending` to `relay` while the stream is open;
+/// returns how many bytes were taken. Bytes that cannot become an event within the size limit
+/// fail the stream.
+fn take_events<S: AsyncWriteRent, R: EventRelay>(
+    relay: &mut R,
+    sink: &mut ResponseSink<S>,
+    pending: &[u8],
+    request: &ProxyRequest<'_>,
+    scratch: &mut Vec<u8>,
+) -> usize {
+    let names = request.names();
+    let mut consumed = 0;
+    while relay.core().open() {
+        let Some(len) = relay.core().finder.next_end(&pending[consumed..]) else { break };
+        let event = &pending[consumed..consumed + len];
+        consumed += len;
+        relay.take_event(sink, event, &names, request, scratch);
+    }
+    let core = relay.core();
+    if core.open() && rewrite::event_too_large(pending.len() - consumed) {
+        core.failure = Some(UpstreamFailure::Malformed);
+    }
+    consumed
+}
+
+/// Reads the upstream's events and hands them to `relay` as they arrive, flushing what it
+/// wrote after each piece; then ends the client's stream (one failure event if the upstream
+/// failed after the start) and reports the usage to settle with.
+pub(super) async fn drive<S: AsyncWriteRent, R: EventRelay>(
     sink: &mut ResponseSink<S>,
     mut exchange: client::Exchange,
     target: &UpstreamTarget,
     pool: &Pool,
     request: &ProxyRequest<'_>,
     scratch: &mut Vec<u8>,
+    relay: &mut R,
 ) -> ProxyResult {
     let mut payload = std::mem::take(&mut sink.scratch);
     payload.clear();
-    let mut state = StreamState::default();
-    if let AnswerFormat::Responses(shape) = request.answer {
-        state.responses = Some(shape.start_stream());
-    }
     // A stream may not outlive its hold: past the deadline it ends like a failed upstream.
     let deadline = deadline_after_ms(UPSTREAM_REQUEST_DEADLINE_MS);
     // Once the client is gone: how long and how much more is read to learn the usage.
     let mut drain_deadline = deadline;
     let mut drained_bytes = 0usize;
     loop {
-        let wait = if state.client_gone { time_left(drain_deadline) } else { time_left(deadline) };
+        let wait = if relay.core().client_gone { time_left(drain_deadline) } else { time_left(deadline) };
         let before = payload.len();
         let piece = exchange.next_piece(&mut payload, target.response_timeout.min(wait)).await;
         drained_bytes += payload.len() - before;
-        let consumed = state.take_events(sink, &payload, request, scratch);
+        let consumed = take_events(relay, sink, &payload, request, scratch);
         payload.drain(..consumed);
+        let state = relay.core();
         let body_done = match piece {
             Ok(done) => done,
             Err(failure) => {
@@ -209,7 +293,7 @@ pub async fn relay_stream<S: AsyncWriteRent>(
             }
         };
         if body_done && state.open() {
-            // The body ended without `[DONE]`: cut short.
+            // The body ended before the upstream's last event: cut short.
             state.failure = Some(UpstreamFailure::BrokenBody);
         }
         if body_done || state.failure.is_some() {
@@ -222,7 +306,7 @@ pub async fn relay_stream<S: AsyncWriteRent>(
         }
         if state.client_gone
             && (state.usage.is_some()
-                || state.saw_done
+                || state.finished
                 || drained_bytes >= ABANDONED_STREAM_DRAIN_BYTES
                 || time_left(drain_deadline).is_zero())
         {
@@ -230,10 +314,8 @@ pub async fn relay_stream<S: AsyncWriteRent>(
         }
     }
     sink.scratch = kept(payload);
+    let state = relay.core();
     if !state.started {
-        if let (AnswerFormat::Responses(shape), Some(responses)) = (request.answer, state.responses.take()) {
-            shape.give_back_stream(responses);
-        }
         let failure = state.failure.unwrap_or(UpstreamFailure::Malformed);
         crate::log_warn_every!(
             "upstream {}: the stream failed before its first chunk: {failure:?} (request {})",
@@ -242,40 +324,30 @@ pub async fn relay_stream<S: AsyncWriteRent>(
         );
         return ProxyResult::failed(failure);
     }
-    let outcome = if state.client_gone {
+    let (client_gone, failure) = (state.client_gone, state.failure);
+    let usage = state.usage.unwrap_or_else(|| request.estimate(state.delivered));
+    let timing = UpstreamTiming { first_token_at_us: state.first_token_at_us, ..UpstreamTiming::default() };
+    let outcome = if client_gone {
         Outcome::ClientAborted
-    } else if state.failure.is_some() {
+    } else if failure.is_some() {
         Outcome::BackendFailed
     } else {
         Outcome::Completed
     };
-    if !state.client_gone {
-        if let Some(failure) = state.failure {
+    if !client_gone {
+        if let Some(failure) = failure {
             crate::log_warn_every!(
                 "upstream {}: the stream failed after it started: {failure:?} (request {})",
                 target.name,
                 request.request_id
             );
-            let error = ApiError::with_text(ErrorKind::UpstreamUnavailable, MID_STREAM_FAILURE);
-            match state.responses.as_mut() {
-                Some(responses) => {
-                    let start = sink.out.len();
-                    responses.write_error(&mut sink.out, error.spec().code, MID_STREAM_FAILURE);
-                    sink.frame_event(start);
-                }
-                None => sink.write_error_event(&error),
-            }
+            relay.write_failure(sink, &ApiError::with_text(ErrorKind::UpstreamUnavailable, MID_STREAM_FAILURE));
         }
         // Flushed by the connection loop after settlement (see `backend::sandbox::reply`).
         sink.end_stream();
     }
-    if state.failure.is_none() && !state.client_gone {
+    if failure.is_none() && !client_gone {
         exchange.finish_reusable(pool);
     }
-    if let (AnswerFormat::Responses(shape), Some(responses)) = (request.answer, state.responses.take()) {
-        shape.give_back_stream(responses);
-    }
-    let usage = state.usage.unwrap_or_else(|| request.estimate(state.chunks_delivered));
-    let timing = UpstreamTiming { first_token_at_us: state.first_token_at_us, ..UpstreamTiming::default() };
     ProxyResult { status: Some(200), usage, outcome, refusal: None, timing }
 }

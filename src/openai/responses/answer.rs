@@ -112,6 +112,35 @@ pub fn read_chat_usage(usage: &[u8]) -> Option<TokenUsage> {
     })
 }
 
+/// The usage object of a Responses answer (`input_tokens` and `output_tokens` required, with
+/// `input_tokens_details.cached_tokens` and `output_tokens_details.reasoning_tokens`), as a
+/// native upstream reports it.
+pub fn read_responses_usage(usage: &[u8]) -> Option<TokenUsage> {
+    if kind_of(usage) != ValueKind::Object {
+        return None;
+    }
+    let required = |name: &str| member(usage, name).filter(|value| kind_of(value) == ValueKind::Number);
+    let detail = |object: &str, field: &str| number(member(usage, object).and_then(|details| member(details, field)));
+    let (input, output) = (required("input_tokens")?, required("output_tokens")?);
+    Some(TokenUsage {
+        prompt_tokens: number(Some(input)),
+        cached_prompt_tokens: detail("input_tokens_details", "cached_tokens"),
+        completion_tokens: number(Some(output)),
+        reasoning_tokens: detail("output_tokens_details", "reasoning_tokens"),
+    })
+}
+
+/// One Responses `error` event (SDK `ResponseErrorEvent`), the SPEC §2 code and message inside.
+pub fn write_error_event(out: &mut Vec<u8>, sequence_number: u64, code: &str, message: &str) {
+    out.extend_from_slice(b"event: error\ndata: {\"type\":\"error\",\"sequence_number\":");
+    push_decimal(out, sequence_number);
+    out.extend_from_slice(b",\"code\":\"");
+    write_json_escaped(out, code);
+    out.extend_from_slice(b"\",\"message\":\"");
+    write_json_escaped(out, message);
+    out.extend_from_slice(b"\",\"param\":null}\n\n");
+}
+
 /// A Responses usage object; `cost` (what the gateway charged, when it was announced in the chat
 /// usage) rides along as `cost_usd`.
 fn write_usage(out: &mut Vec<u8>, usage: Option<&TokenUsage>, cost: Option<&CostText>) {
@@ -570,12 +599,8 @@ impl ResponsesStream {
 
     /// The stream failed after it started: one `error` event (SDK `ResponseErrorEvent`).
     pub fn write_error(&mut self, out: &mut Vec<u8>, code: &str, message: &str) {
-        self.event(out, "error");
-        out.extend_from_slice(b",\"code\":\"");
-        write_json_escaped(out, code);
-        out.extend_from_slice(b"\",\"message\":\"");
-        write_json_escaped(out, message);
-        out.extend_from_slice(b"\",\"param\":null}\n\n");
+        write_error_event(out, self.sequence_number, code, message);
+        self.sequence_number += 1;
         self.finished = true;
     }
 }

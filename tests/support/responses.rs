@@ -1,0 +1,43 @@
+//! Client-side helpers for `POST /v1/responses` tests: the raw request, its typed SSE events
+//! parsed (each `event:` line agreeing with its data's `type`), and the exact-ledger check.
+
+use serde_json::Value;
+
+use crate::support::gateway::TestGateway;
+use crate::support::http::{Response, send_one};
+
+pub fn responses_request(key: &str, body: &str) -> String {
+    format!(
+        "POST /v1/responses HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+pub fn post(gateway: &TestGateway, key: &str, body: &Value) -> Response {
+    send_one(gateway.api, responses_request(key, &body.to_string()).as_bytes())
+}
+
+/// The typed events of a streamed answer: (event line, parsed data), checking each pairs up
+/// and that no `[DONE]` is sent.
+pub fn typed_events(body: &[u8]) -> Vec<(String, Value)> {
+    let text = std::str::from_utf8(body).unwrap();
+    assert!(!text.contains("[DONE]"), "{text}");
+    text.split("\n\n")
+        .filter(|e| !e.is_empty())
+        .map(|event| {
+            let (kind_line, data_line) = event.split_once('\n').expect("two lines");
+            let kind = kind_line.strip_prefix("event: ").expect("event line").to_string();
+            let data: Value = serde_json::from_str(data_line.strip_prefix("data: ").expect("data line")).unwrap();
+            assert_eq!(data["type"], kind.as_str());
+            (kind, data)
+        })
+        .collect()
+}
+
+/// The account's ledger is exactly `charges` (nano-USD, newest first), nothing is held, and the
+/// balance is its 1 USD credit less those charges.
+pub fn assert_charged(gateway: &TestGateway, account: &str, charges: &[u64]) {
+    assert_eq!(gateway.usage_costs(account), charges);
+    assert_eq!(gateway.account(account)["held_usd"], "0.000000000");
+    assert_eq!(gateway.balance_nanos(account), 1_000_000_000 - charges.iter().sum::<u64>());
+}
