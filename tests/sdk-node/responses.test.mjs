@@ -169,7 +169,12 @@ test('stream yields typed events in order ending in response.completed', async (
   const final = events.at(-1).response;
   assert.deepEqual([final.id, final.status, final.model], [`resp_${requestId}`, 'completed', MODEL]);
   assert.equal(final.output[0].content[0].text, text);
-  assert.deepEqual(final.usage, sandboxUsage(PROMPT_INPUT_TOKENS, SANDBOX_OUTPUT_TOKENS));
+  // A stream's terminal usage also says what was charged (SPEC §8.2).
+  const streamedCost = nanosToUsd(flashCost(PROMPT_INPUT_TOKENS, SANDBOX_OUTPUT_TOKENS));
+  assert.deepEqual(final.usage, {
+    ...sandboxUsage(PROMPT_INPUT_TOKENS, SANDBOX_OUTPUT_TOKENS),
+    cost_usd: streamedCost,
+  });
   await assertChargedOnce(tenant, flashCost(PROMPT_INPUT_TOKENS, SANDBOX_OUTPUT_TOKENS), requestId);
 });
 
@@ -224,7 +229,7 @@ test('a streamed request asking for more than it can pay ends in response.incomp
   const final = events.at(-1).response;
   assert.equal(final.status, 'incomplete');
   assert.deepEqual(final.incomplete_details, { reason: 'max_output_tokens' });
-  assert.deepEqual(final.usage, sandboxUsage(8, 5));
+  assert.deepEqual(final.usage, { ...sandboxUsage(8, 5), cost_usd: nanosToUsd(flashCost(8, 5)) });
   const account = await gateway.settledAccount(tenant.accountId);
   assert.deepEqual([account.balance_usd, account.held_usd], [nanosToUsd(wallet - flashCost(8, 5)), '0.000000000']);
 });
