@@ -163,3 +163,44 @@ def test_sigterm_lets_an_in_flight_stream_finish_then_exits_0(slow_gateway: Gate
     assert refused_during_stream, "the gateway still accepted new connections after SIGTERM, while draining"
     code = gateway.wait_exit(10.0)
     assert code == 0, f"exit code {code} after SIGTERM:\n{gateway.log_tail()}"
+
+
+# ----- the key holder's own account (SPEC §8.2) ---------------------------------------------------
+
+
+def test_own_account_usage_and_cost_through_the_sdk(tenant: Tenant):
+    """`client.get("/account", cast_to=object)` gives the key holder's account in the SPEC §8.2
+    shape; a unary answer's `x-fikra-cost-usd` is exactly what the ledger charged, and the account
+    and `/usage` read through the SDK show that charge."""
+    client = tenant.client(max_retries=0)
+    before = client.get("/account", cast_to=object)
+    assert before == {
+        "object": "account",
+        "id": tenant.account_id,
+        "tier": "unverified",
+        "balance_usd": "1.000000000",
+        "held_usd": "0.000000000",
+        "available_usd": "1.000000000",
+        "limits": {"rpm": UNVERIFIED_RPM, "tpm": UNVERIFIED_TPM},
+        "key": {
+            "id": tenant.key_id,
+            "kind": "live",
+            "name": None,
+            "spend_cap_usd": None,
+            "spend_cap_period": None,
+            "spent_usd": None,
+        },
+    }
+
+    raw = client.chat.completions.with_raw_response.create(model=MODEL, messages=MESSAGES)
+    usage = raw.parse().usage
+    cost_nanos = flash_cost(usage.prompt_tokens, usage.completion_tokens)
+    assert raw.headers["x-fikra-cost-usd"] == nanos_to_usd(cost_nanos)
+
+    left = nanos_to_usd(1_000_000_000 - cost_nanos)
+    after = client.get("/account", cast_to=object)
+    assert (after["balance_usd"], after["held_usd"], after["available_usd"]) == (left, "0.000000000", left)
+    listing = client.get("/usage", cast_to=object, options={"params": {"limit": 1}})
+    assert listing["object"] == "list"
+    assert listing["data"] == tenant.gateway.usage(tenant.account_id, limit=1)
+    assert len(listing["data"]) == 1 and listing["data"][0]["cost_usd"] == nanos_to_usd(cost_nanos)
