@@ -59,7 +59,7 @@
 //! `worker` > `shared` > `access`, `backend` > `config` > `store` > `redis`, `http`, `openai` >
 //! `metrics`, `log`, `access_log` > `errors` > the other leaves
 //! (`tests/layers.rs` checks it).
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 // One logging facility (`log`): a bare print is refused outside the CLI's own output to the
 // operator (`cli`), which allows it where it prints usage, reports and the demo banner.
 #![warn(clippy::print_stdout, clippy::print_stderr)]

@@ -7,6 +7,7 @@ pub mod chunked;
 pub mod cors;
 pub mod date;
 pub mod duration;
+pub mod future_slot;
 pub mod listener;
 pub mod request;
 pub mod response;

@@ -17,6 +17,8 @@
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
+
+use crate::http::future_slot::Pooled;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::time::Instant;
 
@@ -330,7 +332,7 @@ where
             ReadOutcome::Refused(error) => {
                 // The head did not parse, so its method is a guess from the first bytes.
                 sink.begin_response(read_buffer.starts_with(b"HEAD "), 1);
-                return refuse_and_close(&mut sink, &mut read_buffer, handler, &error).await;
+                return Pooled::new(refuse_and_close(&mut sink, &mut read_buffer, handler, &error)).await;
             }
         }
         // The head is complete and valid (read_head checked it); take its framing facts.
@@ -351,11 +353,21 @@ where
         sink.begin_response(head_only, minor_version);
 
         // Read the body according to its framing.
-        let body_outcome =
-            read_body(&mut sink, &mut read_buffer, &mut chunked_body, head_len, framing, expect_continue, limits).await;
+        let body_outcome = Pooled::new(read_body(
+            &mut sink,
+            &mut read_buffer,
+            &mut chunked_body,
+            head_len,
+            framing,
+            expect_continue,
+            limits,
+        ))
+        .await;
         let consumed = match body_outcome {
             Ok(consumed) => consumed,
-            Err(Some(error)) => return refuse_and_close(&mut sink, &mut read_buffer, handler, &error).await,
+            Err(Some(error)) => {
+                return Pooled::new(refuse_and_close(&mut sink, &mut read_buffer, handler, &error)).await;
+            }
             Err(None) => return,
         };
 
@@ -373,9 +385,10 @@ where
             if sink.out.capacity() == 0 {
                 sink.out = handler.out_buffers().lend();
             }
-            handler.handle(&request, &mut sink).await;
+            // In a pooled slot, so the connection task stays small while idle.
+            Pooled::new(handler.handle(&request, &mut sink)).await;
         }
-        if sink.broken || sink.flush().await.is_err() || !sink.keep_alive {
+        if sink.broken || Pooled::new(sink.flush()).await.is_err() || !sink.keep_alive {
             handler.out_buffers().give_back(std::mem::take(&mut sink.out));
             return;
         }
