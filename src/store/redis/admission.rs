@@ -39,20 +39,21 @@ impl RedisStore {
     }
 
     /// The `KEYS` of `fk_admit` and of `fk_void`, which undoes it: acct, rate (of `kind`),
-    /// holds, holdexp.
-    pub(super) fn admission_keys(&self, account: &str, kind: KeyKind) -> [String; 4] {
+    /// holds, holdexp, caps.
+    pub(super) fn admission_keys(&self, account: &str, kind: KeyKind) -> [String; 5] {
         [
             self.key(account, "acct"),
             self.rate_key(account, kind),
             self.key(account, "holds"),
             self.key(account, "holdexp"),
+            self.key(account, "caps"),
         ]
     }
 
     /// `fk_admit`.
     pub async fn admit(&self, connections: &Connections, request: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
         let account = request.account_id;
-        let [acct, rate, holds, holdexp] = self.admission_keys(account, request.key_kind);
+        let [acct, rate, holds, holdexp, caps] = self.admission_keys(account, request.key_kind);
         let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, request.key_kind);
         let (input, output) = (Num::new(request.input_tokens_upper), Num::new(request.requested_output_tokens));
         let (in_price, out_price) = (Num::new(request.input_price.0), Num::new(request.output_price.0));
@@ -61,14 +62,26 @@ impl RedisStore {
         let kind: &[u8] = if request.key_kind == KeyKind::Live { b"l" } else { b"t" };
         let client_cap: &[u8] = if request.client_set_output_cap { b"1" } else { b"0" };
         let refuse_clamp: &[u8] = if request.refuse_clamp { b"1" } else { b"0" };
-        let args: [&[u8]; 23] = [
+        // The key's cap, its period kind and the period's start on the gateway's clock.
+        let (cap, cap_period, cap_start) = match request.spend_cap {
+            Some(cap) => (
+                Num::new(cap.limit.0.min(MAX_EXACT_LUA_NANOS)),
+                cap.period.letter(),
+                cap.period.start_ms(request.now_ms),
+            ),
+            None => (Num::new(0), "", 0),
+        };
+        let cap_start = Num::new(cap_start);
+        let cap_arg: &[u8] = if request.spend_cap.is_some() { cap.as_bytes() } else { b"" };
+        let args: [&[u8]; 27] = [
             b"FCALL",
             b"fk_admit",
-            b"4",
+            b"5",
             acct.as_bytes(),
             rate.as_bytes(),
             holds.as_bytes(),
             holdexp.as_bytes(),
+            caps.as_bytes(),
             request.request_id.as_bytes(),
             request.key_id.as_bytes(),
             kind,
@@ -85,9 +98,18 @@ impl RedisStore {
             t_tpm.as_bytes(),
             ttl.as_bytes(),
             refuse_clamp,
+            cap_arg,
+            cap_period.as_bytes(),
+            cap_start.as_bytes(),
         ];
         match self.router.command_outcome(connections, acct.as_bytes(), &args).await {
-            Ok(reply) => Admission::from_reply(reply),
+            Ok(reply) => match Admission::from_reply(reply) {
+                Ok(Admission::KeySpendLimitReached { spent, held, needed, rates, .. }) => {
+                    let cap = request.spend_cap.ok_or(StoreError::Unavailable)?;
+                    Ok(Admission::KeySpendLimitReached { cap, spent, held, needed, rates })
+                }
+                other => other,
+            },
             Err(failed) => {
                 // Answered 503 (or served on the fallback), yet it may run once Redis wakes:
                 // remembered so the void task undoes it (the failure path alone allocates).
@@ -108,6 +130,7 @@ impl RedisStore {
         let rate_live = self.rate_key(account, KeyKind::Live);
         let rate_test = self.rate_key(account, KeyKind::Test);
         let ledger = self.key(account, "ledger");
+        let caps = self.key(account, "caps");
         let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, KeyKind::Live);
         let test = self.policy.limits_for(account, TIER_UNVERIFIED, KeyKind::Test);
         let (test_rpm, test_tpm) = (Num::new(test.requests_per_minute), Num::new(test.tokens_per_minute));
@@ -128,16 +151,17 @@ impl RedisStore {
             (rate_limited_in(TIER_UNVERIFIED), rate_limited_in(TIER_TRUSTED));
         let now = self.now_arg(settlement.now_ms);
         let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
-        let args: [&[u8]; 26] = [
+        let args: [&[u8]; 27] = [
             b"FCALL",
             b"fk_settle",
-            b"6",
+            b"7",
             acct.as_bytes(),
             holds.as_bytes(),
             holdexp.as_bytes(),
             rate_live.as_bytes(),
             rate_test.as_bytes(),
             ledger.as_bytes(),
+            caps.as_bytes(),
             settlement.request_id.as_bytes(),
             prompt.as_bytes(),
             completion.as_bytes(),
