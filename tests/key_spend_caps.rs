@@ -347,6 +347,6 @@ fn two_hundred_concurrent_requests_across_three_nodes_never_pass_the_cap() {
     assert_eq!(granted * 1_000, CAP_NANOS, "the cap is used to the nano-USD: 37 full answers and one of 8 tokens");
     assert_eq!(total, 100_000_000_000 - balance, "ledger = balance change");
     assert_eq!(charges.len(), busy_statuses.len() + admitted + after_lift, "one record per answer");
-    let caps = redis_cli(redis.port(), &["HGET", &format!("{prefix}:{{busy}}:caps"), &format!("h:{capped_id}")]);
+    let caps = redis_cli(redis.port(), &["HGET", &format!("{prefix}:{{busy}}:acct"), &format!("h:{capped_id}")]);
     assert_eq!(caps.trim(), "0", "the capped key holds nothing");
 }

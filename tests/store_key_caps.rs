@@ -206,12 +206,11 @@ fn released_holds_leave_the_cap_and_spend_nothing(backend: Backend) {
         let args = [
             "FCALL",
             "fk_void",
-            "5",
+            "4",
             &key("acct"),
             &key("rate:live"),
             &key("holds"),
             &key("holdexp"),
-            &key("caps"),
             "r2",
             &later.to_string(),
             "30",

@@ -8,7 +8,13 @@
 -- formatted with %d so no digit is lost.
 --
 -- Key layout (P = prefix, A = account id):
---   P:{A}:acct        hash   tier, balance, held (nano-USD), created_at (ms)
+--   P:{A}:acct        hash   tier, balance, held (nano-USD), created_at (ms), and per-key spend
+--                            caps (SPEC §10): h:KEY = what the capped key's open holds hold;
+--                            s:KEY:P = "period_start spent" for period kind P (d, m, l);
+--                            r:REQUEST = "KEY P period_start" for each open hold of a capped key
+--                            (the period its admission was in, where its settlement counts). In
+--                            the account hash, not a key of their own: a Function never declares
+--                            a key that may not exist (a slot being migrated would refuse it)
 --   P:{A}:rate:live   hash   rc rl ra / tc tl ta: capacity, level in 1/60000 token, updated ms
 --   P:{A}:rate:test   hash   the same for test keys
 --   P:{A}:holds       hash   request id -> "amount tokens kind in_price out_price expires key model"
@@ -25,10 +31,6 @@
 --   P:{A}:ledger      stream usage records: one entry per settlement (fields request_id ...
 --                            created_at), or one per lease call with all its records in 'records'
 --   P:{A}:payrefs     set    payment references credited to this account
---   P:{A}:caps        hash   per-key spend caps (SPEC §10): h:KEY = what the key's open holds
---                            hold; s:KEY:P = "period_start spent" for period kind P (d, m, l);
---                            r:REQUEST = "KEY P period_start" for each open hold of a capped key
---                            (the period its admission was in, where its settlement counts)
 --   P:{A}:lease:L     string last call applied for lease L: "seq granted_requests granted_tokens
 --                            escrow charged loss" (expires an hour after the lease's last call)
 --   a lease's escrow is a hold in P:{A}:holds under the lease id (model "lease"), reaped like any
@@ -217,7 +219,7 @@ local function mark(keys, id, kind, expires)
   redis.call('ZADD', keys.holdexp, int(expires), id)
 end
 
--- KEYS: acct, rate (of the key's kind), holds, holdexp, caps
+-- KEYS: acct, rate (of the key's kind), holds, holdexp
 -- ARGV: request_id, key_id, kind (l|t), model, input_upper, requested_output, client_cap (0|1),
 --       in_price, out_price, now (0 = Redis TIME), u_rpm, u_tpm, t_rpm, t_tpm, hold_ttl_ms,
 --       refuse_clamp (1 = answer {5, output_cap} rather than admit with a lowered cap),
@@ -229,7 +231,7 @@ end
 --   rates...} the key's cap leaves no room; {-1} no account; {-2} duplicate id
 --   (a hold or a marker has this id: a voided admission refuses itself here, writing nothing).
 local function fk_admit(KEYS, ARGV)
-  local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4], caps = KEYS[5] }
+  local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4], caps = KEYS[1] }
   local id, key_id, kind, model = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
   local input, requested = tonumber(ARGV[5]), tonumber(ARGV[6])
   local client_cap = ARGV[7] == '1'
@@ -316,7 +318,7 @@ local function fk_admit(KEYS, ARGV)
   return append({ 1, hold, output_cap, tokens }, snapshot(r, t, now))
 end
 
--- KEYS: acct, holds, holdexp, rate:live, rate:test, ledger, caps
+-- KEYS: acct, holds, holdexp, rate:live, rate:test, ledger
 -- ARGV: request_id, prompt, completion, outcome, now, u_rpm, u_tpm, t_rpm, t_tpm (of live keys),
 --       test_rpm, test_tpm, ledger_maxlen, cached, reasoning, cost (nano-USD, priced by the
 --       gateway from the model's prices: input, cached input, output), then the tokens the
@@ -326,7 +328,7 @@ end
 --   {2} when the hold was released because its node was presumed dead (nothing charged: an
 --   operator loss the gateway counts; the marker goes).
 local function fk_settle(KEYS, ARGV)
-  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], ledger = KEYS[6], caps = KEYS[7] }
+  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], ledger = KEYS[6], caps = KEYS[1] }
   local id = ARGV[1]
   local text = redis.call('HGET', keys.holds, id)
   if not text then return { 0 } end
@@ -420,7 +422,7 @@ local function owner_tag(id)
   return string.match(id, '^req_(%w%w%w%w%w%w%w%w)%x+$') or string.match(id, '^(%w%w%w%w%w%w%w%w)%-%d+:')
 end
 
--- KEYS: acct, holds, holdexp, ledger, caps
+-- KEYS: acct, holds, holdexp, ledger
 -- ARGV: now, ledger_maxlen, most to release (per kind), hold_ttl_ms, escrow_ttl_ms, then pairs
 --       (node tag, cutoff ms): nodes presumed dead, each with the last time (its last heartbeat
 --       plus the dead-after bound) at which a hold it took may be released as its.
@@ -431,7 +433,7 @@ end
 -- belongs to a node that came back, and stays. Reply: {expired released, dead nodes' released}.
 local REAP_FIXED_ARGS = 5
 local function fk_reap(KEYS, ARGV)
-  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], caps = KEYS[5] }
+  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], caps = KEYS[1] }
   local now = clock(ARGV[1])
   local most = tonumber(ARGV[3])
   local hold_ttl, escrow_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -489,12 +491,12 @@ end
 -- request token and its tokens given back to the buckets. Either way a v marker stays under
 -- the id until the hold TTL has passed, so an fk_admit of that id still on its way refuses
 -- itself. Idempotent: a second call finds the marker and does nothing.
--- KEYS: acct, rate (of the key's kind), holds, holdexp, caps
+-- KEYS: acct, rate (of the key's kind), holds, holdexp
 -- ARGV: request_id, now, u_rpm, u_tpm, t_rpm, t_tpm, hold_ttl_ms
 -- Reply: {1, hold, tokens} released; {2} marker written (no hold yet); {0} already void, or
 --   released as its node's; {-1} no account (nothing written: no admission can pass either).
 local function fk_void(KEYS, ARGV)
-  local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4], caps = KEYS[5] }
+  local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4], caps = KEYS[1] }
   local id = ARGV[1]
   local now = clock(ARGV[2])
   local tier = redis.call('HGET', keys.acct, 'tier')

@@ -199,7 +199,8 @@ impl RedisStore {
         period: CapPeriod,
         now_ms: u64,
     ) -> Result<KeySpend, StoreError> {
-        let caps = self.key(account_id, "caps");
+        // A key's cap fields live in the account's hash (see `fikra.lua`).
+        let caps = self.key(account_id, "acct");
         let spent_field = format!("s:{key_id}:{}", period.letter());
         let held_field = format!("h:{key_id}");
         let args: [&[u8]; 4] = [b"HMGET", caps.as_bytes(), spent_field.as_bytes(), held_field.as_bytes()];

@@ -39,21 +39,20 @@ impl RedisStore {
     }
 
     /// The `KEYS` of `fk_admit` and of `fk_void`, which undoes it: acct, rate (of `kind`),
-    /// holds, holdexp, caps.
-    pub(super) fn admission_keys(&self, account: &str, kind: KeyKind) -> [String; 5] {
+    /// holds, holdexp (a key's cap lives in the account's hash: no key of its own).
+    pub(super) fn admission_keys(&self, account: &str, kind: KeyKind) -> [String; 4] {
         [
             self.key(account, "acct"),
             self.rate_key(account, kind),
             self.key(account, "holds"),
             self.key(account, "holdexp"),
-            self.key(account, "caps"),
         ]
     }
 
     /// `fk_admit`.
     pub async fn admit(&self, connections: &Connections, request: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
         let account = request.account_id;
-        let [acct, rate, holds, holdexp, caps] = self.admission_keys(account, request.key_kind);
+        let [acct, rate, holds, holdexp] = self.admission_keys(account, request.key_kind);
         let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, request.key_kind);
         let (input, output) = (Num::new(request.input_tokens_upper), Num::new(request.requested_output_tokens));
         let (in_price, out_price) = (Num::new(request.input_price.0), Num::new(request.output_price.0));
@@ -73,15 +72,14 @@ impl RedisStore {
         };
         let cap_start = Num::new(cap_start);
         let cap_arg: &[u8] = if request.spend_cap.is_some() { cap.as_bytes() } else { b"" };
-        let args: [&[u8]; 27] = [
+        let args: [&[u8]; 26] = [
             b"FCALL",
             b"fk_admit",
-            b"5",
+            b"4",
             acct.as_bytes(),
             rate.as_bytes(),
             holds.as_bytes(),
             holdexp.as_bytes(),
-            caps.as_bytes(),
             request.request_id.as_bytes(),
             request.key_id.as_bytes(),
             kind,
@@ -130,7 +128,6 @@ impl RedisStore {
         let rate_live = self.rate_key(account, KeyKind::Live);
         let rate_test = self.rate_key(account, KeyKind::Test);
         let ledger = self.key(account, "ledger");
-        let caps = self.key(account, "caps");
         let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, KeyKind::Live);
         let test = self.policy.limits_for(account, TIER_UNVERIFIED, KeyKind::Test);
         let (test_rpm, test_tpm) = (Num::new(test.requests_per_minute), Num::new(test.tokens_per_minute));
@@ -151,17 +148,16 @@ impl RedisStore {
             (rate_limited_in(TIER_UNVERIFIED), rate_limited_in(TIER_TRUSTED));
         let now = self.now_arg(settlement.now_ms);
         let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
-        let args: [&[u8]; 27] = [
+        let args: [&[u8]; 26] = [
             b"FCALL",
             b"fk_settle",
-            b"7",
+            b"6",
             acct.as_bytes(),
             holds.as_bytes(),
             holdexp.as_bytes(),
             rate_live.as_bytes(),
             rate_test.as_bytes(),
             ledger.as_bytes(),
-            caps.as_bytes(),
             settlement.request_id.as_bytes(),
             prompt.as_bytes(),
             completion.as_bytes(),

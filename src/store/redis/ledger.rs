@@ -86,23 +86,21 @@ impl RedisStore {
                     else {
                         continue;
                     };
-                    let (acct, holds, holdexp, ledger, caps) = (
+                    let (acct, holds, holdexp, ledger) = (
                         self.key(account, "acct"),
                         self.key(account, "holds"),
                         self.key(account, "holdexp"),
                         self.key(account, "ledger"),
-                        self.key(account, "caps"),
                     );
                     let mut args: Vec<&[u8]> = Vec::with_capacity(12 + 2 * dead.len());
                     args.extend_from_slice(&[
                         b"FCALL",
                         b"fk_reap",
-                        b"5",
+                        b"4",
                         acct.as_bytes(),
                         holds.as_bytes(),
                         holdexp.as_bytes(),
                         ledger.as_bytes(),
-                        caps.as_bytes(),
                         now.as_bytes(),
                         maxlen.as_bytes(),
                         batch.as_bytes(),
