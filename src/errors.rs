@@ -303,7 +303,8 @@ pub enum Detail<'a> {
     /// `None` for a lifetime cap).
     KeySpendLimitReached {
         cap: Nanos,
-        period: crate::store::spend_cap::CapPeriod,
+        /// How the period reads after the amount: "per day (UTC)", "for its lifetime".
+        per: &'static str,
         spent: Nanos,
         held: Nanos,
         needed: Nanos,
@@ -524,13 +525,7 @@ pub fn write_message(out: &mut Vec<u8>, error: &ApiError<'_>) {
                 "Insufficient balance: your balance is {balance} USD ({available} USD available after requests in flight) and this request needs at least {needed} USD. Top up by M-Pesa or card to continue."
             );
         }
-        Detail::KeySpendLimitReached { cap, period, spent, held, needed, resets_at_ms } => {
-            use crate::store::spend_cap::CapPeriod;
-            let per = match period {
-                CapPeriod::Day => "per day (UTC)",
-                CapPeriod::Month => "per month (UTC)",
-                CapPeriod::Lifetime => "for its lifetime",
-            };
+        Detail::KeySpendLimitReached { cap, per, spent, held, needed, resets_at_ms } => {
             let _ = write!(
                 out,
                 "This API key has reached its spend cap of {cap} USD {per}: {spent} USD spent and {held} USD held by requests in flight, and this request needs at least {needed} USD."
@@ -538,7 +533,7 @@ pub fn write_message(out: &mut Vec<u8>, error: &ApiError<'_>) {
             match resets_at_ms {
                 Some(at_ms) => {
                     out.extend_from_slice(b" The cap resets at ");
-                    let _ = crate::store::spend_cap::write_utc(out, at_ms);
+                    let _ = crate::clock::write_utc(out, at_ms);
                     out.extend_from_slice(b".");
                 }
                 None => out.extend_from_slice(b" A lifetime cap never resets."),

@@ -281,7 +281,7 @@ fn refusal_of(refusal: Admission, counted: CountedBy, now_ms: u64) -> Refusal<'s
         Admission::KeySpendLimitReached { cap, spent, held, needed, rates } => {
             let detail = Detail::KeySpendLimitReached {
                 cap: cap.limit,
-                period: cap.period,
+                per: cap.period.phrase(),
                 spent,
                 held,
                 needed,
