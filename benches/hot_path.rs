@@ -141,6 +141,7 @@ fn benches(c: &mut Criterion) {
         kind: KeyKind::Live,
         name: None,
         revoked: false,
+        spend_cap: None,
     };
     cache.put(hash_key(&key[7..]), Some(record), 1_000, 0);
     c.bench_function("auth_cache_hit", |b| {

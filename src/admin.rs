@@ -21,7 +21,7 @@ use crate::limits::{MAX_ADMIN_ID_BYTES, MAX_KEY_NAME_BYTES, MAX_PAYMENT_REFERENC
 use crate::metrics::Route;
 use crate::money::{self, Nanos};
 use crate::shared::Shared;
-use crate::store::{KeyKind, KeyRecord, StoreClient, StoreConnections, StoreError, views};
+use crate::store::{CapPeriod, KeyKind, KeyRecord, SpendCap, StoreClient, StoreConnections, StoreError, views};
 
 pub struct AdminHandler {
     shared: Arc<Shared>,
@@ -167,6 +167,7 @@ impl AdminHandler {
             (Method::Get, ["admin", "accounts", id]) => self.get_account(id).await,
             (Method::Post, ["admin", "accounts", id, "keys"]) => self.create_key(id, body).await,
             (Method::Delete, ["admin", "keys", key_id]) => self.revoke_key(key_id).await,
+            (Method::Patch, ["admin", "keys", key_id]) => self.patch_key(key_id, body).await,
             (Method::Post, ["admin", "accounts", id, "topups"]) => self.topup(id, body).await,
             (Method::Get, ["admin", "accounts", id, "usage"]) => self.usage(id, query).await,
             (Method::Put, ["admin", "maintenance"]) => self.maintenance(body),
@@ -211,7 +212,7 @@ impl AdminHandler {
 
     async fn create_key(&self, account_id: &str, body: &[u8]) -> AdminResult {
         let value = parse_object(body, false)?;
-        check_fields(&value, &["kind", "name"])?;
+        check_fields(&value, &["kind", "name", "spend_cap_usd", "spend_cap_period"])?;
         let kind = match value.get("kind").and_then(Value::as_str) {
             Some("live") => KeyKind::Live,
             Some("test") => KeyKind::Test,
@@ -221,6 +222,10 @@ impl AdminHandler {
         if name.is_some_and(|n| n.len() > MAX_KEY_NAME_BYTES) {
             return Err(bad("name", format!("name is longer than {MAX_KEY_NAME_BYTES} bytes.")));
         }
+        let spend_cap = match spend_cap_of(&value)? {
+            CapChange::Set(cap) => Some(cap),
+            CapChange::Clear | CapChange::Keep => None,
+        };
         let account = self.store().account(account_id).await.map_err(|e| store_error(e, "account"))?;
         let (key, hash) = auth::generate_key(kind);
         let key_id: Arc<str> = format!("key_{}", crate::ids::random_base62(16)).into();
@@ -230,9 +235,41 @@ impl AdminHandler {
             kind,
             name: name.map(Into::into),
             revoked: false,
+            spend_cap,
         };
         self.store().insert_key(hash, record).await.map_err(|e| store_error(e, "key"))?;
-        Ok((201, json!({"key_id": &*key_id, "key": key, "kind": kind.as_str()})))
+        let (cap_usd, cap_period) = views::spend_cap_json(spend_cap);
+        Ok((
+            201,
+            json!({"key_id": &*key_id, "key": key, "kind": kind.as_str(),
+                "spend_cap_usd": cap_usd, "spend_cap_period": cap_period}),
+        ))
+    }
+
+    /// `PATCH /admin/keys/{key_id}`: sets (`spend_cap_usd` and `spend_cap_period`) or clears
+    /// (`"spend_cap_usd": null`) the key's spend cap.
+    async fn patch_key(&self, key_id: &str, body: &[u8]) -> AdminResult {
+        let value = parse_object(body, false)?;
+        check_fields(&value, &["spend_cap_usd", "spend_cap_period"])?;
+        let cap = match spend_cap_of(&value)? {
+            CapChange::Set(cap) => Some(cap),
+            CapChange::Clear => None,
+            CapChange::Keep => {
+                return Err(admin_error(
+                    ErrorKind::MissingRequiredParameter,
+                    Some("spend_cap_usd"),
+                    "Give spend_cap_usd and spend_cap_period to set a cap, or \"spend_cap_usd\": null to clear it.",
+                ));
+            }
+        };
+        let record = self.store().set_key_cap(key_id, cap).await.map_err(|e| store_error(e, "key"))?;
+        let (cap_usd, cap_period) = views::spend_cap_json(record.spend_cap);
+        Ok((
+            200,
+            json!({"key_id": &*record.key_id, "account_id": &*record.account_id, "kind": record.kind.as_str(),
+                "name": record.name.as_deref(), "revoked": record.revoked,
+                "spend_cap_usd": cap_usd, "spend_cap_period": cap_period}),
+        ))
     }
 
     async fn revoke_key(&self, key_id: &str) -> AdminResult {
@@ -318,6 +355,46 @@ fn account_json(account: &crate::store::AccountView) -> Value {
         "created_at": account.created_at_ms / 1000,
     })
 }
+
+/// What a key body says of the spend cap.
+enum CapChange {
+    /// Neither field is there.
+    Keep,
+    /// `spend_cap_usd` is null (the period absent or null too).
+    Clear,
+    Set(SpendCap),
+}
+
+/// Reads `spend_cap_usd` (decimal USD, exact to the nano) and `spend_cap_period` (`day`,
+/// `month`, `lifetime`): both, or neither, or a null cap.
+fn spend_cap_of(value: &Value) -> Result<CapChange, AdminError> {
+    let (limit, period) = (value.get("spend_cap_usd"), value.get("spend_cap_period"));
+    match (limit, period) {
+        (None, None) => Ok(CapChange::Keep),
+        (Some(Value::Null), None | Some(Value::Null)) => Ok(CapChange::Clear),
+        (Some(Value::Null), Some(_)) => {
+            Err(bad("spend_cap_period", "spend_cap_period must be null or absent when spend_cap_usd is null."))
+        }
+        _ => {
+            let Some(Value::String(limit)) = limit else {
+                return Err(bad("spend_cap_usd", "spend_cap_usd must be a decimal USD string such as \"5.00\"."));
+            };
+            let limit = money::parse_usd(limit).map_err(|e| bad("spend_cap_usd", format!("spend_cap_usd: {e}")))?;
+            if limit.0 > MAX_SPEND_CAP_NANOS {
+                return Err(bad("spend_cap_usd", "spend_cap_usd is larger than any balance can be."));
+            }
+            let period = match period {
+                Some(Value::String(text)) => CapPeriod::parse(text),
+                _ => None,
+            }
+            .ok_or_else(|| bad("spend_cap_period", "spend_cap_period must be \"day\", \"month\" or \"lifetime\"."))?;
+            Ok(CapChange::Set(SpendCap { limit, period }))
+        }
+    }
+}
+
+/// The largest cap: the largest balance the Redis store keeps exactly (2^53 - 1 nano-USD).
+const MAX_SPEND_CAP_NANOS: u64 = (1 << 53) - 1;
 
 fn parse_object(body: &[u8], empty_ok: bool) -> Result<Value, AdminError> {
     if body.is_empty() && empty_ok {

@@ -143,7 +143,14 @@ async fn create_demo_account(
         store
             .insert_key(
                 hash,
-                KeyRecord { key_id, account_id: account.id.clone(), kind, name: Some(name.into()), revoked: false },
+                KeyRecord {
+                    key_id,
+                    account_id: account.id.clone(),
+                    kind,
+                    name: Some(name.into()),
+                    revoked: false,
+                    spend_cap: None,
+                },
             )
             .await?;
         keys.push(key);

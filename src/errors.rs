@@ -30,6 +30,8 @@ pub enum ErrorKind {
     InvalidApiKey,
     RevokedApiKey,
     InsufficientQuota,
+    /// The key's own spend cap (SPEC §10) leaves not even a minimal answer.
+    KeySpendLimitReached,
     UnknownEndpoint,
     MethodNotAllowed,
     RequestTooLarge,
@@ -98,7 +100,7 @@ pub struct KindSpec {
 }
 
 impl ErrorKind {
-    pub const ALL: [ErrorKind; 27] = [
+    pub const ALL: [ErrorKind; 28] = [
         ErrorKind::InvalidJson,
         ErrorKind::MissingRequiredParameter,
         ErrorKind::InvalidParameter,
@@ -110,6 +112,7 @@ impl ErrorKind {
         ErrorKind::InvalidApiKey,
         ErrorKind::RevokedApiKey,
         ErrorKind::InsufficientQuota,
+        ErrorKind::KeySpendLimitReached,
         ErrorKind::UnknownEndpoint,
         ErrorKind::MethodNotAllowed,
         ErrorKind::RequestTooLarge,
@@ -169,6 +172,9 @@ impl ErrorKind {
                 false,
                 "Your balance is too low for this request. Top up by M-Pesa or card to continue.",
             ),
+            KeySpendLimitReached => {
+                (402, "billing_error", "key_spend_limit_reached", No, false, "This API key has reached its spend cap.")
+            }
             UnknownEndpoint => (404, INVALID, "unknown_endpoint", Unsaid, false, "Unknown endpoint."),
             MethodNotAllowed => {
                 (405, INVALID, "method_not_allowed", Unsaid, false, "Method not allowed for this endpoint.")
@@ -292,6 +298,17 @@ pub enum Detail<'a> {
         balance: Nanos,
         available: Nanos,
         needed: Nanos,
+    },
+    /// The key's cap against its spend in the period (`resets_at_ms`: when the period ends,
+    /// `None` for a lifetime cap).
+    KeySpendLimitReached {
+        cap: Nanos,
+        /// How the period reads after the amount: "per day (UTC)", "for its lifetime".
+        per: &'static str,
+        spent: Nanos,
+        held: Nanos,
+        needed: Nanos,
+        resets_at_ms: Option<u64>,
     },
     RateLimited {
         bucket: Bucket,
@@ -507,6 +524,21 @@ pub fn write_message(out: &mut Vec<u8>, error: &ApiError<'_>) {
                 out,
                 "Insufficient balance: your balance is {balance} USD ({available} USD available after requests in flight) and this request needs at least {needed} USD. Top up by M-Pesa or card to continue."
             );
+        }
+        Detail::KeySpendLimitReached { cap, per, spent, held, needed, resets_at_ms } => {
+            let _ = write!(
+                out,
+                "This API key has reached its spend cap of {cap} USD {per}: {spent} USD spent and {held} USD held by requests in flight, and this request needs at least {needed} USD."
+            );
+            match resets_at_ms {
+                Some(at_ms) => {
+                    out.extend_from_slice(b" The cap resets at ");
+                    let _ = crate::clock::write_utc(out, at_ms);
+                    out.extend_from_slice(b".");
+                }
+                None => out.extend_from_slice(b" A lifetime cap never resets."),
+            }
+            out.extend_from_slice(b" Ask the account owner to raise or lift it.");
         }
         Detail::RateLimited { bucket, limit, used, requested, retry_after_ms } => {
             let name = match bucket {

@@ -52,6 +52,7 @@ fn request<'a>(id: &'a str, account: &'a str, kind: KeyKind, input: u64, output:
         input_price: PRICE,
         output_price: PRICE,
         now_ms: T0,
+        spend_cap: None,
     }
 }
 

@@ -112,6 +112,7 @@ fn request<'a>(id: &'a str, account: &'a str) -> AdmitRequest<'a> {
         input_price: PRICE,
         output_price: PRICE,
         now_ms: T0,
+        spend_cap: None,
     }
 }
 

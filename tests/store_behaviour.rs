@@ -83,6 +83,7 @@ fn request<'a>(
         input_price: PRICE,
         output_price: PRICE,
         now_ms,
+        spend_cap: None,
     }
 }
 

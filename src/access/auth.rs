@@ -171,6 +171,8 @@ pub struct Caller {
     pub key_id: Arc<str>,
     pub account_id: Arc<str>,
     pub kind: KeyKind,
+    /// The key's spend cap, as its record said when it was cached.
+    pub spend_cap: Option<crate::store::SpendCap>,
 }
 
 #[cfg(test)]

@@ -201,6 +201,10 @@ impl LeaseBook {
 
     /// Admits `request` from the account's lease if the lease covers all of it.
     pub fn try_admit(&mut self, request: &AdmitRequest<'_>) -> Option<Admitted> {
+        // A capped key's spend is known to the store only: never served from a lease.
+        if request.spend_cap.is_some() {
+            return None;
+        }
         let lease = self.accounts.get_mut(request.account_id)?;
         let rates = lease.rates?;
         // Backpressure: while the store pays records slower than they come, requests take the
@@ -469,6 +473,7 @@ mod tests {
             input_price: NanosPerToken(100),
             output_price: NanosPerToken(200),
             now_ms,
+            spend_cap: None,
         }
     }
 

@@ -18,6 +18,7 @@ use crate::api::trace::Trace;
 use crate::errors::{ApiError, ErrorKind};
 use crate::http::response::{self, ResponseContext};
 use crate::http::server::{Request, ResponseSink};
+use crate::money::Nanos;
 use crate::store::{AccountView, KeyRecord, StoreError, TierLimits, views};
 use crate::worker::Worker;
 
@@ -47,6 +48,7 @@ pub async fn account<S: AsyncWriteRent>(
         key_id: key.key_id.clone(),
         account_id: key.account_id.clone(),
         kind: key.kind,
+        spend_cap: key.spend_cap,
     });
     let known = Known { request_id: Some(&request_id), caller: Some(caller) };
     if let Err(refusal) = refuse_during_maintenance(worker) {
@@ -75,7 +77,18 @@ pub async fn account<S: AsyncWriteRent>(
 async fn account_body(worker: &Worker, key: &KeyRecord) -> Result<Value, ApiError<'static>> {
     let account = worker.store().account(&key.account_id).await.map_err(store_refusal)?;
     let limits = worker.shared.config.limits.limits_for(&account.id, &account.tier, key.kind);
-    Ok(account_json(&account, &limits, key))
+    let spent = match key.spend_cap {
+        Some(cap) => Some(
+            worker
+                .store()
+                .key_spend(&key.account_id, &key.key_id, cap.period, worker.shared.clock.now_ms())
+                .await
+                .map_err(store_refusal)?
+                .spent,
+        ),
+        None => None,
+    };
+    Ok(account_json(&account, &limits, key, spent))
 }
 
 async fn usage_body(worker: &Worker, key: &KeyRecord, query: &str) -> Result<Value, ApiError<'static>> {
@@ -85,8 +98,8 @@ async fn usage_body(worker: &Worker, key: &KeyRecord, query: &str) -> Result<Val
 }
 
 /// The account as its key holder sees it. The key's spend cap fields are null while it has
-/// none.
-fn account_json(account: &AccountView, limits: &TierLimits, key: &KeyRecord) -> Value {
+/// none; `spent` is what the key spent in the cap's current period (settled charges).
+fn account_json(account: &AccountView, limits: &TierLimits, key: &KeyRecord, spent: Option<Nanos>) -> Value {
     let available = account.balance.saturating_sub(account.held);
     json!({
         "object": "account",
@@ -100,9 +113,9 @@ fn account_json(account: &AccountView, limits: &TierLimits, key: &KeyRecord) -> 
             "id": &*key.key_id,
             "kind": key.kind.as_str(),
             "name": key.name.as_deref(),
-            "spend_cap_usd": Value::Null,
-            "spend_cap_period": Value::Null,
-            "spent_usd": Value::Null,
+            "spend_cap_usd": key.spend_cap.map(|cap| cap.limit.to_usd_string()),
+            "spend_cap_period": key.spend_cap.map(|cap| cap.period.as_str()),
+            "spent_usd": spent.map(Nanos::to_usd_string),
         },
     })
 }

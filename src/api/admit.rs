@@ -130,15 +130,17 @@ async fn admit_on<'a>(
         input_price: model.input_price,
         output_price: model.output_price,
         now_ms: shared.clock.now_ms(),
+        spend_cap: caller.spend_cap,
     };
     let topup_generation = worker.store().topup_generation();
     if let Some(refusal) = worker.deny_cache.borrow_mut().check(&caller.account_id, &request, topup_generation) {
         WorkerMetrics::add(&worker.metrics.deny_cache_hits, 1);
-        return Err(refused(refusal, counted));
+        return Err(refused(refusal, counted, request.now_ms));
     }
     let leasing = caller.kind == KeyKind::Live && worker.store().is_shared();
-    // With the store unreachable paid requests fail closed (SPEC §7), leased or not.
-    let leased = if leasing && !worker.store().seems_down() {
+    // With the store unreachable paid requests fail closed (SPEC §7), leased or not. A capped
+    // key is never served from a lease: only the store sees the key's spend across nodes.
+    let leased = if leasing && request.spend_cap.is_none() && !worker.store().seems_down() {
         worker.leases.book.borrow_mut().try_admit(&request)
     } else {
         None
@@ -158,10 +160,10 @@ async fn admit_on<'a>(
             (admitted, settle_by)
         }
         // Nothing was taken and nothing is refused yet: not a deny entry.
-        Ok(would_clamp @ Admission::WouldClamp { .. }) => return Err(refused(would_clamp, counted)),
+        Ok(would_clamp @ Admission::WouldClamp { .. }) => return Err(refused(would_clamp, counted, request.now_ms)),
         Ok(refusal) => {
             worker.deny_cache.borrow_mut().record(&caller.account_id, &request, &refusal, topup_generation);
-            return Err(refused(refusal, counted));
+            return Err(refused(refusal, counted, request.now_ms));
         }
         // Test keys never touch money: serve them on this worker's share of the limits.
         Err(StoreError::Unavailable) if caller.kind == KeyKind::Test => {
@@ -201,16 +203,17 @@ async fn admit_on<'a>(
 }
 
 /// `refusal` answered for a bound counted `counted`, and whether counting could change it.
-fn refused(refusal: Admission, counted: CountedBy) -> Refused {
+fn refused(refusal: Admission, counted: CountedBy, now_ms: u64) -> Refused {
     let countable = counted == CountedBy::ByteBound
         && matches!(
             refusal,
             Admission::TooLargeForTokenLimit { .. }
                 | Admission::InsufficientQuota { .. }
+                | Admission::KeySpendLimitReached { .. }
                 | Admission::WouldClamp { .. }
                 | Admission::RateLimited { bucket: Bucket::Tokens, .. }
         );
-    Refused { refusal: refusal_of(refusal, counted), countable }
+    Refused { refusal: refusal_of(refusal, counted, now_ms), countable }
 }
 
 /// Admission of a test key on this worker's own buckets while the store is unreachable.
@@ -229,7 +232,7 @@ fn admit_on_fallback(
             WorkerMetrics::add(&worker.metrics.fallback_admissions, 1);
             Ok(admitted)
         }
-        refusal => Err(refused(refusal, counted)),
+        refusal => Err(refused(refusal, counted, request.now_ms)),
     }
 }
 
@@ -252,7 +255,7 @@ fn store_failure(request_id: &RequestId, error: StoreError, worker: &Worker) -> 
 }
 
 /// The refusal a store, lease, deny entry or fallback bucket answered.
-fn refusal_of(refusal: Admission, counted: CountedBy) -> Refusal<'static> {
+fn refusal_of(refusal: Admission, counted: CountedBy, now_ms: u64) -> Refusal<'static> {
     match refusal {
         // Only refusals reach here (a `WouldClamp` is always asked again, counted); answering
         // 500 keeps the data path panic-free.
@@ -273,6 +276,18 @@ fn refusal_of(refusal: Admission, counted: CountedBy) -> Refusal<'static> {
         Admission::InsufficientQuota { balance, available, needed, rates } => {
             let detail = Detail::InsufficientQuota { balance, available, needed };
             Refusal::from(ApiError { kind: ErrorKind::InsufficientQuota, param: None, detail })
+                .with_rates(Rates::Known(rates))
+        }
+        Admission::KeySpendLimitReached { cap, spent, held, needed, rates } => {
+            let detail = Detail::KeySpendLimitReached {
+                cap: cap.limit,
+                per: cap.period.phrase(),
+                spent,
+                held,
+                needed,
+                resets_at_ms: cap.period.resets_at_ms(now_ms),
+            };
+            Refusal::from(ApiError { kind: ErrorKind::KeySpendLimitReached, param: None, detail })
                 .with_rates(Rates::Known(rates))
         }
     }

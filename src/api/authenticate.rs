@@ -15,7 +15,7 @@ use crate::worker::Worker;
 /// The caller behind `authorization`, or the 401/503 to answer.
 pub async fn authenticate(worker: &Worker, authorization: Option<&[u8]>) -> Result<Caller, ApiError<'static>> {
     let record = authenticate_key(worker, authorization).await?;
-    Ok(Caller { key_id: record.key_id, account_id: record.account_id, kind: record.kind })
+    Ok(Caller { key_id: record.key_id, account_id: record.account_id, kind: record.kind, spend_cap: record.spend_cap })
 }
 
 /// The usable (unrevoked, of the presented kind) key record behind `authorization`, or the

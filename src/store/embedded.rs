@@ -112,6 +112,45 @@ struct Hold {
     amount: Nanos,
     tokens_charged: u64,
     expires_at_ms: u64,
+    /// For a capped key: the cap's period and that period's start at admission (where the
+    /// settlement counts).
+    cap_period: Option<(CapPeriod, u64)>,
+}
+
+/// A capped key's spend: what its open holds hold, and per period kind (day, month, lifetime)
+/// the start of the period last charged and what was charged in it.
+#[derive(Default)]
+struct KeySpendState {
+    held: Nanos,
+    spent: [(u64, Nanos); 3],
+}
+
+fn period_index(period: CapPeriod) -> usize {
+    match period {
+        CapPeriod::Day => 0,
+        CapPeriod::Month => 1,
+        CapPeriod::Lifetime => 2,
+    }
+}
+
+impl KeySpendState {
+    fn spent_in(&self, period: CapPeriod, start_ms: u64) -> Nanos {
+        let (at, spent) = self.spent[period_index(period)];
+        if at == start_ms && spent > Nanos::ZERO { spent } else { Nanos::ZERO }
+    }
+
+    /// A hold of `amount` ends (settled, released or reaped); `charged` of it counts in the
+    /// period of kind `period` that started at `start_ms` (dropped if a newer one has begun).
+    fn release(&mut self, amount: Nanos, charged: Nanos, period: CapPeriod, start_ms: u64) {
+        debug_assert!(self.held >= amount, "a key holds {} < a hold of {amount}", self.held);
+        self.held = self.held.saturating_sub(amount);
+        let slot = &mut self.spent[period_index(period)];
+        if slot.0 < start_ms || slot.1 == Nanos::ZERO {
+            *slot = (start_ms, charged);
+        } else if slot.0 == start_ms {
+            slot.1 = slot.1.saturating_add(charged);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -124,6 +163,8 @@ struct State {
     payment_references: HashSet<String>,
     /// Model ids interned for ledger records.
     models: HashSet<Arc<str>>,
+    /// Spend of capped keys by key id.
+    key_spend: HashMap<Arc<str>, KeySpendState>,
 }
 
 pub struct EmbeddedStore {
@@ -214,6 +255,31 @@ impl EmbeddedStore {
         Ok(())
     }
 
+    pub fn set_key_cap(&self, key_id: &str, cap: Option<SpendCap>) -> Result<KeyRecord, StoreError> {
+        let mut state = self.lock();
+        let hash = *state.key_hash_by_id.get(key_id).ok_or(StoreError::NotFound)?;
+        let record = state.keys_by_hash.get_mut(&hash).ok_or(StoreError::NotFound)?;
+        record.spend_cap = cap;
+        let record = record.clone();
+        // Workers drop their cached key records, as for a revocation.
+        self.revocations.fetch_add(1, Ordering::Release);
+        Ok(record)
+    }
+
+    pub fn key_spend(
+        &self,
+        _account_id: &str,
+        key_id: &str,
+        period: CapPeriod,
+        now_ms: u64,
+    ) -> Result<KeySpend, StoreError> {
+        let state = self.lock();
+        Ok(state.key_spend.get(key_id).map_or(KeySpend::default(), |spend| KeySpend {
+            spent: spend.spent_in(period, period.start_ms(now_ms)),
+            held: spend.held,
+        }))
+    }
+
     pub fn revocation_generation(&self) -> u64 {
         self.revocations.load(Ordering::Acquire)
     }
@@ -277,6 +343,24 @@ impl EmbeddedStore {
                 output_cap = output_cap.min(affordable);
             }
         }
+        // 1b. The key's own cap: its spend in this period plus its open holds stay within it.
+        let spend_cap = request.spend_cap.filter(|_| request.key_kind == KeyKind::Live);
+        if let Some(cap) = spend_cap {
+            let start_ms = cap.period.start_ms(now_ms);
+            let (spent, key_held) = state
+                .key_spend
+                .get(request.key_id)
+                .map_or((Nanos::ZERO, Nanos::ZERO), |spend| (spend.spent_in(cap.period, start_ms), spend.held));
+            let room = cap.limit.saturating_sub(spent).saturating_sub(key_held);
+            let needed = input_cost.checked_add(Nanos(request.output_price.0)).ok_or(StoreError::Overflow)?;
+            if room < needed {
+                let rates = buckets.snapshot(now_ms);
+                return Ok(Admission::KeySpendLimitReached { cap, spent, held: key_held, needed, rates });
+            }
+            if let Some(affordable) = (room.0 - input_cost.0).checked_div(request.output_price.0) {
+                output_cap = output_cap.min(affordable);
+            }
+        }
         // 2. TPM capacity: a request larger than the whole bucket can never pass.
         let tokens_capacity = buckets.tokens.capacity();
         if !request.client_set_output_cap {
@@ -337,6 +421,21 @@ impl EmbeddedStore {
         debug_assert!(account.held.0 - held.0 == hold.0 && account.balance == balance, "a hold only adds to held");
         account.check_invariant();
         let account_id = account.id.clone();
+        let cap_period = spend_cap.map(|cap| (cap.period, cap.period.start_ms(now_ms)));
+        if let Some(cap) = spend_cap {
+            let spend = match state.key_spend.get_mut(request.key_id) {
+                Some(spend) => spend,
+                None => state.key_spend.entry(request.key_id.into()).or_default(),
+            };
+            spend.held = spend.held.saturating_add(hold);
+            // The key's spend plus its open holds stay within its cap (checked above).
+            debug_assert!(
+                spend.spent_in(cap.period, cap.period.start_ms(now_ms)).saturating_add(spend.held) <= cap.limit,
+                "key {}: spend and holds above its cap {}",
+                request.key_id,
+                cap.limit
+            );
+        }
         let model = intern(&mut state.models, request.model);
         state.holds.insert(
             request.request_id.into(),
@@ -348,6 +447,7 @@ impl EmbeddedStore {
                 amount: hold,
                 tokens_charged: tokens_needed,
                 expires_at_ms: now_ms.saturating_add(HOLD_TTL_MS),
+                cap_period,
             },
         );
         Ok(Admission::Admitted(Admitted { hold, output_cap_tokens: output_cap, tokens_charged: tokens_needed, rates }))
@@ -401,6 +501,11 @@ impl EmbeddedStore {
         } else {
             buckets.tokens.take_saturating(actual_tokens - hold.tokens_charged, now_ms);
         }
+        if let Some((period, start_ms)) = hold.cap_period
+            && let Some(spend) = state.key_spend.get_mut(&*hold.key_id)
+        {
+            spend.release(hold.amount, charged, period, start_ms);
+        }
         account.record(UsageRecord {
             request_id: settlement.request_id.into(),
             key_id: hold.key_id,
@@ -435,6 +540,11 @@ impl EmbeddedStore {
             state.holds.iter().filter(|(_, hold)| hold.expires_at_ms <= now_ms).map(|(id, _)| id.clone()).collect();
         for request_id in &expired {
             let Some(hold) = state.holds.remove(request_id) else { continue };
+            if let Some((period, start_ms)) = hold.cap_period
+                && let Some(spend) = state.key_spend.get_mut(&*hold.key_id)
+            {
+                spend.release(hold.amount, Nanos::ZERO, period, start_ms);
+            }
             if let Some(account) = state.accounts.get_mut(&hold.account_id) {
                 debug_assert!(
                     account.held >= hold.amount,

@@ -8,7 +8,13 @@
 -- formatted with %d so no digit is lost.
 --
 -- Key layout (P = prefix, A = account id):
---   P:{A}:acct        hash   tier, balance, held (nano-USD), created_at (ms)
+--   P:{A}:acct        hash   tier, balance, held (nano-USD), created_at (ms), and per-key spend
+--                            caps (SPEC §10): h:KEY = what the capped key's open holds hold;
+--                            s:KEY:P = "period_start spent" for period kind P (d, m, l);
+--                            r:REQUEST = "KEY P period_start" for each open hold of a capped key
+--                            (the period its admission was in, where its settlement counts). In
+--                            the account hash, not a key of their own: a Function never declares
+--                            a key that may not exist (a slot being migrated would refuse it)
 --   P:{A}:rate:live   hash   rc rl ra / tc tl ta: capacity, level in 1/60000 token, updated ms
 --   P:{A}:rate:test   hash   the same for test keys
 --   P:{A}:holds       hash   request id -> "amount tokens kind in_price out_price expires key model"
@@ -30,7 +36,7 @@
 --   a lease's escrow is a hold in P:{A}:holds under the lease id (model "lease"), reaped like any
 --   hold when its worker stops renewing it
 
-local LIBRARY_VERSION = 9
+local LIBRARY_VERSION = 10
 local UNITS = 60000
 -- Largest balance an account may hold, in nano-USD (about 9 million USD): exact in a double.
 local MAX_BALANCE = 9007199254740991
@@ -159,12 +165,46 @@ local function parse_hold(text)
   }
 end
 
--- Releases one hold: held goes down, the hold and its expiry entry go away.
+-- What key `key_id` spent in the period of kind `p` starting at `start` (0 if its record is of
+-- another period).
+local function cap_spent(caps, key_id, p, start)
+  local text = redis.call('HGET', caps, 's:' .. key_id .. ':' .. p)
+  if not text then return 0 end
+  local at, spent = string.match(text, '^(%d+) (%d+)$')
+  if tonumber(at) == start then return tonumber(spent) end
+  return 0
+end
+
+-- Releases one hold: held goes down, the hold and its expiry entry go away, and so does the
+-- key's part of it if the key is capped. Reply: the cap entry {key, p, start} or nil.
 local function release(keys, id, hold)
   local held = tonumber(redis.call('HGET', keys.acct, 'held') or '0')
   redis.call('HSET', keys.acct, 'held', int(math.max(held - hold.amount, 0)))
   redis.call('HDEL', keys.holds, id)
   redis.call('ZREM', keys.holdexp, id)
+  if not keys.caps then return nil end
+  local text = redis.call('HGET', keys.caps, 'r:' .. id)
+  if not text then return nil end
+  local key_id, p, start = string.match(text, '^(%S+) (%a) (%d+)$')
+  local key_held = tonumber(redis.call('HGET', keys.caps, 'h:' .. key_id) or '0')
+  redis.call('HSET', keys.caps, 'h:' .. key_id, int(math.max(key_held - hold.amount, 0)))
+  redis.call('HDEL', keys.caps, 'r:' .. id)
+  return { key = key_id, p = p, start = tonumber(start) }
+end
+
+-- A settled charge counts in the period its admission was in: added to that period's spend,
+-- starting it if the key's record is of an older one, dropped if a newer period has begun.
+local function cap_charge(caps, entry, charged)
+  local field = 's:' .. entry.key .. ':' .. entry.p
+  local text = redis.call('HGET', caps, field)
+  local at, spent = -1, 0
+  if text then
+    local a, b = string.match(text, '^(%d+) (%d+)$')
+    at, spent = tonumber(a), tonumber(b)
+  end
+  if at > entry.start then return end
+  if at < entry.start then spent = 0 end
+  redis.call('HSET', caps, field, int(entry.start) .. ' ' .. int(spent + charged))
 end
 
 local VOIDED, RELEASED_DEAD = 'v', 'x'
@@ -182,13 +222,16 @@ end
 -- KEYS: acct, rate (of the key's kind), holds, holdexp
 -- ARGV: request_id, key_id, kind (l|t), model, input_upper, requested_output, client_cap (0|1),
 --       in_price, out_price, now (0 = Redis TIME), u_rpm, u_tpm, t_rpm, t_tpm, hold_ttl_ms,
---       refuse_clamp (1 = answer {5, output_cap} rather than admit with a lowered cap)
+--       refuse_clamp (1 = answer {5, output_cap} rather than admit with a lowered cap),
+--       key spend cap ('' = none), its period kind (d|m|l), the period's start (the gateway's
+--       clock: the same instant as `now` in its calendar)
 -- Reply: {1, hold, output_cap, tokens, rates...} admitted; {2, bucket(0 rpm|1 tpm), limit, used,
 --   requested, retry_ms(-1 never), rates...}; {3, limit, requested, rates...} too large;
---   {4, balance, available, needed, rates...} insufficient; {-1} no account; {-2} duplicate id
+--   {4, balance, available, needed, rates...} insufficient; {6, cap, spent, key_held, needed,
+--   rates...} the key's cap leaves no room; {-1} no account; {-2} duplicate id
 --   (a hold or a marker has this id: a voided admission refuses itself here, writing nothing).
 local function fk_admit(KEYS, ARGV)
-  local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4] }
+  local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4], caps = KEYS[1] }
   local id, key_id, kind, model = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
   local input, requested = tonumber(ARGV[5]), tonumber(ARGV[6])
   local client_cap = ARGV[7] == '1'
@@ -215,6 +258,22 @@ local function fk_admit(KEYS, ARGV)
     end
     if out_price > 0 then
       output_cap = math.min(output_cap, div_floor(available - input_cost, out_price))
+    end
+  end
+  -- 1b. The key's own cap: its spend in this period plus its open holds stay within it.
+  local cap = tonumber(ARGV[17] or '')
+  local cap_p, cap_start = ARGV[18], tonumber(ARGV[19] or '0')
+  if kind ~= 'l' then cap = nil end
+  if cap then
+    local spent = cap_spent(keys.caps, key_id, cap_p, cap_start)
+    local key_held = tonumber(redis.call('HGET', keys.caps, 'h:' .. key_id) or '0')
+    local room = math.max(cap - spent - key_held, 0)
+    local needed = input_cost + out_price
+    if room < needed then
+      return append({ 6, cap, spent, key_held, needed }, snapshot(r, t, now))
+    end
+    if out_price > 0 then
+      output_cap = math.min(output_cap, div_floor(room - input_cost, out_price))
     end
   end
   -- 2. A request larger than the whole TPM bucket can never pass.
@@ -247,6 +306,11 @@ local function fk_admit(KEYS, ARGV)
   if hold > 0 then
     redis.call('HSET', keys.acct, 'held', int(held + hold))
   end
+  if cap then
+    local key_held = tonumber(redis.call('HGET', keys.caps, 'h:' .. key_id) or '0')
+    redis.call('HSET', keys.caps, 'h:' .. key_id, int(key_held + hold))
+    redis.call('HSET', keys.caps, 'r:' .. id, key_id .. ' ' .. cap_p .. ' ' .. int(cap_start))
+  end
   local expires = now + tonumber(ARGV[15])
   redis.call('HSET', keys.holds, id, table.concat({ int(hold), int(tokens), kind, int(in_price), int(out_price),
     int(expires), key_id, model }, ' '))
@@ -264,7 +328,7 @@ end
 --   {2} when the hold was released because its node was presumed dead (nothing charged: an
 --   operator loss the gateway counts; the marker goes).
 local function fk_settle(KEYS, ARGV)
-  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], ledger = KEYS[6] }
+  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], ledger = KEYS[6], caps = KEYS[1] }
   local id = ARGV[1]
   local text = redis.call('HGET', keys.holds, id)
   if not text then return { 0 } end
@@ -304,7 +368,8 @@ local function fk_settle(KEYS, ARGV)
     t.level = math.max(t.level - (actual - hold.tokens) * UNITS, 0)
   end
   -- Writes.
-  release(keys, id, hold)
+  local capped = release(keys, id, hold)
+  if capped then cap_charge(keys.caps, capped, charged) end
   if charged > 0 then
     local balance = tonumber(a[2])
     redis.call('HSET', keys.acct, 'balance', int(math.max(balance - charged, 0)))
@@ -368,7 +433,7 @@ end
 -- belongs to a node that came back, and stays. Reply: {expired released, dead nodes' released}.
 local REAP_FIXED_ARGS = 5
 local function fk_reap(KEYS, ARGV)
-  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3] }
+  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], caps = KEYS[1] }
   local now = clock(ARGV[1])
   local most = tonumber(ARGV[3])
   local hold_ttl, escrow_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -431,7 +496,7 @@ end
 -- Reply: {1, hold, tokens} released; {2} marker written (no hold yet); {0} already void, or
 --   released as its node's; {-1} no account (nothing written: no admission can pass either).
 local function fk_void(KEYS, ARGV)
-  local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4] }
+  local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4], caps = KEYS[1] }
   local id = ARGV[1]
   local now = clock(ARGV[2])
   local tier = redis.call('HGET', keys.acct, 'tier')
@@ -603,10 +668,12 @@ local function fk_lease(KEYS, ARGV)
   return append(append({ 1, granted_r, granted_t, escrow, charged, loss }, snapshot(r, t, now)), { tier_flag(tier) })
 end
 
--- KEYS: key record ; ARGV: key_id, account, kind, name ('' = none). Reply: 1, or -2 if it exists.
+-- KEYS: key record ; ARGV: key_id, account, kind, name ('' = none), spend cap ('' = none),
+-- cap period (d|m|l, '' = none). Reply: 1, or -2 if it exists.
 local function fk_put_key(KEYS, ARGV)
   if redis.call('EXISTS', KEYS[1]) == 1 then return -2 end
-  redis.call('HSET', KEYS[1], 'key_id', ARGV[1], 'account', ARGV[2], 'kind', ARGV[3], 'name', ARGV[4], 'revoked', '0')
+  redis.call('HSET', KEYS[1], 'key_id', ARGV[1], 'account', ARGV[2], 'kind', ARGV[3], 'name', ARGV[4], 'revoked', '0',
+    'cap', ARGV[5] or '', 'cap_period', ARGV[6] or '')
   return 1
 end
 

@@ -15,6 +15,7 @@
 
 pub mod embedded;
 pub mod redis;
+pub mod spend_cap;
 pub mod types;
 pub mod views;
 
@@ -185,6 +186,29 @@ impl StoreClient<'_> {
         match self.store {
             Store::Embedded(store) => store.topup(account_id, amount, reference, now_ms),
             Store::Redis(store) => store.topup(&self.connections.redis, account_id, amount, reference, now_ms).await,
+        }
+    }
+
+    /// Sets or clears (`None`) the spend cap of the key `key_id`; the key's record as it is now.
+    /// Every worker of every node sees the change within a second (the keys channel).
+    pub async fn set_key_cap(&self, key_id: &str, cap: Option<SpendCap>) -> Result<KeyRecord, StoreError> {
+        match self.store {
+            Store::Embedded(store) => store.set_key_cap(key_id, cap),
+            Store::Redis(store) => store.set_key_cap(&self.connections.redis, key_id, cap).await,
+        }
+    }
+
+    /// What the key has spent in the period of `now_ms` of `period`, and holds open.
+    pub async fn key_spend(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        period: CapPeriod,
+        now_ms: u64,
+    ) -> Result<KeySpend, StoreError> {
+        match self.store {
+            Store::Embedded(store) => store.key_spend(account_id, key_id, period, now_ms),
+            Store::Redis(store) => store.key_spend(&self.connections.redis, account_id, key_id, period, now_ms).await,
         }
     }
 

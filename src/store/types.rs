@@ -9,6 +9,7 @@
 use std::sync::Arc;
 
 use crate::money::{Nanos, NanosPerToken, TokenUsage};
+pub use crate::store::spend_cap::{CapPeriod, SpendCap};
 
 /// Live keys bill the wallet; test keys are served by the sandbox and never touch it.
 #[derive(Copy, Clone, Debug, PartialEq, Eq, Hash)]
@@ -37,6 +38,8 @@ pub struct KeyRecord {
     pub kind: KeyKind,
     pub name: Option<Arc<str>>,
     pub revoked: bool,
+    /// The key's own spend cap (SPEC §10), if the operator set one.
+    pub spend_cap: Option<SpendCap>,
 }
 
 /// The limits of one tier (or of one account override).
@@ -144,6 +147,9 @@ pub struct AdmitRequest<'a> {
     pub input_price: NanosPerToken,
     pub output_price: NanosPerToken,
     pub now_ms: u64,
+    /// The key's spend cap: the key's spend in the period of `now_ms` plus its open holds
+    /// never exceeds it (checked in the same atomic step as the wallet).
+    pub spend_cap: Option<SpendCap>,
 }
 
 #[cfg(test)]
@@ -164,6 +170,7 @@ impl AdmitRequest<'static> {
             input_price: crate::money::NanosPerToken(1_000),
             output_price: crate::money::NanosPerToken(2_000),
             now_ms,
+            spend_cap: None,
         }
     }
 }
@@ -211,6 +218,22 @@ pub enum Admission {
         needed: Nanos,
         rates: RateSnapshot,
     },
+    /// The key's spend cap leaves not even a one-token answer: `spent` in the current period
+    /// plus `held` by the key's open requests, against `cap`; `needed` as for the wallet.
+    KeySpendLimitReached {
+        cap: SpendCap,
+        spent: Nanos,
+        held: Nanos,
+        needed: Nanos,
+        rates: RateSnapshot,
+    },
+}
+
+/// What a key has spent against its cap in the current period, and holds open.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeySpend {
+    pub spent: Nanos,
+    pub held: Nanos,
 }
 
 /// How a request ended, as recorded in the ledger.

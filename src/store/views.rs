@@ -56,6 +56,15 @@ pub fn usage_query_limit(query: &str) -> Result<usize, UsageQueryError> {
 }
 
 /// `{"object":"list","data":[...]}` of `records` (newest first, as the store returns them).
+/// A key's spend cap as the admin API and `GET /v1/account` show it: (`spend_cap_usd`,
+/// `spend_cap_period`), both null without a cap.
+pub fn spend_cap_json(cap: Option<crate::store::types::SpendCap>) -> (Value, Value) {
+    match cap {
+        Some(cap) => (Value::from(cap.limit.to_usd_string()), Value::from(cap.period.as_str())),
+        None => (Value::Null, Value::Null),
+    }
+}
+
 pub fn usage_list_json(records: &[UsageRecord]) -> Value {
     let data: Vec<Value> = records.iter().map(usage_record_json).collect();
     json!({"object": "list", "data": data})

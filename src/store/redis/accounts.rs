@@ -14,12 +14,14 @@ use super::RedisStore;
 use super::cluster::unavailable;
 use super::connections::Connections;
 use super::directory::{creation_message, parse_hex};
-use super::replies::{AccountCreated, AccountFields, FromReply, KeyPut, ScanPage, TopupReply};
+use super::replies::{AccountCreated, AccountFields, FromReply, KeyPut, KeySpendFields, ScanPage, TopupReply};
 use crate::digits::Num;
 use crate::limits::REDIS_REAP_SCAN_KEYS;
 use crate::money::Nanos;
 use crate::redis::Reply;
-use crate::store::types::{AccountView, KeyHash, KeyKind, KeyRecord, StoreError, TIER_UNVERIFIED, TopupResult};
+use crate::store::types::{
+    AccountView, CapPeriod, KeyHash, KeyKind, KeyRecord, KeySpend, SpendCap, StoreError, TIER_UNVERIFIED, TopupResult,
+};
 
 impl RedisStore {
     pub async fn create_account(
@@ -92,7 +94,9 @@ impl RedisStore {
         }
         let name = record.name.as_deref().unwrap_or("");
         let kind: &[u8] = if record.kind == KeyKind::Live { b"l" } else { b"t" };
-        let args: [&[u8]; 8] = [
+        let cap = record.spend_cap.map(|cap| cap.limit.0.to_string()).unwrap_or_default();
+        let cap_period = record.spend_cap.map_or("", |cap| cap.period.letter());
+        let args: [&[u8]; 10] = [
             b"FCALL",
             b"fk_put_key",
             b"1",
@@ -101,6 +105,8 @@ impl RedisStore {
             record.account_id.as_bytes(),
             kind,
             name.as_bytes(),
+            cap.as_bytes(),
+            cap_period.as_bytes(),
         ];
         match KeyPut::from_reply(self.command(connections, record_key.as_bytes(), &args).await?)? {
             KeyPut::Stored => {
@@ -122,7 +128,17 @@ impl RedisStore {
 
     pub async fn resolve_key(&self, connections: &Connections, hash: &KeyHash) -> Result<KeyRecord, StoreError> {
         let record_key = self.key_record_key(hash);
-        let args: [&[u8]; 7] = [b"HMGET", record_key.as_bytes(), b"key_id", b"account", b"kind", b"name", b"revoked"];
+        let args: [&[u8]; 9] = [
+            b"HMGET",
+            record_key.as_bytes(),
+            b"key_id",
+            b"account",
+            b"kind",
+            b"name",
+            b"revoked",
+            b"cap",
+            b"cap_period",
+        ];
         KeyRecord::from_reply(self.command(connections, record_key.as_bytes(), &args).await?)
     }
 
@@ -142,6 +158,59 @@ impl RedisStore {
         let channel = self.revocations_channel();
         self.command(connections, channel.as_bytes(), &[b"PUBLISH", channel.as_bytes(), key_id.as_bytes()]).await?;
         Ok(())
+    }
+
+    /// Writes (or clears) the key's cap in its record, then tells every node: this node's
+    /// directory and workers at once, the others through the `keys` channel (or, should the
+    /// message be lost, the next full sync and their key caches' short TTL).
+    pub async fn set_key_cap(
+        &self,
+        connections: &Connections,
+        key_id: &str,
+        cap: Option<SpendCap>,
+    ) -> Result<KeyRecord, StoreError> {
+        let id_key = format!("{}:keyid:{key_id}", self.settings.prefix);
+        let hex = match self.command(connections, id_key.as_bytes(), &[b"GET", id_key.as_bytes()]).await? {
+            Reply::BulkString(hex) => String::from_utf8_lossy(&hex).into_owned(),
+            _ => return Err(StoreError::NotFound),
+        };
+        let hash = parse_hex(&hex).ok_or(StoreError::NotFound)?;
+        let record_key = format!("{}:key:{hex}", self.settings.prefix);
+        let limit = cap.map(|cap| cap.limit.0.to_string()).unwrap_or_default();
+        let period = cap.map_or("", |cap| cap.period.letter());
+        let args: [&[u8]; 6] =
+            [b"HSET", record_key.as_bytes(), b"cap", limit.as_bytes(), b"cap_period", period.as_bytes()];
+        self.command(connections, record_key.as_bytes(), &args).await?;
+        let record = self.resolve_key(connections, &hash).await?;
+        self.events.directory.remember(hash, record.clone());
+        self.events.revocations.fetch_add(1, Ordering::AcqRel);
+        let message = creation_message(&hash, &record);
+        let channel = self.keys_channel();
+        self.command(connections, channel.as_bytes(), &[b"PUBLISH", channel.as_bytes(), message.as_bytes()]).await?;
+        Ok(record)
+    }
+
+    /// What the key spent in the current `period` (of `now_ms`) and holds open (read only).
+    pub async fn key_spend(
+        &self,
+        connections: &Connections,
+        account_id: &str,
+        key_id: &str,
+        period: CapPeriod,
+        now_ms: u64,
+    ) -> Result<KeySpend, StoreError> {
+        // A key's cap fields live in the account's hash (see `fikra.lua`).
+        let caps = self.key(account_id, "acct");
+        let spent_field = format!("s:{key_id}:{}", period.letter());
+        let held_field = format!("h:{key_id}");
+        let args: [&[u8]; 4] = [b"HMGET", caps.as_bytes(), spent_field.as_bytes(), held_field.as_bytes()];
+        let fields = KeySpendFields::from_reply(self.command(connections, caps.as_bytes(), &args).await?)?;
+        let start = period.start_ms(now_ms);
+        let spent = match fields.spend {
+            Some((at, spent)) if at == start => spent,
+            _ => 0,
+        };
+        Ok(KeySpend { spent: Nanos(spent), held: Nanos(fields.held) })
     }
 
     pub async fn topup(
@@ -244,7 +313,8 @@ impl RedisStore {
                         continue;
                     };
                     let Some(hash) = parse_hex(hash) else { continue };
-                    let fields: [&[u8]; 7] = [b"HMGET", &key, b"key_id", b"account", b"kind", b"name", b"revoked"];
+                    let fields: [&[u8]; 9] =
+                        [b"HMGET", &key, b"key_id", b"account", b"kind", b"name", b"revoked", b"cap", b"cap_period"];
                     // The record lives on this master (the key routes here); ask it directly.
                     match KeyRecord::from_reply(client.call(&fields).await.map_err(unavailable)?) {
                         Ok(record) => self.events.directory.remember(hash, record),

@@ -39,7 +39,7 @@ impl RedisStore {
     }
 
     /// The `KEYS` of `fk_admit` and of `fk_void`, which undoes it: acct, rate (of `kind`),
-    /// holds, holdexp.
+    /// holds, holdexp (a key's cap lives in the account's hash: no key of its own).
     pub(super) fn admission_keys(&self, account: &str, kind: KeyKind) -> [String; 4] {
         [
             self.key(account, "acct"),
@@ -61,7 +61,18 @@ impl RedisStore {
         let kind: &[u8] = if request.key_kind == KeyKind::Live { b"l" } else { b"t" };
         let client_cap: &[u8] = if request.client_set_output_cap { b"1" } else { b"0" };
         let refuse_clamp: &[u8] = if request.refuse_clamp { b"1" } else { b"0" };
-        let args: [&[u8]; 23] = [
+        // The key's cap, its period kind and the period's start on the gateway's clock.
+        let (cap, cap_period, cap_start) = match request.spend_cap {
+            Some(cap) => (
+                Num::new(cap.limit.0.min(MAX_EXACT_LUA_NANOS)),
+                cap.period.letter(),
+                cap.period.start_ms(request.now_ms),
+            ),
+            None => (Num::new(0), "", 0),
+        };
+        let cap_start = Num::new(cap_start);
+        let cap_arg: &[u8] = if request.spend_cap.is_some() { cap.as_bytes() } else { b"" };
+        let args: [&[u8]; 26] = [
             b"FCALL",
             b"fk_admit",
             b"4",
@@ -85,9 +96,18 @@ impl RedisStore {
             t_tpm.as_bytes(),
             ttl.as_bytes(),
             refuse_clamp,
+            cap_arg,
+            cap_period.as_bytes(),
+            cap_start.as_bytes(),
         ];
         match self.router.command_outcome(connections, acct.as_bytes(), &args).await {
-            Ok(reply) => Admission::from_reply(reply),
+            Ok(reply) => match Admission::from_reply(reply) {
+                Ok(Admission::KeySpendLimitReached { spent, held, needed, rates, .. }) => {
+                    let cap = request.spend_cap.ok_or(StoreError::Unavailable)?;
+                    Ok(Admission::KeySpendLimitReached { cap, spent, held, needed, rates })
+                }
+                other => other,
+            },
             Err(failed) => {
                 // Answered 503 (or served on the fallback), yet it may run once Redis wakes:
                 // remembered so the void task undoes it (the failure path alone allocates).

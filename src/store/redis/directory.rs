@@ -99,11 +99,16 @@ impl KeyDirectory {
     }
 }
 
-/// A `keys` channel message: `HEX KEY_ID ACCOUNT_ID KIND[ NAME]` for a new key (64 hex digits
-/// of its hash, kind `l` or `t`; ids never hold spaces, the name, last, may). Without the name
-/// a node that learned the key from the channel would show it unnamed (`GET /v1/account`).
+/// A `keys` channel message: `HEX KEY_ID ACCOUNT_ID KIND[ NAME]` for a new or changed key (64
+/// hex digits of its hash, kind `l` or `t`, followed by `,CAP_NANOS,PERIOD` when the key has a
+/// spend cap; ids never hold spaces, the name, last, may). Without the name a node that learned
+/// the key from the channel would show it unnamed (`GET /v1/account`).
 pub(super) fn creation_message(hash: &KeyHash, record: &KeyRecord) -> String {
     let kind = if record.kind == KeyKind::Live { "l" } else { "t" };
+    let kind = match record.spend_cap {
+        Some(cap) => format!("{kind},{},{}", cap.limit.0, cap.period.letter()),
+        None => kind.to_string(),
+    };
     match &record.name {
         Some(name) if !name.is_empty() => {
             format!("{} {} {} {kind} {name}", hex(hash), record.key_id, record.account_id)
@@ -118,6 +123,13 @@ pub(super) fn parse_creation_message(message: &[u8]) -> Option<(KeyHash, KeyReco
     let mut parts = text.splitn(5, ' ');
     let (hash, key_id, account_id, kind) = (parts.next()?, parts.next()?, parts.next()?, parts.next()?);
     let name = parts.next();
+    let (kind, spend_cap) = match kind.split_once(',') {
+        Some((kind, cap)) => {
+            let (limit, period) = cap.split_once(',')?;
+            (kind, Some(super::replies::cap_of(Some(limit), Some(period))?))
+        }
+        None => (kind, None),
+    };
     let kind = match kind {
         "l" => KeyKind::Live,
         "t" => KeyKind::Test,
@@ -128,7 +140,8 @@ pub(super) fn parse_creation_message(message: &[u8]) -> Option<(KeyHash, KeyReco
     }
     // An empty name is none, as in the stored record.
     let name = name.filter(|name| !name.is_empty()).map(Into::into);
-    let record = KeyRecord { key_id: key_id.into(), account_id: account_id.into(), kind, name, revoked: false };
+    let record =
+        KeyRecord { key_id: key_id.into(), account_id: account_id.into(), kind, name, revoked: false, spend_cap };
     Some((parse_hex(hash)?, record))
 }
 
@@ -160,7 +173,7 @@ mod tests {
     use super::*;
 
     fn record(key_id: &str, kind: KeyKind, revoked: bool) -> KeyRecord {
-        KeyRecord { key_id: key_id.into(), account_id: "acct_1".into(), kind, name: None, revoked }
+        KeyRecord { key_id: key_id.into(), account_id: "acct_1".into(), kind, name: None, revoked, spend_cap: None }
     }
 
     // Goal: creation messages round-trip exactly and malformed ones are refused.
@@ -177,6 +190,15 @@ mod tests {
         let message = creation_message(&hash, &named);
         assert!(message.ends_with(" l ci runner 2"), "{message}");
         assert_eq!(parse_creation_message(message.as_bytes()), Some((hash, named)));
+        // A spend cap travels with the kind.
+        let cap = crate::store::types::SpendCap {
+            limit: crate::money::Nanos(5_000_000_001),
+            period: crate::store::types::CapPeriod::Month,
+        };
+        let capped = KeyRecord { spend_cap: Some(cap), ..record("key_6", KeyKind::Live, false) };
+        let message = creation_message(&hash, &capped);
+        assert!(message.ends_with(" l,5000000001,m"), "{message}");
+        assert_eq!(parse_creation_message(message.as_bytes()), Some((hash, capped)));
         for bad in ["", "zz key acct t", &format!("{} key acct", hex(&hash)), &format!("{} key acct x", hex(&hash))] {
             assert_eq!(parse_creation_message(bad.as_bytes()), None, "{bad}");
         }

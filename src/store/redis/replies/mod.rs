@@ -14,8 +14,8 @@ use crate::errors::Bucket;
 use crate::money::{Nanos, TokenUsage};
 use crate::redis::Reply;
 use crate::store::types::{
-    Admission, Admitted, DeadNode, KeyKind, KeyRecord, LeaseReply, Outcome, RateSnapshot, Reaped, Settled, StoreError,
-    TIER_TRUSTED, TopupResult, UsageRecord,
+    Admission, Admitted, CapPeriod, DeadNode, KeyKind, KeyRecord, LeaseReply, Outcome, RateSnapshot, Reaped, Settled,
+    SpendCap, StoreError, TIER_TRUSTED, TopupResult, UsageRecord,
 };
 
 /// A value read from the reply of one command, as redis-rs's `FromRedisValue`.
@@ -62,8 +62,9 @@ impl FromReply for AccountFields {
     }
 }
 
-/// `HMGET P:key:HASH key_id account kind name revoked`: no key id or account means no key;
-/// kind `l` is live (anything else test), an empty name is none, revoked is `1`.
+/// `HMGET P:key:HASH key_id account kind name revoked cap cap_period`: no key id or account
+/// means no key; kind `l` is live (anything else test), an empty name is none, revoked is `1`;
+/// a cap is there when both its nano-USD and its period letter are.
 impl FromReply for KeyRecord {
     fn from_reply(reply: Reply) -> Result<Self, StoreError> {
         let items = array(reply)?;
@@ -77,7 +78,33 @@ impl FromReply for KeyRecord {
             kind,
             name,
             revoked: text_at(&items, 4) == Some("1"),
+            spend_cap: cap_of(text_at(&items, 5), text_at(&items, 6)),
         })
+    }
+}
+
+/// A key's stored cap fields (nano-USD, period letter) as a cap, if both are set.
+pub(crate) fn cap_of(limit: Option<&str>, period: Option<&str>) -> Option<SpendCap> {
+    let limit = limit.filter(|t| !t.is_empty())?.parse::<u64>().ok()?;
+    let period = CapPeriod::from_letter(period?)?;
+    Some(SpendCap { limit: Nanos(limit), period })
+}
+
+/// `HMGET P:{A}:caps s:KEY:P h:KEY`: the key's spend record and its open holds.
+pub(super) struct KeySpendFields {
+    pub spend: Option<(u64, u64)>,
+    pub held: u64,
+}
+
+impl FromReply for KeySpendFields {
+    fn from_reply(reply: Reply) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        let spend = text_at(&items, 0).and_then(|text| {
+            let (at, spent) = text.split_once(' ')?;
+            Some((at.parse().ok()?, spent.parse().ok()?))
+        });
+        let held = text_at(&items, 1).and_then(|t| t.parse().ok()).unwrap_or(0);
+        Ok(KeySpendFields { spend, held })
     }
 }
 
@@ -162,6 +189,14 @@ impl FromReply for Admission {
                 rates: rates_at(&items, 4)?,
             }),
             5 => Ok(Admission::WouldClamp { output_cap_tokens: u64_at(&items, 1)? }),
+            // The period is the request's (the caller fills it in; the function only has its letter).
+            6 => Ok(Admission::KeySpendLimitReached {
+                cap: SpendCap { limit: Nanos(u64_at(&items, 1)?), period: CapPeriod::Lifetime },
+                spent: Nanos(u64_at(&items, 2)?),
+                held: Nanos(u64_at(&items, 3)?),
+                needed: Nanos(u64_at(&items, 4)?),
+                rates: rates_at(&items, 5)?,
+            }),
             -1 => Err(StoreError::NotFound),
             -2 => Err(StoreError::AlreadyExists),
             _ => Err(StoreError::Unavailable),

@@ -159,7 +159,8 @@ fn account_key_and_topup_replies_decode_exactly() {
             account_id: "acct_1".into(),
             kind: KeyKind::Live,
             name: None,
-            revoked: true
+            revoked: true,
+            spend_cap: None,
         })
     );
     let record = Reply::Array(vec![bulk("key_2"), bulk("acct_1"), bulk("t"), bulk("ci"), bulk("0")]);
