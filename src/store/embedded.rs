@@ -25,6 +25,8 @@ use crate::money::{Nanos, TokenUsage};
 use crate::ratelimit::TokenBucket;
 use crate::store::types::*;
 
+mod payments;
+
 /// Characters of a generated account id after `acct_`.
 const GENERATED_ACCOUNT_ID_CHARS: usize = 16;
 
@@ -124,6 +126,8 @@ struct State {
     payment_references: HashSet<String>,
     /// Model ids interned for ledger records.
     models: HashSet<Arc<str>>,
+    /// M-Pesa payment records (`store::payments`).
+    payments: crate::store::payments::PaymentBook,
 }
 
 pub struct EmbeddedStore {

@@ -77,7 +77,7 @@ pub fn build(configs: &[UpstreamConfig]) -> io::Result<Upstreams> {
     Ok(Upstreams { targets })
 }
 
-fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
+pub(crate) fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("upstream {}: {what}", config.name));
     let (host, port) = (config.host.as_str(), config.port);
     let completions_path = format!("{}/chat/completions", config.base_path);
