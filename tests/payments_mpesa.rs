@@ -350,3 +350,24 @@ fn callbacks_from_outside_the_allowlist_are_refused() {
         [(format!("stk:{checkout}"), "pending".into(), "500".into(), "3.846153846".into(), None)]
     );
 }
+
+// Goal: the STK Push Timestamp is Kenya time (UTC+3) and signs the Password; the OAuth token
+// is cached until shortly before `expires_in` (3599 s) and then fetched again.
+#[test]
+fn timestamp_is_kenya_time_and_the_token_is_cached_until_it_expires() {
+    let daraja = DarajaStandIn::start();
+    // 2026-12-31 22:30:05 UTC is 2027-01-01 01:30:05 in Nairobi.
+    let clock = Clock::manual(1_798_756_205_000);
+    let gateway = start(&mpesa_section(&daraja, ""), clock.clone());
+    gateway.create_account("clock", "0");
+    pending_checkout(&gateway, "clock", "10");
+    assert_eq!(daraja.state.lock().unwrap().pushes[0]["Timestamp"], "20270101013005");
+    clock.advance_ms(3_000_000); // 50 minutes: the token still serves
+    pending_checkout(&gateway, "clock", "10");
+    assert_eq!(daraja.state.lock().unwrap().tokens_issued, 1);
+    clock.advance_ms(540_000); // 59 minutes: within the margin of its expiry, a new one
+    pending_checkout(&gateway, "clock", "10");
+    let state = daraja.state.lock().unwrap();
+    assert_eq!(state.tokens_issued, 2);
+    assert_eq!(state.pushes[2]["Timestamp"], "20270101022905");
+}
