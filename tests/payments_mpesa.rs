@@ -371,3 +371,27 @@ fn timestamp_is_kenya_time_and_the_token_is_cached_until_it_expires() {
     assert_eq!(state.tokens_issued, 2);
     assert_eq!(state.pushes[2]["Timestamp"], "20270101022905");
 }
+
+// Goal: on a Redis Cluster the pending record (the account's slot) and the checkout index (its
+// own slot) are found again by the callback, which credits once.
+#[test]
+fn stk_push_on_a_redis_cluster() {
+    let daraja = DarajaStandIn::start();
+    let cluster = support::redis_server::RedisCluster::start();
+    let seeds: Vec<String> = cluster.seeds().iter().map(|seed| format!("\"{seed}\"")).collect();
+    let store = format!(
+        "[store]\nredis_cluster_nodes = [{}]\nkey_prefix = \"{}\"\n",
+        seeds.join(", "),
+        unique_prefix("mpesa-cluster")
+    );
+    let gateway = start(&format!("{store}{}", mpesa_section(&daraja, "")), Clock::System);
+    let (checkout, balance) = pay_by_stk_push(&[&gateway], &daraja, "mp_cluster", "redis cluster");
+    accepted(&post(
+        payments_addr(&gateway),
+        &stk_path(CALLBACK_TOKEN),
+        &stk_callback("1", &checkout, 0, 500, "NLJ7RT61SV"),
+    ));
+    assert_eq!(gateway.balance_nanos("mp_cluster"), balance);
+    assert_eq!(callbacks(&gateway, "credited"), 1);
+    assert_eq!(callbacks(&gateway, "duplicate"), 1);
+}
