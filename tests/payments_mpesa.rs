@@ -248,6 +248,11 @@ fn the_rest(gateway: &TestGateway, daraja: &DarajaStandIn, account: &str, checko
     accepted(&post(payments, &confirmation, &c2b_payload("RKTQDM7W6S", "1300.00", account)));
     assert_eq!(gateway.balance_nanos(account), balance + 10 * USD);
     assert_eq!(post(payments, &confirmation.replace(CALLBACK_TOKEN, "guess"), "{}").status, 404);
+    // A confirmation for no account (validation off at Safaricom): accepted (the money has
+    // moved; retrying cannot help), counted and logged, nothing credited.
+    accepted(&post(payments, &confirmation, &c2b_payload("RKTQDM7W6U", "1300.00", "nobody")));
+    assert_eq!(rejections(gateway, "unknown_account"), 2);
+    assert_eq!(gateway.balance_nanos(account), balance + 10 * USD);
 
     let mut expected = vec![
         (
