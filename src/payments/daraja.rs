@@ -63,7 +63,7 @@ struct CachedToken {
 }
 
 pub struct Daraja {
-    target: UpstreamTarget,
+    target: Arc<UpstreamTarget>,
     shortcode: String,
     callback_url: String,
     basic_authorization: String,
@@ -88,7 +88,12 @@ impl Daraja {
             pool_idle_timeout_ms: crate::limits::UPSTREAM_POOL_IDLE_TIMEOUT_MS,
             responses: false,
         };
-        let target = crate::backend::upstream::build_target(&upstream)?;
+        let target = Arc::new(crate::backend::upstream::build_target(&upstream)?);
+        // Daraja's addresses are looked up again in the background, as every upstream's.
+        let weak = vec![Arc::downgrade(&target)];
+        std::thread::Builder::new()
+            .name("fikra-dns-mpesa".into())
+            .spawn(move || crate::backend::upstream::refresh_dns_forever(weak))?;
         let credentials = format!("{}:{}", secrets.consumer_key, secrets.consumer_secret);
         Ok(Arc::new(Daraja {
             target,

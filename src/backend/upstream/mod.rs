@@ -129,7 +129,7 @@ fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     Ok((host, port).to_socket_addrs()?.collect())
 }
 
-fn refresh_dns_forever(targets: Vec<Weak<UpstreamTarget>>) {
+pub(crate) fn refresh_dns_forever(targets: Vec<Weak<UpstreamTarget>>) {
     loop {
         std::thread::sleep(Duration::from_millis(UPSTREAM_DNS_REFRESH_INTERVAL_MS));
         let mut alive = false;
