@@ -29,6 +29,8 @@ pub struct AdminHandler {
     out_buffers: OutBufferPool,
     /// The admin thread's connections to the store.
     store_connections: StoreConnections,
+    /// M-Pesa STK Push and the payments listing (`payments::admin_mpesa`).
+    mpesa: crate::payments::admin_mpesa::MpesaAdmin,
 }
 
 /// A response decided by an admin route: status and JSON body, or an error.
@@ -137,7 +139,13 @@ impl Handler for AdminHandler {
 
 impl AdminHandler {
     pub fn new(shared: Arc<Shared>) -> AdminHandler {
-        AdminHandler { shared, out_buffers: OutBufferPool::default(), store_connections: StoreConnections::default() }
+        let mpesa = crate::payments::admin_mpesa::MpesaAdmin::new(&shared);
+        AdminHandler {
+            shared,
+            out_buffers: OutBufferPool::default(),
+            store_connections: StoreConnections::default(),
+            mpesa,
+        }
     }
 
     fn store(&self) -> StoreClient<'_> {
@@ -171,6 +179,14 @@ impl AdminHandler {
             (Method::Post, ["admin", "accounts", id, "topups"]) => self.topup(id, body).await,
             (Method::Get, ["admin", "accounts", id, "usage"]) => self.usage(id, query).await,
             (Method::Put, ["admin", "maintenance"]) => self.maintenance(body),
+            (Method::Post, ["admin", "accounts", id, "mpesa", "stk-push"]) => {
+                let answer = self.mpesa.stk_push(&self.shared, self.store(), id, body).await;
+                answer.map_err(|(kind, param, message)| admin_error(kind, param, message))
+            }
+            (Method::Get, ["admin", "accounts", id, "payments"]) => {
+                let answer = self.mpesa.payments(self.store(), id).await;
+                answer.map_err(|(kind, param, message)| admin_error(kind, param, message))
+            }
             (
                 _,
                 ["admin", "accounts"]

@@ -49,8 +49,8 @@
 //!    (`access_log.rs`, written off the worker).
 //! 5. `admin.rs` serves operators on its own listener (accounts, keys, top-ups, usage,
 //!    maintenance, metrics); `payments/` serves the payment providers' callbacks on a third
-//!    listener (Stripe webhooks), crediting through the same top-up; `sandbox_server.rs` runs
-//!    the sandbox alone as a stand-in upstream.
+//!    listener (M-Pesa Daraja callbacks, Stripe webhooks), crediting through the same top-up;
+//!    `sandbox_server.rs` runs the sandbox alone as a stand-in upstream.
 //!
 //! Leaves every layer may use: `money` (integer nano-USD), `limits` (every bound, named),
 //! `clock` (time, injected), `ratelimit` (bucket arithmetic), `metrics`, `log`, `access_log`,

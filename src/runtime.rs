@@ -116,6 +116,10 @@ impl Gateway {
         let store = build_store(&config, &clock)?;
         let registry = registry_of(&config);
         let upstreams = crate::backend::upstream::build(&config.upstreams)?;
+        let mpesa = match (config.payments.as_ref().and_then(|p| p.mpesa.as_ref()), &payment_secrets.mpesa) {
+            (Some(mpesa), Some(secrets)) => Some(crate::payments::daraja::Daraja::new(mpesa, secrets)?),
+            _ => None,
+        };
         let mut node_tag = [0u8; NODE_TAG_LEN];
         node_tag.copy_from_slice(crate::ids::random_base62(NODE_TAG_LEN).as_bytes());
         let server_limits = server_limits_of(&config);
@@ -140,6 +144,7 @@ impl Gateway {
             store,
             registry,
             upstreams,
+            mpesa,
             metrics,
             admin_token,
             clock,

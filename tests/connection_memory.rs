@@ -7,7 +7,9 @@ use fikra_gateway::api::ApiHandler;
 use fikra_gateway::http::server::{ServerLimits, serve_connection};
 
 /// The size of the future a function returns, without calling it.
-fn future_bytes<S, Fut>(_serve: impl FnOnce(S, &'static ApiHandler, &'static ServerLimits) -> Fut) -> usize {
+fn future_bytes<S, Fut>(
+    _serve: impl FnOnce(S, Option<std::net::SocketAddr>, &'static ApiHandler, &'static ServerLimits) -> Fut,
+) -> usize {
     std::mem::size_of::<Fut>()
 }
 

@@ -33,7 +33,7 @@ fn unix_now_s() -> u64 {
 /// A gateway with the payments listener on `clock`, plus `extra` configuration.
 fn start(extra: &str, clock: Clock, payments: bool) -> TestGateway {
     let text = if payments { format!("{extra}{PAYMENTS}") } else { extra.to_string() };
-    let secrets = PaymentSecrets { stripe_webhook_secret: Some(WEBHOOK_SECRET.into()) };
+    let secrets = PaymentSecrets { stripe_webhook_secret: Some(WEBHOOK_SECRET.into()), mpesa: None };
     let gateway =
         Gateway::start_with_payment_secrets(config_with(&text), ADMIN_TOKEN.into(), clock, secrets).expect("starts");
     let (api, admin) = (gateway.client_addr, gateway.admin_addr);

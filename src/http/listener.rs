@@ -115,7 +115,7 @@ pub async fn serve_listener<H: Handler + 'static>(
         // cancels at most once, at shutdown, when that no longer matters.
         monoio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((stream, _peer)) => {
+                Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     WorkerMetrics::add(&metrics.connections_accepted, 1);
                     let handler = handler.clone();
@@ -125,12 +125,12 @@ pub async fn serve_listener<H: Handler + 'static>(
                         WorkerMetrics::gauge_up(&metrics.connections_open);
                         let connection = async {
                             match tls {
-                                None => serve_connection(stream, &*handler, &limits).await,
+                                None => serve_connection(stream, Some(peer), &*handler, &limits).await,
                                 Some(acceptor) => {
                                     // A handshake gets the head's time budget; failures just close.
                                     let handshake = Duration::from_millis(limits.head_timeout_ms);
                                     if let Ok(Ok(stream)) = monoio::time::timeout(handshake, acceptor.accept(stream)).await {
-                                        serve_connection(stream, &*handler, &limits).await;
+                                        serve_connection(stream, Some(peer), &*handler, &limits).await;
                                     }
                                 }
                             }

@@ -273,6 +273,8 @@ pub struct Request<'buf> {
     /// parser does not pick out (the payments listener's signature headers).
     pub head_bytes: &'buf [u8],
     pub body: &'buf [u8],
+    /// The connection's peer address (the payments listener's source-IP allowlist).
+    pub peer: Option<std::net::SocketAddr>,
 }
 
 /// What serves requests on a connection.
@@ -306,7 +308,7 @@ enum ReadOutcome {
 }
 
 /// Serves one connection until it closes.
-pub async fn serve_connection<S, H>(stream: S, handler: &H, limits: &ServerLimits)
+pub async fn serve_connection<S, H>(stream: S, peer: Option<std::net::SocketAddr>, handler: &H, limits: &ServerLimits)
 where
     S: AsyncReadRent + AsyncWriteRent,
     H: Handler,
@@ -381,7 +383,7 @@ where
                 BodyFraming::ContentLength(length) => &read_buffer[head_len..head_len + length as usize],
                 BodyFraming::None => &[],
             };
-            let request = Request { head, head_bytes: &read_buffer[..head_len], body };
+            let request = Request { head, head_bytes: &read_buffer[..head_len], body, peer };
             if sink.out.capacity() == 0 {
                 sink.out = handler.out_buffers().lend();
             }

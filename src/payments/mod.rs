@@ -10,7 +10,10 @@
 //! answer 2xx for a callback it could not record (the provider must retry), and never write a
 //! secret, a signature or a full phone number to a log line or an answer.
 
+pub mod admin_mpesa;
+pub mod daraja;
 pub mod hmac;
+pub mod mpesa;
 pub mod stripe;
 
 use std::fmt;
@@ -28,19 +31,27 @@ use crate::limits::{MAX_ADMIN_ID_BYTES, MAX_PAYMENT_REFERENCE_BYTES};
 use crate::metrics::{PaymentMetrics, PaymentProvider};
 use crate::money::Nanos;
 use crate::shared::Shared;
+use crate::store::payments::{PaymentRecord, PaymentStatus};
 use crate::store::{StoreClient, StoreConnections, StoreError};
+
+use hmac::constant_time_eq;
 
 /// The secrets the `[payments]` section names, read from the environment at start.
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct PaymentSecrets {
     /// `[payments.stripe] webhook_secret_env`.
     pub stripe_webhook_secret: Option<String>,
+    /// `[payments.mpesa]`'s four secrets.
+    pub mpesa: Option<daraja::MpesaSecrets>,
 }
 
 impl fmt::Debug for PaymentSecrets {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Never the values, only which are present.
-        f.debug_struct("PaymentSecrets").field("stripe_webhook_secret", &self.stripe_webhook_secret.is_some()).finish()
+        f.debug_struct("PaymentSecrets")
+            .field("stripe_webhook_secret", &self.stripe_webhook_secret.is_some())
+            .field("mpesa", &self.mpesa.is_some())
+            .finish()
     }
 }
 
@@ -52,6 +63,12 @@ impl PaymentSecrets {
         let Some(payments) = &config.payments else { return PaymentSecrets::default() };
         PaymentSecrets {
             stripe_webhook_secret: payments.stripe.as_ref().and_then(|stripe| read(&stripe.webhook_secret_env)),
+            mpesa: payments.mpesa.as_ref().map(|mpesa| daraja::MpesaSecrets {
+                consumer_key: read(&mpesa.consumer_key_env).unwrap_or_default(),
+                consumer_secret: read(&mpesa.consumer_secret_env).unwrap_or_default(),
+                passkey: read(&mpesa.passkey_env).unwrap_or_default(),
+                callback_token: read(&mpesa.callback_token_env).unwrap_or_default(),
+            }),
         }
     }
 }
@@ -83,6 +100,8 @@ pub struct PaymentsHandler {
     out_buffers: OutBufferPool,
     /// The payments thread's connections to the store.
     store_connections: StoreConnections,
+    /// This thread's connections to Daraja (STK Query).
+    daraja_pool: crate::backend::upstream::client::Pool,
 }
 
 impl Handler for PaymentsHandler {
@@ -103,10 +122,11 @@ impl Handler for PaymentsHandler {
 impl PaymentsHandler {
     pub fn new(shared: Arc<Shared>, secrets: PaymentSecrets) -> PaymentsHandler {
         PaymentsHandler {
-            shared,
+            shared: shared.clone(),
             secrets,
             out_buffers: OutBufferPool::default(),
             store_connections: StoreConnections::default(),
+            daraja_pool: crate::backend::upstream::client::Pool::new(shared.metrics.payments.listener.clone()),
         }
     }
 
@@ -128,6 +148,10 @@ impl PaymentsHandler {
             (_, "/payments/stripe/webhook") if self.secrets.stripe_webhook_secret.is_some() => {
                 Answer::error(ErrorKind::MethodNotAllowed, None, "Only POST is allowed here.")
             }
+            (Method::Post, path) if path.starts_with("/payments/mpesa/") => match mpesa::route_of(path) {
+                Some((route, token)) => self.mpesa(route, token, request).await,
+                None => Answer::error(ErrorKind::UnknownEndpoint, None, "Unknown payments endpoint."),
+            },
             _ => Answer::error(ErrorKind::UnknownEndpoint, None, "Unknown payments endpoint."),
         }
     }
@@ -231,6 +255,214 @@ impl PaymentsHandler {
         self.metrics().count_callback(provider, "rejected");
         self.metrics().count_rejection(provider, reason);
         crate::log_warn!("{} callback rejected: {reason}", provider.label());
+    }
+}
+
+/// The M-Pesa provider of every count below.
+const MPESA: PaymentProvider = PaymentProvider::Mpesa;
+
+/// The well-formed answer Daraja stops retrying on.
+fn accepted() -> Answer {
+    Answer::ok(json!({"ResultCode": 0, "ResultDesc": "Accepted"}))
+}
+
+fn retry_later() -> Answer {
+    Answer::error(ErrorKind::ServiceUnavailable, None, "The store is unreachable; retry later.")
+}
+
+/// The M-Pesa callbacks (`payments::mpesa` parses them).
+impl PaymentsHandler {
+    /// Every M-Pesa callback: token, source address, then the route's own checks.
+    async fn mpesa(&self, route: mpesa::MpesaRoute, token: &str, request: &Request<'_>) -> Answer {
+        let Some(daraja) = self.shared.mpesa.as_ref() else {
+            return Answer::error(ErrorKind::UnknownEndpoint, None, "Unknown payments endpoint.");
+        };
+        if !constant_time_eq(token.as_bytes(), daraja.callback_token().as_bytes()) {
+            self.reject(MPESA, "wrong_token");
+            return Answer::error(ErrorKind::UnknownEndpoint, None, "Unknown payments endpoint.");
+        }
+        let allowed =
+            &self.shared.config.payments.as_ref().and_then(|p| p.mpesa.as_ref()).map(|m| &m.allowed_source_ips);
+        if let Some(allowed) = allowed
+            && !allowed.is_empty()
+            && !request.peer.is_some_and(|peer| allowed.contains(&peer.ip()))
+        {
+            self.reject(MPESA, "source_ip");
+            crate::log_warn!(
+                "mpesa callback from {} refused: not in allowed_source_ips",
+                request.peer.map(|p| p.ip().to_string()).unwrap_or_default()
+            );
+            return Answer::error(ErrorKind::UnknownEndpoint, None, "Unknown payments endpoint.");
+        }
+        match route {
+            mpesa::MpesaRoute::Stk => self.stk_callback(request.body).await,
+            mpesa::MpesaRoute::C2bValidation => self.c2b_validation(request.body).await,
+            mpesa::MpesaRoute::C2bConfirmation => self.c2b_confirmation(request.body).await,
+        }
+    }
+
+    async fn stk_callback(&self, body: &[u8]) -> Answer {
+        let Some(result) = mpesa::parse_stk_callback(body) else {
+            self.reject(MPESA, "malformed_callback");
+            return Answer::error(ErrorKind::InvalidJson, None, "Not a Daraja STK callback.");
+        };
+        let checkout = result.checkout_request_id.as_str();
+        let mut record = match self.store().checkout_payment(checkout).await {
+            Ok(record) => record,
+            Err(StoreError::Unavailable) => {
+                self.metrics().count_callback(MPESA, "retry");
+                crate::log_warn!("mpesa checkout {checkout}: the store is unreachable; answered so Daraja retries");
+                return retry_later();
+            }
+            Err(_) => {
+                self.reject(MPESA, "unknown_checkout");
+                return accepted();
+            }
+        };
+        let now_ms = self.shared.clock.now_ms();
+        match record.status {
+            PaymentStatus::Pending => {}
+            PaymentStatus::Credited if result.result_code == 0 && result.receipt == record.receipt => {
+                self.metrics().count_callback(MPESA, "duplicate");
+                crate::log_info!("mpesa checkout {checkout} was credited before; nothing changed");
+                return accepted();
+            }
+            PaymentStatus::Credited | PaymentStatus::Failed => {
+                self.reject(MPESA, "unknown_checkout");
+                return accepted();
+            }
+        }
+        if result.result_code != 0 {
+            record.status = PaymentStatus::Failed;
+            record.result_code = Some(result.result_code);
+            record.result_desc = Some(result.result_desc.clone());
+            record.updated_at_ms = now_ms;
+            if self.store().put_payment(&record).await.is_err() {
+                self.metrics().count_callback(MPESA, "retry");
+                return retry_later();
+            }
+            self.metrics().count_callback(MPESA, "failed");
+            crate::log_info!(
+                "mpesa checkout {checkout} for account {} failed: ResultCode {} ({})",
+                record.account_id,
+                result.result_code,
+                result.result_desc
+            );
+            return accepted();
+        }
+        let Some(receipt) = result.receipt.clone().filter(|r| !r.is_empty() && r.len() <= 64) else {
+            self.reject(MPESA, "malformed_callback");
+            return accepted();
+        };
+        if !result.amount_kes.as_deref().is_some_and(|amount| mpesa::amount_is(amount, &record.amount_kes)) {
+            self.reject(MPESA, "amount_mismatch");
+            crate::log_warn!(
+                "mpesa checkout {checkout}: callback amount {:?} KES is not the pending {} KES; not credited",
+                result.amount_kes,
+                record.amount_kes
+            );
+            return accepted();
+        }
+        if self.confirm_with_query()
+            && let Some(daraja) = self.shared.mpesa.as_ref()
+        {
+            match daraja.stk_query(&self.daraja_pool, checkout, now_ms).await {
+                Ok(daraja::QueryAnswer::Paid) => {}
+                Ok(daraja::QueryAnswer::NotPaid(why)) => {
+                    self.reject(MPESA, "not_confirmed");
+                    crate::log_warn!("mpesa checkout {checkout}: STK Query does not confirm it ({why}); not credited");
+                    return accepted();
+                }
+                Err(error) => {
+                    self.metrics().count_callback(MPESA, "retry");
+                    crate::log_warn!("mpesa checkout {checkout}: {}; answered so Daraja retries", error.0);
+                    return Answer::error(ErrorKind::ServiceUnavailable, None, "Cannot confirm the payment yet.");
+                }
+            }
+        }
+        match self.credit(MPESA, &record.account_id, record.amount, &receipt).await {
+            Credit::Done { .. } => {}
+            Credit::UnknownAccount => return accepted(),
+            Credit::Retry => return retry_later(),
+        }
+        record.status = PaymentStatus::Credited;
+        record.receipt = Some(receipt);
+        record.result_code = Some(0);
+        record.result_desc = Some(result.result_desc);
+        record.updated_at_ms = now_ms;
+        if self.store().put_payment(&record).await.is_err() {
+            // Credited, not yet marked: the retry finds the receipt credited and marks it.
+            return retry_later();
+        }
+        accepted()
+    }
+
+    fn confirm_with_query(&self) -> bool {
+        self.shared.config.payments.as_ref().and_then(|p| p.mpesa.as_ref()).is_some_and(|m| m.confirm_with_query)
+    }
+
+    /// C2B validation: accept payments to an account that exists.
+    async fn c2b_validation(&self, body: &[u8]) -> Answer {
+        let rejected = || Answer::ok(json!({"ResultCode": "C2B00012", "ResultDesc": "Rejected"}));
+        let Some(payment) = mpesa::parse_c2b(body) else {
+            self.reject(MPESA, "malformed_callback");
+            return rejected();
+        };
+        match self.store().account(&payment.account_id).await {
+            Ok(_) => {
+                self.metrics().count_callback(MPESA, "ignored");
+                Answer::ok(json!({"ResultCode": "0", "ResultDesc": "Accepted"}))
+            }
+            Err(StoreError::Unavailable) => {
+                self.metrics().count_callback(MPESA, "retry");
+                retry_later()
+            }
+            Err(_) => {
+                self.reject(MPESA, "unknown_account");
+                rejected()
+            }
+        }
+    }
+
+    /// C2B confirmation: credit `TransAmount` KES once per `TransID` to `BillRefNumber`.
+    async fn c2b_confirmation(&self, body: &[u8]) -> Answer {
+        let Some(payment) = mpesa::parse_c2b(body) else {
+            self.reject(MPESA, "malformed_callback");
+            return Answer::error(ErrorKind::InvalidJson, None, "Not a Daraja C2B confirmation.");
+        };
+        let amount = match self.shared.config.billing.kes_per_usd.to_nanos(&payment.amount_kes) {
+            Ok(amount) if amount > Nanos::ZERO => amount,
+            _ => {
+                self.reject(MPESA, "bad_amount");
+                return accepted();
+            }
+        };
+        match self.credit(MPESA, &payment.account_id, amount, &payment.trans_id).await {
+            Credit::Done { duplicate: true } | Credit::UnknownAccount => return accepted(),
+            Credit::Done { duplicate: false } => {}
+            Credit::Retry => return retry_later(),
+        }
+        let now_ms = self.shared.clock.now_ms();
+        let record = PaymentRecord {
+            id: format!("c2b:{}", payment.trans_id),
+            method: "c2b",
+            account_id: payment.account_id.clone(),
+            checkout_request_id: None,
+            merchant_request_id: None,
+            receipt: Some(payment.trans_id.clone()),
+            amount_kes: payment.amount_kes.clone(),
+            amount,
+            status: PaymentStatus::Credited,
+            result_code: Some(0),
+            result_desc: None,
+            phone_masked: payment.msisdn.as_deref().map(mpesa::mask_phone),
+            created_at_ms: now_ms,
+            updated_at_ms: now_ms,
+        };
+        if self.store().put_payment(&record).await.is_err() {
+            crate::log_warn!("mpesa C2B {} credited but not listed: the store did not answer", payment.trans_id);
+        }
+        accepted()
     }
 }
 

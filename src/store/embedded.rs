@@ -25,6 +25,8 @@ use crate::money::{Nanos, TokenUsage};
 use crate::ratelimit::TokenBucket;
 use crate::store::types::*;
 
+mod payments;
+
 /// Characters of a generated account id after `acct_`.
 const GENERATED_ACCOUNT_ID_CHARS: usize = 16;
 
@@ -165,6 +167,8 @@ struct State {
     models: HashSet<Arc<str>>,
     /// Spend of capped keys by key id.
     key_spend: HashMap<Arc<str>, KeySpendState>,
+    /// M-Pesa payment records (`store::payments`).
+    payments: crate::store::payments::PaymentBook,
 }
 
 pub struct EmbeddedStore {

@@ -14,6 +14,7 @@
 //! server's clock instead.
 
 pub mod embedded;
+pub mod payments;
 pub mod redis;
 pub mod spend_cap;
 pub mod types;
@@ -318,5 +319,36 @@ impl StoreClient<'_> {
             Store::Embedded(_) => true,
             Store::Redis(store) => store.ping(&self.connections.redis).await && store.subscribed(),
         }
+    }
+}
+
+/// Payment records (`store::payments`).
+impl StoreClient<'_> {
+    /// Writes `record` (new or changed) under its account, and for an STK Push its checkout
+    /// index.
+    pub async fn put_payment(&self, record: &payments::PaymentRecord) -> Result<(), StoreError> {
+        match self.store {
+            Store::Embedded(store) => store.put_payment(record),
+            Store::Redis(store) => store.put_payment(&self.connections.redis, record).await,
+        }
+    }
+
+    /// The STK Push payment with this `CheckoutRequestID`; `NotFound` if none.
+    pub async fn checkout_payment(&self, checkout_request_id: &str) -> Result<payments::PaymentRecord, StoreError> {
+        match self.store {
+            Store::Embedded(store) => store.checkout_payment(checkout_request_id),
+            Store::Redis(store) => store.checkout_payment(&self.connections.redis, checkout_request_id).await,
+        }
+    }
+
+    /// The account's payments, newest first, at most `payments::MAX_PAYMENTS_LISTED`.
+    pub async fn payments(&self, account_id: &str) -> Result<Vec<payments::PaymentRecord>, StoreError> {
+        let mut records = match self.store {
+            Store::Embedded(store) => store.payments(account_id),
+            Store::Redis(store) => store.payments(&self.connections.redis, account_id).await?,
+        };
+        records.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.id.cmp(&a.id)));
+        records.truncate(payments::MAX_PAYMENTS_LISTED);
+        Ok(records)
     }
 }

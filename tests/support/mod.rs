@@ -14,6 +14,7 @@
 //! - `scripted_upstream`: raw TCP upstreams a test scripts per request, byte for byte;
 //! - `responses`: `POST /v1/responses` requests, their typed events, the exact-ledger check;
 //! - `stripe`: a Stripe event signer (independent of the gateway's verifier);
+//! - `daraja`: a Safaricom Daraja stand-in (OAuth, STK Push, STK Query) and its callback payloads;
 //! - `counting_allocator`: a global allocator that counts allocations (the benches include
 //!   this one file with `#[path]`, as they cannot build the rest);
 //! - `error_cases`: the SPEC §2 error cases of `tests/cases/errors.json`, shared with the
@@ -28,6 +29,7 @@
 
 pub mod certificates;
 pub mod counting_allocator;
+pub mod daraja;
 pub mod error_cases;
 pub mod gateway;
 pub mod gateway_process;

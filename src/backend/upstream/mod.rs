@@ -77,7 +77,7 @@ pub fn build(configs: &[UpstreamConfig]) -> io::Result<Upstreams> {
     Ok(Upstreams { targets })
 }
 
-fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
+pub(crate) fn build_target(config: &UpstreamConfig) -> io::Result<UpstreamTarget> {
     let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidInput, format!("upstream {}: {what}", config.name));
     let (host, port) = (config.host.as_str(), config.port);
     let completions_path = format!("{}/chat/completions", config.base_path);
@@ -129,7 +129,7 @@ fn resolve(host: &str, port: u16) -> io::Result<Vec<SocketAddr>> {
     Ok((host, port).to_socket_addrs()?.collect())
 }
 
-fn refresh_dns_forever(targets: Vec<Weak<UpstreamTarget>>) {
+pub(crate) fn refresh_dns_forever(targets: Vec<Weak<UpstreamTarget>>) {
     loop {
         std::thread::sleep(Duration::from_millis(UPSTREAM_DNS_REFRESH_INTERVAL_MS));
         let mut alive = false;

@@ -31,6 +31,7 @@ mod connections;
 mod directory;
 mod ledger;
 mod library;
+mod payments;
 mod recovery;
 mod replies;
 mod subscriber;
