@@ -40,7 +40,7 @@ fn native_input_bytes_leave_out_scalars_and_image_payloads() {
 
 fn rewritten(event: &str) -> (EventFacts, String) {
     let mut out = Vec::new();
-    let facts = rewrite_native_event(event.as_bytes(), &NAMES, &mut out);
+    let facts = rewrite_native_event(event.as_bytes(), &NAMES, None, &mut out);
     (facts, String::from_utf8(out).unwrap())
 }
 
