@@ -628,3 +628,24 @@ mod on_redis {
         failure_before_the_first_output_is_a_plain_502_on(&redis_store("failure_before_the_first"));
     }
 }
+
+// Goal: the gateway's own `error` event closing a native stream (here after an upstream `error`
+// event past the first delta) sets the access log's `error_code` for that request.
+#[test]
+fn a_failed_native_stream_logs_its_error_code() {
+    let last = event("error", 5, json!({"code":"server_error","message":"boom","param":null}));
+    let events = cut_stream(5, last);
+    let (base_url, _) = native_upstream(move |_, stream| respond_sse(stream, &events));
+    let models = upstream_model_config(&base_url, "responses = true", "");
+    let node = support::gateway_process::GatewayProcess::start(
+        "native-log",
+        "",
+        &format!("[log]\naccess = \"json\"\n{models}"),
+    );
+    let key = node.account_with_key("lg", "1.00", "live");
+    let response = post(&node, &key, &json!({"model":"fikra-flash","input":"hi","stream":true}));
+    assert_eq!(response.status, 200);
+    assert_eq!(typed_events(&response.body).last().unwrap().1["code"], "upstream_unavailable");
+    let lines = support::responses::access_log_codes(&node, 1);
+    assert_eq!(lines, [("/v1/responses".to_string(), 200, Some("upstream_unavailable".to_string()))]);
+}

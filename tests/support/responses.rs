@@ -41,3 +41,28 @@ pub fn assert_charged(gateway: &TestGateway, account: &str, charges: &[u64]) {
     assert_eq!(gateway.account(account)["held_usd"], "0.000000000");
     assert_eq!(gateway.balance_nanos(account), 1_000_000_000 - charges.iter().sum::<u64>());
 }
+
+/// The (path, status, error_code) of each access-log line a gateway process wrote so far (its
+/// log holds its standard output, where `[log] access = "json"` writes), waiting up to 5 s for
+/// `count` of them (a quiet worker hands its lines over within its 1 s sweep).
+pub fn access_log_codes(
+    node: &crate::support::gateway_process::GatewayProcess,
+    count: usize,
+) -> Vec<(String, u64, Option<String>)> {
+    let read = || -> Vec<(String, u64, Option<String>)> {
+        node.log_text()
+            .lines()
+            .filter(|line| line.starts_with('{'))
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .map(|line| {
+                let code = line["error_code"].as_str().map(str::to_string);
+                (line["path"].as_str().unwrap_or("").to_string(), line["status"].as_u64().unwrap_or(0), code)
+            })
+            .collect()
+    };
+    crate::support::wait::wait_for(std::time::Duration::from_secs(5), || {
+        let lines = read();
+        (lines.len() >= count).then_some(lines)
+    })
+    .unwrap_or_else(|| panic!("{count} access-log lines; the node wrote:\n{}", node.log_text()))
+}

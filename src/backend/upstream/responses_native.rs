@@ -59,15 +59,20 @@ pub fn write_native_body(shape: &ResponseShape<'_>, upstream_model: &str, output
     out.push(b'}');
 }
 
+/// The punctuation of one top-level member that is surely its own: its key's two quotes, its
+/// colon and one comma. A body has its `input` member besides any scalar one, so `k` scalar
+/// members among `n > k` members have at least the `n - 1 >= k` commas between members.
+const MEMBER_PUNCTUATION_BYTES: usize = 4;
+
 /// The bytes of a native request body the input bound counts (SPEC §9): the whole client body
-/// but the gateway's own scalar members and the payload of each `input_image` part (the model's
-/// image allowance counts those instead). Conservative: only the values and keys are taken off,
-/// never the punctuation around them.
+/// but the gateway's own scalar members (key, value and `MEMBER_PUNCTUATION_BYTES`, so that
+/// `"stream":true` counts nothing) and the payload of each `input_image` part (the model's
+/// image allowance counts those instead). Conservative: whitespace stays counted.
 pub fn native_input_bytes(body: &[u8], request: &ResponsesRequest<'_>) -> u64 {
     let mut excluded = 0usize;
     each_member(body, |key, value| {
         if SCALAR_MEMBERS.iter().any(|name| content_eq(key, name)) {
-            excluded += key.len() + value.len();
+            excluded += key.len() + value.len() + MEMBER_PUNCTUATION_BYTES;
         }
     });
     let input = request.input.slice(body);
