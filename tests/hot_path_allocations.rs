@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 use support::counting_allocator::{CountingAllocator, allocations};
 use support::gateway::*;
 use support::http::*;
+use support::scripted_upstream::fixed_answer_upstream;
 
 /// The counter is process-wide: tests that read it take turns.
 static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -223,55 +224,6 @@ fn responses_requests_allocate_only_what_the_store_does_once_warm() {
     }
 }
 
-/// Where `needle` first starts in `haystack`.
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|window| window == needle)
-}
-
-/// The Content-Length of a request head (lower-case or capitalised, as clients write it).
-fn content_length(head: &[u8]) -> usize {
-    let at = find(head, b"content-length:").or_else(|| find(head, b"Content-Length:")).unwrap_or(head.len());
-    let digits = head[at..].iter().skip(b"content-length:".len()).skip_while(|b| **b == b' ');
-    digits.take_while(|b| b.is_ascii_digit()).fold(0, |n, b| n * 10 + usize::from(b - b'0'))
-}
-
-/// A native Responses upstream that allocates nothing per request (it runs in this process,
-/// under the counting allocator): each connection's thread reads a request into a fixed buffer
-/// and writes `answer`, built once, whatever the request.
-fn fixed_native_upstream(answer: &'static [u8]) -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { return };
-            std::thread::spawn(move || {
-                let mut buffer = [0u8; 16 * 1024];
-                loop {
-                    let mut filled = 0;
-                    let complete = loop {
-                        let Ok(read) = stream.read(&mut buffer[filled..]) else { return };
-                        if read == 0 {
-                            return;
-                        }
-                        filled += read;
-                        if let Some(head_end) = find(&buffer[..filled], b"\r\n\r\n") {
-                            let total = head_end + 4 + content_length(&buffer[..head_end]);
-                            if filled >= total {
-                                break total;
-                            }
-                        }
-                    };
-                    assert_eq!(filled, complete, "one request at a time");
-                    if stream.write_all(answer).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    format!("http://{addr}/v1")
-}
-
 // Goal: a Responses request passed natively to an upstream with `responses = true`, unary and
 // streamed, allocates per warm request exactly what a chat completion through an upstream does
 // (the embedded store's hold and ledger line, and one on the upstream path chat shares): the
@@ -283,30 +235,7 @@ fn native_responses_allocate_only_what_the_store_does_once_warm() {
     let _turn = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let model = "vendor/secret-model-9b";
     let usage = r#"{"input_tokens":12,"input_tokens_details":{"cached_tokens":0},"output_tokens":2,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":14}"#;
-    let object = |status: &str, usage: &str| {
-        format!(
-            r#"{{"id":"resp_up1","object":"response","status":"{status}","model":"{model}","output":[],"usage":{usage}}}"#
-        )
-    };
-    let unary_body = object("completed", usage);
-    let unary = format!(
-        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{unary_body}",
-        unary_body.len()
-    );
-    let events = [
-        format!(r#"{{"type":"response.created","sequence_number":0,"response":{}}}"#, object("in_progress", "null")),
-        r#"{"type":"response.output_text.delta","sequence_number":1,"item_id":"msg_up1","output_index":0,"content_index":0,"delta":"Hel"}"#.to_string(),
-        r#"{"type":"response.output_text.delta","sequence_number":2,"item_id":"msg_up1","output_index":0,"content_index":0,"delta":"lo"}"#.to_string(),
-        format!(r#"{{"type":"response.completed","sequence_number":3,"response":{}}}"#, object("completed", usage)),
-    ];
-    let mut streamed =
-        String::from("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
-    for data in &events {
-        let kind = serde_json::from_str::<serde_json::Value>(data).unwrap()["type"].as_str().unwrap().to_string();
-        let event = format!("event: {kind}\ndata: {data}\n\n");
-        streamed.push_str(&format!("{:x}\r\n{event}\r\n", event.len()));
-    }
-    streamed.push_str("0\r\n\r\n");
+    let (unary, streamed) = support::responses::native_answers(model, usage);
     let chat_body = format!(
         r#"{{"id":"c1","object":"chat.completion","created":1,"model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}}}"#
     );
@@ -316,7 +245,7 @@ fn native_responses_allocate_only_what_the_store_does_once_warm() {
     );
     // The baseline: a chat completion through the same kind of upstream.
     let chat_on_upstream = {
-        let base_url = fixed_native_upstream(chat_answer.leak().as_bytes());
+        let base_url = fixed_answer_upstream(chat_answer.leak().as_bytes(), b"");
         let models = support::scripted_upstream::upstream_model_config(&base_url, "", "");
         let gateway = TestGateway::start_config(config_with(&format!("{RESPONSES_LIMITS}{models}")));
         let key = gateway.account_with_key("resp", "1000", "live");
@@ -332,7 +261,7 @@ fn native_responses_allocate_only_what_the_store_does_once_warm() {
         ("native unary", unary, r#"{"model":"fikra-flash","input":"how many allocations?"}"#),
         ("native stream", streamed, r#"{"model":"fikra-flash","input":"how many allocations?","stream":true}"#),
     ] {
-        let base_url = fixed_native_upstream(answer.leak().as_bytes());
+        let base_url = fixed_answer_upstream(answer, answer);
         let models = support::scripted_upstream::upstream_model_config(&base_url, "responses = true", "");
         let gateway = TestGateway::start_config(config_with(&format!("{RESPONSES_LIMITS}{models}")));
         let key = gateway.account_with_key("resp", "1000", "live");

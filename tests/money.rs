@@ -133,12 +133,13 @@ fn usd_text(nanos: u64) -> String {
     format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000)
 }
 
-/// 200 concurrent `/v1/responses` requests, unary and streamed in turn, against a wallet that
-/// pays for 40 unary ones and a nano-dollar less than a 41st; the balance and what is held are
-/// watched all along.
-fn concurrent_responses(store: &str) {
+/// 200 concurrent `/v1/responses` requests, unary and streamed in turn, on the models of
+/// `models` ("" = the sandbox's reference registry), against a wallet of `credit(cost)` for the
+/// calibrated cost of one; the balance and what is held are watched all along. Returns how
+/// many were served.
+fn concurrent_responses(store: &str, models: &str, credit: impl Fn(u64) -> u64) -> u64 {
     use support::responses::responses_request;
-    let gateway = TestGateway::start(&format!("{HIGH_LIMITS}{store}"));
+    let gateway = TestGateway::start(&format!("{HIGH_LIMITS}{store}{models}"));
     let input = "y".repeat(2000);
     let unary = serde_json::json!({"model":"fikra-flash","max_output_tokens":1,"input":input}).to_string();
     let streamed =
@@ -153,7 +154,7 @@ fn concurrent_responses(store: &str) {
     let (stream_cost, unary_cost) = (calibrated[0].0, calibrated[1].0);
     assert!(unary_cost > 0 && stream_cost > 0);
 
-    let credit = 41 * unary_cost - 1;
+    let credit = credit(unary_cost);
     let key = gateway.account_with_key("rich", &usd_text(credit), "live");
     assert_eq!(gateway.balance_nanos("rich"), credit);
 
@@ -191,7 +192,7 @@ fn concurrent_responses(store: &str) {
     assert_eq!(unary_ok + stream_ok + refused, 200, "only 200 and 402 expected");
     assert!(unary_ok + stream_ok >= 1);
     assert_eq!(unary_cost, stream_cost, "the stream flag changes no charge");
-    assert!(unary_ok + stream_ok <= 40, "{unary_ok} + {stream_ok} served, the wallet pays for 40");
+    assert!((unary_ok + stream_ok) * unary_cost <= credit, "{unary_ok} + {stream_ok} served");
     for (_, response) in responses.iter().filter(|(_, r)| r.status == 402) {
         assert_eq!(response.error().1, "insufficient_quota");
     }
@@ -222,6 +223,7 @@ fn concurrent_responses(store: &str) {
     assert_eq!(credit - balance_after, charged);
     assert_eq!(charged, unary_ok * unary_cost + stream_ok * stream_cost);
     assert!(charged <= credit);
+    served
 }
 
 // Goal: concurrent Responses requests (unary and streamed, translated to chat on the sandbox)
@@ -229,11 +231,41 @@ fn concurrent_responses(store: &str) {
 // the end, and the balance change equals the ledger's charges, each the calibrated exact cost.
 #[test]
 fn concurrent_responses_never_overdraw_the_wallet() {
-    concurrent_responses("");
+    // A wallet for 40 requests and a nano-dollar less than a 41st.
+    assert!(concurrent_responses("", "", |cost| 41 * cost - 1) <= 40);
 }
 
 // Goal: the same on a real Redis store.
 #[test]
 fn concurrent_responses_never_overdraw_the_wallet_on_redis() {
-    concurrent_responses(&redis_store("money-responses"));
+    assert!(concurrent_responses(&redis_store("money-responses"), "", |cost| 41 * cost - 1) <= 40);
+}
+
+/// `fikra-flash` passed natively to an upstream (`responses = true`) whose every answer reports
+/// 12 tokens in and 2 out: 7 000 nano-USD at 0.5 USD per million each way.
+fn native_models() -> String {
+    let usage = r#"{"input_tokens":12,"input_tokens_details":{"cached_tokens":0},"output_tokens":2,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":14}"#;
+    let (unary, streamed) = support::responses::native_answers(support::scripted_upstream::SECRET_MODEL, usage);
+    let base_url = support::scripted_upstream::fixed_answer_upstream(unary, streamed);
+    support::scripted_upstream::upstream_model_config(&base_url, "responses = true", "")
+}
+
+/// A wallet for 600 native answers: more than the 200 requests cost, but a hold (the input bound
+/// and one output token, about 1 000 000 nano-USD) only a few at a time can take.
+fn native_credit(cost: u64) -> u64 {
+    assert_eq!(cost, 7_000, "the upstream's usage, exactly");
+    600 * cost
+}
+
+// Goal: the same for Responses passed natively to the upstream, charged the upstream's own
+// usage (7 000 nano-USD each) while holding far more, embedded store.
+#[test]
+fn concurrent_native_responses_never_overdraw_the_wallet() {
+    assert!(concurrent_responses("", &native_models(), native_credit) >= 1);
+}
+
+// Goal: the same on a real Redis store.
+#[test]
+fn concurrent_native_responses_never_overdraw_the_wallet_on_redis() {
+    assert!(concurrent_responses(&redis_store("money-native"), &native_models(), native_credit) >= 1);
 }
