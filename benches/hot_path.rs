@@ -2,18 +2,25 @@
 //! per iteration (counted by a global allocator and printed after the timings): request head
 //! parse, key check and cache hit, chat body extraction for 1 KiB and 32 KiB bodies against a
 //! serde_json baseline, error rendering, the rate-limit decision, the SSE relay (event scan and
-//! model rewrite over a Groq-style stream arriving in TCP-sized pieces), and the duration formatter.
+//! model rewrite over a Groq-style stream arriving in TCP-sized pieces), the duration formatter,
+//! and the Responses path: a body parsed and translated to chat, the Groq stream translated
+//! into typed events, and a native Responses stream rewritten (with the terminal `cost_usd`).
 
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use fikra_gateway::access::auth::{KeyCache, hash_key, parse_authorization};
+use fikra_gateway::backend::upstream::responses_native::{NativeEvent, rewrite_native_event};
 use fikra_gateway::backend::upstream::rewrite::{EventKind, ModelNames, ReportedUsage, next_event_end, rewrite_event};
 use fikra_gateway::errors::{ApiError, Bucket, Detail, ErrorKind};
 use fikra_gateway::http::duration::write_go_duration;
 use fikra_gateway::http::request::parse_head;
 use fikra_gateway::http::response::{ErrorExtras, ResponseContext, frame_chunk_in_place, write_error};
+use fikra_gateway::money::{ChargeRule, Nanos, NanosPerToken, Prices};
 use fikra_gateway::openai::chat::parse_chat_request;
+use fikra_gateway::openai::responses::answer::ResponseShape;
+use fikra_gateway::openai::responses::parse_responses_request;
+use fikra_gateway::openai::responses::translate::write_chat_body;
 use fikra_gateway::ratelimit::TokenBucket;
 use fikra_gateway::store::{KeyKind, KeyRecord, RateSnapshot};
 
@@ -252,5 +259,117 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_path, benches);
+/// A Responses body as the OpenAI SDKs send one: instructions, a message item, a tool.
+const RESPONSES_BODY: &str = r#"{"model":"fikra-flash","instructions":"You are a helpful assistant.","input":[{"role":"user","content":[{"type":"input_text","text":"habari ya asubuhi, karibu sana rafiki"}]}],"tools":[{"type":"function","name":"weather","description":"The weather in a city","parameters":{"type":"object","properties":{"city":{"type":"string"}},"required":["city"]}}],"max_output_tokens":256,"temperature":0.7,"stream":true}"#;
+
+/// Parses a Responses body, writes its chat translation into `translated` and parses that
+/// (what `api::responses` does before admission); returns the translation's input bytes.
+fn translate_responses(body: &[u8], translated: &mut Vec<u8>) -> u64 {
+    let request = parse_responses_request(body).unwrap();
+    write_chat_body(body, &request, translated);
+    parse_chat_request(translated).unwrap().input_bytes
+}
+
+/// Translates the Groq chat stream into Responses typed events the way the stream relay does:
+/// each complete event rewritten into `scratch` (usage kept), then turned into events in `out`.
+fn responses_stream(stream: &[u8], shape: &ResponseShape<'_>, scratch: &mut Vec<u8>, out: &mut Vec<u8>) -> usize {
+    let mut responses = shape.start_stream();
+    let (mut rest, mut usage, mut written) = (stream, None, 0);
+    while let Some(end) = next_event_end(rest) {
+        scratch.clear();
+        rewrite_event(&rest[..end], &STREAM_NAMES, true, &mut usage, scratch);
+        responses.chat_events(shape, scratch, out);
+        written += out.len();
+        out.clear();
+        rest = &rest[end..];
+    }
+    shape.give_back_stream(responses);
+    written
+}
+
+/// A native Responses stream: opening events, `deltas` text deltas, the done events and the
+/// terminal `response.completed` with usage, all naming the upstream model.
+fn native_stream(deltas: usize) -> Vec<u8> {
+    let response = |status: &str, usage: &str| {
+        format!(
+            r#"{{"id":"resp_up1","object":"response","status":"{status}","model":"llama-3.3-70b-versatile","output":[],"usage":{usage}}}"#
+        )
+    };
+    let mut events = Vec::new();
+    let mut event = |kind: &str, number: usize, fields: &str| {
+        let line = format!("event: {kind}\ndata: {{\"type\":\"{kind}\",\"sequence_number\":{number},{fields}}}\n\n");
+        events.extend_from_slice(line.as_bytes());
+    };
+    event("response.created", 0, &format!(r#""response":{}"#, response("in_progress", "null")));
+    event("response.in_progress", 1, &format!(r#""response":{}"#, response("in_progress", "null")));
+    for number in 0..deltas {
+        event(
+            "response.output_text.delta",
+            number + 2,
+            r#""item_id":"msg_up1","output_index":0,"content_index":0,"delta":" habari""#,
+        );
+    }
+    let usage = r#"{"input_tokens":21,"input_tokens_details":{"cached_tokens":0},"output_tokens":64,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":85}"#;
+    event("response.completed", deltas + 2, &format!(r#""response":{}"#, response("completed", usage)));
+    events
+}
+
+/// Rewrites every event of a native stream into `out` (emptied per event, as a flush would);
+/// returns the deltas seen and whether the terminal event came.
+fn native_relay(stream: &[u8], rule: &ChargeRule, out: &mut Vec<u8>) -> (usize, bool) {
+    let (mut rest, mut deltas, mut finished) = (stream, 0, false);
+    while let Some(end) = next_event_end(rest) {
+        match rewrite_native_event(&rest[..end], &STREAM_NAMES, Some(rule), out).kind {
+            NativeEvent::Output { delta: true } => deltas += 1,
+            NativeEvent::Finished => finished = true,
+            _ => {}
+        }
+        out.clear();
+        rest = &rest[end..];
+    }
+    (deltas, finished)
+}
+
+fn responses_benches(c: &mut Criterion) {
+    let mut translated = Vec::with_capacity(4096);
+    assert!(translate_responses(RESPONSES_BODY.as_bytes(), &mut translated) > 0);
+    c.bench_function("responses_parse_translate", |b| {
+        b.iter(|| translate_responses(black_box(RESPONSES_BODY.as_bytes()), &mut translated))
+    });
+    report_allocations("responses_parse_translate", || {
+        black_box(translate_responses(RESPONSES_BODY.as_bytes(), &mut translated));
+    });
+
+    let body = br#"{"model":"fikra-flash","input":"habari","stream":true}"#;
+    let request = parse_responses_request(body).unwrap();
+    let buffers = std::cell::RefCell::new(Vec::new());
+    let shape = ResponseShape {
+        request_id: "req_0123456789abcdef01234567",
+        model_id: "fikra-flash",
+        created_unix_s: 1_764_547_200,
+        body,
+        request: &request,
+        buffers: &buffers,
+    };
+    let stream = groq_stream();
+    let (mut scratch, mut out) = (Vec::with_capacity(16 * 1024), Vec::with_capacity(16 * 1024));
+    assert!(responses_stream(&stream, &shape, &mut scratch, &mut out) > 0);
+    c.bench_function("responses_stream_translate", |b| {
+        b.iter(|| responses_stream(black_box(&stream), &shape, &mut scratch, &mut out))
+    });
+    report_allocations("responses_stream_translate", || {
+        black_box(responses_stream(&stream, &shape, &mut scratch, &mut out));
+    });
+
+    let native = native_stream(STREAM_CONTENT_CHUNKS);
+    let prices = Prices { input: NanosPerToken(500), cached_input: NanosPerToken(250), output: NanosPerToken(500) };
+    let rule = ChargeRule { prices, hold: Nanos(1_000_000) };
+    assert_eq!(native_relay(&native, &rule, &mut out), (STREAM_CONTENT_CHUNKS, true));
+    c.bench_function("responses_native_relay", |b| b.iter(|| native_relay(black_box(&native), &rule, &mut out)));
+    report_allocations("responses_native_relay", || {
+        black_box(native_relay(&native, &rule, &mut out));
+    });
+}
+
+criterion_group!(hot_path, benches, responses_benches);
 criterion_main!(hot_path);

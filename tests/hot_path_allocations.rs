@@ -14,6 +14,7 @@ use std::io::{Read, Write};
 use support::counting_allocator::{CountingAllocator, allocations};
 use support::gateway::*;
 use support::http::*;
+use support::scripted_upstream::fixed_answer_upstream;
 
 /// The counter is process-wide: tests that read it take turns.
 static MEASURING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -142,4 +143,132 @@ fn access_log_lines_do_not_allocate_once_warm() {
     let counted = log(20_000);
     assert_eq!(counted, 0, "{counted} allocations over 20,000 access-log lines");
     assert_eq!(dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+}
+
+/// The exact byte length of the raw answer to `request` on a fresh connection: a
+/// content-length answer by its header, a chunked one (a stream) up to its last chunk.
+fn raw_response_len(gateway: &TestGateway, request: &[u8]) -> usize {
+    let mut stream = connect(gateway.api);
+    stream.write_all(request).unwrap();
+    let (mut raw, mut piece) = (Vec::new(), [0u8; 4096]);
+    loop {
+        let read = stream.read(&mut piece).unwrap();
+        assert!(read > 0, "closed early: {}", String::from_utf8_lossy(&raw));
+        raw.extend_from_slice(&piece[..read]);
+        let text = String::from_utf8_lossy(&raw).to_string();
+        let Some(head_end) = text.find("\r\n\r\n") else { continue };
+        let head = text[..head_end].to_ascii_lowercase();
+        let length = head.lines().find_map(|line| line.strip_prefix("content-length: ").map(|v| v.trim().to_string()));
+        match length {
+            Some(length) if raw.len() >= head_end + 4 + length.parse::<usize>().unwrap() => {
+                return head_end + 4 + length.parse::<usize>().unwrap();
+            }
+            None if text.ends_with("\r\n0\r\n\r\n") => return raw.len(),
+            _ => {}
+        }
+    }
+}
+
+/// Allocations per request once warm (500 requests after 50), for `request` on `gateway`.
+fn warm_allocations(gateway: &TestGateway, request: &str) -> u64 {
+    let length = raw_response_len(gateway, request.as_bytes());
+    let mut stream = connect(gateway.api);
+    allocations_for(&mut stream, request.as_bytes(), length, 50);
+    allocations_for(&mut stream, request.as_bytes(), length, 500)
+}
+
+const RESPONSES_LIMITS: &str =
+    "workers = 1\n\n[[account_overrides]]\naccount = \"resp\"\nrpm = 1000000\ntpm = 1000000000\n";
+
+/// The allocations the embedded store makes per completion: a hold's request id and key id,
+/// and the ledger line's request id (see `completion_allocations_are_bounded`).
+const STORE_ALLOCATIONS_PER_REQUEST: u64 = 3;
+
+/// Allocations per request over `count` requests, counted in whole requests: a stray buffer
+/// growth or two among 500 requests does not make a per-request allocation.
+fn per_request(counted: u64, count: u64) -> u64 {
+    counted / count
+}
+
+// Goal: a Responses request translated to chat, unary and streamed, allocates per warm request
+// exactly what the same chat completion allocates (the embedded store's hold and ledger line)
+// and nothing more: the parse, the translation, the answer's rewrite into a Response object or
+// typed events, and the cost in the terminal usage add no allocation. The same holds for a
+// model with `tokenizer = "o200k_base"` whose requests the byte bound admits in full (the
+// tokenizer is never reached).
+#[test]
+fn responses_requests_allocate_only_what_the_store_does_once_warm() {
+    use support::responses::responses_request;
+    let _turn = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let tokenized = "[[models]]\nid = \"fikra-flash\"\nupstream = \"sandbox\"\n\
+        input_usd_per_million = \"0.5\"\noutput_usd_per_million = \"0.5\"\nmax_output_tokens = 64\n\
+        tokenizer = \"o200k_base\"\n";
+    for (name, models) in [("reference registry", ""), ("o200k_base model", tokenized)] {
+        let gateway = TestGateway::start_config(config_with(&format!("{RESPONSES_LIMITS}{models}")));
+        let key = gateway.account_with_key("resp", "1000", "live");
+        let unary = r#"{"model":"fikra-flash","input":"how many allocations?"}"#;
+        let streamed = r#"{"model":"fikra-flash","input":"how many allocations?","stream":true}"#;
+        let chat = simple_chat("fikra-flash", "how many allocations?");
+        let chat_streamed =
+            r#"{"model":"fikra-flash","messages":[{"role":"user","content":"how many allocations?"}],"stream":true}"#;
+        let measured = [
+            ("chat unary", warm_allocations(&gateway, &chat_request(&key, &chat))),
+            ("chat stream", warm_allocations(&gateway, &chat_request(&key, chat_streamed))),
+            ("responses unary", warm_allocations(&gateway, &responses_request(&key, unary))),
+            ("responses stream", warm_allocations(&gateway, &responses_request(&key, streamed))),
+        ];
+        for (path, counted) in measured {
+            println!("{name}, {path}: {counted} allocations over 500 requests");
+            assert_eq!(per_request(counted, 500), STORE_ALLOCATIONS_PER_REQUEST, "{name}, {path}: {counted}");
+        }
+    }
+}
+
+// Goal: a Responses request passed natively to an upstream with `responses = true`, unary and
+// streamed, allocates per warm request exactly what a chat completion through an upstream does
+// (the embedded store's hold and ledger line, and one on the upstream path chat shares): the
+// body rewrite, the relay of the object or of each typed event with the public id, and the
+// cost in the terminal usage add no allocation.
+#[test]
+fn native_responses_allocate_only_what_the_store_does_once_warm() {
+    use support::responses::responses_request;
+    let _turn = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
+    let model = "vendor/secret-model-9b";
+    let usage = r#"{"input_tokens":12,"input_tokens_details":{"cached_tokens":0},"output_tokens":2,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":14}"#;
+    let (unary, streamed) = support::responses::native_answers(model, usage);
+    let chat_body = format!(
+        r#"{{"id":"c1","object":"chat.completion","created":1,"model":"{model}","choices":[{{"index":0,"message":{{"role":"assistant","content":"ok"}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":3,"completion_tokens":1,"total_tokens":4}}}}"#
+    );
+    let chat_answer = format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{chat_body}",
+        chat_body.len()
+    );
+    // The baseline: a chat completion through the same kind of upstream.
+    let chat_on_upstream = {
+        let base_url = fixed_answer_upstream(chat_answer.leak().as_bytes(), b"");
+        let models = support::scripted_upstream::upstream_model_config(&base_url, "", "");
+        let gateway = TestGateway::start_config(config_with(&format!("{RESPONSES_LIMITS}{models}")));
+        let key = gateway.account_with_key("resp", "1000", "live");
+        let request = chat_request(&key, &simple_chat("fikra-flash", "how many allocations?"));
+        assert_eq!(send_one(gateway.api, request.as_bytes()).status, 200);
+        let counted = warm_allocations(&gateway, &request);
+        println!("chat through an upstream: {counted} allocations over 500 requests");
+        per_request(counted, 500)
+    };
+    // Measured: the store's 3 and one more on the upstream path, which chat has too.
+    assert_eq!(chat_on_upstream, STORE_ALLOCATIONS_PER_REQUEST + 1);
+    for (name, answer, body) in [
+        ("native unary", unary, r#"{"model":"fikra-flash","input":"how many allocations?"}"#),
+        ("native stream", streamed, r#"{"model":"fikra-flash","input":"how many allocations?","stream":true}"#),
+    ] {
+        let base_url = fixed_answer_upstream(answer, answer);
+        let models = support::scripted_upstream::upstream_model_config(&base_url, "responses = true", "");
+        let gateway = TestGateway::start_config(config_with(&format!("{RESPONSES_LIMITS}{models}")));
+        let key = gateway.account_with_key("resp", "1000", "live");
+        let request = responses_request(&key, body);
+        assert_eq!(send_one(gateway.api, request.as_bytes()).status, 200, "{name}");
+        let counted = warm_allocations(&gateway, &request);
+        println!("{name}: {counted} allocations over 500 requests");
+        assert_eq!(per_request(counted, 500), chat_on_upstream, "{name}: {counted}");
+    }
 }

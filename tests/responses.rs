@@ -489,3 +489,53 @@ fn context_length_refusal_names_input() {
     assert_no_secret(&response);
     assert_charged(&gateway, "x", &[0]);
 }
+
+// Goal: the stream flag is the gateway's parameter, not input: `{"input":"hi"}` with a cap of 4
+// is held for the same input bound streamed or not, exactly 63 tokens (the translated body's 82
+// bytes less its `"model":"fikra-flash"` and `"max_tokens":4` members, 21 and 14 bytes, plus 8
+// for its one message and 8 for the request). The upstream reports no usage, so the ledger's
+// prompt tokens are that bound.
+#[test]
+fn the_stream_flag_adds_nothing_to_the_input_bound() {
+    let (base_url, _) = recording_upstream(|n, stream| {
+        if n == 0 {
+            let body = json!({"id":"c1","object":"chat.completion","created":1,"model":SECRET_MODEL,
+                "choices":[{"index":0,"message":{"role":"assistant","content":"ok"},"finish_reason":"stop"}]});
+            respond(stream, "200 OK", "", &body.to_string());
+        } else {
+            respond_sse(stream, &[chunk(json!({"content":"ok"}), Some("stop")), "data: [DONE]\n\n".to_string()]);
+        }
+    });
+    let gateway = TestGateway::start(&upstream_model_config(&base_url, "", ""));
+    let key = gateway.account_with_key("sf", "1.00", "live");
+    let unary = post(&gateway, &key, &json!({"model":"fikra-flash","input":"hi","max_output_tokens":4}));
+    assert_eq!(unary.status, 200, "{}", unary.text());
+    let streamed =
+        post(&gateway, &key, &json!({"model":"fikra-flash","input":"hi","max_output_tokens":4,"stream":true}));
+    assert_eq!(streamed.status, 200, "{}", streamed.text());
+    let prompts: Vec<u64> = gateway.usage("sf").iter().map(|r| r["prompt_tokens"].as_u64().unwrap()).collect();
+    // Newest first: the stream, then the unary request.
+    assert_eq!(prompts, [63, 63]);
+    // Unary: the bound and the whole cap of 4; streamed: the bound and the one chunk delivered.
+    assert_charged(&gateway, "sf", &[(63 + 1) * 500, (63 + 4) * 500]);
+}
+
+// Goal: a translated stream the upstream cuts after its first chunk ends with an `error` event
+// whose code, `upstream_unavailable`, is also the access log's `error_code` for that request
+// (status 200: the head was sent).
+#[test]
+fn a_failed_stream_logs_its_error_code() {
+    let (base_url, _) = sse_upstream(vec![chunk(json!({"role":"assistant","content":"Hel"}), None)]);
+    let node = support::gateway_process::GatewayProcess::start(
+        "resp-log",
+        "",
+        &format!("[log]\naccess = \"json\"\n{}", upstream_model_config(&base_url, "", "")),
+    );
+    let key = node.account_with_key("lg", "1.00", "live");
+    let response = post(&node, &key, &json!({"model":"fikra-flash","input":"hi","stream":true}));
+    assert_eq!(response.status, 200);
+    let events = typed_events(&response.body);
+    assert_eq!(events.last().unwrap().1["code"], "upstream_unavailable");
+    let lines = support::responses::access_log_codes(&node, 1);
+    assert_eq!(lines, [("/v1/responses".to_string(), 200, Some("upstream_unavailable".to_string()))]);
+}

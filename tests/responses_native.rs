@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use support::gateway::*;
 use support::http::*;
+use support::redis_server;
 use support::responses::{assert_charged, post, responses_request, typed_events};
 use support::scripted_upstream::{SECRET_MODEL, respond, respond_sse, upstream_model_config};
 use support::wait::wait_for;
@@ -40,8 +41,20 @@ fn upstream_usage() -> Value {
 /// What `upstream_usage` costs: uncached input, cached input and output at their prices.
 const USAGE_COST_NANOS: u64 = 400 * INPUT_NANOS + 600 * CACHED_NANOS + 50 * OUTPUT_NANOS;
 
+/// A gateway on the embedded store (`store` empty) or the `[store]` section `store` names.
+fn gateway_on(base_url: &str, store: &str) -> TestGateway {
+    let models = upstream_model_config(base_url, "responses = true", "cached_input_usd_per_million = \"0.25\"");
+    TestGateway::start(&format!("{store}\n{models}"))
+}
+
 fn gateway_for(base_url: &str) -> TestGateway {
-    TestGateway::start(&upstream_model_config(base_url, "responses = true", "cached_input_usd_per_million = \"0.25\""))
+    gateway_on(base_url, "")
+}
+
+/// A `[store]` section on the suite's own redis-server, keys under a prefix of `test`'s own.
+fn redis_store(test: &str) -> String {
+    let (redis, prefix) = (redis_server::shared_server(), redis_server::unique_prefix(test));
+    format!("[store]\nredis_url = \"redis://{redis}\"\nkey_prefix = \"{prefix}\"\n")
 }
 
 /// One request as the upstream got it: the request line and the JSON body.
@@ -189,12 +202,16 @@ fn record_tokens(record: &Value) -> (u64, u64, u64, u64, String) {
 // tokens at the cached price.
 #[test]
 fn unary_goes_natively_and_is_billed_from_the_upstream_usage() {
+    unary_goes_natively_and_is_billed_from_the_upstream_usage_on("");
+}
+
+fn unary_goes_natively_and_is_billed_from_the_upstream_usage_on(store: &str) {
     let (base_url, seen) = native_upstream(|_, stream| {
         let mut object = response_object("completed", json!([message_item("completed", "Hello")]), upstream_usage());
         object["metadata"] = json!({"served_by": SECRET_MODEL, SECRET_MODEL: 1});
         respond(stream, "200 OK", "", &object.to_string());
     });
-    let gateway = gateway_for(&base_url);
+    let gateway = gateway_on(&base_url, store);
     let key = gateway.account_with_key("u", "1.00", "live");
     let body = json!({"model":"fikra-flash","input":[{"role":"user","content":[{"type":"input_text","text":"hi"}]}],
         "instructions":"be brief","store":true,"metadata":{"k":"v"},"temperature":0.5});
@@ -225,9 +242,13 @@ fn unary_goes_natively_and_is_billed_from_the_upstream_usage() {
 // the bytes, and the terminal event's usage billed exactly; the upstream got `stream:true`.
 #[test]
 fn stream_relays_every_event_in_order_with_the_public_id() {
+    stream_relays_every_event_in_order_with_the_public_id_on("");
+}
+
+fn stream_relays_every_event_in_order_with_the_public_id_on(store: &str) {
     let events = message_stream(&["Hel", "lo"], "response.completed", upstream_usage());
     let (base_url, seen) = native_upstream(move |_, stream| respond_sse(stream, &events));
-    let gateway = gateway_for(&base_url);
+    let gateway = gateway_on(&base_url, store);
     let key = gateway.account_with_key("s", "1.00", "live");
     let response = post(&gateway, &key, &json!({"model":"fikra-flash","input":"hi","stream":true}));
     assert_eq!(response.status, 200, "{}", response.text());
@@ -256,7 +277,11 @@ fn stream_relays_every_event_in_order_with_the_public_id() {
         assert_eq!(events[index].1["response"]["model"], "fikra-flash", "{index}");
     }
     assert_eq!(events[4].1["delta"], "Hel");
-    assert_eq!(events[9].1["response"]["usage"], upstream_usage());
+    // The terminal usage carries what was charged: 375 000 nano-USD.
+    let mut charged_usage = upstream_usage();
+    charged_usage["cost_usd"] = json!("0.000375000");
+    assert_eq!(USAGE_COST_NANOS, 375_000);
+    assert_eq!(events[9].1["response"]["usage"], charged_usage);
     let seen = seen.lock().unwrap()[0].clone();
     assert_eq!((seen.body["stream"].clone(), seen.body["store"].clone()), (json!(true), json!(false)));
     assert_eq!(seen.body["model"], SECRET_MODEL);
@@ -378,12 +403,16 @@ fn upstream_statuses_map_as_for_chat() {
 // free: the held-back opening events are never written.
 #[test]
 fn failure_before_the_first_output_is_a_plain_502() {
+    failure_before_the_first_output_is_a_plain_502_on("");
+}
+
+fn failure_before_the_first_output_is_a_plain_502_on(store: &str) {
     let opening = message_stream(&["x"], "response.completed", upstream_usage())[..2].to_vec();
     let error_event = event("error", 2, json!({"code":"server_error","message":"boom","param":null}));
     let failed = event("response.failed", 2, json!({"response":response_object("failed", json!([]), json!(null))}));
     let scripts = [[opening.clone(), vec![error_event]].concat(), [opening, vec![failed]].concat()];
     let (base_url, _) = native_upstream(move |n, stream| respond_sse(stream, &scripts[n]));
-    let gateway = gateway_for(&base_url);
+    let gateway = gateway_on(&base_url, store);
     let key = gateway.account_with_key("b", "1.00", "live");
     for _ in 0..2 {
         let response = post(&gateway, &key, &json!({"model":"fikra-flash","input":"hi","stream":true}));
@@ -406,11 +435,15 @@ fn cut_stream(cut: usize, last: String) -> Vec<String> {
 // for what was delivered: the hold's input bound and the two deltas relayed.
 #[test]
 fn error_event_after_the_first_delta_is_charged_for_what_was_delivered() {
+    error_event_after_the_first_delta_is_charged_for_what_was_delivered_on("");
+}
+
+fn error_event_after_the_first_delta_is_charged_for_what_was_delivered_on(store: &str) {
     let last =
         event("error", 6, json!({"code":"server_error","message":"vendor/secret-model-9b fell over","param":null}));
     let events = cut_stream(6, last);
     let (base_url, _) = native_upstream(move |_, stream| respond_sse(stream, &events));
-    let gateway = gateway_for(&base_url);
+    let gateway = gateway_on(&base_url, store);
     let key = gateway.account_with_key("e", "1.00", "live");
     let response = post(&gateway, &key, &json!({"model":"fikra-flash","input":"hi","stream":true}));
     assert_eq!(response.status, 200);
@@ -433,11 +466,15 @@ fn error_event_after_the_first_delta_is_charged_for_what_was_delivered() {
 // and ends the client's stream with one `error` event (the failed event itself is not relayed).
 #[test]
 fn response_failed_after_the_start_is_billed_its_usage() {
+    response_failed_after_the_start_is_billed_its_usage_on("");
+}
+
+fn response_failed_after_the_start_is_billed_its_usage_on(store: &str) {
     let failed =
         event("response.failed", 5, json!({"response":response_object("failed", json!([]), upstream_usage())}));
     let events = cut_stream(5, failed);
     let (base_url, _) = native_upstream(move |_, stream| respond_sse(stream, &events));
-    let gateway = gateway_for(&base_url);
+    let gateway = gateway_on(&base_url, store);
     let key = gateway.account_with_key("rf", "1.00", "live");
     let response = post(&gateway, &key, &json!({"model":"fikra-flash","input":"hi","stream":true}));
     assert_eq!(response.status, 200);
@@ -453,11 +490,15 @@ fn response_failed_after_the_start_is_billed_its_usage() {
 // max_output_tokens), billed its usage, outcome completed; the client's cap went upstream.
 #[test]
 fn response_incomplete_is_relayed_and_billed() {
+    response_incomplete_is_relayed_and_billed_on("");
+}
+
+fn response_incomplete_is_relayed_and_billed_on(store: &str) {
     let usage = json!({"input_tokens":10,"input_tokens_details":{"cached_tokens":0},
         "output_tokens":3,"output_tokens_details":{"reasoning_tokens":0},"total_tokens":13});
     let events = message_stream(&["a", "b", "c"], "response.incomplete", usage);
     let (base_url, seen) = native_upstream(move |_, stream| respond_sse(stream, &events));
-    let gateway = gateway_for(&base_url);
+    let gateway = gateway_on(&base_url, store);
     let key = gateway.account_with_key("i", "1.00", "live");
     let body = json!({"model":"fikra-flash","input":"hi","stream":true,"max_output_tokens":3});
     let response = post(&gateway, &key, &body);
@@ -467,6 +508,8 @@ fn response_incomplete_is_relayed_and_billed() {
     assert_eq!(last["type"], "response.incomplete");
     assert_eq!(last["response"]["incomplete_details"], json!({"reason":"max_output_tokens"}));
     assert_eq!(last["response"]["model"], "fikra-flash");
+    // 13 tokens at 500 nano-USD: the charge, as the terminal usage says.
+    assert_eq!(last["response"]["usage"]["cost_usd"], "0.000006500");
     assert_eq!(seen.lock().unwrap()[0].body["max_output_tokens"], 3);
     assert_eq!(record_tokens(&gateway.usage("i")[0]), (10, 0, 3, 0, "completed".into()));
     assert_charged(&gateway, "i", &[13 * INPUT_NANOS]);
@@ -546,4 +589,63 @@ fn client_leaving_a_native_stream_is_settled_quickly() {
     assert_eq!(outcome, "client_aborted");
     assert!((3..60).contains(&completion), "{completion}");
     assert_charged(&gateway, "l", &[(prompt + completion) * OUTPUT_NANOS]);
+}
+
+// The core cases again with the balance, holds and ledger on a real Redis: the same exact
+// charges.
+mod on_redis {
+    use super::*;
+
+    #[test]
+    fn unary_goes_natively_and_is_billed_from_the_upstream_usage() {
+        unary_goes_natively_and_is_billed_from_the_upstream_usage_on(&redis_store("unary_goes_natively_and_"));
+    }
+
+    #[test]
+    fn stream_relays_every_event_in_order_with_the_public_id() {
+        stream_relays_every_event_in_order_with_the_public_id_on(&redis_store("stream_relays_every_even"));
+    }
+
+    #[test]
+    fn error_event_after_the_first_delta_is_charged_for_what_was_delivered() {
+        error_event_after_the_first_delta_is_charged_for_what_was_delivered_on(&redis_store(
+            "error_event_after_the_fi",
+        ));
+    }
+
+    #[test]
+    fn response_failed_after_the_start_is_billed_its_usage() {
+        response_failed_after_the_start_is_billed_its_usage_on(&redis_store("response_failed_after_th"));
+    }
+
+    #[test]
+    fn response_incomplete_is_relayed_and_billed() {
+        response_incomplete_is_relayed_and_billed_on(&redis_store("response_incomplete_is_r"));
+    }
+
+    #[test]
+    fn failure_before_the_first_output_is_a_plain_502() {
+        failure_before_the_first_output_is_a_plain_502_on(&redis_store("failure_before_the_first"));
+    }
+}
+
+// Goal: the gateway's own `error` event closing a native stream (here after an upstream `error`
+// event past the first delta) sets the access log's `error_code` for that request.
+#[test]
+fn a_failed_native_stream_logs_its_error_code() {
+    let last = event("error", 5, json!({"code":"server_error","message":"boom","param":null}));
+    let events = cut_stream(5, last);
+    let (base_url, _) = native_upstream(move |_, stream| respond_sse(stream, &events));
+    let models = upstream_model_config(&base_url, "responses = true", "");
+    let node = support::gateway_process::GatewayProcess::start(
+        "native-log",
+        "",
+        &format!("[log]\naccess = \"json\"\n{models}"),
+    );
+    let key = node.account_with_key("lg", "1.00", "live");
+    let response = post(&node, &key, &json!({"model":"fikra-flash","input":"hi","stream":true}));
+    assert_eq!(response.status, 200);
+    assert_eq!(typed_events(&response.body).last().unwrap().1["code"], "upstream_unavailable");
+    let lines = support::responses::access_log_codes(&node, 1);
+    assert_eq!(lines, [("/v1/responses".to_string(), 200, Some("upstream_unavailable".to_string()))]);
 }

@@ -24,7 +24,7 @@ use crate::ids::RequestId;
 use crate::openai::chat;
 use crate::openai::models::Backend;
 use crate::openai::responses::answer::{AnswerFormat, ResponseShape};
-use crate::openai::responses::translate::write_chat_body;
+use crate::openai::responses::translate::{STREAM_MEMBER_SEPARATOR_BYTES, write_chat_body};
 use crate::openai::responses::{ParamAt, parse_responses_request};
 use crate::worker::Worker;
 
@@ -94,6 +94,11 @@ async fn serve<'a, S: AsyncWriteRent>(
             return Err(ApiError::invalid("max_output_tokens", reason).into());
         }
     }
+    // The stream flag is the gateway's own parameter, not input (`STREAM_MEMBER_SEPARATOR_BYTES`).
+    if chat.stream {
+        chat.input_bytes = chat.input_bytes.saturating_sub(STREAM_MEMBER_SEPARATOR_BYTES);
+    }
+    debug_assert!(chat.content_bytes <= chat.input_bytes, "the message texts are input");
     let (model_index, model) = route_model(worker, &chat, translated, texts.refused_param)?;
     // A native upstream gets the client's own body (`responses_native`): the hold counts those
     // bytes, not the translation's.

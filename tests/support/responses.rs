@@ -41,3 +41,71 @@ pub fn assert_charged(gateway: &TestGateway, account: &str, charges: &[u64]) {
     assert_eq!(gateway.account(account)["held_usd"], "0.000000000");
     assert_eq!(gateway.balance_nanos(account), 1_000_000_000 - charges.iter().sum::<u64>());
 }
+
+/// The (path, status, error_code) of each access-log line a gateway process wrote so far (its
+/// log holds its standard output, where `[log] access = "json"` writes), waiting up to 5 s for
+/// `count` of them (a quiet worker hands its lines over within its 1 s sweep).
+pub fn access_log_codes(
+    node: &crate::support::gateway_process::GatewayProcess,
+    count: usize,
+) -> Vec<(String, u64, Option<String>)> {
+    let read = || -> Vec<(String, u64, Option<String>)> {
+        node.log_text()
+            .lines()
+            .filter(|line| line.starts_with('{'))
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .map(|line| {
+                let code = line["error_code"].as_str().map(str::to_string);
+                (line["path"].as_str().unwrap_or("").to_string(), line["status"].as_u64().unwrap_or(0), code)
+            })
+            .collect()
+    };
+    crate::support::wait::wait_for(std::time::Duration::from_secs(5), || {
+        let lines = read();
+        (lines.len() >= count).then_some(lines)
+    })
+    .unwrap_or_else(|| panic!("{count} access-log lines; the node wrote:\n{}", node.log_text()))
+}
+
+/// The wire answers of a native Responses upstream (`responses = true`) for one short reply
+/// carrying `usage` (a Responses usage object) and its own model name `upstream_model`: the
+/// unary `200` with the Response object, and the chunked SSE stream (`response.created`, two
+/// text deltas, `response.completed` with the usage), each built once.
+pub fn native_answers(upstream_model: &str, usage: &str) -> (&'static [u8], &'static [u8]) {
+    let object = |status: &str, usage: &str| {
+        format!(
+            r#"{{"id":"resp_up1","object":"response","status":"{status}","model":"{upstream_model}","output":[],"usage":{usage}}}"#
+        )
+    };
+    let body = object("completed", usage);
+    let unary =
+        format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}", body.len());
+    let delta = |number: u64, text: &str| {
+        format!(
+            r#"{{"type":"response.output_text.delta","sequence_number":{number},"item_id":"msg_up1","output_index":0,"content_index":0,"delta":"{text}"}}"#
+        )
+    };
+    let events = [
+        (
+            "response.created",
+            format!(
+                r#"{{"type":"response.created","sequence_number":0,"response":{}}}"#,
+                object("in_progress", "null")
+            ),
+        ),
+        ("response.output_text.delta", delta(1, "Hel")),
+        ("response.output_text.delta", delta(2, "lo")),
+        (
+            "response.completed",
+            format!(r#"{{"type":"response.completed","sequence_number":3,"response":{}}}"#, object("completed", usage)),
+        ),
+    ];
+    let mut streamed =
+        String::from("HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n");
+    for (kind, data) in events {
+        let event = format!("event: {kind}\ndata: {data}\n\n");
+        streamed.push_str(&format!("{:x}\r\n{event}\r\n", event.len()));
+    }
+    streamed.push_str("0\r\n\r\n");
+    (unary.leak().as_bytes(), streamed.leak().as_bytes())
+}

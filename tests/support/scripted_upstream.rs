@@ -129,3 +129,53 @@ pub fn read_request_body<R: BufRead>(reader: &mut R) -> Option<Vec<u8>> {
     reader.read_exact(&mut body).ok()?;
     Some(body)
 }
+
+/// Where `needle` first starts in `haystack`.
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|window| window == needle)
+}
+
+/// The Content-Length of a request head (lower-case or capitalised, as clients write it).
+fn content_length(head: &[u8]) -> usize {
+    let at = find(head, b"content-length:").or_else(|| find(head, b"Content-Length:")).unwrap_or(head.len());
+    let digits = head[at..].iter().skip(b"content-length:".len()).skip_while(|b| **b == b' ');
+    digits.take_while(|b| b.is_ascii_digit()).fold(0, |n, b| n * 10 + usize::from(b - b'0'))
+}
+
+/// An upstream that allocates nothing per request (so it can run under a counting allocator):
+/// each connection's thread reads a request into a fixed buffer and writes `streamed` when its
+/// body asks for `"stream":true`, `unary` otherwise, both built once; returns its base URL.
+pub fn fixed_answer_upstream(unary: &'static [u8], streamed: &'static [u8]) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut buffer = [0u8; 16 * 1024];
+                loop {
+                    let mut filled = 0;
+                    let complete = loop {
+                        let Ok(read) = stream.read(&mut buffer[filled..]) else { return };
+                        if read == 0 {
+                            return;
+                        }
+                        filled += read;
+                        if let Some(head_end) = find(&buffer[..filled], b"\r\n\r\n") {
+                            let total = head_end + 4 + content_length(&buffer[..head_end]);
+                            if filled >= total {
+                                break total;
+                            }
+                        }
+                    };
+                    assert_eq!(filled, complete, "one request at a time");
+                    let answer = if find(&buffer[..filled], b"\"stream\":true").is_some() { streamed } else { unary };
+                    if stream.write_all(answer).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}/v1")
+}

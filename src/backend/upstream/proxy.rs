@@ -9,6 +9,7 @@ use crate::backend::upstream::rewrite::{ModelNames, ReportedUsage};
 use crate::errors::ErrorKind;
 use crate::http::response::ResponseContext;
 use crate::limits::UPSTREAM_KEPT_BUFFER_MAX_BYTES;
+use crate::money::ChargeRule;
 use crate::openai::chat::ChatRequest;
 use crate::openai::models::ModelEntry;
 use crate::openai::responses::answer::AnswerFormat;
@@ -30,6 +31,11 @@ pub struct ProxyRequest<'a> {
 impl ProxyRequest<'_> {
     pub(super) fn names(&self) -> ModelNames<'_> {
         ModelNames { public: &self.model.id, upstream: &self.model.upstream_model }
+    }
+
+    /// How settlement turns this request's usage into a charge (its cost, at most the hold).
+    pub(super) fn charge_rule(&self) -> ChargeRule {
+        ChargeRule { prices: self.model.prices(), hold: self.admitted.hold }
     }
 
     /// Usage when the upstream never said: the prompt's upper bound and what was delivered.

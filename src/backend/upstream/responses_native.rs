@@ -26,9 +26,11 @@ use crate::backend::upstream::unary::{answered, read_rewritten};
 use crate::errors::ApiError;
 use crate::http::server::ResponseSink;
 use crate::limits::UPSTREAM_MAX_SSE_EVENT_BYTES;
+use crate::money::{ChargeRule, Nanos};
 use crate::openai::chat::json_scan::{ValueKind, content_eq};
 use crate::openai::responses::answer::{ResponseShape, read_responses_usage, write_error_event};
 use crate::openai::responses::{ResponsesRequest, each_element, each_member, kind_of, member, string_is};
+use crate::openai::usage_cost::append_usage_cost;
 
 /// Top-level members the gateway sets itself in a native request body.
 const REPLACED_MEMBERS: [&[u8]; 3] = [b"model", b"store", b"max_output_tokens"];
@@ -57,15 +59,20 @@ pub fn write_native_body(shape: &ResponseShape<'_>, upstream_model: &str, output
     out.push(b'}');
 }
 
+/// The punctuation of one top-level member that is surely its own: its key's two quotes, its
+/// colon and one comma. A body has its `input` member besides any scalar one, so `k` scalar
+/// members among `n > k` members have at least the `n - 1 >= k` commas between members.
+const MEMBER_PUNCTUATION_BYTES: usize = 4;
+
 /// The bytes of a native request body the input bound counts (SPEC §9): the whole client body
-/// but the gateway's own scalar members and the payload of each `input_image` part (the model's
-/// image allowance counts those instead). Conservative: only the values and keys are taken off,
-/// never the punctuation around them.
+/// but the gateway's own scalar members (key, value and `MEMBER_PUNCTUATION_BYTES`, so that
+/// `"stream":true` counts nothing) and the payload of each `input_image` part (the model's
+/// image allowance counts those instead). Conservative: whitespace stays counted.
 pub fn native_input_bytes(body: &[u8], request: &ResponsesRequest<'_>) -> u64 {
     let mut excluded = 0usize;
     each_member(body, |key, value| {
         if SCALAR_MEMBERS.iter().any(|name| content_eq(key, name)) {
-            excluded += key.len() + value.len();
+            excluded += key.len() + value.len() + MEMBER_PUNCTUATION_BYTES;
         }
     });
     let input = request.input.slice(body);
@@ -120,8 +127,15 @@ impl EventFacts {
 }
 
 /// Rewrites one upstream event (`event` ends with its blank line) into `out` as
-/// `event: <type>\ndata: <json with the public model id>\n\n`, when it is one to relay.
-pub fn rewrite_native_event(event: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) -> EventFacts {
+/// `event: <type>\ndata: <json with the public model id>\n\n`, when it is one to relay. With
+/// `charge`, a relayed terminal event's `response.usage` also gets the charge settlement will
+/// make for it (`cost_usd`, as chat usage chunks carry it).
+pub fn rewrite_native_event(
+    event: &[u8],
+    names: &ModelNames<'_>,
+    charge: Option<&ChargeRule>,
+    out: &mut Vec<u8>,
+) -> EventFacts {
     if event.len() > UPSTREAM_MAX_SSE_EVENT_BYTES {
         return EventFacts::of(NativeEvent::Malformed);
     }
@@ -172,9 +186,26 @@ pub fn rewrite_native_event(event: &[u8], names: &ModelNames<'_>, out: &mut Vec<
         .and_then(|n| n.parse::<u64>().ok());
     match kind {
         NativeEvent::Failed | NativeEvent::Error => out.truncate(start),
+        NativeEvent::Finished => {
+            if let (Some(rule), Some(usage)) = (charge, usage.as_ref()) {
+                append_response_cost(out, data_start, rule.charge_for(usage));
+            }
+            out.extend_from_slice(b"\n\n");
+        }
         _ => out.extend_from_slice(b"\n\n"),
     }
     EventFacts { kind, usage, sequence_number }
+}
+
+/// Adds `cost_usd` to the `usage` of the `response` object inside the event data that starts
+/// at `out[data_start..]` (its end is the end of `out`).
+fn append_response_cost(out: &mut Vec<u8>, data_start: usize, cost: Nanos) {
+    let written = &out[data_start..];
+    let Some(response) = member(written, "response") else { return };
+    // `member` hands back a sub-slice of `written`: its place is its distance from the start.
+    let response_start = data_start + (response.as_ptr() as usize - written.as_ptr() as usize);
+    let response_end = response_start + response.len();
+    append_usage_cost(out, response_start, response_end, cost);
 }
 
 /// The usage of a unary upstream answer if it is a real Responses result: a JSON object with an
@@ -259,7 +290,7 @@ impl EventRelay for NativeRelay {
             // Read on only for the usage (nothing more counts as delivered); an ending of any
             // kind ends the drain.
             scratch.clear();
-            let facts = rewrite_native_event(event, names, scratch);
+            let facts = rewrite_native_event(event, names, None, scratch);
             if facts.usage.is_some() {
                 self.core.usage = facts.usage;
             }
@@ -269,7 +300,8 @@ impl EventRelay for NativeRelay {
                 NativeEvent::Output { .. } | NativeEvent::Opening | NativeEvent::Ignored => {}
             }
         } else if !self.core.started {
-            let facts = rewrite_native_event(event, names, &mut self.held);
+            let rule = request.charge_rule();
+            let facts = rewrite_native_event(event, names, Some(&rule), &mut self.held);
             self.record(&facts);
             if matches!(facts.kind, NativeEvent::Output { .. } | NativeEvent::Finished) {
                 stream::start_client_stream(sink, request);
@@ -284,13 +316,16 @@ impl EventRelay for NativeRelay {
             }
         } else {
             let start = sink.out.len();
-            let facts = rewrite_native_event(event, names, &mut sink.out);
+            let rule = request.charge_rule();
+            let facts = rewrite_native_event(event, names, Some(&rule), &mut sink.out);
             sink.frame_event(start);
             self.record(&facts);
         }
     }
 
     fn write_failure<S: AsyncWriteRent>(&mut self, sink: &mut ResponseSink<S>, error: &ApiError<'_>) {
+        // The access log's `error_code`, as `write_error_event` sets it for chat.
+        sink.error_code = Some(error.spec().code);
         let start = sink.out.len();
         let sequence_number = self.last_sequence_number.map_or(0, |last| last.saturating_add(1));
         write_error_event(&mut sink.out, sequence_number, error.spec().code, MID_STREAM_FAILURE);

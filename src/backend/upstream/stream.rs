@@ -21,7 +21,6 @@ use crate::errors::{ApiError, ErrorKind};
 use crate::http::response::ClampHeader;
 use crate::http::server::ResponseSink;
 use crate::limits::{ABANDONED_STREAM_DRAIN_BYTES, ABANDONED_STREAM_DRAIN_MS, UPSTREAM_REQUEST_DEADLINE_MS};
-use crate::money::ChargeRule;
 use crate::openai::responses::answer::{AnswerFormat, ResponsesStream};
 use crate::openai::usage_cost::append_usage_cost;
 use crate::store::Outcome;
@@ -121,6 +120,8 @@ impl EventRelay for StreamState {
     fn write_failure<S: AsyncWriteRent>(&mut self, sink: &mut ResponseSink<S>, error: &ApiError<'_>) {
         match self.responses.as_mut() {
             Some(responses) => {
+                // The access log's `error_code`, as `write_error_event` sets it for chat.
+                sink.error_code = Some(error.spec().code);
                 let start = sink.out.len();
                 responses.write_error(&mut sink.out, error.spec().code, MID_STREAM_FAILURE);
                 sink.frame_event(start);
@@ -183,7 +184,7 @@ impl StreamState {
         if let Some(reported) = reported {
             *usage = Some(reported);
             if kind == EventKind::Chunk {
-                let rule = ChargeRule { prices: request.model.prices(), hold: request.admitted.hold };
+                let rule = request.charge_rule();
                 // The chunk is `data: <object>\n\n`.
                 let json_end = out.len().saturating_sub(2);
                 append_usage_cost(out, start + b"data: ".len(), json_end, rule.charge_for(&reported));

@@ -15,6 +15,11 @@
 use crate::openai::chat::json_scan::ValueKind;
 use crate::openai::responses::{ResponsesRequest, each_element, each_member, kind_of, member, string_is};
 
+/// The separators (`,`) before the two members a stream adds to the chat body (`stream` and
+/// `stream_options`): chat's parse takes each gateway member off the input bytes from its key
+/// to its value, so these two commas, which the client never wrote, would count as input.
+pub const STREAM_MEMBER_SEPARATOR_BYTES: u64 = 2;
+
 /// Writes the chat-completion body equivalent to `request` (parsed from `body`) into `out`.
 pub fn write_chat_body(body: &[u8], request: &ResponsesRequest<'_>, out: &mut Vec<u8>) {
     out.clear();

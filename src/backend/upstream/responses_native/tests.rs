@@ -28,19 +28,29 @@ fn native_body_replaces_model_store_and_cap() {
     );
 }
 
-// Goal: the hold's byte count for a native body leaves out only the gateway's scalar members'
-// keys and values and the image payloads.
+// Goal: the hold's byte count for a native body leaves out only the gateway's scalar members
+// (keys, values and their own punctuation) and the image payloads.
 #[test]
 fn native_input_bytes_leave_out_scalars_and_image_payloads() {
     let body = br#"{"model":"m","input":[{"role":"user","content":[{"type":"input_image","image_url":"data:xyz"}]}],"temperature":1}"#;
     let request = parse_responses_request(body).unwrap();
-    let excluded = "model".len() + "\"m\"".len() + "temperature".len() + "1".len() + "\"data:xyz\"".len();
+    // Each scalar member with its quotes, colon and one comma (`"model":"m",`, `,"temperature":1`).
+    let excluded = "\"model\":\"m\",".len() + ",\"temperature\":1".len() + "\"data:xyz\"".len();
     assert_eq!(native_input_bytes(body, &request), (body.len() - excluded) as u64);
+    // The stream flag counts nothing, wherever it stands.
+    let plain = br#"{"model":"m","input":"hi","metadata":{"k":"v"}}"#;
+    let counted = native_input_bytes(plain, &parse_responses_request(plain).unwrap());
+    for streamed in [
+        &br#"{"model":"m","input":"hi","metadata":{"k":"v"},"stream":true}"#[..],
+        br#"{"stream":true,"model":"m","input":"hi","metadata":{"k":"v"}}"#,
+    ] {
+        assert_eq!(native_input_bytes(streamed, &parse_responses_request(streamed).unwrap()), counted);
+    }
 }
 
 fn rewritten(event: &str) -> (EventFacts, String) {
     let mut out = Vec::new();
-    let facts = rewrite_native_event(event.as_bytes(), &NAMES, &mut out);
+    let facts = rewrite_native_event(event.as_bytes(), &NAMES, None, &mut out);
     (facts, String::from_utf8(out).unwrap())
 }
 
