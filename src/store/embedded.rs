@@ -585,13 +585,15 @@ fn intern(models: &mut HashSet<Arc<str>>, model: &str) -> Arc<str> {
     interned
 }
 
-#[cfg(all(test, debug_assertions))]
+#[cfg(test)]
 mod tests {
+    #[cfg(debug_assertions)]
     use super::*;
 
     // Goal: an account whose books were corrupted (more held than its balance) is caught at its
     // next mutation in debug builds, instead of letting the wallet go negative unnoticed.
     #[test]
+    #[cfg(debug_assertions)]
     #[should_panic(expected = "held 0.000002000 > balance 0.000001000")]
     fn held_above_balance_is_caught_at_the_next_mutation() {
         let store = EmbeddedStore::new(LimitPolicy::reference());
