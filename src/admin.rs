@@ -19,6 +19,8 @@ use crate::http::response::{self, ResponseContext};
 use crate::http::server::{Handler, OutBufferPool, Request, ResponseSink};
 use crate::limits::{MAX_ADMIN_ID_BYTES, MAX_KEY_NAME_BYTES, MAX_PAYMENT_REFERENCE_BYTES};
 use crate::metrics::Route;
+
+mod mpesa;
 use crate::money::{self, Nanos};
 use crate::shared::Shared;
 use crate::store::{CapPeriod, KeyKind, KeyRecord, SpendCap, StoreClient, StoreConnections, StoreError, views};
@@ -29,8 +31,8 @@ pub struct AdminHandler {
     out_buffers: OutBufferPool,
     /// The admin thread's connections to the store.
     store_connections: StoreConnections,
-    /// M-Pesa STK Push and the payments listing (`payments::admin_mpesa`).
-    mpesa: crate::payments::admin_mpesa::MpesaAdmin,
+    /// M-Pesa STK Push and the payments listing (`admin::mpesa`).
+    mpesa: mpesa::MpesaAdmin,
 }
 
 /// A response decided by an admin route: status and JSON body, or an error.
@@ -139,7 +141,7 @@ impl Handler for AdminHandler {
 
 impl AdminHandler {
     pub fn new(shared: Arc<Shared>) -> AdminHandler {
-        let mpesa = crate::payments::admin_mpesa::MpesaAdmin::new(&shared);
+        let mpesa = mpesa::MpesaAdmin::new(&shared);
         AdminHandler {
             shared,
             out_buffers: OutBufferPool::default(),

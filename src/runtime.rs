@@ -117,7 +117,7 @@ impl Gateway {
         let registry = registry_of(&config);
         let upstreams = crate::backend::upstream::build(&config.upstreams)?;
         let mpesa = match (config.payments.as_ref().and_then(|p| p.mpesa.as_ref()), &payment_secrets.mpesa) {
-            (Some(mpesa), Some(secrets)) => Some(crate::payments::daraja::Daraja::new(mpesa, secrets)?),
+            (Some(mpesa), Some(secrets)) => Some(crate::backend::daraja::Daraja::new(mpesa, secrets)?),
             _ => None,
         };
         let mut node_tag = [0u8; NODE_TAG_LEN];

@@ -47,7 +47,7 @@ pub struct Shared {
     pub registry: Registry,
     pub upstreams: crate::backend::upstream::Upstreams,
     /// The Daraja client when `[payments.mpesa]` is configured (admin STK Push, STK Query).
-    pub mpesa: Option<std::sync::Arc<crate::payments::daraja::Daraja>>,
+    pub mpesa: Option<std::sync::Arc<crate::backend::daraja::Daraja>>,
     pub metrics: Metrics,
     pub admin_token: String,
     pub clock: Clock,

@@ -14,9 +14,9 @@ mod support;
 
 use std::time::{Duration, Instant};
 
+use fikra_gateway::backend::daraja::MpesaSecrets;
 use fikra_gateway::clock::Clock;
 use fikra_gateway::payments::PaymentSecrets;
-use fikra_gateway::payments::daraja::MpesaSecrets;
 use fikra_gateway::runtime::Gateway;
 use serde_json::{Value, json};
 use support::daraja::*;

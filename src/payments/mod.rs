@@ -10,12 +10,11 @@
 //! answer 2xx for a callback it could not record (the provider must retry), and never write a
 //! secret, a signature or a full phone number to a log line or an answer.
 
-pub mod admin_mpesa;
-pub mod daraja;
 pub mod hmac;
 pub mod mpesa;
 pub mod stripe;
 
+use crate::backend::daraja;
 use std::fmt;
 use std::sync::Arc;
 

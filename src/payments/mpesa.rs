@@ -84,13 +84,7 @@ pub fn amount_is(text: &str, whole_kes: &str) -> bool {
     units == whole_kes && fraction.bytes().all(|b| b == b'0')
 }
 
-/// `2547****5678`: enough to recognise, not enough to call.
-pub fn mask_phone(phone: &str) -> String {
-    if phone.len() < 8 || !phone.is_ascii() {
-        return "****".into();
-    }
-    format!("{}****{}", &phone[..4], &phone[phone.len() - 4..])
-}
+pub use crate::backend::daraja::mask_phone;
 
 /// The fields of a C2B validation or confirmation that matter here.
 #[derive(Clone, Debug, PartialEq, Eq)]

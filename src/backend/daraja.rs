@@ -290,6 +290,14 @@ pub fn base64(bytes: &[u8]) -> String {
     out
 }
 
+/// `2547****5678`: enough to recognise, not enough to call.
+pub fn mask_phone(phone: &str) -> String {
+    if phone.len() < 8 || !phone.is_ascii() {
+        return "****".into();
+    }
+    format!("{}****{}", &phone[..4], &phone[phone.len() - 4..])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

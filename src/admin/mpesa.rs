@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::mpesa::mask_phone;
+use crate::backend::daraja::mask_phone;
 use crate::backend::upstream::client::Pool;
 use crate::errors::ErrorKind;
 use crate::shared::Shared;
