@@ -255,8 +255,17 @@ fn redis_commands_per_admitted_and_per_refused_request() {
     for _ in 0..REFUSED {
         assert_eq!(send(&capped), 429);
     }
-    let refused = command_delta(&before, &command_table(redis.port));
-    eprintln!("commands for {REFUSED} refusals from the deny entry: {refused:?}");
+    let after = command_table(redis.port);
+    let mut refused = command_delta(&before, &after);
+    // The periodic key-directory sync (a SCAN, then one HMGET per key record: 2 here) is
+    // background traffic too, when it happens to fall in the window.
+    let synced = after.get("scan").copied().unwrap_or(0) > before.get("scan").copied().unwrap_or(0);
+    if synced && refused.get("hmget") == Some(&2) {
+        refused.remove("hmget");
+    }
+    eprintln!(
+        "commands for {REFUSED} refusals from the deny entry: {refused:?} (directory sync in the window: {synced})"
+    );
     assert!(refused.is_empty(), "{refused:?}");
 }
 

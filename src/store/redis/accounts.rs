@@ -317,7 +317,12 @@ impl RedisStore {
                         [b"HMGET", &key, b"key_id", b"account", b"kind", b"name", b"revoked", b"cap", b"cap_period"];
                     // The record lives on this master (the key routes here); ask it directly.
                     match KeyRecord::from_reply(client.call(&fields).await.map_err(unavailable)?) {
-                        Ok(record) => self.events.directory.remember(hash, record),
+                        Ok(record) => {
+                            // A record that changed while its message was lost: drop caches.
+                            if self.events.directory.remember(hash, record) {
+                                self.events.revocations.fetch_add(1, Ordering::AcqRel);
+                            }
+                        }
                         Err(StoreError::NotFound) => {}
                         Err(error) => return Err(error),
                     }

@@ -73,17 +73,25 @@ impl KeyDirectory {
     }
 
     /// Adds or updates a key. A revocation already known stays: a revoked key is never made
-    /// usable again by a late or replayed creation message.
-    pub fn remember(&self, hash: KeyHash, record: KeyRecord) {
-        let Ok(mut keys) = self.keys.write() else { return };
+    /// usable again by a late or replayed creation message. Returns whether workers may hold a
+    /// stale copy: it replaced a different record of the key (its cap changed, say), or the
+    /// directory cannot tell (full, or a capped key it did not know). A new uncapped key, or a
+    /// repeated message, returns false.
+    pub fn remember(&self, hash: KeyHash, record: KeyRecord) -> bool {
+        let Ok(mut keys) = self.keys.write() else { return true };
         if keys.len() >= KEY_DIRECTORY_MAX_KEYS && !keys.contains_key(&hash) {
             crate::log_warn_every!(
                 "the key directory is full ({KEY_DIRECTORY_MAX_KEYS} keys); newer keys are read from the store"
             );
-            return;
+            return true;
         }
         let revoked = record.revoked || keys.get(&hash).is_some_and(|known| known.revoked);
-        keys.insert(hash, KeyRecord { revoked, ..record });
+        let record = KeyRecord { revoked, ..record };
+        let capped = record.spend_cap.is_some();
+        match keys.insert(hash, record.clone()) {
+            Some(earlier) => earlier != record,
+            None => capped,
+        }
     }
 
     /// Marks the key with this id revoked (a linear walk: revocations are rare).
@@ -227,5 +235,26 @@ mod tests {
         directory.remember(a, record("key_a", KeyKind::Test, false));
         assert_eq!(directory.lookup(&a), Some(record("key_a", KeyKind::Test, true)));
         assert_eq!(directory.len(), 2);
+    }
+
+    // Goal: workers are told to drop cached records only when one may be stale: a changed
+    // record (a new cap) or a capped key the directory did not know; never for a new uncapped
+    // key or a repeated message (each drop costs every worker a store read per key).
+    #[test]
+    fn remember_says_when_cached_records_may_be_stale() {
+        let directory = KeyDirectory::default();
+        let (a, b) = ([1u8; 32], [2u8; 32]);
+        assert!(!directory.remember(a, record("key_a", KeyKind::Live, false)), "a new uncapped key");
+        assert!(!directory.remember(a, record("key_a", KeyKind::Live, false)), "the same message again");
+        let cap = crate::store::types::SpendCap {
+            limit: crate::money::Nanos(1_000),
+            period: crate::store::types::CapPeriod::Day,
+        };
+        let capped = KeyRecord { spend_cap: Some(cap), ..record("key_a", KeyKind::Live, false) };
+        assert!(directory.remember(a, capped.clone()), "the cap changed");
+        assert!(!directory.remember(a, capped.clone()), "the same cap again");
+        assert!(directory.remember(a, record("key_a", KeyKind::Live, false)), "the cap was cleared");
+        let new_capped = KeyRecord { spend_cap: Some(cap), ..record("key_b", KeyKind::Live, false) };
+        assert!(directory.remember(b, new_capped), "a capped key not known before");
     }
 }

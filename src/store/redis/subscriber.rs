@@ -120,9 +120,11 @@ fn subscribe(addr: SocketAddr, password: Option<&str>, channels: &Channels, even
                 Push::Message { channel, payload } if channel == channels.keys => {
                     match parse_creation_message(payload) {
                         Some((hash, record)) => {
-                            // A key's cap may have changed: workers drop their cached records.
-                            events.directory.remember(hash, record);
-                            events.revocations.fetch_add(1, Ordering::AcqRel);
+                            // A known key changed (its cap, say): workers drop their cached
+                            // records. A new key or a repeated message changes nothing cached.
+                            if events.directory.remember(hash, record) {
+                                events.revocations.fetch_add(1, Ordering::AcqRel);
+                            }
                         }
                         None => crate::log_warn_every!("redis subscriber {addr}: a malformed key-directory message"),
                     }
