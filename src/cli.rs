@@ -100,6 +100,7 @@ fn demo() -> ExitCode {
     let mut config = Config::demo();
     config.server.listen = "127.0.0.1:8080".parse().expect("literal address");
     config.server.admin_listen = "127.0.0.1:8081".parse().expect("literal address");
+    config.models.extend(readme_model_alias(&config.models));
     let admin_token = std::env::var(&config.server.admin_token_env)
         .ok()
         .filter(|t| !t.is_empty())
@@ -127,6 +128,17 @@ fn demo() -> ExitCode {
     wait_for_termination();
     gateway.shutdown();
     ExitCode::SUCCESS
+}
+
+/// The model the official OpenAI SDKs' README examples name (`gpt-5.5`, Python 3.57.0 and
+/// Node 7.59.0), served in the demo by the sandbox at `fikra-flash`'s prices, so those
+/// examples run unchanged with only `base_url` and `api_key` set. Demo only: a production
+/// registry lists exactly what its file says.
+const SDK_README_MODEL: &str = "gpt-5.5";
+
+fn readme_model_alias(models: &[config::ModelConfig]) -> Option<config::ModelConfig> {
+    let flash = models.iter().find(|model| model.id == "fikra-flash")?;
+    Some(config::ModelConfig { id: SDK_README_MODEL.into(), upstream_model: SDK_README_MODEL.into(), ..flash.clone() })
 }
 
 /// Creates the demo account with its signup credit and one live and one test key.
@@ -171,7 +183,8 @@ fn print_demo_banner(
 ) {
     println!(
         "\
-fikra-gateway demo is running (embedded store, every model served by the built-in sandbox).
+fikra-gateway demo is running (embedded store, every model served by the built-in sandbox;
+`gpt-5.5` too, so the OpenAI SDKs' own README examples run as they are).
 
   API base URL   http://{client}/v1
   live key       {live_key}   (bills the demo wallet: {credit} USD signup credit)
@@ -295,4 +308,22 @@ pub fn block_on<F: std::future::Future>(future: F) -> F::Output {
     let output = runtime.block_on(future);
     crate::redis::runtime_ended();
     output
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Goal: the demo also serves the model the SDK READMEs name, as the sandbox at fikra-flash's
+    // prices, and the production reference registry does not.
+    #[test]
+    fn the_demo_serves_the_sdk_readme_model() {
+        let models = config::reference_models();
+        assert!(models.iter().all(|model| model.id != SDK_README_MODEL));
+        let alias = readme_model_alias(&models).expect("fikra-flash is a reference model");
+        let flash = models.iter().find(|model| model.id == "fikra-flash").expect("listed");
+        assert_eq!(alias.id, "gpt-5.5");
+        assert_eq!(alias.upstream, flash.upstream);
+        assert_eq!((alias.input_price, alias.output_price), (flash.input_price, flash.output_price));
+    }
 }
