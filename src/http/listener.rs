@@ -121,26 +121,31 @@ pub async fn serve_listener<H: Handler + 'static>(
                     let handler = handler.clone();
                     let metrics = metrics.clone();
                     let tls = tls.clone();
-                    monoio::spawn(async move {
-                        WorkerMetrics::gauge_up(&metrics.connections_open);
-                        let connection = async {
-                            match tls {
-                                None => serve_connection(stream, Some(peer), &*handler, &limits).await,
-                                Some(acceptor) => {
-                                    // A handshake gets the head's time budget; failures just close.
-                                    let handshake = Duration::from_millis(limits.head_timeout_ms);
-                                    if let Ok(Ok(stream)) = monoio::time::timeout(handshake, acceptor.accept(stream)).await {
-                                        serve_connection(stream, Some(peer), &*handler, &limits).await;
-                                    }
+                    // Plain and TLS connections are spawned as separate tasks: one future
+                    // holding both would make every plain task as large as a TLS one.
+                    match tls {
+                        None => {
+                            let serve = async move {
+                                // A new connection holds no read buffer until its first bytes
+                                // arrive (one readiness wait per connection, not per request).
+                                let idle = Duration::from_millis(limits.keepalive_timeout_ms);
+                                if let Ok(Ok(())) = monoio::time::timeout(idle, stream.readable(false)).await {
+                                    serve_connection(stream, Some(peer), &*handler, &limits).await;
                                 }
-                            }
-                        };
-                        let served = std::panic::AssertUnwindSafe(connection);
-                        if crate::panic_guard::catch_unwind(served).await.is_err() {
-                            WorkerMetrics::add(&metrics.connection_panics, 1);
+                            };
+                            monoio::spawn(guarded_connection(metrics, serve));
                         }
-                        WorkerMetrics::gauge_down(&metrics.connections_open);
-                    });
+                        Some(acceptor) => {
+                            let serve = async move {
+                                // A handshake gets the head's time budget; failures just close.
+                                let handshake = Duration::from_millis(limits.head_timeout_ms);
+                                if let Ok(Ok(stream)) = monoio::time::timeout(handshake, acceptor.accept(stream)).await {
+                                    serve_connection(stream, Some(peer), &*handler, &limits).await;
+                                }
+                            };
+                            monoio::spawn(guarded_connection(metrics, serve));
+                        }
+                    }
                 }
                 Err(error) => {
                     // Per connection (out of file descriptors, say): rate-bounded.
@@ -157,4 +162,15 @@ pub async fn serve_listener<H: Handler + 'static>(
         monoio::time::sleep(Duration::from_millis(DRAIN_POLL_MS)).await;
     }
     lifecycle.running.fetch_sub(1, Ordering::Release);
+}
+
+/// Runs one connection's future, counted in the open-connections gauge, with a panic confined
+/// to it (counted, the connection dropped, the worker unharmed).
+async fn guarded_connection(metrics: Arc<WorkerMetrics>, connection: impl std::future::Future<Output = ()>) {
+    WorkerMetrics::gauge_up(&metrics.connections_open);
+    let served = std::panic::AssertUnwindSafe(connection);
+    if crate::panic_guard::catch_unwind(served).await.is_err() {
+        WorkerMetrics::add(&metrics.connection_panics, 1);
+    }
+    WorkerMetrics::gauge_down(&metrics.connections_open);
 }
