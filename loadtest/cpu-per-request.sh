@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# CPU time per proxied request of two gateway builds side by side (BENCH.md, "CPU time per
+# request"): utime+stime of all the gateway's threads (/proc/PID/task/*/stat) over a fixed-rate
+# open-loop run, divided by the responses. Embedded store, one worker on CPU 1; the sandbox and
+# fikra-loadgen on CPU 0; rounds interleaved A, B, A, B, ...
+# Usage: BEFORE=path/to/fikra-gateway [AFTER=target/release/fikra-gateway] [RATE=6000] [DUR=10]
+#        [ROUNDS=5] loadtest/cpu-per-request.sh   (build both with cargo build --release first)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BEFORE=${BEFORE:?the build to compare against}; AFTER=${AFTER:-$PWD/target/release/fikra-gateway}
+loadgen=$PWD/target/release/fikra-loadgen; work=$(mktemp -d)
+RATE=${RATE:-6000}; DUR=${DUR:-10}; ROUNDS=${ROUNDS:-5}
+export FIKRA_ADMIN_TOKEN=bench-admin-token
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+sp=$(free_port)
+taskset -c 0 "$AFTER" sandbox --listen 127.0.0.1:$sp --workers 1 2>/dev/null & spid=$!
+trap 'kill $spid 2>/dev/null; kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+ticks() { cat /proc/$1/task/*/stat | awk '{s+=$14+$15} END{print s}'; }
+echo '{"model":"fikra-flash","messages":[{"role":"user","content":"habari ya asubuhi"}],"max_tokens":16}' > $work/body.json
+for round in $(seq $ROUNDS); do
+ for name in before after; do
+  bin=$AFTER; [ $name = before ] && bin=$BEFORE
+  gp=$(free_port); ap=$(free_port)
+  cat > $work/g.toml <<TOML
+[server]
+listen = "127.0.0.1:$gp"
+admin_listen = "127.0.0.1:$ap"
+workers = 1
+[[upstreams]]
+name = "sbx"
+base_url = "http://127.0.0.1:$sp/v1"
+[[models]]
+id = "fikra-flash"
+upstream = "sbx"
+upstream_model = "bench/upstream-model"
+input_usd_per_million = "0.5"
+output_usd_per_million = "0.5"
+max_output_tokens = 8192
+[[account_overrides]]
+account = "bench"
+rpm = 100000000
+tpm = 100000000000
+TOML
+  taskset -c 1 $bin serve --config $work/g.toml >/dev/null 2>&1 & gpid=$!
+  for _ in $(seq 100); do curl -sf http://127.0.0.1:$ap/readyz >/dev/null && break; sleep 0.1; done
+  curl -sf -X POST http://127.0.0.1:$ap/admin/accounts -H "Authorization: Bearer bench-admin-token" -d '{"id":"bench","signup_credit_usd":"1000000"}' >/dev/null
+  key=$(curl -sf -X POST http://127.0.0.1:$ap/admin/accounts/bench/keys -H "Authorization: Bearer bench-admin-token" -d '{"kind":"live"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  lg=(taskset -c 0 "$loadgen" --threads 1 --url http://127.0.0.1:$gp/v1/chat/completions --body $work/body.json --header "Authorization: Bearer $key" --connections 64)
+  "${lg[@]}" --duration-s 2 --warmup-s 0 --rate $RATE >/dev/null
+  t0=$(ticks $gpid)
+  out=$("${lg[@]}" --duration-s $DUR --warmup-s 0 --rate $RATE)
+  t1=$(ticks $gpid)
+  n=$(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); print(r.get("responses", r.get("completed", r.get("requests", 0))))')
+  tck=$(getconf CLK_TCK)
+  echo "$round $name rate=$RATE responses=$n cpu_us_per_req=$(python3 -c "print(round(($t1-$t0)/$tck*1e6/max($n,1),2))")"
+  kill -TERM $gpid; wait $gpid 2>/dev/null || true
+ done
+done
