@@ -10,7 +10,6 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::io::{BufReader, Write};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -224,14 +223,6 @@ fn hammer(
             })
         })
         .collect()
-}
-
-fn tally(statuses: impl IntoIterator<Item = u16>) -> HashMap<u16, usize> {
-    let mut counts = HashMap::new();
-    for status in statuses {
-        *counts.entry(status).or_insert(0) += 1;
-    }
-    counts
 }
 
 // THE KEY TEST. Three nodes share one redis-server; the account's uncapped key keeps every node

@@ -22,6 +22,43 @@ rpm = 100000
 tpm = 100000000
 "#;
 
+/// Reads an account's books from the admin API over and over while requests run, asserting at
+/// every look that nothing is held beyond the balance and, when a ceiling is given, that the
+/// balance never rises above it (nothing is credited back beyond what was paid in).
+struct BooksWatcher {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<u64>,
+}
+
+impl BooksWatcher {
+    fn start(admin: std::net::SocketAddr, account: &'static str, balance_ceiling_nanos: Option<u64>) -> BooksWatcher {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let path = format!("/admin/accounts/{account}");
+            let mut observations = 0;
+            while !stopped.load(Ordering::Relaxed) {
+                let books = admin_call(admin, "GET", &path, "").json();
+                let balance = usd_to_nanos(books["balance_usd"].as_str().unwrap());
+                let held = usd_to_nanos(books["held_usd"].as_str().unwrap());
+                assert!(held <= balance, "held {held} > balance {balance}");
+                if let Some(ceiling) = balance_ceiling_nanos {
+                    assert!(balance <= ceiling, "balance {balance} above the credit {ceiling}");
+                }
+                observations += 1;
+            }
+            observations
+        });
+        BooksWatcher { stop, thread }
+    }
+
+    /// Stops watching; how many times the books were read (a failed assertion panics here).
+    fn finish(self) -> u64 {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
 /// (cost in nano-USD, outcome) of every record of the account's ledger.
 fn ledger_costs(gateway: &TestGateway, account: &str) -> Vec<(u64, String)> {
     gateway
@@ -60,21 +97,7 @@ fn concurrent_requests_never_overdraw_the_wallet() {
     let before = gateway.balance_nanos("rich");
     assert_eq!(before, credit);
 
-    let stop_watching = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (stop, admin) = (stop_watching.clone(), gateway.admin);
-        std::thread::spawn(move || {
-            let mut observations = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let account = admin_call(admin, "GET", "/admin/accounts/rich", "").json();
-                let balance = usd_to_nanos(account["balance_usd"].as_str().unwrap());
-                let held = usd_to_nanos(account["held_usd"].as_str().unwrap());
-                assert!(held <= balance, "held {held} > balance {balance}");
-                observations += 1;
-            }
-            observations
-        })
-    };
+    let watcher = BooksWatcher::start(gateway.admin, "rich", None);
 
     let api = gateway.api;
     let threads: Vec<_> = (0..200)
@@ -84,8 +107,7 @@ fn concurrent_requests_never_overdraw_the_wallet() {
         })
         .collect();
     let responses: Vec<Response> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    stop_watching.store(true, Ordering::Relaxed);
-    assert!(watcher.join().unwrap() > 0);
+    assert!(watcher.finish() > 0);
 
     let succeeded = responses.iter().filter(|r| r.status == 200).count() as u64;
     let refused = responses.iter().filter(|r| r.status == 402).count() as u64;
@@ -158,22 +180,7 @@ fn concurrent_responses(store: &str, models: &str, credit: impl Fn(u64) -> u64) 
     let key = gateway.account_with_key("rich", &usd_text(credit), "live");
     assert_eq!(gateway.balance_nanos("rich"), credit);
 
-    let stop_watching = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let (stop, admin) = (stop_watching.clone(), gateway.admin);
-        std::thread::spawn(move || {
-            let mut observations = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let account = admin_call(admin, "GET", "/admin/accounts/rich", "").json();
-                let balance = usd_to_nanos(account["balance_usd"].as_str().unwrap());
-                let held = usd_to_nanos(account["held_usd"].as_str().unwrap());
-                assert!(held <= balance, "held {held} > balance {balance}");
-                assert!(balance <= credit, "balance {balance} above the credit {credit}");
-                observations += 1;
-            }
-            observations
-        })
-    };
+    let watcher = BooksWatcher::start(gateway.admin, "rich", Some(credit));
     let api = gateway.api;
     let threads: Vec<_> = (0..200)
         .map(|n| {
@@ -183,8 +190,7 @@ fn concurrent_responses(store: &str, models: &str, credit: impl Fn(u64) -> u64) 
         })
         .collect();
     let responses: Vec<(bool, Response)> = threads.into_iter().map(|t| t.join().unwrap()).collect();
-    stop_watching.store(true, Ordering::Relaxed);
-    assert!(watcher.join().unwrap() > 0);
+    assert!(watcher.finish() > 0);
 
     let ok = |streamed: bool| responses.iter().filter(|(s, r)| *s == streamed && r.status == 200).count() as u64;
     let (unary_ok, stream_ok) = (ok(false), ok(true));

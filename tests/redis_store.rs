@@ -53,15 +53,6 @@ fn three_nodes(test: &str, extra: &str) -> Vec<GatewayProcess> {
     (0..3).map(|n| GatewayProcess::start(&format!("{test}-{n}"), &store, extra)).collect()
 }
 
-/// Status counts of `responses`.
-fn tally(statuses: impl IntoIterator<Item = u16>) -> HashMap<u16, usize> {
-    let mut counts = HashMap::new();
-    for status in statuses {
-        *counts.entry(status).or_insert(0) += 1;
-    }
-    counts
-}
-
 // Goal: an account's 30 RPM holds across three nodes: 90 requests from 9 clients spread over the
 // nodes get exactly 30 admissions (plus whatever the bucket refilled while the test ran).
 #[test]

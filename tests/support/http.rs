@@ -2,6 +2,7 @@
 //! the wire sees: connect, send one request, read one response (Content-Length or chunked),
 //! the pieces of a chat request, SSE events, keep-alive load, and the metrics text.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -185,4 +186,13 @@ pub fn metric(admin: SocketAddr, name_with_labels: &str) -> u64 {
         .lines()
         .find_map(|line| line.strip_prefix(name_with_labels).and_then(|rest| rest.trim().parse().ok()))
         .unwrap_or(0)
+}
+
+/// How many responses had each status.
+pub fn tally(statuses: impl IntoIterator<Item = u16>) -> HashMap<u16, usize> {
+    let mut counts = HashMap::new();
+    for status in statuses {
+        *counts.entry(status).or_insert(0) += 1;
+    }
+    counts
 }
