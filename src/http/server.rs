@@ -17,14 +17,13 @@
 use std::time::Duration;
 
 use monoio::buf::IoBufMut;
-
-use crate::http::future_slot::Pooled;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use monoio::time::Instant;
 
 use crate::clock::deadline_after_ms;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
+use crate::http::future_slot::Pooled;
 use crate::http::request::{BodyFraming, HeadError, Method, RequestHead, parse_head};
 use crate::http::response::{self, ErrorExtras, ResponseContext, StreamFraming};
 use crate::limits::{
@@ -390,7 +389,7 @@ where
             // In a pooled slot, so the connection task stays small while idle.
             Pooled::new(handler.handle(&request, &mut sink)).await;
         }
-        if sink.broken || Pooled::new(sink.flush()).await.is_err() || !sink.keep_alive {
+        if sink.broken || sink.flush().await.is_err() || !sink.keep_alive {
             handler.out_buffers().give_back(std::mem::take(&mut sink.out));
             return;
         }
