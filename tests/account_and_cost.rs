@@ -77,7 +77,8 @@ fn account_and_usage_bodies_are_exact(gateway: &TestGateway) {
     assert_eq!(response.status, 200, "{}", response.text());
     assert_eq!(response.header("content-type"), Some("application/json"));
     assert_client_headers(&response);
-    let key_view = |id: &str, kind: &str, name: Value| json!({"id": id, "kind": kind, "name": name, "spend_cap_usd": null, "spend_cap_period": null, "spent_usd": null});
+    // An uncapped key shows its lifetime spend and what its open requests hold.
+    let key_view = |id: &str, kind: &str, name: Value| json!({"id": id, "kind": kind, "name": name, "spend_cap_usd": null, "spend_cap_period": null, "spent_usd": "0.000000000", "held_usd": "0.000000000"});
     assert_eq!(
         response.json(),
         json!({
@@ -103,6 +104,12 @@ fn account_and_usage_bodies_are_exact(gateway: &TestGateway) {
         (&after["balance_usd"], &after["held_usd"], &after["available_usd"]),
         (&json!(left), &json!("0.000000000"), &json!(left))
     );
+    // The key that paid shows what it spent; the test key spent nothing.
+    assert_eq!(
+        (&after["key"]["spent_usd"], &after["key"]["held_usd"]),
+        (&json!(nanos_text(cost)), &json!("0.000000000"))
+    );
+    assert_eq!(get(gateway, "GET", "/v1/account", &test).json()["key"]["spent_usd"], "0.000000000");
 
     let own = get(gateway, "GET", "/v1/usage", &test);
     assert_eq!(own.status, 200);

@@ -101,10 +101,11 @@ fn a_capped_key_is_clamped_then_refused_and_the_admin_can_lift_it() {
     assert_eq!(view["key"]["spend_cap_usd"], "0.000168000");
     assert_eq!(view["key"]["spend_cap_period"], "day");
     assert_eq!(view["key"]["spent_usd"], "0.000168000");
+    // The uncapped key shows its lifetime spend: the one answer of 16,000 nano-USD.
     let view = own_account(gateway.api, &other);
     assert_eq!(
-        (&view["key"]["spend_cap_usd"], &view["key"]["spent_usd"]),
-        (&serde_json::Value::Null, &serde_json::Value::Null)
+        (&view["key"]["spend_cap_usd"], &view["key"]["spent_usd"], &view["key"]["held_usd"]),
+        (&serde_json::Value::Null, &serde_json::json!("0.000016000"), &serde_json::json!("0.000000000"))
     );
     assert_eq!(gateway.balance_nanos("shop"), 1_000_000_000 - 168_000 - 16_000);
 
@@ -113,17 +114,17 @@ fn a_capped_key_is_clamped_then_refused_and_the_admin_can_lift_it() {
     assert_eq!(gateway.chat(&capped, &metered(None)).status, 200);
     assert_eq!(own_account(gateway.api, &capped)["key"]["spent_usd"], "0.000016000");
 
-    // A lifetime cap of one answer: spend counts from when a cap of that period is set, so one
-    // more answer fits exactly, then the refusal says it never resets.
+    // A lifetime cap counts everything the key spent, capped or not: 184,000 so far, so a cap of
+    // 200,000 leaves room for exactly one more answer, then the refusal says it never resets.
     let patched = gateway.admin_json(
         "PATCH",
         &format!("/admin/keys/{key_id}"),
-        r#"{"spend_cap_usd":"0.000016","spend_cap_period":"lifetime"}"#,
+        r#"{"spend_cap_usd":"0.0002","spend_cap_period":"lifetime"}"#,
         200,
     );
     assert_eq!(
         (patched["spend_cap_usd"].as_str(), patched["spend_cap_period"].as_str()),
-        (Some("0.000016000"), Some("lifetime"))
+        (Some("0.000200000"), Some("lifetime"))
     );
     assert_eq!(gateway.chat(&capped, &metered(None)).status, 200);
     let refused = gateway.chat(&capped, &metered(None));
@@ -135,13 +136,13 @@ fn a_capped_key_is_clamped_then_refused_and_the_admin_can_lift_it() {
         "{}",
         refused.message()
     );
-    // Cleared: served again, and nothing is shown.
+    // Cleared: served again; the view shows no cap and the lifetime spend (one more answer).
     let cleared = gateway.admin_json("PATCH", &format!("/admin/keys/{key_id}"), r#"{"spend_cap_usd":null}"#, 200);
     assert_eq!(cleared["spend_cap_usd"], serde_json::Value::Null);
     assert!(wait_until(Duration::from_secs(1), || gateway.chat(&capped, &metered(None)).status == 200));
     let view = own_account(gateway.api, &capped);
     assert_eq!(view["key"]["spend_cap_period"], serde_json::Value::Null);
-    assert_eq!(view["key"]["spent_usd"], serde_json::Value::Null);
+    assert_eq!(view["key"]["spent_usd"], "0.000216000");
 }
 
 // Goal: bad cap values are refused with a 400 naming the field, and nothing is created.
@@ -244,7 +245,7 @@ fn two_hundred_concurrent_requests_across_three_nodes_never_pass_the_cap() {
         (0..3).map(|n| GatewayProcess::start(&format!("caps-{n}"), &store, &extra)).collect();
     let apis: Vec<SocketAddr> = nodes.iter().map(|node| node.api).collect();
     nodes[0].create_account("busy", "100.00");
-    let (_, uncapped) = nodes[0].create_key("busy", "live");
+    let (uncapped_id, uncapped) = nodes[0].create_key("busy", "live");
     let (capped_id, capped) = create_capped_key(&nodes[1], "busy", &usd(CAP_NANOS), "month");
     let busy_request = chat_request(&uncapped, &metered(None));
     // The uncapped key runs for the whole test: the workers see the rate and take leases.
@@ -340,4 +341,15 @@ fn two_hundred_concurrent_requests_across_three_nodes_never_pass_the_cap() {
     assert_eq!(charges.len(), busy_statuses.len() + admitted + after_lift, "one record per answer");
     let caps = redis_cli(redis.port(), &["HGET", &format!("{prefix}:{{busy}}:acct"), &format!("h:{capped_id}")]);
     assert_eq!(caps.trim(), "0", "the capped key holds nothing");
+    // Each key's lifetime spend, as its holder sees it, is its ledger records' sum: the
+    // uncapped key's (served mostly from leases) and the capped key's (its cap lifted).
+    let uncapped_spent: u64 = charges.iter().filter(|(key, _)| *key == uncapped_id).map(|(_, cost)| cost).sum();
+    assert_eq!(uncapped_spent + capped_spent, total, "the account has two keys");
+    for (api, secret, spent) in [(apis[0], &uncapped, uncapped_spent), (apis[2], &capped, capped_spent)] {
+        let view = own_account(api, secret);
+        assert_eq!(
+            (view["key"]["spent_usd"].as_str(), view["key"]["held_usd"].as_str()),
+            (Some(&*usd(spent)), Some("0.000000000"))
+        );
+    }
 }

@@ -246,7 +246,7 @@ fn an_account_slot_migrates_under_load_and_no_nano_is_lost() {
     let key = |suffix: &str| format!("{prefix}:{{{account}}}:{suffix}");
 
     // Before: an account that has used a live key, a test key, a top-up, and has one open hold,
-    // so all seven of its keys exist.
+    // so all five of its keys exist (the rate buckets are fields of the account's hash).
     block_on(store.create_account(Some(account), Nanos(SIGNUP_CREDIT), T0)).unwrap();
     assert_eq!(admit(&store, account, "r1", KeyKind::Live, 100, 100), Ok(Nanos(100_000)));
     assert_eq!(settle(&store, account, "r1", 100, 40), charged(70_000, 30_000));
@@ -254,9 +254,7 @@ fn an_account_slot_migrates_under_load_and_no_nano_is_lost() {
     assert_eq!(settle(&store, account, "t1", 10, 10), charged(0, 0));
     assert_eq!(topup(&store, account, 2_000_000_000, "ref-setup"), credited(2_999_930_000));
     assert_eq!(admit(&store, account, "r2", KeyKind::Live, 100, 100), Ok(Nanos(100_000)));
-    let all_keys = sorted(
-        ["acct", "rate:live", "rate:test", "holds", "holdexp", "ledger", "payrefs"].iter().map(|s| key(s)).collect(),
-    );
+    let all_keys = sorted(["acct", "holds", "holdexp", "ledger", "payrefs"].iter().map(|s| key(s)).collect());
     assert_eq!(keys_in_slot(source_port, slot), all_keys);
     assert_eq!(account_state(&store, account), ("trusted".into(), 2_999_930_000, 100_000));
 
@@ -271,14 +269,11 @@ fn an_account_slot_migrates_under_load_and_no_nano_is_lost() {
     assert_eq!(at_source.delta(), [3, 0, 0, 0, 0, 0, 0, 0]);
     assert_eq!(at_target.delta(), [0; 8]);
 
-    // 2. Three of the seven keys move: the rate bucket, the ledger and the payment references.
-    let moved_first = sorted(vec![key("rate:live"), key("ledger"), key("payrefs")]);
+    // 2. Three of the five keys move: the hold expiries, the ledger and the payment references.
+    let moved_first = sorted(vec![key("holdexp"), key("ledger"), key("payrefs")]);
     migrate(source_port, target_port, &moved_first);
-    assert_eq!(
-        keys_in_slot(source_port, slot),
-        sorted(vec![key("acct"), key("rate:test"), key("holds"), key("holdexp")])
-    );
-    assert_eq!((count_keys_in_slot(source_port, slot), count_keys_in_slot(target_port, slot)), (4, 3));
+    assert_eq!(keys_in_slot(source_port, slot), sorted(vec![key("acct"), key("holds")]));
+    assert_eq!((count_keys_in_slot(source_port, slot), count_keys_in_slot(target_port, slot)), (2, 3));
     let (at_source, at_target) = (NodeStats::take(source_port), NodeStats::take(target_port));
     // A single-key read of a key still at the source: served there.
     assert_eq!(account_state(&store, account), ("trusted".into(), 3_499_850_000, 100_000));
@@ -294,10 +289,10 @@ fn an_account_slot_migrates_under_load_and_no_nano_is_lost() {
     assert_eq!(admit(&store, account, "r4", KeyKind::Live, 100, 100), Err(StoreError::Unavailable));
     assert_eq!(settle(&store, account, "r3", 100, 20), Err(StoreError::Unavailable));
     assert_eq!(topup(&store, account, 300_000_000, "ref-split").map(|r| r.balance), Err(StoreError::Unavailable));
-    assert_eq!(block_on(store.peek_rates(account, KeyKind::Live, T0)), Err(StoreError::Unavailable));
-    assert!(split_calls_started.elapsed() >= std::time::Duration::from_secs(4), "each one retried for a second");
-    // The test-key bucket and the account record are both still at the source: served there.
-    // One test request of 20 tokens at T0 (unverified limits for test keys: 30 RPM, 40000 TPM).
+    assert!(split_calls_started.elapsed() >= std::time::Duration::from_secs(3), "each one retried for a second");
+    // The rate buckets are in the account record, still at the source: both kinds are served
+    // there. One test request of 20 tokens at T0 (unverified limits for test keys: 30 RPM, 40000
+    // TPM).
     assert_eq!(
         block_on(store.peek_rates(account, KeyKind::Test, T0)),
         Ok(RateSnapshot {
@@ -309,19 +304,32 @@ fn an_account_slot_migrates_under_load_and_no_nano_is_lost() {
             tokens_reset_ms: 30,
         })
     );
+    // Live (trusted: 100 RPM, 160000 TPM): r1, r2 and r3 took a request each; r1 and r2 settled
+    // at 140 and 160 tokens and r3 still holds its 200.
+    assert_eq!(
+        block_on(store.peek_rates(account, KeyKind::Live, T0)),
+        Ok(RateSnapshot {
+            requests_limit: 100,
+            requests_remaining: 97,
+            requests_reset_ms: 1_800,
+            tokens_limit: 160_000,
+            tokens_remaining: 159_500,
+            tokens_reset_ms: 188,
+        })
+    );
     assert_eq!(account_state(&store, account), ("trusted".into(), 3_499_850_000, 100_000));
-    // Source: the 4 split calls refused with TRYAGAIN (each several times), 1 FCALL_RO served,
+    // Source: the 3 split calls refused with TRYAGAIN (each several times), 2 FCALL_RO served,
     // 1 ASK (the ledger). Target: the one XREVRANGE, nothing else.
     let at_source = at_source.delta();
-    assert_eq!((at_source[0], at_source[2], at_source[4], at_source[6], at_source[7]), (0, 1, 0, 1, 0));
+    assert_eq!((at_source[0], at_source[2], at_source[4], at_source[6], at_source[7]), (0, 2, 0, 1, 0));
     assert_eq!(at_source[1] + at_source[3], at_source[5], "every refusal was a TRYAGAIN: {at_source:?}");
-    assert!(at_source[5] >= 8, "each split call was asked again: {at_source:?}");
+    assert!(at_source[5] >= 6, "each split call was asked again: {at_source:?}");
     assert_eq!(at_target.delta(), [0, 0, 0, 0, 1, 0, 0, 0]);
 
-    // 3. The other four keys move: the source has none, the slot is still open.
+    // 3. The other two keys move: the source has none, the slot is still open.
     let moved_last = keys_in_slot(source_port, slot);
     migrate(source_port, target_port, &moved_last);
-    assert_eq!((count_keys_in_slot(source_port, slot), count_keys_in_slot(target_port, slot)), (0, 7));
+    assert_eq!((count_keys_in_slot(source_port, slot), count_keys_in_slot(target_port, slot)), (0, 5));
     assert_eq!(keys_in_slot(target_port, slot), all_keys);
     let (at_source, at_target) = (NodeStats::take(source_port), NodeStats::take(target_port));
     // Every call is redirected with ASK and served by the target after ASKING.
@@ -383,9 +391,8 @@ fn an_account_slot_migrates_under_load_and_no_nano_is_lost() {
 // Goal: a settlement that arrives while its account's slot is being moved charges the customer
 // once the move is over (a resharding by `redis-cli --cluster reshard` takes milliseconds per
 // slot): the store asks again after TRYAGAIN for up to a second. The TRYAGAIN comes before any
-// key has moved: `fk_settle` names the test-key bucket `rate:test` and the ledger, which an
-// account that never used a test key or never settled does not have, and Redis counts a key
-// that does not exist as one that has moved.
+// key has moved: `fk_settle` names the ledger, which an account that never settled does not
+// have, and Redis counts a key that does not exist as one that has moved.
 #[test]
 fn a_settlement_while_the_slot_moves_charges_the_customer() {
     let cluster = RedisCluster::start();
@@ -398,8 +405,8 @@ fn a_settlement_while_the_slot_moves_charges_the_customer() {
     let source_port = cluster.servers[source].port;
     block_on(store.create_account(Some(account), Nanos(SIGNUP_CREDIT), T0)).unwrap();
     assert_eq!(admit(&store, account, "r1", KeyKind::Live, 100, 100), Ok(Nanos(100_000)));
-    // acct, rate:live, holds, holdexp: no rate:test, no ledger yet.
-    assert_eq!(count_keys_in_slot(source_port, slot), 4);
+    // acct, holds, holdexp: no ledger yet.
+    assert_eq!(count_keys_in_slot(source_port, slot), 3);
 
     open_slot(&cluster, slot, source, target);
     let tryagain_before = error_count(source_port, "TRYAGAIN");

@@ -48,6 +48,7 @@ macro_rules! on_every_store {
 on_every_store!(
     the_cap_clamps_then_refuses_exactly,
     a_new_day_starts_a_new_period_and_late_settlements_count_in_theirs,
+    a_cap_set_later_counts_what_the_key_already_spent,
     released_holds_leave_the_cap_and_spend_nothing,
     a_lifetime_cap_never_resets,
 );
@@ -150,11 +151,13 @@ fn the_cap_clamps_then_refuses_exactly(backend: Backend) {
     // The wallet paid exactly the three charges of the capped key and the other key's.
     assert_eq!(balance_and_held(&store), (1_000_000_000 - 10_000 - 10_000 - 5_500 - 55_000, 0));
     assert_eq!(spend(&store, "capped", CapPeriod::Day, T0), (25_500, 0));
-    assert_eq!(spend(&store, "other", CapPeriod::Day, T0), (0, 0));
+    // The uncapped key's spend is kept too (a cap set later counts it).
+    assert_eq!(spend(&store, "other", CapPeriod::Day, T0), (55_000, 0));
 }
 
-// Goal: the injected clock crosses midnight: the new day's spend starts at zero, and a request
-// admitted before midnight and settled after it counts in the day it was admitted in.
+// Goal: the injected clock crosses midnight: the new day's spend starts at zero, an open hold
+// counts against whichever day it is while it is open, and a charge counts in the day it
+// settles in (a request admitted before midnight and settled after it counts in the new day).
 fn a_new_day_starts_a_new_period_and_late_settlements_count_in_theirs(backend: Backend) {
     let (store, _) = backend.store();
     let connections = StoreConnections::default();
@@ -168,20 +171,52 @@ fn a_new_day_starts_a_new_period_and_late_settlements_count_in_theirs(backend: B
     assert_eq!(admitted(&store, &request("r3", "k", day, 100, midnight)), (20_000, 30));
     assert_eq!(spend(&store, "k", CapPeriod::Day, midnight), (0, 20_000));
     assert_eq!(spend(&store, "k", CapPeriod::Day, midnight - 1), (20_000, 20_000));
-    // Another key admitted a second before midnight: its open hold counts against the new day
-    // too, and its charge, settled after midnight, goes to the day it was admitted in.
+    // Another key admitted a millisecond before midnight: its open hold counts against the new
+    // day too, and its charge, settled after midnight, counts in the new day.
     assert_eq!(admitted(&store, &request("s1", "k2", day, 100, midnight - 1)), (20_000, 30));
     assert_eq!(refused(&store, &request("s2", "k2", day, 1, midnight)), (20_000, 0, 20_000, 5_500));
     assert_eq!(settle(&store, "s1", 10, 10, midnight + 5), 10_000);
-    assert_eq!(spend(&store, "k2", CapPeriod::Day, midnight - 1), (10_000, 0));
-    assert_eq!(spend(&store, "k2", CapPeriod::Day, midnight), (0, 0));
-    assert_eq!(admitted(&store, &request("s3", "k2", day, 100, midnight + 6)), (20_000, 30));
-    // The new day's charges start the new period's total; the old day's are not touched.
+    assert_eq!(spend(&store, "k2", CapPeriod::Day, midnight), (10_000, 0));
+    // 10,000 of the 20,000 are left: 5,000 input and 10 output tokens.
+    assert_eq!(admitted(&store, &request("s3", "k2", day, 100, midnight + 6)), (10_000, 10));
+    // The new day's charges add up; the month and the lifetime count both days.
     assert_eq!(settle(&store, "r3", 10, 30, midnight + 7), 20_000);
     assert_eq!(settle(&store, "s3", 10, 2, midnight + 8), 6_000);
     assert_eq!(spend(&store, "k", CapPeriod::Day, midnight), (20_000, 0));
-    assert_eq!(spend(&store, "k2", CapPeriod::Day, midnight), (6_000, 0));
-    assert_eq!(balance_and_held(&store), (1_000_000_000 - 20_000 - 10_000 - 20_000 - 6_000, 0));
+    assert_eq!(spend(&store, "k2", CapPeriod::Day, midnight), (16_000, 0));
+    assert_eq!(spend(&store, "k", CapPeriod::Lifetime, midnight), (40_000, 0));
+    let same_month = CapPeriod::Month.start_ms(midnight) == CapPeriod::Month.start_ms(T0);
+    assert_eq!(spend(&store, "k", CapPeriod::Month, midnight).0, if same_month { 40_000 } else { 20_000 });
+    assert_eq!(refused(&store, &request("r4", "k", day, 1, midnight + 9)), (20_000, 20_000, 0, 5_500));
+    // The next midnight starts at zero again.
+    assert_eq!(admitted(&store, &request("r5", "k", day, 30, midnight + DAY_MS)), (20_000, 30));
+    assert_eq!(balance_and_held(&store), (1_000_000_000 - 20_000 - 10_000 - 20_000 - 6_000, 20_000));
+}
+
+// Goal: a cap set on a key that already spent counts that spend: the key's spend is kept from
+// its first request, capped or not, in every period kind.
+fn a_cap_set_later_counts_what_the_key_already_spent(backend: Backend) {
+    let (store, _) = backend.store();
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
+    block_on(store.create_account(Some("a"), Nanos(1_000_000_000), T0)).unwrap();
+    assert_eq!(admitted(&store, &request("u1", "k", None, 30, T0)), (20_000, 30));
+    assert_eq!(settle(&store, "u1", 10, 20, T0 + 1), 15_000);
+    assert_eq!(spend(&store, "k", CapPeriod::Day, T0 + 2), (15_000, 0));
+    assert_eq!(spend(&store, "k", CapPeriod::Lifetime, T0 + 2), (15_000, 0));
+    // 20,000 a day: 5,000 left, not enough for 5,000 input and one 500 output token.
+    let day = cap(20_000, CapPeriod::Day);
+    assert_eq!(refused(&store, &request("c1", "k", day, 1, T0 + 3)), (20_000, 15_000, 0, 5_500));
+    // 20,500 a month: exactly one output token fits.
+    let month = cap(20_500, CapPeriod::Month);
+    assert_eq!(admitted(&store, &request("c2", "k", month, 100, T0 + 4)), (5_500, 1));
+    // A lifetime cap sees the open hold too.
+    let lifetime = cap(20_500 + 5_499, CapPeriod::Lifetime);
+    assert_eq!(refused(&store, &request("c3", "k", lifetime, 1, T0 + 5)), (25_999, 15_000, 5_500, 5_500));
+    assert_eq!(settle(&store, "c2", 10, 1, T0 + 6), 5_500);
+    assert_eq!(spend(&store, "k", CapPeriod::Month, T0 + 7), (20_500, 0));
+    // Another key of the account spent nothing.
+    assert_eq!(spend(&store, "k2", CapPeriod::Lifetime, T0 + 7), (0, 0));
 }
 
 // Goal: a hold released without a charge (reaped after its TTL; on Redis also voided, once) gives
@@ -210,9 +245,8 @@ fn released_holds_leave_the_cap_and_spend_nothing(backend: Backend) {
         let args = [
             "FCALL",
             "fk_void",
-            "4",
+            "3",
             &key("acct"),
-            &key("rate:live"),
             &key("holds"),
             &key("holdexp"),
             "r2",
@@ -261,4 +295,55 @@ fn a_lifetime_cap_never_resets(backend: Backend) {
     let next_year = T0 + 400 * DAY_MS;
     assert_eq!(refused(&store, &request("r2", "k", lifetime, 100, next_year)), (15_000, 10_000, 0, 5_500));
     assert_eq!(spend(&store, "k", CapPeriod::Lifetime, next_year), (10_000, 0));
+}
+
+// Goal: a gateway built for library 10 (which passed the rate-bucket hashes as two more keys)
+// calling library 11 during a rolling upgrade is refused with an error naming the mismatch, and
+// nothing of the account changes: no hold, no bucket, no held amount.
+#[test]
+fn a_call_with_the_old_key_list_is_refused_and_writes_nothing() {
+    let (store, prefix) = Backend::Redis.store();
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
+    block_on(store.create_account(Some("a"), Nanos(1_000_000_000), T0)).unwrap();
+    let port = redis_server::shared_server().port();
+    let key = |suffix: &str| format!("{prefix}:{{a}}:{suffix}");
+    let hash_before = cli(port, &["HGETALL", &key("acct")]);
+    let args = [
+        "FCALL",
+        "fk_admit",
+        "4",
+        &key("acct"),
+        &key("rate:live"),
+        &key("holds"),
+        &key("holdexp"),
+        "r1",
+        "k",
+        "l",
+        "m",
+        "10",
+        "10",
+        "0",
+        "500",
+        "500",
+        &T0.to_string(),
+        "30",
+        "40000",
+        "100",
+        "160000",
+        "600000",
+        "0",
+        "",
+        "",
+        "0",
+    ]
+    .map(String::from);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let reply = cli(port, &args);
+    assert!(reply.contains("fk_admit takes 3 keys, got 4 (a gateway of another version?)"), "{reply}");
+    assert_eq!(cli(port, &["HGETALL", &key("acct")]), hash_before);
+    for suffix in ["rate:live", "holds", "holdexp"] {
+        assert_eq!(cli(port, &["EXISTS", &key(suffix)]).trim(), "0", "{suffix}");
+    }
+    assert_eq!(balance_and_held(&store), (1_000_000_000, 0));
 }

@@ -18,8 +18,7 @@ use crate::api::trace::Trace;
 use crate::errors::{ApiError, ErrorKind};
 use crate::http::response::{self, ResponseContext};
 use crate::http::server::{Request, ResponseSink};
-use crate::money::Nanos;
-use crate::store::{AccountView, KeyRecord, StoreError, TierLimits, views};
+use crate::store::{AccountView, CapPeriod, KeyRecord, KeySpend, StoreError, TierLimits, views};
 use crate::worker::Worker;
 
 /// Which of the two views to answer.
@@ -77,18 +76,14 @@ pub async fn account<S: AsyncWriteRent>(
 async fn account_body(worker: &Worker, key: &KeyRecord) -> Result<Value, ApiError<'static>> {
     let account = worker.store().account(&key.account_id).await.map_err(store_refusal)?;
     let limits = worker.shared.config.limits.limits_for(&account.id, &account.tier, key.kind);
-    let spent = match key.spend_cap {
-        Some(cap) => Some(
-            worker
-                .store()
-                .key_spend(&key.account_id, &key.key_id, cap.period, worker.shared.clock.now_ms())
-                .await
-                .map_err(store_refusal)?
-                .spent,
-        ),
-        None => None,
-    };
-    Ok(account_json(&account, &limits, key, spent))
+    // A capped key's spend in the cap's current period; an uncapped one's over its lifetime.
+    let period = key.spend_cap.map_or(CapPeriod::Lifetime, |cap| cap.period);
+    let spend = worker
+        .store()
+        .key_spend(&key.account_id, &key.key_id, period, worker.shared.clock.now_ms())
+        .await
+        .map_err(store_refusal)?;
+    Ok(account_json(&account, &limits, key, spend))
 }
 
 async fn usage_body(worker: &Worker, key: &KeyRecord, query: &str) -> Result<Value, ApiError<'static>> {
@@ -98,8 +93,9 @@ async fn usage_body(worker: &Worker, key: &KeyRecord, query: &str) -> Result<Val
 }
 
 /// The account as its key holder sees it. The key's spend cap fields are null while it has
-/// none; `spent` is what the key spent in the cap's current period (settled charges).
-fn account_json(account: &AccountView, limits: &TierLimits, key: &KeyRecord, spent: Option<Nanos>) -> Value {
+/// none; `spend` is what the key spent (settled charges) in the cap's current period, or over
+/// its lifetime when it has no cap, and what its open requests hold.
+fn account_json(account: &AccountView, limits: &TierLimits, key: &KeyRecord, spend: KeySpend) -> Value {
     let available = account.balance.saturating_sub(account.held);
     json!({
         "object": "account",
@@ -115,7 +111,8 @@ fn account_json(account: &AccountView, limits: &TierLimits, key: &KeyRecord, spe
             "name": key.name.as_deref(),
             "spend_cap_usd": key.spend_cap.map(|cap| cap.limit.to_usd_string()),
             "spend_cap_period": key.spend_cap.map(|cap| cap.period.as_str()),
-            "spent_usd": spent.map(Nanos::to_usd_string),
+            "spent_usd": spend.spent.to_usd_string(),
+            "held_usd": spend.held.to_usd_string(),
         },
     })
 }

@@ -114,44 +114,48 @@ struct Hold {
     amount: Nanos,
     tokens_charged: u64,
     expires_at_ms: u64,
-    /// For a capped key: the cap's period and that period's start at admission (where the
-    /// settlement counts).
-    cap_period: Option<(CapPeriod, u64)>,
 }
 
-/// A capped key's spend: what its open holds hold, and per period kind (day, month, lifetime)
-/// the start of the period last charged and what was charged in it.
+/// A key's spend, kept for every key whether capped or not (so a cap set later counts what the
+/// key already spent in its period): what its open holds hold, what it spent in the day and the
+/// month it was last charged in (their starts, ms) and over its lifetime. A charge counts in
+/// the period it settles in. Test keys hold and spend nothing.
 #[derive(Default)]
 struct KeySpendState {
     held: Nanos,
-    spent: [(u64, Nanos); 3],
-}
-
-fn period_index(period: CapPeriod) -> usize {
-    match period {
-        CapPeriod::Day => 0,
-        CapPeriod::Month => 1,
-        CapPeriod::Lifetime => 2,
-    }
+    day: (u64, Nanos),
+    month: (u64, Nanos),
+    lifetime: Nanos,
 }
 
 impl KeySpendState {
+    /// Spent in the period of kind `period` starting at `start_ms`: a record of an older period
+    /// spent nothing in it; one of a newer period (the caller's clock is behind) counts whole.
     fn spent_in(&self, period: CapPeriod, start_ms: u64) -> Nanos {
-        let (at, spent) = self.spent[period_index(period)];
-        if at == start_ms && spent > Nanos::ZERO { spent } else { Nanos::ZERO }
+        let (at, spent) = match period {
+            CapPeriod::Day => self.day,
+            CapPeriod::Month => self.month,
+            CapPeriod::Lifetime => return self.lifetime,
+        };
+        if at >= start_ms { spent } else { Nanos::ZERO }
     }
 
-    /// A hold of `amount` ends (settled, released or reaped); `charged` of it counts in the
-    /// period of kind `period` that started at `start_ms` (dropped if a newer one has begun).
-    fn release(&mut self, amount: Nanos, charged: Nanos, period: CapPeriod, start_ms: u64) {
+    /// A hold of `amount` ends (settled, released or reaped).
+    fn release(&mut self, amount: Nanos) {
         debug_assert!(self.held >= amount, "a key holds {} < a hold of {amount}", self.held);
         self.held = self.held.saturating_sub(amount);
-        let slot = &mut self.spent[period_index(period)];
-        if slot.0 < start_ms || slot.1 == Nanos::ZERO {
-            *slot = (start_ms, charged);
-        } else if slot.0 == start_ms {
+    }
+
+    /// `charged` is settled at `now_ms`: it counts in that day, that month and the lifetime.
+    fn charge(&mut self, charged: Nanos, now_ms: u64) {
+        for (slot, period) in [(&mut self.day, CapPeriod::Day), (&mut self.month, CapPeriod::Month)] {
+            let start_ms = period.start_ms(now_ms);
+            if slot.0 < start_ms {
+                *slot = (start_ms, Nanos::ZERO);
+            }
             slot.1 = slot.1.saturating_add(charged);
         }
+        self.lifetime = self.lifetime.saturating_add(charged);
     }
 }
 
@@ -165,7 +169,8 @@ struct State {
     payment_references: HashSet<String>,
     /// Model ids interned for ledger records.
     models: HashSet<Arc<str>>,
-    /// Spend of capped keys by key id.
+    /// Every key's spend by key id (the map's keys are the interned ids holds and ledger
+    /// records share).
     key_spend: HashMap<Arc<str>, KeySpendState>,
     /// M-Pesa payment records (`store::payments`).
     payments: crate::store::payments::PaymentBook,
@@ -425,13 +430,13 @@ impl EmbeddedStore {
         debug_assert!(account.held.0 - held.0 == hold.0 && account.balance == balance, "a hold only adds to held");
         account.check_invariant();
         let account_id = account.id.clone();
-        let cap_period = spend_cap.map(|cap| (cap.period, cap.period.start_ms(now_ms)));
+        if !state.key_spend.contains_key(request.key_id) {
+            state.key_spend.insert(request.key_id.into(), KeySpendState::default());
+        }
+        let key_id = state.key_spend.get_key_value(request.key_id).expect("inserted above").0.clone();
+        let spend = state.key_spend.get_mut(request.key_id).expect("inserted above");
+        spend.held = spend.held.saturating_add(hold);
         if let Some(cap) = spend_cap {
-            let spend = match state.key_spend.get_mut(request.key_id) {
-                Some(spend) => spend,
-                None => state.key_spend.entry(request.key_id.into()).or_default(),
-            };
-            spend.held = spend.held.saturating_add(hold);
             // The key's spend plus its open holds stay within its cap (checked above).
             debug_assert!(
                 spend.spent_in(cap.period, cap.period.start_ms(now_ms)).saturating_add(spend.held) <= cap.limit,
@@ -445,13 +450,12 @@ impl EmbeddedStore {
             request.request_id.into(),
             Hold {
                 account_id,
-                key_id: request.key_id.into(),
+                key_id,
                 kind: request.key_kind,
                 model,
                 amount: hold,
                 tokens_charged: tokens_needed,
                 expires_at_ms: now_ms.saturating_add(HOLD_TTL_MS),
-                cap_period,
             },
         );
         Ok(Admission::Admitted(Admitted { hold, output_cap_tokens: output_cap, tokens_charged: tokens_needed, rates }))
@@ -505,10 +509,9 @@ impl EmbeddedStore {
         } else {
             buckets.tokens.take_saturating(actual_tokens - hold.tokens_charged, now_ms);
         }
-        if let Some((period, start_ms)) = hold.cap_period
-            && let Some(spend) = state.key_spend.get_mut(&*hold.key_id)
-        {
-            spend.release(hold.amount, charged, period, start_ms);
+        if let Some(spend) = state.key_spend.get_mut(&*hold.key_id) {
+            spend.release(hold.amount);
+            spend.charge(charged, now_ms);
         }
         account.record(UsageRecord {
             request_id: settlement.request_id.into(),
@@ -544,10 +547,8 @@ impl EmbeddedStore {
             state.holds.iter().filter(|(_, hold)| hold.expires_at_ms <= now_ms).map(|(id, _)| id.clone()).collect();
         for request_id in &expired {
             let Some(hold) = state.holds.remove(request_id) else { continue };
-            if let Some((period, start_ms)) = hold.cap_period
-                && let Some(spend) = state.key_spend.get_mut(&*hold.key_id)
-            {
-                spend.release(hold.amount, Nanos::ZERO, period, start_ms);
+            if let Some(spend) = state.key_spend.get_mut(&*hold.key_id) {
+                spend.release(hold.amount);
             }
             if let Some(account) = state.accounts.get_mut(&hold.account_id) {
                 debug_assert!(

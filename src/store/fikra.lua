@@ -8,15 +8,19 @@
 -- formatted with %d so no digit is lost.
 --
 -- Key layout (P = prefix, A = account id):
---   P:{A}:acct        hash   tier, balance, held (nano-USD), created_at (ms), and per-key spend
---                            caps (SPEC §10): h:KEY = what the capped key's open holds hold;
---                            s:KEY:P = "period_start spent" for period kind P (d, m, l);
---                            r:REQUEST = "KEY P period_start" for each open hold of a capped key
---                            (the period its admission was in, where its settlement counts). In
---                            the account hash, not a key of their own: a Function never declares
+--   P:{A}:acct        hash   everything an admission and a settlement read and write, so each
+--                            reads it with one HMGET and writes it with one HSET:
+--                            tier, balance, held (nano-USD), created_at (ms);
+--                            the rate buckets: rc rl ra / tc tl ta for live keys (requests,
+--                            tokens: capacity, level in 1/60000 token, updated ms) and xrc xrl
+--                            xra / xtc xtl xta for test keys;
+--                            per live key (SPEC §10, kept for every key, capped or not, so a cap
+--                            set later counts what the key already spent in its period):
+--                            h:KEY = what the key's open holds hold, s:KEY = "day_start
+--                            day_spent month_start month_spent lifetime_spent" (ms, nano-USD; a
+--                            charge counts in the period it settles in, on the gateway's
+--                            calendar). Fields, not keys of their own: a Function never declares
 --                            a key that may not exist (a slot being migrated would refuse it)
---   P:{A}:rate:live   hash   rc rl ra / tc tl ta: capacity, level in 1/60000 token, updated ms
---   P:{A}:rate:test   hash   the same for test keys
 --   P:{A}:holds       hash   request id -> "amount tokens kind in_price out_price expires key model"
 --                            (the prices as admitted, for operators reading holds: settlement
 --                            is priced by the gateway, which passes the cost);
@@ -35,8 +39,11 @@
 --                            escrow charged loss" (expires an hour after the lease's last call)
 --   a lease's escrow is a hold in P:{A}:holds under the lease id (model "lease"), reaped like any
 --   hold when its worker stops renewing it
+-- Library 10 kept the buckets in P:{A}:rate:live and P:{A}:rate:test and a capped key's spend in
+-- s:KEY:P and r:REQUEST fields; 11 reads none of them (buckets start full once, old fields stay
+-- unread).
 
-local LIBRARY_VERSION = 10
+local LIBRARY_VERSION = 11
 local UNITS = 60000
 -- Largest balance an account may hold, in nano-USD (about 9 million USD): exact in a double.
 local MAX_BALANCE = 9007199254740991
@@ -54,6 +61,17 @@ local function clock(arg)
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A call with another number of keys comes from a gateway built for another library version
+-- (library 10 passed the rate-bucket hashes as keys): refused before anything is read or written,
+-- so a fleet being upgraded fails those calls closed instead of writing to the wrong keys.
+local function refuse_arity(KEYS, expected, name)
+  if #KEYS ~= expected then
+    return redis.error_reply('ERR fikra library v' .. LIBRARY_VERSION .. ': ' .. name .. ' takes ' .. expected ..
+      ' keys, got ' .. #KEYS .. ' (a gateway of another version?)')
+  end
+  return nil
+end
+
 -- floor(a / b) for non-negative integers below 2^53, exact.
 local function div_floor(a, b)
   local q = math.floor(a / b)
@@ -68,17 +86,24 @@ local function div_ceil(a, b)
   return q
 end
 
--- A token bucket as in ratelimit.rs: capacity per minute, level in 1/60000 token.
-local function bucket_load(key, p, capacity, now)
-  local v = redis.call('HMGET', key, p .. 'c', p .. 'l', p .. 'a')
-  local b = { cap = tonumber(v[1]), level = tonumber(v[2]), at = tonumber(v[3]) }
-  if b.cap == nil then
+-- A token bucket as in ratelimit.rs: capacity per minute, level in 1/60000 token, from its
+-- three fields as read (nil: a new bucket, full).
+local function bucket_from(cap, level, at, capacity, now)
+  local b = { cap = tonumber(cap), level = tonumber(level), at = tonumber(at) }
+  if b.cap == nil or b.level == nil or b.at == nil then
     b.cap = capacity
     b.level = capacity * UNITS
     b.at = now
   end
   return b
 end
+
+-- The account-hash fields of the buckets of key kind l or t: requests then tokens, each
+-- capacity, level, updated.
+local BUCKET_FIELDS = {
+  l = { 'rc', 'rl', 'ra', 'tc', 'tl', 'ta' },
+  t = { 'xrc', 'xrl', 'xra', 'xtc', 'xtl', 'xta' },
+}
 
 local function bucket_refill(b, now)
   if now > b.at then
@@ -123,8 +148,20 @@ local function bucket_reset(b, now)
   return div_ceil(b.cap * UNITS - b.level, b.cap)
 end
 
-local function bucket_save(key, p, b)
-  redis.call('HSET', key, p .. 'c', int(b.cap), p .. 'l', int(b.level), p .. 'a', int(b.at))
+-- Appends bucket `b`'s three fields (names f[i], f[i+1], f[i+2]) to an HSET's field list.
+local function bucket_fields(out, f, i, b)
+  out[#out + 1] = f[i]
+  out[#out + 1] = int(b.cap)
+  out[#out + 1] = f[i + 1]
+  out[#out + 1] = int(b.level)
+  out[#out + 1] = f[i + 2]
+  out[#out + 1] = int(b.at)
+end
+
+-- Appends field `name` = `value` to an HSET's field list.
+local function put(out, name, value)
+  out[#out + 1] = name
+  out[#out + 1] = value
 end
 
 local function snapshot(r, t, now)
@@ -165,46 +202,56 @@ local function parse_hold(text)
   }
 end
 
--- What key `key_id` spent in the period of kind `p` starting at `start` (0 if its record is of
--- another period).
-local function cap_spent(caps, key_id, p, start)
-  local text = redis.call('HGET', caps, 's:' .. key_id .. ':' .. p)
-  if not text then return 0 end
-  local at, spent = string.match(text, '^(%d+) (%d+)$')
-  if tonumber(at) == start then return tonumber(spent) end
+-- A live key's spend record (the s:KEY field) as {day_start, day_spent, month_start,
+-- month_spent, lifetime_spent}; all 0 when it has none.
+local function spend_parse(text)
+  if text then
+    local ds, d, ms, m, l = string.match(text, '^(%d+) (%d+) (%d+) (%d+) (%d+)$')
+    if ds then return { tonumber(ds), tonumber(d), tonumber(ms), tonumber(m), tonumber(l) } end
+  end
+  return { 0, 0, 0, 0, 0 }
+end
+
+-- What the record says was spent in the period of kind `p` (d, m, l) that starts at `start`:
+-- a record of an older period spent nothing in this one; one of a newer period (this caller's
+-- clock is behind the one that settled) counts whole.
+local function spend_in(s, p, start)
+  if p == 'l' then return s[5] end
+  local at, spent = s[1], s[2]
+  if p == 'm' then at, spent = s[3], s[4] end
+  if at >= start then return spent end
   return 0
 end
 
--- Releases one hold: held goes down, the hold and its expiry entry go away, and so does the
--- key's part of it if the key is capped. Reply: the cap entry {key, p, start} or nil.
-local function release(keys, id, hold)
-  local held = tonumber(redis.call('HGET', keys.acct, 'held') or '0')
-  redis.call('HSET', keys.acct, 'held', int(math.max(held - hold.amount, 0)))
-  redis.call('HDEL', keys.holds, id)
-  redis.call('ZREM', keys.holdexp, id)
-  if not keys.caps then return nil end
-  local text = redis.call('HGET', keys.caps, 'r:' .. id)
-  if not text then return nil end
-  local key_id, p, start = string.match(text, '^(%S+) (%a) (%d+)$')
-  local key_held = tonumber(redis.call('HGET', keys.caps, 'h:' .. key_id) or '0')
-  redis.call('HSET', keys.caps, 'h:' .. key_id, int(math.max(key_held - hold.amount, 0)))
-  redis.call('HDEL', keys.caps, 'r:' .. id)
-  return { key = key_id, p = p, start = tonumber(start) }
+-- Adds a settled charge to the record, in the day and month starting at day_start and
+-- month_start (a record of an older period starts the new one at zero). Returns the field text.
+local function spend_add(s, charged, day_start, month_start)
+  if s[1] < day_start then s[1], s[2] = day_start, 0 end
+  if s[3] < month_start then s[3], s[4] = month_start, 0 end
+  s[2], s[4], s[5] = s[2] + charged, s[4] + charged, s[5] + charged
+  return table.concat({ int(s[1]), int(s[2]), int(s[3]), int(s[4]), int(s[5]) }, ' ')
 end
 
--- A settled charge counts in the period its admission was in: added to that period's spend,
--- starting it if the key's record is of an older one, dropped if a newer period has begun.
-local function cap_charge(caps, entry, charged)
-  local field = 's:' .. entry.key .. ':' .. entry.p
-  local text = redis.call('HGET', caps, field)
-  local at, spent = -1, 0
-  if text then
-    local a, b = string.match(text, '^(%d+) (%d+)$')
-    at, spent = tonumber(a), tonumber(b)
+-- Whether a hold was taken for a live key (its amount is in that key's h: field).
+local function key_holds(hold)
+  return hold.kind == 'l' and hold.key_id ~= '-'
+end
+
+-- Releases one hold off the per-request path (reaper, void): held and the key's h: field go
+-- down by its amount, the hold and its expiry entry go away.
+local function release(keys, id, hold)
+  local fields = {}
+  if key_holds(hold) then
+    local v = redis.call('HMGET', keys.acct, 'held', 'h:' .. hold.key_id)
+    put(fields, 'h:' .. hold.key_id, int(math.max(tonumber(v[2] or '0') - hold.amount, 0)))
+    put(fields, 'held', int(math.max(tonumber(v[1] or '0') - hold.amount, 0)))
+  else
+    local held = tonumber(redis.call('HGET', keys.acct, 'held') or '0')
+    put(fields, 'held', int(math.max(held - hold.amount, 0)))
   end
-  if at > entry.start then return end
-  if at < entry.start then spent = 0 end
-  redis.call('HSET', caps, field, int(entry.start) .. ' ' .. int(spent + charged))
+  redis.call('HSET', keys.acct, unpack(fields))
+  redis.call('HDEL', keys.holds, id)
+  redis.call('ZREM', keys.holdexp, id)
 end
 
 local VOIDED, RELEASED_DEAD = 'v', 'x'
@@ -219,7 +266,7 @@ local function mark(keys, id, kind, expires)
   redis.call('ZADD', keys.holdexp, int(expires), id)
 end
 
--- KEYS: acct, rate (of the key's kind), holds, holdexp
+-- KEYS: acct, holds, holdexp
 -- ARGV: request_id, key_id, kind (l|t), model, input_upper, requested_output, client_cap (0|1),
 --       in_price, out_price, now (0 = Redis TIME), u_rpm, u_tpm, t_rpm, t_tpm, hold_ttl_ms,
 --       refuse_clamp (1 = answer {5, output_cap} rather than admit with a lowered cap),
@@ -229,21 +276,28 @@ end
 --   requested, retry_ms(-1 never), rates...}; {3, limit, requested, rates...} too large;
 --   {4, balance, available, needed, rates...} insufficient; {6, cap, spent, key_held, needed,
 --   rates...} the key's cap leaves no room; {-1} no account; {-2} duplicate id
---   (a hold or a marker has this id: a voided admission refuses itself here, writing nothing).
+--   (a hold or a marker has this id: a voided admission refuses itself here, writing nothing;
+--   a refusal on the way there writes nothing either).
+-- Commands: HMGET, then on admission HSETNX (the id check, the first write), HSET, ZADD.
 local function fk_admit(KEYS, ARGV)
-  local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4], caps = KEYS[1] }
+  local refused = refuse_arity(KEYS, 3, 'fk_admit')
+  if refused then return refused end
+  local acct, holds, holdexp = KEYS[1], KEYS[2], KEYS[3]
   local id, key_id, kind, model = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
   local input, requested = tonumber(ARGV[5]), tonumber(ARGV[6])
   local client_cap = ARGV[7] == '1'
   local in_price, out_price = tonumber(ARGV[8]), tonumber(ARGV[9])
   local now = clock(ARGV[10])
-  local a = redis.call('HMGET', keys.acct, 'tier', 'balance', 'held')
+  local f = BUCKET_FIELDS[kind]
+  local key_held_field = 'h:' .. key_id
+  local a = redis.call('HMGET', acct, 'tier', 'balance', 'held', f[1], f[2], f[3], f[4], f[5], f[6],
+    key_held_field, 's:' .. key_id)
   if not a[1] then return { -1 } end
-  if redis.call('HEXISTS', keys.holds, id) == 1 then return { -2 } end
   local tier, balance, held = a[1], tonumber(a[2]), tonumber(a[3])
+  local key_held = tonumber(a[10] or '0')
   local rpm, tpm = limits_for(tier, tonumber(ARGV[11]), tonumber(ARGV[12]), tonumber(ARGV[13]), tonumber(ARGV[14]))
-  local r = bucket_load(keys.rate, 'r', rpm, now)
-  local t = bucket_load(keys.rate, 't', tpm, now)
+  local r = bucket_from(a[4], a[5], a[6], rpm, now)
+  local t = bucket_from(a[7], a[8], a[9], tpm, now)
   bucket_fit(r, rpm, now)
   bucket_fit(t, tpm, now)
 
@@ -265,8 +319,7 @@ local function fk_admit(KEYS, ARGV)
   local cap_p, cap_start = ARGV[18], tonumber(ARGV[19] or '0')
   if kind ~= 'l' then cap = nil end
   if cap then
-    local spent = cap_spent(keys.caps, key_id, cap_p, cap_start)
-    local key_held = tonumber(redis.call('HGET', keys.caps, 'h:' .. key_id) or '0')
+    local spent = spend_in(spend_parse(a[11]), cap_p, cap_start)
     local room = math.max(cap - spent - key_held, 0)
     local needed = input_cost + out_price
     if room < needed then
@@ -296,49 +349,54 @@ local function fk_admit(KEYS, ARGV)
   if wait ~= 0 then
     return append({ 2, 1, t.cap, t.cap - bucket_available(t, now), tokens, wait }, snapshot(r, t, now))
   end
-  -- 4. Everything checked: write.
+  -- 4. Everything checked: write, the hold first (it is the duplicate-id check).
   local hold = 0
   if kind == 'l' then hold = input_cost + output_cap * out_price end
+  local expires = now + tonumber(ARGV[15])
+  local text = table.concat({ int(hold), int(tokens), kind, int(in_price), int(out_price), int(expires), key_id,
+    model }, ' ')
+  if redis.call('HSETNX', holds, id, text) == 0 then return { -2 } end
   r.level = r.level - UNITS
   t.level = t.level - tokens * UNITS
-  bucket_save(keys.rate, 'r', r)
-  bucket_save(keys.rate, 't', t)
-  if hold > 0 then
-    redis.call('HSET', keys.acct, 'held', int(held + hold))
+  local fields = {}
+  bucket_fields(fields, f, 1, r)
+  bucket_fields(fields, f, 4, t)
+  if kind == 'l' then
+    put(fields, 'held', int(held + hold))
+    put(fields, key_held_field, int(key_held + hold))
   end
-  if cap then
-    local key_held = tonumber(redis.call('HGET', keys.caps, 'h:' .. key_id) or '0')
-    redis.call('HSET', keys.caps, 'h:' .. key_id, int(key_held + hold))
-    redis.call('HSET', keys.caps, 'r:' .. id, key_id .. ' ' .. cap_p .. ' ' .. int(cap_start))
-  end
-  local expires = now + tonumber(ARGV[15])
-  redis.call('HSET', keys.holds, id, table.concat({ int(hold), int(tokens), kind, int(in_price), int(out_price),
-    int(expires), key_id, model }, ' '))
-  redis.call('ZADD', keys.holdexp, int(expires), id)
+  redis.call('HSET', acct, unpack(fields))
+  redis.call('ZADD', holdexp, int(expires), id)
   return append({ 1, hold, output_cap, tokens }, snapshot(r, t, now))
 end
 
--- KEYS: acct, holds, holdexp, rate:live, rate:test, ledger
+-- KEYS: acct, holds, holdexp, ledger
 -- ARGV: request_id, prompt, completion, outcome, now, u_rpm, u_tpm, t_rpm, t_tpm (of live keys),
 --       test_rpm, test_tpm, ledger_maxlen, cached, reasoning, cost (nano-USD, priced by the
 --       gateway from the model's prices: input, cached input, output), then the tokens the
 --       TPM bucket is trued up to if the account is unverified (and for test keys), and if
---       it is trusted (tiers differ in whether cached prompt tokens count)
+--       it is trusted (tiers differ in whether cached prompt tokens count), then the start (ms,
+--       the gateway's calendar) of the day and of the month the charge counts in
 -- Reply: {1, charged, released, operator_loss}; {0} when no hold has this id (or it was voided);
 --   {2} when the hold was released because its node was presumed dead (nothing charged: an
 --   operator loss the gateway counts; the marker goes).
+-- Commands: HGET, HMGET, HSET, HDEL, ZREM, XADD.
 local function fk_settle(KEYS, ARGV)
-  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], ledger = KEYS[6], caps = KEYS[1] }
+  local refused = refuse_arity(KEYS, 4, 'fk_settle')
+  if refused then return refused end
+  local acct, holds, holdexp, ledger = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
   local id = ARGV[1]
-  local text = redis.call('HGET', keys.holds, id)
+  local text = redis.call('HGET', holds, id)
   if not text then return { 0 } end
-  local a = redis.call('HMGET', keys.acct, 'tier', 'balance')
-  if not a[1] then return { 0 } end
   local hold = parse_hold(text)
   if hold.kind == VOIDED then return { 0 } end
+  local f = BUCKET_FIELDS[hold.kind] or BUCKET_FIELDS.l
+  local a = redis.call('HMGET', acct, 'tier', 'balance', 'held', f[4], f[5], f[6], 'h:' .. hold.key_id,
+    's:' .. hold.key_id)
+  if not a[1] then return { 0 } end
   if hold.kind == RELEASED_DEAD then
-    redis.call('HDEL', keys.holds, id)
-    redis.call('ZREM', keys.holdexp, id)
+    redis.call('HDEL', holds, id)
+    redis.call('ZREM', holdexp, id)
     return { 2 }
   end
   local tokens = { tonumber(ARGV[2]), tonumber(ARGV[13]), tonumber(ARGV[3]), tonumber(ARGV[14]) }
@@ -349,15 +407,14 @@ local function fk_settle(KEYS, ARGV)
     charged = math.min(cost, hold.amount)
     loss = cost - charged
   end
-  local rate_key, rpm, tpm
+  local tpm
   if hold.kind == 'l' then
-    rate_key = KEYS[4]
-    rpm, tpm = limits_for(a[1], tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
+    local _
+    _, tpm = limits_for(a[1], tonumber(ARGV[6]), tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9]))
   else
-    rate_key = KEYS[5]
-    rpm, tpm = tonumber(ARGV[10]), tonumber(ARGV[11])
+    tpm = tonumber(ARGV[11])
   end
-  local t = bucket_load(rate_key, 't', tpm, now)
+  local t = bucket_from(a[4], a[5], a[6], tpm, now)
   bucket_fit(t, tpm, now)
   bucket_refill(t, now)
   local actual = tonumber(ARGV[16])
@@ -368,25 +425,36 @@ local function fk_settle(KEYS, ARGV)
     t.level = math.max(t.level - (actual - hold.tokens) * UNITS, 0)
   end
   -- Writes.
-  local capped = release(keys, id, hold)
-  if capped then cap_charge(keys.caps, capped, charged) end
+  local fields = {}
+  bucket_fields(fields, f, 4, t)
+  put(fields, 'held', int(math.max(tonumber(a[3]) - hold.amount, 0)))
   if charged > 0 then
-    local balance = tonumber(a[2])
-    redis.call('HSET', keys.acct, 'balance', int(math.max(balance - charged, 0)))
+    put(fields, 'balance', int(math.max(tonumber(a[2]) - charged, 0)))
   end
-  bucket_save(rate_key, 't', t)
-  record(keys.ledger, ARGV[12], id, hold.key_id, hold.model, tokens, charged, ARGV[4], now)
+  if key_holds(hold) then
+    put(fields, 'h:' .. hold.key_id, int(math.max(tonumber(a[7] or '0') - hold.amount, 0)))
+    if charged > 0 then
+      put(fields, 's:' .. hold.key_id, spend_add(spend_parse(a[8]), charged, tonumber(ARGV[18]), tonumber(ARGV[19])))
+    end
+  end
+  redis.call('HSET', acct, unpack(fields))
+  redis.call('HDEL', holds, id)
+  redis.call('ZREM', holdexp, id)
+  record(ledger, ARGV[12], id, hold.key_id, hold.model, tokens, charged, ARGV[4], now)
   return { 1, charged, hold.amount - charged, loss }
 end
 
--- KEYS: acct, rate ; ARGV: now, u_rpm, u_tpm, t_rpm, t_tpm. Reply: rates, or {-1}.
+-- KEYS: acct ; ARGV: now, u_rpm, u_tpm, t_rpm, t_tpm, kind (l|t). Reply: rates, or {-1}.
 local function fk_peek(KEYS, ARGV)
-  local tier = redis.call('HGET', KEYS[1], 'tier')
-  if not tier then return { -1 } end
+  local refused = refuse_arity(KEYS, 1, 'fk_peek')
+  if refused then return refused end
+  local f = BUCKET_FIELDS[ARGV[6]] or BUCKET_FIELDS.l
+  local a = redis.call('HMGET', KEYS[1], 'tier', f[1], f[2], f[3], f[4], f[5], f[6])
+  if not a[1] then return { -1 } end
   local now = clock(ARGV[1])
-  local rpm, tpm = limits_for(tier, tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
-  local r = bucket_load(KEYS[2], 'r', rpm, now)
-  local t = bucket_load(KEYS[2], 't', tpm, now)
+  local rpm, tpm = limits_for(a[1], tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]))
+  local r = bucket_from(a[2], a[3], a[4], rpm, now)
+  local t = bucket_from(a[5], a[6], a[7], tpm, now)
   bucket_fit(r, rpm, now)
   bucket_fit(t, tpm, now)
   return snapshot(r, t, now)
@@ -433,7 +501,7 @@ end
 -- belongs to a node that came back, and stays. Reply: {expired released, dead nodes' released}.
 local REAP_FIXED_ARGS = 5
 local function fk_reap(KEYS, ARGV)
-  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3], caps = KEYS[1] }
+  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3] }
   local now = clock(ARGV[1])
   local most = tonumber(ARGV[3])
   local hold_ttl, escrow_ttl = tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -491,12 +559,14 @@ end
 -- request token and its tokens given back to the buckets. Either way a v marker stays under
 -- the id until the hold TTL has passed, so an fk_admit of that id still on its way refuses
 -- itself. Idempotent: a second call finds the marker and does nothing.
--- KEYS: acct, rate (of the key's kind), holds, holdexp
--- ARGV: request_id, now, u_rpm, u_tpm, t_rpm, t_tpm, hold_ttl_ms
+-- KEYS: acct, holds, holdexp
+-- ARGV: request_id, now, u_rpm, u_tpm, t_rpm, t_tpm (of the admission's key kind), hold_ttl_ms
 -- Reply: {1, hold, tokens} released; {2} marker written (no hold yet); {0} already void, or
 --   released as its node's; {-1} no account (nothing written: no admission can pass either).
 local function fk_void(KEYS, ARGV)
-  local keys = { acct = KEYS[1], rate = KEYS[2], holds = KEYS[3], holdexp = KEYS[4], caps = KEYS[1] }
+  local refused = refuse_arity(KEYS, 3, 'fk_void')
+  if refused then return refused end
+  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3] }
   local id = ARGV[1]
   local now = clock(ARGV[2])
   local tier = redis.call('HGET', keys.acct, 'tier')
@@ -509,9 +579,11 @@ local function fk_void(KEYS, ARGV)
   end
   local hold = parse_hold(text)
   if is_marker(hold) then return { 0 } end
+  local f = BUCKET_FIELDS[hold.kind]
+  local v = redis.call('HMGET', keys.acct, f[1], f[2], f[3], f[4], f[5], f[6])
   local rpm, tpm = limits_for(tier, tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
-  local r = bucket_load(keys.rate, 'r', rpm, now)
-  local t = bucket_load(keys.rate, 't', tpm, now)
+  local r = bucket_from(v[1], v[2], v[3], rpm, now)
+  local t = bucket_from(v[4], v[5], v[6], tpm, now)
   bucket_fit(r, rpm, now)
   bucket_fit(t, tpm, now)
   bucket_refill(r, now)
@@ -520,8 +592,10 @@ local function fk_void(KEYS, ARGV)
   t.level = math.min(t.level + hold.tokens * UNITS, t.cap * UNITS)
   -- Writes.
   release(keys, id, hold)
-  bucket_save(keys.rate, 'r', r)
-  bucket_save(keys.rate, 't', t)
+  local fields = {}
+  bucket_fields(fields, f, 1, r)
+  bucket_fields(fields, f, 4, t)
+  redis.call('HSET', keys.acct, unpack(fields))
   mark(keys, id, VOIDED, expires)
   return { 1, hold.amount, hold.tokens }
 end
@@ -552,15 +626,17 @@ end
 -- escrow), gives back unused rate tokens, and takes new ones plus an escrow out of the wallet
 -- for the next period. Grants never exceed 1/share of what is left, so leases alone can never
 -- empty a bucket or a wallet. Idempotent per (lease, seq): a retried call changes nothing.
--- KEYS: acct, rate:live, holds, holdexp, ledger, lease
+-- KEYS: acct, holds, holdexp, ledger, lease
 -- ARGV: lease_id, seq, now, u_rpm, u_tpm, t_rpm, t_tpm, escrow_ttl_ms, ledger_maxlen,
 --       return_requests, tokens_delta (signed: returned > 0, owed < 0), want_requests,
 --       want_tokens, want_escrow (escrow to hold after this call; 0 ends the lease), share,
---       then 2 fields per usage record: the record as "request_id key_id model prompt completion
---       cost outcome", and its cost again (the gateway writes both; no field holds ' ' or ';')
+--       the starts (ms, the gateway's calendar) of the day and the month the records' charges
+--       count in (each key's s: field), then 2 fields per usage record: the record as
+--       "request_id key_id model prompt completion cost outcome cached reasoning", and its cost
+--       again (the gateway writes both; no field holds ' ' or ';')
 -- Reply: {1, granted_requests, granted_tokens, escrow, charged, loss, rates..., trusted (1|0)};
 --        {0} an older call (a newer one was applied); {-1} no account.
-local LEASE_FIXED_ARGS = 15
+local LEASE_FIXED_ARGS = 17
 -- 1 for a trusted account, else 0 (the gateway's tier policy decides what that means for TPM).
 local function tier_flag(tier)
   if tier == 'trusted' then return 1 end
@@ -568,16 +644,19 @@ local function tier_flag(tier)
 end
 local LEASE_MEMORY_MS = 3600000
 local function fk_lease(KEYS, ARGV)
-  local keys = { acct = KEYS[1], holds = KEYS[3], holdexp = KEYS[4] }
-  local rate, ledger, lease_key = KEYS[2], KEYS[5], KEYS[6]
+  local refused = refuse_arity(KEYS, 5, 'fk_lease')
+  if refused then return refused end
+  local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3] }
+  local ledger, lease_key = KEYS[4], KEYS[5]
+  local f = BUCKET_FIELDS.l
   local id, seq = ARGV[1], tonumber(ARGV[2])
   local now = clock(ARGV[3])
-  local a = redis.call('HMGET', keys.acct, 'tier', 'balance', 'held')
+  local a = redis.call('HMGET', keys.acct, 'tier', 'balance', 'held', f[1], f[2], f[3], f[4], f[5], f[6])
   if not a[1] then return { -1 } end
   local tier, balance, held = a[1], tonumber(a[2]), tonumber(a[3])
   local rpm, tpm = limits_for(tier, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
-  local r = bucket_load(rate, 'r', rpm, now)
-  local t = bucket_load(rate, 't', tpm, now)
+  local r = bucket_from(a[4], a[5], a[6], rpm, now)
+  local t = bucket_from(a[7], a[8], a[9], tpm, now)
   bucket_fit(r, rpm, now)
   bucket_fit(t, tpm, now)
   local last = redis.call('GET', lease_key)
@@ -645,10 +724,33 @@ local function fk_lease(KEYS, ARGV)
     escrow = escrow + add
   end
 
+  -- Each key's spend: what its records cost, after the loss was taken off.
+  local spent_by_key, spending_keys = {}, {}
+  for i = 1, count do
+    local key_id = string.match(lines[i], '^%S+ (%S+) ')
+    if key_id and key_id ~= '-' and costs[i] > 0 then
+      if not spent_by_key[key_id] then
+        spent_by_key[key_id] = 0
+        spending_keys[#spending_keys + 1] = key_id
+      end
+      spent_by_key[key_id] = spent_by_key[key_id] + costs[i]
+    end
+  end
+
   -- 3. Writes.
-  redis.call('HSET', keys.acct, 'balance', int(balance), 'held', int(math.max(held, 0)))
-  bucket_save(rate, 'r', r)
-  bucket_save(rate, 't', t)
+  local fields = { 'balance', int(balance), 'held', int(math.max(held, 0)) }
+  bucket_fields(fields, f, 1, r)
+  bucket_fields(fields, f, 4, t)
+  if #spending_keys > 0 then
+    local names = {}
+    for i, key_id in ipairs(spending_keys) do names[i] = 's:' .. key_id end
+    local records = redis.call('HMGET', keys.acct, unpack(names))
+    local day_start, month_start = tonumber(ARGV[16]), tonumber(ARGV[17])
+    for i, key_id in ipairs(spending_keys) do
+      put(fields, names[i], spend_add(spend_parse(records[i]), spent_by_key[key_id], day_start, month_start))
+    end
+  end
+  redis.call('HSET', keys.acct, unpack(fields))
   -- The call's usage records go into one ledger entry (one XADD per call, not per request):
   -- 'records' = "request_id key_id model prompt completion cost outcome" joined by ';'.
   if count > 0 then

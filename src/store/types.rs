@@ -229,7 +229,7 @@ pub enum Admission {
     },
 }
 
-/// What a key has spent against its cap in the current period, and holds open.
+/// What a key has spent (settled) in one period, and what its open requests hold.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct KeySpend {
     pub spent: Nanos,

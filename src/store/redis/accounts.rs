@@ -199,18 +199,13 @@ impl RedisStore {
         period: CapPeriod,
         now_ms: u64,
     ) -> Result<KeySpend, StoreError> {
-        // A key's cap fields live in the account's hash (see `fikra.lua`).
-        let caps = self.key(account_id, "acct");
-        let spent_field = format!("s:{key_id}:{}", period.letter());
+        // A key's spend and holds live in the account's hash (see `fikra.lua`).
+        let acct = self.key(account_id, "acct");
+        let spent_field = format!("s:{key_id}");
         let held_field = format!("h:{key_id}");
-        let args: [&[u8]; 4] = [b"HMGET", caps.as_bytes(), spent_field.as_bytes(), held_field.as_bytes()];
-        let fields = KeySpendFields::from_reply(self.command(connections, caps.as_bytes(), &args).await?)?;
-        let start = period.start_ms(now_ms);
-        let spent = match fields.spend {
-            Some((at, spent)) if at == start => spent,
-            _ => 0,
-        };
-        Ok(KeySpend { spent: Nanos(spent), held: Nanos(fields.held) })
+        let args: [&[u8]; 4] = [b"HMGET", acct.as_bytes(), spent_field.as_bytes(), held_field.as_bytes()];
+        let fields = KeySpendFields::from_reply(self.command(connections, acct.as_bytes(), &args).await?)?;
+        Ok(KeySpend { spent: Nanos(fields.spent_in(period, period.start_ms(now_ms))), held: Nanos(fields.held) })
     }
 
     pub async fn topup(

@@ -13,6 +13,7 @@ use super::{LEDGER_MAX_RECORDS_PER_ACCOUNT, RedisStore};
 use crate::digits::Num;
 use crate::limits::{HOLD_TTL_MS, LEASE_ESCROW_TTL_MS};
 use crate::metrics::StoreMetrics;
+use crate::store::spend_cap::CapPeriod;
 use crate::store::types::{
     Admission, AdmitRequest, KeyKind, LeaseCall, LeaseReply, RateSnapshot, Settled, Settlement, StoreError,
     TIER_TRUSTED, TIER_UNVERIFIED,
@@ -24,6 +25,11 @@ const MAX_SETTLED_TOKENS: u64 = 1_000_000_000;
 /// The largest integer a Lua number (a double) holds exactly, and the cap on any balance in
 /// `fikra.lua` (`MAX_BALANCE`): costs are sent to the functions at most this large.
 const MAX_EXACT_LUA_NANOS: u64 = (1 << 53) - 1;
+
+/// A key kind as the functions name it (`l`, `t`).
+fn kind_letter(kind: KeyKind) -> &'static [u8] {
+    if kind == KeyKind::Live { b"l" } else { b"t" }
+}
 
 impl RedisStore {
     /// The (unverified, trusted) limits for this account and key kind, as function arguments.
@@ -38,27 +44,22 @@ impl RedisStore {
         ]
     }
 
-    /// The `KEYS` of `fk_admit` and of `fk_void`, which undoes it: acct, rate (of `kind`),
-    /// holds, holdexp (a key's cap lives in the account's hash: no key of its own).
-    pub(super) fn admission_keys(&self, account: &str, kind: KeyKind) -> [String; 4] {
-        [
-            self.key(account, "acct"),
-            self.rate_key(account, kind),
-            self.key(account, "holds"),
-            self.key(account, "holdexp"),
-        ]
+    /// The `KEYS` of `fk_admit` and of `fk_void`, which undoes it: acct, holds, holdexp (the
+    /// rate buckets and a key's spend live in the account's hash: no keys of their own).
+    pub(super) fn admission_keys(&self, account: &str) -> [String; 3] {
+        [self.key(account, "acct"), self.key(account, "holds"), self.key(account, "holdexp")]
     }
 
     /// `fk_admit`.
     pub async fn admit(&self, connections: &Connections, request: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
         let account = request.account_id;
-        let [acct, rate, holds, holdexp] = self.admission_keys(account, request.key_kind);
+        let [acct, holds, holdexp] = self.admission_keys(account);
         let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, request.key_kind);
         let (input, output) = (Num::new(request.input_tokens_upper), Num::new(request.requested_output_tokens));
         let (in_price, out_price) = (Num::new(request.input_price.0), Num::new(request.output_price.0));
         let now = self.now_arg(request.now_ms);
         let ttl = Num::new(HOLD_TTL_MS);
-        let kind: &[u8] = if request.key_kind == KeyKind::Live { b"l" } else { b"t" };
+        let kind = kind_letter(request.key_kind);
         let client_cap: &[u8] = if request.client_set_output_cap { b"1" } else { b"0" };
         let refuse_clamp: &[u8] = if request.refuse_clamp { b"1" } else { b"0" };
         // The key's cap, its period kind and the period's start on the gateway's clock.
@@ -72,12 +73,11 @@ impl RedisStore {
         };
         let cap_start = Num::new(cap_start);
         let cap_arg: &[u8] = if request.spend_cap.is_some() { cap.as_bytes() } else { b"" };
-        let args: [&[u8]; 26] = [
+        let args: [&[u8]; 25] = [
             b"FCALL",
             b"fk_admit",
-            b"4",
+            b"3",
             acct.as_bytes(),
-            rate.as_bytes(),
             holds.as_bytes(),
             holdexp.as_bytes(),
             request.request_id.as_bytes(),
@@ -125,8 +125,6 @@ impl RedisStore {
         let acct = self.key(account, "acct");
         let holds = self.key(account, "holds");
         let holdexp = self.key(account, "holdexp");
-        let rate_live = self.rate_key(account, KeyKind::Live);
-        let rate_test = self.rate_key(account, KeyKind::Test);
         let ledger = self.key(account, "ledger");
         let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, KeyKind::Live);
         let test = self.policy.limits_for(account, TIER_UNVERIFIED, KeyKind::Test);
@@ -148,15 +146,16 @@ impl RedisStore {
             (rate_limited_in(TIER_UNVERIFIED), rate_limited_in(TIER_TRUSTED));
         let now = self.now_arg(settlement.now_ms);
         let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
+        // The day and month the charge counts in for the key's spend (the gateway's calendar).
+        let day_start = Num::new(CapPeriod::Day.start_ms(settlement.now_ms));
+        let month_start = Num::new(CapPeriod::Month.start_ms(settlement.now_ms));
         let args: [&[u8]; 26] = [
             b"FCALL",
             b"fk_settle",
-            b"6",
+            b"4",
             acct.as_bytes(),
             holds.as_bytes(),
             holdexp.as_bytes(),
-            rate_live.as_bytes(),
-            rate_test.as_bytes(),
             ledger.as_bytes(),
             settlement.request_id.as_bytes(),
             prompt.as_bytes(),
@@ -175,6 +174,8 @@ impl RedisStore {
             cost.as_bytes(),
             rate_limited_unverified.as_bytes(),
             rate_limited_trusted.as_bytes(),
+            day_start.as_bytes(),
+            month_start.as_bytes(),
         ];
         let settled = match SettleReply::from_reply(self.command(connections, acct.as_bytes(), &args).await?)? {
             SettleReply::Done(settled) => settled,
@@ -211,20 +212,19 @@ impl RedisStore {
         now_ms: u64,
     ) -> Result<RateSnapshot, StoreError> {
         let acct = self.key(account_id, "acct");
-        let rate = self.rate_key(account_id, kind);
         let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account_id, kind);
         let now = self.now_arg(now_ms);
         let args: [&[u8]; 10] = [
             b"FCALL_RO",
             b"fk_peek",
-            b"2",
+            b"1",
             acct.as_bytes(),
-            rate.as_bytes(),
             now.as_bytes(),
             u_rpm.as_bytes(),
             u_tpm.as_bytes(),
             t_rpm.as_bytes(),
             t_tpm.as_bytes(),
+            kind_letter(kind),
         ];
         RateSnapshot::from_reply(self.command(connections, acct.as_bytes(), &args).await?)
     }
@@ -240,7 +240,6 @@ impl RedisStore {
     pub async fn lease(&self, connections: &Connections, call: &LeaseCall) -> Result<LeaseReply, StoreError> {
         let account = &*call.account_id;
         let acct = self.key(account, "acct");
-        let rate = self.rate_key(account, KeyKind::Live);
         let holds = self.key(account, "holds");
         let holdexp = self.key(account, "holdexp");
         let ledger = self.key(account, "ledger");
@@ -256,6 +255,8 @@ impl RedisStore {
             call.want_tokens,
             call.want_escrow.0,
             call.share,
+            CapPeriod::Day.start_ms(call.now_ms),
+            CapPeriod::Month.start_ms(call.now_ms),
         ]);
         let now = self.now_arg(call.now_ms);
         let tokens_delta = call.tokens_delta.to_string();
@@ -286,8 +287,8 @@ impl RedisStore {
             ends.push(lines.len());
         }
         let mut args: Vec<&[u8]> = Vec::with_capacity(24 + 2 * call.records.len());
-        args.extend_from_slice(&[b"FCALL", b"fk_lease", b"6"]);
-        for key in [&acct, &rate, &holds, &holdexp, &ledger, &lease_key] {
+        args.extend_from_slice(&[b"FCALL", b"fk_lease", b"5"]);
+        for key in [&acct, &holds, &holdexp, &ledger, &lease_key] {
             args.push(key.as_bytes());
         }
         args.extend_from_slice(&[
@@ -306,6 +307,8 @@ impl RedisStore {
             fixed[5].as_bytes(),
             fixed[6].as_bytes(),
             fixed[7].as_bytes(),
+            fixed[8].as_bytes(),
+            fixed[9].as_bytes(),
         ]);
         let mut start = 0;
         for (end, cost) in ends.iter().zip(&costs) {

@@ -50,7 +50,7 @@ pub use replies::decode_with_every_reader;
 use crate::digits::Num;
 use crate::metrics::StoreMetrics;
 use crate::redis::Reply;
-use crate::store::types::{KeyKind, LimitPolicy, StoreError};
+use crate::store::types::{LimitPolicy, StoreError};
 use cluster::Router;
 use connections::ClientRecipe;
 
@@ -137,11 +137,6 @@ impl RedisStore {
         key.push_str("}:");
         key.push_str(suffix);
         key
-    }
-
-    /// The rate-bucket hash of this account's keys of `kind`.
-    fn rate_key(&self, account_id: &str, kind: KeyKind) -> String {
-        self.key(account_id, if kind == KeyKind::Live { "rate:live" } else { "rate:test" })
     }
 
     /// The clock argument of a function: `0` tells it to read Redis's `TIME`.

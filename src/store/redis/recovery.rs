@@ -86,18 +86,17 @@ impl RedisStore {
     /// `fk_void` for one admission.
     async fn void(&self, connections: &Connections, void: &PendingVoid) -> Result<VoidReply, StoreError> {
         let account = &*void.account_id;
-        let [acct, rate, holds, holdexp] = self.admission_keys(account, void.kind);
+        let [acct, holds, holdexp] = self.admission_keys(account);
         let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, void.kind);
         // Redis's clock; with a caller's clock (manual, in tests) the admission's own time, so
         // the buckets are given back on the clock they were taken on.
         let now = self.now_arg(void.admitted_at_ms);
         let ttl = Num::new(HOLD_TTL_MS);
-        let args: [&[u8]; 14] = [
+        let args: [&[u8]; 13] = [
             b"FCALL",
             b"fk_void",
-            b"4",
+            b"3",
             acct.as_bytes(),
-            rate.as_bytes(),
             holds.as_bytes(),
             holdexp.as_bytes(),
             void.request_id.as_bytes(),

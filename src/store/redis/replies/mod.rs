@@ -90,19 +90,40 @@ pub(crate) fn cap_of(limit: Option<&str>, period: Option<&str>) -> Option<SpendC
     Some(SpendCap { limit: Nanos(limit), period })
 }
 
-/// `HMGET P:{A}:caps s:KEY:P h:KEY`: the key's spend record and its open holds.
+/// `HMGET P:{A}:acct s:KEY h:KEY`: the key's spend record ("day_start day_spent month_start
+/// month_spent lifetime_spent", see `fikra.lua`) and what its open holds hold.
 pub(super) struct KeySpendFields {
-    pub spend: Option<(u64, u64)>,
+    /// `[day_start_ms, day_spent, month_start_ms, month_spent, lifetime_spent]`; zeros if none.
+    pub spend: [u64; 5],
     pub held: u64,
+}
+
+impl KeySpendFields {
+    /// Spent in the period of kind `period` starting at `start_ms` (the function's `spend_in`:
+    /// a record of an older period spent nothing in it, one of a newer period counts whole).
+    pub fn spent_in(&self, period: CapPeriod, start_ms: u64) -> u64 {
+        let (at, spent) = match period {
+            CapPeriod::Day => (self.spend[0], self.spend[1]),
+            CapPeriod::Month => (self.spend[2], self.spend[3]),
+            CapPeriod::Lifetime => return self.spend[4],
+        };
+        if at >= start_ms { spent } else { 0 }
+    }
 }
 
 impl FromReply for KeySpendFields {
     fn from_reply(reply: Reply) -> Result<Self, StoreError> {
         let items = array(reply)?;
-        let spend = text_at(&items, 0).and_then(|text| {
-            let (at, spent) = text.split_once(' ')?;
-            Some((at.parse().ok()?, spent.parse().ok()?))
-        });
+        let spend = text_at(&items, 0)
+            .and_then(|text| {
+                let mut numbers = text.split(' ').map(|n| n.parse::<u64>().ok());
+                let mut spend = [0u64; 5];
+                for slot in &mut spend {
+                    *slot = numbers.next()??;
+                }
+                numbers.next().is_none().then_some(spend)
+            })
+            .unwrap_or([0; 5]);
         let held = text_at(&items, 1).and_then(|t| t.parse().ok()).unwrap_or(0);
         Ok(KeySpendFields { spend, held })
     }
