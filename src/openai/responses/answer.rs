@@ -51,15 +51,15 @@ impl ResponseShape<'_> {
         }
     }
 
-    /// A stream translator on two lent buffers (`give_back_stream` returns them).
+    /// A stream translator on three lent buffers (`give_back_stream` returns them).
     pub fn start_stream(&self) -> ResponsesStream {
-        ResponsesStream::new(self.lend_buffer(), self.lend_buffer())
+        ResponsesStream::new(self.lend_buffer(), self.lend_buffer(), self.lend_buffer())
     }
 
     pub fn give_back_stream(&self, stream: ResponsesStream) {
-        let (text, items) = stream.into_buffers();
-        self.give_back(text);
-        self.give_back(items);
+        for buffer in stream.into_buffers() {
+            self.give_back(buffer);
+        }
     }
 }
 
@@ -311,17 +311,24 @@ pub fn write_unary(chat: &[u8], shape: &ResponseShape<'_>, items: &mut Vec<u8>, 
     Some(())
 }
 
-/// The function call being streamed.
-#[derive(Copy, Clone, Debug)]
+/// Most function calls a stream keeps open at once; one more closes the oldest.
+const MAX_OPEN_CALLS: usize = 16;
+/// The `calls` record tag of a call's id or name (not an arguments fragment).
+const CALL_TEXT_TAG: u8 = u8::MAX;
+
+/// A function call being streamed. Upstreams may interleave the deltas of parallel calls
+/// (index 0, 1, 0, ...), so every call stays open until text starts or the stream ends.
+#[derive(Copy, Clone, Debug, Default)]
 struct OpenCall {
     /// Its `index` in the chat chunks' `tool_calls`.
     chat_index: u64,
     output_index: u32,
-    /// Where its item starts in `items`, and where its arguments start.
-    item_start: usize,
-    arguments_start: usize,
-    /// Its call id inside `items` (the `fc_` item id is `fc_` + this).
+    /// Its call id and name: byte ranges inside `calls` (the `fc_` item id is `fc_` + the id).
     call_id: (usize, usize),
+    name: (usize, usize),
+    /// Its tag on its argument fragments in `calls`: unique among the open calls (a closed
+    /// call's records are retagged `CALL_TEXT_TAG`).
+    tag: u8,
 }
 
 /// One Responses stream being translated from chat events.
@@ -332,40 +339,48 @@ pub struct ResponsesStream {
     outputs: u32,
     /// The output index of the message whose text is streaming.
     message: Option<u32>,
-    call: Option<OpenCall>,
+    /// The open function calls, oldest (lowest output index) first: `open_calls[..open_count]`.
+    open_calls: [OpenCall; MAX_OPEN_CALLS],
+    open_count: usize,
     cut_by_length: bool,
     usage: Option<TokenUsage>,
     /// The charge the chat usage announced (`cost_usd`), carried into the terminal event.
     cost: Option<CostText>,
     /// The open message's text so far (raw JSON string content).
     text: Vec<u8>,
-    /// The finished output items, comma-separated, then the open call's item.
+    /// The finished output items, comma-separated.
     items: Vec<u8>,
+    /// The open calls' ids, names and argument fragments, as records: a tag byte (a call's tag,
+    /// or `CALL_TEXT_TAG`), the length (4 bytes, little endian), the bytes.
+    calls: Vec<u8>,
 }
 
 impl ResponsesStream {
-    /// A new stream translating into `out`, on two lent buffers.
-    pub fn new(mut text: Vec<u8>, mut items: Vec<u8>) -> ResponsesStream {
+    /// A new stream translating into `out`, on three lent buffers.
+    pub fn new(mut text: Vec<u8>, mut items: Vec<u8>, mut calls: Vec<u8>) -> ResponsesStream {
         text.clear();
         items.clear();
+        calls.clear();
         ResponsesStream {
             sequence_number: 0,
             started: false,
             finished: false,
             outputs: 0,
             message: None,
-            call: None,
+            open_calls: [OpenCall::default(); MAX_OPEN_CALLS],
+            open_count: 0,
             cut_by_length: false,
             usage: None,
             cost: None,
             text,
             items,
+            calls,
         }
     }
 
     /// The lent buffers, to give back.
-    pub fn into_buffers(self) -> (Vec<u8>, Vec<u8>) {
-        (self.text, self.items)
+    pub fn into_buffers(self) -> [Vec<u8>; 3] {
+        [self.text, self.items, self.calls]
     }
 
     /// The terminal event was written.
@@ -451,7 +466,7 @@ impl ResponsesStream {
     }
 
     fn text_delta(&mut self, shape: &ResponseShape<'_>, text: &[u8], out: &mut Vec<u8>) {
-        self.close_call(out);
+        self.close_calls(out);
         let output_index = match self.message {
             Some(index) => index,
             None => {
@@ -517,39 +532,34 @@ impl ResponsesStream {
 
     fn call_delta(&mut self, shape: &ResponseShape<'_>, call: &[u8], out: &mut Vec<u8>) {
         let chat_index = number(member(call, "index"));
-        if self.call.is_some_and(|open| open.chat_index != chat_index) {
-            self.close_call(out);
-        }
         let function = member(call, "function").unwrap_or(b"{}");
-        let open = match self.call {
-            Some(open) => open,
+        let slot = match self.open_calls[..self.open_count].iter().position(|open| open.chat_index == chat_index) {
+            Some(slot) => slot,
             None => {
                 self.close_message(shape, out);
+                if self.open_count == MAX_OPEN_CALLS {
+                    self.close_oldest_call(out);
+                }
                 let output_index = self.outputs;
                 self.outputs += 1;
-                if !self.items.is_empty() {
-                    self.items.push(b',');
-                }
-                let item_start = self.items.len();
-                let call_id = string_content(member(call, "id")).unwrap_or(b"");
-                write_call_prefix(&mut self.items, call_id, string_content(member(function, "name")).unwrap_or(b""));
-                let id_start = item_start + b"{\"type\":\"function_call\",\"id\":\"fc_".len();
-                let open = OpenCall {
-                    chat_index,
-                    output_index,
-                    item_start,
-                    arguments_start: self.items.len(),
-                    call_id: (id_start, id_start + call_id.len()),
-                };
-                self.call = Some(open);
+                let call_id = self.push_call_record(CALL_TEXT_TAG, string_content(member(call, "id")).unwrap_or(b""));
+                let name =
+                    self.push_call_record(CALL_TEXT_TAG, string_content(member(function, "name")).unwrap_or(b""));
+                let tag = (0..=MAX_OPEN_CALLS as u8)
+                    .find(|tag| self.open_calls[..self.open_count].iter().all(|open| open.tag != *tag))
+                    .unwrap_or(0);
+                let open = OpenCall { chat_index, output_index, call_id, name, tag };
+                self.open_calls[self.open_count] = open;
+                self.open_count += 1;
                 self.event(out, "response.output_item.added");
                 write_output_index(out, output_index);
                 out.extend_from_slice(b",\"item\":");
-                out.extend_from_slice(&self.items[item_start..]);
+                self.write_call_prefix_of(out, &open);
                 out.extend_from_slice(b"\",\"status\":\"in_progress\"}}\n\n");
-                open
+                self.open_count - 1
             }
         };
+        let open = self.open_calls[slot];
         let Some(fragment) = string_content(member(function, "arguments")).filter(|f| !f.is_empty()) else {
             return;
         };
@@ -558,36 +568,104 @@ impl ResponsesStream {
         out.extend_from_slice(b",\"delta\":\"");
         out.extend_from_slice(fragment);
         out.extend_from_slice(b"\"}\n\n");
-        self.items.extend_from_slice(fragment);
+        self.push_call_record(open.tag, fragment);
+    }
+
+    /// Appends one record to `calls`; returns where its bytes are.
+    fn push_call_record(&mut self, tag: u8, bytes: &[u8]) -> (usize, usize) {
+        self.calls.push(tag);
+        self.calls.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        let start = self.calls.len();
+        self.calls.extend_from_slice(bytes);
+        (start, self.calls.len())
+    }
+
+    /// Appends the arguments of the call tagged `tag` (its fragments in order) to `out`.
+    fn write_arguments(calls: &[u8], tag: u8, out: &mut Vec<u8>) {
+        let mut at = 0;
+        while let Some(header) = calls.get(at..at + 5) {
+            let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            let bytes = calls.get(at + 5..at + 5 + len).unwrap_or(b"");
+            if header[0] == tag {
+                out.extend_from_slice(bytes);
+            }
+            at += 5 + len;
+        }
+    }
+
+    fn call_text(&self, range: (usize, usize)) -> &[u8] {
+        self.calls.get(range.0..range.1).unwrap_or(b"")
+    }
+
+    /// The call's item up to the opening quote of its arguments.
+    fn write_call_prefix_of(&self, out: &mut Vec<u8>, open: &OpenCall) {
+        write_call_prefix(out, self.call_text(open.call_id), self.call_text(open.name));
     }
 
     fn write_call_address(&self, out: &mut Vec<u8>, open: &OpenCall) {
         out.extend_from_slice(b",\"item_id\":\"fc_");
-        out.extend_from_slice(self.items.get(open.call_id.0..open.call_id.1).unwrap_or(b""));
+        out.extend_from_slice(self.call_text(open.call_id));
         out.push(b'"');
         write_output_index(out, open.output_index);
     }
 
-    fn close_call(&mut self, out: &mut Vec<u8>) {
-        let Some(open) = self.call.take() else { return };
+    /// Closes every open call, in output order (their items join `items` in that order).
+    fn close_calls(&mut self, out: &mut Vec<u8>) {
+        while self.open_count > 0 {
+            self.close_oldest_call(out);
+        }
+    }
+
+    fn close_oldest_call(&mut self, out: &mut Vec<u8>) {
+        if self.open_count == 0 {
+            return;
+        }
+        let open = self.open_calls[0];
+        self.open_calls.copy_within(1..self.open_count, 0);
+        self.open_count -= 1;
         self.event(out, "response.function_call_arguments.done");
         self.write_call_address(out, &open);
         out.extend_from_slice(b",\"arguments\":\"");
-        out.extend_from_slice(self.items.get(open.arguments_start..).unwrap_or(b""));
+        Self::write_arguments(&self.calls, open.tag, out);
         out.extend_from_slice(b"\"}\n\n");
-        self.items.extend_from_slice(CALL_SUFFIX_COMPLETED);
+        if !self.items.is_empty() {
+            self.items.push(b',');
+        }
+        let item_start = self.items.len();
+        let mut item = std::mem::take(&mut self.items);
+        self.write_call_prefix_of(&mut item, &open);
+        Self::write_arguments(&self.calls, open.tag, &mut item);
+        item.extend_from_slice(CALL_SUFFIX_COMPLETED);
+        self.items = item;
         self.event(out, "response.output_item.done");
         write_output_index(out, open.output_index);
         out.extend_from_slice(b",\"item\":");
-        out.extend_from_slice(self.items.get(open.item_start..).unwrap_or(b""));
+        out.extend_from_slice(&self.items[item_start..]);
         out.extend_from_slice(b"}\n\n");
+        if self.open_count == 0 {
+            self.calls.clear();
+        } else {
+            Self::retire_tag(&mut self.calls, open.tag);
+        }
+    }
+
+    /// Marks the records of a closed call's `tag` as not arguments, so the tag can be reused.
+    fn retire_tag(calls: &mut [u8], tag: u8) {
+        let mut at = 0;
+        while let Some(header) = calls.get(at..at + 5) {
+            let len = u32::from_le_bytes([header[1], header[2], header[3], header[4]]) as usize;
+            if header[0] == tag {
+                calls[at] = CALL_TEXT_TAG;
+            }
+            at += 5 + len;
+        }
     }
 
     /// The chat stream ended well: every open output is closed, then the terminal event.
     fn finish(&mut self, shape: &ResponseShape<'_>, out: &mut Vec<u8>) {
         self.start(shape, out);
         self.close_message(shape, out);
-        self.close_call(out);
+        self.close_calls(out);
         let (kind, status) = if self.cut_by_length {
             ("response.incomplete", Status::Incomplete)
         } else {

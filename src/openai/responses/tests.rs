@@ -114,20 +114,89 @@ fn unary_translation() {
 // Goal: chat events split across calls still give one numbered sequence; an error ends it.
 #[test]
 fn stream_translation_and_error() {
-    let body = br#"{"model":"fikra-flash","input":"x","stream":true}"#;
-    let request = parse_responses_request(body).unwrap();
-    let buffers = RefCell::default();
-    let shape = shape(&request, body, &buffers);
-    let mut stream = ResponsesStream::new(Vec::new(), Vec::new());
-    let mut out = Vec::new();
-    stream.chat_events(&shape, b"data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"A\"}}]}\n\n", &mut out);
-    stream.write_error(&mut out, "upstream_unavailable", "gone");
-    let text = String::from_utf8(out).unwrap();
+    let chunk = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"A\"}}]}\n\n".to_string();
+    let (text, finished) = translate_stream(&[chunk], Some(("upstream_unavailable", "gone")));
     let numbers: Vec<&str> =
         text.match_indices("\"sequence_number\":").map(|(at, _)| &text[at + 18..at + 19]).collect();
     assert_eq!(numbers, ["0", "1", "2", "3", "4", "5"]);
     assert!(text.ends_with(
         "event: error\ndata: {\"type\":\"error\",\"sequence_number\":5,\"code\":\"upstream_unavailable\",\"message\":\"gone\",\"param\":null}\n\n"
     ));
-    assert!(stream.finished());
+    assert!(finished);
+}
+
+/// The Responses events a stream translates `chunks` (chat SSE events) into, then an error if
+/// given; and whether the stream counts as finished.
+fn translate_stream(chunks: &[String], error: Option<(&str, &str)>) -> (String, bool) {
+    let body = br#"{"model":"fikra-flash","input":"x","stream":true}"#;
+    let request = parse_responses_request(body).unwrap();
+    let buffers = RefCell::default();
+    let shape = shape(&request, body, &buffers);
+    let mut stream = ResponsesStream::new(Vec::new(), Vec::new(), Vec::new());
+    let mut out = Vec::new();
+    for chunk in chunks {
+        stream.chat_events(&shape, chunk.as_bytes(), &mut out);
+    }
+    if let Some((code, message)) = error {
+        stream.write_error(&mut out, code, message);
+    }
+    (String::from_utf8(out).unwrap(), stream.finished())
+}
+
+// Goal: parallel tool calls whose deltas the upstream interleaves (index 0, 1, 0, 1) become two
+// function calls with their own whole arguments, in output order, not four split ones; every
+// event is valid JSON and sequence numbers count up by one.
+#[test]
+fn interleaved_parallel_calls_keep_their_own_arguments() {
+    let delta =
+        |calls: &str| format!("data: {{\"choices\":[{{\"index\":0,\"delta\":{{\"tool_calls\":[{calls}]}}}}]}}\n\n");
+    let events = [
+        delta(r#"{"index":0,"id":"a","type":"function","function":{"name":"f","arguments":""}}"#),
+        delta(r#"{"index":1,"id":"b","type":"function","function":{"name":"g","arguments":"[1"}}"#),
+        delta(r#"{"index":0,"function":{"arguments":"{\"x\":"}}"#),
+        delta(r#"{"index":1,"function":{"arguments":",2"}},{"index":0,"function":{"arguments":"1}"}}"#),
+        delta(r#"{"index":1,"function":{"arguments":"]"}}"#),
+        "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\ndata: [DONE]\n\n"
+            .to_string(),
+    ];
+    let (text, finished) = translate_stream(&events, None);
+    assert!(finished);
+    let parsed: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("data: "))
+        .map(|data| serde_json::from_str(data).unwrap_or_else(|e| panic!("{e}: {data}")))
+        .collect();
+    for (n, event) in parsed.iter().enumerate() {
+        assert_eq!(event["sequence_number"], n as u64, "{event}");
+    }
+    let of_type = |kind: &str| parsed.iter().filter(|e| e["type"] == kind).cloned().collect::<Vec<_>>();
+    let added = of_type("response.output_item.added");
+    assert_eq!(added.len(), 2);
+    let done: Vec<(String, u64, String)> = of_type("response.function_call_arguments.done")
+        .iter()
+        .map(|e| {
+            (
+                e["item_id"].as_str().unwrap().to_string(),
+                e["output_index"].as_u64().unwrap(),
+                e["arguments"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(done, [("fc_a".to_string(), 0, "{\"x\":1}".to_string()), ("fc_b".to_string(), 1, "[1,2]".to_string())]);
+    let deltas: Vec<(u64, String)> = of_type("response.function_call_arguments.delta")
+        .iter()
+        .map(|e| (e["output_index"].as_u64().unwrap(), e["delta"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(deltas, [(1, "[1".into()), (0, "{\"x\":".into()), (1, ",2".into()), (0, "1}".into()), (1, "]".into())]);
+    let completed = of_type("response.completed");
+    let output = &completed[0]["response"]["output"];
+    assert_eq!(
+        *output,
+        serde_json::json!([
+            {"type":"function_call","id":"fc_a","call_id":"a","name":"f","arguments":"{\"x\":1}","status":"completed"},
+            {"type":"function_call","id":"fc_b","call_id":"b","name":"g","arguments":"[1,2]","status":"completed"},
+        ])
+    );
+    let items_done = of_type("response.output_item.done");
+    assert_eq!(items_done.iter().map(|e| e["item"].clone()).collect::<Vec<_>>(), output.as_array().unwrap().clone());
 }
