@@ -212,7 +212,7 @@ impl Gateway {
                     admin_listener,
                     handler.clone(),
                     metrics.clone(),
-                    ServerLimits::default(),
+                    server_limits,
                     stop_receiver,
                     lifecycle,
                     None,

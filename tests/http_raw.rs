@@ -71,6 +71,24 @@ fn oversized_body_gets_413() {
     assert_eq!(response.error().1, "request_too_large");
 }
 
+// Goal: `[server] max_body_bytes` bounds every listener the config serves, the admin one too:
+// a 2 KiB admin body under a 1 KiB limit gets 413 and creates nothing; a small one passes.
+#[test]
+fn the_configured_body_limit_applies_to_the_admin_listener() {
+    let gateway = TestGateway::start_config(config_with("max_body_bytes = 1024\n"));
+    let padding = "x".repeat(2048);
+    let body = format!("{{\"id\":\"padded\",\"signup_credit_usd\":\"1.00\",\"pad\":\"{padding}\"}}");
+    let request = format!(
+        "POST /admin/accounts HTTP/1.1\r\nhost: t\r\nauthorization: Bearer {ADMIN_TOKEN}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = send_one(gateway.admin, request.as_bytes());
+    assert_eq!(response.status, 413, "{}", response.text());
+    assert_eq!(response.error().1, "request_too_large");
+    gateway.admin_json("GET", "/admin/accounts/padded", "", 404);
+    gateway.admin_json("POST", "/admin/accounts", r#"{"id":"small","signup_credit_usd":"1.00"}"#, 201);
+}
+
 // Goal: a chunked body over the limit is refused with 413 as soon as a chunk size says so.
 #[test]
 fn oversized_chunked_body_gets_413() {
