@@ -5,7 +5,8 @@
 //! cancelled and unconfirmed callbacks change nothing but what the SPEC says; Daraja down at
 //! STK Push is a 502 that records nothing; a callback while Redis is stalled is answered
 //! non-2xx and credited once on the retry; C2B validation and confirmation; the source-IP
-//! allowlist. On Redis with two nodes, and the core story on the embedded store.
+//! allowlist; Daraja over real TLS (a generated CA trusted through `[payments.mpesa] ca_file`).
+//! On Redis with two nodes, and the core story on the embedded store.
 
 // Tests measure real time (the one-second resume) and stop a Redis with SIGSTOP.
 #![allow(clippy::disallowed_methods)]
@@ -51,6 +52,11 @@ fn start(extra: &str, clock: Clock) -> TestGateway {
         Gateway::start_with_payment_secrets(config_with(extra), ADMIN_TOKEN.into(), clock, secrets).expect("starts");
     let (api, admin) = (gateway.client_addr, gateway.admin_addr);
     TestGateway { gateway: Some(gateway), api, admin }
+}
+
+/// The `[store]` section of a test on `redis`, under its own key prefix.
+fn redis_store(redis: &RedisServer, prefix: &str) -> String {
+    format!("[store]\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\n", redis.url())
 }
 
 fn payments_addr(gateway: &TestGateway) -> std::net::SocketAddr {
@@ -399,4 +405,52 @@ fn stk_push_on_a_redis_cluster() {
     assert_eq!(gateway.balance_nanos("mp_cluster"), balance);
     assert_eq!(callbacks(&gateway, "credited"), 1);
     assert_eq!(callbacks(&gateway, "duplicate"), 1);
+}
+
+/// A fresh directory for one test's certificates.
+fn temp_directory(name: &str) -> std::path::PathBuf {
+    let directory = std::env::temp_dir().join(format!("fikra-daraja-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory).unwrap();
+    directory
+}
+
+/// STK Push, STK Query and OAuth over real TLS to the stand-in, whose CA the gateway trusts
+/// through `[payments.mpesa] ca_file`; the callback credits 500 KES exactly. Without `ca_file`
+/// the same push is a 502 that reaches nothing and records nothing.
+fn stk_push_over_tls(store: &str, account: &str, label: &str) {
+    let directory = temp_directory(account);
+    let (daraja, ca) = DarajaStandIn::start_tls(&directory);
+    assert!(daraja.base_url().starts_with("https://localhost:"));
+    let untrusted = start(&mpesa_section(&daraja, ""), Clock::System);
+    untrusted.create_account(account, "0");
+    let refused = stk_push(&untrusted, account, PHONE, "500");
+    assert_eq!(refused.status, 502, "{}", refused.text());
+    assert!(refused.message().contains("Daraja is unreachable"), "{}", refused.text());
+    assert_eq!(payments_list(&untrusted, account), Vec::<Value>::new());
+    assert_eq!(daraja.state.lock().unwrap().tokens_issued, 0, "no request got through the handshake");
+    drop(untrusted);
+
+    let trusted = format!("ca_file = \"{}\"\n", ca.display());
+    let gateway = start(&format!("{store}{}", mpesa_section(&daraja, &trusted)), Clock::System);
+    let (checkout, _) = pay_by_stk_push(&[&gateway], &daraja, account, label);
+    let state = daraja.state.lock().unwrap();
+    assert_eq!((state.tokens_issued, state.pushes.len(), state.queries.len()), (1, 1, 1));
+    assert_eq!(state.queries[0]["CheckoutRequestID"], checkout.as_str());
+    assert_eq!(callbacks(&gateway, "credited"), 1);
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+// Goal: Daraja over real TLS (generated CA, `ca_file`) on the embedded store.
+#[test]
+fn stk_push_over_tls_on_the_embedded_store() {
+    stk_push_over_tls("", "tls_embedded", "embedded, TLS to Daraja");
+}
+
+// Goal: Daraja over real TLS (generated CA, `ca_file`) on Redis.
+#[test]
+fn stk_push_over_tls_on_redis() {
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let store = redis_store(&redis, &unique_prefix("mpesa-tls"));
+    stk_push_over_tls(&store, "tls_redis", "redis, TLS to Daraja");
 }
