@@ -5,8 +5,7 @@
 //! cancelled and unconfirmed callbacks change nothing but what the SPEC says; Daraja down at
 //! STK Push is a 502 that records nothing; a callback while Redis is stalled is answered
 //! non-2xx and credited once on the retry; C2B validation and confirmation; the source-IP
-//! allowlist; Daraja over real TLS (a generated CA trusted through `[payments.mpesa] ca_file`).
-//! On Redis with two nodes, and the core story on the embedded store.
+//! allowlist. On Redis with two nodes, and the core story on the embedded store.
 
 // Tests measure real time (the one-second resume) and stop a Redis with SIGSTOP.
 #![allow(clippy::disallowed_methods)]
@@ -57,6 +56,17 @@ fn start(extra: &str, clock: Clock) -> TestGateway {
 /// The `[store]` section of a test on `redis`, under its own key prefix.
 fn redis_store(redis: &RedisServer, prefix: &str) -> String {
     format!("[store]\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\n", redis.url())
+}
+
+/// A Daraja stand-in, a Redis of its own and a gateway on both (key prefix from `test`),
+/// with `account` created.
+fn gateway_on_redis(test: &str, account: &str) -> (DarajaStandIn, RedisServer, TestGateway) {
+    let daraja = DarajaStandIn::start();
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let store = redis_store(&redis, &unique_prefix(test));
+    let gateway = start(&format!("{store}{}", mpesa_section(&daraja, "")), Clock::System);
+    gateway.create_account(account, "0");
+    (daraja, redis, gateway)
 }
 
 fn payments_addr(gateway: &TestGateway) -> std::net::SocketAddr {
@@ -311,12 +321,7 @@ fn stk_push_and_c2b_on_the_embedded_store() {
 // Daraja's retry after SIGCONT credits exactly once.
 #[test]
 fn callback_while_redis_is_stalled_is_credited_once_on_retry() {
-    let daraja = DarajaStandIn::start();
-    let redis = RedisServer::start(&["--appendonly", "no"]);
-    let store =
-        format!("[store]\nredis_url = \"{}\"\nkey_prefix = \"{}\"\n", redis.url(), unique_prefix("mpesa-stall"));
-    let gateway = start(&format!("{store}{}", mpesa_section(&daraja, "")), Clock::System);
-    gateway.create_account("stall", "0");
+    let (_daraja, redis, gateway) = gateway_on_redis("mpesa-stall", "stall");
     let checkout = pending_checkout(&gateway, "stall", "500");
     let body = stk_callback("29115-34620561-1", &checkout, 0, 500, "STALL00001");
     let payments = payments_addr(&gateway);
@@ -453,4 +458,73 @@ fn stk_push_over_tls_on_redis() {
     let redis = RedisServer::start(&["--appendonly", "no"]);
     let store = redis_store(&redis, &unique_prefix("mpesa-tls"));
     stk_push_over_tls(&store, "tls_redis", "redis, TLS to Daraja");
+}
+
+/// 1 KES at 130 KES per USD, rounded down to the nano-USD.
+const KES_1_NANOS: u64 = 7_692_307;
+
+/// The ids `GET /admin/accounts/{id}/payments` lists, in its order (newest first).
+fn listed_ids(gateway: &TestGateway, account: &str) -> Vec<String> {
+    payments_list(gateway, account).iter().map(|p| p["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// An account keeps exactly its newest 200 records: the 200th keeps the first; the 201st drops
+/// exactly the oldest (a pending STK Push, whose callback then credits nothing). Returns the
+/// gateway and the dropped checkout.
+fn records_are_bounded(store: &str) -> (TestGateway, String) {
+    let daraja = DarajaStandIn::start();
+    let clock = Clock::manual(1_798_756_205_000);
+    let gateway = start(&format!("{store}{}", mpesa_section(&daraja, "")), clock.clone());
+    gateway.create_account("bound", "0");
+    let checkout = pending_checkout(&gateway, "bound", "500");
+    let confirmation = "/payments/mpesa/c2b/confirmation/".to_string() + CALLBACK_TOKEN;
+    let payments = payments_addr(&gateway);
+    let trans_id = |n: u32| format!("BND{n:07}");
+    for n in 1..=199 {
+        clock.advance_ms(1);
+        accepted(&post(payments, &confirmation, &c2b_payload(&trans_id(n), "1", "bound")));
+    }
+    let mut expected: Vec<String> = (1..=199).rev().map(|n| format!("c2b:{}", trans_id(n))).collect();
+    expected.push(format!("stk:{checkout}"));
+    assert_eq!(listed_ids(&gateway, "bound"), expected, "200 records: all kept");
+    clock.advance_ms(1);
+    accepted(&post(payments, &confirmation, &c2b_payload(&trans_id(200), "1", "bound")));
+    let expected: Vec<String> = (1..=200).rev().map(|n| format!("c2b:{}", trans_id(n))).collect();
+    assert_eq!(listed_ids(&gateway, "bound"), expected, "201 records: the oldest dropped");
+    assert_eq!(gateway.balance_nanos("bound"), 200 * KES_1_NANOS);
+
+    // The dropped pending push is an unknown checkout now: accepted, counted, not credited.
+    accepted(&post(
+        payments,
+        &stk_path(CALLBACK_TOKEN),
+        &stk_callback("29115-34620561-1", &checkout, 0, 500, "BOUND00001"),
+    ));
+    assert_eq!(rejections(&gateway, "unknown_checkout"), 1);
+    assert_eq!(callbacks(&gateway, "credited"), 200);
+    assert_eq!(gateway.balance_nanos("bound"), 200 * KES_1_NANOS);
+    assert_eq!(listed_ids(&gateway, "bound").len(), 200);
+    (gateway, checkout)
+}
+
+// Goal: the embedded store keeps exactly the newest 200 records of an account.
+#[test]
+fn payment_records_are_bounded_on_the_embedded_store() {
+    records_are_bounded("");
+}
+
+// Goal: Redis keeps exactly the newest 200 records of an account (the hash itself holds 200,
+// not only the listing), and the checkout index expires after CHECKOUT_INDEX_TTL_S (7 days).
+#[test]
+fn payment_records_are_bounded_on_redis_and_the_checkout_index_expires() {
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let prefix = unique_prefix("mpesa-bound");
+    let store = redis_store(&redis, &prefix);
+    let (_gateway, checkout) = records_are_bounded(&store);
+    let port = redis.addr().port();
+    let hash = format!("{prefix}:{{bound}}:payments");
+    assert_eq!(support::redis_server::redis_cli(port, &["HLEN", &hash]).trim(), "200");
+    let index = format!("{prefix}:mpesa:checkout:{{{checkout}}}");
+    let ttl_s: u64 = support::redis_server::redis_cli(port, &["TTL", &index]).trim().parse().unwrap();
+    assert!((604_700..=604_800).contains(&ttl_s), "TTL {ttl_s} s");
+    assert_eq!(fikra_gateway::store::payments::CHECKOUT_INDEX_TTL_S, 604_800);
 }

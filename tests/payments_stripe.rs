@@ -69,6 +69,7 @@ fn card_top_ups(paying: &TestGateway, other: &TestGateway, clock: &Clock) {
     assert_eq!(refused.error().1, "insufficient_quota");
     let payments = payments_addr(paying);
     let now_s = || clock.now_ms() / 1000;
+    let first_ms = clock.now_ms();
 
     // A paid $5.00 session: credited 5 USD exactly, the tier flips, both nodes admit within 1 s.
     let paid = checkout_completed("evt_1", "cs_1", "card", 500, "usd", Some("pi_1"), "paid");
@@ -153,6 +154,27 @@ fn card_top_ups(paying: &TestGateway, other: &TestGateway, clock: &Clock) {
     assert_eq!(rejections(paying, "missing_signature"), 1);
     assert_eq!(rejections(paying, "unknown_account"), 1);
     promtool_accepts(&metrics(paying.admin));
+
+    // Each credited payment is listed once (pi_1 came three times, in two sessions), newest
+    // first, with its reference, minor units, currency and exact nano-USD; nothing else is.
+    let listing = other.admin_json("GET", "/admin/accounts/card/payments", "", 200);
+    let record = |reference: &str, session: &str, minor: u64, currency: &str, usd: &str, nanos: u64, at_ms: u64| {
+        serde_json::json!({
+            "id": format!("stripe:{reference}"), "provider": "stripe", "method": "checkout_session",
+            "account_id": "card", "reference": reference, "session_id": session, "amount_minor": minor,
+            "currency": currency, "amount_usd": usd, "amount_nanos": nanos, "status": "credited",
+            "created_at_ms": at_ms, "updated_at_ms": at_ms
+        })
+    };
+    let later_ms = first_ms + 303_000;
+    assert_eq!(
+        listing,
+        serde_json::json!({"object": "list", "data": [
+            record("pi_4", "cs_4", 130_000, "kes", "10.000000000", 10 * USD, later_ms),
+            record("cs_5", "cs_5", 50_000, "kes", "3.846153846", 3_846_153_846, later_ms),
+            record("pi_1", "cs_1", 500, "usd", "5.000000000", 5 * USD, first_ms),
+        ]})
+    );
 }
 
 /// The exposition, payment families with their series included, passes `promtool check metrics`.
@@ -230,4 +252,21 @@ fn webhook_during_a_redis_outage_is_credited_once_on_retry() {
     assert_eq!(again.json()["duplicate"], true);
     assert_eq!(gateway.balance_nanos("outage"), 25 * USD);
     assert_eq!(gateway.account("outage")["tier"], "trusted");
+    // Listed once, although it was delivered three times.
+    let listing = gateway.admin_json("GET", "/admin/accounts/outage/payments", "", 200);
+    let data = listing["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{listing}");
+    assert_eq!(
+        (&data[0]["id"], &data[0]["reference"], &data[0]["amount_minor"], &data[0]["currency"]),
+        (
+            &serde_json::json!("stripe:pi_9"),
+            &serde_json::json!("pi_9"),
+            &serde_json::json!(2_500),
+            &serde_json::json!("usd")
+        )
+    );
+    assert_eq!(
+        (&data[0]["amount_nanos"], &data[0]["status"]),
+        (&serde_json::json!(25 * USD), &serde_json::json!("credited"))
+    );
 }

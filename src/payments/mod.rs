@@ -1,10 +1,12 @@
 //! The payments listener (SPEC §11): the public endpoint payment providers call back, on its
 //! own listener and thread, with the client listener's HTTP limits and timeouts.
 //!
-//! Routes: `POST /payments/stripe/webhook` (Stripe, `stripe`), and `GET /healthz`. Every
-//! credit goes through the same idempotent top-up as the admin API (reference = the
-//! provider's payment id), which flips the tier and bumps the store's top-up generation that
-//! every worker of every node watches, so the account is admitted again within a second.
+//! Routes: `POST /payments/stripe/webhook` (Stripe, `stripe`), the M-Pesa callbacks
+//! (`/payments/mpesa/...`, `mpesa`), and `GET /healthz`. Every credit goes through the same
+//! idempotent top-up as the admin API (reference = the provider's payment id), which flips the
+//! tier and bumps the store's top-up generation that every worker of every node watches, so
+//! the account is admitted again within a second; then it is listed once among the account's
+//! payment records (`store::payments`), however often the provider delivers it.
 //!
 //! It must never credit before every check passed, never credit one payment twice, never
 //! answer 2xx for a callback it could not record (the provider must retry), and never write a
@@ -181,9 +183,32 @@ impl PaymentsHandler {
                 self.metrics().count_callback(PROVIDER, "ignored");
                 Answer::ok(json!({"received": true, "credited": false, "ignored": why}))
             }
-            stripe::EventAction::Credit { account_id, amount, reference } => {
+            stripe::EventAction::Credit { account_id, amount, reference, session_id, amount_minor, currency } => {
                 match self.credit(PROVIDER, &account_id, amount, &reference).await {
                     Credit::Done { duplicate } => {
+                        let now_ms = self.shared.clock.now_ms();
+                        let record = PaymentRecord {
+                            id: format!("stripe:{reference}"),
+                            method: "checkout_session",
+                            account_id,
+                            checkout_request_id: None,
+                            merchant_request_id: None,
+                            receipt: Some(reference),
+                            amount_kes: None,
+                            session_id,
+                            amount_minor: Some(amount_minor),
+                            currency: Some(currency.to_string()),
+                            amount,
+                            status: PaymentStatus::Credited,
+                            result_code: None,
+                            result_desc: None,
+                            phone_masked: None,
+                            created_at_ms: now_ms,
+                            updated_at_ms: now_ms,
+                        };
+                        if !self.record_credit(PROVIDER, &record).await {
+                            return retry_later();
+                        }
                         Answer::ok(json!({"received": true, "credited": !duplicate, "duplicate": duplicate}))
                     }
                     // A paid session for no account of ours: retrying never helps; the operator
@@ -246,6 +271,25 @@ impl PaymentsHandler {
                     "{name} payment {reference} could not reach the store; answered so the provider retries"
                 );
                 Credit::Retry
+            }
+        }
+    }
+
+    /// Lists a credited payment once: a record already listed under its id (the provider
+    /// delivered it again) stays as it is. False when the store did not answer: the caller
+    /// answers so the provider retries, and the retry (a duplicate credit) lists it.
+    async fn record_credit(&self, provider: PaymentProvider, record: &PaymentRecord) -> bool {
+        match self.store().add_payment(record).await {
+            Ok(_) | Err(StoreError::NotFound) => true,
+            Err(error) => {
+                self.metrics().count_callback(provider, "retry");
+                crate::log_warn!(
+                    "{} payment {} credited to account {} but not listed ({error}); answered so the provider retries",
+                    provider.label(),
+                    record.id,
+                    record.account_id
+                );
+                false
             }
         }
     }
@@ -353,12 +397,12 @@ impl PaymentsHandler {
             self.reject(MPESA, "malformed_callback");
             return accepted();
         };
-        if !result.amount_kes.as_deref().is_some_and(|amount| mpesa::amount_is(amount, &record.amount_kes)) {
+        let pending_kes = record.amount_kes.as_deref().unwrap_or_default();
+        if !result.amount_kes.as_deref().is_some_and(|amount| mpesa::amount_is(amount, pending_kes)) {
             self.reject(MPESA, "amount_mismatch");
             crate::log_warn!(
-                "mpesa checkout {checkout}: callback amount {:?} KES is not the pending {} KES; not credited",
-                result.amount_kes,
-                record.amount_kes
+                "mpesa checkout {checkout}: callback amount {:?} KES is not the pending {pending_kes} KES; not credited",
+                result.amount_kes
             );
             return accepted();
         }
@@ -437,8 +481,8 @@ impl PaymentsHandler {
             }
         };
         match self.credit(MPESA, &payment.account_id, amount, &payment.trans_id).await {
-            Credit::Done { duplicate: true } | Credit::UnknownAccount => return accepted(),
-            Credit::Done { duplicate: false } => {}
+            Credit::Done { .. } => {}
+            Credit::UnknownAccount => return accepted(),
             Credit::Retry => return retry_later(),
         }
         let now_ms = self.shared.clock.now_ms();
@@ -449,7 +493,10 @@ impl PaymentsHandler {
             checkout_request_id: None,
             merchant_request_id: None,
             receipt: Some(payment.trans_id.clone()),
-            amount_kes: payment.amount_kes.clone(),
+            amount_kes: Some(payment.amount_kes.clone()),
+            session_id: None,
+            amount_minor: None,
+            currency: None,
             amount,
             status: PaymentStatus::Credited,
             result_code: Some(0),
@@ -458,8 +505,8 @@ impl PaymentsHandler {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         };
-        if self.store().put_payment(&record).await.is_err() {
-            crate::log_warn!("mpesa C2B {} credited but not listed: the store did not answer", payment.trans_id);
+        if !self.record_credit(MPESA, &record).await {
+            return retry_later();
         }
         accepted()
     }
