@@ -3,8 +3,9 @@
 //! exactly to the nano-USD (KES at kes_per_usd = 130), flips the tier, and the account is
 //! admitted again on every node within a second; repeated, spoofed, unknown, wrong-amount,
 //! cancelled and unconfirmed callbacks change nothing but what the SPEC says; Daraja down at
-//! STK Push is a 502 that records nothing; a callback while Redis is stalled is answered
-//! non-2xx and credited once on the retry; C2B validation and confirmation; the source-IP
+//! STK Push is a 502 that records nothing; a push Daraja accepted but Redis could not record is
+//! a 503 naming its CheckoutRequestID, and its callback credits nothing; a callback while Redis
+//! is stalled is answered non-2xx and credited once on the retry; records are bounded; C2B validation and confirmation; the source-IP
 //! allowlist. On Redis with two nodes, and the core story on the embedded store.
 
 // Tests measure real time (the one-second resume) and stop a Redis with SIGSTOP.
@@ -527,4 +528,49 @@ fn payment_records_are_bounded_on_redis_and_the_checkout_index_expires() {
     let ttl_s: u64 = support::redis_server::redis_cli(port, &["TTL", &index]).trim().parse().unwrap();
     assert!((604_700..=604_800).contains(&ttl_s), "TTL {ttl_s} s");
     assert_eq!(fikra_gateway::store::payments::CHECKOUT_INDEX_TTL_S, 604_800);
+}
+
+// Goal: Daraja accepted the STK Push, then Redis stopped answering before the pending record
+// was written (the stand-in stops it as it accepts the push): the admin caller gets a 503 that
+// says the push was sent but not recorded and names the CheckoutRequestID; the later callback
+// for that checkout is accepted, counted `unknown_checkout` and credits nothing.
+#[test]
+fn a_push_sent_but_not_recorded_is_a_clear_503_and_its_callback_credits_nothing() {
+    let (daraja, redis, gateway) = gateway_on_redis("mpesa-unrecorded", "unrecorded");
+    let pid = redis.pid();
+    daraja.on_next_push(move || unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    });
+    let answer = stk_push(&gateway, "unrecorded", PHONE, "500");
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let checkout = "ws_CO_191220191020363925001";
+    assert_eq!(daraja.state.lock().unwrap().pushes.len(), 1, "Daraja got the push");
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    let message = format!(
+        "The STK Push was sent (Daraja accepted it, CheckoutRequestID {checkout}) but the store did not record it: its callback will not credit the account. Do not send it again blindly; if the customer pays, credit the receipt by hand (POST /admin/accounts/unrecorded/topups)."
+    );
+    assert_eq!(
+        answer.json(),
+        json!({"error": {"message": message, "type": "api_error", "param": null, "code": "service_unavailable", "checkout_request_id": checkout}})
+    );
+
+    // Daraja's callback, retried until the store answers again: accepted, never credited.
+    let body = stk_callback("29115-34620561-1", checkout, 0, 500, "UNREC00001");
+    let payments = payments_addr(&gateway);
+    let answered = wait_for(Duration::from_secs(10), || {
+        let answer = post(payments, &stk_path(CALLBACK_TOKEN), &body);
+        (answer.status == 200).then_some(answer)
+    })
+    .expect("answered once Redis answers again");
+    accepted(&answered);
+    // The admin thread's own connection comes back too (its reconnect may lag the listener's).
+    wait_for(Duration::from_secs(10), || {
+        (gateway.admin_call("GET", "/admin/accounts/unrecorded", "").status == 200).then_some(())
+    })
+    .expect("the admin listener reaches Redis again");
+    assert_eq!(rejections(&gateway, "unknown_checkout"), 1);
+    assert_eq!(callbacks(&gateway, "credited"), 0);
+    assert_eq!(gateway.balance_nanos("unrecorded"), 0);
+    assert_eq!(payments_list(&gateway, "unrecorded"), Vec::<Value>::new());
+    assert_eq!(daraja.state.lock().unwrap().queries.len(), 0, "nothing to confirm");
 }

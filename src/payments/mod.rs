@@ -359,6 +359,11 @@ impl PaymentsHandler {
             }
             Err(_) => {
                 self.reject(MPESA, "unknown_checkout");
+                crate::log_warn!(
+                    "mpesa checkout {checkout} (ResultCode {}, receipt {}) is no payment of ours: never recorded (a push the store failed to record), expired or dropped; not credited",
+                    result.result_code,
+                    result.receipt.as_deref().unwrap_or("none")
+                );
                 return accepted();
             }
         };
