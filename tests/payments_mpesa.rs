@@ -5,7 +5,8 @@
 //! cancelled and unconfirmed callbacks change nothing but what the SPEC says; Daraja down at
 //! STK Push is a 502 that records nothing; a push Daraja accepted but Redis could not record is
 //! a 503 naming its CheckoutRequestID, and its callback credits nothing; a callback while Redis
-//! is stalled is answered non-2xx and credited once on the retry; records are bounded; C2B validation and confirmation; the source-IP
+//! is stalled is answered non-2xx and credited once on the retry; records are bounded; C2B
+//! validation and confirmation (only for the configured BusinessShortCode); the source-IP
 //! allowlist. On Redis with two nodes, and the core story on the embedded store.
 
 // Tests measure real time (the one-second resume) and stop a Redis with SIGSTOP.
@@ -268,6 +269,19 @@ fn the_rest(gateway: &TestGateway, daraja: &DarajaStandIn, account: &str, checko
     // A confirmation for no account (validation off at Safaricom): accepted (the money has
     // moved; retrying cannot help), counted and logged, nothing credited.
     accepted(&post(payments, &confirmation, &c2b_payload("RKTQDM7W6U", "1300.00", "nobody")));
+    assert_eq!(rejections(gateway, "unknown_account"), 2);
+    assert_eq!(gateway.balance_nanos(account), balance + 10 * USD);
+    // A payment to another paybill (its BusinessShortCode is not ours), or naming none: the
+    // validation rejects it; the confirmation is accepted (Daraja stops), counted
+    // `wrong_shortcode`, and credits and lists nothing.
+    let elsewhere = c2b_payload_to("600000", "RKTQDM7W6V", "1300.00", account);
+    let unnamed = c2b_payload("RKTQDM7W6W", "1300.00", account).replace(&format!("\"{SHORTCODE}\""), "null");
+    for payload in [&elsewhere, &unnamed] {
+        let validated = post(payments, &validation, payload);
+        assert_eq!(validated.json(), json!({"ResultCode": "C2B00012", "ResultDesc": "Rejected"}));
+        accepted(&post(payments, &confirmation, payload));
+    }
+    assert_eq!(rejections(gateway, "wrong_shortcode"), 4);
     assert_eq!(rejections(gateway, "unknown_account"), 2);
     assert_eq!(gateway.balance_nanos(account), balance + 10 * USD);
 

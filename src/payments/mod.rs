@@ -456,6 +456,9 @@ impl PaymentsHandler {
             self.reject(MPESA, "malformed_callback");
             return rejected();
         };
+        if !self.our_shortcode(&payment) {
+            return rejected();
+        }
         match self.store().account(&payment.account_id).await {
             Ok(_) => {
                 self.metrics().count_callback(MPESA, "ignored");
@@ -478,6 +481,9 @@ impl PaymentsHandler {
             self.reject(MPESA, "malformed_callback");
             return Answer::error(ErrorKind::InvalidJson, None, "Not a Daraja C2B confirmation.");
         };
+        if !self.our_shortcode(&payment) {
+            return accepted();
+        }
         let amount = match self.shared.config.billing.kes_per_usd.to_nanos(&payment.amount_kes) {
             Ok(amount) if amount > Nanos::ZERO => amount,
             _ => {
@@ -514,6 +520,23 @@ impl PaymentsHandler {
             return retry_later();
         }
         accepted()
+    }
+
+    /// Whether a C2B payment is to the configured `shortcode` (a payment to another paybill
+    /// is not ours to credit, whatever it names); counted and logged when not.
+    fn our_shortcode(&self, payment: &mpesa::C2bPayment) -> bool {
+        let ours = self.shared.config.payments.as_ref().and_then(|p| p.mpesa.as_ref()).map(|m| m.shortcode.as_str());
+        if ours.is_some() && payment.shortcode.as_deref() == ours {
+            return true;
+        }
+        self.reject(MPESA, "wrong_shortcode");
+        crate::log_warn!(
+            "mpesa C2B {} is for shortcode {}, not {}; not credited",
+            payment.trans_id,
+            payment.shortcode.as_deref().unwrap_or("(none)"),
+            ours.unwrap_or("(none)")
+        );
+        false
     }
 }
 
