@@ -265,6 +265,13 @@ fn the_rest(gateway: &TestGateway, daraja: &DarajaStandIn, account: &str, checko
     assert_eq!(gateway.balance_nanos(account), balance + 10 * USD);
     accepted(&post(payments, &confirmation, &c2b_payload("RKTQDM7W6S", "1300.00", account)));
     assert_eq!(gateway.balance_nanos(account), balance + 10 * USD);
+    // A C2B TransID that is the STK receipt credited above, for another account: one credit
+    // per receipt, so nothing is credited or listed there.
+    let other = format!("{account}_2");
+    gateway.create_account(&other, "0");
+    accepted(&post(payments, &confirmation, &c2b_payload("NLJ7RT61SV", "500", &other)));
+    assert_eq!(gateway.balance_nanos(&other), 0);
+    assert_eq!(payments_list(gateway, &other), Vec::<Value>::new());
     assert_eq!(post(payments, &confirmation.replace(CALLBACK_TOKEN, "guess"), "{}").status, 404);
     // A confirmation for no account (validation off at Safaricom): accepted (the money has
     // moved; retrying cannot help), counted and logged, nothing credited.
@@ -301,7 +308,7 @@ fn the_rest(gateway: &TestGateway, daraja: &DarajaStandIn, account: &str, checko
     expected.sort();
     assert_eq!(listed(gateway, account), expected);
     assert_eq!(callbacks(gateway, "credited"), 2);
-    assert_eq!(callbacks(gateway, "duplicate"), 2);
+    assert_eq!(callbacks(gateway, "duplicate"), 3);
     // One OAuth token served every call (cached until it expires).
     assert_eq!(daraja.state.lock().unwrap().tokens_issued, 1);
 }

@@ -93,6 +93,15 @@ fn card_top_ups(paying: &TestGateway, other: &TestGateway, clock: &Clock) {
     let twice = post_webhook(payments, &same_intent, Some(&signature(WEBHOOK_SECRET, now_s(), &same_intent)));
     assert_eq!((twice.status, twice.json()["duplicate"].clone()), (200, serde_json::json!(true)));
     assert_eq!(paying.balance_nanos("card"), 5 * USD - spent);
+    // The same PaymentIntent in a session for another account: a duplicate (one credit per
+    // reference), which credits and lists nothing there.
+    paying.create_account("card2", "0");
+    let elsewhere = checkout_completed("evt_2b", "cs_2b", "card2", 500, "usd", Some("pi_1"), "paid");
+    let answer = post_webhook(payments, &elsewhere, Some(&signature(WEBHOOK_SECRET, now_s(), &elsewhere)));
+    assert_eq!((answer.status, answer.json()["duplicate"].clone()), (200, serde_json::json!(true)));
+    assert_eq!(paying.balance_nanos("card2"), 0);
+    let nothing = paying.admin_json("GET", "/admin/accounts/card2/payments", "", 200);
+    assert_eq!(nothing, serde_json::json!({"object": "list", "data": []}));
 
     // Spoofs: wrong secret, altered body, stale and future timestamps, no header, no v1.
     let spoof = checkout_completed("evt_3", "cs_3", "card", 100_000, "usd", Some("pi_3"), "paid");
@@ -145,7 +154,7 @@ fn card_top_ups(paying: &TestGateway, other: &TestGateway, clock: &Clock) {
     assert_eq!(paying.balance_nanos("card"), expected);
 
     assert_eq!(callbacks(paying, "credited"), 3);
-    assert_eq!(callbacks(paying, "duplicate"), 2);
+    assert_eq!(callbacks(paying, "duplicate"), 3);
     assert_eq!(callbacks(paying, "ignored"), 2);
     assert_eq!(callbacks(paying, "rejected"), 8);
     assert_eq!(rejections(paying, "bad_signature"), 2);

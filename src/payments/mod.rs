@@ -206,7 +206,7 @@ impl PaymentsHandler {
                             created_at_ms: now_ms,
                             updated_at_ms: now_ms,
                         };
-                        if !self.record_credit(PROVIDER, &record).await {
+                        if !self.list_credit(PROVIDER, &record, duplicate).await {
                             return retry_later();
                         }
                         Answer::ok(json!({"received": true, "credited": !duplicate, "duplicate": duplicate}))
@@ -276,17 +276,30 @@ impl PaymentsHandler {
     }
 
     /// Lists a credited payment once: a record already listed under its id (the provider
-    /// delivered it again) stays as it is. False when the store did not answer: the caller
-    /// answers so the provider retries, and the retry (a duplicate credit) lists it.
-    async fn record_credit(&self, provider: PaymentProvider, record: &PaymentRecord) -> bool {
-        match self.store().add_payment(record).await {
-            Ok(_) | Err(StoreError::NotFound) => true,
+    /// delivered it again) stays as it is. A repeated delivery (`duplicate`: its reference was
+    /// credited before) is listed only when the store says the reference was credited to this
+    /// account, which repairs a listing lost after the credit; a reference credited to another
+    /// account (a second session of one PaymentIntent for someone else, a C2B TransID that was
+    /// an STK receipt elsewhere) is not this account's payment. False when the store did not
+    /// answer: the caller answers so the provider retries, and the retry lists it.
+    async fn list_credit(&self, provider: PaymentProvider, record: &PaymentRecord, duplicate: bool) -> bool {
+        let reference = record.receipt.as_deref().unwrap_or_default();
+        let listed = if duplicate {
+            match self.store().reference_owner(reference).await {
+                Ok(Some(owner)) if owner == record.account_id => self.store().add_payment(record).await.map(|_| ()),
+                Ok(_) => Ok(()),
+                Err(error) => Err(error),
+            }
+        } else {
+            self.store().add_payment(record).await.map(|_| ())
+        };
+        match listed {
+            Ok(()) | Err(StoreError::NotFound) => true,
             Err(error) => {
                 self.metrics().count_callback(provider, "retry");
                 crate::log_warn!(
-                    "{} payment {} credited to account {} but not listed ({error}); answered so the provider retries",
+                    "{} payment {reference} credited to account {} but not listed ({error}); answered so the provider retries",
                     provider.label(),
-                    record.id,
                     record.account_id
                 );
                 false
@@ -491,11 +504,11 @@ impl PaymentsHandler {
                 return accepted();
             }
         };
-        match self.credit(MPESA, &payment.account_id, amount, &payment.trans_id).await {
-            Credit::Done { .. } => {}
+        let duplicate = match self.credit(MPESA, &payment.account_id, amount, &payment.trans_id).await {
+            Credit::Done { duplicate } => duplicate,
             Credit::UnknownAccount => return accepted(),
             Credit::Retry => return retry_later(),
-        }
+        };
         let now_ms = self.shared.clock.now_ms();
         let record = PaymentRecord {
             id: format!("c2b:{}", payment.trans_id),
@@ -516,7 +529,7 @@ impl PaymentsHandler {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         };
-        if !self.record_credit(MPESA, &record).await {
+        if !self.list_credit(MPESA, &record, duplicate).await {
             return retry_later();
         }
         accepted()

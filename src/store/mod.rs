@@ -342,6 +342,16 @@ impl StoreClient<'_> {
         }
     }
 
+    /// The account a payment reference was credited to, where the store keeps it: Redis does
+    /// (the reference's claim); the embedded store answers `None` (it never loses a listing, so
+    /// it never needs to tell).
+    pub async fn reference_owner(&self, reference: &str) -> Result<Option<String>, StoreError> {
+        match self.store {
+            Store::Embedded(_) => Ok(None),
+            Store::Redis(store) => store.reference_owner(&self.connections.redis, reference).await,
+        }
+    }
+
     /// The STK Push payment with this `CheckoutRequestID`; `NotFound` if none.
     pub async fn checkout_payment(&self, checkout_request_id: &str) -> Result<payments::PaymentRecord, StoreError> {
         match self.store {

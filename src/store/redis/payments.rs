@@ -75,6 +75,19 @@ impl RedisStore {
         Ok(())
     }
 
+    /// The account `reference` was claimed for by a top-up (`payref_key`), if any.
+    pub async fn reference_owner(
+        &self,
+        connections: &Connections,
+        reference: &str,
+    ) -> Result<Option<String>, StoreError> {
+        let claim = self.payref_key(reference);
+        match self.command(connections, claim.as_bytes(), &[b"GET", claim.as_bytes()]).await? {
+            Reply::BulkString(owner) => Ok(String::from_utf8(owner).ok()),
+            _ => Ok(None),
+        }
+    }
+
     pub async fn checkout_payment(
         &self,
         connections: &Connections,
