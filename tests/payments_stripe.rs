@@ -3,7 +3,9 @@
 //! payment, exactly to the nano-USD, flips the tier, and the refused account is admitted again
 //! within a second on every node; bad, stale, missing and altered signatures change nothing;
 //! a webhook while Redis is down is answered 503 (Stripe retries) and credited once when it
-//! does. On the embedded store and on Redis (two nodes).
+//! does; each credited payment is listed once in `GET /admin/accounts/{id}/payments`, and a
+//! listing lost after the credit is written by the retry. On the embedded store and on Redis
+//! (two nodes).
 
 // Tests measure real time (the one-second resume) and sign with the real time on the system clock.
 #![allow(clippy::disallowed_methods)]
@@ -17,7 +19,7 @@ use fikra_gateway::payments::PaymentSecrets;
 use fikra_gateway::runtime::Gateway;
 use support::gateway::*;
 use support::http::*;
-use support::redis_server::{RedisServer, unique_prefix};
+use support::redis_server::{RedisServer, redis_cli, unique_prefix};
 use support::stripe::*;
 use support::wait::wait_for;
 
@@ -278,4 +280,41 @@ fn webhook_during_a_redis_outage_is_credited_once_on_retry() {
         (&data[0]["amount_nanos"], &data[0]["status"]),
         (&serde_json::json!(25 * USD), &serde_json::json!("credited"))
     );
+}
+
+// Goal: a credit whose listing fails (the store refuses the record write right after the
+// top-up: the account's payments key holds a string, so HSETNX answers WRONGTYPE) is answered
+// 503 with the money already credited once; Stripe's retry is a duplicate credit that writes
+// the listing, because Redis says the reference belongs to this account.
+#[test]
+fn a_credit_whose_listing_failed_is_listed_by_the_retry() {
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let prefix = unique_prefix("stripe-listing");
+    let store = format!("[store]\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\n", redis.url());
+    let gateway = start(&store, Clock::System, true);
+    gateway.create_account("lost", "0");
+    let payments = payments_addr(&gateway);
+    let records = format!("{prefix}:{{lost}}:payments");
+    let port = redis.addr().port();
+    assert_eq!(redis_cli(port, &["SET", &records, "not a hash"]).trim(), "OK");
+    let event = checkout_completed("evt_10", "cs_10", "lost", 1_234, "usd", Some("pi_10"), "paid");
+
+    let first = post_webhook(payments, &event, Some(&signature(WEBHOOK_SECRET, unix_now_s(), &event)));
+    assert_eq!(first.status, 503, "{}", first.text());
+    assert_eq!(gateway.balance_nanos("lost"), 12_340_000_000, "credited before the listing failed");
+    assert_eq!((callbacks(&gateway, "credited"), callbacks(&gateway, "retry")), (1, 1));
+
+    assert_eq!(redis_cli(port, &["DEL", &records]).trim(), "1");
+    let retried = post_webhook(payments, &event, Some(&signature(WEBHOOK_SECRET, unix_now_s(), &event)));
+    assert_eq!(retried.status, 200, "{}", retried.text());
+    assert_eq!(retried.json()["duplicate"], true);
+    assert_eq!(gateway.balance_nanos("lost"), 12_340_000_000, "credited once");
+    let listing = gateway.admin_json("GET", "/admin/accounts/lost/payments", "", 200);
+    let data = listing["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{listing}");
+    assert_eq!(
+        (&data[0]["id"], &data[0]["status"]),
+        (&serde_json::json!("stripe:pi_10"), &serde_json::json!("credited"))
+    );
+    assert_eq!(data[0]["amount_nanos"], 12_340_000_000u64);
 }
