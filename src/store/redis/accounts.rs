@@ -213,11 +213,6 @@ impl RedisStore {
         Ok(KeySpend { spent: Nanos(spent), held: Nanos(fields.held) })
     }
 
-    /// `PREFIX:payref:REFERENCE` → the account the reference was claimed for (its own slot).
-    pub(super) fn payref_key(&self, reference: &str) -> String {
-        format!("{}:payref:{reference}", self.settings.prefix)
-    }
-
     pub async fn topup(
         &self,
         connections: &Connections,

@@ -15,6 +15,12 @@ impl RedisStore {
         format!("{}:mpesa:checkout:{{{checkout_request_id}}}", self.settings.prefix)
     }
 
+    /// `PREFIX:payref:REFERENCE` → the account a top-up claimed the reference for (its own
+    /// slot; `topup` writes it, `reference_owner` reads it).
+    pub(super) fn payref_key(&self, reference: &str) -> String {
+        format!("{}:payref:{reference}", self.settings.prefix)
+    }
+
     /// Writes `record` (with `only_new`, only if the account has no record with its id:
     /// `HSETNX`); whether it wrote. A new field beyond the bound trims the oldest.
     pub async fn put_payment(
