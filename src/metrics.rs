@@ -664,7 +664,7 @@ impl PaymentProvider {
 pub const PAYMENT_OUTCOMES: [&str; 6] = ["credited", "duplicate", "failed", "ignored", "rejected", "retry"];
 
 /// Why a callback was rejected (the `reason` label).
-pub const PAYMENT_REJECTION_REASONS: [&str; 16] = [
+pub const PAYMENT_REJECTION_REASONS: [&str; 17] = [
     "missing_signature",
     "malformed_signature",
     "stale_signature",
@@ -681,6 +681,7 @@ pub const PAYMENT_REJECTION_REASONS: [&str; 16] = [
     "not_confirmed",
     "malformed_callback",
     "account_mismatch",
+    "wrong_shortcode",
 ];
 
 /// One rendered counter family: name, help, label name, label values, values by provider.

@@ -3,8 +3,10 @@
 //! exactly to the nano-USD (KES at kes_per_usd = 130), flips the tier, and the account is
 //! admitted again on every node within a second; repeated, spoofed, unknown, wrong-amount,
 //! cancelled and unconfirmed callbacks change nothing but what the SPEC says; Daraja down at
-//! STK Push is a 502 that records nothing; a callback while Redis is stalled is answered
-//! non-2xx and credited once on the retry; C2B validation and confirmation; the source-IP
+//! STK Push is a 502 that records nothing; a push Daraja accepted but Redis could not record is
+//! a 503 naming its CheckoutRequestID, and its callback credits nothing; a callback while Redis
+//! is stalled is answered non-2xx and credited once on the retry; records are bounded; C2B
+//! validation and confirmation (only for the configured BusinessShortCode); the source-IP
 //! allowlist. On Redis with two nodes, and the core story on the embedded store.
 
 // Tests measure real time (the one-second resume) and stop a Redis with SIGSTOP.
@@ -51,6 +53,22 @@ fn start(extra: &str, clock: Clock) -> TestGateway {
         Gateway::start_with_payment_secrets(config_with(extra), ADMIN_TOKEN.into(), clock, secrets).expect("starts");
     let (api, admin) = (gateway.client_addr, gateway.admin_addr);
     TestGateway { gateway: Some(gateway), api, admin }
+}
+
+/// The `[store]` section of a test on `redis`, under its own key prefix.
+fn redis_store(redis: &RedisServer, prefix: &str) -> String {
+    format!("[store]\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\n", redis.url())
+}
+
+/// A Daraja stand-in, a Redis of its own and a gateway on both (key prefix from `test`),
+/// with `account` created.
+fn gateway_on_redis(test: &str, account: &str) -> (DarajaStandIn, RedisServer, TestGateway) {
+    let daraja = DarajaStandIn::start();
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let store = redis_store(&redis, &unique_prefix(test));
+    let gateway = start(&format!("{store}{}", mpesa_section(&daraja, "")), Clock::System);
+    gateway.create_account(account, "0");
+    (daraja, redis, gateway)
 }
 
 fn payments_addr(gateway: &TestGateway) -> std::net::SocketAddr {
@@ -247,10 +265,30 @@ fn the_rest(gateway: &TestGateway, daraja: &DarajaStandIn, account: &str, checko
     assert_eq!(gateway.balance_nanos(account), balance + 10 * USD);
     accepted(&post(payments, &confirmation, &c2b_payload("RKTQDM7W6S", "1300.00", account)));
     assert_eq!(gateway.balance_nanos(account), balance + 10 * USD);
+    // A C2B TransID that is the STK receipt credited above, for another account: one credit
+    // per receipt, so nothing is credited or listed there.
+    let other = format!("{account}_2");
+    gateway.create_account(&other, "0");
+    accepted(&post(payments, &confirmation, &c2b_payload("NLJ7RT61SV", "500", &other)));
+    assert_eq!(gateway.balance_nanos(&other), 0);
+    assert_eq!(payments_list(gateway, &other), Vec::<Value>::new());
     assert_eq!(post(payments, &confirmation.replace(CALLBACK_TOKEN, "guess"), "{}").status, 404);
     // A confirmation for no account (validation off at Safaricom): accepted (the money has
     // moved; retrying cannot help), counted and logged, nothing credited.
     accepted(&post(payments, &confirmation, &c2b_payload("RKTQDM7W6U", "1300.00", "nobody")));
+    assert_eq!(rejections(gateway, "unknown_account"), 2);
+    assert_eq!(gateway.balance_nanos(account), balance + 10 * USD);
+    // A payment to another paybill (its BusinessShortCode is not ours), or naming none: the
+    // validation rejects it; the confirmation is accepted (Daraja stops), counted
+    // `wrong_shortcode`, and credits and lists nothing.
+    let elsewhere = c2b_payload_to("600000", "RKTQDM7W6V", "1300.00", account);
+    let unnamed = c2b_payload("RKTQDM7W6W", "1300.00", account).replace(&format!("\"{SHORTCODE}\""), "null");
+    for payload in [&elsewhere, &unnamed] {
+        let validated = post(payments, &validation, payload);
+        assert_eq!(validated.json(), json!({"ResultCode": "C2B00012", "ResultDesc": "Rejected"}));
+        accepted(&post(payments, &confirmation, payload));
+    }
+    assert_eq!(rejections(gateway, "wrong_shortcode"), 4);
     assert_eq!(rejections(gateway, "unknown_account"), 2);
     assert_eq!(gateway.balance_nanos(account), balance + 10 * USD);
 
@@ -270,7 +308,7 @@ fn the_rest(gateway: &TestGateway, daraja: &DarajaStandIn, account: &str, checko
     expected.sort();
     assert_eq!(listed(gateway, account), expected);
     assert_eq!(callbacks(gateway, "credited"), 2);
-    assert_eq!(callbacks(gateway, "duplicate"), 2);
+    assert_eq!(callbacks(gateway, "duplicate"), 3);
     // One OAuth token served every call (cached until it expires).
     assert_eq!(daraja.state.lock().unwrap().tokens_issued, 1);
 }
@@ -305,12 +343,7 @@ fn stk_push_and_c2b_on_the_embedded_store() {
 // Daraja's retry after SIGCONT credits exactly once.
 #[test]
 fn callback_while_redis_is_stalled_is_credited_once_on_retry() {
-    let daraja = DarajaStandIn::start();
-    let redis = RedisServer::start(&["--appendonly", "no"]);
-    let store =
-        format!("[store]\nredis_url = \"{}\"\nkey_prefix = \"{}\"\n", redis.url(), unique_prefix("mpesa-stall"));
-    let gateway = start(&format!("{store}{}", mpesa_section(&daraja, "")), Clock::System);
-    gateway.create_account("stall", "0");
+    let (_daraja, redis, gateway) = gateway_on_redis("mpesa-stall", "stall");
     let checkout = pending_checkout(&gateway, "stall", "500");
     let body = stk_callback("29115-34620561-1", &checkout, 0, 500, "STALL00001");
     let payments = payments_addr(&gateway);
@@ -399,4 +432,166 @@ fn stk_push_on_a_redis_cluster() {
     assert_eq!(gateway.balance_nanos("mp_cluster"), balance);
     assert_eq!(callbacks(&gateway, "credited"), 1);
     assert_eq!(callbacks(&gateway, "duplicate"), 1);
+}
+
+/// A fresh directory for one test's certificates.
+fn temp_directory(name: &str) -> std::path::PathBuf {
+    let directory = std::env::temp_dir().join(format!("fikra-daraja-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&directory);
+    std::fs::create_dir_all(&directory).unwrap();
+    directory
+}
+
+/// STK Push, STK Query and OAuth over real TLS to the stand-in, whose CA the gateway trusts
+/// through `[payments.mpesa] ca_file`; the callback credits 500 KES exactly. Without `ca_file`
+/// the same push is a 502 that reaches nothing and records nothing.
+fn stk_push_over_tls(store: &str, account: &str, label: &str) {
+    let directory = temp_directory(account);
+    let (daraja, ca) = DarajaStandIn::start_tls(&directory);
+    assert!(daraja.base_url().starts_with("https://localhost:"));
+    let untrusted = start(&mpesa_section(&daraja, ""), Clock::System);
+    untrusted.create_account(account, "0");
+    let refused = stk_push(&untrusted, account, PHONE, "500");
+    assert_eq!(refused.status, 502, "{}", refused.text());
+    assert!(refused.message().contains("Daraja is unreachable"), "{}", refused.text());
+    assert_eq!(payments_list(&untrusted, account), Vec::<Value>::new());
+    assert_eq!(daraja.state.lock().unwrap().tokens_issued, 0, "no request got through the handshake");
+    drop(untrusted);
+
+    let trusted = format!("ca_file = \"{}\"\n", ca.display());
+    let gateway = start(&format!("{store}{}", mpesa_section(&daraja, &trusted)), Clock::System);
+    let (checkout, _) = pay_by_stk_push(&[&gateway], &daraja, account, label);
+    let state = daraja.state.lock().unwrap();
+    assert_eq!((state.tokens_issued, state.pushes.len(), state.queries.len()), (1, 1, 1));
+    assert_eq!(state.queries[0]["CheckoutRequestID"], checkout.as_str());
+    assert_eq!(callbacks(&gateway, "credited"), 1);
+    std::fs::remove_dir_all(&directory).unwrap();
+}
+
+// Goal: Daraja over real TLS (generated CA, `ca_file`) on the embedded store.
+#[test]
+fn stk_push_over_tls_on_the_embedded_store() {
+    stk_push_over_tls("", "tls_embedded", "embedded, TLS to Daraja");
+}
+
+// Goal: Daraja over real TLS (generated CA, `ca_file`) on Redis.
+#[test]
+fn stk_push_over_tls_on_redis() {
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let store = redis_store(&redis, &unique_prefix("mpesa-tls"));
+    stk_push_over_tls(&store, "tls_redis", "redis, TLS to Daraja");
+}
+
+/// 1 KES at 130 KES per USD, rounded down to the nano-USD.
+const KES_1_NANOS: u64 = 7_692_307;
+
+/// The ids `GET /admin/accounts/{id}/payments` lists, in its order (newest first).
+fn listed_ids(gateway: &TestGateway, account: &str) -> Vec<String> {
+    payments_list(gateway, account).iter().map(|p| p["id"].as_str().unwrap().to_string()).collect()
+}
+
+/// An account keeps exactly its newest 200 records: the 200th keeps the first; the 201st drops
+/// exactly the oldest (a pending STK Push, whose callback then credits nothing). Returns the
+/// gateway and the dropped checkout.
+fn records_are_bounded(store: &str) -> (TestGateway, String) {
+    let daraja = DarajaStandIn::start();
+    let clock = Clock::manual(1_798_756_205_000);
+    let gateway = start(&format!("{store}{}", mpesa_section(&daraja, "")), clock.clone());
+    gateway.create_account("bound", "0");
+    let checkout = pending_checkout(&gateway, "bound", "500");
+    let confirmation = "/payments/mpesa/c2b/confirmation/".to_string() + CALLBACK_TOKEN;
+    let payments = payments_addr(&gateway);
+    let trans_id = |n: u32| format!("BND{n:07}");
+    for n in 1..=199 {
+        clock.advance_ms(1);
+        accepted(&post(payments, &confirmation, &c2b_payload(&trans_id(n), "1", "bound")));
+    }
+    let mut expected: Vec<String> = (1..=199).rev().map(|n| format!("c2b:{}", trans_id(n))).collect();
+    expected.push(format!("stk:{checkout}"));
+    assert_eq!(listed_ids(&gateway, "bound"), expected, "200 records: all kept");
+    clock.advance_ms(1);
+    accepted(&post(payments, &confirmation, &c2b_payload(&trans_id(200), "1", "bound")));
+    let expected: Vec<String> = (1..=200).rev().map(|n| format!("c2b:{}", trans_id(n))).collect();
+    assert_eq!(listed_ids(&gateway, "bound"), expected, "201 records: the oldest dropped");
+    assert_eq!(gateway.balance_nanos("bound"), 200 * KES_1_NANOS);
+
+    // The dropped pending push is an unknown checkout now: accepted, counted, not credited.
+    accepted(&post(
+        payments,
+        &stk_path(CALLBACK_TOKEN),
+        &stk_callback("29115-34620561-1", &checkout, 0, 500, "BOUND00001"),
+    ));
+    assert_eq!(rejections(&gateway, "unknown_checkout"), 1);
+    assert_eq!(callbacks(&gateway, "credited"), 200);
+    assert_eq!(gateway.balance_nanos("bound"), 200 * KES_1_NANOS);
+    assert_eq!(listed_ids(&gateway, "bound").len(), 200);
+    (gateway, checkout)
+}
+
+// Goal: the embedded store keeps exactly the newest 200 records of an account.
+#[test]
+fn payment_records_are_bounded_on_the_embedded_store() {
+    records_are_bounded("");
+}
+
+// Goal: Redis keeps exactly the newest 200 records of an account (the hash itself holds 200,
+// not only the listing), and the checkout index expires after CHECKOUT_INDEX_TTL_S (7 days).
+#[test]
+fn payment_records_are_bounded_on_redis_and_the_checkout_index_expires() {
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let prefix = unique_prefix("mpesa-bound");
+    let store = redis_store(&redis, &prefix);
+    let (_gateway, checkout) = records_are_bounded(&store);
+    let port = redis.addr().port();
+    let hash = format!("{prefix}:{{bound}}:payments");
+    assert_eq!(support::redis_server::redis_cli(port, &["HLEN", &hash]).trim(), "200");
+    let index = format!("{prefix}:mpesa:checkout:{{{checkout}}}");
+    let ttl_s: u64 = support::redis_server::redis_cli(port, &["TTL", &index]).trim().parse().unwrap();
+    assert!((604_700..=604_800).contains(&ttl_s), "TTL {ttl_s} s");
+    assert_eq!(fikra_gateway::store::payments::CHECKOUT_INDEX_TTL_S, 604_800);
+}
+
+// Goal: Daraja accepted the STK Push, then Redis stopped answering before the pending record
+// was written (the stand-in stops it as it accepts the push): the admin caller gets a 503 that
+// says the push was sent but not recorded and names the CheckoutRequestID; the later callback
+// for that checkout is accepted, counted `unknown_checkout` and credits nothing.
+#[test]
+fn a_push_sent_but_not_recorded_is_a_clear_503_and_its_callback_credits_nothing() {
+    let (daraja, redis, gateway) = gateway_on_redis("mpesa-unrecorded", "unrecorded");
+    let pid = redis.pid();
+    daraja.on_next_push(move || unsafe {
+        libc::kill(pid, libc::SIGSTOP);
+    });
+    let answer = stk_push(&gateway, "unrecorded", PHONE, "500");
+    unsafe { libc::kill(pid, libc::SIGCONT) };
+    let checkout = "ws_CO_191220191020363925001";
+    assert_eq!(daraja.state.lock().unwrap().pushes.len(), 1, "Daraja got the push");
+    assert_eq!(answer.status, 503, "{}", answer.text());
+    let message = format!(
+        "The STK Push was sent (Daraja accepted it, CheckoutRequestID {checkout}) but the store did not record it: its callback will not credit the account. Do not send it again blindly; if the customer pays, credit the receipt by hand (POST /admin/accounts/unrecorded/topups)."
+    );
+    assert_eq!(
+        answer.json(),
+        json!({"error": {"message": message, "type": "api_error", "param": null, "code": "service_unavailable", "checkout_request_id": checkout}})
+    );
+
+    // Daraja's callback, retried until the store answers again: accepted, never credited.
+    let body = stk_callback("29115-34620561-1", checkout, 0, 500, "UNREC00001");
+    let payments = payments_addr(&gateway);
+    let answered = wait_for(Duration::from_secs(10), || {
+        let answer = post(payments, &stk_path(CALLBACK_TOKEN), &body);
+        (answer.status == 200).then_some(answer)
+    })
+    .expect("answered once Redis answers again");
+    accepted(&answered);
+    // The admin thread's own connection comes back too (its reconnect may lag the listener's).
+    wait_for(Duration::from_secs(10), || {
+        (gateway.admin_call("GET", "/admin/accounts/unrecorded", "").status == 200).then_some(())
+    })
+    .expect("the admin listener reaches Redis again");
+    assert_eq!(rejections(&gateway, "unknown_checkout"), 1);
+    assert_eq!(callbacks(&gateway, "credited"), 0);
+    assert_eq!(gateway.balance_nanos("unrecorded"), 0);
+    assert_eq!(payments_list(&gateway, "unrecorded"), Vec::<Value>::new());
+    assert_eq!(daraja.state.lock().unwrap().queries.len(), 0, "nothing to confirm");
 }

@@ -3,7 +3,9 @@
 //! payment, exactly to the nano-USD, flips the tier, and the refused account is admitted again
 //! within a second on every node; bad, stale, missing and altered signatures change nothing;
 //! a webhook while Redis is down is answered 503 (Stripe retries) and credited once when it
-//! does. On the embedded store and on Redis (two nodes).
+//! does; each credited payment is listed once in `GET /admin/accounts/{id}/payments`, and a
+//! listing lost after the credit is written by the retry. On the embedded store and on Redis
+//! (two nodes).
 
 // Tests measure real time (the one-second resume) and sign with the real time on the system clock.
 #![allow(clippy::disallowed_methods)]
@@ -17,7 +19,7 @@ use fikra_gateway::payments::PaymentSecrets;
 use fikra_gateway::runtime::Gateway;
 use support::gateway::*;
 use support::http::*;
-use support::redis_server::{RedisServer, unique_prefix};
+use support::redis_server::{RedisServer, redis_cli, unique_prefix};
 use support::stripe::*;
 use support::wait::wait_for;
 
@@ -69,6 +71,7 @@ fn card_top_ups(paying: &TestGateway, other: &TestGateway, clock: &Clock) {
     assert_eq!(refused.error().1, "insufficient_quota");
     let payments = payments_addr(paying);
     let now_s = || clock.now_ms() / 1000;
+    let first_ms = clock.now_ms();
 
     // A paid $5.00 session: credited 5 USD exactly, the tier flips, both nodes admit within 1 s.
     let paid = checkout_completed("evt_1", "cs_1", "card", 500, "usd", Some("pi_1"), "paid");
@@ -92,6 +95,15 @@ fn card_top_ups(paying: &TestGateway, other: &TestGateway, clock: &Clock) {
     let twice = post_webhook(payments, &same_intent, Some(&signature(WEBHOOK_SECRET, now_s(), &same_intent)));
     assert_eq!((twice.status, twice.json()["duplicate"].clone()), (200, serde_json::json!(true)));
     assert_eq!(paying.balance_nanos("card"), 5 * USD - spent);
+    // The same PaymentIntent in a session for another account: a duplicate (one credit per
+    // reference), which credits and lists nothing there.
+    paying.create_account("card2", "0");
+    let elsewhere = checkout_completed("evt_2b", "cs_2b", "card2", 500, "usd", Some("pi_1"), "paid");
+    let answer = post_webhook(payments, &elsewhere, Some(&signature(WEBHOOK_SECRET, now_s(), &elsewhere)));
+    assert_eq!((answer.status, answer.json()["duplicate"].clone()), (200, serde_json::json!(true)));
+    assert_eq!(paying.balance_nanos("card2"), 0);
+    let nothing = paying.admin_json("GET", "/admin/accounts/card2/payments", "", 200);
+    assert_eq!(nothing, serde_json::json!({"object": "list", "data": []}));
 
     // Spoofs: wrong secret, altered body, stale and future timestamps, no header, no v1.
     let spoof = checkout_completed("evt_3", "cs_3", "card", 100_000, "usd", Some("pi_3"), "paid");
@@ -144,7 +156,7 @@ fn card_top_ups(paying: &TestGateway, other: &TestGateway, clock: &Clock) {
     assert_eq!(paying.balance_nanos("card"), expected);
 
     assert_eq!(callbacks(paying, "credited"), 3);
-    assert_eq!(callbacks(paying, "duplicate"), 2);
+    assert_eq!(callbacks(paying, "duplicate"), 3);
     assert_eq!(callbacks(paying, "ignored"), 2);
     assert_eq!(callbacks(paying, "rejected"), 8);
     assert_eq!(rejections(paying, "bad_signature"), 2);
@@ -153,6 +165,27 @@ fn card_top_ups(paying: &TestGateway, other: &TestGateway, clock: &Clock) {
     assert_eq!(rejections(paying, "missing_signature"), 1);
     assert_eq!(rejections(paying, "unknown_account"), 1);
     promtool_accepts(&metrics(paying.admin));
+
+    // Each credited payment is listed once (pi_1 came three times, in two sessions), newest
+    // first, with its reference, minor units, currency and exact nano-USD; nothing else is.
+    let listing = other.admin_json("GET", "/admin/accounts/card/payments", "", 200);
+    let record = |reference: &str, session: &str, minor: u64, currency: &str, usd: &str, nanos: u64, at_ms: u64| {
+        serde_json::json!({
+            "id": format!("stripe:{reference}"), "provider": "stripe", "method": "checkout_session",
+            "account_id": "card", "reference": reference, "session_id": session, "amount_minor": minor,
+            "currency": currency, "amount_usd": usd, "amount_nanos": nanos, "status": "credited",
+            "created_at_ms": at_ms, "updated_at_ms": at_ms
+        })
+    };
+    let later_ms = first_ms + 303_000;
+    assert_eq!(
+        listing,
+        serde_json::json!({"object": "list", "data": [
+            record("pi_4", "cs_4", 130_000, "kes", "10.000000000", 10 * USD, later_ms),
+            record("cs_5", "cs_5", 50_000, "kes", "3.846153846", 3_846_153_846, later_ms),
+            record("pi_1", "cs_1", 500, "usd", "5.000000000", 5 * USD, first_ms),
+        ]})
+    );
 }
 
 /// The exposition, payment families with their series included, passes `promtool check metrics`.
@@ -230,4 +263,58 @@ fn webhook_during_a_redis_outage_is_credited_once_on_retry() {
     assert_eq!(again.json()["duplicate"], true);
     assert_eq!(gateway.balance_nanos("outage"), 25 * USD);
     assert_eq!(gateway.account("outage")["tier"], "trusted");
+    // Listed once, although it was delivered three times.
+    let listing = gateway.admin_json("GET", "/admin/accounts/outage/payments", "", 200);
+    let data = listing["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{listing}");
+    assert_eq!(
+        (&data[0]["id"], &data[0]["reference"], &data[0]["amount_minor"], &data[0]["currency"]),
+        (
+            &serde_json::json!("stripe:pi_9"),
+            &serde_json::json!("pi_9"),
+            &serde_json::json!(2_500),
+            &serde_json::json!("usd")
+        )
+    );
+    assert_eq!(
+        (&data[0]["amount_nanos"], &data[0]["status"]),
+        (&serde_json::json!(25 * USD), &serde_json::json!("credited"))
+    );
+}
+
+// Goal: a credit whose listing fails (the store refuses the record write right after the
+// top-up: the account's payments key holds a string, so HSETNX answers WRONGTYPE) is answered
+// 503 with the money already credited once; Stripe's retry is a duplicate credit that writes
+// the listing, because Redis says the reference belongs to this account.
+#[test]
+fn a_credit_whose_listing_failed_is_listed_by_the_retry() {
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let prefix = unique_prefix("stripe-listing");
+    let store = format!("[store]\nredis_url = \"{}\"\nkey_prefix = \"{prefix}\"\n", redis.url());
+    let gateway = start(&store, Clock::System, true);
+    gateway.create_account("lost", "0");
+    let payments = payments_addr(&gateway);
+    let records = format!("{prefix}:{{lost}}:payments");
+    let port = redis.addr().port();
+    assert_eq!(redis_cli(port, &["SET", &records, "not a hash"]).trim(), "OK");
+    let event = checkout_completed("evt_10", "cs_10", "lost", 1_234, "usd", Some("pi_10"), "paid");
+
+    let first = post_webhook(payments, &event, Some(&signature(WEBHOOK_SECRET, unix_now_s(), &event)));
+    assert_eq!(first.status, 503, "{}", first.text());
+    assert_eq!(gateway.balance_nanos("lost"), 12_340_000_000, "credited before the listing failed");
+    assert_eq!((callbacks(&gateway, "credited"), callbacks(&gateway, "retry")), (1, 1));
+
+    assert_eq!(redis_cli(port, &["DEL", &records]).trim(), "1");
+    let retried = post_webhook(payments, &event, Some(&signature(WEBHOOK_SECRET, unix_now_s(), &event)));
+    assert_eq!(retried.status, 200, "{}", retried.text());
+    assert_eq!(retried.json()["duplicate"], true);
+    assert_eq!(gateway.balance_nanos("lost"), 12_340_000_000, "credited once");
+    let listing = gateway.admin_json("GET", "/admin/accounts/lost/payments", "", 200);
+    let data = listing["data"].as_array().unwrap();
+    assert_eq!(data.len(), 1, "{listing}");
+    assert_eq!(
+        (&data[0]["id"], &data[0]["status"]),
+        (&serde_json::json!("stripe:pi_10"), &serde_json::json!("credited"))
+    );
+    assert_eq!(data[0]["amount_nanos"], 12_340_000_000u64);
 }

@@ -3,7 +3,8 @@
 //!
 //! It owns their validation and answers; `admin.rs` routes to it and renders its refusals. It
 //! records a pending payment only after Daraja accepted the STK Push (a refused or failed push
-//! leaves nothing behind), and it never shows a secret or a full phone number.
+//! leaves nothing behind); a push Daraja accepted but the store could not record is a 503 that
+//! says so and names its `CheckoutRequestID`. It never shows a secret or a full phone number.
 
 use std::sync::Arc;
 
@@ -97,7 +98,10 @@ impl MpesaAdmin {
             checkout_request_id: Some(accepted.checkout_request_id.clone()),
             merchant_request_id: Some(accepted.merchant_request_id.clone()),
             receipt: None,
-            amount_kes: amount_kes.to_string(),
+            amount_kes: Some(amount_kes.to_string()),
+            session_id: None,
+            amount_minor: None,
+            currency: None,
             amount,
             status: PaymentStatus::Pending,
             result_code: None,
@@ -107,11 +111,11 @@ impl MpesaAdmin {
             updated_at_ms: now_ms,
         };
         if let Err(error) = store.put_payment(&record).await {
-            crate::log_warn!(
-                "mpesa STK Push {} for account {account_id} was sent but not recorded ({error}): its callback will be refused",
-                accepted.checkout_request_id
+            let checkout = &accepted.checkout_request_id;
+            crate::log_error!(
+                "mpesa STK Push {checkout} for account {account_id} ({amount_kes} KES) was sent to Daraja but not recorded ({error}): its callback will not credit; reconcile by hand"
             );
-            return Err((ErrorKind::ServiceUnavailable, None, "The store is unreachable.".into()));
+            return Ok(not_recorded(checkout, account_id));
         }
         crate::log_info!(
             "mpesa STK Push {} for account {account_id}: {amount_kes} KES pending",
@@ -141,6 +145,20 @@ impl MpesaAdmin {
         let data: Vec<Value> = records.iter().map(PaymentRecord::to_json).collect();
         Ok((200, json!({"object": "list", "data": data})))
     }
+}
+
+/// The answer when Daraja accepted a push the store then failed to record: 503 in the error
+/// shape, saying so, with the `CheckoutRequestID` (also as its own field) for reconciling. The
+/// phone may already show the prompt: sending the push again could charge the customer twice.
+fn not_recorded(checkout: &str, account_id: &str) -> (u16, Value) {
+    let spec = ErrorKind::ServiceUnavailable.spec();
+    let message = format!(
+        "The STK Push was sent (Daraja accepted it, CheckoutRequestID {checkout}) but the store did not record it: its callback will not credit the account. Do not send it again blindly; if the customer pays, credit the receipt by hand (POST /admin/accounts/{account_id}/topups)."
+    );
+    (
+        spec.status,
+        json!({"error": {"message": message, "type": spec.error_type, "param": null, "code": spec.code, "checkout_request_id": checkout}}),
+    )
 }
 
 /// `2547XXXXXXXX` or `2541XXXXXXXX`.

@@ -2,7 +2,7 @@
 //! Push (`/mpesa/stkpush/v1/processrequest`) and STK Query (`/mpesa/stkpushquery/v1/query`).
 //!
 //! Requests go through the upstream HTTP/1.1 client (`backend::upstream::client`: TLS with web
-//! PKI roots for `https`, plain TCP only for an `http` base URL, connect and response
+//! PKI roots plus `[payments.mpesa] ca_file` for `https`, plain TCP only for an `http` base URL, connect and response
 //! timeouts), over the caller's own connection pool. It never logs a secret, the token, the
 //! password or a full phone number, and it never touches the store.
 
@@ -82,7 +82,7 @@ impl Daraja {
             port: config.port,
             base_path: String::new(),
             api_key_env: None,
-            ca_file: None,
+            ca_file: config.ca_file.clone(),
             connect_timeout_ms: DARAJA_CONNECT_TIMEOUT_MS,
             response_timeout_ms: DARAJA_RESPONSE_TIMEOUT_MS,
             pool_idle_timeout_ms: crate::limits::UPSTREAM_POOL_IDLE_TIMEOUT_MS,

@@ -6,7 +6,8 @@ use super::tests::{SPEC_EXAMPLE, error_lines, temp_path};
 use super::*;
 use crate::log::Level;
 
-// Goal: ca_file and the TLS files must exist when the file is checked; existing ones are kept.
+// Goal: ca_file (of an upstream and of `[payments.mpesa]`, read the same way) and the TLS files
+// must exist when the file is checked; existing ones are kept.
 #[test]
 fn files_must_exist() {
     let ca = temp_path("ca.pem");
@@ -15,20 +16,28 @@ fn files_must_exist() {
     let upstream = |path: &Path| {
         format!("[[upstreams]]\nname = \"u\"\nbase_url = \"https://x\"\nca_file = \"{}\"", path.display())
     };
+    let mpesa = |path: &Path| {
+        format!(
+            "[payments]\n[payments.mpesa]\nbase_url = \"https://localhost:9\"\nconsumer_key_env = \"K\"\nconsumer_secret_env = \"S\"\nshortcode = \"174379\"\npasskey_env = \"P\"\ncallback_base_url = \"https://pay.example\"\ncallback_token_env = \"T\"\nca_file = \"{}\"",
+            path.display()
+        )
+    };
     let config = parse_config(&upstream(&ca)).unwrap();
     assert_eq!(config.upstreams[0].ca_file.as_deref(), Some(ca.as_path()));
+    let config = parse_config(&mpesa(&ca)).unwrap();
+    assert_eq!(config.payments.and_then(|p| p.mpesa).and_then(|m| m.ca_file).as_deref(), Some(ca.as_path()));
     let missing = temp_path("missing.pem");
-    assert_eq!(
-        error_lines(&upstream(&missing)),
-        [format!(
-            "upstreams[0].ca_file: '{}' cannot be used: No such file or directory (os error 2)",
-            missing.display()
-        )]
-    );
-    assert_eq!(
-        error_lines(&upstream(&directory)),
-        [format!("upstreams[0].ca_file: '{}' is not a regular file", directory.display())]
-    );
+    let cases = [
+        ("upstreams[0].ca_file", upstream(&missing), upstream(&directory)),
+        ("payments.mpesa.ca_file", mpesa(&missing), mpesa(&directory)),
+    ];
+    for (key, missing_text, directory_text) in cases {
+        assert_eq!(
+            error_lines(&missing_text),
+            [format!("{key}: '{}' cannot be used: No such file or directory (os error 2)", missing.display())]
+        );
+        assert_eq!(error_lines(&directory_text), [format!("{key}: '{}' is not a regular file", directory.display())]);
+    }
     let tls = format!("[server.tls]\ncert_file = \"{0}\"\nkey_file = \"{0}\"", ca.display());
     let config = parse_config(&tls).unwrap();
     assert_eq!(config.server.tls, Some(TlsFiles { cert_file: ca.clone(), key_file: ca.clone() }));

@@ -6,6 +6,7 @@
 //! `Config::missing_env_vars`, and read by the runtime.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 use super::UrlScheme;
 use super::reader::{Reader, Section};
@@ -21,6 +22,7 @@ pub(super) const MPESA_KEYS: &[&str] = &[
     "callback_token_env",
     "allowed_source_ips",
     "confirm_with_query",
+    "ca_file",
 ];
 pub(super) const STRIPE_KEYS: &[&str] = &["webhook_secret_env"];
 
@@ -58,6 +60,9 @@ pub struct MpesaConfig {
     /// Empty: any source address.
     pub allowed_source_ips: Vec<IpAddr>,
     pub confirm_with_query: bool,
+    /// An extra PEM trust root for Daraja's certificate, on top of the web PKI roots (a
+    /// private gateway in front of Daraja, tests); read like `[[upstreams]] ca_file`.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// `[payments.stripe]`.
@@ -160,6 +165,7 @@ fn mpesa_section(reader: &mut Reader, section: &Section<'_>) -> Option<MpesaConf
         }
     }
     let confirm_with_query = reader.boolean(section, "confirm_with_query").unwrap_or(true);
+    let ca_file = reader.existing_file(section, "ca_file");
     let consumer_key_env = required_env(reader, section, "consumer_key_env");
     let consumer_secret_env = required_env(reader, section, "consumer_secret_env");
     let passkey_env = required_env(reader, section, "passkey_env");
@@ -178,6 +184,7 @@ fn mpesa_section(reader: &mut Reader, section: &Section<'_>) -> Option<MpesaConf
         callback_token_env: callback_token_env?,
         allowed_source_ips,
         confirm_with_query,
+        ca_file,
     })
 }
 
@@ -227,6 +234,7 @@ webhook_secret_env = "STRIPE_WEBHOOK_SECRET"
                 callback_token_env: "MPESA_CALLBACK_TOKEN".into(),
                 allowed_source_ips: vec!["203.0.113.10".parse().unwrap()],
                 confirm_with_query: true,
+                ca_file: None,
             }),
             stripe: Some(StripeConfig { webhook_secret_env: "STRIPE_WEBHOOK_SECRET".into() }),
         };

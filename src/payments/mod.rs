@@ -1,10 +1,12 @@
 //! The payments listener (SPEC §11): the public endpoint payment providers call back, on its
 //! own listener and thread, with the client listener's HTTP limits and timeouts.
 //!
-//! Routes: `POST /payments/stripe/webhook` (Stripe, `stripe`), and `GET /healthz`. Every
-//! credit goes through the same idempotent top-up as the admin API (reference = the
-//! provider's payment id), which flips the tier and bumps the store's top-up generation that
-//! every worker of every node watches, so the account is admitted again within a second.
+//! Routes: `POST /payments/stripe/webhook` (Stripe, `stripe`), the M-Pesa callbacks
+//! (`/payments/mpesa/...`, `mpesa`), and `GET /healthz`. Every credit goes through the same
+//! idempotent top-up as the admin API (reference = the provider's payment id), which flips the
+//! tier and bumps the store's top-up generation that every worker of every node watches, so
+//! the account is admitted again within a second; then it is listed once among the account's
+//! payment records (`store::payments`), however often the provider delivers it.
 //!
 //! It must never credit before every check passed, never credit one payment twice, never
 //! answer 2xx for a callback it could not record (the provider must retry), and never write a
@@ -181,9 +183,32 @@ impl PaymentsHandler {
                 self.metrics().count_callback(PROVIDER, "ignored");
                 Answer::ok(json!({"received": true, "credited": false, "ignored": why}))
             }
-            stripe::EventAction::Credit { account_id, amount, reference } => {
+            stripe::EventAction::Credit { account_id, amount, reference, session_id, amount_minor, currency } => {
                 match self.credit(PROVIDER, &account_id, amount, &reference).await {
                     Credit::Done { duplicate } => {
+                        let now_ms = self.shared.clock.now_ms();
+                        let record = PaymentRecord {
+                            id: format!("stripe:{reference}"),
+                            method: "checkout_session",
+                            account_id,
+                            checkout_request_id: None,
+                            merchant_request_id: None,
+                            receipt: Some(reference),
+                            amount_kes: None,
+                            session_id,
+                            amount_minor: Some(amount_minor),
+                            currency: Some(currency.to_string()),
+                            amount,
+                            status: PaymentStatus::Credited,
+                            result_code: None,
+                            result_desc: None,
+                            phone_masked: None,
+                            created_at_ms: now_ms,
+                            updated_at_ms: now_ms,
+                        };
+                        if !self.list_credit(PROVIDER, &record, duplicate).await {
+                            return retry_later();
+                        }
                         Answer::ok(json!({"received": true, "credited": !duplicate, "duplicate": duplicate}))
                     }
                     // A paid session for no account of ours: retrying never helps; the operator
@@ -246,6 +271,38 @@ impl PaymentsHandler {
                     "{name} payment {reference} could not reach the store; answered so the provider retries"
                 );
                 Credit::Retry
+            }
+        }
+    }
+
+    /// Lists a credited payment once: a record already listed under its id (the provider
+    /// delivered it again) stays as it is. A repeated delivery (`duplicate`: its reference was
+    /// credited before) is listed only when the store says the reference was credited to this
+    /// account, which repairs a listing lost after the credit; a reference credited to another
+    /// account (a second session of one PaymentIntent for someone else, a C2B TransID that was
+    /// an STK receipt elsewhere) is not this account's payment. False when the store did not
+    /// answer: the caller answers so the provider retries, and the retry lists it.
+    async fn list_credit(&self, provider: PaymentProvider, record: &PaymentRecord, duplicate: bool) -> bool {
+        let reference = record.receipt.as_deref().unwrap_or_default();
+        let listed = if duplicate {
+            match self.store().reference_owner(reference).await {
+                Ok(Some(owner)) if owner == record.account_id => self.store().add_payment(record).await.map(|_| ()),
+                Ok(_) => Ok(()),
+                Err(error) => Err(error),
+            }
+        } else {
+            self.store().add_payment(record).await.map(|_| ())
+        };
+        match listed {
+            Ok(()) | Err(StoreError::NotFound) => true,
+            Err(error) => {
+                self.metrics().count_callback(provider, "retry");
+                crate::log_warn!(
+                    "{} payment {reference} credited to account {} but not listed ({error}); answered so the provider retries",
+                    provider.label(),
+                    record.account_id
+                );
+                false
             }
         }
     }
@@ -315,6 +372,11 @@ impl PaymentsHandler {
             }
             Err(_) => {
                 self.reject(MPESA, "unknown_checkout");
+                crate::log_warn!(
+                    "mpesa checkout {checkout} (ResultCode {}, receipt {}) is no payment of ours: never recorded (a push the store failed to record), expired or dropped; not credited",
+                    result.result_code,
+                    result.receipt.as_deref().unwrap_or("none")
+                );
                 return accepted();
             }
         };
@@ -353,12 +415,12 @@ impl PaymentsHandler {
             self.reject(MPESA, "malformed_callback");
             return accepted();
         };
-        if !result.amount_kes.as_deref().is_some_and(|amount| mpesa::amount_is(amount, &record.amount_kes)) {
+        let pending_kes = record.amount_kes.as_deref().unwrap_or_default();
+        if !result.amount_kes.as_deref().is_some_and(|amount| mpesa::amount_is(amount, pending_kes)) {
             self.reject(MPESA, "amount_mismatch");
             crate::log_warn!(
-                "mpesa checkout {checkout}: callback amount {:?} KES is not the pending {} KES; not credited",
-                result.amount_kes,
-                record.amount_kes
+                "mpesa checkout {checkout}: callback amount {:?} KES is not the pending {pending_kes} KES; not credited",
+                result.amount_kes
             );
             return accepted();
         }
@@ -407,6 +469,9 @@ impl PaymentsHandler {
             self.reject(MPESA, "malformed_callback");
             return rejected();
         };
+        if !self.our_shortcode(&payment) {
+            return rejected();
+        }
         match self.store().account(&payment.account_id).await {
             Ok(_) => {
                 self.metrics().count_callback(MPESA, "ignored");
@@ -429,6 +494,9 @@ impl PaymentsHandler {
             self.reject(MPESA, "malformed_callback");
             return Answer::error(ErrorKind::InvalidJson, None, "Not a Daraja C2B confirmation.");
         };
+        if !self.our_shortcode(&payment) {
+            return accepted();
+        }
         let amount = match self.shared.config.billing.kes_per_usd.to_nanos(&payment.amount_kes) {
             Ok(amount) if amount > Nanos::ZERO => amount,
             _ => {
@@ -436,11 +504,11 @@ impl PaymentsHandler {
                 return accepted();
             }
         };
-        match self.credit(MPESA, &payment.account_id, amount, &payment.trans_id).await {
-            Credit::Done { duplicate: true } | Credit::UnknownAccount => return accepted(),
-            Credit::Done { duplicate: false } => {}
+        let duplicate = match self.credit(MPESA, &payment.account_id, amount, &payment.trans_id).await {
+            Credit::Done { duplicate } => duplicate,
+            Credit::UnknownAccount => return accepted(),
             Credit::Retry => return retry_later(),
-        }
+        };
         let now_ms = self.shared.clock.now_ms();
         let record = PaymentRecord {
             id: format!("c2b:{}", payment.trans_id),
@@ -449,7 +517,10 @@ impl PaymentsHandler {
             checkout_request_id: None,
             merchant_request_id: None,
             receipt: Some(payment.trans_id.clone()),
-            amount_kes: payment.amount_kes.clone(),
+            amount_kes: Some(payment.amount_kes.clone()),
+            session_id: None,
+            amount_minor: None,
+            currency: None,
             amount,
             status: PaymentStatus::Credited,
             result_code: Some(0),
@@ -458,10 +529,27 @@ impl PaymentsHandler {
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
         };
-        if self.store().put_payment(&record).await.is_err() {
-            crate::log_warn!("mpesa C2B {} credited but not listed: the store did not answer", payment.trans_id);
+        if !self.list_credit(MPESA, &record, duplicate).await {
+            return retry_later();
         }
         accepted()
+    }
+
+    /// Whether a C2B payment is to the configured `shortcode` (a payment to another paybill
+    /// is not ours to credit, whatever it names); counted and logged when not.
+    fn our_shortcode(&self, payment: &mpesa::C2bPayment) -> bool {
+        let ours = self.shared.config.payments.as_ref().and_then(|p| p.mpesa.as_ref()).map(|m| m.shortcode.as_str());
+        if ours.is_some() && payment.shortcode.as_deref() == ours {
+            return true;
+        }
+        self.reject(MPESA, "wrong_shortcode");
+        crate::log_warn!(
+            "mpesa C2B {} is for shortcode {}, not {}; not credited",
+            payment.trans_id,
+            payment.shortcode.as_deref().unwrap_or("(none)"),
+            ours.unwrap_or("(none)")
+        );
+        false
     }
 }
 

@@ -4,7 +4,8 @@
 //! (paths, payloads, amounts, masking); the handler in `payments` does the IO, in this order.
 //!
 //! Each check comes before any write: the secret path token (constant time; wrong → 404,
-//! nothing changed), the source address when an allowlist is configured, then the payload.
+//! nothing changed), the source address when an allowlist is configured, then the payload (a
+//! C2B payment must name the configured `BusinessShortCode`).
 //! An STK result credits only a pending checkout, with `ResultCode` 0, the pending amount and
 //! (with `confirm_with_query`) Daraja's STK Query agreeing; the credit is the idempotent top-up
 //! with the M-Pesa receipt as reference, so a repeated callback credits nothing more. It never
@@ -93,6 +94,8 @@ pub struct C2bPayment {
     pub amount_kes: String,
     pub account_id: String,
     pub msisdn: Option<String>,
+    /// `BusinessShortCode`: the paybill paid (must be the configured `shortcode`).
+    pub shortcode: Option<String>,
 }
 
 pub fn parse_c2b(body: &[u8]) -> Option<C2bPayment> {
@@ -104,6 +107,7 @@ pub fn parse_c2b(body: &[u8]) -> Option<C2bPayment> {
         amount_kes: text("TransAmount")?,
         account_id: text("BillRefNumber")?.trim().to_string(),
         msisdn: text("MSISDN"),
+        shortcode: text("BusinessShortCode"),
     })
 }
 

@@ -102,8 +102,16 @@ fn parse_hex_mac(text: &str) -> Option<[u8; MAC_BYTES]> {
 /// What a verified event asks for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum EventAction {
-    /// Credit `amount` to `account_id` once per `reference`.
-    Credit { account_id: String, amount: Nanos, reference: String },
+    /// Credit `amount` to `account_id` once per `reference` (the session's `payment_intent`,
+    /// else `session_id`); `amount_minor` of `currency` is what the customer paid.
+    Credit {
+        account_id: String,
+        amount: Nanos,
+        reference: String,
+        session_id: Option<String>,
+        amount_minor: u64,
+        currency: &'static str,
+    },
     /// A type (or a session state) that credits nothing: answered 200.
     Ignore(&'static str),
 }
@@ -151,11 +159,11 @@ pub fn event_action(body: &[u8], kes_per_usd: UnitsPerUsd) -> Result<EventAction
         .ok_or(EventRejection::NoAccount)?;
     let minor_units = session.get("amount_total").and_then(Value::as_u64).filter(|&units| units > 0);
     let minor_units = minor_units.ok_or(EventRejection::BadAmount)?;
-    let amount = match session.get("currency").and_then(Value::as_str) {
-        Some("usd") => minor_units.checked_mul(NANOS_PER_CENT).map(Nanos).ok_or(EventRejection::BadAmount)?,
+    let (amount, currency) = match session.get("currency").and_then(Value::as_str) {
+        Some("usd") => (minor_units.checked_mul(NANOS_PER_CENT).map(Nanos).ok_or(EventRejection::BadAmount)?, "usd"),
         Some("kes") => {
             let kes = format!("{}.{:02}", minor_units / 100, minor_units % 100);
-            kes_per_usd.to_nanos(&kes).map_err(|_| EventRejection::BadAmount)?
+            (kes_per_usd.to_nanos(&kes).map_err(|_| EventRejection::BadAmount)?, "kes")
         }
         _ => return Err(EventRejection::UnsupportedCurrency),
     };
@@ -163,13 +171,21 @@ pub fn event_action(body: &[u8], kes_per_usd: UnitsPerUsd) -> Result<EventAction
         return Err(EventRejection::BadAmount);
     }
     // One credit per payment: the PaymentIntent when the session has one, else the session.
+    let session_id = session.get("id").and_then(Value::as_str).filter(|id| !id.is_empty());
     let reference = session
         .get("payment_intent")
         .and_then(Value::as_str)
-        .or_else(|| session.get("id").and_then(Value::as_str))
-        .filter(|reference| !reference.is_empty())
+        .filter(|intent| !intent.is_empty())
+        .or(session_id)
         .ok_or(EventRejection::Malformed)?;
-    Ok(EventAction::Credit { account_id: account_id.to_string(), amount, reference: reference.to_string() })
+    Ok(EventAction::Credit {
+        account_id: account_id.to_string(),
+        amount,
+        reference: reference.to_string(),
+        session_id: session_id.map(str::to_string),
+        amount_minor: minor_units,
+        currency,
+    })
 }
 
 #[cfg(test)]
@@ -227,21 +243,28 @@ mod tests {
         let session = |fields: &str| {
             format!(r#"{{"type":"checkout.session.completed","data":{{"object":{{"id":"cs_1",{fields}}}}}}}"#)
         };
-        let credit = |account: &str, nanos: u64, reference: &str| {
-            Ok(EventAction::Credit { account_id: account.into(), amount: Nanos(nanos), reference: reference.into() })
+        let credit = |account: &str, nanos: u64, reference: &str, minor: u64, currency: &'static str| {
+            Ok(EventAction::Credit {
+                account_id: account.into(),
+                amount: Nanos(nanos),
+                reference: reference.into(),
+                session_id: Some("cs_1".into()),
+                amount_minor: minor,
+                currency,
+            })
         };
         let cases = [
             (
                 session(
                     r#""payment_status":"paid","client_reference_id":"acme","amount_total":1234,"currency":"usd","payment_intent":"pi_9""#,
                 ),
-                credit("acme", 12_340_000_000, "pi_9"),
+                credit("acme", 12_340_000_000, "pi_9", 1234, "usd"),
             ),
             (
                 session(
                     r#""payment_status":"paid","client_reference_id":"acme","amount_total":50000,"currency":"kes","payment_intent":null"#,
                 ),
-                credit("acme", 3_846_153_846, "cs_1"),
+                credit("acme", 3_846_153_846, "cs_1", 50_000, "kes"),
             ),
             (
                 session(r#""payment_status":"unpaid","client_reference_id":"acme","amount_total":1,"currency":"usd""#),

@@ -325,11 +325,30 @@ impl StoreClient<'_> {
 /// Payment records (`store::payments`).
 impl StoreClient<'_> {
     /// Writes `record` (new or changed) under its account, and for an STK Push its checkout
-    /// index.
+    /// index; a new record beyond `payments::MAX_PAYMENTS_KEPT` drops the account's oldest.
     pub async fn put_payment(&self, record: &payments::PaymentRecord) -> Result<(), StoreError> {
+        self.write_payment(record, false).await.map(|_| ())
+    }
+
+    /// Writes `record` unless the account has one with its id; whether it did.
+    pub async fn add_payment(&self, record: &payments::PaymentRecord) -> Result<bool, StoreError> {
+        self.write_payment(record, true).await
+    }
+
+    async fn write_payment(&self, record: &payments::PaymentRecord, only_new: bool) -> Result<bool, StoreError> {
         match self.store {
-            Store::Embedded(store) => store.put_payment(record),
-            Store::Redis(store) => store.put_payment(&self.connections.redis, record).await,
+            Store::Embedded(store) => store.put_payment(record, only_new),
+            Store::Redis(store) => store.put_payment(&self.connections.redis, record, only_new).await,
+        }
+    }
+
+    /// The account a payment reference was credited to, where the store keeps it: Redis does
+    /// (the reference's claim); the embedded store answers `None` (it never loses a listing, so
+    /// it never needs to tell).
+    pub async fn reference_owner(&self, reference: &str) -> Result<Option<String>, StoreError> {
+        match self.store {
+            Store::Embedded(_) => Ok(None),
+            Store::Redis(store) => store.reference_owner(&self.connections.redis, reference).await,
         }
     }
 
@@ -347,7 +366,7 @@ impl StoreClient<'_> {
             Store::Embedded(store) => store.payments(account_id),
             Store::Redis(store) => store.payments(&self.connections.redis, account_id).await?,
         };
-        records.sort_by(|a, b| b.created_at_ms.cmp(&a.created_at_ms).then_with(|| b.id.cmp(&a.id)));
+        records.sort_by(payments::PaymentRecord::newest_first);
         records.truncate(payments::MAX_PAYMENTS_LISTED);
         Ok(records)
     }

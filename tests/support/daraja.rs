@@ -4,13 +4,19 @@
 //! `POST /mpesa/stkpush/v1/processrequest` and `POST /mpesa/stkpushquery/v1/query` with their
 //! documented payloads and error shapes (`{"requestId","errorCode","errorMessage"}`), checking
 //! the bearer token, the password (base64 of shortcode + passkey + timestamp) and the fields;
-//! plus the STK callback and C2B payloads Daraja posts to the gateway.
+//! plus the STK callback and C2B payloads Daraja posts to the gateway. It serves plain HTTP, or
+//! HTTPS (rustls) with a certificate from a CA the test generates (`start_tls`), as the real
+//! Daraja does.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use serde_json::{Value, json};
 
@@ -33,6 +39,9 @@ pub struct DarajaState {
     pub query_results: HashMap<String, String>,
     next_checkout: u32,
     tokens: Vec<String>,
+    /// Runs once the next accepted STK Push is recorded, before it is answered (a test stops
+    /// Redis there: "Daraja accepted, the gateway cannot record it").
+    pub on_push: Option<Box<dyn FnMut() + Send>>,
 }
 
 pub struct DarajaStandIn {
@@ -40,6 +49,8 @@ pub struct DarajaStandIn {
     pub state: Arc<Mutex<DarajaState>>,
     /// While set, every connection is closed without an answer (Daraja unreachable).
     pub down: Arc<AtomicBool>,
+    /// Whether it speaks HTTPS.
+    tls: bool,
 }
 
 fn base64(bytes: &[u8]) -> String {
@@ -57,33 +68,66 @@ fn base64(bytes: &[u8]) -> String {
 }
 
 impl DarajaStandIn {
+    /// Plain HTTP on a free port.
     pub fn start() -> DarajaStandIn {
+        DarajaStandIn::start_with(None)
+    }
+
+    /// HTTPS on a free port, with a `localhost` / 127.0.0.1 certificate signed by a CA
+    /// written to `directory`; returns the stand-in and the CA's PEM file (the gateway's
+    /// `ca_file`).
+    pub fn start_tls(directory: &Path) -> (DarajaStandIn, PathBuf) {
+        let (ca, cert, key) = super::certificates::write_certificates(directory);
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(&cert).unwrap().collect::<Result<_, _>>().unwrap();
+        let key = PrivateKeyDer::from_pem_file(&key).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        (DarajaStandIn::start_with(Some(Arc::new(config))), ca)
+    }
+
+    fn start_with(tls: Option<Arc<rustls::ServerConfig>>) -> DarajaStandIn {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(Mutex::new(DarajaState::default()));
         let down = Arc::new(AtomicBool::new(false));
-        let (thread_state, thread_down) = (state.clone(), down.clone());
+        let (thread_state, thread_down, secure) = (state.clone(), down.clone(), tls.is_some());
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
-                let (state, down) = (thread_state.clone(), thread_down.clone());
-                std::thread::spawn(move || serve(stream, &state, &down));
+                let (state, down, tls) = (thread_state.clone(), thread_down.clone(), tls.clone());
+                std::thread::spawn(move || match tls {
+                    Some(config) => {
+                        let Ok(connection) = rustls::ServerConnection::new(config) else { return };
+                        serve(rustls::StreamOwned::new(connection, stream), &state, &down);
+                    }
+                    None => serve(stream, &state, &down),
+                });
             }
         });
-        DarajaStandIn { addr, state, down }
+        DarajaStandIn { addr, state, down, tls: secure }
     }
 
+    /// `https://localhost:PORT` (the certificate's name) or `http://127.0.0.1:PORT`.
     pub fn base_url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.tls { format!("https://localhost:{}", self.addr.port()) } else { format!("http://{}", self.addr) }
     }
 
     pub fn set_query_result(&self, checkout: &str, code: &str) {
         self.state.lock().unwrap().query_results.insert(checkout.to_string(), code.to_string());
     }
+
+    /// Runs `hook` after the next STK Push is accepted, before its answer is sent.
+    pub fn on_next_push(&self, hook: impl FnMut() + Send + 'static) {
+        self.state.lock().unwrap().on_push = Some(Box::new(hook));
+    }
 }
 
-fn serve(stream: TcpStream, state: &Mutex<DarajaState>, down: &AtomicBool) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut writer = stream;
+fn serve(stream: impl Read + Write, state: &Mutex<DarajaState>, down: &AtomicBool) {
+    let mut reader = BufReader::new(stream);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line).unwrap_or(0) == 0 {
@@ -118,7 +162,8 @@ fn serve(stream: TcpStream, state: &Mutex<DarajaState>, down: &AtomicBool) {
             "HTTP/1.1 {status} X\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{text}",
             text.len()
         );
-        if writer.write_all(response.as_bytes()).is_err() {
+        let writer = reader.get_mut();
+        if writer.write_all(response.as_bytes()).and_then(|()| writer.flush()).is_err() {
             return;
         }
     }
@@ -176,6 +221,9 @@ fn route(target: &str, headers: &HashMap<String, String>, body: &[u8], state: &M
             state.next_checkout += 1;
             let n = state.next_checkout;
             state.pushes.push(request.clone());
+            if let Some(mut hook) = state.on_push.take() {
+                hook();
+            }
             (
                 200,
                 json!({
@@ -234,11 +282,16 @@ pub fn stk_callback(merchant: &str, checkout: &str, result_code: i64, amount_kes
     callback.to_string()
 }
 
-/// A C2B validation or confirmation payload.
+/// A C2B validation or confirmation payload to the gateway's paybill (`SHORTCODE`).
 pub fn c2b_payload(trans_id: &str, amount_kes: &str, bill_ref: &str) -> String {
+    c2b_payload_to(SHORTCODE, trans_id, amount_kes, bill_ref)
+}
+
+/// A C2B validation or confirmation payload to the paybill `shortcode`.
+pub fn c2b_payload_to(shortcode: &str, trans_id: &str, amount_kes: &str, bill_ref: &str) -> String {
     json!({
         "TransactionType": "Pay Bill", "TransID": trans_id, "TransTime": "20191122063845",
-        "TransAmount": amount_kes, "BusinessShortCode": SHORTCODE, "BillRefNumber": bill_ref,
+        "TransAmount": amount_kes, "BusinessShortCode": shortcode, "BillRefNumber": bill_ref,
         "InvoiceNumber": "", "OrgAccountBalance": "", "ThirdPartyTransID": "",
         "MSISDN": "2547 ***** 126", "FirstName": "John", "MiddleName": "", "LastName": "Doe"
     })

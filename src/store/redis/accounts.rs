@@ -218,7 +218,7 @@ impl RedisStore {
     ) -> Result<TopupResult, StoreError> {
         // 1. Claim the reference for this account, globally (a reference credits one account
         //    once). A claim left behind by a crash between the steps is completed by a retry.
-        let claim = format!("{}:payref:{reference}", self.settings.prefix);
+        let claim = self.payref_key(reference);
         let acct = self.key(account_id, "acct");
         let claim_args: [&[u8]; 4] = [b"SET", claim.as_bytes(), account_id.as_bytes(), b"NX"];
         if let Reply::Null = self.command(connections, claim.as_bytes(), &claim_args).await? {
