@@ -188,7 +188,8 @@ def test_own_account_usage_and_cost_through_the_sdk(tenant: Tenant):
             "name": None,
             "spend_cap_usd": None,
             "spend_cap_period": None,
-            "spent_usd": None,
+            "spent_usd": "0.000000000",
+            "held_usd": "0.000000000",
         },
     }
 
@@ -200,6 +201,8 @@ def test_own_account_usage_and_cost_through_the_sdk(tenant: Tenant):
     left = nanos_to_usd(1_000_000_000 - cost_nanos)
     after = client.get("/account", cast_to=object)
     assert (after["balance_usd"], after["held_usd"], after["available_usd"]) == (left, "0.000000000", left)
+    # The uncapped key shows its lifetime spend: this one answer.
+    assert (after["key"]["spent_usd"], after["key"]["held_usd"]) == (nanos_to_usd(cost_nanos), "0.000000000")
     listing = client.get("/usage", cast_to=object, options={"params": {"limit": 1}})
     assert listing["object"] == "list"
     assert listing["data"] == tenant.gateway.usage(tenant.account_id, limit=1)
