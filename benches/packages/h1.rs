@@ -14,7 +14,9 @@
 //! writer one per `SSE_PACE_MS`, a reader task on the other end noting when each event's
 //! blank line arrives. The project's writer is the real `serve_connection` with a handler that
 //! streams through `ResponseSink` (`start_stream`, `frame_event`, `flush`); monoio-http's is its
-//! `GenericEncoder` sending a response whose body is a stream payload fed event by event.
+//! `GenericEncoder` sending a response whose body is a stream payload fed event by event. Its
+//! `send` holds the encoder until the body ends, so nothing can flush it between events: a
+//! streamed body goes out when 8 KiB have piled up, or at the end.
 
 use std::cell::RefCell;
 use std::hint::black_box;
