@@ -206,9 +206,9 @@ impl Call {
 fn expected_per_request(store: StoreKind, account: Account) -> u64 {
     match (store, account) {
         (StoreKind::Embedded, _) => 0,
-        // Settled on the worker's lease: the queued usage record's request id and model id
-        // (`LeaseRecord`, two boxed strs).
-        (StoreKind::Redis, Account::Busy) => 2,
+        // Admitted and settled on the worker's lease: nothing (the queued `LeaseRecord` keeps
+        // its ids inline; the lease calls that pay for the records are strays).
+        (StoreKind::Redis, Account::Busy) => 0,
         // Admitted and settled by `fk_admit` and `fk_settle`, per call: its key names (3 and 4
         // `String`s), the reply slot (a oneshot channel), the flusher task spawned when none
         // runs, a fresh write buffer when the flusher still holds the last one, and the reply
