@@ -209,11 +209,12 @@ fn expected_per_request(store: StoreKind, account: Account) -> u64 {
         // Admitted and settled on the worker's lease: nothing (the queued `LeaseRecord` keeps
         // its ids inline; the lease calls that pay for the records are strays).
         (StoreKind::Redis, Account::Busy) => 0,
-        // Admitted and settled by `fk_admit` and `fk_settle`, per call: the reply slot (a
-        // oneshot channel), the flusher task spawned when none runs, a fresh write buffer when
-        // the flusher still holds the last one, and the reply decoded into owned frames (the
-        // array and its owned copy).
-        (StoreKind::Redis, Account::Small) => 10,
+        // Admitted and settled by `fk_admit` and `fk_settle`: each reply decoded into owned
+        // frames, two allocations per call (`redis_protocol::resp2::decode::decode` parses the
+        // array into a `Vec` of frames, then copies it into an `OwnedFrame` tree that the
+        // store's reply readers take apart). Removing them takes a reply reader over the read
+        // buffer itself, not yet written.
+        (StoreKind::Redis, Account::Small) => 4,
     }
 }
 
