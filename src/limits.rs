@@ -157,6 +157,9 @@ pub const UPSTREAM_KEPT_BUFFER_MAX_BYTES: usize = 1024 * 1024;
 pub const UPSTREAM_MAX_ERROR_BODY_BYTES: usize = 64 * 1024;
 /// Bytes asked of an upstream socket per read.
 pub const UPSTREAM_READ_CHUNK_BYTES: usize = 16 * 1024;
+/// Read buffers a worker keeps for its next upstream exchanges (each about
+/// `UPSTREAM_READ_CHUNK_BYTES`), so a warm exchange allocates none.
+pub const UPSTREAM_SPARE_READ_BUFFERS: usize = 16;
 /// How often upstream host names are resolved again (on the resolver thread).
 pub const UPSTREAM_DNS_REFRESH_INTERVAL_MS: u64 = 30_000;
 /// After the client left mid-stream: how long the upstream is still read to learn its usage...

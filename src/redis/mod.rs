@@ -3,8 +3,10 @@
 //!
 //! There is no Redis client for monoio, so this is ours, on the `redis-protocol` RESP2 codec.
 //! Commands from many tasks of one worker share the connection: each appends its encoded
-//! command to the write buffer and queues a reply slot; one flusher writes whatever has piled up
-//! (natural batching), one reader task hands each decoded reply to the oldest waiting slot.
+//! command to the write buffer and queues a reply slot (`reply_slots`); one flusher task per
+//! connection writes whatever has piled up (natural batching) from one of two buffers it swaps,
+//! one reader task hands each decoded reply to the oldest waiting slot. Once warm, queuing a
+//! command allocates nothing (decoding its reply does: `redis-protocol` builds owned frames).
 //! Any failure (timeout, reset, protocol error) retires the connection: waiting commands fail,
 //! and the next command reconnects once the backoff has passed. While disconnected, commands
 //! fail at once instead of waiting: a store outage must never hang a request.
@@ -15,6 +17,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::Duration;
 
 use futures_channel::oneshot;
@@ -71,28 +74,55 @@ impl RedisError {
     }
 }
 
-type ReplySlot = oneshot::Sender<Result<Reply, RedisError>>;
+mod reply_slots;
+
+use reply_slots::{ReplySlots, ReplyWait};
+
+type ReplyResult = Result<Reply, RedisError>;
+type PendingReply = ReplyWait<Connection, ReplyResult>;
 
 /// One live connection.
 struct Connection {
     writer: RefCell<Option<OwnedWriteHalf<TcpStream>>>,
     /// Encoded commands not yet written.
     outgoing: RefCell<Vec<u8>>,
-    /// Reply slots in the order their commands were queued.
-    waiting: RefCell<VecDeque<ReplySlot>>,
-    flushing: Cell<bool>,
+    /// Reply slots (indices into `slots`) in the order their commands were queued.
+    waiting: RefCell<VecDeque<usize>>,
+    slots: RefCell<ReplySlots<ReplyResult>>,
+    /// The flusher task's waker while it waits for commands.
+    flusher: RefCell<Option<Waker>>,
     broken: Cell<bool>,
 }
 
+impl AsRef<RefCell<ReplySlots<ReplyResult>>> for Connection {
+    fn as_ref(&self) -> &RefCell<ReplySlots<ReplyResult>> {
+        &self.slots
+    }
+}
+
 impl Connection {
-    /// Retires the connection: every waiting command fails.
+    /// Retires the connection: every waiting command fails, the flusher ends.
     fn break_down(&self) {
         self.broken.set(true);
-        let waiting: Vec<ReplySlot> = self.waiting.borrow_mut().drain(..).collect();
-        for slot in waiting {
-            let _ = slot.send(Err(RedisError::Lost));
-        }
+        let waiting: Vec<usize> = self.waiting.borrow_mut().drain(..).collect();
+        reply_slots::fail_all(&self.slots, waiting, || Err(RedisError::Lost));
         self.writer.borrow_mut().take();
+        self.wake_flusher();
+    }
+
+    /// Queues `args` and returns the reply's slot; the flusher is woken by `wake_flusher`.
+    fn queue(self: &Rc<Self>, args: &[&[u8]]) -> PendingReply {
+        encode_command(&mut self.outgoing.borrow_mut(), args);
+        let index = self.slots.borrow_mut().claim();
+        self.waiting.borrow_mut().push_back(index);
+        ReplyWait::new(self.clone(), index)
+    }
+
+    fn wake_flusher(&self) {
+        let waker = self.flusher.borrow_mut().take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
     }
 }
 
@@ -135,12 +165,8 @@ impl RedisClient {
     /// Sends one command (`args[0]` is its name) and waits for its reply.
     pub async fn call(&self, args: &[&[u8]]) -> Result<Reply, RedisError> {
         let connection = self.connected().await?;
-        let (slot, reply) = oneshot::channel();
-        encode_command(&mut connection.outgoing.borrow_mut(), args);
-        connection.waiting.borrow_mut().push_back(slot);
-        if !connection.flushing.get() {
-            monoio::spawn(flush(connection.clone()));
-        }
+        let reply = connection.queue(args);
+        connection.wake_flusher();
         self.wait_reply(&connection, reply).await
     }
 
@@ -148,32 +174,18 @@ impl RedisClient {
     /// returns the reply to `args`.
     pub async fn call_asking(&self, args: &[&[u8]]) -> Result<Reply, RedisError> {
         let connection = self.connected().await?;
-        let (asking_slot, asking_reply) = oneshot::channel();
-        let (slot, reply) = oneshot::channel();
-        {
-            let mut outgoing = connection.outgoing.borrow_mut();
-            encode_command(&mut outgoing, &[b"ASKING"]);
-            encode_command(&mut outgoing, args);
-            let mut waiting = connection.waiting.borrow_mut();
-            waiting.push_back(asking_slot);
-            waiting.push_back(slot);
-        }
-        if !connection.flushing.get() {
-            monoio::spawn(flush(connection.clone()));
-        }
+        let asking_reply = connection.queue(&[b"ASKING"]);
+        let reply = connection.queue(args);
+        connection.wake_flusher();
         self.wait_reply(&connection, asking_reply).await?;
         self.wait_reply(&connection, reply).await
     }
 
-    async fn wait_reply(
-        &self,
-        connection: &Rc<Connection>,
-        reply: oneshot::Receiver<Result<Reply, RedisError>>,
-    ) -> Result<Reply, RedisError> {
+    async fn wait_reply(&self, connection: &Rc<Connection>, reply: PendingReply) -> Result<Reply, RedisError> {
         match monoio::time::timeout(self.settings.command_timeout, reply).await {
-            Ok(Ok(Ok(Reply::Error(message)))) => Err(RedisError::Server(message)),
-            Ok(Ok(result)) => result,
-            Ok(Err(_canceled)) => Err(RedisError::Lost),
+            Ok(Some(Ok(Reply::Error(message)))) => Err(RedisError::Server(message)),
+            Ok(Some(result)) => result,
+            Ok(None) => Err(RedisError::Lost),
             Err(_elapsed) => {
                 // A silent server: stop trusting this connection.
                 connection.break_down();
@@ -245,18 +257,18 @@ impl RedisClient {
             writer: RefCell::new(Some(writer)),
             outgoing: RefCell::new(Vec::with_capacity(REDIS_OUTGOING_INITIAL_BYTES)),
             waiting: RefCell::new(VecDeque::new()),
-            flushing: Cell::new(false),
+            slots: RefCell::default(),
+            flusher: RefCell::new(None),
             broken: Cell::new(false),
         });
         monoio::spawn(read_replies(connection.clone(), reader));
+        monoio::spawn(flush(connection.clone()));
         if let Some(password) = &self.settings.password {
-            let (slot, reply) = oneshot::channel();
-            encode_command(&mut connection.outgoing.borrow_mut(), &[b"AUTH", password.as_bytes()]);
-            connection.waiting.borrow_mut().push_back(slot);
-            monoio::spawn(flush(connection.clone()));
+            let reply = connection.queue(&[b"AUTH", password.as_bytes()]);
+            connection.wake_flusher();
             match monoio::time::timeout(self.settings.command_timeout, reply).await {
-                Ok(Ok(Ok(Reply::SimpleString(_)))) => {}
-                Ok(Ok(Ok(Reply::Error(message)))) => {
+                Ok(Some(Ok(Reply::SimpleString(_)))) => {}
+                Ok(Some(Ok(Reply::Error(message)))) => {
                     connection.break_down();
                     return Err(RedisError::Server(message));
                 }
@@ -270,31 +282,34 @@ impl RedisClient {
     }
 }
 
-/// Writes whatever commands have piled up, until none are left.
+/// The connection's flusher, for as long as it lives: waits for commands, then writes whatever
+/// has piled up. Commands pile up in one buffer while the other is written; the two are
+/// swapped, so neither is ever made anew.
 async fn flush(connection: Rc<Connection>) {
-    if connection.flushing.replace(true) {
-        return;
-    }
+    let mut writing: Vec<u8> = Vec::with_capacity(REDIS_OUTGOING_INITIAL_BYTES);
     loop {
-        let buffer = std::mem::take(&mut *connection.outgoing.borrow_mut());
-        if buffer.is_empty() || connection.broken.get() {
-            break;
+        std::future::poll_fn(|cx| {
+            if connection.broken.get() || !connection.outgoing.borrow().is_empty() {
+                return Poll::Ready(());
+            }
+            *connection.flusher.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if connection.broken.get() {
+            return;
         }
-        let Some(mut writer) = connection.writer.borrow_mut().take() else { break };
-        let (result, mut buffer) = writer.write_all(buffer).await;
-        if result.is_err() {
+        std::mem::swap(&mut *connection.outgoing.borrow_mut(), &mut writing);
+        let Some(mut writer) = connection.writer.borrow_mut().take() else { return };
+        let (result, buffer) = writer.write_all(writing).await;
+        writing = buffer;
+        if result.is_err() || connection.broken.get() {
             connection.break_down();
-            break;
+            return;
         }
         *connection.writer.borrow_mut() = Some(writer);
-        // Give the emptied buffer back unless new commands already started a fresh one.
-        buffer.clear();
-        let mut outgoing = connection.outgoing.borrow_mut();
-        if outgoing.is_empty() {
-            *outgoing = buffer;
-        }
+        writing.clear();
     }
-    connection.flushing.set(false);
 }
 
 /// Reads replies and hands each to the oldest waiting command.
@@ -315,7 +330,10 @@ async fn read_replies(connection: Rc<Connection>, mut reader: OwnedReadHalf<TcpS
                     let slot = connection.waiting.borrow_mut().pop_front();
                     match slot {
                         Some(slot) => {
-                            let _ = slot.send(Ok(frame));
+                            let waker = connection.slots.borrow_mut().fill(slot, Ok(frame));
+                            if let Some(waker) = waker {
+                                waker.wake();
+                            }
                         }
                         None => {
                             // A reply nobody asked for: the stream is out of step.

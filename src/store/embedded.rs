@@ -20,6 +20,7 @@ use std::sync::Mutex;
 use std::sync::{Arc, MutexGuard};
 
 use crate::errors::Bucket;
+use crate::ids::IdText;
 use crate::limits::{EMBEDDED_LEDGER_MAX_RECORDS_PER_ACCOUNT, HOLD_TTL_MS, MAX_USAGE_QUERY_LIMIT};
 use crate::money::{Nanos, TokenUsage};
 use crate::ratelimit::TokenBucket;
@@ -164,7 +165,8 @@ struct State {
     accounts: HashMap<Arc<str>, Account>,
     keys_by_hash: HashMap<KeyHash, KeyRecord>,
     key_hash_by_id: HashMap<Arc<str>, KeyHash>,
-    holds: HashMap<Arc<str>, Hold>,
+    /// Open holds by request id (kept inline: taking a hold allocates no id).
+    holds: HashMap<IdText, Hold>,
     /// Payment references ever credited (globally unique per payment provider).
     payment_references: HashSet<String>,
     /// Model ids interned for ledger records.
@@ -543,7 +545,7 @@ impl EmbeddedStore {
     pub fn reap_expired_holds(&self, now_ms: u64) -> usize {
         let mut guard = self.lock();
         let state = &mut *guard;
-        let expired: Vec<Arc<str>> =
+        let expired: Vec<IdText> =
             state.holds.iter().filter(|(_, hold)| hold.expires_at_ms <= now_ms).map(|(id, _)| id.clone()).collect();
         for request_id in &expired {
             let Some(hold) = state.holds.remove(request_id) else { continue };

@@ -294,12 +294,13 @@ pub struct LeaseCall {
     pub records: Vec<LeaseRecord>,
 }
 
-/// A request served from a lease, waiting to be charged and written to the ledger.
+/// A request served from a lease, waiting to be charged and written to the ledger. Queuing one
+/// allocates nothing: the ids are kept inline (as `IdText`s) and the key id is the caller's.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LeaseRecord {
-    pub request_id: Box<str>,
+    pub request_id: crate::ids::IdText,
     pub key_id: Arc<str>,
-    pub model: Box<str>,
+    pub model: crate::ids::IdText,
     pub tokens: TokenUsage,
     pub cost: Nanos,
     pub outcome: Outcome,
@@ -356,7 +357,8 @@ pub struct Reaped {
 /// One line of an account's usage ledger.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UsageRecord {
-    pub request_id: Arc<str>,
+    /// Inline for the gateway's own ids: a ledger line costs no allocation for it.
+    pub request_id: crate::ids::IdText,
     pub key_id: Arc<str>,
     pub model: Arc<str>,
     pub tokens: TokenUsage,

@@ -21,7 +21,7 @@ use crate::clock::{deadline_after_ms, time_left, timer_now};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::limits::{
     UPSTREAM_MAX_RESPONSE_BODY_BYTES, UPSTREAM_MAX_RESPONSE_HEAD_BYTES, UPSTREAM_POOL_MAX_IDLE_CONNECTIONS,
-    UPSTREAM_READ_CHUNK_BYTES,
+    UPSTREAM_READ_CHUNK_BYTES, UPSTREAM_SPARE_READ_BUFFERS,
 };
 
 /// An open connection to an upstream.
@@ -79,16 +79,33 @@ struct Idle {
     fresh_until: monoio::time::Instant,
 }
 
-/// One worker's pools, one per upstream index.
+/// One worker's pools, one per upstream index, and the read buffers of finished exchanges.
 pub struct Pool {
     idle: RefCell<Vec<Vec<Idle>>>,
+    /// Empty read buffers for the next exchanges (at most `UPSTREAM_SPARE_READ_BUFFERS`).
+    spare_reads: RefCell<Vec<Vec<u8>>>,
     /// Where new connections (TCP connects, TLS handshakes) are counted.
     metrics: std::sync::Arc<crate::metrics::WorkerMetrics>,
 }
 
 impl Pool {
     pub fn new(metrics: std::sync::Arc<crate::metrics::WorkerMetrics>) -> Pool {
-        Pool { idle: RefCell::default(), metrics }
+        Pool { idle: RefCell::default(), spare_reads: RefCell::default(), metrics }
+    }
+
+    /// An empty read buffer for an exchange: a finished exchange's, or a new one.
+    fn read_buffer(&self) -> Vec<u8> {
+        self.spare_reads.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(UPSTREAM_READ_CHUNK_BYTES))
+    }
+
+    /// Keeps a finished exchange's read buffer for the next one, unless enough are kept or it
+    /// grew large (one large answer must not pin its memory).
+    fn keep_read_buffer(&self, mut buffer: Vec<u8>) {
+        let mut spare = self.spare_reads.borrow_mut();
+        if spare.len() < UPSTREAM_SPARE_READ_BUFFERS && buffer.capacity() <= 2 * UPSTREAM_READ_CHUNK_BYTES {
+            buffer.clear();
+            spare.push(buffer);
+        }
     }
 
     /// The most recently used idle connection to `upstream`, if one is fresh enough.
@@ -270,7 +287,7 @@ pub async fn start(
             Some(connection) => connection,
             None => connect(target, pool).await?,
         };
-        match send_and_read_head(&mut connection, target, request).await {
+        match send_and_read_head(&mut connection, target, request, pool).await {
             Ok((head, raw)) => {
                 let mut exchange = Exchange {
                     upstream,
@@ -297,6 +314,7 @@ async fn send_and_read_head(
     connection: &mut Connection,
     target: &UpstreamTarget,
     request: &mut Vec<u8>,
+    pool: &Pool,
 ) -> Result<(ResponseHead, Vec<u8>), UpstreamFailure> {
     let deadline = timer_now() + target.response_timeout;
     let buffer = std::mem::take(request);
@@ -308,7 +326,7 @@ async fn send_and_read_head(
     if result.is_err() {
         return Err(UpstreamFailure::ResetBeforeResponse);
     }
-    let mut raw = Vec::with_capacity(UPSTREAM_READ_CHUNK_BYTES);
+    let mut raw = pool.read_buffer();
     loop {
         match monoio::time::timeout_at(deadline, connection.read_more(&mut raw)).await {
             Err(_) => return Err(UpstreamFailure::Timeout),
@@ -412,7 +430,8 @@ impl Exchange {
     }
 
     /// Gives the connection back to the pool if the whole body was read and reuse is allowed
-    /// (at most once: the exchange no longer has it after).
+    /// (at most once: the exchange no longer has it after), and its read buffer once the body
+    /// was read.
     pub fn finish_reusable(&mut self, pool: &Pool) {
         if self.done
             && self.head.keep_alive
@@ -420,6 +439,9 @@ impl Exchange {
             && let Some(connection) = self.connection.take()
         {
             pool.put(self.upstream, connection, self.pool_idle_timeout_ms);
+        }
+        if self.done && self.raw.capacity() > 0 {
+            pool.keep_read_buffer(std::mem::take(&mut self.raw));
         }
     }
 }

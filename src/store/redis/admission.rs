@@ -9,7 +9,7 @@
 
 use super::connections::Connections;
 use super::replies::{FromReply, SettleReply};
-use super::{LEDGER_MAX_RECORDS_PER_ACCOUNT, RedisStore};
+use super::{KeyName, LEDGER_MAX_RECORDS_PER_ACCOUNT, RedisStore};
 use crate::digits::Num;
 use crate::limits::{HOLD_TTL_MS, LEASE_ESCROW_TTL_MS};
 use crate::metrics::StoreMetrics;
@@ -46,7 +46,7 @@ impl RedisStore {
 
     /// The `KEYS` of `fk_admit` and of `fk_void`, which undoes it: acct, holds, holdexp (the
     /// rate buckets and a key's spend live in the account's hash: no keys of their own).
-    pub(super) fn admission_keys(&self, account: &str) -> [String; 3] {
+    pub(super) fn admission_keys(&self, account: &str) -> [KeyName; 3] {
         [self.key(account, "acct"), self.key(account, "holds"), self.key(account, "holdexp")]
     }
 

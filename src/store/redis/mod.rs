@@ -127,16 +127,10 @@ impl RedisStore {
     }
 
     /// `PREFIX:{ACCOUNT}:SUFFIX` (the braces make the account the Cluster hash tag); built
-    /// by hand, since `format!` costs several times more on the admission path.
-    fn key(&self, account_id: &str, suffix: &str) -> String {
-        let prefix = &self.settings.prefix;
-        let mut key = String::with_capacity(prefix.len() + account_id.len() + suffix.len() + 4);
-        key.push_str(prefix);
-        key.push_str(":{");
-        key.push_str(account_id);
-        key.push_str("}:");
-        key.push_str(suffix);
-        key
+    /// by hand on the stack (`KeyName`), since a `String` per key was most of what a store call
+    /// allocated.
+    fn key(&self, account_id: &str, suffix: &str) -> KeyName {
+        KeyName::new([self.settings.prefix.as_str(), ":{", account_id, "}:", suffix])
     }
 
     /// The clock argument of a function: `0` tells it to read Redis's `TIME`.
@@ -189,5 +183,61 @@ impl RedisStore {
             }
         }
         true
+    }
+}
+
+/// Key names up to this long are built on the stack (a 64-byte prefix and a 64-byte account id
+/// with the longest fixed suffix fit); longer ones go on the heap.
+const INLINE_KEY_NAME_BYTES: usize = 160;
+
+/// One Redis key's name, built without allocating when it fits in `INLINE_KEY_NAME_BYTES`.
+pub(crate) struct KeyName(KeyRepr);
+
+enum KeyRepr {
+    Inline { len: usize, bytes: [u8; INLINE_KEY_NAME_BYTES] },
+    Heap(String),
+}
+
+impl KeyName {
+    /// The name `parts` spell, in order.
+    fn new<const N: usize>(parts: [&str; N]) -> KeyName {
+        let len: usize = parts.iter().map(|part| part.len()).sum();
+        if len > INLINE_KEY_NAME_BYTES {
+            return KeyName(KeyRepr::Heap(parts.concat()));
+        }
+        let mut bytes = [0u8; INLINE_KEY_NAME_BYTES];
+        let mut at = 0;
+        for part in parts {
+            bytes[at..at + part.len()].copy_from_slice(part.as_bytes());
+            at += part.len();
+        }
+        KeyName(KeyRepr::Inline { len, bytes })
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match &self.0 {
+            // Whole `str`s copied end to end in `new`: valid UTF-8.
+            KeyRepr::Inline { len, bytes } => std::str::from_utf8(&bytes[..*len]).unwrap_or(""),
+            KeyRepr::Heap(name) => name,
+        }
+    }
+}
+
+impl std::ops::Deref for KeyName {
+    type Target = str;
+    fn deref(&self) -> &str {
+        self.as_str()
+    }
+}
+
+impl std::fmt::Display for KeyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for KeyName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
     }
 }
