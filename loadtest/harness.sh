@@ -7,7 +7,9 @@
 # open loop (coordinated-omission corrected), added p50/p99 over direct; (c) streaming, time to
 # first token and inter-event delay, gateway vs direct; (d) refusals: 401 (unknown key) and 429
 # (deny entry of an account over its RPM) vs proxied requests/s; (e) RSS per idle keep-alive
-# connection, gateway and nginx; (f) Redis commands per admitted, 401 and 429 request.
+# connection, gateway and nginx; (f) Redis commands per admitted, 401 and 429 request; (g) CPU
+# time per response at a fixed rate (CPU_RATE, 10000/s): gateway leased, gateway with a capped
+# key (the store on every request), nginx, and the gateway's 401, 429 and 402 refusals.
 #
 # Pinning (BENCH.md): the proxy under test alone on CPU 1 with one worker; load generators,
 # sandboxes and Redis on CPU 0. Each run records both CPUs' busy share; when CPU 0 is saturated
@@ -17,15 +19,15 @@
 # for (a) and (b) (64), RATES for (b) ("auto": 25/50/75 % of the slowest contender's median
 # saturation; or e.g. "5000 10000 20000"), PLOT_RATE (the middle rate), STREAMS concurrent streams
 # for (c) (64), IDLE_CONNECTIONS for (e) (10000), COUNT requests for (f) (2000), STORE (redis or
-# embedded), PHASES (abcdef), EPOLL_CONTENDER (1 adds the gateway on epoll to (a)), COMMIT (for
+# embedded), PHASES (abcdefg), CPU_RATE for (g), EPOLL_CONTENDER (1 adds the gateway on epoll to (a)), COMMIT (for
 # an exported tree). Writes loadtest/results/<date>-<commit>.md and .svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 duration="${DURATION:-5}"; warmup="${WARMUP:-1}"; rounds="${ROUNDS:-3}"; connections="${CONNECTIONS:-64}"
 rates="${RATES:-auto}"; streams="${STREAMS:-64}"; idle="${IDLE_CONNECTIONS:-10000}"; count="${COUNT:-2000}"
-store="${STORE:-redis}"; phases="${PHASES:-abcdef}"
-command_line="DURATION=$duration WARMUP=$warmup ROUNDS=$rounds CONNECTIONS=$connections RATES='$rates' STREAMS=$streams IDLE_CONNECTIONS=$idle COUNT=$count STORE=$store PHASES=$phases EPOLL_CONTENDER=${EPOLL_CONTENDER:-0} loadtest/harness.sh"
+store="${STORE:-redis}"; phases="${PHASES:-abcdefg}"
+command_line="DURATION=$duration WARMUP=$warmup ROUNDS=$rounds CONNECTIONS=$connections RATES='$rates' STREAMS=$streams IDLE_CONNECTIONS=$idle COUNT=$count STORE=$store PHASES=$phases CPU_RATE=${CPU_RATE:-10000} EPOLL_CONTENDER=${EPOLL_CONTENDER:-0} loadtest/harness.sh"
 export PATH="$PATH:/usr/sbin"
 
 # Open files: each side of every idle connection is a descriptor, plus upstream connections.
@@ -425,6 +427,48 @@ PY
   fi
 fi
 
+# (g) CPU time per request at a fixed open-loop rate (BENCH.md: far steadier than throughput on
+# a shared machine): utime+stime of every thread of the process under test (the gateway; nginx's
+# worker) from /proc over the run, divided by its responses. Contenders: the gateway on the
+# leased bench account, the gateway on a key with a spend cap (never leased: an admit and a
+# settle on the store for every request, the "small account" path), nginx proxying, and the
+# gateway's refusals: 401 (a key nobody issued), 429 (tiny's deny entry), 402 (an empty wallet).
+if [[ $phases == *g* ]]; then
+  cpu_rate="${CPU_RATE:-10000}"
+  echo "== (g) CPU per request at $cpu_rate requests/s, $connections connections, ${duration}s, $rounds rounds"
+  proc_ticks() { cat /proc/"$1"/task/*/stat 2>/dev/null | awk '{s+=$14+$15} END{print s+0}'; }
+  nginx_worker=$(pgrep -P "$nginx_pid" | head -1)
+  capped_key=$(curl -sf -X POST "http://127.0.0.1:$admin_port/admin/accounts/bench/keys" -H "$auth" \
+    -d '{"kind":"live","spend_cap_usd":"999999","spend_cap_period":"lifetime"}' | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  curl -sf -X POST "http://127.0.0.1:$admin_port/admin/accounts" -H "$auth" -d '{"id":"broke","signup_credit_usd":"0"}' >/dev/null
+  broke_key=$(curl -sf -X POST "http://127.0.0.1:$admin_port/admin/accounts/broke/keys" -H "$auth" -d '{"kind":"live"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  declare -A cpu_key=([gateway]=$bench_key [gateway-capped]=$capped_key [nginx]=$bench_key [401]=$unknown_key [429]=$tiny_key [402]=$broke_key)
+  tck=$(getconf CLK_TCK)
+  for round in $(seq "$rounds"); do
+    for name in gateway gateway-capped nginx 401 429 402; do
+      pid=$gateway_pid; target_url=${url[gateway]}
+      if [ "$name" = nginx ]; then pid=$nginx_worker; target_url=${url[nginx]}; fi
+      # One request per connection first, so every path is warm (key cache, deny entry, lease).
+      taskset -c 0 "$loadgen" --threads 1 --url "$target_url" --body "$work/unary.json" --header "Authorization: Bearer ${cpu_key[$name]}" --connections "$connections" --duration-s 1 --rate "$cpu_rate" >/dev/null
+      t0=$(proc_ticks "$pid")
+      out=$(run_loadgen g "$name" "$round" "\"rate\":$cpu_rate,\"ticks_before\":$t0," "$target_url" "${cpu_key[$name]}" "$work/unary.json" --connections "$connections" --duration-s "$duration" --warmup-s 0 --rate "$cpu_rate")
+      t1=$(proc_ticks "$pid")
+      us=$(echo "$out" | python3 -c "import json,sys; r=json.load(sys.stdin); print(round(($t1-$t0)/$tck*1e6/max(1,r['responses']),2))")
+      # The CPU figure joins the run's record (the last line written).
+      python3 - "$records" "$us" <<'PY'
+import json, sys
+path, us = sys.argv[1], float(sys.argv[2])
+lines = open(path).read().splitlines()
+last = json.loads(lines[-1]); last["cpu_us_per_response"] = us
+lines[-1] = json.dumps(last)
+open(path, "w").write("\n".join(lines) + "\n")
+PY
+      echo "  round $round $name: $us µs CPU per response ($(echo "$out" | summary))"
+    done
+  done
+fi
+
 # --- report ----------------------------------------------------------------------------------
 mkdir -p loadtest/results
 stem="loadtest/results/$(date +%Y-%m-%d)-$commit"
@@ -548,7 +592,7 @@ if sel("e"):
             out.append(f"| {c} | {x['connections']} | {x['rss_base_kib']} | {x['rss_connected_kib']} | {x['rss_served_kib']} | "
                        f"{x['kib_per_fresh_connection']:.2f} | {x['kib_per_keepalive_connection']:.2f} | {x['statuses']} |")
     table.append(("(e) KiB per idle keep-alive connection", None, mem.get("gateway"), mem.get("nginx"),
-                  "met" if mem.get("gateway") is not None and mem["gateway"] <= 10 else "not met", "<= 10 KiB"))
+                  "met" if mem.get("gateway") is not None and mem["gateway"] <= 2 else "not met", "<= 2 KiB"))
     out.append("")
 if sel("f"):
     out.append("## (f) Redis commands per request\n")
@@ -567,6 +611,37 @@ if sel("f"):
             verdict = "" if limit is None else ("met" if per is not None and per <= limit else "not met")
             table.append((f"(f) Redis commands sent per {r['contender']} request", None, per, None, verdict,
                            f"<= {limit}" if limit is not None else ""))
+            if r["contender"] == "admitted-small":
+                table.append(("(f) Redis commands executed per admitted-small request", None, eper, None,
+                               "met" if eper is not None and eper <= 12 else "not met", "<= 12"))
+    out.append("")
+if sel("g"):
+    out.append("## (g) CPU time per response at a fixed rate\n")
+    out.append("utime+stime of every thread of the process under test (the gateway; nginx's worker) over the run, "
+               "from `/proc/<pid>/task/*/stat`, divided by its responses. `gateway` is the leased bench account, "
+               "`gateway-capped` a key with a spend cap (never leased: admit and settle on the store per request), "
+               "401/429/402 the gateway's refusals.\n")
+    out.append("| contender | rate | responses (median) | non-2xx | CPU µs per response (median) | runs | max CPU 0 % |")
+    out.append("|---|---|---|---|---|---|---|")
+    cpu = {}
+    for c in ("gateway", "gateway-capped", "nginx", "401", "429", "402"):
+        rows = sel("g", c)
+        if not rows:
+            continue
+        vals = sorted(r["cpu_us_per_response"] for r in rows if "cpu_us_per_response" in r)
+        cpu[c] = statistics.median(vals) if vals else None
+        out.append(f"| {c} | {rows[0].get('rate')} | {fmt(med(rows, lambda x: x['responses']))} | "
+                   f"{sum(r['result']['non_2xx'] for r in rows)} | {fmt(cpu[c], 2)} | {', '.join(f'{v:.2f}' for v in vals)} | {cpu0_max(rows)} |")
+    nginx_cpu = cpu.get("nginx")
+    def against(c, limit, label):
+        value = cpu.get(c)
+        r = value / nginx_cpu if value and nginx_cpu else None
+        verdict = "n/a" if r is None else f"{r:.2f} x nginx: " + ("met" if r <= limit else "not met")
+        table.append((f"(g) CPU µs per {label}", None, value, nginx_cpu, verdict, f"<= {limit:g} x nginx's proxied"))
+    against("gateway", 0.9, "proxied request, leased account")
+    against("gateway-capped", 1.2, "proxied request, store on every request")
+    for c in ("401", "429", "402"):
+        against(c, 1 / 3, f"{c} refusal")
     out.append("")
 lines = ["| measure | direct | gateway | nginx | ratio / verdict | target |", "|---|---|---|---|---|---|"]
 for name, d, g, n, rt, tg in table:
