@@ -8,6 +8,7 @@ pub mod cors;
 pub mod date;
 pub mod duration;
 pub mod future_slot;
+pub mod head_spans;
 pub mod listener;
 pub mod request;
 pub mod response;

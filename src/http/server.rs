@@ -24,6 +24,7 @@ use crate::clock::deadline_after_ms;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::http::future_slot::Pooled;
+use crate::http::head_spans::HeadSpans;
 use crate::http::request::{BodyFraming, HeadError, Method, RequestHead, parse_head};
 use crate::http::response::{self, ErrorExtras, ResponseContext, StreamFraming};
 use crate::limits::{
@@ -298,8 +299,9 @@ pub trait Handler {
 
 /// Why reading the next request stopped.
 enum ReadOutcome {
-    /// The buffer holds a complete head (and framing was checked); `head_len` bytes long.
-    Head,
+    /// The buffer starts with this complete, valid head (framing and `Host` checked): parsed
+    /// once, here, and never again for this request.
+    Head(HeadSpans),
     /// The client closed or went idle between requests: close quietly.
     Closed,
     /// The request is refused by the framing layer: answer and close.
@@ -327,28 +329,17 @@ where
     };
     let mut requests_served: u64 = 0;
     loop {
-        match read_head(&mut sink.stream, &mut read_buffer, limits).await {
-            ReadOutcome::Head => {}
+        let head_spans = match read_head(&mut sink.stream, &mut read_buffer, limits).await {
+            ReadOutcome::Head(head_spans) => head_spans,
             ReadOutcome::Closed => return,
             ReadOutcome::Refused(error) => {
                 // The head did not parse, so its method is a guess from the first bytes.
                 sink.begin_response(read_buffer.starts_with(b"HEAD "), 1);
                 return Pooled::new(refuse_and_close(&mut sink, &mut read_buffer, handler, &error)).await;
             }
-        }
-        // The head is complete and valid (read_head checked it); take its framing facts.
-        let (head_len, framing, keep_alive, expect_continue, head_only, minor_version) =
-            match parse_head(&read_buffer, limits.max_head_bytes) {
-                Ok(Some(head)) => (
-                    head.head_len,
-                    head.framing,
-                    head.keep_alive,
-                    head.expect_continue,
-                    head.method == Method::Head,
-                    head.minor_version,
-                ),
-                _ => return,
-            };
+        };
+        let HeadSpans { head_len, framing, keep_alive, expect_continue, minor_version, .. } = head_spans;
+        let head_only = head_spans.method == Method::Head;
         requests_served += 1;
         sink.keep_alive = keep_alive && requests_served < crate::limits::MAX_REQUESTS_PER_CONNECTION;
         sink.begin_response(head_only, minor_version);
@@ -373,10 +364,7 @@ where
         };
 
         {
-            let head = match parse_head(&read_buffer, limits.max_head_bytes) {
-                Ok(Some(head)) => head,
-                _ => return,
-            };
+            let head = head_spans.view(&read_buffer);
             let body: &[u8] = match framing {
                 BodyFraming::Chunked => &chunked_body,
                 BodyFraming::ContentLength(length) => &read_buffer[head_len..head_len + length as usize],
@@ -450,7 +438,7 @@ async fn read_head<S: AsyncReadRent>(stream: &mut S, buffer: &mut Vec<u8>, limit
             match parse_head(buffer, limits.max_head_bytes) {
                 Ok(Some(head)) => {
                     return match head.check_host() {
-                        Ok(()) => ReadOutcome::Head,
+                        Ok(()) => ReadOutcome::Head(HeadSpans::of(&head, buffer)),
                         Err(error) => refusal_for_head_error(error, limits),
                     };
                 }
