@@ -123,6 +123,7 @@ impl Gateway {
         let mut node_tag = [0u8; NODE_TAG_LEN];
         node_tag.copy_from_slice(crate::ids::random_base62(NODE_TAG_LEN).as_bytes());
         let server_limits = server_limits_of(&config);
+        let task_work = config.server.io_uring_task_work;
         let client_tls = match &config.server.tls {
             Some(files) => Some(crate::tls::server_acceptor(&files.cert_file, &files.key_file)?),
             None => None,
@@ -167,7 +168,7 @@ impl Gateway {
                 let metrics = shared.metrics.workers[index].clone();
                 let handler = Rc::new(ApiHandler { worker: Worker::new(index, shared.clone(), access_log) });
                 let lifecycle = shared.lifecycle();
-                run_on_runtime(&metrics, &format!("worker {index}"), || async {
+                run_on_runtime(&metrics, &format!("worker {index}"), task_work, || async {
                     let leases = handler.clone();
                     monoio::spawn(async move { leases.worker.run_leases().await });
                     let (stop_sweep, sweep_stopped) = oneshot::channel();
@@ -203,7 +204,7 @@ impl Gateway {
         threads.push(std::thread::Builder::new().name("fikra-admin".into()).spawn(move || {
             let metrics = admin_shared.metrics.admin.clone();
             let handler = Rc::new(AdminHandler::new(admin_shared.clone()));
-            run_on_runtime(&metrics, "admin", || async {
+            run_on_runtime(&metrics, "admin", task_work, || async {
                 monoio::spawn(reap_holds_forever(admin_shared.clone()));
                 monoio::spawn(sync_key_directory_forever(admin_shared.clone()));
                 let beat = monoio::spawn(beat_until_workers_end(admin_shared.clone()));
@@ -239,7 +240,7 @@ impl Gateway {
                 if let Some(addr) = payments_addr {
                     crate::log_info!("payments listener on {addr}");
                 }
-                run_on_runtime(&metrics, "payments", || async {
+                run_on_runtime(&metrics, "payments", task_work, || async {
                     serve_listener(listener, handler, metrics.clone(), server_limits, stop_receiver, lifecycle, None)
                         .await;
                 });

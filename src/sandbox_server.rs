@@ -138,20 +138,25 @@ impl SandboxServer {
                     counter: Default::default(),
                     worker_index: index,
                 });
-                crate::http::listener::run_on_runtime(&worker_metrics, &format!("sandbox worker {index}"), || {
-                    crate::http::listener::serve_listener(
-                        listener,
-                        handler.clone(),
-                        worker_metrics.clone(),
-                        ServerLimits::default(),
-                        stop_receiver,
-                        crate::http::listener::Lifecycle {
-                            running,
-                            drain_deadline_ms: crate::limits::SHUTDOWN_DRAIN_DEADLINE_MS,
-                        },
-                        acceptor.clone(),
-                    )
-                });
+                crate::http::listener::run_on_runtime(
+                    &worker_metrics,
+                    &format!("sandbox worker {index}"),
+                    crate::http::listener::UringTaskWork::default(),
+                    || {
+                        crate::http::listener::serve_listener(
+                            listener,
+                            handler.clone(),
+                            worker_metrics.clone(),
+                            ServerLimits::default(),
+                            stop_receiver,
+                            crate::http::listener::Lifecycle {
+                                running,
+                                drain_deadline_ms: crate::limits::SHUTDOWN_DRAIN_DEADLINE_MS,
+                            },
+                            acceptor.clone(),
+                        )
+                    },
+                );
             })?);
         }
         let started_ms = crate::clock::monotonic_ms();

@@ -95,6 +95,31 @@ fn workers_report_their_driver() {
     }
 }
 
+// Goal: every `io_uring_task_work` mode serves requests and bills them (on epoll the key is
+// ignored): 20 sequential chats answer 200 and the wallet loses exactly what the usage ledger
+// charged, on workers that report the expected driver.
+#[test]
+fn every_io_uring_task_work_mode_serves_and_bills() {
+    let forced_epoll = std::env::var("MONOIO_FORCE_LEGACY_DRIVER").is_ok_and(|v| v == "1");
+    let expected = if forced_epoll || !monoio::utils::detect_uring() { "epoll" } else { "io_uring" };
+    for mode in ["immediate", "cooperative", "deferred"] {
+        let gateway = TestGateway::start(&format!("io_uring_task_work = \"{mode}\"\n"));
+        let key = gateway.account_with_key("rings", "1.00", "live");
+        let before = gateway.balance_nanos("rings");
+        let mut charged_nanos = 0u64;
+        for turn in 0..20 {
+            let answer = gateway.chat(&key, &simple_chat("fikra-flash", &format!("turn {turn}")));
+            assert_eq!(answer.status, 200, "{mode}: {}", answer.text());
+            charged_nanos += usd_to_nanos(answer.header("x-fikra-cost-usd").expect("cost header"));
+        }
+        assert_eq!(before - gateway.balance_nanos("rings"), charged_nanos, "{mode}");
+        for worker in 0..2 {
+            let series = format!("fikra_worker_driver{{worker=\"{worker}\",driver=\"{expected}\"}}");
+            assert_eq!(metric(gateway.admin, &series), 1, "{mode}");
+        }
+    }
+}
+
 // Goal: the RPM bucket refills with time and only with time: on a manual clock, the 31st
 // request is refused, 1,999 ms later still refused (retry-after-ms said 2000), at 2,000 ms
 // admitted. No sleeping.

@@ -28,6 +28,7 @@ use std::path::{Path, PathBuf};
 
 use toml::Table;
 
+use crate::http::listener::UringTaskWork;
 use crate::limits;
 use crate::money::{NANOS_PER_USD, Nanos, NanosPerToken, UnitsPerUsd};
 use crate::openai::models::{REFERENCE_CREATED_UNIX_S, REFERENCE_MAX_OUTPUT_TOKENS, REFERENCE_MODELS};
@@ -126,6 +127,8 @@ pub struct ServerConfig {
     pub tls: Option<TlsFiles>,
     /// Browser origins allowed to call the client API (CORS); empty: off.
     pub cors_origins: Vec<String>,
+    /// How each worker's io_uring ring runs completion work (ignored on epoll).
+    pub io_uring_task_work: UringTaskWork,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +146,7 @@ impl Default for ServerConfig {
             shutdown_deadline_ms: limits::SHUTDOWN_DRAIN_DEADLINE_MS,
             tls: None,
             cors_origins: Vec::new(),
+            io_uring_task_work: UringTaskWork::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use super::reader::{Reader, Section};
 use super::{AccessLogFormat, BillingConfig, SandboxSettings, ServerConfig, StoreConfig, StoreOptions, TlsFiles};
+use crate::http::listener::UringTaskWork;
 use crate::limits;
 use crate::log::Level;
 use crate::money::{self, DecimalError, UnitsPerUsd};
@@ -27,6 +28,7 @@ pub(super) const SERVER_KEYS: &[&str] = &[
     "shutdown_deadline_ms",
     "tls",
     "cors_origins",
+    "io_uring_task_work",
 ];
 pub(super) const TLS_KEYS: &[&str] = &["cert_file", "key_file"];
 pub(super) const STORE_KEYS: &[&str] = &[
@@ -71,6 +73,7 @@ pub(super) fn server(reader: &mut Reader, root: &Section<'_>) -> ServerConfig {
         shutdown_deadline_ms: reader.limit(&section, "shutdown_deadline_ms", limits::SHUTDOWN_DRAIN_DEADLINE_MS),
         tls: reader.table(&section, "tls").and_then(|tls| tls_files(reader, &tls)),
         cors_origins: cors_origins(reader, &section),
+        io_uring_task_work: io_uring_task_work(reader, &section),
     };
     // Only compare addresses that were both accepted (an earlier error says enough).
     if (listen.is_some() || section.get("listen").is_none())
@@ -86,6 +89,18 @@ pub(super) fn server(reader: &mut Reader, root: &Section<'_>) -> ServerConfig {
         );
     }
     server
+}
+
+/// `io_uring_task_work`: `immediate`, `cooperative` (the default) or `deferred`.
+fn io_uring_task_work(reader: &mut Reader, section: &Section<'_>) -> UringTaskWork {
+    let Some(text) = reader.string(section, "io_uring_task_work") else { return UringTaskWork::default() };
+    UringTaskWork::from_name(text).unwrap_or_else(|| {
+        reader.error(
+            section.key("io_uring_task_work"),
+            format!("'{text}' is not a task-work mode; use immediate, cooperative or deferred"),
+        );
+        UringTaskWork::default()
+    })
 }
 
 /// `cors_origins`: browser origins allowed to call the client API (none: CORS off).

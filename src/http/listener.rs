@@ -64,23 +64,82 @@ fn new_socket(addr: SocketAddr, reuse_port: bool) -> io::Result<Socket> {
     Ok(socket)
 }
 
-/// Builds a monoio runtime (io_uring if the kernel allows it and the ring builds, else epoll),
+/// How an io_uring ring runs the kernel's completion work (`[server] io_uring_task_work`).
+/// Each thread owns its ring and is the only one to submit to it, so every mode is safe here.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub enum UringTaskWork {
+    /// The kernel's default: a completion interrupts the thread (an inter-processor interrupt
+    /// or a signal-style notification) to post its result at once.
+    Immediate,
+    /// `IORING_SETUP_COOP_TASKRUN | IORING_SETUP_SINGLE_ISSUER`: completions are posted the next
+    /// time the thread enters the kernel anyway (it does, every turn of the event loop), with no
+    /// interrupt, and the ring skips its multi-submitter locking.
+    #[default]
+    Cooperative,
+    /// `IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN`: completions are posted only
+    /// when the thread waits for them, in one batch.
+    Deferred,
+}
+
+impl UringTaskWork {
+    pub fn name(self) -> &'static str {
+        match self {
+            UringTaskWork::Immediate => "immediate",
+            UringTaskWork::Cooperative => "cooperative",
+            UringTaskWork::Deferred => "deferred",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<UringTaskWork> {
+        [UringTaskWork::Immediate, UringTaskWork::Cooperative, UringTaskWork::Deferred]
+            .into_iter()
+            .find(|mode| mode.name() == name)
+    }
+
+    fn ring_builder(self) -> io_uring::Builder {
+        let mut builder = io_uring::IoUring::builder();
+        match self {
+            UringTaskWork::Immediate => {}
+            UringTaskWork::Cooperative => {
+                builder.setup_coop_taskrun().setup_single_issuer();
+            }
+            UringTaskWork::Deferred => {
+                builder.setup_single_issuer().setup_defer_taskrun();
+            }
+        }
+        builder
+    }
+}
+
+/// Builds a monoio runtime (io_uring if the kernel allows it and the ring builds, with
+/// `task_work`'s setup, or without it on a kernel that refuses those flags; else epoll),
 /// records which one in `metrics`, and runs `make_future()` on it to completion.
-pub fn run_on_runtime<F, Fut>(metrics: &WorkerMetrics, name: &str, make_future: F)
+pub fn run_on_runtime<F, Fut>(metrics: &WorkerMetrics, name: &str, task_work: UringTaskWork, make_future: F)
 where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = ()>,
 {
     if monoio::utils::detect_uring() {
-        match monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build() {
-            Ok(mut runtime) => {
-                metrics.set_driver(Driver::IoUring);
-                crate::log_info!("{name} runs on io_uring");
-                runtime.block_on(make_future());
-                return;
-            }
-            Err(error) => crate::log_warn!("{name}: the io_uring runtime failed to build ({error}); using epoll"),
+        let mut modes = vec![task_work];
+        if task_work != UringTaskWork::Immediate {
+            modes.push(UringTaskWork::Immediate);
         }
+        for mode in modes {
+            let builder = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().uring_builder(mode.ring_builder());
+            match builder.enable_timer().build() {
+                Ok(mut runtime) => {
+                    metrics.set_driver(Driver::IoUring);
+                    crate::log_info!("{name} runs on io_uring ({} task work)", mode.name());
+                    runtime.block_on(make_future());
+                    return;
+                }
+                Err(error) => crate::log_warn!(
+                    "{name}: the io_uring runtime with {} task work failed to build ({error})",
+                    mode.name()
+                ),
+            }
+        }
+        crate::log_warn!("{name}: using epoll");
     }
     match monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build() {
         Ok(mut runtime) => {
