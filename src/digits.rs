@@ -8,17 +8,31 @@ pub struct Num {
     start: usize,
 }
 
+/// "00" to "99": two digits per division, half the divisions of one digit at a time.
+const DIGIT_PAIRS: &[u8; 200] = b"\
+0001020304050607080910111213141516171819\
+2021222324252627282930313233343536373839\
+4041424344454647484950515253545556575859\
+6061626364656667686970717273747576777879\
+8081828384858687888990919293949596979899";
+
 impl Num {
     pub fn new(mut value: u64) -> Num {
         let mut bytes = [0u8; 20];
         let mut start = 20;
-        loop {
+        while value >= 100 {
+            let pair = (value % 100) as usize * 2;
+            value /= 100;
+            start -= 2;
+            bytes[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        }
+        if value >= 10 {
+            let pair = value as usize * 2;
+            start -= 2;
+            bytes[start..start + 2].copy_from_slice(&DIGIT_PAIRS[pair..pair + 2]);
+        } else {
             start -= 1;
-            bytes[start] = b'0' + (value % 10) as u8;
-            value /= 10;
-            if value == 0 {
-                break;
-            }
+            bytes[start] = b'0' + value as u8;
         }
         Num { bytes, start }
     }
@@ -39,7 +53,13 @@ mod tests {
 
     #[test]
     fn writes_every_width_exactly() {
-        for value in [0, 7, 10, 99, 100, 65_535, 1_000_000_007, u64::MAX] {
+        for value in [0, 7, 9, 10, 42, 99, 100, 101, 999, 1_000, 65_535, 1_000_000_007, 10u64.pow(19), u64::MAX] {
+            assert_eq!(Num::new(value).as_bytes(), value.to_string().as_bytes());
+        }
+        for value in (0..=100_000u64).chain((1..20).flat_map(|power| {
+            let ten = 10u64.pow(power);
+            [ten - 1, ten, ten + 1]
+        })) {
             assert_eq!(Num::new(value).as_bytes(), value.to_string().as_bytes());
         }
         let mut out = b"n=".to_vec();

@@ -200,7 +200,7 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
         if !manners.head_pending {
             return;
         }
-        let Some(head_end) = self.out.windows(4).position(|window| window == b"\r\n\r\n").map(|at| at + 4) else {
+        let Some(head_end) = memchr::memmem::find(&self.out, b"\r\n\r\n").map(|at| at + 4) else {
             return;
         };
         manners.head_pending = false;
@@ -210,7 +210,7 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
         }
         let keep_alive_echoed = manners.http10 && self.keep_alive;
         if (keep_alive_echoed || !self.head_lines.is_empty())
-            && let Some(status_end) = self.out.windows(2).position(|window| window == b"\r\n").map(|at| at + 2)
+            && let Some(status_end) = memchr::memchr(b'\n', &self.out).map(|at| at + 1)
         {
             let echo: &[u8] = if keep_alive_echoed { KEEP_ALIVE_HEADER } else { b"" };
             self.out.splice(status_end..status_end, echo.iter().chain(self.head_lines.iter()).copied());
