@@ -9,8 +9,10 @@
 # anything spent, so it is never leased: every request is an admit and a settle on the store
 # (the "small account" path); without it the busy account runs on leases.
 # Usage: BEFORE=path/to/fikra-gateway [AFTER=target/release/fikra-gateway] [RATE=6000] [DUR=10]
-#        [ROUNDS=5] [STORE=redis] [CAPPED=1] loadtest/cpu-per-request.sh
-#        (build both with cargo build --release first)
+#        [ROUNDS=5] [STORE=redis] [CAPPED=1] [BEFORE_SERVER=..] [AFTER_SERVER=..] loadtest/cpu-per-request.sh
+#        (build both with cargo build --release first). BEFORE_SERVER / AFTER_SERVER: extra
+#        [server] lines for that side, to compare settings of one build, e.g.
+#        BEFORE=target/release/fikra-gateway BEFORE_SERVER='io_uring_task_work = "immediate"'.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BEFORE=${BEFORE:?the build to compare against}; AFTER=${AFTER:-$PWD/target/release/fikra-gateway}
@@ -25,7 +27,8 @@ ticks() { cat /proc/$1/task/*/stat | awk '{s+=$14+$15} END{print s}'; }
 echo '{"model":"fikra-flash","messages":[{"role":"user","content":"habari ya asubuhi"}],"max_tokens":16}' > $work/body.json
 for round in $(seq $ROUNDS); do
  for name in before after; do
-  bin=$AFTER; [ $name = before ] && bin=$BEFORE
+  bin=$AFTER; server_extra=${AFTER_SERVER:-}
+  if [ $name = before ]; then bin=$BEFORE; server_extra=${BEFORE_SERVER:-}; fi
   gp=$(free_port); ap=$(free_port)
   store_section=""
   if [ "$STORE" = redis ]; then
@@ -39,6 +42,7 @@ for round in $(seq $ROUNDS); do
 listen = "127.0.0.1:$gp"
 admin_listen = "127.0.0.1:$ap"
 workers = 1
+$server_extra
 [[upstreams]]
 name = "sbx"
 base_url = "http://127.0.0.1:$sp/v1"

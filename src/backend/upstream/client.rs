@@ -216,24 +216,26 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Option<(ResponseHead, usize)
     let mut retry_after_s = None;
     let mut event_stream = false;
     for header in response.headers.iter() {
-        let value = std::str::from_utf8(header.value).map(str::trim).unwrap_or("");
+        // Text only for the headers read below (most of an upstream's head is not).
+        let text = || std::str::from_utf8(header.value).map(str::trim).unwrap_or("");
         if header.name.eq_ignore_ascii_case("content-length") {
+            let value = text();
             let parsed = value.parse::<u64>().map_err(|_| UpstreamFailure::Malformed)?;
             if length.is_some_and(|l| l != parsed) {
                 return Err(UpstreamFailure::Malformed);
             }
             length = Some(parsed);
         } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = value.eq_ignore_ascii_case("chunked");
+            chunked = text().eq_ignore_ascii_case("chunked");
             if !chunked {
                 return Err(UpstreamFailure::Malformed);
             }
         } else if header.name.eq_ignore_ascii_case("connection") {
-            close |= value.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
+            close |= text().split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
         } else if header.name.eq_ignore_ascii_case("retry-after") {
-            retry_after_s = value.parse().ok();
+            retry_after_s = text().parse().ok();
         } else if header.name.eq_ignore_ascii_case("content-type") {
-            let media_type = value.split(';').next().unwrap_or("").trim();
+            let media_type = text().split(';').next().unwrap_or("").trim();
             event_stream = media_type.eq_ignore_ascii_case("text/event-stream");
         }
     }
