@@ -271,10 +271,12 @@ impl<'a> Scanner<'a> {
         let start = self.position;
         self.position += 1;
         loop {
-            // Skip plain bytes eight at a time: none is a quote, a backslash or a control byte.
+            // Skip plain bytes eight at a time (none is a quote, a backslash or a control byte),
+            // then straight to the first special byte of the word that has one.
             while let Some(word) = self.bytes.get(self.position..self.position + 8) {
-                let word = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-                if has_special_byte(word) {
+                let special = special_bytes(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
+                if special != 0 {
+                    self.position += (special.trailing_zeros() / 8) as usize;
                     break;
                 }
                 self.position += 8;
@@ -378,16 +380,17 @@ fn is_low_surrogate(unit: u32) -> bool {
     (0xDC00..0xE000).contains(&unit)
 }
 
-/// Whether any byte of `word` is `"`, `\\` or below 0x20 (SWAR: no false negatives; a false
-/// positive only sends the scanner to its byte-by-byte path).
-fn has_special_byte(word: u64) -> bool {
+/// The high bit of each byte of `word` (little-endian) that may be `"`, `\\` or below 0x20
+/// (SWAR). No false negatives, and the lowest set bit is always exact: a borrow can only flag
+/// bytes above a byte that really matched, so `trailing_zeros() / 8` is the first special byte.
+fn special_bytes(word: u64) -> u64 {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
     let quote = has_zero(word ^ (ONES * u64::from(b'"')));
     let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
     let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    quote | backslash | control != 0
+    quote | backslash | control
 }
 
 fn hex_value(digits: &[u8]) -> Option<u32> {
@@ -496,7 +499,15 @@ impl Iterator for Unescaped<'_> {
 pub fn content_eq(raw: &[u8], plain: &[u8]) -> bool {
     // An escape makes the raw text longer than what it decodes to, so a raw text no longer
     // than `plain` matches only byte for byte.
-    raw == plain || (raw.len() > plain.len() && Unescaped::new(raw).eq(plain.iter().copied()))
+    if raw.len() <= plain.len() {
+        return raw == plain;
+    }
+    // Up to the first backslash each raw byte is itself; decode only from there (most keys and
+    // values differ from `plain` in their first bytes, or have no escape at all).
+    let literal =
+        raw.iter().zip(plain).take_while(|&(raw_byte, plain_byte)| raw_byte == plain_byte && *raw_byte != b'\\');
+    let same = literal.count();
+    raw[same] == b'\\' && Unescaped::new(&raw[same..]).eq(plain[same..].iter().copied())
 }
 
 /// Whether two strings' raw contents decode to the same text (`"a"` equals `"\u0061"`).
@@ -654,11 +665,38 @@ mod tests {
         assert_eq!(object_members(deeper.as_bytes(), |_, _| {}), None);
     }
 
+    // Goal: the word scan lands exactly on the first special byte of every position and kind,
+    // whatever plain bytes (ASCII, UTF-8 continuation bytes) surround it.
+    #[test]
+    fn special_bytes_find_the_first_exactly() {
+        for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
+            for filler in [b'a', 0xc3, 0xff, 0x21] {
+                for at in 0..8 {
+                    let mut word = [filler; 8];
+                    word[at] = special;
+                    // Bytes after it may be special too (a borrow must not move the first).
+                    for (after, byte) in word.iter_mut().enumerate().skip(at + 1) {
+                        *byte = if after % 2 == 0 { b'"' } else { 0x01 };
+                    }
+                    let found = special_bytes(u64::from_le_bytes(word));
+                    assert_eq!(found.trailing_zeros() / 8, at as u32, "{word:?}");
+                }
+                assert_eq!(special_bytes(u64::from_le_bytes([filler; 8])), 0);
+            }
+        }
+    }
+
     // Goal: escaped and plain spellings of a key compare equal, different keys do not.
     #[test]
     fn compares_decoded_contents() {
-        let cases: [(&[u8], &[u8], bool); 8] = [
+        let cases: [(&[u8], &[u8], bool); 13] = [
             (b"model", b"model", true),
+            // A backslash in `plain` is a decoded one: the raw text spells it `\\`.
+            (br"a\\b", br"a\b", true),
+            (br"\/vendor\/x", b"/vendor/x", true),
+            (br"vendor\/x", b"vendor/y", false),
+            (b"models", b"model", false),
+            (br"model\n", b"model", false),
             (br"m\u006fdel", b"model", true),
             (br"max\u005ftokens", b"max_tokens", true),
             (br"caf\u00e9", "caf\u{e9}".as_bytes(), true),
