@@ -10,6 +10,7 @@
 //! panics, whatever the input. What the values mean is for the caller (`openai::chat`, the
 //! registry's parameter check).
 
+use crate::json::special_bytes;
 use crate::limits::MAX_JSON_DEPTH;
 
 /// A byte range of the body (`start..end`). Bodies are bounded far below 4 GiB, so `u32` fits.
@@ -380,19 +381,6 @@ fn is_low_surrogate(unit: u32) -> bool {
     (0xDC00..0xE000).contains(&unit)
 }
 
-/// The high bit of each byte of `word` (little-endian) that may be `"`, `\\` or below 0x20
-/// (SWAR). No false negatives, and the lowest set bit is always exact: a borrow can only flag
-/// bytes above a byte that really matched, so `trailing_zeros() / 8` is the first special byte.
-fn special_bytes(word: u64) -> u64 {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGHS: u64 = 0x8080_8080_8080_8080;
-    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGHS;
-    let quote = has_zero(word ^ (ONES * u64::from(b'"')));
-    let backslash = has_zero(word ^ (ONES * u64::from(b'\\')));
-    let control = word.wrapping_sub(ONES * 0x20) & !word & HIGHS;
-    quote | backslash | control
-}
-
 fn hex_value(digits: &[u8]) -> Option<u32> {
     digits.iter().try_fold(0u32, |value, &digit| Some(value * 16 + char::from(digit).to_digit(16)?))
 }
@@ -663,27 +651,6 @@ mod tests {
         assert_eq!(object_members(deep.as_bytes(), |_, _| {}), Some(()));
         let deeper = format!("{{\"a\":{}{}}}", "[".repeat(MAX_JSON_DEPTH), "]".repeat(MAX_JSON_DEPTH));
         assert_eq!(object_members(deeper.as_bytes(), |_, _| {}), None);
-    }
-
-    // Goal: the word scan lands exactly on the first special byte of every position and kind,
-    // whatever plain bytes (ASCII, UTF-8 continuation bytes) surround it.
-    #[test]
-    fn special_bytes_find_the_first_exactly() {
-        for special in [b'"', b'\\', 0x00, 0x1f, b'\n'] {
-            for filler in [b'a', 0xc3, 0xff, 0x21] {
-                for at in 0..8 {
-                    let mut word = [filler; 8];
-                    word[at] = special;
-                    // Bytes after it may be special too (a borrow must not move the first).
-                    for (after, byte) in word.iter_mut().enumerate().skip(at + 1) {
-                        *byte = if after % 2 == 0 { b'"' } else { 0x01 };
-                    }
-                    let found = special_bytes(u64::from_le_bytes(word));
-                    assert_eq!(found.trailing_zeros() / 8, at as u32, "{word:?}");
-                }
-                assert_eq!(special_bytes(u64::from_le_bytes([filler; 8])), 0);
-            }
-        }
     }
 
     // Goal: escaped and plain spellings of a key compare equal, different keys do not.
