@@ -234,7 +234,11 @@ impl Daraja {
         let mut exchange = client::start(&self.target, 0, pool, &mut request).await.map_err(unreachable)?;
         let mut body = Vec::new();
         exchange
-            .read_to_end(&mut body, Duration::from_millis(DARAJA_RESPONSE_TIMEOUT_MS))
+            .read_to_end(
+                &mut body,
+                Duration::from_millis(DARAJA_RESPONSE_TIMEOUT_MS),
+                crate::clock::deadline_after_ms(DARAJA_RESPONSE_TIMEOUT_MS),
+            )
             .await
             .map_err(unreachable)?;
         exchange.finish_reusable(pool);

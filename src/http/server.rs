@@ -345,15 +345,9 @@ where
         sink.begin_response(head_only, minor_version);
 
         // Read the body according to its framing.
-        let body_outcome = Pooled::new(read_body(
-            &mut sink,
-            &mut read_buffer,
-            &mut chunked_body,
-            head_len,
-            framing,
-            expect_continue,
-            limits,
-        ))
+        let body_outcome = Pooled::build(|| {
+            read_body(&mut sink, &mut read_buffer, &mut chunked_body, head_len, framing, expect_continue, limits)
+        })
         .await;
         let consumed = match body_outcome {
             Ok(consumed) => consumed,
@@ -375,7 +369,7 @@ where
                 sink.out = handler.out_buffers().lend();
             }
             // In a pooled slot, so the connection task stays small while idle.
-            Pooled::new(handler.handle(&request, &mut sink)).await;
+            Pooled::build(|| handler.handle(&request, &mut sink)).await;
         }
         if sink.broken || sink.flush().await.is_err() || !sink.keep_alive {
             handler.out_buffers().give_back(std::mem::take(&mut sink.out));

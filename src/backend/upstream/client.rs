@@ -30,27 +30,39 @@ pub enum Connection {
     Tls(Box<monoio_rustls::ClientTlsStream<TcpStream>>),
 }
 
+// Each transport's operation gets its own timer: a timer takes the future by value, and the
+// plain one (the common case) is far smaller than the TLS one, so it is the only one copied.
 impl Connection {
-    async fn write_all(&mut self, buffer: Vec<u8>) -> (io::Result<usize>, Vec<u8>) {
+    /// Writes all of `buffer` unless `deadline` passes first (`None`).
+    async fn write_all_by(
+        &mut self,
+        buffer: Vec<u8>,
+        deadline: monoio::time::Instant,
+    ) -> Option<(io::Result<usize>, Vec<u8>)> {
         match self {
-            Connection::Plain(stream) => stream.write_all(buffer).await,
-            Connection::Tls(stream) => stream.write_all(buffer).await,
+            Connection::Plain(stream) => monoio::time::timeout_at(deadline, stream.write_all(buffer)).await.ok(),
+            Connection::Tls(stream) => monoio::time::timeout_at(deadline, stream.write_all(buffer)).await.ok(),
         }
     }
 
     /// Appends at most `UPSTREAM_READ_CHUNK_BYTES` to `buffer`; 0 means the upstream closed.
-    async fn read_more(&mut self, buffer: &mut Vec<u8>) -> io::Result<usize> {
+    /// `None`: `deadline` passed first (and the buffer's bytes are gone with the read).
+    async fn read_more_by(
+        &mut self,
+        buffer: &mut Vec<u8>,
+        deadline: monoio::time::Instant,
+    ) -> Option<io::Result<usize>> {
         buffer.reserve(UPSTREAM_READ_CHUNK_BYTES);
         let start = buffer.len();
         let owned = std::mem::take(buffer);
         let end = start + UPSTREAM_READ_CHUNK_BYTES.min(owned.capacity() - start);
         let slice = owned.slice_mut(start..end);
         let (result, slice) = match self {
-            Connection::Plain(stream) => stream.read(slice).await,
-            Connection::Tls(stream) => stream.read(slice).await,
+            Connection::Plain(stream) => monoio::time::timeout_at(deadline, stream.read(slice)).await.ok()?,
+            Connection::Tls(stream) => monoio::time::timeout_at(deadline, stream.read(slice)).await.ok()?,
         };
         *buffer = slice.into_inner();
-        result
+        Some(result)
     }
 }
 
@@ -320,9 +332,8 @@ async fn send_and_read_head(
 ) -> Result<(ResponseHead, Vec<u8>), UpstreamFailure> {
     let deadline = timer_now() + target.response_timeout;
     let buffer = std::mem::take(request);
-    let (result, buffer) = match monoio::time::timeout_at(deadline, connection.write_all(buffer)).await {
-        Ok(written) => written,
-        Err(_) => return Err(UpstreamFailure::Timeout),
+    let Some((result, buffer)) = connection.write_all_by(buffer, deadline).await else {
+        return Err(UpstreamFailure::Timeout);
     };
     *request = buffer;
     if result.is_err() {
@@ -330,11 +341,11 @@ async fn send_and_read_head(
     }
     let mut raw = pool.read_buffer();
     loop {
-        match monoio::time::timeout_at(deadline, connection.read_more(&mut raw)).await {
-            Err(_) => return Err(UpstreamFailure::Timeout),
-            Ok(Ok(0)) | Ok(Err(_)) if raw.is_empty() => return Err(UpstreamFailure::ResetBeforeResponse),
-            Ok(Ok(0)) | Ok(Err(_)) => return Err(UpstreamFailure::Malformed),
-            Ok(Ok(_)) => {}
+        match connection.read_more_by(&mut raw, deadline).await {
+            None => return Err(UpstreamFailure::Timeout),
+            Some(Ok(0)) | Some(Err(_)) if raw.is_empty() => return Err(UpstreamFailure::ResetBeforeResponse),
+            Some(Ok(0)) | Some(Err(_)) => return Err(UpstreamFailure::Malformed),
+            Some(Ok(_)) => {}
         }
         if let Some((head, head_len)) = parse_response_head(&raw)? {
             if head.status == 100 {
@@ -361,8 +372,8 @@ impl Exchange {
                 return Ok(self.done);
             }
             let Some(connection) = self.connection.as_mut() else { return Err(UpstreamFailure::BrokenBody) };
-            match monoio::time::timeout(idle_timeout, connection.read_more(&mut self.raw)).await {
-                Ok(Ok(0)) => {
+            match connection.read_more_by(&mut self.raw, timer_now() + idle_timeout).await {
+                Some(Ok(0)) => {
                     if self.head.framing == ResponseFraming::Close {
                         self.done = true;
                         self.connection = None;
@@ -371,12 +382,12 @@ impl Exchange {
                     self.connection = None;
                     return Err(UpstreamFailure::BrokenBody);
                 }
-                Ok(Ok(_)) => {}
-                Ok(Err(_)) => {
+                Some(Ok(_)) => {}
+                Some(Err(_)) => {
                     self.connection = None;
                     return Err(UpstreamFailure::BrokenBody);
                 }
-                Err(_) => {
+                None => {
                     self.connection = None;
                     return Err(UpstreamFailure::Stalled);
                 }
@@ -425,10 +436,24 @@ impl Exchange {
         Ok(())
     }
 
-    /// Reads the rest of the body into `out` (unary responses), within `deadline`.
-    pub async fn read_to_end(&mut self, out: &mut Vec<u8>, idle_timeout: Duration) -> Result<(), UpstreamFailure> {
-        while !self.next_piece(out, idle_timeout).await? {}
-        Ok(())
+    /// Reads the rest of the body into `out` (unary responses): `Stalled` when no byte comes
+    /// for `idle_timeout`, `Timeout` when the whole body is not in by `deadline`. (The deadline
+    /// bounds each wait rather than wrapping the read in a timer, which would copy its future.)
+    pub async fn read_to_end(
+        &mut self,
+        out: &mut Vec<u8>,
+        idle_timeout: Duration,
+        deadline: monoio::time::Instant,
+    ) -> Result<(), UpstreamFailure> {
+        loop {
+            let wait = idle_timeout.min(time_left(deadline));
+            match self.next_piece(out, wait).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => {}
+                Err(UpstreamFailure::Stalled) if wait < idle_timeout => return Err(UpstreamFailure::Timeout),
+                Err(failure) => return Err(failure),
+            }
+        }
     }
 
     /// Gives the connection back to the pool if the whole body was read and reuse is allowed

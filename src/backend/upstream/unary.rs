@@ -3,12 +3,10 @@
 //! deadline (the connection then goes back to the pool), and writing the client's 200 with
 //! the clamp header. What the body means is decided by the callers, never here.
 
-use std::time::Duration;
-
 use monoio::io::AsyncWriteRent;
 
 use crate::backend::upstream::UpstreamTarget;
-use crate::backend::upstream::client::{self, Pool, UpstreamFailure};
+use crate::backend::upstream::client::{self, Pool};
 use crate::backend::upstream::proxy::{ProxyRequest, ProxyResult, UpstreamTiming, kept};
 use crate::backend::upstream::rewrite::{self, ObjectFacts, ReportedUsage};
 use crate::http::response::{self, ClampHeader};
@@ -31,11 +29,8 @@ pub(super) async fn read_rewritten<S: AsyncWriteRent>(
 ) -> Result<Option<ObjectFacts>, ProxyResult> {
     let mut body = std::mem::take(&mut sink.scratch);
     body.clear();
-    let deadline = Duration::from_millis(UPSTREAM_REQUEST_DEADLINE_MS);
-    let read = match monoio::time::timeout(deadline, exchange.read_to_end(&mut body, target.response_timeout)).await {
-        Ok(read) => read,
-        Err(_) => Err(UpstreamFailure::Timeout),
-    };
+    let deadline = crate::clock::deadline_after_ms(UPSTREAM_REQUEST_DEADLINE_MS);
+    let read = exchange.read_to_end(&mut body, target.response_timeout, deadline).await;
     if let Err(failure) = read {
         sink.scratch = kept(body);
         crate::log_warn_every!("upstream {}: body failed: {failure:?} (request {})", target.name, request.request_id);
