@@ -4,8 +4,8 @@
 //!
 //! The decode contenders start from the same wire bytes copied into their own reused buffer
 //! (the read a connection does). The project's side is one `parse_head` + `check_host` + the
-//! body slice; `serve_connection` today parses each head three times (`read_head`, the framing
-//! facts, the request handed to the handler), measured as a second figure. monoio-http's side
+//! body slice, which is what `serve_connection` does per request (it parses each head once and
+//! keeps it as `HeadSpans` while the body is read). monoio-http's side
 //! is its `RequestHeadDecoder` under `GenericHeadDecoder` (Transfer-Encoding / Content-Length)
 //! and its `FixedBodyDecoder`: it builds an `http::HeaderMap` and splits `Bytes` off the buffer.
 //! It checks less (no head or body cap, first Content-Length only, no smuggling defences).
@@ -26,6 +26,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use criterion::{Criterion, Throughput};
 use fikra_gateway::clock::monotonic_us;
+use fikra_gateway::http::head_spans::HeadSpans;
 use fikra_gateway::http::request::{BodyFraming, parse_head};
 use fikra_gateway::http::server::{Handler, OutBufferPool, Request, ResponseSink, ServerLimits, serve_connection};
 use fikra_gateway::limits::MAX_REQUEST_HEAD_BYTES;
@@ -55,20 +56,19 @@ fn request_wire() -> Vec<u8> {
 
 /// The project's framing on one request: the head parsed `parses` times (as the connection
 /// loop does), the Host rule, the body sliced. Returns the Authorization and body lengths.
-fn project_decode(buffer: &mut Vec<u8>, wire: &[u8], parses: usize) -> Option<(usize, usize)> {
+fn project_decode(buffer: &mut Vec<u8>, wire: &[u8]) -> Option<(usize, usize)> {
     buffer.clear();
     buffer.extend_from_slice(wire);
-    let mut found = None;
-    for _ in 0..parses {
-        let head = parse_head(buffer, MAX_REQUEST_HEAD_BYTES).ok()??;
-        head.check_host().ok()?;
-        let body = match head.framing {
-            BodyFraming::ContentLength(length) => buffer.get(head.head_len..head.head_len + length as usize)?,
-            BodyFraming::None | BodyFraming::Chunked => &[],
-        };
-        found = Some((head.authorization.map_or(0, <[u8]>::len), body.len()));
-    }
-    found
+    let parsed = parse_head(buffer, MAX_REQUEST_HEAD_BYTES).ok()??;
+    parsed.check_host().ok()?;
+    // As served: the head kept as spans while the body is read, viewed again for the handler.
+    let spans = HeadSpans::of(&parsed, buffer);
+    let head = spans.view(buffer);
+    let body = match head.framing {
+        BodyFraming::ContentLength(length) => buffer.get(head.head_len..head.head_len + length as usize)?,
+        BodyFraming::None | BodyFraming::Chunked => &[],
+    };
+    Some((head.authorization.map_or(0, <[u8]>::len), body.len()))
 }
 
 type MonoioHeadDecoder = GenericHeadDecoder<HttpRequest, RequestHeadDecoder, DirectWrapper>;
@@ -95,25 +95,20 @@ fn monoio_http_decode(buffer: &mut BytesMut, wire: &[u8]) -> Option<(usize, usiz
 pub fn benches(c: &mut Criterion) {
     let wire = request_wire();
     let (mut vec_buffer, mut bytes_buffer) = (Vec::with_capacity(8192), BytesMut::with_capacity(8192));
-    let project = project_decode(&mut vec_buffer, &wire, 1).expect("the project parses the request");
+    let project = project_decode(&mut vec_buffer, &wire).expect("the project parses the request");
     let package = monoio_http_decode(&mut bytes_buffer, &wire).expect("monoio-http decodes the request");
     assert_eq!(project, package, "both read the same Authorization and body");
     println!("h1 request: {} bytes ({} of body)", wire.len(), project.1);
 
     let mut group = c.benchmark_group("h1_decode");
     group.throughput(Throughput::Bytes(wire.len() as u64));
-    group
-        .bench_function("project_parse_head_once", |b| b.iter(|| project_decode(&mut vec_buffer, black_box(&wire), 1)));
-    group.bench_function("project_as_served_3_parses", |b| {
-        b.iter(|| project_decode(&mut vec_buffer, black_box(&wire), 3))
+    group.bench_function("project_parse_head_as_served", |b| {
+        b.iter(|| project_decode(&mut vec_buffer, black_box(&wire)))
     });
     group.bench_function("monoio_http_codec", |b| b.iter(|| monoio_http_decode(&mut bytes_buffer, black_box(&wire))));
     group.finish();
-    report_allocations("h1_decode/project_parse_head_once", || {
-        black_box(project_decode(&mut vec_buffer, &wire, 1));
-    });
-    report_allocations("h1_decode/project_as_served_3_parses", || {
-        black_box(project_decode(&mut vec_buffer, &wire, 3));
+    report_allocations("h1_decode/project_parse_head_as_served", || {
+        black_box(project_decode(&mut vec_buffer, &wire));
     });
     report_allocations("h1_decode/monoio_http_codec", || {
         black_box(monoio_http_decode(&mut bytes_buffer, &wire));
