@@ -12,9 +12,9 @@
 //! worker starts; slots are picked by a cheap multiplicative hash seeded at random per worker,
 //! two candidates per key. A slot's choice only decides what is remembered, never what is
 //! answered (keys are compared in full), so colliding keys can at worst cost each other a
-//! store lookup, which a flood of random keys costs anyway. A flood of random keys only overwrites slots of this table: it never
-//! allocates and never evicts a known key from the key cache (`auth::KeyCache`), which holds
-//! known keys only. It never decides that a key is valid.
+//! store lookup, which a flood of random keys costs anyway. A flood only overwrites slots of
+//! this table: it never allocates and never evicts a known key from the key cache
+//! (`auth::KeyCache`), which holds known keys only. It never decides that a key is valid.
 
 use std::hash::BuildHasher;
 
