@@ -150,7 +150,7 @@ fn benches(c: &mut Criterion) {
         revoked: false,
         spend_cap: None,
     };
-    cache.put(hash_key(&key[7..]), Some(record), 1_000, 0);
+    cache.put(hash_key(&key[7..]), record, 1_000, 0);
     c.bench_function("auth_cache_hit", |b| {
         b.iter(|| {
             let presented = parse_authorization(Some(black_box(&key[..]))).unwrap();

@@ -56,10 +56,9 @@ pub fn write_json_line(out: &mut Vec<u8>, record: &AccessRecord<'_>) {
     out.extend_from_slice(b"{\"time\":\"");
     write_utc_timestamp(out, record.time_ms);
     out.extend_from_slice(b"\"");
-    let text = |out: &mut Vec<u8>, name: &str, value: Option<&str>| {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\":");
+    // Each field's `,"name":` is one literal: one copy per field, not three.
+    let text = |out: &mut Vec<u8>, name_colon: &[u8], value: Option<&str>| {
+        out.extend_from_slice(name_colon);
         match value {
             Some(value) => {
                 out.push(b'"');
@@ -69,31 +68,29 @@ pub fn write_json_line(out: &mut Vec<u8>, record: &AccessRecord<'_>) {
             None => out.extend_from_slice(b"null"),
         }
     };
-    let number = |out: &mut Vec<u8>, name: &str, value: Option<u64>| {
-        out.extend_from_slice(b",\"");
-        out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(b"\":");
+    let number = |out: &mut Vec<u8>, name_colon: &[u8], value: Option<u64>| {
+        out.extend_from_slice(name_colon);
         match value {
             Some(value) => push_decimal(out, value),
             None => out.extend_from_slice(b"null"),
         }
     };
-    text(out, "request_id", record.request_id);
-    text(out, "account", record.account_id);
-    text(out, "key_id", record.key_id);
-    text(out, "method", Some(record.method));
-    text(out, "path", Some(record.path));
-    number(out, "status", Some(u64::from(record.status)));
-    text(out, "error_code", record.error_code);
-    text(out, "model", record.model);
-    number(out, "prompt_tokens", Some(record.tokens.prompt_tokens));
-    number(out, "cached_tokens", Some(record.tokens.cached_prompt_tokens));
-    number(out, "completion_tokens", Some(record.tokens.completion_tokens));
-    number(out, "reasoning_tokens", Some(record.tokens.reasoning_tokens));
-    number(out, "cost_nanos", Some(record.cost_nanos));
-    number(out, "duration_us", Some(record.duration_us));
-    number(out, "upstream_us", record.upstream_us);
-    number(out, "first_token_us", record.first_token_us);
+    text(out, b",\"request_id\":", record.request_id);
+    text(out, b",\"account\":", record.account_id);
+    text(out, b",\"key_id\":", record.key_id);
+    text(out, b",\"method\":", Some(record.method));
+    text(out, b",\"path\":", Some(record.path));
+    number(out, b",\"status\":", Some(u64::from(record.status)));
+    text(out, b",\"error_code\":", record.error_code);
+    text(out, b",\"model\":", record.model);
+    number(out, b",\"prompt_tokens\":", Some(record.tokens.prompt_tokens));
+    number(out, b",\"cached_tokens\":", Some(record.tokens.cached_prompt_tokens));
+    number(out, b",\"completion_tokens\":", Some(record.tokens.completion_tokens));
+    number(out, b",\"reasoning_tokens\":", Some(record.tokens.reasoning_tokens));
+    number(out, b",\"cost_nanos\":", Some(record.cost_nanos));
+    number(out, b",\"duration_us\":", Some(record.duration_us));
+    number(out, b",\"upstream_us\":", record.upstream_us);
+    number(out, b",\"first_token_us\":", record.first_token_us);
     out.extend_from_slice(b"}\n");
 }
 

@@ -10,6 +10,7 @@
 use std::io::Write;
 use std::sync::LazyLock;
 
+use crate::digits::push_decimal;
 use crate::json::write_json_escaped;
 use crate::money::Nanos;
 
@@ -457,7 +458,7 @@ pub const fn reason_phrase(status: u16) -> &'static str {
 
 /// Writes `ms` as seconds with up to three decimals, trailing zeros trimmed: 1146 -> "1.146s".
 fn write_seconds(out: &mut Vec<u8>, ms: u64) {
-    let _ = write!(out, "{}", ms / 1000);
+    push_decimal(out, ms / 1000);
     let fraction = ms % 1000;
     if fraction != 0 {
         let digits = [b'0' + (fraction / 100) as u8, b'0' + (fraction / 10 % 10) as u8, b'0' + (fraction % 10) as u8];
@@ -520,10 +521,13 @@ pub fn write_message(out: &mut Vec<u8>, error: &ApiError<'_>) {
             out.extend_from_slice(b" GET /v1/models lists the available models.");
         }
         Detail::InsufficientQuota { balance, available, needed } => {
-            let _ = write!(
-                out,
-                "Insufficient balance: your balance is {balance} USD ({available} USD available after requests in flight) and this request needs at least {needed} USD. Top up by M-Pesa or card to continue."
-            );
+            out.extend_from_slice(b"Insufficient balance: your balance is ");
+            out.extend_from_slice(balance.to_usd_text().as_bytes());
+            out.extend_from_slice(b" USD (");
+            out.extend_from_slice(available.to_usd_text().as_bytes());
+            out.extend_from_slice(b" USD available after requests in flight) and this request needs at least ");
+            out.extend_from_slice(needed.to_usd_text().as_bytes());
+            out.extend_from_slice(b" USD. Top up by M-Pesa or card to continue.");
         }
         Detail::KeySpendLimitReached { cap, per, spent, held, needed, resets_at_ms } => {
             let _ = write!(
@@ -545,10 +549,13 @@ pub fn write_message(out: &mut Vec<u8>, error: &ApiError<'_>) {
                 Bucket::Requests => "requests per min (RPM)",
                 Bucket::Tokens => "tokens per min (TPM)",
             };
-            let _ = write!(
-                out,
-                "Rate limit reached for {name}: Limit {limit}, Used {used}, Requested {requested}. Please try again in "
-            );
+            out.extend_from_slice(b"Rate limit reached for ");
+            out.extend_from_slice(name.as_bytes());
+            for (label, figure) in [(&b": Limit "[..], limit), (b", Used ", used), (b", Requested ", requested)] {
+                out.extend_from_slice(label);
+                push_decimal(out, figure);
+            }
+            out.extend_from_slice(b". Please try again in ");
             write_seconds(out, retry_after_ms);
             out.push(b'.');
         }

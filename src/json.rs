@@ -122,4 +122,25 @@ mod tests {
         write_json_escaped(&mut out, "a\"b\\c\u{0}d\ne\u{7f}");
         assert_eq!(out, b"a\\\"b\\\\c\\u0000d\\ne\x7f");
     }
+
+    // Goal: every ASCII byte, at every position around the word boundaries, and non-ASCII text
+    // are escaped exactly as the rules say.
+    #[test]
+    fn escapes_every_byte_at_every_position() {
+        for byte in 0u8..0x80 {
+            for len in 1..20 {
+                for at in 0..len {
+                    let mut text = vec![b'x'; len];
+                    text[at] = byte;
+                    let text = String::from_utf8(text).unwrap();
+                    let mut out = b"<".to_vec();
+                    write_json_escaped(&mut out, &text);
+                    assert_eq!(out[1..], escaped_slowly(&text), "{text:?}");
+                }
+            }
+        }
+        let mut out = Vec::new();
+        write_json_escaped(&mut out, "Habari ya asubuhi? «ok» \u{7f}\u{1} done, \"quoted\"");
+        assert_eq!(String::from_utf8(out).unwrap(), "Habari ya asubuhi? «ok» \u{7f}\\u0001 done, \\\"quoted\\\"");
+    }
 }

@@ -233,8 +233,12 @@ const _: () = assert!(SETTLE_RETRY_PAUSES_MS[0] + SETTLE_RETRY_PAUSES_MS[1] < SE
 
 /// Entries kept in each worker's key cache before it is cleared.
 pub const KEY_CACHE_MAX_ENTRIES: usize = 100_000;
-/// How long a worker trusts a cached key record without asking the store again.
+/// How long a worker trusts a cached key record without asking the store again (the same for
+/// a remembered "unknown key").
 pub const KEY_CACHE_TTL_MS: u64 = 1_000;
+/// Slots in each worker's table of presented keys recently found unknown (fixed, allocated at
+/// start: 56 bytes a slot). A power of two.
+pub const REFUSED_KEY_CACHE_ENTRIES: usize = 4_096;
 /// Origins `[server] cors_origins` may list.
 pub const MAX_CORS_ORIGINS: usize = 64;
 /// How long a browser may cache a successful CORS preflight (`access-control-max-age`).

@@ -51,13 +51,30 @@ pub struct UsdText {
 
 impl UsdText {
     pub fn new(amount: Nanos) -> UsdText {
-        use std::io::Write;
-        let mut text = UsdText { bytes: [0; USD_TEXT_MAX_BYTES], len: 0 };
-        let mut cursor = std::io::Cursor::new(&mut text.bytes[..]);
-        // 11 integer digits at most, the point and 9 fractional digits: always fits.
-        let _ = write!(cursor, "{amount}");
-        text.len = cursor.position() as usize;
-        text
+        // 11 integer digits at most, the point and 9 fractional digits: always fits. Digits on
+        // the stack, not `write!`: refusals (402) and every account answer write amounts.
+        // Written right to left from the end of the buffer, then moved to its start.
+        let mut bytes = [0u8; USD_TEXT_MAX_BYTES];
+        let mut start = USD_TEXT_MAX_BYTES;
+        let mut fraction = amount.0 % NANOS_PER_USD;
+        for _ in 0..9 {
+            start -= 1;
+            bytes[start] = b'0' + (fraction % 10) as u8;
+            fraction /= 10;
+        }
+        start -= 1;
+        bytes[start] = b'.';
+        let mut whole = amount.0 / NANOS_PER_USD;
+        loop {
+            start -= 1;
+            bytes[start] = b'0' + (whole % 10) as u8;
+            whole /= 10;
+            if whole == 0 {
+                break;
+            }
+        }
+        bytes.copy_within(start.., 0);
+        UsdText { bytes, len: USD_TEXT_MAX_BYTES - start }
     }
 
     pub fn as_bytes(&self) -> &[u8] {

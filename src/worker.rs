@@ -17,6 +17,7 @@ use crate::access::auth::KeyCache;
 use crate::access::deny_cache::DenyCache;
 use crate::access::fallback::FallbackBuckets;
 use crate::access::lease_task::LeaseTask;
+use crate::access::refused_keys::RefusedKeys;
 use crate::access_log::{ACCESS_LOG_BATCH_BYTES, AccessRecord, WorkerAccessLog, write_json_line};
 use crate::backend::upstream::client::Pool;
 use crate::http::server::OutBufferPool;
@@ -38,6 +39,8 @@ pub struct Worker {
     store_connections: StoreConnections,
     /// Key records by hash, trusted for `KEY_CACHE_TTL_MS` and dropped on any revocation.
     pub key_cache: RefCell<KeyCache>,
+    /// Presented keys the store did not know, refused again without hashing for the same TTL.
+    pub refused_keys: RefCell<RefusedKeys>,
     /// Refusals remembered so repeats cost no store call.
     pub deny_cache: RefCell<DenyCache>,
     /// This worker's share of test-key limits while the store is unreachable.
@@ -69,6 +72,7 @@ impl Worker {
             metrics,
             store_connections: StoreConnections::default(),
             key_cache: RefCell::default(),
+            refused_keys: RefCell::default(),
             deny_cache: RefCell::default(),
             fallback: RefCell::default(),
             leases: LeaseTask::new(&owner),

@@ -3,11 +3,14 @@
 //!
 //! A key is `fk_live_` or `fk_test_` followed by 32 base62 characters from the OS CSPRNG. Only
 //! its SHA-256 leaves this module; the plain key is shown once, at creation, and never logged,
-//! echoed in an error, or stored. Each worker caches key records by hash for at most
-//! `KEY_CACHE_TTL_MS`, and drops its whole cache the moment the store's revocation generation
-//! changes, so a revoked key stops working at once on this node.
+//! echoed in an error, or stored. Each worker caches the records of known keys by hash for at
+//! most `KEY_CACHE_TTL_MS`, and drops its whole cache the moment the store's revocation
+//! generation changes, so a revoked key stops working at once on this node. Keys the store did
+//! not know are remembered apart (`access::refused_keys`), so a flood of them never evicts a
+//! known key.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
@@ -114,19 +117,38 @@ pub const UNKNOWN_KEY: ApiError<'static> =
 /// The refusal for a revoked key.
 pub const REVOKED_KEY: ApiError<'static> = ApiError::new(ErrorKind::RevokedApiKey);
 
-/// What a worker remembers about one key hash.
+/// What a worker remembers about one known key hash.
 #[derive(Clone, Debug)]
 pub struct CachedKey {
-    /// `None`: the store does not know this key.
-    pub record: Option<KeyRecord>,
+    pub record: KeyRecord,
     pub fetched_at_ms: u64,
 }
 
-/// One worker's key cache. Never shared between threads.
+/// One worker's cache of known keys (unknown ones are `refused_keys`'). Never shared between
+/// threads.
 #[derive(Default)]
 pub struct KeyCache {
-    entries: HashMap<KeyHash, CachedKey>,
+    entries: HashMap<KeyHash, CachedKey, BuildHasherDefault<DigestHasher>>,
     generation: u64,
+}
+
+/// Hashes a SHA-256 digest by its own leading bytes: they are already uniformly spread, and only
+/// keys the store knows are ever inserted, so no caller can choose what collides. (SipHash of
+/// 32 bytes cost more than the rest of a cache hit.)
+#[derive(Default)]
+pub struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        let mut word = [0u8; 8];
+        let len = bytes.len().min(8);
+        word[..len].copy_from_slice(&bytes[..len]);
+        self.0 = self.0.rotate_left(8) ^ u64::from_le_bytes(word);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 impl KeyCache {
@@ -153,7 +175,7 @@ impl KeyCache {
         self.entries.get(hash)
     }
 
-    pub fn put(&mut self, hash: KeyHash, record: Option<KeyRecord>, now_ms: u64, generation: u64) {
+    pub fn put(&mut self, hash: KeyHash, record: KeyRecord, now_ms: u64, generation: u64) {
         if generation != self.generation {
             self.entries.clear();
             self.generation = generation;
@@ -234,10 +256,12 @@ mod tests {
     fn cache_honours_ttl_and_generation() {
         let mut cache = KeyCache::default();
         let hash = [7u8; 32];
-        cache.put(hash, None, 1_000, 0);
+        let (key_id, account_id) = ("key_1".into(), "acct".into());
+        let record = KeyRecord { key_id, account_id, kind: KeyKind::Live, name: None, revoked: false, spend_cap: None };
+        cache.put(hash, record.clone(), 1_000, 0);
         assert!(cache.get(&hash, 1_000 + KEY_CACHE_TTL_MS - 1, 0).is_some());
         assert!(cache.get(&hash, 1_000 + KEY_CACHE_TTL_MS, 0).is_none());
-        cache.put(hash, None, 5_000, 0);
+        cache.put(hash, record, 5_000, 0);
         assert!(cache.get(&hash, 5_001, 1).is_none());
         assert!(cache.get(&hash, 5_001, 1).is_none());
     }

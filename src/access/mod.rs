@@ -10,3 +10,4 @@ pub mod deny_cache;
 pub mod fallback;
 pub mod lease;
 pub mod lease_task;
+pub mod refused_keys;

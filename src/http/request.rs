@@ -13,6 +13,8 @@
 //! as RFC 9112 §2.2 allows. A CRLF one is accepted and counted in `head_len` (and against the
 //! head limit); a bare LF one is refused like any other bare LF in the head.
 
+use std::mem::MaybeUninit;
+
 use crate::limits::MAX_REQUEST_HEADERS;
 
 /// The request method; `Other` for any valid token not listed (methods are case-sensitive).
@@ -148,9 +150,10 @@ const MALFORMED_DUPLICATE_HOST: HeadError = HeadError::Malformed("More than one 
 /// HTTP/1.0; Transfer-Encoding other than one `chunked`), then the expectation.
 pub fn parse_head(buf: &[u8], max_head_bytes: usize) -> Result<Option<RequestHead<'_>>, HeadError> {
     let window = &buf[..buf.len().min(max_head_bytes)];
-    let mut slots = [httparse::EMPTY_HEADER; MAX_REQUEST_HEADERS];
-    let mut request = httparse::Request::new(&mut slots);
-    let head_len = match request.parse(window) {
+    // Left uninitialised: httparse writes the slots it fills, and only those are read.
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_REQUEST_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let head_len = match request.parse_with_uninit_headers(window, &mut slots) {
         Ok(httparse::Status::Complete(head_len)) => head_len,
         // The window is all of `buf` when it is shorter than the limit: then more may come.
         Ok(httparse::Status::Partial) if buf.len() < max_head_bytes => return Ok(None),
@@ -275,9 +278,27 @@ fn head_error(error: httparse::Error) -> HeadError {
 }
 
 /// An LF not preceded by CR. httparse accepts bare LF line endings (RFC 9112 §2.2 "MAY"); an
-/// intermediary that does not would see different header lines, so they are refused.
+/// intermediary that does not would see different header lines, so they are refused. Eight bytes
+/// at a time: each word is compared with itself shifted by one byte, its bytes' predecessors.
 fn has_bare_lf(head: &[u8]) -> bool {
-    head.first() == Some(&b'\n') || head.windows(2).any(|pair| pair[1] == b'\n' && pair[0] != b'\r')
+    const LOW_BITS: u64 = u64::from_le_bytes([0x7f; 8]);
+    const LFS: u64 = u64::from_le_bytes([b'\n'; 8]);
+    const CRS: u64 = u64::from_le_bytes([b'\r'; 8]);
+    // The high bit of each zero byte of `word`, exactly (no carry crosses bytes).
+    let zero_bytes = |word: u64| !(((word & LOW_BITS) + LOW_BITS) | word | LOW_BITS);
+    let words = head.chunks_exact(8);
+    let tail_start = head.len() - words.remainder().len();
+    // The byte before the current word (none before the head: not a CR).
+    let mut before = 0u64;
+    for word in words {
+        let word = u64::from_le_bytes(<[u8; 8]>::try_from(word).unwrap_or_default());
+        let predecessors = (word << 8) | before;
+        if zero_bytes(word ^ LFS) & !zero_bytes(predecessors ^ CRS) != 0 {
+            return true;
+        }
+        before = word >> 56;
+    }
+    (tail_start..head.len()).any(|index| head[index] == b'\n' && (index == 0 || head[index - 1] != b'\r'))
 }
 
 /// Strips spaces and tabs at both ends.
@@ -669,5 +690,28 @@ mod tests {
         let at_limit = head(MAX_REQUEST_HEADERS);
         assert_eq!(parse(&at_limit).unwrap().unwrap().head_len, at_limit.len());
         assert_eq!(parse(&head(MAX_REQUEST_HEADERS + 1)), Err(HeadError::TooManyHeaders));
+    }
+
+    // Goal: the word-at-a-time bare-LF scan agrees with the byte-by-byte definition for every
+    // length and every position of an LF, with and without its CR, word boundaries included.
+    #[test]
+    fn bare_lf_scan_matches_the_definition() {
+        let naive = |head: &[u8]| {
+            head.first() == Some(&b'\n') || head.windows(2).any(|pair| pair[1] == b'\n' && pair[0] != b'\r')
+        };
+        for len in 0..40 {
+            for at in 0..len {
+                for with_cr in [false, true] {
+                    let mut head = vec![b'a'; len];
+                    head[at] = b'\n';
+                    if with_cr && at > 0 {
+                        head[at - 1] = b'\r';
+                    }
+                    assert_eq!(has_bare_lf(&head), naive(&head), "{head:?}");
+                }
+            }
+            let clean: Vec<u8> = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n".iter().copied().cycle().take(len).collect();
+            assert_eq!(has_bare_lf(&clean), naive(&clean), "{clean:?}");
+        }
     }
 }

@@ -185,17 +185,19 @@ pub fn write_error(
     errors::write_body(scratch, error);
     let rendered = errors::catalog().get(error.kind);
     out.extend_from_slice(&rendered.head_fixed);
-    let _ = write!(out, "content-length: {}\r\n", scratch.len());
-    if let Some(retry_after_ms) = extras.retry_after_ms {
-        let _ = write!(
-            out,
-            "retry-after: {}\r\nretry-after-ms: {}\r\n",
-            errors::retry_after_seconds(retry_after_ms),
-            retry_after_ms
-        );
-    } else if error.kind.spec().has_retry_after {
-        out.extend_from_slice(b"retry-after: 1\r\n");
+    out.extend_from_slice(b"content-length: ");
+    push_decimal(out, scratch.len() as u64);
+    match extras.retry_after_ms {
+        Some(retry_after_ms) => {
+            out.extend_from_slice(b"\r\nretry-after: ");
+            push_decimal(out, errors::retry_after_seconds(retry_after_ms));
+            out.extend_from_slice(b"\r\nretry-after-ms: ");
+            push_decimal(out, retry_after_ms);
+        }
+        None if error.kind.spec().has_retry_after => out.extend_from_slice(b"\r\nretry-after: 1"),
+        None => {}
     }
+    out.extend_from_slice(b"\r\n");
     if let Some(allow) = extras.allow {
         out.extend_from_slice(b"allow: ");
         out.extend_from_slice(allow.as_bytes());
