@@ -7,7 +7,15 @@
 //! deadline gets it here (`deadline_after_ms`, `time_left`), never by reading a clock itself.
 //! The UTC calendar arithmetic (days to dates and back, RFC 3339 text) is here too: pure
 //! functions of an instant, no clock read.
+//!
+//! One read of each clock per event: while a connection task is polled (`ReadOncePerPoll`),
+//! the first read of the monotonic clock and of the system clock is kept and every later read
+//! in the same poll returns it, so a request's auth, admission, deadlines and log stamps cost
+//! one `clock_gettime` each instead of one per use. The kept values are dropped when the poll
+//! ends; nothing outside a poll (other tasks, threads) ever sees them. A span timed inside one
+//! poll (CPU work with no await between) takes `stopwatch_us`, which always reads.
 
+use std::cell::Cell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -27,8 +35,11 @@ impl Clock {
 
     pub fn now_ms(&self) -> u64 {
         match self {
-            #[allow(clippy::disallowed_methods)] // the one reader of the wall clock
-            Clock::System => SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0),
+            Clock::System => event_or(&EVENT_UNIX_MS, || {
+                #[allow(clippy::disallowed_methods)] // the one reader of the wall clock
+                let now = SystemTime::now();
+                now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+            }),
             Clock::Manual(now_ms) => now_ms.load(Ordering::Relaxed),
         }
     }
@@ -41,29 +52,89 @@ impl Clock {
     }
 }
 
-/// Milliseconds since the first call in this process, from the monotonic clock: for intervals
-/// that have nothing to do with money or limits (log rate bounds, deadlines of local loops).
-pub fn monotonic_ms() -> u64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    #[allow(clippy::disallowed_methods)] // the one reader of the monotonic clock
-    let now = std::time::Instant::now();
-    now.saturating_duration_since(*START.get_or_init(|| now)).as_millis() as u64
+thread_local! {
+    /// Whether this thread is inside a `ReadOncePerPoll` poll.
+    static IN_EVENT: Cell<bool> = const { Cell::new(false) };
+    /// The monotonic instant this poll read first, while `IN_EVENT`.
+    static EVENT_INSTANT: Cell<Option<std::time::Instant>> = const { Cell::new(None) };
+    /// The system clock (Unix ms) this poll read first, while `IN_EVENT`.
+    static EVENT_UNIX_MS: Cell<Option<u64>> = const { Cell::new(None) };
 }
 
-/// Microseconds since the first call in this process, from the monotonic clock: for latency
-/// measurements (histograms, the access log), never for money or limits.
-pub fn monotonic_us() -> u64 {
+/// The kept value of `slot` during an event (read with `read` the first time), else `read()`.
+fn event_or<T: Copy + 'static>(slot: &'static std::thread::LocalKey<Cell<Option<T>>>, read: impl FnOnce() -> T) -> T {
+    if !IN_EVENT.get() {
+        return read();
+    }
+    slot.get().unwrap_or_else(|| {
+        let now = read();
+        slot.set(Some(now));
+        now
+    })
+}
+
+/// Now on the monotonic clock, once per event.
+fn instant_now() -> std::time::Instant {
+    #[allow(clippy::disallowed_methods)] // the one reader of the monotonic clock
+    event_or(&EVENT_INSTANT, std::time::Instant::now)
+}
+
+/// Polls `F` with each clock read at most once per poll (see the module doc).
+pub struct ReadOncePerPoll<F>(pub F);
+
+impl<F: std::future::Future + Unpin> std::future::Future for ReadOncePerPoll<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, context: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
+        // Nested (a wrapped future inside another): the outer poll owns the kept values.
+        if IN_EVENT.replace(true) {
+            return std::pin::Pin::new(&mut self.0).poll(context);
+        }
+        /// Ends the event even if the poll panics (a caught panic must not leave stale time).
+        struct EndEvent;
+        impl Drop for EndEvent {
+            fn drop(&mut self) {
+                IN_EVENT.set(false);
+                EVENT_INSTANT.set(None);
+                EVENT_UNIX_MS.set(None);
+            }
+        }
+        let _end = EndEvent;
+        std::pin::Pin::new(&mut self.0).poll(context)
+    }
+}
+
+fn process_start() -> std::time::Instant {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    *START.get_or_init(instant_now)
+}
+
+/// Milliseconds since the process first asked, from the monotonic clock: for intervals that
+/// have nothing to do with money or limits (log rate bounds, deadlines of local loops).
+pub fn monotonic_ms() -> u64 {
+    let start = process_start();
+    instant_now().saturating_duration_since(start).as_millis() as u64
+}
+
+/// Microseconds since the process first asked, from the monotonic clock: for latency
+/// measurements across events (histograms, the access log), never for money or limits.
+pub fn monotonic_us() -> u64 {
+    let start = process_start();
+    instant_now().saturating_duration_since(start).as_micros() as u64
+}
+
+/// `monotonic_us` read now, even inside an event: for timing work done within one poll.
+pub fn stopwatch_us() -> u64 {
+    let start = process_start();
     #[allow(clippy::disallowed_methods)] // the one reader of the monotonic clock
     let now = std::time::Instant::now();
-    now.saturating_duration_since(*START.get_or_init(|| now)).as_micros() as u64
+    now.saturating_duration_since(start).as_micros() as u64
 }
 
 /// Now on monoio's timer clock, for IO deadlines (`timeout_at`, `sleep_until`) and nothing that
 /// touches money or limits (those take `Clock::now_ms`).
 pub fn timer_now() -> monoio::time::Instant {
-    #[allow(clippy::disallowed_methods)] // the one reader of monoio's timer clock
-    monoio::time::Instant::now()
+    monoio::time::Instant::from_std(instant_now())
 }
 
 /// The timer-clock instant `ms` milliseconds from now: a deadline for monoio's timers.
@@ -113,4 +184,51 @@ pub fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
     let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
     let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
     era * 146_097 + day_of_era - 719_468
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+
+    /// Spins until the monotonic clock has visibly moved past `since_us` (a real clock: this is
+    /// what the event cache must hide).
+    fn wait_past(since_us: u64) {
+        while stopwatch_us() <= since_us {
+            std::hint::spin_loop();
+        }
+    }
+
+    // Goal: inside one poll every read of a clock returns the first one (monotonic, timer and
+    // system clock alike), `stopwatch_us` still reads; after the poll reads are fresh again,
+    // and the next poll keeps a new first read.
+    #[test]
+    fn each_clock_is_read_once_per_poll() {
+        let seen: std::cell::RefCell<Vec<(u64, u64, monoio::time::Instant, u64)>> = Default::default();
+        let mut task = ReadOncePerPoll(std::future::poll_fn(|context: &mut Context<'_>| {
+            let first = (monotonic_us(), Clock::System.now_ms(), timer_now());
+            wait_past(first.0);
+            let again = (monotonic_us(), Clock::System.now_ms(), timer_now());
+            assert_eq!(first, again, "a second read in the same poll");
+            assert!(stopwatch_us() > first.0, "the stopwatch reads the clock");
+            let mut seen = seen.borrow_mut();
+            seen.push((first.0, first.1, first.2, stopwatch_us()));
+            if seen.len() == 2 {
+                return Poll::Ready(());
+            }
+            context.waker().wake_by_ref();
+            Poll::Pending
+        }));
+        let mut context = Context::from_waker(Waker::noop());
+        assert!(std::pin::Pin::new(&mut task).poll(&mut context).is_pending());
+        let outside = monotonic_us();
+        assert!(outside >= seen.borrow()[0].3, "outside a poll the clock is read");
+        wait_past(outside);
+        assert!(monotonic_us() > outside);
+        assert!(std::pin::Pin::new(&mut task).poll(&mut context).is_ready());
+        let seen = seen.borrow();
+        assert!(seen[1].0 > seen[0].0 && seen[1].2 > seen[0].2, "the next poll reads anew");
+        assert!(!IN_EVENT.get() && EVENT_INSTANT.get().is_none() && EVENT_UNIX_MS.get().is_none());
+    }
 }

@@ -88,9 +88,9 @@ pub async fn admit<'a>(
         Err(Refused { countable: true, .. }) => {}
     }
     // The byte bound would refuse or clamp: count the text off the worker, timed.
-    let started_us = crate::clock::monotonic_us();
+    let started_us = crate::clock::stopwatch_us();
     let counted = count_off_worker(tokenizer.clone(), body.to_vec(), crate::limits::TOKENIZE_BUDGET_BYTES).await;
-    worker.metrics.latency.tokenize.record_us(crate::clock::monotonic_us().saturating_sub(started_us));
+    worker.metrics.latency.tokenize.record_us(crate::clock::stopwatch_us().saturating_sub(started_us));
     let (bound, stage) = match counted {
         Some(count) => {
             // The counted texts were part of the byte bound at one token per byte (at least

@@ -228,7 +228,8 @@ pub async fn serve_listener<H: Handler + 'static>(
 async fn guarded_connection(metrics: Arc<WorkerMetrics>, connection: impl std::future::Future<Output = ()>) {
     WorkerMetrics::gauge_up(&metrics.connections_open);
     let served = std::panic::AssertUnwindSafe(connection);
-    if crate::panic_guard::catch_unwind(served).await.is_err() {
+    // One read of each clock per wake of the connection (an event), not one per use.
+    if crate::clock::ReadOncePerPoll(crate::panic_guard::catch_unwind(served)).await.is_err() {
         WorkerMetrics::add(&metrics.connection_panics, 1);
     }
     WorkerMetrics::gauge_down(&metrics.connections_open);
