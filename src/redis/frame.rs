@@ -52,6 +52,15 @@ impl<'a> Frame<'a> {
         }
     }
 
+    /// The reply `bytes` holds as `reply_len` just measured it, not walked again (bytes that
+    /// are not one whole value read as fewer items, never as a panic).
+    pub fn of_measured(bytes: &'a [u8]) -> Option<Frame<'a>> {
+        match head(bytes, 0).ok()?? {
+            (Head::Array(len), next) => Some(Frame::Array(Items { bytes: &bytes[next..], len })),
+            _ => Frame::read(bytes, 0).map(|(frame, _)| frame),
+        }
+    }
+
     /// The value at `at` in `bytes` and where it ends; `None` if it is not whole or not RESP2.
     fn read(bytes: &'a [u8], at: usize) -> Option<(Frame<'a>, usize)> {
         let (head, next) = head(bytes, at).ok()??;
@@ -101,6 +110,55 @@ impl<'a> Items<'a> {
 
     pub fn iter(&self) -> ItemsIter<'a> {
         ItemsIter { bytes: self.bytes, at: 0, left: self.len }
+    }
+
+    /// The items read once into an index, for readers that pick them by position.
+    pub fn indexed(self) -> Indexed<'a> {
+        let mut first = [Frame::Null; INDEXED_ITEMS];
+        let mut read = 0;
+        for (slot, item) in first.iter_mut().zip(self.iter()) {
+            *slot = item;
+            read += 1;
+        }
+        Indexed { first, read, items: self }
+    }
+}
+
+/// Items an `Indexed` holds on the stack; later ones are read in place when asked for (the
+/// store's replies by position have at most 13).
+const INDEXED_ITEMS: usize = 16;
+
+/// An array's items by position: the first `INDEXED_ITEMS` read once (so picking item `i`
+/// does not read the `i` before it again), the rest read in place.
+#[derive(Clone, Copy, Debug)]
+pub struct Indexed<'a> {
+    first: [Frame<'a>; INDEXED_ITEMS],
+    /// How many of `first` were read (fewer than `INDEXED_ITEMS` only at the array's end).
+    read: usize,
+    items: Items<'a>,
+}
+
+impl<'a> Indexed<'a> {
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn get(&self, index: usize) -> Option<Frame<'a>> {
+        if index < self.read {
+            return Some(self.first[index]);
+        }
+        if index < INDEXED_ITEMS {
+            return None;
+        }
+        self.items.get(index)
+    }
+
+    pub fn iter(&self) -> ItemsIter<'a> {
+        self.items.iter()
     }
 }
 

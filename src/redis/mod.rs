@@ -79,7 +79,7 @@ impl RedisError {
 mod frame;
 mod reply_slots;
 
-pub use frame::{Frame, Items, ItemsIter, ProtocolError, Reply, reply_len};
+pub use frame::{Frame, Indexed, Items, ItemsIter, ProtocolError, Reply, reply_len};
 use reply_slots::{ReplySlots, ReplyWait};
 
 type ReplyResult = Result<LentReply, RedisError>;
@@ -122,7 +122,7 @@ impl LentReply {
     /// measured it).
     fn read<T>(&self, read: impl FnOnce(Frame<'_>) -> T) -> Option<T> {
         let bytes = self.buffer.bytes.borrow();
-        Some(read(Frame::of_reply(bytes.get(self.range.clone())?)?))
+        Some(read(Frame::of_measured(bytes.get(self.range.clone())?)?))
     }
 }
 

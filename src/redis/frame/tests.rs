@@ -169,3 +169,32 @@ fn nesting_is_bounded() {
     wide.extend_from_slice(&b"*0\r\n".repeat(100_000));
     assert_eq!(reply_len(&wide), Ok(Some(wide.len())));
 }
+
+// Goal: a measured reply reads the same without being walked again, and an index of an array
+// gives every item by position, past the ones it holds on the stack too, and none past the end.
+#[test]
+fn measured_replies_and_indexed_items_read_the_same() {
+    let bytes = wire(&nested());
+    assert_eq!(Frame::of_measured(&bytes), Frame::of_reply(&bytes));
+    assert_eq!(Frame::of_measured(b":7\r\n"), Some(Frame::Integer(7)));
+    let long = Reply::Array((0..40).map(Reply::Integer).collect());
+    let bytes = wire(&long);
+    let Some(Frame::Array(items)) = Frame::of_measured(&bytes) else { panic!("an array") };
+    let indexed = items.indexed();
+    assert_eq!(indexed.len(), 40);
+    for at in 0..40 {
+        assert_eq!(indexed.get(at), Some(Frame::Integer(at as i64)), "item {at}");
+    }
+    assert_eq!(indexed.get(40), None);
+    let short = wire(&Reply::Array(vec![Reply::Integer(1), Reply::Null]));
+    let Some(Frame::Array(items)) = Frame::of_measured(&short) else { panic!("an array") };
+    let indexed = items.indexed();
+    assert_eq!(
+        (indexed.get(0), indexed.get(1), indexed.get(2), indexed.get(20)),
+        (Some(Frame::Integer(1)), Some(Frame::Null), None, None)
+    );
+    // Bytes that are not what was measured read as fewer items, never as a panic.
+    let Some(Frame::Array(cut)) = Frame::of_measured(b"*3\r\n:1\r\n") else { panic!("an array") };
+    assert_eq!(cut.iter().collect::<Vec<_>>(), [Frame::Integer(1)]);
+    assert_eq!(cut.indexed().get(1), None);
+}

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::errors::Bucket;
 use crate::money::{Nanos, TokenUsage};
-use crate::redis::{Frame, Items};
+use crate::redis::{Frame, Indexed};
 use crate::store::types::{
     Admission, Admitted, CapPeriod, DeadNode, KeyKind, KeyRecord, LeaseReply, Outcome, RateSnapshot, Reaped, Settled,
     SpendCap, StoreError, TIER_TRUSTED, TopupResult, UsageRecord,
@@ -230,15 +230,19 @@ impl FromReply for Admission {
 /// function's `{0}`) means no hold has this request id, so nothing changed.
 impl FromReply for Settled {
     fn from_reply(reply: Frame<'_>) -> Result<Self, StoreError> {
-        let items = array(reply)?;
-        match int_at(&items, 0)? {
-            1 => Ok(Settled::Charged {
-                charged: Nanos(u64_at(&items, 1)?),
-                released: Nanos(u64_at(&items, 2)?),
-                operator_loss: Nanos(u64_at(&items, 3)?),
-            }),
-            _ => Ok(Settled::AlreadySettled),
-        }
+        settled(&array(reply)?)
+    }
+}
+
+/// `Settled` from the items of an `fk_settle` reply.
+fn settled(items: &Indexed<'_>) -> Result<Settled, StoreError> {
+    match int_at(items, 0)? {
+        1 => Ok(Settled::Charged {
+            charged: Nanos(u64_at(items, 1)?),
+            released: Nanos(u64_at(items, 2)?),
+            operator_loss: Nanos(u64_at(items, 3)?),
+        }),
+        _ => Ok(Settled::AlreadySettled),
     }
 }
 
@@ -300,7 +304,7 @@ impl FromReply for SettleReply {
         let items = array(reply)?;
         match int_at(&items, 0)? {
             2 => Ok(SettleReply::ReleasedAsDeadNodes),
-            _ => Settled::from_reply(reply).map(SettleReply::Done),
+            _ => settled(&items).map(SettleReply::Done),
         }
     }
 }
@@ -395,7 +399,7 @@ impl FromReply for LedgerPage {
     fn from_reply(reply: Frame<'_>) -> Result<Self, StoreError> {
         let entries = array(reply)?;
         let mut records = Vec::with_capacity(entries.len());
-        for entry in entries {
+        for entry in entries.iter() {
             let Frame::Array(parts) = entry else { continue };
             let Some(Frame::Array(fields)) = parts.len().checked_sub(1).and_then(|last| parts.get(last)) else {
                 continue;
@@ -474,7 +478,7 @@ impl FromReply for SlotRanges {
     fn from_reply(reply: Frame<'_>) -> Result<Self, StoreError> {
         let ranges = array(reply)?;
         let mut decoded = Vec::with_capacity(ranges.len());
-        for range in ranges {
+        for range in ranges.iter() {
             let Frame::Array(parts) = range else { return Err(StoreError::Unavailable) };
             let (Some(Frame::Integer(first)), Some(Frame::Integer(last)), Some(Frame::Array(master))) =
                 (parts.get(0), parts.get(1), parts.get(2))
@@ -507,16 +511,17 @@ pub(super) enum Push<'a> {
 
 impl<'a> Push<'a> {
     pub fn of(frame: Frame<'a>) -> Push<'a> {
-        match frame {
-            Frame::Array(parts) => match (text_at(&parts, 0), text_at(&parts, 1)) {
-                (Some("subscribe"), _) => Push::Subscribed,
-                (Some("message"), Some(channel)) => match parts.get(2) {
-                    Some(Frame::BulkString(payload)) => Push::Message { channel, payload },
-                    _ => Push::Message { channel, payload: b"" },
-                },
-                _ => Push::Other,
+        let parts = match frame {
+            Frame::Array(parts) => parts.indexed(),
+            Frame::Error(message) => return Push::Error(std::str::from_utf8(message).unwrap_or("(not UTF-8)")),
+            _ => return Push::Other,
+        };
+        match (text_at(&parts, 0), text_at(&parts, 1)) {
+            (Some("subscribe"), _) => Push::Subscribed,
+            (Some("message"), Some(channel)) => match parts.get(2) {
+                Some(Frame::BulkString(payload)) => Push::Message { channel, payload },
+                _ => Push::Message { channel, payload: b"" },
             },
-            Frame::Error(message) => Push::Error(std::str::from_utf8(message).unwrap_or("(not UTF-8)")),
             _ => Push::Other,
         }
     }
@@ -534,15 +539,15 @@ fn outcome_name(text: Option<&str>) -> &'static str {
     }
 }
 
-fn array(reply: Frame<'_>) -> Result<Items<'_>, StoreError> {
+fn array(reply: Frame<'_>) -> Result<Indexed<'_>, StoreError> {
     match reply {
-        Frame::Array(items) => Ok(items),
+        Frame::Array(items) => Ok(items.indexed()),
         _ => Err(StoreError::Unavailable),
     }
 }
 
 /// An integer reply item, or a string item holding one (Lua numbers may come back either way).
-fn int_at(items: &Items<'_>, index: usize) -> Result<i64, StoreError> {
+fn int_at(items: &Indexed<'_>, index: usize) -> Result<i64, StoreError> {
     match items.get(index) {
         Some(Frame::Integer(value)) => Ok(value),
         Some(Frame::BulkString(text)) | Some(Frame::SimpleString(text)) => {
@@ -553,11 +558,11 @@ fn int_at(items: &Items<'_>, index: usize) -> Result<i64, StoreError> {
 }
 
 /// A count or an amount: negative numbers read as 0.
-fn u64_at(items: &Items<'_>, index: usize) -> Result<u64, StoreError> {
+fn u64_at(items: &Indexed<'_>, index: usize) -> Result<u64, StoreError> {
     int_at(items, index).map(|value| value.max(0) as u64)
 }
 
-fn text_at<'a>(items: &Items<'a>, index: usize) -> Option<&'a str> {
+fn text_at<'a>(items: &Indexed<'a>, index: usize) -> Option<&'a str> {
     items.get(index).and_then(text)
 }
 
@@ -571,7 +576,7 @@ fn text(item: Frame<'_>) -> Option<&str> {
 
 /// `rates...` in `fikra.lua` (its `snapshot`): requests limit, remaining, reset ms, then the
 /// same three for tokens.
-fn rates_at(items: &Items<'_>, start: usize) -> Result<RateSnapshot, StoreError> {
+fn rates_at(items: &Indexed<'_>, start: usize) -> Result<RateSnapshot, StoreError> {
     Ok(RateSnapshot {
         requests_limit: u64_at(items, start)?,
         requests_remaining: u64_at(items, start + 1)?,
