@@ -345,6 +345,9 @@ pub const REDIS_RECONNECT_BACKOFF_MIN_MS: u64 = 50;
 pub const REDIS_RECONNECT_BACKOFF_MAX_MS: u64 = 2_000;
 /// Largest reply accepted, in bytes.
 pub const REDIS_MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+/// Deepest nesting of arrays accepted in a reply (the store's deepest, `CLUSTER SLOTS` and
+/// `XREVRANGE`, nest 3 deep); deeper is a protocol error.
+pub const REDIS_MAX_REPLY_DEPTH: usize = 16;
 /// Bytes asked of a Redis socket per read.
 pub const REDIS_READ_CHUNK_BYTES: usize = 16 * 1024;
 /// Initial capacity of a connection's buffer of commands not yet written.

@@ -209,12 +209,9 @@ fn expected_per_request(store: StoreKind, account: Account) -> u64 {
         // Admitted and settled on the worker's lease: nothing (the queued `LeaseRecord` keeps
         // its ids inline; the lease calls that pay for the records are strays).
         (StoreKind::Redis, Account::Busy) => 0,
-        // Admitted and settled by `fk_admit` and `fk_settle`: each reply decoded into owned
-        // frames, two allocations per call (`redis_protocol::resp2::decode::decode` parses the
-        // array into a `Vec` of frames, then copies it into an `OwnedFrame` tree that the
-        // store's reply readers take apart). Removing them takes a reply reader over the read
-        // buffer itself, not yet written.
-        (StoreKind::Redis, Account::Small) => 4,
+        // Admitted and settled by `fk_admit` and `fk_settle`: nothing either (each reply is
+        // read where it lies in the connection's read buffer, `redis::Frame`).
+        (StoreKind::Redis, Account::Small) => 0,
     }
 }
 

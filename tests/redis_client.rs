@@ -12,7 +12,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use fikra_gateway::cli::block_on;
-use fikra_gateway::redis::{RedisClient, RedisError, RedisSettings, Reply};
+use fikra_gateway::redis::{Frame, RedisClient, RedisError, RedisSettings, Reply};
 use support::redis_server::RedisServer;
 use support::wait::wait_until_async;
 
@@ -98,5 +98,105 @@ fn fails_fast_while_down_and_recovers() {
             wait_until_async(Duration::from_secs(5), || async { client.call(&[b"PING"]).await.is_ok() }).await;
         assert!(recovered, "did not recover");
         assert!(client.is_connected());
+    });
+}
+
+/// A stand-in server on one connection that answers each command by its name: `SPLIT` one byte
+/// per write, `NESTED` an array of arrays and nulls, `BAD` an error, `MOVED` a redirect, `BIG`
+/// 100,000 bytes (several reads), anything else the bulk string of its first argument. The
+/// replies to the commands of one read go out in one write (pipelined).
+fn scripted_server() -> u16 {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        stream.set_nodelay(true).unwrap();
+        let (mut received, mut chunk) = (Vec::new(), [0u8; 4096]);
+        loop {
+            let read = match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            received.extend_from_slice(&chunk[..read]);
+            let mut replies = Vec::new();
+            // Commands are RESP arrays of bulk strings: the client's reader reads them too.
+            while let Ok(Some(len)) = fikra_gateway::redis::reply_len(&received) {
+                let command: Vec<u8> = received.drain(..len).collect();
+                let Some(Frame::Array(args)) = Frame::of_reply(&command) else { panic!("{command:?}") };
+                let arg = |at: usize| match args.get(at) {
+                    Some(Frame::BulkString(arg)) => arg.to_vec(),
+                    other => panic!("{other:?}"),
+                };
+                match &arg(0)[..] {
+                    b"SPLIT" => {
+                        for byte in b"$11\r\nhello world\r\n" {
+                            stream.write_all(&[*byte]).unwrap();
+                            // Spread over many reads (the outcome is checked, not the timing).
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                    }
+                    b"NESTED" => replies.extend_from_slice(b"*3\r\n:1\r\n*2\r\n$1\r\na\r\n$-1\r\n*-1\r\n"),
+                    b"BAD" => replies.extend_from_slice(b"-ERR unknown command 'BAD'\r\n"),
+                    b"MOVED" => replies.extend_from_slice(b"-MOVED 3999 127.0.0.1:7001\r\n"),
+                    b"BIG" => {
+                        replies.extend_from_slice(b"$100000\r\n");
+                        replies.extend_from_slice(&[b'x'; 100_000]);
+                        replies.extend_from_slice(b"\r\n");
+                    }
+                    _ => Reply::BulkString(arg(1)).encode(&mut replies),
+                }
+            }
+            stream.write_all(&replies).unwrap();
+        }
+    });
+    port
+}
+
+// Goal: replies are read where they arrived, exactly: one cut into a byte per read, one larger
+// than a read, nested arrays with both nulls, error replies as `Server` errors with their text
+// (a redirect too), and pipelined replies each to its own command, read in place
+// (`call_with`) and as owned trees (`call`) alike.
+#[test]
+fn replies_are_read_in_place_whatever_their_shape_and_cut() {
+    let port = scripted_server();
+    block_on(async move {
+        let client = Rc::new(RedisClient::new(settings(port, None)));
+        let split = client.call_with(&[b"SPLIT"], |frame| frame == Frame::BulkString(b"hello world")).await;
+        assert_eq!(split, Ok(true));
+        let nested = client.call(&[b"NESTED"]).await;
+        let expected = Reply::Array(vec![
+            Reply::Integer(1),
+            Reply::Array(vec![Reply::BulkString(b"a".to_vec()), Reply::Null]),
+            Reply::Null,
+        ]);
+        assert_eq!(nested, Ok(expected));
+        let big =
+            client.call_with(&[b"BIG"], |frame| matches!(frame, Frame::BulkString(b) if b == [b'x'; 100_000])).await;
+        assert_eq!(big, Ok(true));
+        let bad = client.call_with(&[b"BAD"], |_| panic!("an error reply is not read")).await;
+        assert_eq!(bad, Err::<(), _>(RedisError::Server("ERR unknown command 'BAD'".into())));
+        assert_eq!(client.call(&[b"MOVED"]).await, Err(RedisError::Server("MOVED 3999 127.0.0.1:7001".into())));
+        let tasks: Vec<_> = (0..50)
+            .map(|n| {
+                let client = client.clone();
+                monoio::spawn(async move {
+                    let id = format!("id{n}");
+                    let args: [&[u8]; 2] = [b"ECHO", id.as_bytes()];
+                    let echoed = client
+                        .call_with(&args, |frame| match frame {
+                            Frame::BulkString(echoed) => echoed.to_vec(),
+                            other => panic!("{other:?}"),
+                        })
+                        .await;
+                    (id, echoed)
+                })
+            })
+            .collect();
+        for task in tasks {
+            let (id, echoed) = task.await;
+            assert_eq!(echoed, Ok(id.into_bytes()));
+        }
+        assert!(client.is_connected(), "no reply put the connection out of step");
     });
 }

@@ -1,12 +1,14 @@
 //! A Redis client for monoio workers: one pipelined connection per worker, replies matched to
 //! commands in order, a timeout on every command, reconnection with backoff, optional AUTH.
 //!
-//! There is no Redis client for monoio, so this is ours, on the `redis-protocol` RESP2 codec.
+//! There is no Redis client for monoio, so this is ours, with its own RESP2 reader (`frame`).
 //! Commands from many tasks of one worker share the connection: each appends its encoded
 //! command to the write buffer and queues a reply slot (`reply_slots`); one flusher task per
 //! connection writes whatever has piled up (natural batching) from one of two buffers it swaps,
-//! one reader task hands each decoded reply to the oldest waiting slot. Once warm, queuing a
-//! command allocates nothing (decoding its reply does: `redis-protocol` builds owned frames).
+//! one reader task hands each whole reply to the oldest waiting slot. A reply is not copied
+//! out: the reader lends its place in the read buffer, the caller reads it there (`call_with`)
+//! and gives it back, and the reader reads no more until every lent reply is back. Once warm, a
+//! command and its reply allocate nothing (`call`, which keeps an owned `Reply`, does).
 //! Any failure (timeout, reset, protocol error) retires the connection: waiting commands fail,
 //! and the next command reconnects once the backoff has passed. While disconnected, commands
 //! fail at once instead of waiting: a store outage must never hang a request.
@@ -16,6 +18,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::Write;
 use std::net::SocketAddr;
+use std::ops::Range;
 use std::rc::Rc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
@@ -24,7 +27,6 @@ use futures_channel::oneshot;
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRentExt, OwnedReadHalf, OwnedWriteHalf, Splitable};
 use monoio::net::TcpStream;
-pub use redis_protocol::resp2::types::OwnedFrame as Reply;
 
 use crate::clock::{deadline_after_ms, time_left};
 
@@ -74,12 +76,73 @@ impl RedisError {
     }
 }
 
+mod frame;
 mod reply_slots;
 
+pub use frame::{Frame, Indexed, Items, ItemsIter, ProtocolError, Reply, reply_len};
 use reply_slots::{ReplySlots, ReplyWait};
 
-type ReplyResult = Result<Reply, RedisError>;
+type ReplyResult = Result<LentReply, RedisError>;
 type PendingReply = ReplyWait<Connection, ReplyResult>;
+
+/// A connection's read buffer, shared by its reader and the replies it lends out.
+#[derive(Default)]
+struct ReadBuffer {
+    bytes: RefCell<Vec<u8>>,
+    /// Replies lent out and not given back yet: while there are any, the buffer must stay as it
+    /// is, so the reader neither reads into it nor moves what it holds.
+    lent: Cell<usize>,
+    /// The reader's waker while it waits for them.
+    reader: RefCell<Option<Waker>>,
+}
+
+impl ReadBuffer {
+    fn wake_reader(&self) {
+        let waker = self.reader.borrow_mut().take();
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+}
+
+/// A whole reply the reader lent out: where it lies in the read buffer. Given back when
+/// dropped, wherever that happens (read, abandoned in its slot, dropped with a timed-out wait).
+struct LentReply {
+    buffer: Rc<ReadBuffer>,
+    range: Range<usize>,
+}
+
+impl LentReply {
+    fn lend(buffer: &Rc<ReadBuffer>, range: Range<usize>) -> LentReply {
+        buffer.lent.set(buffer.lent.get() + 1);
+        LentReply { buffer: buffer.clone(), range }
+    }
+
+    /// `read` over the reply where it lies; `None` if it is not one (never: the reader
+    /// measured it).
+    fn read<T>(&self, read: impl FnOnce(Frame<'_>) -> T) -> Option<T> {
+        let bytes = self.buffer.bytes.borrow();
+        Some(read(Frame::of_measured(bytes.get(self.range.clone())?)?))
+    }
+}
+
+impl Drop for LentReply {
+    fn drop(&mut self) {
+        let left = self.buffer.lent.get().saturating_sub(1);
+        self.buffer.lent.set(left);
+        if left == 0 {
+            self.buffer.wake_reader();
+        }
+    }
+}
+
+/// An error reply as the error it is; anything else for `read`.
+fn unless_error<T>(frame: Frame<'_>, read: impl FnOnce(Frame<'_>) -> T) -> Result<T, RedisError> {
+    match frame {
+        Frame::Error(message) => Err(RedisError::Server(String::from_utf8_lossy(message).into_owned())),
+        frame => Ok(read(frame)),
+    }
+}
 
 /// One live connection.
 struct Connection {
@@ -89,6 +152,7 @@ struct Connection {
     /// Reply slots (indices into `slots`) in the order their commands were queued.
     waiting: RefCell<VecDeque<usize>>,
     slots: RefCell<ReplySlots<ReplyResult>>,
+    read_buffer: Rc<ReadBuffer>,
     /// The flusher task's waker while it waits for commands.
     flusher: RefCell<Option<Waker>>,
     broken: Cell<bool>,
@@ -108,6 +172,7 @@ impl Connection {
         reply_slots::fail_all(&self.slots, waiting, || Err(RedisError::Lost));
         self.writer.borrow_mut().take();
         self.wake_flusher();
+        self.read_buffer.wake_reader();
     }
 
     /// Queues `args` and returns the reply's slot; the flusher is woken by `wake_flusher`.
@@ -162,29 +227,47 @@ impl RedisClient {
         self.retry_at.get().is_some() || self.connection.borrow().as_ref().is_some_and(|c| c.broken.get())
     }
 
-    /// Sends one command (`args[0]` is its name) and waits for its reply.
+    /// Sends one command (`args[0]` is its name) and waits for its reply, kept as an owned
+    /// tree (allocates: for calls off the request path).
     pub async fn call(&self, args: &[&[u8]]) -> Result<Reply, RedisError> {
+        self.call_with(args, |frame| frame.to_reply()).await
+    }
+
+    /// Sends one command and hands its reply to `read` where it was received, in the
+    /// connection's read buffer: nothing is copied or allocated. An error reply is
+    /// `RedisError::Server` (and `read` is not called).
+    pub async fn call_with<T>(&self, args: &[&[u8]], read: impl FnOnce(Frame<'_>) -> T) -> Result<T, RedisError> {
         let connection = self.connected().await?;
         let reply = connection.queue(args);
         connection.wake_flusher();
-        self.wait_reply(&connection, reply).await
+        self.wait_reply(&connection, reply, read).await
     }
 
     /// Sends `ASKING` then `args` back to back on one connection (a Cluster `ASK` redirect) and
-    /// returns the reply to `args`.
-    pub async fn call_asking(&self, args: &[&[u8]]) -> Result<Reply, RedisError> {
+    /// reads the reply to `args` as `call_with` does.
+    pub async fn call_asking_with<T>(
+        &self,
+        args: &[&[u8]],
+        read: impl FnOnce(Frame<'_>) -> T,
+    ) -> Result<T, RedisError> {
         let connection = self.connected().await?;
         let asking_reply = connection.queue(&[b"ASKING"]);
         let reply = connection.queue(args);
         connection.wake_flusher();
-        self.wait_reply(&connection, asking_reply).await?;
-        self.wait_reply(&connection, reply).await
+        self.wait_reply(&connection, asking_reply, |_| ()).await?;
+        self.wait_reply(&connection, reply, read).await
     }
 
-    async fn wait_reply(&self, connection: &Rc<Connection>, reply: PendingReply) -> Result<Reply, RedisError> {
+    async fn wait_reply<T>(
+        &self,
+        connection: &Rc<Connection>,
+        reply: PendingReply,
+        read: impl FnOnce(Frame<'_>) -> T,
+    ) -> Result<T, RedisError> {
         match monoio::time::timeout(self.settings.command_timeout, reply).await {
-            Ok(Some(Ok(Reply::Error(message)))) => Err(RedisError::Server(message)),
-            Ok(Some(result)) => result,
+            // Read at once (no await before the lent reply is dropped): the reader waits for it.
+            Ok(Some(Ok(lent))) => lent.read(|frame| unless_error(frame, read)).unwrap_or(Err(RedisError::Lost)),
+            Ok(Some(Err(error))) => Err(error),
             Ok(None) => Err(RedisError::Lost),
             Err(_elapsed) => {
                 // A silent server: stop trusting this connection.
@@ -258,6 +341,7 @@ impl RedisClient {
             outgoing: RefCell::new(Vec::with_capacity(REDIS_OUTGOING_INITIAL_BYTES)),
             waiting: RefCell::new(VecDeque::new()),
             slots: RefCell::default(),
+            read_buffer: Rc::default(),
             flusher: RefCell::new(None),
             broken: Cell::new(false),
         });
@@ -266,11 +350,17 @@ impl RedisClient {
         if let Some(password) = &self.settings.password {
             let reply = connection.queue(&[b"AUTH", password.as_bytes()]);
             connection.wake_flusher();
-            match monoio::time::timeout(self.settings.command_timeout, reply).await {
-                Ok(Some(Ok(Reply::SimpleString(_)))) => {}
-                Ok(Some(Ok(Reply::Error(message)))) => {
+            let answer = match monoio::time::timeout(self.settings.command_timeout, reply).await {
+                Ok(Some(Ok(lent))) => {
+                    lent.read(|frame| unless_error(frame, |frame| matches!(frame, Frame::SimpleString(_))))
+                }
+                _ => None,
+            };
+            match answer {
+                Some(Ok(true)) => {}
+                Some(Err(error)) => {
                     connection.break_down();
-                    return Err(RedisError::Server(message));
+                    return Err(error);
                 }
                 _ => {
                     connection.break_down();
@@ -312,16 +402,20 @@ async fn flush(connection: Rc<Connection>) {
     }
 }
 
-/// Reads replies and hands each to the oldest waiting command.
+/// Reads replies and lends each to the oldest waiting command; reads again once every lent
+/// reply is back.
 async fn read_replies(connection: Rc<Connection>, mut reader: OwnedReadHalf<TcpStream>) {
-    let mut buffer: Vec<u8> = Vec::with_capacity(REDIS_READ_CHUNK_BYTES);
+    let shared = connection.read_buffer.clone();
+    *shared.bytes.borrow_mut() = Vec::with_capacity(REDIS_READ_CHUNK_BYTES);
     loop {
-        // Decode every complete reply already buffered.
+        // Lend every whole reply already buffered.
         let mut consumed = 0;
         loop {
-            match redis_protocol::resp2::decode::decode(&buffer[consumed..]) {
-                Ok(Some((frame, used))) => {
-                    consumed += used;
+            let measured = frame::reply_len(&shared.bytes.borrow()[consumed..]);
+            match measured {
+                Ok(Some(len)) => {
+                    let range = consumed..consumed + len;
+                    consumed += len;
                     if connection.broken.get() {
                         // Retired (a timeout): its waiters already failed; late replies go nowhere.
                         return;
@@ -330,7 +424,9 @@ async fn read_replies(connection: Rc<Connection>, mut reader: OwnedReadHalf<TcpS
                     let slot = connection.waiting.borrow_mut().pop_front();
                     match slot {
                         Some(slot) => {
-                            let waker = connection.slots.borrow_mut().fill(slot, Ok(frame));
+                            // An abandoned slot drops the reply at once, which gives it back.
+                            let lent = LentReply::lend(&shared, range);
+                            let waker = connection.slots.borrow_mut().fill(slot, Ok(lent));
                             if let Some(waker) = waker {
                                 waker.wake();
                             }
@@ -349,8 +445,22 @@ async fn read_replies(connection: Rc<Connection>, mut reader: OwnedReadHalf<TcpS
                 }
             }
         }
+        // The buffer stays as it is until every lent reply is read (its callers were woken
+        // and read it on their next poll) or the connection is retired.
+        std::future::poll_fn(|cx| {
+            if shared.lent.get() == 0 || connection.broken.get() {
+                return Poll::Ready(());
+            }
+            *shared.reader.borrow_mut() = Some(cx.waker().clone());
+            Poll::Pending
+        })
+        .await;
+        if connection.broken.get() {
+            return;
+        }
+        let mut buffer = std::mem::take(&mut *shared.bytes.borrow_mut());
         buffer.drain(..consumed);
-        if connection.broken.get() || buffer.len() > REDIS_MAX_REPLY_BYTES {
+        if buffer.len() > REDIS_MAX_REPLY_BYTES {
             connection.break_down();
             return;
         }
@@ -358,7 +468,7 @@ async fn read_replies(connection: Rc<Connection>, mut reader: OwnedReadHalf<TcpS
         let start = buffer.len();
         let end = start + REDIS_READ_CHUNK_BYTES.min(buffer.capacity() - start);
         let (result, slice) = reader.read(buffer.slice_mut(start..end)).await;
-        buffer = slice.into_inner();
+        *shared.bytes.borrow_mut() = slice.into_inner();
         match result {
             Ok(0) | Err(_) => {
                 connection.break_down();
@@ -385,14 +495,16 @@ pub fn runtime_ended() {
     RUNTIME_EPOCH.with(|epoch| epoch.set(epoch.get() + 1));
 }
 
-/// One command on a fresh blocking connection: start-up work (loading functions, reading the
-/// Cluster slot map) and tools, never the request path.
-pub fn blocking_call(
+/// One command on a fresh blocking connection, its reply handed to `read` (an error reply, to
+/// `AUTH` or to the command, is `RedisError::Server`): start-up work (loading functions,
+/// reading the Cluster slot map) and tools, never the request path.
+pub fn blocking_call<T>(
     addr: SocketAddr,
     password: Option<&str>,
     timeout: Duration,
     args: &[&[u8]],
-) -> Result<Reply, RedisError> {
+    read: impl FnOnce(Frame<'_>) -> T,
+) -> Result<T, RedisError> {
     use std::io::Read;
     let mut stream = std::net::TcpStream::connect_timeout(&addr, timeout).map_err(|_| RedisError::Unavailable)?;
     stream.set_read_timeout(Some(timeout)).map_err(|_| RedisError::Unavailable)?;
@@ -403,15 +515,16 @@ pub fn blocking_call(
     }
     encode_command(&mut out, args);
     stream.write_all(&out).map_err(|_| RedisError::Unavailable)?;
-    let mut replies = Vec::new();
+    // The ends of the replies read so far, in `buffer`.
+    let mut ends = Vec::new();
     let mut buffer = Vec::new();
     let wanted = if password.is_some() { 2 } else { 1 };
     let mut chunk = [0u8; REDIS_READ_CHUNK_BYTES];
-    while replies.len() < wanted {
-        match redis_protocol::resp2::decode::decode(&buffer) {
-            Ok(Some((frame, used))) => {
-                buffer.drain(..used);
-                replies.push(frame);
+    while ends.len() < wanted {
+        let start = ends.last().copied().unwrap_or(0);
+        match frame::reply_len(&buffer[start..]) {
+            Ok(Some(len)) => {
+                ends.push(start + len);
                 continue;
             }
             Ok(None) => {}
@@ -429,12 +542,15 @@ pub fn blocking_call(
         }
         buffer.extend_from_slice(&chunk[..read]);
     }
-    for reply in &replies {
-        if let Reply::Error(message) = reply {
-            return Err(RedisError::Server(message.clone()));
-        }
+    // `AUTH`'s reply first, when it was sent, then the command's.
+    let mut start = 0;
+    if password.is_some() {
+        let auth = Frame::of_reply(&buffer[..ends[0]]).ok_or(RedisError::Unavailable)?;
+        unless_error(auth, |_| ())?;
+        start = ends[0];
     }
-    Ok(replies.pop().unwrap_or(Reply::Null))
+    let reply = Frame::of_reply(&buffer[start..ends[wanted - 1]]).ok_or(RedisError::Unavailable)?;
+    unless_error(reply, read)
 }
 
 /// The Redis Cluster slot of `key`: CRC16 (XMODEM) of its hash tag (the part between the first

@@ -40,7 +40,7 @@ impl RedisStore {
         let now = self.now_arg(now_ms);
         let args: [&[u8]; 6] =
             [b"FCALL", b"fk_create_account", b"1", acct.as_bytes(), credit.as_bytes(), now.as_bytes()];
-        let created = AccountCreated::from_reply(self.command(connections, acct.as_bytes(), &args).await?)?;
+        let created = self.read::<AccountCreated>(connections, acct.as_bytes(), &args).await?;
         Ok(AccountView {
             id,
             tier: TIER_UNVERIFIED.into(),
@@ -53,7 +53,7 @@ impl RedisStore {
     pub async fn account(&self, connections: &Connections, id: &str) -> Result<AccountView, StoreError> {
         let acct = self.key(id, "acct");
         let args: [&[u8]; 6] = [b"HMGET", acct.as_bytes(), b"tier", b"balance", b"held", b"created_at"];
-        let fields = AccountFields::from_reply(self.command(connections, acct.as_bytes(), &args).await?)?;
+        let fields = self.read::<AccountFields>(connections, acct.as_bytes(), &args).await?;
         Ok(AccountView {
             id: id.into(),
             tier: fields.tier,
@@ -108,7 +108,7 @@ impl RedisStore {
             cap.as_bytes(),
             cap_period.as_bytes(),
         ];
-        match KeyPut::from_reply(self.command(connections, record_key.as_bytes(), &args).await?)? {
+        match self.read::<KeyPut>(connections, record_key.as_bytes(), &args).await? {
             KeyPut::Stored => {
                 // Every node's directory learns the key now (and from the next full sync,
                 // should the message be lost).
@@ -139,7 +139,7 @@ impl RedisStore {
             b"cap",
             b"cap_period",
         ];
-        KeyRecord::from_reply(self.command(connections, record_key.as_bytes(), &args).await?)
+        self.read::<KeyRecord>(connections, record_key.as_bytes(), &args).await
     }
 
     pub async fn revoke_key(&self, connections: &Connections, key_id: &str) -> Result<(), StoreError> {
@@ -204,7 +204,7 @@ impl RedisStore {
         let spent_field = format!("s:{key_id}");
         let held_field = format!("h:{key_id}");
         let args: [&[u8]; 4] = [b"HMGET", acct.as_bytes(), spent_field.as_bytes(), held_field.as_bytes()];
-        let fields = KeySpendFields::from_reply(self.command(connections, acct.as_bytes(), &args).await?)?;
+        let fields = self.read::<KeySpendFields>(connections, acct.as_bytes(), &args).await?;
         Ok(KeySpend { spent: Nanos(fields.spent_in(period, period.start_ms(now_ms))), held: Nanos(fields.held) })
     }
 
@@ -240,7 +240,7 @@ impl RedisStore {
             amount_arg.as_bytes(),
             reference.as_bytes(),
         ];
-        let refused = match TopupReply::from_reply(self.command(connections, acct.as_bytes(), &args).await?)? {
+        let refused = match self.read::<TopupReply>(connections, acct.as_bytes(), &args).await? {
             TopupReply::Done(result) => {
                 if !result.duplicate {
                     self.events.topups.fetch_add(1, Ordering::AcqRel);
@@ -301,7 +301,7 @@ impl RedisStore {
             loop {
                 let args: [&[u8]; 8] =
                     [b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", scan_count.as_bytes(), b"TYPE", b"hash"];
-                let page = ScanPage::from_reply(client.call(&args).await.map_err(unavailable)?)?;
+                let page = client.call_with(&args, ScanPage::from_reply).await.map_err(unavailable)??;
                 for key in page.keys {
                     let Some(hash) = std::str::from_utf8(&key).ok().and_then(|key| key.strip_prefix(prefix.as_str()))
                     else {
@@ -311,7 +311,7 @@ impl RedisStore {
                     let fields: [&[u8]; 9] =
                         [b"HMGET", &key, b"key_id", b"account", b"kind", b"name", b"revoked", b"cap", b"cap_period"];
                     // The record lives on this master (the key routes here); ask it directly.
-                    match KeyRecord::from_reply(client.call(&fields).await.map_err(unavailable)?) {
+                    match client.call_with(&fields, KeyRecord::from_reply).await.map_err(unavailable)? {
                         Ok(record) => {
                             // A record that changed while its message was lost: drop caches.
                             if self.events.directory.remember(hash, record) {

@@ -100,8 +100,8 @@ impl RedisStore {
             cap_period.as_bytes(),
             cap_start.as_bytes(),
         ];
-        match self.router.command_outcome(connections, acct.as_bytes(), &args).await {
-            Ok(reply) => match Admission::from_reply(reply) {
+        match self.router.command_outcome(connections, acct.as_bytes(), &args, Admission::from_reply).await {
+            Ok(admission) => match admission {
                 Ok(Admission::KeySpendLimitReached { spent, held, needed, rates, .. }) => {
                     let cap = request.spend_cap.ok_or(StoreError::Unavailable)?;
                     Ok(Admission::KeySpendLimitReached { cap, spent, held, needed, rates })
@@ -177,7 +177,7 @@ impl RedisStore {
             day_start.as_bytes(),
             month_start.as_bytes(),
         ];
-        let settled = match SettleReply::from_reply(self.command(connections, acct.as_bytes(), &args).await?)? {
+        let settled = match self.read::<SettleReply>(connections, acct.as_bytes(), &args).await? {
             SettleReply::Done(settled) => settled,
             SettleReply::ReleasedAsDeadNodes => {
                 // This node was presumed dead (no heartbeat within the dead-after bound, a
@@ -226,7 +226,7 @@ impl RedisStore {
             t_tpm.as_bytes(),
             kind_letter(kind),
         ];
-        RateSnapshot::from_reply(self.command(connections, acct.as_bytes(), &args).await?)
+        self.read::<RateSnapshot>(connections, acct.as_bytes(), &args).await
     }
 
     /// `fk_lease`: the call's records go along as one line each (see the function's `ARGV`).
@@ -316,6 +316,6 @@ impl RedisStore {
             args.push(cost.as_bytes());
             start = *end;
         }
-        LeaseReply::from_reply(self.command(connections, acct.as_bytes(), &args).await?)
+        self.read::<LeaseReply>(connections, acct.as_bytes(), &args).await
     }
 }

@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::connections::{ClientRecipe, Connections};
 use super::library;
 use super::replies::{FromReply, SlotRanges};
-use crate::redis::{RedisClient, RedisError, Reply, blocking_call, key_slot};
+use crate::redis::{Frame, RedisClient, RedisError, blocking_call, key_slot};
 use crate::store::types::StoreError;
 
 use crate::limits::{
@@ -88,7 +88,7 @@ impl SlotMap {
         Some(map)
     }
 
-    fn from_reply(reply: Reply) -> Option<SlotMap> {
+    fn from_reply(reply: Frame<'_>) -> Option<SlotMap> {
         SlotMap::from_ranges(SlotRanges::from_reply(reply).ok()?)
     }
 }
@@ -143,8 +143,9 @@ impl Router {
     pub fn refresh_slots_blocking(&self) -> Result<(), String> {
         let timeout = self.recipe.command_timeout.max(Duration::from_secs(1));
         for seed in &self.seeds {
-            if let Ok(reply) = blocking_call(*seed, self.recipe.password.as_deref(), timeout, &[b"CLUSTER", b"SLOTS"])
-                && let Some(map) = SlotMap::from_reply(reply)
+            let args: [&[u8]; 2] = [b"CLUSTER", b"SLOTS"];
+            if let Ok(Some(map)) =
+                blocking_call(*seed, self.recipe.password.as_deref(), timeout, &args, SlotMap::from_reply)
             {
                 *self.slots.write().unwrap_or_else(|e| e.into_inner()) = Some(map);
                 return Ok(());
@@ -164,8 +165,8 @@ impl Router {
         let mut candidates = self.masters();
         candidates.extend(self.seeds.iter().copied());
         for addr in candidates {
-            if let Ok(reply) = self.client(connections, addr).call(&[b"CLUSTER", b"SLOTS"]).await
-                && let Some(map) = SlotMap::from_reply(reply)
+            if let Ok(Some(map)) =
+                self.client(connections, addr).call_with(&[b"CLUSTER", b"SLOTS"], SlotMap::from_reply).await
             {
                 *self.slots.write().unwrap_or_else(|e| e.into_inner()) = Some(map);
                 return;
@@ -174,25 +175,28 @@ impl Router {
     }
 
     /// Runs `args` on the node serving `routing_key`, following redirects, reloading the
-    /// function library where it is missing.
-    pub async fn command(
+    /// function library where it is missing; its reply is handed to `read` where it was
+    /// received (`RedisClient::call_with`).
+    pub async fn command<T>(
         &self,
         connections: &Connections,
         routing_key: &[u8],
         args: &[&[u8]],
-    ) -> Result<Reply, StoreError> {
-        self.command_outcome(connections, routing_key, args).await.map_err(|failed| failed.error)
+        read: impl Fn(Frame<'_>) -> T,
+    ) -> Result<T, StoreError> {
+        self.command_outcome(connections, routing_key, args, read).await.map_err(|failed| failed.error)
     }
 
     /// `command`, saying on failure whether the command may have run anyway (its connection
     /// failed or timed out after it was queued): a caller whose command must not half-happen
     /// (an admission) then undoes it.
-    pub async fn command_outcome(
+    pub async fn command_outcome<T>(
         &self,
         connections: &Connections,
         routing_key: &[u8],
         args: &[&[u8]],
-    ) -> Result<Reply, Failed> {
+        read: impl Fn(Frame<'_>) -> T,
+    ) -> Result<T, Failed> {
         let not_run = |error: StoreError| Failed { error, may_have_run: false };
         let mut target = self.node_for(routing_key);
         if target.is_none() && self.cluster {
@@ -207,7 +211,8 @@ impl Router {
         while redirects < MAX_REDIRECTS {
             redirects += 1;
             let client = self.client(connections, addr);
-            let result = if asking { client.call_asking(args).await } else { client.call(args).await };
+            let result =
+                if asking { client.call_asking_with(args, &read).await } else { client.call_with(args, &read).await };
             asking = false;
             match result {
                 Ok(reply) => return Ok(reply),

@@ -36,8 +36,7 @@ impl RedisStore {
         let limit = limit.min(MAX_USAGE_QUERY_LIMIT);
         let count = Num::new(limit as u64);
         let args: [&[u8]; 6] = [b"XREVRANGE", ledger.as_bytes(), b"+", b"-", b"COUNT", count.as_bytes()];
-        let LedgerPage(mut records) =
-            LedgerPage::from_reply(self.command(connections, ledger.as_bytes(), &args).await?)?;
+        let LedgerPage(mut records) = self.read::<LedgerPage>(connections, ledger.as_bytes(), &args).await?;
         // A lease call's entry holds many records: `COUNT` bounds entries, not records.
         records.truncate(limit);
         Ok(records)
@@ -77,7 +76,7 @@ impl RedisStore {
             loop {
                 let args: [&[u8]; 8] =
                     [b"SCAN", &cursor, b"MATCH", pattern.as_bytes(), b"COUNT", scan_count.as_bytes(), b"TYPE", b"zset"];
-                let page = ScanPage::from_reply(client.call(&args).await.map_err(unavailable)?)?;
+                let page = client.call_with(&args, ScanPage::from_reply).await.map_err(unavailable)??;
                 for key in page.keys {
                     let Some(account) = std::str::from_utf8(&key)
                         .ok()
@@ -111,8 +110,8 @@ impl RedisStore {
                         args.push(node.tag.as_bytes());
                         args.push(cutoff.as_bytes());
                     }
-                    let reply = self.command(connections, acct.as_bytes(), &args).await?;
-                    if let Ok(HoldsReleased(reaped)) = HoldsReleased::from_reply(reply) {
+                    let reply = self.router.command(connections, acct.as_bytes(), &args, HoldsReleased::from_reply);
+                    if let Ok(HoldsReleased(reaped)) = reply.await? {
                         released.expired += reaped.expired;
                         released.of_dead_nodes += reaped.of_dead_nodes;
                     }

@@ -29,15 +29,15 @@ const LOAD_REPLACE: [&[u8]; 4] = [b"FUNCTION", b"LOAD", b"REPLACE", FUNCTION_LIB
 /// one); says which happened. Start-up only (a blocking connection of its own).
 pub(super) fn load_blocking(addr: SocketAddr, password: Option<&str>, timeout: Duration) -> Result<String, RedisError> {
     let ours = library_version();
-    let loaded = blocking_call(addr, password, timeout, &[b"FCALL", b"fk_version", b"0"])
+    let loaded = blocking_call(addr, password, timeout, &[b"FCALL", b"fk_version", b"0"], LibraryVersion::from_reply)
         .ok()
-        .and_then(|reply| LibraryVersion::from_reply(reply).ok());
+        .and_then(Result::ok);
     if let Some(LibraryVersion(loaded)) = loaded
         && loaded >= ours
     {
         return Ok(format!("function library fikra v{loaded} already loaded (this build: v{ours})"));
     }
-    blocking_call(addr, password, timeout, &LOAD_REPLACE)?;
+    blocking_call(addr, password, timeout, &LOAD_REPLACE, |_| ())?;
     Ok(format!("loaded function library fikra v{ours}"))
 }
 

@@ -49,10 +49,11 @@ pub use replies::decode_with_every_reader;
 
 use crate::digits::Num;
 use crate::metrics::StoreMetrics;
-use crate::redis::Reply;
+use crate::redis::{Frame, Reply};
 use crate::store::types::{LimitPolicy, StoreError};
 use cluster::Router;
 use connections::ClientRecipe;
+use replies::FromReply;
 
 pub use crate::limits::REDIS_LEDGER_MAX_RECORDS_PER_ACCOUNT as LEDGER_MAX_RECORDS_PER_ACCOUNT;
 
@@ -116,14 +117,26 @@ impl RedisStore {
         store
     }
 
-    /// Runs `args` on the node serving `routing_key` (see `Router::command`).
+    /// Runs `args` on the node serving `routing_key` (see `Router::command`) and keeps its
+    /// reply as an owned tree (allocates: for calls off the request path).
     async fn command(
         &self,
         connections: &Connections,
         routing_key: &[u8],
         args: &[&[u8]],
     ) -> Result<Reply, StoreError> {
-        self.router.command(connections, routing_key, args).await
+        self.router.command(connections, routing_key, args, |frame: Frame<'_>| frame.to_reply()).await
+    }
+
+    /// Runs `args` like `command` and reads its reply as a `T` where it was received: nothing
+    /// is allocated unless `T` keeps text.
+    async fn read<T: FromReply>(
+        &self,
+        connections: &Connections,
+        routing_key: &[u8],
+        args: &[&[u8]],
+    ) -> Result<T, StoreError> {
+        self.router.command(connections, routing_key, args, T::from_reply).await?
     }
 
     /// `PREFIX:{ACCOUNT}:SUFFIX` (the braces make the account the Cluster hash tag); built

@@ -11,7 +11,7 @@
 
 use super::RedisStore;
 use super::connections::{Connections, PendingVoid};
-use super::replies::{DeadNodes, FromReply, VoidReply};
+use super::replies::{DeadNodes, VoidReply};
 use crate::digits::Num;
 use crate::limits::HOLD_TTL_MS;
 use crate::metrics::StoreMetrics;
@@ -107,7 +107,7 @@ impl RedisStore {
             t_tpm.as_bytes(),
             ttl.as_bytes(),
         ];
-        VoidReply::from_reply(self.command(connections, acct.as_bytes(), &args).await?)
+        self.read::<VoidReply>(connections, acct.as_bytes(), &args).await
     }
 
     /// The node liveness key.
@@ -141,7 +141,7 @@ impl RedisStore {
             forget_after.as_bytes(),
             leaving,
         ];
-        let result = self.command(connections, key.as_bytes(), &args).await.and_then(DeadNodes::from_reply);
+        let result = self.read::<DeadNodes>(connections, key.as_bytes(), &args).await;
         match result {
             Ok(DeadNodes(mut dead)) => {
                 dead.retain(|node| &*node.tag != tag);

@@ -18,7 +18,7 @@ use crate::limits::{
     REDIS_RECONNECT_BACKOFF_MAX_MS as RECONNECT_BACKOFF_MAX_MS,
     REDIS_RECONNECT_BACKOFF_MIN_MS as RECONNECT_BACKOFF_MIN_MS,
 };
-use crate::redis::{Reply, encode_command};
+use crate::redis::{Frame, encode_command, reply_len};
 
 use crate::limits::{REDIS_SUBSCRIBER_CONNECT_TIMEOUT_MS, REDIS_SUBSCRIBER_POLL_MS};
 
@@ -96,15 +96,13 @@ fn subscribe(addr: SocketAddr, password: Option<&str>, channels: &Channels, even
             return;
         }
         loop {
-            let frame: Reply = match redis_protocol::resp2::decode::decode(&buffer) {
-                Ok(Some((frame, used))) => {
-                    buffer.drain(..used);
-                    frame
-                }
+            let len = match reply_len(&buffer) {
+                Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(_) => return,
             };
-            match Push::of(&frame) {
+            let Some(frame) = Frame::of_reply(&buffer[..len]) else { return };
+            match Push::of(frame) {
                 // Messages may have been missed while not subscribed.
                 Push::Subscribed if !events.subscribed.swap(true, Ordering::AcqRel) => {
                     events.directory.mark_unsynced();
@@ -138,6 +136,7 @@ fn subscribe(addr: SocketAddr, password: Option<&str>, channels: &Channels, even
                 }
                 Push::Subscribed | Push::Other => {}
             }
+            buffer.drain(..len);
         }
         match stream.read(&mut chunk) {
             Ok(0) => return,
