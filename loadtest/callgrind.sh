@@ -8,6 +8,9 @@
 # CONTENDER picks the request measured, as in harness.sh phase (g): `proxied` (default, the
 # leased bench account), `401` (a key nobody issued), `429` (account `tiny` at 1 RPM, answered
 # by its deny entry after one admitted request) or `402` (account `broke`, an empty wallet).
+# RPM: the bench account's limit (100000000: leased). An account of 1100 RPM is too small for
+# leases, so every request is an admit and a settle on the store; keep WARMUP_REQUESTS +
+# REQUESTS under it (e.g. RPM=1100 WARMUP_REQUESTS=200 REQUESTS=800).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests="${REQUESTS:-2000}"; contender="${CONTENDER:-proxied}"; warmup="${WARMUP_REQUESTS:-300}"; store="${STORE:-redis}"; out="${OUT:-$PWD/callgrind.out.gateway}"
@@ -41,7 +44,7 @@ output_usd_per_million = "0.5"
 max_output_tokens = 8192
 [[account_overrides]]
 account = "bench"
-rpm = 100000000
+rpm = ${RPM:-100000000}
 tpm = 100000000000
 [[account_overrides]]
 account = "tiny"
