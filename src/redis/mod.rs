@@ -582,18 +582,18 @@ pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
     let payload: usize = args.iter().map(|arg| arg.len() + 16).sum();
     out.reserve(payload + 16);
     out.push(b'*');
-    out.extend_from_slice(Num::new(args.len() as u64).as_bytes());
+    push_decimal(out, args.len() as u64);
     out.extend_from_slice(b"\r\n");
     for arg in args {
         out.push(b'$');
-        out.extend_from_slice(Num::new(arg.len() as u64).as_bytes());
+        push_decimal(out, arg.len() as u64);
         out.extend_from_slice(b"\r\n");
         out.extend_from_slice(arg);
         out.extend_from_slice(b"\r\n");
     }
 }
 
-use crate::digits::Num;
+use crate::digits::push_decimal;
 
 #[cfg(test)]
 mod tests {
