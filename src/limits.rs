@@ -59,8 +59,9 @@ pub const KEEPALIVE_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const RESPONSE_WRITE_TIMEOUT_MS: u64 = 30_000;
 /// Requests answered on one connection before it is closed (bounds per-connection state).
 pub const MAX_REQUESTS_PER_CONNECTION: u64 = 100_000;
-/// Initial capacity of a connection's read buffer (an idle connection's pending read holds it);
-/// it grows geometrically up to the head + body limits.
+/// Initial capacity of a connection's read buffer (held while requests come, and for
+/// `IDLE_READ_GRACE_MS` after the last answer); it grows geometrically up to the head + body
+/// limits.
 pub const READ_BUFFER_INITIAL_BYTES: usize = 2 * 1024;
 /// A connection's empty read buffer grown past this (by a large request) is replaced by a new
 /// one of `READ_BUFFER_INITIAL_BYTES` before the connection waits for its next request.
