@@ -59,9 +59,18 @@ pub const KEEPALIVE_IDLE_TIMEOUT_MS: u64 = 60_000;
 pub const RESPONSE_WRITE_TIMEOUT_MS: u64 = 30_000;
 /// Requests answered on one connection before it is closed (bounds per-connection state).
 pub const MAX_REQUESTS_PER_CONNECTION: u64 = 100_000;
-/// Initial capacity of a connection's read buffer (an idle connection's pending read holds it);
-/// it grows geometrically up to the head + body limits.
+/// Initial capacity of a connection's read buffer (held while requests come, and for
+/// `IDLE_READ_GRACE_MS` after the last answer); it grows geometrically up to the head + body
+/// limits.
 pub const READ_BUFFER_INITIAL_BYTES: usize = 2 * 1024;
+/// A connection's empty read buffer grown past this (by a large request) is replaced by a new
+/// one of `READ_BUFFER_INITIAL_BYTES` before the connection waits for its next request.
+pub const READ_BUFFER_IDLE_MAX_BYTES: usize = 64 * 1024;
+/// How long a connection's read for its next request keeps the read buffer; a client quiet for
+/// longer costs no buffer until its bytes arrive (`http::client_read`).
+pub const IDLE_READ_GRACE_MS: u64 = 100;
+/// Read buffers (and cancellers) a worker keeps for its quiet connections.
+pub const IDLE_READ_POOL_MAX_BUFFERS: usize = 256;
 /// Smallest and largest read asked of a client socket at once.
 pub const READ_CHUNK_MIN_BYTES: usize = 2 * 1024;
 pub const READ_CHUNK_MAX_BYTES: usize = 64 * 1024;
@@ -91,6 +100,7 @@ const _: () = assert!(READ_CHUNK_MIN_BYTES <= READ_CHUNK_MAX_BYTES);
 const _: () = assert!(LINGERING_CLOSE_MAX_BYTES >= 2 * MAX_REQUEST_BODY_BYTES);
 // A read buffer is never created larger than what one request may use.
 const _: () = assert!(READ_BUFFER_INITIAL_BYTES <= MAX_REQUEST_HEAD_BYTES);
+const _: () = assert!(READ_BUFFER_INITIAL_BYTES <= READ_BUFFER_IDLE_MAX_BYTES);
 
 // ---------------------------------------------------------------------------------------------
 // Chat requests (`openai::chat`).

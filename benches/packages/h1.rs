@@ -185,7 +185,7 @@ async fn project_stream(events: Rc<Vec<Vec<u8>>>) -> Timeline {
     let timeline = Rc::new(RefCell::new(Timeline::default()));
     let handler = SseHandler { events, timeline: timeline.clone(), buffers: OutBufferPool::default() };
     let serving = monoio::spawn(async move {
-        serve_connection(server, None, &handler, &ServerLimits::default()).await;
+        serve_connection(server, None, &handler, ServerLimits::default()).await;
     });
     let request =
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nConnection: close\r\nContent-Length: 2\r\n\r\n{}";

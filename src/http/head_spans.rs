@@ -10,11 +10,15 @@
 use crate::http::request::{BodyFraming, Method, RequestHead};
 
 /// A range of the read buffer: `start..start + len`. An empty span is `0..0`, whatever buffer.
+/// Sixteen bits suffice: a head is never longer than `MAX_REQUEST_HEAD_BYTES` (the spans are
+/// held by every connection across its awaits, so they are kept small).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 struct Span {
-    start: u32,
-    len: u32,
+    start: u16,
+    len: u16,
 }
+
+const _: () = assert!(crate::limits::MAX_REQUEST_HEAD_BYTES <= u16::MAX as usize, "head offsets fit in 16 bits");
 
 impl Span {
     /// Where `part` lies inside `buffer`. `part` is a sub-slice of `buffer`, or empty (an empty
@@ -25,11 +29,12 @@ impl Span {
         }
         let start = part.as_ptr() as usize - buffer.as_ptr() as usize;
         debug_assert!(start + part.len() <= buffer.len(), "a head field lies inside the head");
-        Span { start: start as u32, len: part.len() as u32 }
+        Span { start: start as u16, len: part.len() as u16 }
     }
 
     fn bytes(self, buffer: &[u8]) -> &[u8] {
-        &buffer[self.start as usize..(self.start + self.len) as usize]
+        let start = usize::from(self.start);
+        &buffer[start..start + usize::from(self.len)]
     }
 
     /// The span as text. It was a `&str` when parsed and the head bytes have not changed, so
@@ -46,7 +51,8 @@ impl Span {
 pub struct HeadSpans {
     pub method: Method,
     pub minor_version: u8,
-    pub head_len: usize,
+    /// As `RequestHead::head_len` (at most `MAX_REQUEST_HEAD_BYTES`).
+    pub head_len: u16,
     pub framing: BodyFraming,
     pub keep_alive: bool,
     pub expect_continue: bool,
@@ -64,11 +70,12 @@ pub struct HeadSpans {
 impl HeadSpans {
     /// The spans of `head`, which was parsed from the start of `buffer`.
     pub fn of(head: &RequestHead<'_>, buffer: &[u8]) -> HeadSpans {
+        debug_assert!(head.head_len <= crate::limits::MAX_REQUEST_HEAD_BYTES);
         let span = |part: &[u8]| Span::of(buffer, part);
         HeadSpans {
             method: head.method,
             minor_version: head.minor_version,
-            head_len: head.head_len,
+            head_len: head.head_len as u16,
             framing: head.framing,
             keep_alive: head.keep_alive,
             expect_continue: head.expect_continue,
@@ -93,7 +100,7 @@ impl HeadSpans {
             path: self.path.text(buffer),
             query: self.query.text(buffer),
             minor_version: self.minor_version,
-            head_len: self.head_len,
+            head_len: usize::from(self.head_len),
             framing: self.framing,
             keep_alive: self.keep_alive,
             expect_continue: self.expect_continue,
@@ -133,7 +140,7 @@ mod tests {
             moved.extend_from_slice(text);
             moved.extend_from_slice(b"more body bytes");
             assert_eq!(spans.view(&moved), parsed, "{:?}", String::from_utf8_lossy(text));
-            assert_eq!(spans.view(&moved).path.as_ptr(), moved[spans.path.start as usize..].as_ptr());
+            assert_eq!(spans.view(&moved).path.as_ptr(), moved[usize::from(spans.path.start)..].as_ptr());
         }
     }
 }

@@ -184,14 +184,7 @@ pub async fn serve_listener<H: Handler + 'static>(
                     // holding both would make every plain task as large as a TLS one.
                     match tls {
                         None => {
-                            let serve = async move {
-                                // A new connection holds no read buffer until its first bytes
-                                // arrive (one readiness wait per connection, not per request).
-                                let idle = Duration::from_millis(limits.keepalive_timeout_ms);
-                                if let Ok(Ok(())) = monoio::time::timeout(idle, stream.readable(false)).await {
-                                    serve_connection(stream, Some(peer), &*handler, &limits).await;
-                                }
-                            };
+                            let serve = plain_connection(stream, peer, handler, limits);
                             monoio::spawn(guarded_connection(metrics, serve));
                         }
                         Some(acceptor) => {
@@ -199,7 +192,7 @@ pub async fn serve_listener<H: Handler + 'static>(
                                 // A handshake gets the head's time budget; failures just close.
                                 let handshake = Duration::from_millis(limits.head_timeout_ms);
                                 if let Ok(Ok(stream)) = monoio::time::timeout(handshake, acceptor.accept(stream)).await {
-                                    serve_connection(stream, Some(peer), &*handler, &limits).await;
+                                    serve_connection(stream, Some(peer), handler, limits).await;
                                 }
                             };
                             monoio::spawn(guarded_connection(metrics, serve));
@@ -223,14 +216,33 @@ pub async fn serve_listener<H: Handler + 'static>(
     lifecycle.running.fetch_sub(1, Ordering::Release);
 }
 
+/// Serves one plain (not TLS) connection: its task's future, apart from the panic guard. Public
+/// so a test can weigh it (`tests/connection_memory.rs`).
+pub fn plain_connection<H: Handler>(
+    stream: monoio::net::TcpStream,
+    peer: SocketAddr,
+    handler: Rc<H>,
+    limits: ServerLimits,
+) -> impl std::future::Future<Output = ()> {
+    serve_connection(stream, Some(peer), handler, limits)
+}
+
 /// Runs one connection's future, counted in the open-connections gauge, with a panic confined
-/// to it (counted, the connection dropped, the worker unharmed).
-async fn guarded_connection(metrics: Arc<WorkerMetrics>, connection: impl std::future::Future<Output = ()>) {
-    WorkerMetrics::gauge_up(&metrics.connections_open);
-    let served = std::panic::AssertUnwindSafe(connection);
+/// to it (counted, the connection dropped, the worker unharmed). The guard boxes the connection
+/// future before the task is built, so the task holds only the box: an `async fn` taking the
+/// future as an argument would keep that argument's bytes in the task next to the boxed copy.
+pub fn guarded_connection<F: std::future::Future<Output = ()>>(
+    metrics: Arc<WorkerMetrics>,
+    connection: F,
+) -> impl std::future::Future<Output = ()> {
+    let served = crate::panic_guard::catch_unwind(std::panic::AssertUnwindSafe(connection));
     // One read of each clock per wake of the connection (an event), not one per use.
-    if crate::clock::ReadOncePerPoll(crate::panic_guard::catch_unwind(served)).await.is_err() {
-        WorkerMetrics::add(&metrics.connection_panics, 1);
+    let served = crate::clock::ReadOncePerPoll(served);
+    async move {
+        WorkerMetrics::gauge_up(&metrics.connections_open);
+        if served.await.is_err() {
+            WorkerMetrics::add(&metrics.connection_panics, 1);
+        }
+        WorkerMetrics::gauge_down(&metrics.connections_open);
     }
-    WorkerMetrics::gauge_down(&metrics.connections_open);
 }

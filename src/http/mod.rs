@@ -4,6 +4,7 @@
 //! Nothing in here knows about keys, models or money; it moves bytes with limits.
 
 pub mod chunked;
+pub mod client_read;
 pub mod cors;
 pub mod date;
 pub mod duration;

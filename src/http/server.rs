@@ -16,20 +16,20 @@
 
 use std::time::Duration;
 
-use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
-use monoio::time::Instant;
 
 use crate::clock::deadline_after_ms;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
+use crate::http::client_read::{ClientStream, IdleReadPool, ReadMore, read_more, wait_for_request};
 use crate::http::future_slot::Pooled;
 use crate::http::head_spans::HeadSpans;
 use crate::http::request::{BodyFraming, HeadError, Method, RequestHead, parse_head};
 use crate::http::response::{self, ErrorExtras, ResponseContext, StreamFraming};
 use crate::limits::{
-    LINGERING_CLOSE_MAX_BYTES, LINGERING_CLOSE_MS, OUT_BUFFER_INITIAL_BYTES, OUT_BUFFER_POOL_MAX_BUFFER_BYTES,
-    OUT_BUFFER_POOL_MAX_BUFFERS, READ_BUFFER_INITIAL_BYTES, READ_CHUNK_MAX_BYTES, READ_CHUNK_MIN_BYTES,
+    IDLE_READ_GRACE_MS, LINGERING_CLOSE_MAX_BYTES, LINGERING_CLOSE_MS, OUT_BUFFER_INITIAL_BYTES,
+    OUT_BUFFER_POOL_MAX_BUFFER_BYTES, OUT_BUFFER_POOL_MAX_BUFFERS, READ_BUFFER_IDLE_MAX_BYTES,
+    READ_BUFFER_INITIAL_BYTES, READ_CHUNK_MIN_BYTES,
 };
 
 /// The bounds one listener applies to every connection (config may lower the constants).
@@ -58,10 +58,13 @@ impl Default for ServerLimits {
 }
 
 /// Output buffers lent to a connection for one response at a time, so an idle connection holds
-/// none. One pool per worker (the handler owns it), never shared between threads.
+/// none, and the read buffers of quiet connections (`client_read`). One pool per worker (the
+/// handler owns it), never shared between threads.
 #[derive(Default)]
 pub struct OutBufferPool {
     buffers: std::cell::RefCell<Vec<Vec<u8>>>,
+    /// Read buffers and cancellers for connections waiting for their next request.
+    pub idle_reads: IdleReadPool,
 }
 
 impl OutBufferPool {
@@ -174,6 +177,22 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
         self.head_lines.extend_from_slice(value);
         self.head_lines.extend_from_slice(b"\r\n");
         true
+    }
+
+    /// Borrows the output and scratch buffers for one request from the worker's pool.
+    fn lend_buffers(&mut self, pool: &OutBufferPool) {
+        if self.out.capacity() == 0 {
+            self.out = pool.lend();
+        }
+        if self.scratch.capacity() == 0 {
+            self.scratch = pool.lend();
+        }
+    }
+
+    /// Gives the request's output and scratch buffers back, so an idle connection holds neither.
+    fn return_buffers(&mut self, pool: &OutBufferPool) {
+        pool.give_back(std::mem::take(&mut self.out));
+        pool.give_back(std::mem::take(&mut self.scratch));
     }
 
     /// Sets the manners of the request about to be answered.
@@ -309,12 +328,18 @@ enum ReadOutcome {
 }
 
 /// Serves one connection until it closes.
-pub async fn serve_connection<S, H>(stream: S, peer: Option<std::net::SocketAddr>, handler: &H, limits: &ServerLimits)
+/// It owns `handler` (an `Rc` or a reference) and `limits`, so a caller needs no wrapping future
+/// that would hold them, and the stream, a second time.
+pub async fn serve_connection<S, H, R>(stream: S, peer: Option<std::net::SocketAddr>, handler: R, limits: ServerLimits)
 where
-    S: AsyncReadRent + AsyncWriteRent,
+    S: ClientStream,
     H: Handler,
+    R: std::ops::Deref<Target = H>,
 {
-    let mut read_buffer: Vec<u8> = Vec::with_capacity(READ_BUFFER_INITIAL_BYTES);
+    let (handler, limits) = (&*handler, &limits);
+    // Allocated when the client's first bytes arrive (`wait_for_request`).
+    let mut read_buffer: Vec<u8> = Vec::new();
+    let mut read_canceller = None;
     let mut chunked_body: Vec<u8> = Vec::new();
     let mut sink = ResponseSink {
         stream,
@@ -329,7 +354,22 @@ where
     };
     let mut requests_served: u64 = 0;
     loop {
-        let head_spans = match read_head(&mut sink.stream, &mut read_buffer, limits).await {
+        if read_buffer.is_empty() {
+            let pool = &handler.out_buffers().idle_reads;
+            let room = limits.max_head_bytes + 1;
+            let waits = (limits.keepalive_timeout_ms, IDLE_READ_GRACE_MS);
+            match wait_for_request(&mut sink.stream, &mut read_buffer, &mut read_canceller, pool, room, waits).await {
+                ReadMore::Bytes => {}
+                ReadMore::Eof | ReadMore::Failed | ReadMore::TimedOut => return,
+            }
+        }
+        // A head that came whole needs no further read; the rare partial one is read on in a
+        // pooled slot.
+        let outcome = match head_outcome(&read_buffer, limits) {
+            Some(outcome) => outcome,
+            None => Pooled::new(read_head(&mut sink.stream, &mut read_buffer, limits)).await,
+        };
+        let head_spans = match outcome {
             ReadOutcome::Head(head_spans) => head_spans,
             ReadOutcome::Closed => return,
             ReadOutcome::Refused(error) => {
@@ -338,13 +378,17 @@ where
                 return Pooled::new(refuse_and_close(&mut sink, &mut read_buffer, handler, &error)).await;
             }
         };
-        let HeadSpans { head_len, framing, keep_alive, expect_continue, minor_version, .. } = head_spans;
+        let HeadSpans { framing, keep_alive, expect_continue, minor_version, .. } = head_spans;
+        let head_len = usize::from(head_spans.head_len);
         let head_only = head_spans.method == Method::Head;
         requests_served += 1;
         sink.keep_alive = keep_alive && requests_served < crate::limits::MAX_REQUESTS_PER_CONNECTION;
         sink.begin_response(head_only, minor_version);
 
-        // Read the body according to its framing.
+        // Read the body according to its framing (a chunked one is decoded into a pooled buffer).
+        if framing == BodyFraming::Chunked && chunked_body.capacity() == 0 {
+            chunked_body = handler.out_buffers().lend();
+        }
         let body_outcome = Pooled::build(|| {
             read_body(&mut sink, &mut read_buffer, &mut chunked_body, head_len, framing, expect_continue, limits)
         })
@@ -357,6 +401,7 @@ where
             Err(None) => return,
         };
 
+        let flushed;
         {
             let head = head_spans.view(&read_buffer);
             let body: &[u8] = match framing {
@@ -365,19 +410,26 @@ where
                 BodyFraming::None => &[],
             };
             let request = Request { head, head_bytes: &read_buffer[..head_len], body, peer };
-            if sink.out.capacity() == 0 {
-                sink.out = handler.out_buffers().lend();
-            }
-            // In a pooled slot, so the connection task stays small while idle.
-            Pooled::build(|| handler.handle(&request, &mut sink)).await;
+            sink.lend_buffers(handler.out_buffers());
+            // In a pooled slot with the flush of its answer, so the connection task stays small
+            // while idle (neither state machine is held between requests).
+            flushed = Pooled::build(|| async {
+                handler.handle(&request, &mut sink).await;
+                !sink.broken && sink.flush().await.is_ok()
+            })
+            .await;
         }
-        if sink.broken || sink.flush().await.is_err() || !sink.keep_alive {
-            handler.out_buffers().give_back(std::mem::take(&mut sink.out));
+        sink.return_buffers(handler.out_buffers());
+        if !flushed || !sink.keep_alive {
             return;
         }
-        handler.out_buffers().give_back(std::mem::take(&mut sink.out));
         read_buffer.drain(..consumed);
-        chunked_body.clear();
+        // Between requests the connection keeps no decoded body, and no read buffer grown for a
+        // large one (bounded retention; a small buffer is kept for the next head).
+        handler.out_buffers().give_back(std::mem::take(&mut chunked_body));
+        if read_buffer.is_empty() && read_buffer.capacity() > READ_BUFFER_IDLE_MAX_BYTES {
+            read_buffer = Vec::with_capacity(READ_BUFFER_INITIAL_BYTES);
+        }
     }
 }
 
@@ -392,12 +444,10 @@ async fn refuse_and_close<S: AsyncReadRent + AsyncWriteRent, H: Handler>(
 ) {
     debug_assert!(error.kind.spec().closes_connection, "a framing refusal always closes");
     sink.keep_alive = false;
-    if sink.out.capacity() == 0 {
-        sink.out = handler.out_buffers().lend();
-    }
+    sink.lend_buffers(handler.out_buffers());
     handler.write_framing_refusal(&mut sink.out, &mut sink.scratch, error);
     let flushed = sink.flush().await;
-    handler.out_buffers().give_back(std::mem::take(&mut sink.out));
+    sink.return_buffers(handler.out_buffers());
     if flushed.is_ok() {
         linger_before_close(&mut sink.stream, read_buffer).await;
     }
@@ -423,30 +473,30 @@ async fn linger_before_close<S: AsyncReadRent + AsyncWriteRent>(stream: &mut S, 
     }
 }
 
-/// Reads until `buffer` holds a complete, valid request head.
+/// What the bytes of a request in `buffer` amount to: `None` while its head is incomplete.
+fn head_outcome(buffer: &[u8], limits: &ServerLimits) -> Option<ReadOutcome> {
+    match parse_head(buffer, limits.max_head_bytes) {
+        Ok(Some(head)) => Some(match head.check_host() {
+            Ok(()) => ReadOutcome::Head(HeadSpans::of(&head, buffer)),
+            Err(error) => refusal_for_head_error(error, limits),
+        }),
+        Ok(None) => None,
+        Err(error) => Some(refusal_for_head_error(error, limits)),
+    }
+}
+
+/// Reads until `buffer`, which holds the start of a request head, holds a complete, valid one.
 async fn read_head<S: AsyncReadRent>(stream: &mut S, buffer: &mut Vec<u8>, limits: &ServerLimits) -> ReadOutcome {
-    let idle_deadline = deadline_after_ms(limits.keepalive_timeout_ms);
-    let mut head_deadline: Option<Instant> = None;
+    let deadline = deadline_after_ms(limits.head_timeout_ms);
     loop {
-        if !buffer.is_empty() {
-            match parse_head(buffer, limits.max_head_bytes) {
-                Ok(Some(head)) => {
-                    return match head.check_host() {
-                        Ok(()) => ReadOutcome::Head(HeadSpans::of(&head, buffer)),
-                        Err(error) => refusal_for_head_error(error, limits),
-                    };
-                }
-                Ok(None) => {}
-                Err(error) => return refusal_for_head_error(error, limits),
-            }
-            head_deadline.get_or_insert_with(|| deadline_after_ms(limits.head_timeout_ms));
-        }
-        let deadline = head_deadline.unwrap_or(idle_deadline);
         // Never read more than the head limit allows (plus one byte to detect "too large").
         let room = (limits.max_head_bytes + 1).saturating_sub(buffer.len()).max(1);
         match read_more(stream, buffer, room, deadline).await {
             ReadMore::Bytes => {}
             ReadMore::Eof | ReadMore::Failed | ReadMore::TimedOut => return ReadOutcome::Closed,
+        }
+        if let Some(outcome) = head_outcome(buffer, limits) {
+            return outcome;
         }
     }
 }
@@ -541,41 +591,4 @@ async fn read_body<S: AsyncReadRent + AsyncWriteRent>(
 async fn send_continue<S: AsyncWriteRent>(sink: &mut ResponseSink<S>) -> Result<(), Option<ApiError<'static>>> {
     sink.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
     sink.write_out().await.map_err(|_| None)
-}
-
-enum ReadMore {
-    Bytes,
-    Eof,
-    Failed,
-    TimedOut,
-}
-
-/// Appends at most `max_bytes` (at least one) more bytes from the stream to `buffer`, waiting
-/// until `deadline`.
-async fn read_more<S: AsyncReadRent>(
-    stream: &mut S,
-    buffer: &mut Vec<u8>,
-    max_bytes: usize,
-    deadline: Instant,
-) -> ReadMore {
-    // Ask for what the buffer has room for, at least a small chunk: an idle connection's pending
-    // read then holds a small buffer, and a large body grows it geometrically.
-    let room = buffer.capacity() - buffer.len();
-    let wanted = max_bytes.clamp(1, room.clamp(READ_CHUNK_MIN_BYTES, READ_CHUNK_MAX_BYTES));
-    buffer.reserve(wanted);
-    let start = buffer.len();
-    let owned = std::mem::take(buffer);
-    let end = start + wanted.min(owned.capacity() - start);
-    let slice = owned.slice_mut(start..end);
-    match monoio::time::timeout_at(deadline, stream.read(slice)).await {
-        Ok((result, slice)) => {
-            *buffer = slice.into_inner();
-            match result {
-                Ok(0) => ReadMore::Eof,
-                Ok(_) => ReadMore::Bytes,
-                Err(_) => ReadMore::Failed,
-            }
-        }
-        Err(_elapsed) => ReadMore::TimedOut,
-    }
 }

@@ -1,0 +1,291 @@
+//! Reading from a client connection: the bounded read that appends to the connection's buffer,
+//! and the wait for the next request, which holds no read buffer once the client is quiet.
+//!
+//! With io_uring a pending read owns its buffer, so a connection waiting for its next request
+//! would hold one for as long as it idles. Instead the first read after an answer keeps the
+//! buffer only for `IDLE_READ_GRACE_MS` (a busy client's next request comes sooner, and is read
+//! exactly as before: one read, one timer). If nothing came by then, the read is cancelled and
+//! awaited, so a byte that raced the cancel is kept, never lost; the buffer (and the canceller)
+//! go back to the worker's `IdleReadPool`, the connection waits for readability without a
+//! buffer, and borrows one again when bytes arrive. Streams that cannot wait that way (TLS:
+//! rustls may hold decrypted bytes the socket no longer shows) keep their buffer while idle.
+//! This module never parses what it reads.
+
+use std::cell::RefCell;
+use std::future::Future;
+
+use monoio::buf::{IoBufMut, SliceMut};
+use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, Canceller};
+use monoio::time::Instant;
+
+use crate::clock::timer_now;
+use crate::http::future_slot::Pooled;
+use crate::limits::{
+    IDLE_READ_POOL_MAX_BUFFERS, READ_BUFFER_IDLE_MAX_BYTES, READ_BUFFER_INITIAL_BYTES, READ_CHUNK_MAX_BYTES,
+    READ_CHUNK_MIN_BYTES,
+};
+
+/// `ECANCELED`: what a cancelled read returns on both monoio drivers.
+const OPERATION_CANCELED: i32 = 125;
+
+/// A client connection's stream as the connection loop reads it.
+pub trait ClientStream: AsyncReadRent + AsyncWriteRent {
+    /// Whether the stream can wait for its next request without a buffer (`wait_readable`) and
+    /// end a pending read early without losing bytes (`read_unless_quiet`).
+    const WAITS_WITHOUT_BUFFER: bool;
+
+    /// Reads into `slice`; `None` (the slice back, nothing read) if no byte came by `quiet_at`.
+    fn read_unless_quiet(
+        &mut self,
+        slice: SliceMut<Vec<u8>>,
+        quiet_at: Instant,
+        canceller: &mut Canceller,
+    ) -> impl Future<Output = (Option<std::io::Result<usize>>, SliceMut<Vec<u8>>)>;
+
+    /// Waits until the stream has something to read (bytes, end of stream or an error) or
+    /// `deadline` passes; false if it passed or the wait failed.
+    fn wait_readable(&mut self, deadline: Instant) -> impl Future<Output = bool>;
+}
+
+impl ClientStream for monoio::net::TcpStream {
+    const WAITS_WITHOUT_BUFFER: bool = true;
+
+    async fn read_unless_quiet(
+        &mut self,
+        slice: SliceMut<Vec<u8>>,
+        quiet_at: Instant,
+        canceller: &mut Canceller,
+    ) -> (Option<std::io::Result<usize>>, SliceMut<Vec<u8>>) {
+        let read = self.cancelable_read(slice, canceller.handle());
+        let mut read = std::pin::pin!(read);
+        if let Ok((result, slice)) = monoio::time::timeout_at(quiet_at, read.as_mut()).await {
+            return (Some(result), slice);
+        }
+        // Quiet: cancel, then await the read, which ends with the bytes if they won the race.
+        *canceller = std::mem::take(canceller).cancel();
+        match read.await {
+            (Err(error), slice) if error.raw_os_error() == Some(OPERATION_CANCELED) => (None, slice),
+            (result, slice) => (Some(result), slice),
+        }
+    }
+
+    async fn wait_readable(&mut self, deadline: Instant) -> bool {
+        matches!(monoio::time::timeout_at(deadline, self.readable(false)).await, Ok(Ok(())))
+    }
+}
+
+/// Streams that keep their read buffer while idle: TLS (rustls may hold decrypted bytes the
+/// socket no longer shows) and Unix sockets (benchmarks).
+macro_rules! keeps_buffer_while_idle {
+    ($stream:ty) => {
+        impl ClientStream for $stream {
+            const WAITS_WITHOUT_BUFFER: bool = false;
+
+            async fn read_unless_quiet(
+                &mut self,
+                slice: SliceMut<Vec<u8>>,
+                _quiet_at: Instant,
+                _canceller: &mut Canceller,
+            ) -> (Option<std::io::Result<usize>>, SliceMut<Vec<u8>>) {
+                let (result, slice) = self.read(slice).await;
+                (Some(result), slice)
+            }
+
+            async fn wait_readable(&mut self, _deadline: Instant) -> bool {
+                true
+            }
+        }
+    };
+}
+
+keeps_buffer_while_idle!(monoio_rustls::ServerTlsStream<monoio::net::TcpStream>);
+keeps_buffer_while_idle!(monoio::net::UnixStream);
+
+/// Read buffers and cancellers of this worker's quiet connections, lent to a connection from
+/// its client's first bytes until it is quiet again. One per worker, never shared between
+/// threads.
+#[derive(Default)]
+pub struct IdleReadPool {
+    buffers: RefCell<Vec<Vec<u8>>>,
+    cancellers: RefCell<Vec<Canceller>>,
+}
+
+impl IdleReadPool {
+    fn lend_buffer(&self) -> Vec<u8> {
+        self.buffers.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(READ_BUFFER_INITIAL_BYTES))
+    }
+
+    fn give_back_buffer(&self, buffer: Vec<u8>) {
+        debug_assert!(buffer.is_empty(), "only an empty read buffer goes back");
+        let mut buffers = self.buffers.borrow_mut();
+        if buffer.capacity() != 0
+            && buffer.capacity() <= READ_BUFFER_IDLE_MAX_BYTES
+            && buffers.len() < IDLE_READ_POOL_MAX_BUFFERS
+        {
+            buffers.push(buffer);
+        }
+    }
+
+    fn lend_canceller(&self) -> Canceller {
+        self.cancellers.borrow_mut().pop().unwrap_or_default()
+    }
+
+    fn give_back_canceller(&self, canceller: Canceller) {
+        let mut cancellers = self.cancellers.borrow_mut();
+        if cancellers.len() < IDLE_READ_POOL_MAX_BUFFERS {
+            cancellers.push(canceller);
+        }
+    }
+
+    /// How many read buffers the pool holds now.
+    pub fn buffers_held(&self) -> usize {
+        self.buffers.borrow().len()
+    }
+}
+
+/// Waits for the first bytes of the next request into the connection's empty `buffer` (not
+/// allocated while the connection is new or quiet), for at most `idle_ms`; at most `max_bytes`
+/// are read. `canceller` is the connection's (`None` while it is new or quiet); the buffer is
+/// kept for `grace_ms` (`IDLE_READ_GRACE_MS`). See the module comment for what a quiet client
+/// costs.
+pub async fn wait_for_request<S: ClientStream>(
+    stream: &mut S,
+    buffer: &mut Vec<u8>,
+    canceller: &mut Option<Canceller>,
+    pool: &IdleReadPool,
+    max_bytes: usize,
+    (idle_ms, grace_ms): (u64, u64),
+) -> ReadMore {
+    debug_assert!(buffer.is_empty(), "no unread bytes wait for a later request");
+    let now = timer_now();
+    let idle_deadline = now + std::time::Duration::from_millis(idle_ms);
+    if !S::WAITS_WITHOUT_BUFFER {
+        return Pooled::new(read_more(stream, buffer, max_bytes, idle_deadline)).await;
+    }
+    // A connection that holds its buffer (it was busy) reads with it for the grace period.
+    if buffer.capacity() != 0 {
+        let lent = canceller.get_or_insert_with(|| pool.lend_canceller());
+        let quiet_at = idle_deadline.min(now + std::time::Duration::from_millis(grace_ms));
+        let slice = read_slice(buffer, max_bytes);
+        // In a pooled slot: this read's state is larger than the quiet wait's, so a quiet
+        // connection's task would otherwise carry it while it idles.
+        let (result, slice) = Pooled::new(stream.read_unless_quiet(slice, quiet_at, lent)).await;
+        *buffer = slice.into_inner();
+        if let Some(result) = result {
+            return read_outcome(result);
+        }
+        pool.give_back_buffer(std::mem::take(buffer));
+        if let Some(quiet) = canceller.take() {
+            pool.give_back_canceller(quiet);
+        }
+    }
+    // Quiet (or new): no buffer until the client's bytes arrive.
+    if !stream.wait_readable(idle_deadline).await {
+        return ReadMore::TimedOut;
+    }
+    *buffer = pool.lend_buffer();
+    Pooled::new(read_more(stream, buffer, max_bytes, idle_deadline)).await
+}
+
+/// How one read into a connection's buffer ended.
+pub enum ReadMore {
+    Bytes,
+    Eof,
+    Failed,
+    TimedOut,
+}
+
+/// Appends at most `max_bytes` (at least one) more bytes from the stream to `buffer`, waiting
+/// until `deadline`.
+pub async fn read_more<S: AsyncReadRent>(
+    stream: &mut S,
+    buffer: &mut Vec<u8>,
+    max_bytes: usize,
+    deadline: Instant,
+) -> ReadMore {
+    let slice = read_slice(buffer, max_bytes);
+    match monoio::time::timeout_at(deadline, stream.read(slice)).await {
+        Ok((result, slice)) => {
+            *buffer = slice.into_inner();
+            read_outcome(result)
+        }
+        Err(_elapsed) => ReadMore::TimedOut,
+    }
+}
+
+/// The free part of `buffer` one read fills (the buffer is moved into the slice): what the
+/// buffer has room for, at least a small chunk, so a large body grows it geometrically.
+fn read_slice(buffer: &mut Vec<u8>, max_bytes: usize) -> SliceMut<Vec<u8>> {
+    let room = buffer.capacity() - buffer.len();
+    let wanted = max_bytes.clamp(1, room.clamp(READ_CHUNK_MIN_BYTES, READ_CHUNK_MAX_BYTES));
+    buffer.reserve(wanted);
+    let start = buffer.len();
+    let owned = std::mem::take(buffer);
+    let end = start + wanted.min(owned.capacity() - start);
+    owned.slice_mut(start..end)
+}
+
+fn read_outcome(result: std::io::Result<usize>) -> ReadMore {
+    match result {
+        Ok(0) => ReadMore::Eof,
+        Ok(_) => ReadMore::Bytes,
+        Err(_) => ReadMore::Failed,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// Runs `test` on the epoll driver and, where the kernel allows it, on io_uring.
+    fn on_both_drivers(test: fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>) {
+        let mut legacy = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new().enable_timer().build().expect("epoll");
+        legacy.block_on(test());
+        if monoio::utils::detect_uring()
+            && let Ok(mut uring) = monoio::RuntimeBuilder::<monoio::IoUringDriver>::new().enable_timer().build()
+        {
+            uring.block_on(test());
+        }
+    }
+
+    // Goal: a connection quiet past its grace period gives its read buffer and canceller back to
+    // the pool and holds neither while it waits; when bytes arrive it borrows the buffer again
+    // and reads them; and a read cancelled while bytes are already waiting loses none of them.
+    #[test]
+    fn a_quiet_connection_holds_no_buffer_and_loses_no_byte() {
+        on_both_drivers(|| {
+            Box::pin(async {
+                let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+                let mut client = std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+                let (mut server, _) = listener.accept().await.expect("accept");
+                let pool = IdleReadPool::default();
+                let mut canceller = None;
+
+                // Busy (it holds a buffer), then quiet at once (no grace), then idle past its deadline.
+                let mut buffer = Vec::with_capacity(READ_BUFFER_INITIAL_BYTES);
+                let outcome = wait_for_request(&mut server, &mut buffer, &mut canceller, &pool, 100, (0, 0)).await;
+                assert!(matches!(outcome, ReadMore::TimedOut));
+                assert_eq!(buffer.capacity(), 0, "a quiet connection holds no buffer");
+                assert!(canceller.is_none(), "nor a canceller");
+                assert_eq!(pool.buffers_held(), 1, "the buffer went back to the pool");
+                assert_eq!(pool.cancellers.borrow().len(), 1);
+
+                // Bytes arrive: the quiet connection borrows the buffer again and reads them.
+                client.write_all(b"GET / HTTP/1.1\r\n").expect("write");
+                let outcome = wait_for_request(&mut server, &mut buffer, &mut canceller, &pool, 100, (10_000, 0)).await;
+                assert!(matches!(outcome, ReadMore::Bytes));
+                assert_eq!(buffer, b"GET / HTTP/1.1\r\n");
+                assert_eq!(pool.buffers_held(), 0);
+
+                // Bytes already waiting when a busy connection's read is cancelled are all read.
+                buffer.clear();
+                client.write_all(b"Host: a\r\n\r\n").expect("write");
+                let outcome = wait_for_request(&mut server, &mut buffer, &mut canceller, &pool, 100, (10_000, 0)).await;
+                assert!(matches!(outcome, ReadMore::Bytes));
+                assert_eq!(buffer, b"Host: a\r\n\r\n");
+            })
+        });
+    }
+}
