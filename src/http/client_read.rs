@@ -28,23 +28,32 @@ use crate::limits::{
 /// `ECANCELED`: what a cancelled read returns on both monoio drivers.
 const OPERATION_CANCELED: i32 = 125;
 
-/// A client connection's stream as the connection loop reads it.
+/// A client connection's stream as the connection loop reads it. The defaults keep the buffer
+/// while idle (a plain read, no readiness wait): right for TLS, where rustls may hold decrypted
+/// bytes the socket no longer shows, and for Unix sockets (benchmarks). TCP overrides them.
 pub trait ClientStream: AsyncReadRent + AsyncWriteRent {
     /// Whether the stream can wait for its next request without a buffer (`wait_readable`) and
     /// end a pending read early without losing bytes (`read_unless_quiet`).
-    const WAITS_WITHOUT_BUFFER: bool;
+    const WAITS_WITHOUT_BUFFER: bool = false;
 
     /// Reads into `slice`; `None` (the slice back, nothing read) if no byte came by `quiet_at`.
     fn read_unless_quiet(
         &mut self,
         slice: SliceMut<Vec<u8>>,
-        quiet_at: Instant,
-        canceller: &mut Canceller,
-    ) -> impl Future<Output = (Option<std::io::Result<usize>>, SliceMut<Vec<u8>>)>;
+        _quiet_at: Instant,
+        _canceller: &mut Canceller,
+    ) -> impl Future<Output = (Option<std::io::Result<usize>>, SliceMut<Vec<u8>>)> {
+        async move {
+            let (result, slice) = self.read(slice).await;
+            (Some(result), slice)
+        }
+    }
 
     /// Waits until the stream has something to read (bytes, end of stream or an error) or
     /// `deadline` passes; false if it passed or the wait failed.
-    fn wait_readable(&mut self, deadline: Instant) -> impl Future<Output = bool>;
+    fn wait_readable(&mut self, _deadline: Instant) -> impl Future<Output = bool> {
+        std::future::ready(true)
+    }
 }
 
 impl ClientStream for monoio::net::TcpStream {
@@ -74,32 +83,8 @@ impl ClientStream for monoio::net::TcpStream {
     }
 }
 
-/// Streams that keep their read buffer while idle: TLS (rustls may hold decrypted bytes the
-/// socket no longer shows) and Unix sockets (benchmarks).
-macro_rules! keeps_buffer_while_idle {
-    ($stream:ty) => {
-        impl ClientStream for $stream {
-            const WAITS_WITHOUT_BUFFER: bool = false;
-
-            async fn read_unless_quiet(
-                &mut self,
-                slice: SliceMut<Vec<u8>>,
-                _quiet_at: Instant,
-                _canceller: &mut Canceller,
-            ) -> (Option<std::io::Result<usize>>, SliceMut<Vec<u8>>) {
-                let (result, slice) = self.read(slice).await;
-                (Some(result), slice)
-            }
-
-            async fn wait_readable(&mut self, _deadline: Instant) -> bool {
-                true
-            }
-        }
-    };
-}
-
-keeps_buffer_while_idle!(monoio_rustls::ServerTlsStream<monoio::net::TcpStream>);
-keeps_buffer_while_idle!(monoio::net::UnixStream);
+impl ClientStream for monoio_rustls::ServerTlsStream<monoio::net::TcpStream> {}
+impl ClientStream for monoio::net::UnixStream {}
 
 /// Read buffers and cancellers of this worker's quiet connections, lent to a connection from
 /// its client's first bytes until it is quiet again. One per worker, never shared between
