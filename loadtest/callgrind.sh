@@ -21,7 +21,7 @@ work=$(mktemp -d)
 pids=()
 cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. loadtest/common.sh
 redis_port=$(free_port); sandbox_port=$(free_port); gateway_port=$(free_port); admin_port=$(free_port)
 taskset -c 0 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save '' --appendonly no >/dev/null 2>&1 &
 pids+=($!)
@@ -29,23 +29,9 @@ taskset -c 0 "$bin" sandbox --listen "127.0.0.1:$sandbox_port" --workers 1 2>/de
 pids+=($!)
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 {
-  printf '[server]\nlisten = "127.0.0.1:%s"\nadmin_listen = "127.0.0.1:%s"\nworkers = 1\n' "$gateway_port" "$admin_port"
+  bench_config "$gateway_port" "$admin_port" "$sandbox_port" "" "${RPM:-100000000}"
   [ "$store" = redis ] && printf '[store]\nredis_url = "redis://127.0.0.1:%s"\n' "$redis_port"
   cat <<TOML
-[[upstreams]]
-name = "sbx"
-base_url = "http://127.0.0.1:$sandbox_port/v1"
-[[models]]
-id = "fikra-flash"
-upstream = "sbx"
-upstream_model = "bench/upstream-model"
-input_usd_per_million = "0.5"
-output_usd_per_million = "0.5"
-max_output_tokens = 8192
-[[account_overrides]]
-account = "bench"
-rpm = ${RPM:-100000000}
-tpm = 100000000000
 [[account_overrides]]
 account = "tiny"
 rpm = 1

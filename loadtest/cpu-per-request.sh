@@ -19,7 +19,7 @@ BEFORE=${BEFORE:?the build to compare against}; AFTER=${AFTER:-$PWD/target/relea
 loadgen=$PWD/target/release/fikra-loadgen; work=$(mktemp -d)
 RATE=${RATE:-6000}; DUR=${DUR:-10}; ROUNDS=${ROUNDS:-5}; STORE=${STORE:-embedded}; CAPPED=${CAPPED:-0}
 export FIKRA_ADMIN_TOKEN=bench-admin-token
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. loadtest/common.sh
 sp=$(free_port)
 taskset -c 0 "$AFTER" sandbox --listen 127.0.0.1:$sp --workers 1 2>/dev/null & spid=$!
 trap 'kill $spid 2>/dev/null; kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -37,28 +37,7 @@ for round in $(seq $ROUNDS); do
    for _ in $(seq 50); do redis-cli -p $rp ping >/dev/null 2>&1 && break; sleep 0.1; done
    store_section=$(printf '[store]\nredis_url = "redis://127.0.0.1:%s"\nkey_prefix = "bench"\n' $rp)
   fi
-  cat > $work/g.toml <<TOML
-[server]
-listen = "127.0.0.1:$gp"
-admin_listen = "127.0.0.1:$ap"
-workers = 1
-$server_extra
-[[upstreams]]
-name = "sbx"
-base_url = "http://127.0.0.1:$sp/v1"
-[[models]]
-id = "fikra-flash"
-upstream = "sbx"
-upstream_model = "bench/upstream-model"
-input_usd_per_million = "0.5"
-output_usd_per_million = "0.5"
-max_output_tokens = 8192
-[[account_overrides]]
-account = "bench"
-rpm = 100000000
-tpm = 100000000000
-$store_section
-TOML
+  { bench_config $gp $ap $sp "$server_extra"; echo "$store_section"; } > $work/g.toml
   taskset -c 1 $bin serve --config $work/g.toml >/dev/null 2>&1 & gpid=$!
   for _ in $(seq 100); do curl -sf http://127.0.0.1:$ap/readyz >/dev/null && break; sleep 0.1; done
   curl -sf -X POST http://127.0.0.1:$ap/admin/accounts -H "Authorization: Bearer bench-admin-token" -d '{"id":"bench","signup_credit_usd":"1000000"}' >/dev/null

@@ -59,7 +59,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. loadtest/common.sh
 redis_port=$(free_port); sandbox_port=$(free_port); stream_port=$(free_port)
 gateway_port=$(free_port); admin_port=$(free_port); nginx_port=$(free_port)
 
@@ -77,27 +77,12 @@ pids+=($!)
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
 write_config() { # $1 = redis | embedded
-  cat <<TOML
-[server]
-listen = "127.0.0.1:$gateway_port"
-admin_listen = "127.0.0.1:$admin_port"
-workers = 1
-TOML
+  bench_config "$gateway_port" "$admin_port" "$sandbox_port"
   if [ "$1" = redis ]; then printf '[store]\nredis_url = "redis://127.0.0.1:%s"\nkey_prefix = "bench"\n' "$redis_port"; fi
   cat <<TOML
 [[upstreams]]
-name = "sbx"
-base_url = "http://127.0.0.1:$sandbox_port/v1"
-[[upstreams]]
 name = "sbx-stream"
 base_url = "http://127.0.0.1:$stream_port/v1"
-[[models]]
-id = "fikra-flash"
-upstream = "sbx"
-upstream_model = "bench/upstream-model"
-input_usd_per_million = "0.5"
-output_usd_per_million = "0.5"
-max_output_tokens = 8192
 [[models]]
 id = "fikra-stream"
 upstream = "sbx-stream"
@@ -105,10 +90,6 @@ upstream_model = "bench/stream-model"
 input_usd_per_million = "0.5"
 output_usd_per_million = "0.5"
 max_output_tokens = 8192
-[[account_overrides]]
-account = "bench"
-rpm = 100000000
-tpm = 100000000000
 [[account_overrides]]
 account = "tiny"
 rpm = 1

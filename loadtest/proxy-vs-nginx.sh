@@ -11,30 +11,11 @@ bin=$PWD/target/release/fikra-gateway
 work=$(mktemp -d)
 cleanup() { for pid in $(jobs -p); do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+. loadtest/common.sh
 sandbox_port=$(free_port); gateway_port=$(free_port); admin_port=$(free_port); nginx_port=$(free_port)
 
 taskset -c 0 "$bin" sandbox --listen "127.0.0.1:$sandbox_port" 2>"$work/sandbox.log" &
-cat > "$work/gateway.toml" <<TOML
-[server]
-listen = "127.0.0.1:$gateway_port"
-admin_listen = "127.0.0.1:$admin_port"
-workers = 1
-[[upstreams]]
-name = "sbx"
-base_url = "http://127.0.0.1:$sandbox_port/v1"
-[[models]]
-id = "fikra-flash"
-upstream = "sbx"
-upstream_model = "bench/upstream-model"
-input_usd_per_million = "0.5"
-output_usd_per_million = "0.5"
-max_output_tokens = 8192
-[[account_overrides]]
-account = "bench"
-rpm = 100000000
-tpm = 100000000000
-TOML
+bench_config "$gateway_port" "$admin_port" "$sandbox_port" > "$work/gateway.toml"
 export FIKRA_ADMIN_TOKEN=bench-admin-token
 taskset -c 1 "$bin" serve --config "$work/gateway.toml" 2>"$work/gateway.log" &
 mkdir -p "$work/nginx"

@@ -1,0 +1,34 @@
+# Sourced by the loadtest scripts: what each of them needs to start a gateway the same way.
+# It starts nothing itself.
+
+# A TCP port free on 127.0.0.1 right now.
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# The bench gateway's config on stdout: one worker listening on GATEWAY_PORT (admin on
+# ADMIN_PORT), SERVER_LINES added to [server], the model fikra-flash served by the sandbox on
+# SANDBOX_PORT, and account `bench` with BENCH_RPM (default 100000000: leased) and a TPM no
+# request reaches. Callers append further tables ([store], more overrides) after it.
+# Usage: bench_config GATEWAY_PORT ADMIN_PORT SANDBOX_PORT [SERVER_LINES] [BENCH_RPM]
+bench_config() {
+  cat <<TOML
+[server]
+listen = "127.0.0.1:$1"
+admin_listen = "127.0.0.1:$2"
+workers = 1
+${4:-}
+[[upstreams]]
+name = "sbx"
+base_url = "http://127.0.0.1:$3/v1"
+[[models]]
+id = "fikra-flash"
+upstream = "sbx"
+upstream_model = "bench/upstream-model"
+input_usd_per_million = "0.5"
+output_usd_per_million = "0.5"
+max_output_tokens = 8192
+[[account_overrides]]
+account = "bench"
+rpm = ${5:-100000000}
+tpm = 100000000000
+TOML
+}
