@@ -54,10 +54,11 @@
 //!
 //! Leaves every layer may use: `money` (integer nano-USD), `limits` (every bound, named),
 //! `clock` (time, injected), `ratelimit` (bucket arithmetic), `metrics`, `log`, `access_log`,
-//! `errors`, `ids`, `json`, `digits`, `panic_guard`, `tls`, `histogram`. Imports between
+//! `errors`, `ids`, `json`, `panic_guard`, `tls`, `histogram`, and under them all `digits`
+//! (decimal digits on the stack, which `money` uses too). Imports between
 //! top-level modules only go down: `cli` > `runtime` > `admin`, `api`, `payments`, `sandbox_server` >
 //! `worker` > `shared` > `access`, `backend` > `config` > `store` > `redis`, `http`, `openai` >
-//! `metrics`, `log`, `access_log` > `errors` > the other leaves
+//! `metrics`, `log`, `access_log` > `errors` > the other leaves > `digits`
 //! (`tests/layers.rs` checks it).
 #![deny(unsafe_code)]
 // One logging facility (`log`): a bare print is refused outside the CLI's own output to the

@@ -4,6 +4,7 @@
 //! "0.5" USD per million tokens, "1300" KES at "130" KES per USD) and the integers the wallet
 //! keeps. Never uses floating point; every operation is checked or saturating by name.
 
+use crate::digits::Num;
 use std::fmt;
 
 /// Nano-USD per USD.
@@ -53,28 +54,15 @@ impl UsdText {
     pub fn new(amount: Nanos) -> UsdText {
         // 11 integer digits at most, the point and 9 fractional digits: always fits. Digits on
         // the stack, not `write!`: refusals (402) and every account answer write amounts.
-        // Written right to left from the end of the buffer, then moved to its start.
+        let whole = Num::new(amount.0 / NANOS_PER_USD);
+        let whole = whole.as_bytes();
+        // One followed by the nine fractional digits, leading zeros included.
+        let fraction = Num::new(NANOS_PER_USD + amount.0 % NANOS_PER_USD);
         let mut bytes = [0u8; USD_TEXT_MAX_BYTES];
-        let mut start = USD_TEXT_MAX_BYTES;
-        let mut fraction = amount.0 % NANOS_PER_USD;
-        for _ in 0..9 {
-            start -= 1;
-            bytes[start] = b'0' + (fraction % 10) as u8;
-            fraction /= 10;
-        }
-        start -= 1;
-        bytes[start] = b'.';
-        let mut whole = amount.0 / NANOS_PER_USD;
-        loop {
-            start -= 1;
-            bytes[start] = b'0' + (whole % 10) as u8;
-            whole /= 10;
-            if whole == 0 {
-                break;
-            }
-        }
-        bytes.copy_within(start.., 0);
-        UsdText { bytes, len: USD_TEXT_MAX_BYTES - start }
+        bytes[..whole.len()].copy_from_slice(whole);
+        bytes[whole.len()] = b'.';
+        bytes[whole.len() + 1..whole.len() + 10].copy_from_slice(&fraction.as_bytes()[1..]);
+        UsdText { bytes, len: whole.len() + 10 }
     }
 
     pub fn as_bytes(&self) -> &[u8] {
@@ -315,7 +303,8 @@ mod tests {
     // Goal: the stack form writes exactly what `to_usd_string` writes, up to the largest amount.
     #[test]
     fn usd_text_matches_usd_string() {
-        for nanos in [0, 1, 999_999_999, 1_000_000_000, 123_456_789_012, u64::MAX] {
+        let powers = (0..20).map(|power| 10u64.pow(power)).flat_map(|ten| [ten - 1, ten, ten + 1]);
+        for nanos in [0, 1, 999_999_999, 1_000_000_000, 123_456_789_012, u64::MAX].into_iter().chain(powers) {
             let text = Nanos(nanos).to_usd_text();
             assert_eq!(text.as_bytes(), Nanos(nanos).to_usd_string().as_bytes());
         }
