@@ -104,7 +104,9 @@ TOML
 export FIKRA_ADMIN_TOKEN=bench-admin-token
 start_gateway() {
   write_config "$1" > "$work/gateway.toml"
-  taskset -c 1 "$bin" serve --config "$work/gateway.toml" 2>"$work/gateway.log" &
+  # The access log is formatted and written as in production, to /dev/null: a full run makes
+  # gigabytes of lines, which would otherwise land in the harness's own report on stdout.
+  taskset -c 1 "$bin" serve --config "$work/gateway.toml" >/dev/null 2>"$work/gateway.log" &
   gateway_pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$admin_port/readyz" >/dev/null && return 0; sleep 0.1; done
   return 1
@@ -128,7 +130,7 @@ if [ "${EPOLL_CONTENDER:-0}" = 1 ]; then
   epoll_port=$(free_port); epoll_admin=$(free_port)
   sed -e "s/127.0.0.1:$gateway_port/127.0.0.1:$epoll_port/" -e "s/127.0.0.1:$admin_port/127.0.0.1:$epoll_admin/" \
     "$work/gateway.toml" > "$work/gateway-epoll.toml"
-  taskset -c 1 env MONOIO_FORCE_LEGACY_DRIVER=1 "$bin" serve --config "$work/gateway-epoll.toml" 2>"$work/gateway-epoll.log" &
+  taskset -c 1 env MONOIO_FORCE_LEGACY_DRIVER=1 "$bin" serve --config "$work/gateway-epoll.toml" >/dev/null 2>"$work/gateway-epoll.log" &
   pids+=($!)
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$epoll_admin/readyz" >/dev/null && break; sleep 0.1; done
   saturation_contenders="direct gateway gateway-epoll nginx"
