@@ -468,7 +468,7 @@ pub fn parse_config(text: &str) -> Result<Config, Vec<ConfigError>> {
     let models = catalog::models(&mut reader, &root, &upstreams.names);
     let sandbox = server::sandbox(&mut reader, &root);
     let (log_level, access_log) = server::log_settings(&mut reader, &root);
-    let payments = payments::payments(&mut reader, &root);
+    let payments = payments::payments(&mut reader, &root, &server);
     let errors = reader.into_errors();
     if !errors.is_empty() {
         return Err(errors);

@@ -8,8 +8,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
-use super::UrlScheme;
 use super::reader::{Reader, Section};
+use super::server::listeners_overlap;
+use super::{ServerConfig, UrlScheme};
 
 pub(super) const PAYMENTS_KEYS: &[&str] = &["listen", "mpesa", "stripe"];
 pub(super) const MPESA_KEYS: &[&str] = &[
@@ -88,11 +89,21 @@ impl PaymentsConfig {
     }
 }
 
-pub(super) fn payments(reader: &mut Reader, root: &Section<'_>) -> Option<PaymentsConfig> {
+pub(super) fn payments(reader: &mut Reader, root: &Section<'_>, server: &ServerConfig) -> Option<PaymentsConfig> {
     let section = reader.table(root, "payments")?;
     reader.check_keys(&section, PAYMENTS_KEYS);
-    let listen =
-        reader.address(&section, "listen").unwrap_or_else(|| DEFAULT_PAYMENTS_LISTEN.parse().expect("literal address"));
+    let given = reader.address(&section, "listen");
+    let listen = given.unwrap_or_else(|| DEFAULT_PAYMENTS_LISTEN.parse().expect("literal address"));
+    // Start-up would fail to bind anyway; said here, a config check catches it before a deploy.
+    if given.is_some() || section.get("listen").is_none() {
+        let others = [("server.listen", server.listen), ("server.admin_listen", server.admin_listen)];
+        if let Some((name, other)) = others.into_iter().find(|&(_, other)| listeners_overlap(listen, other)) {
+            reader.error(
+                section.key("listen"),
+                format!("{listen} overlaps {name} ({other}): the payments listener needs a port of its own"),
+            );
+        }
+    }
     let mpesa = reader.table(&section, "mpesa").and_then(|mpesa| mpesa_section(reader, &mpesa));
     let stripe = reader.table(&section, "stripe").and_then(|stripe| {
         reader.check_keys(&stripe, STRIPE_KEYS);
@@ -217,7 +228,7 @@ webhook_secret_env = "STRIPE_WEBHOOK_SECRET"
         assert!(parse_config(SPEC_EXAMPLE).is_ok());
         let table: toml::Table = SPEC_EXAMPLE.parse().unwrap();
         let mut reader = Reader::new();
-        let payments = payments(&mut reader, &Section::root(&table));
+        let payments = payments(&mut reader, &Section::root(&table), &ServerConfig::default());
         let config = Config { payments, ..Config::demo() };
         let expected = PaymentsConfig {
             listen: "0.0.0.0:8082".parse().unwrap(),
@@ -292,5 +303,40 @@ secret = "whsec_x"
         );
         let empty = parse_config("[payments]\n").unwrap_err();
         assert_eq!(empty[0].key, "payments");
+    }
+
+    // Goal: a payments listener on the client or admin port is refused by the config check,
+    // with the port it collides with; a port of its own (or port 0) is accepted.
+    #[test]
+    fn payments_listener_needs_a_port_of_its_own() {
+        let with = |server: &str, listen: &str| {
+            let text =
+                format!("{server}\n[payments]\nlisten = \"{listen}\"\n[payments.stripe]\nwebhook_secret_env = \"W\"\n");
+            parse_config(&text)
+                .map(|config| config.payments.unwrap().listen)
+                .map_err(|errors| errors.iter().map(|e| format!("{}: {}", e.key, e.message)).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            with("", "127.0.0.1:8080").unwrap_err(),
+            [
+                "payments.listen: 127.0.0.1:8080 overlaps server.listen (0.0.0.0:8080): the payments listener needs a port of its own"
+            ]
+        );
+        assert_eq!(
+            with("[server]\nadmin_listen = \"127.0.0.1:9001\"", "0.0.0.0:9001").unwrap_err(),
+            [
+                "payments.listen: 0.0.0.0:9001 overlaps server.admin_listen (127.0.0.1:9001): the payments listener needs a port of its own"
+            ]
+        );
+        assert_eq!(
+            with("[server]\nlisten = \"127.0.0.1:8082\"", "127.0.0.2:8082").unwrap(),
+            "127.0.0.2:8082".parse::<SocketAddr>().unwrap()
+        );
+        assert_eq!(with("[server]\nlisten = \"127.0.0.1:0\"", "127.0.0.1:0").unwrap().port(), 0);
+        let default_clash = parse_config(
+            "[server]\nlisten = \"0.0.0.0:8082\"\n[payments]\n[payments.stripe]\nwebhook_secret_env = \"W\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(default_clash[0].key, "payments.listen");
     }
 }

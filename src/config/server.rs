@@ -127,7 +127,7 @@ fn cors_origins(reader: &mut Reader, section: &Section<'_>) -> Vec<String> {
 /// Whether two listeners would fight over one port. Port 0 (the kernel picks a free port, as
 /// tests do) never overlaps; a wildcard address covers every address of its family, and the
 /// IPv6 wildcard covers IPv4 too (dual-stack).
-fn listeners_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+pub(super) fn listeners_overlap(a: SocketAddr, b: SocketAddr) -> bool {
     if a.port() != b.port() || a.port() == 0 {
         return false;
     }
