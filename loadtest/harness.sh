@@ -19,15 +19,19 @@
 # for (a) and (b) (64), RATES for (b) ("auto": 25/50/75 % of the slowest contender's median
 # saturation; or e.g. "5000 10000 20000"), PLOT_RATE (the middle rate), STREAMS concurrent streams
 # for (c) (64), IDLE_CONNECTIONS for (e) (10000), COUNT requests for (f) (2000), STORE (redis or
-# embedded), PHASES (abcdefg), CPU_RATE for (g), EPOLL_CONTENDER (1 adds the gateway on epoll to (a)), COMMIT (for
-# an exported tree). Writes loadtest/results/<date>-<commit>.md and .svg.
+# embedded), PHASES (abcdefg), CPU_RATE for (g), EPOLL_CONTENDER (1 adds the gateway on epoll to (a)), UPSTREAM
+# (sandbox, or canned: the unary model's upstream is a second nginx on CPU 0 answering every chat
+# completion with one fixed body, the sandbox's own answer fetched at start, so the upstream costs
+# CPU 0 little; streaming still uses the paced sandbox), COMMIT (for an exported tree).
+# Writes loadtest/results/<date>-<commit>.md and .svg.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 duration="${DURATION:-5}"; warmup="${WARMUP:-1}"; rounds="${ROUNDS:-3}"; connections="${CONNECTIONS:-64}"
 rates="${RATES:-auto}"; streams="${STREAMS:-64}"; idle="${IDLE_CONNECTIONS:-10000}"; count="${COUNT:-2000}"
-store="${STORE:-redis}"; phases="${PHASES:-abcdefg}"
-command_line="DURATION=$duration WARMUP=$warmup ROUNDS=$rounds CONNECTIONS=$connections RATES='$rates' STREAMS=$streams IDLE_CONNECTIONS=$idle COUNT=$count STORE=$store PHASES=$phases CPU_RATE=${CPU_RATE:-10000} EPOLL_CONTENDER=${EPOLL_CONTENDER:-0} loadtest/harness.sh"
+store="${STORE:-redis}"; phases="${PHASES:-abcdefg}"; upstream="${UPSTREAM:-sandbox}"
+case "$upstream" in sandbox|canned) ;; *) echo "harness: UPSTREAM is sandbox or canned, not '$upstream'" >&2; exit 2;; esac
+command_line="DURATION=$duration WARMUP=$warmup ROUNDS=$rounds CONNECTIONS=$connections RATES='$rates' STREAMS=$streams IDLE_CONNECTIONS=$idle COUNT=$count STORE=$store PHASES=$phases CPU_RATE=${CPU_RATE:-10000} EPOLL_CONTENDER=${EPOLL_CONTENDER:-0} UPSTREAM=$upstream loadtest/harness.sh"
 export PATH="$PATH:/usr/sbin"
 
 # Open files: each side of every idle connection is a descriptor, plus upstream connections.
@@ -76,8 +80,41 @@ taskset -c 0 "$bin" sandbox --listen "127.0.0.1:$stream_port" --workers 1 --ttft
 pids+=($!)
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
+unary_body='{"model":"fikra-flash","max_tokens":16,"messages":[{"role":"user","content":"Habari ya asubuhi?"}]}'
+# The unary model's upstream port: the sandbox, or (UPSTREAM=canned) an nginx returning the
+# sandbox's answer to this body as fixed bytes.
+unary_port=$sandbox_port
+if [ "$upstream" = canned ]; then
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$sandbox_port/v1/models" && break; sleep 0.1; done
+  canned_answer=$(curl -sf "http://127.0.0.1:$sandbox_port/v1/chat/completions" -H 'content-type: application/json' \
+    -d "${unary_body/fikra-flash/bench/upstream-model}")
+  case "$canned_answer" in *"'"*|*'\'*|"") echo "harness: the sandbox's answer cannot be canned: '$canned_answer'" >&2; exit 1;; esac
+  canned_port=$(free_port); mkdir -p "$work/canned"
+  cat > "$work/canned/nginx.conf" <<NGINX
+worker_processes 1;
+worker_rlimit_nofile $(ulimit -n);
+pid $work/canned/nginx.pid;
+error_log $work/canned/error.log;
+events { worker_connections $(( $(ulimit -n) - 100 )); }
+http {
+    access_log off;
+    client_body_temp_path $work/canned/body;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    server {
+        listen 127.0.0.1:$canned_port backlog=4096;
+        location / { default_type application/json; return 200 '$canned_answer'; }
+    }
+}
+NGINX
+  taskset -c 0 nginx -p "$work/canned" -c "$work/canned/nginx.conf" -g 'daemon off;' 2>"$work/canned/stderr.log" &
+  pids+=($!)
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$canned_port/" && break; sleep 0.1; done
+  unary_port=$canned_port
+fi
+
 write_config() { # $1 = redis | embedded
-  bench_config "$gateway_port" "$admin_port" "$sandbox_port"
+  bench_config "$gateway_port" "$admin_port" "$unary_port"
   if [ "$1" = redis ]; then printf '[store]\nredis_url = "redis://127.0.0.1:%s"\nkey_prefix = "bench"\n' "$redis_port"; fi
   cat <<TOML
 [[upstreams]]
@@ -160,7 +197,7 @@ http {
     scgi_temp_path $work/nginx/scgi;
     keepalive_requests 1000000;
     keepalive_timeout 120s;
-    upstream sandbox { server 127.0.0.1:$sandbox_port; keepalive 64; keepalive_requests 1000000; }
+    upstream sandbox { server 127.0.0.1:$unary_port; keepalive 64; keepalive_requests 1000000; }
     server {
         listen 127.0.0.1:$nginx_port backlog=4096;
         location / { proxy_pass http://sandbox; proxy_http_version 1.1; proxy_set_header Connection ""; }
@@ -171,10 +208,9 @@ taskset -c 1 nginx -p "$work/nginx" -c "$work/nginx/nginx.conf" -g 'daemon off;'
 nginx_pid=$!; pids+=("$nginx_pid")
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$nginx_port/" && break; sleep 0.1; done
 
-unary_body='{"model":"fikra-flash","max_tokens":16,"messages":[{"role":"user","content":"Habari ya asubuhi?"}]}'
 stream_body='{"model":"fikra-stream","max_tokens":32,"stream":true,"messages":[{"role":"user","content":"Habari ya asubuhi? Niambie hadithi fupi kuhusu Nairobi."}]}'
 printf '%s' "$unary_body" > "$work/unary.json"; printf '%s' "$stream_body" > "$work/stream.json"
-declare -A url=([direct]="http://127.0.0.1:$sandbox_port/v1/chat/completions"
+declare -A url=([direct]="http://127.0.0.1:$unary_port/v1/chat/completions"
   [gateway]="http://127.0.0.1:$gateway_port/v1/chat/completions"
   [nginx]="http://127.0.0.1:$nginx_port/v1/chat/completions")
 [ -n "${epoll_port:-}" ] && url[gateway-epoll]="http://127.0.0.1:$epoll_port/v1/chat/completions"
@@ -486,6 +522,9 @@ out.append(f"- command: `{command}`\n- commit: {commit}\n- store: {store}\n- ver
 out.append("- layout: gateway (1 worker) and nginx (1 worker) on CPU 1; fikra-loadgen (1 thread), wrk (1 thread), "
            "sandboxes (1 worker each) and Redis on CPU 0. Medians over rounds; a run whose CPU 0 was >= 95 % busy is a "
            "lower bound for every contender.\n")
+if "UPSTREAM=canned" in command:
+    out.append("- upstream of the unary model (and of nginx and direct): a second nginx on CPU 0 returning the sandbox's "
+               "answer as fixed bytes (UPSTREAM=canned); streaming (c) still uses the paced sandbox.\n")
 rps_a = {}
 if sel("a"):
     out.append("## (a) Unary saturation (closed loop)\n")
