@@ -32,3 +32,38 @@ rpm = ${5:-100000000}
 tpm = 100000000000
 TOML
 }
+
+# A canned upstream: nginx on CPU 0 answering every request with the fixed bytes the sandbox on
+# SANDBOX_PORT answered to BODY (fetched once here, the model renamed to the upstream's), so the
+# upstream costs CPU 0 little. Prints the port it listens on; its pid goes to DIR/launcher.pid
+# for the caller to stop. Usage: start_canned_upstream SANDBOX_PORT BODY DIR
+start_canned_upstream() {
+  local sandbox_port=$1 body=$2 dir=$3 answer port
+  mkdir -p "$dir"
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$sandbox_port/" && break; sleep 0.1; done
+  answer=$(curl -sf "http://127.0.0.1:$sandbox_port/v1/chat/completions" -H 'content-type: application/json' \
+    -d "${body/fikra-flash/bench/upstream-model}")
+  case "$answer" in *"'"*|*'\'*|"") echo "canned upstream: the sandbox's answer cannot be canned: '$answer'" >&2; return 1;; esac
+  port=$(free_port)
+  cat > "$dir/nginx.conf" <<NGINX
+worker_processes 1;
+worker_rlimit_nofile $(ulimit -n);
+pid $dir/nginx.pid;
+error_log $dir/error.log;
+events { worker_connections $(( $(ulimit -n) - 100 )); }
+http {
+    access_log off;
+    client_body_temp_path $dir/body;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    server {
+        listen 127.0.0.1:$port backlog=4096;
+        location / { default_type application/json; return 200 '$answer'; }
+    }
+}
+NGINX
+  taskset -c 0 nginx -p "$dir" -c "$dir/nginx.conf" -g 'daemon off;' 2>"$dir/stderr.log" >/dev/null &
+  echo $! > "$dir/launcher.pid"
+  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/" && break; sleep 0.1; done
+  echo "$port"
+}

@@ -7,9 +7,10 @@
 # CPU per response (/proc ticks) and the FCALL time Redis itself counts (INFO commandstats usec,
 # commands inside the Functions included) per response. CAPPED=1: the key has a spend cap far above
 # anything spent, so it is never leased: every request is an admit and a settle on the store
-# (the "small account" path); without it the busy account runs on leases.
+# (the "small account" path); without it the busy account runs on leases. CANNED=1: the upstream
+# is nginx answering fixed bytes (common.sh's start_canned_upstream) instead of the sandbox.
 # Usage: BEFORE=path/to/fikra-gateway [AFTER=target/release/fikra-gateway] [RATE=6000] [DUR=10]
-#        [ROUNDS=5] [STORE=redis] [CAPPED=1] [BEFORE_SERVER=..] [AFTER_SERVER=..] loadtest/cpu-per-request.sh
+#        [ROUNDS=5] [STORE=redis] [CAPPED=1] [CANNED=1] [BEFORE_SERVER=..] [AFTER_SERVER=..] loadtest/cpu-per-request.sh
 #        (build both with cargo build --release first). BEFORE_SERVER / AFTER_SERVER: extra
 #        [server] lines for that side, to compare settings of one build, e.g.
 #        BEFORE=target/release/fikra-gateway BEFORE_SERVER='io_uring_task_work = "immediate"'.
@@ -22,9 +23,11 @@ export FIKRA_ADMIN_TOKEN=bench-admin-token
 . loadtest/common.sh
 sp=$(free_port)
 taskset -c 0 "$AFTER" sandbox --listen 127.0.0.1:$sp --workers 1 2>/dev/null & spid=$!
-trap 'kill $spid 2>/dev/null; kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $spid $(cat $work/canned/launcher.pid 2>/dev/null) 2>/dev/null; kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 ticks() { cat /proc/$1/task/*/stat | awk '{s+=$14+$15} END{print s}'; }
 echo '{"model":"fikra-flash","messages":[{"role":"user","content":"habari ya asubuhi"}],"max_tokens":16}' > $work/body.json
+up=$sp
+if [ "${CANNED:-0}" = 1 ]; then up=$(start_canned_upstream $sp "$(cat $work/body.json)" $work/canned); fi
 for round in $(seq $ROUNDS); do
  for name in before after; do
   bin=$AFTER; server_extra=${AFTER_SERVER:-}
@@ -37,7 +40,7 @@ for round in $(seq $ROUNDS); do
    for _ in $(seq 50); do redis-cli -p $rp ping >/dev/null 2>&1 && break; sleep 0.1; done
    store_section=$(printf '[store]\nredis_url = "redis://127.0.0.1:%s"\nkey_prefix = "bench"\n' $rp)
   fi
-  { bench_config $gp $ap $sp "$server_extra"; echo "$store_section"; } > $work/g.toml
+  { bench_config $gp $ap $up "$server_extra"; echo "$store_section"; } > $work/g.toml
   taskset -c 1 $bin serve --config $work/g.toml >/dev/null 2>&1 & gpid=$!
   for _ in $(seq 100); do curl -sf http://127.0.0.1:$ap/readyz >/dev/null && break; sleep 0.1; done
   curl -sf -X POST http://127.0.0.1:$ap/admin/accounts -H "Authorization: Bearer bench-admin-token" -d '{"id":"bench","signup_credit_usd":"1000000"}' >/dev/null

@@ -85,31 +85,8 @@ unary_body='{"model":"fikra-flash","max_tokens":16,"messages":[{"role":"user","c
 # sandbox's answer to this body as fixed bytes.
 unary_port=$sandbox_port
 if [ "$upstream" = canned ]; then
-  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$sandbox_port/v1/models" && break; sleep 0.1; done
-  canned_answer=$(curl -sf "http://127.0.0.1:$sandbox_port/v1/chat/completions" -H 'content-type: application/json' \
-    -d "${unary_body/fikra-flash/bench/upstream-model}")
-  case "$canned_answer" in *"'"*|*'\'*|"") echo "harness: the sandbox's answer cannot be canned: '$canned_answer'" >&2; exit 1;; esac
-  canned_port=$(free_port); mkdir -p "$work/canned"
-  cat > "$work/canned/nginx.conf" <<NGINX
-worker_processes 1;
-worker_rlimit_nofile $(ulimit -n);
-pid $work/canned/nginx.pid;
-error_log $work/canned/error.log;
-events { worker_connections $(( $(ulimit -n) - 100 )); }
-http {
-    access_log off;
-    client_body_temp_path $work/canned/body;
-    keepalive_requests 1000000;
-    keepalive_timeout 120s;
-    server {
-        listen 127.0.0.1:$canned_port backlog=4096;
-        location / { default_type application/json; return 200 '$canned_answer'; }
-    }
-}
-NGINX
-  taskset -c 0 nginx -p "$work/canned" -c "$work/canned/nginx.conf" -g 'daemon off;' 2>"$work/canned/stderr.log" &
-  pids+=($!)
-  for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$canned_port/" && break; sleep 0.1; done
+  canned_port=$(start_canned_upstream "$sandbox_port" "$unary_body" "$work/canned")
+  pids+=($(cat "$work/canned/launcher.pid"))
   unary_port=$canned_port
 fi
 
