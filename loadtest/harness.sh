@@ -429,6 +429,9 @@ fi
 # leased bench account, the gateway on a key with a spend cap (never leased: an admit and a
 # settle on the store for every request, the "small account" path), nginx proxying, and the
 # gateway's refusals: 401 (a key nobody issued), 429 (tiny's deny entry), 402 (an empty wallet).
+# With UPSTREAM=canned also nginx-fixed: the canned upstream's own worker, moved to CPU 1 for its
+# run, answering its fixed bytes: the least a server pays per request here (one read, one write),
+# beside the refusals.
 if [[ $phases == *g* ]]; then
   cpu_rate="${CPU_RATE:-10000}"
   echo "== (g) CPU per request at $cpu_rate requests/s, $connections connections, ${duration}s, $rounds rounds"
@@ -441,10 +444,17 @@ if [[ $phases == *g* ]]; then
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
   declare -A cpu_key=([gateway]=$bench_key [gateway-capped]=$capped_key [nginx]=$bench_key [401]=$unknown_key [429]=$tiny_key [402]=$broke_key)
   tck=$(getconf CLK_TCK)
+  cpu_contenders="gateway gateway-capped nginx 401 429 402"
+  if [ "$upstream" = canned ]; then
+    cpu_contenders="$cpu_contenders nginx-fixed"; cpu_key[nginx-fixed]=$bench_key
+    canned_worker=$(pgrep -P "$(cat "$work/canned/launcher.pid")" | head -1)
+  fi
   for round in $(seq "$rounds"); do
-    for name in gateway gateway-capped nginx 401 429 402; do
+    for name in $cpu_contenders; do
       pid=$gateway_pid; target_url=${url[gateway]}
       if [ "$name" = nginx ]; then pid=$nginx_worker; target_url=${url[nginx]}; fi
+      # On CPU 1 for its own run, as the proxies are (a wake-up on the load generator's CPU costs less).
+      if [ "$name" = nginx-fixed ]; then pid=$canned_worker; target_url=${url[direct]}; taskset -pc 1 "$pid" >/dev/null; fi
       # One request per connection first, so every path is warm (key cache, deny entry, lease).
       taskset -c 0 "$loadgen" --threads 1 --url "$target_url" --body "$work/unary.json" --header "Authorization: Bearer ${cpu_key[$name]}" --connections "$connections" --duration-s 1 --rate "$cpu_rate" >/dev/null
       t0=$(proc_ticks "$pid")
@@ -460,6 +470,7 @@ last = json.loads(lines[-1]); last["cpu_us_per_response"] = us
 lines[-1] = json.dumps(last)
 open(path, "w").write("\n".join(lines) + "\n")
 PY
+      [ "$name" = nginx-fixed ] && taskset -pc 0 "$pid" >/dev/null
       echo "  round $round $name: $us µs CPU per response ($(echo "$out" | summary))"
     done
   done
@@ -622,11 +633,12 @@ if sel("g"):
     out.append("utime+stime of every thread of the process under test (the gateway; nginx's worker) over the run, "
                "from `/proc/<pid>/task/*/stat`, divided by its responses. `gateway` is the leased bench account, "
                "`gateway-capped` a key with a spend cap (never leased: admit and settle on the store per request), "
-               "401/429/402 the gateway's refusals.\n")
+               "401/429/402 the gateway's refusals, nginx-fixed (UPSTREAM=canned) the canned upstream's worker answering "
+               "fixed bytes: one read and one write per request, no proxying.\n")
     out.append("| contender | rate | responses (median) | non-2xx | CPU µs per response (median) | runs | max CPU 0 % |")
     out.append("|---|---|---|---|---|---|---|")
     cpu = {}
-    for c in ("gateway", "gateway-capped", "nginx", "401", "429", "402"):
+    for c in ("gateway", "gateway-capped", "nginx", "401", "429", "402", "nginx-fixed"):
         rows = sel("g", c)
         if not rows:
             continue
@@ -644,6 +656,10 @@ if sel("g"):
     against("gateway-capped", 1.2, "proxied request, store on every request")
     for c in ("401", "429", "402"):
         against(c, 1 / 3, f"{c} refusal")
+    if cpu.get("nginx-fixed") and nginx_cpu:
+        fixed = cpu["nginx-fixed"]
+        table.append(("(g) CPU µs per fixed answer, nginx-fixed (floor for a refusal)", None, None, fixed,
+                      f"{fixed / nginx_cpu:.2f} x nginx's proxied", ""))
     out.append("")
 lines = ["| measure | direct | gateway | nginx | ratio / verdict | target |", "|---|---|---|---|---|---|"]
 for name, d, g, n, rt, tg in table:
