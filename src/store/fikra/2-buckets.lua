@@ -1,98 +1,88 @@
--- Token buckets as in ratelimit.rs, and the helpers the replies share.
+-- Token buckets as in ratelimit.rs: capacity per minute, level in 1/60000 token, updated (ms).
+-- A bucket is three locals (cap, level, at), never a table: the helpers take and return them.
 
--- A token bucket as in ratelimit.rs: capacity per minute, level in 1/60000 token, from its
--- three fields as read (nil: a new bucket, full).
-local function bucket_from(cap, level, at, capacity, now)
-  local b = { cap = tonumber(cap), level = tonumber(level), at = tonumber(at) }
-  if b.cap == nil or b.level == nil or b.at == nil then
-    b.cap = capacity
-    b.level = capacity * UNITS
-    b.at = now
-  end
-  return b
-end
-
--- The account-hash fields of the buckets of key kind l or t: requests then tokens, each
--- capacity, level, updated.
-local BUCKET_FIELDS = {
+-- The account-hash field holding the two buckets of key kind l or t, packed with BUCKETS.
+local BUCKET_FIELD = { l = 'b', t = 'xb' }
+local BUCKETS = '<dddddd'
+-- Library 11's six fields per kind (requests then tokens, each capacity, level, updated).
+local LEGACY_BUCKET_FIELDS = {
   l = { 'rc', 'rl', 'ra', 'tc', 'tl', 'ta' },
   t = { 'xrc', 'xrl', 'xra', 'xtc', 'xtl', 'xta' },
 }
 
-local function bucket_refill(b, now)
-  if now > b.at then
-    local elapsed = now - b.at
-    if elapsed >= UNITS then
-      b.level = b.cap * UNITS
-    else
-      b.level = math.min(b.level + elapsed * b.cap, b.cap * UNITS)
-    end
-    b.at = now
+-- The buckets of kind `kind` as rc, rl, ra, tc, tl, ta, from `packed` (the field as read: ''
+-- for an account created since library 12 that has no buckets yet) or, when the account has no
+-- such field, from library 11's fields (nil where absent), and whether any of those was there
+-- (the writer then deletes them).
+local function buckets_read(acct, kind, packed)
+  if packed then
+    if packed == '' then return nil, nil, nil, nil, nil, nil, false end
+    local rc, rl, ra, tc, tl, ta = struct.unpack(BUCKETS, packed)
+    return rc, rl, ra, tc, tl, ta, false
   end
+  local f = LEGACY_BUCKET_FIELDS[kind]
+  local v = redis.call('HMGET', acct, f[1], f[2], f[3], f[4], f[5], f[6])
+  local legacy = v[1] or v[2] or v[3] or v[4] or v[5] or v[6]
+  return tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5]), tonumber(v[6]), legacy ~= nil
 end
 
-local function bucket_fit(b, capacity, now)
-  if capacity ~= b.cap then
-    bucket_refill(b, now)
-    if capacity > b.cap then
-      b.level = b.level + (capacity - b.cap) * UNITS
-    end
-    b.cap = capacity
-    b.level = math.min(b.level, capacity * UNITS)
+-- A bucket as read, or a new (full) one of `capacity` if any of its three numbers is missing.
+local function bucket_or_new(cap, level, at, capacity, now)
+  if cap == nil or level == nil or at == nil then
+    return capacity, capacity * UNITS, now
   end
+  return cap, level, at
 end
 
-local function bucket_available(b, now)
-  bucket_refill(b, now)
-  return div_floor(b.level, UNITS)
+-- The buckets packed, to be written to their field; deletes library 11's fields of that kind
+-- if any was read.
+local function buckets_written(acct, kind, legacy, rc, rl, ra, tc, tl, ta)
+  if legacy then
+    local f = LEGACY_BUCKET_FIELDS[kind]
+    redis.call('HDEL', acct, f[1], f[2], f[3], f[4], f[5], f[6])
+  end
+  return struct.pack(BUCKETS, rc, rl, ra, tc, tl, ta)
 end
 
--- Milliseconds until `tokens` fit, 0 if they fit now, -1 for never.
-local function bucket_wait(b, tokens, now)
-  bucket_refill(b, now)
+local function refill(cap, level, at, now)
+  if now > at then
+    if now - at >= UNITS then
+      return cap * UNITS, now
+    end
+    return math.min(level + (now - at) * cap, cap * UNITS), now
+  end
+  return level, at
+end
+
+-- The bucket with its capacity changed to `capacity` (the account's tier or limits changed).
+local function fit(cap, level, at, capacity, now)
+  if capacity ~= cap then
+    level, at = refill(cap, level, at, now)
+    if capacity > cap then
+      level = level + (capacity - cap) * UNITS
+    end
+    return capacity, math.min(level, capacity * UNITS), at
+  end
+  return cap, level, at
+end
+
+-- Milliseconds until `tokens` fit in a bucket refilled to now, 0 if they fit now, -1 for never.
+local function wait_ms(cap, level, tokens)
   local needed = tokens * UNITS
-  if needed <= b.level then return 0 end
-  if b.cap == 0 then return -1 end
-  return div_ceil(needed - b.level, b.cap)
+  if needed <= level then return 0 end
+  if cap == 0 then return -1 end
+  return div_ceil(needed - level, cap)
 end
 
-local function bucket_reset(b, now)
-  bucket_refill(b, now)
-  if b.cap == 0 then return 0 end
-  return div_ceil(b.cap * UNITS - b.level, b.cap)
+local function reset_ms(cap, level)
+  if cap == 0 then return 0 end
+  return div_ceil(cap * UNITS - level, cap)
 end
 
--- Appends bucket `b`'s three fields (names f[i], f[i+1], f[i+2]) to an HSET's field list.
-local function bucket_fields(out, f, i, b)
-  out[#out + 1] = f[i]
-  out[#out + 1] = int(b.cap)
-  out[#out + 1] = f[i + 1]
-  out[#out + 1] = int(b.level)
-  out[#out + 1] = f[i + 2]
-  out[#out + 1] = int(b.at)
+-- `rates...` of the replies: requests limit, remaining, reset ms, then the same for tokens,
+-- of the buckets refilled to `now`.
+local function snapshot(rc, rl, ra, tc, tl, ta, now)
+  rl = refill(rc, rl, ra, now)
+  tl = refill(tc, tl, ta, now)
+  return { rc, div_floor(rl, UNITS), reset_ms(rc, rl), tc, div_floor(tl, UNITS), reset_ms(tc, tl) }
 end
-
--- Appends field `name` = `value` to an HSET's field list.
-local function put(out, name, value)
-  out[#out + 1] = name
-  out[#out + 1] = value
-end
-
-local function snapshot(r, t, now)
-  return {
-    r.cap, bucket_available(r, now), bucket_reset(r, now),
-    t.cap, bucket_available(t, now), bucket_reset(t, now),
-  }
-end
-
-local function append(list, tail)
-  for _, v in ipairs(tail) do list[#list + 1] = v end
-  return list
-end
-
--- The limits for this account: ARGV gives (rpm, tpm) for unverified and for trusted.
-local function limits_for(tier, u_rpm, u_tpm, t_rpm, t_tpm)
-  if tier == 'trusted' then return t_rpm, t_tpm end
-  return u_rpm, u_tpm
-end
-

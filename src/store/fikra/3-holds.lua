@@ -1,5 +1,11 @@
 -- Holds, markers, the keys' spend records and ledger records: what the functions below share.
 
+-- Appends field `name` = `value` to an HSET's field list.
+local function put(out, name, value)
+  out[#out + 1] = name
+  out[#out + 1] = value
+end
+
 -- `tokens` = { prompt, cached, completion, reasoning } (cached is part of prompt, reasoning
 -- part of completion, as upstreams report them).
 local function record(ledger, maxlen, id, key_id, model, tokens, cost, outcome, now)
@@ -20,34 +26,34 @@ local function parse_hold(text)
   }
 end
 
--- A live key's spend record (the s:KEY field) as {day_start, day_spent, month_start,
--- month_spent, lifetime_spent}; all 0 when it has none.
-local function spend_parse(text)
-  if text then
-    local ds, d, ms, m, l = string.match(text, '^(%d+) (%d+) (%d+) (%d+) (%d+)$')
-    if ds then return { tonumber(ds), tonumber(d), tonumber(ms), tonumber(m), tonumber(l) } end
+-- What the record (the s:KEY field as read, nil if none) says was spent in the period of kind
+-- `p` (1 day, 2 month, 3 lifetime) that starts at `start`: a record of an older period spent
+-- nothing in this one; one of a newer period (this caller's clock is behind the one that
+-- settled) counts whole. Only the numbers of that period are read.
+local function spent_in(text, p, start)
+  if not text then return 0 end
+  if p == 3 then
+    return (string.match(text, '^%d+ %d+ %d+ %d+ (%d+)$') or 0) + 0
   end
-  return { 0, 0, 0, 0, 0 }
-end
-
--- What the record says was spent in the period of kind `p` (d, m, l) that starts at `start`:
--- a record of an older period spent nothing in this one; one of a newer period (this caller's
--- clock is behind the one that settled) counts whole.
-local function spend_in(s, p, start)
-  if p == 'l' then return s[5] end
-  local at, spent = s[1], s[2]
-  if p == 'm' then at, spent = s[3], s[4] end
-  if at >= start then return spent end
+  local at, spent
+  if p == 1 then
+    at, spent = string.match(text, '^(%d+) (%d+) %d+ %d+ %d+$')
+  else
+    at, spent = string.match(text, '^%d+ %d+ (%d+) (%d+) %d+$')
+  end
+  if at and at + 0 >= start then return spent + 0 end
   return 0
 end
 
--- Adds a settled charge to the record, in the day and month starting at day_start and
--- month_start (a record of an older period starts the new one at zero). Returns the field text.
-local function spend_add(s, charged, day_start, month_start)
-  if s[1] < day_start then s[1], s[2] = day_start, 0 end
-  if s[3] < month_start then s[3], s[4] = month_start, 0 end
-  s[2], s[4], s[5] = s[2] + charged, s[4] + charged, s[5] + charged
-  return table.concat({ int(s[1]), int(s[2]), int(s[3]), int(s[4]), int(s[5]) }, ' ')
+-- The record's text with a settled charge added, in the day and month starting at day_start
+-- and month_start (a record of an older period starts the new one at zero).
+local function spend_added(text, charged, day_start, month_start)
+  local ds, d, ms, m, l
+  if text then ds, d, ms, m, l = string.match(text, '^(%d+) (%d+) (%d+) (%d+) (%d+)$') end
+  if not ds then ds, d, ms, m, l = 0, 0, 0, 0, 0 end
+  if ds + 0 < day_start then ds, d = int(day_start), 0 end
+  if ms + 0 < month_start then ms, m = int(month_start), 0 end
+  return string.format('%s %d %s %d %d', ds, d + charged, ms, m + charged, l + charged)
 end
 
 -- Whether a hold was taken for a live key (its amount is in that key's h: field).

@@ -4,7 +4,7 @@
 local function fk_create_account(KEYS, ARGV)
   if redis.call('EXISTS', KEYS[1]) == 1 then return { -2 } end
   local now = clock(ARGV[2])
-  redis.call('HSET', KEYS[1], 'tier', 'unverified', 'balance', ARGV[1], 'held', '0', 'created_at', int(now))
+  redis.call('HSET', KEYS[1], 'tier', 'unverified', 'balance', ARGV[1], 'held', '0', 'created_at', int(now), 'b', '', 'xb', '')
   return { 1, now }
 end
 

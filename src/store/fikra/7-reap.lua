@@ -73,7 +73,7 @@ end
 -- An admission whose answer was lost (timed out, connection gone after it was sent): whether
 -- it ran or not, once this has run nothing of it remains. If its hold is there: released, its
 -- request token and its tokens given back to the buckets. Either way a v marker stays under
--- the id until the hold TTL has passed, so an fk_admit of that id still on its way refuses
+-- the id until the hold TTL has passed, so an fk_hold of that id still on its way refuses
 -- itself. Idempotent: a second call finds the marker and does nothing.
 -- KEYS: acct, holds, holdexp
 -- ARGV: request_id, now, u_rpm, u_tpm, t_rpm, t_tpm (of the admission's key kind), hold_ttl_ms
@@ -95,23 +95,21 @@ local function fk_void(KEYS, ARGV)
   end
   local hold = parse_hold(text)
   if is_marker(hold) then return { 0 } end
-  local f = BUCKET_FIELDS[hold.kind]
-  local v = redis.call('HMGET', keys.acct, f[1], f[2], f[3], f[4], f[5], f[6])
+  local field = BUCKET_FIELD[hold.kind]
+  local packed = redis.call('HGET', keys.acct, field)
   local rpm, tpm = limits_for(tier, tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
-  local r = bucket_from(v[1], v[2], v[3], rpm, now)
-  local t = bucket_from(v[4], v[5], v[6], tpm, now)
-  bucket_fit(r, rpm, now)
-  bucket_fit(t, tpm, now)
-  bucket_refill(r, now)
-  bucket_refill(t, now)
-  r.level = math.min(r.level + UNITS, r.cap * UNITS)
-  t.level = math.min(t.level + hold.tokens * UNITS, t.cap * UNITS)
+  local rc, rl, ra, tc, tl, ta, legacy = buckets_read(keys.acct, hold.kind, packed)
+  rc, rl, ra = bucket_or_new(rc, rl, ra, rpm, now)
+  tc, tl, ta = bucket_or_new(tc, tl, ta, tpm, now)
+  rc, rl, ra = fit(rc, rl, ra, rpm, now)
+  tc, tl, ta = fit(tc, tl, ta, tpm, now)
+  rl, ra = refill(rc, rl, ra, now)
+  tl, ta = refill(tc, tl, ta, now)
+  rl = math.min(rl + UNITS, rc * UNITS)
+  tl = math.min(tl + hold.tokens * UNITS, tc * UNITS)
   -- Writes.
   release(keys, id, hold)
-  local fields = {}
-  bucket_fields(fields, f, 1, r)
-  bucket_fields(fields, f, 4, t)
-  redis.call('HSET', keys.acct, unpack(fields))
+  redis.call('HSET', keys.acct, field, buckets_written(keys.acct, hold.kind, legacy, rc, rl, ra, tc, tl, ta))
   mark(keys, id, VOIDED, expires)
   return { 1, hold.amount, hold.tokens }
 end

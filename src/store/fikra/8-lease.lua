@@ -27,17 +27,17 @@ local function fk_lease(KEYS, ARGV)
   if refused then return refused end
   local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3] }
   local ledger, lease_key = KEYS[4], KEYS[5]
-  local f = BUCKET_FIELDS.l
   local id, seq = ARGV[1], tonumber(ARGV[2])
   local now = clock(ARGV[3])
-  local a = redis.call('HMGET', keys.acct, 'tier', 'balance', 'held', f[1], f[2], f[3], f[4], f[5], f[6])
+  local a = redis.call('HMGET', keys.acct, 'tier', 'balance', 'held', 'b')
   if not a[1] then return { -1 } end
   local tier, balance, held = a[1], tonumber(a[2]), tonumber(a[3])
   local rpm, tpm = limits_for(tier, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
-  local r = bucket_from(a[4], a[5], a[6], rpm, now)
-  local t = bucket_from(a[7], a[8], a[9], tpm, now)
-  bucket_fit(r, rpm, now)
-  bucket_fit(t, tpm, now)
+  local rc, rl, ra, tc, tl, ta, legacy = buckets_read(keys.acct, 'l', a[4])
+  rc, rl, ra = bucket_or_new(rc, rl, ra, rpm, now)
+  tc, tl, ta = bucket_or_new(tc, tl, ta, tpm, now)
+  rc, rl, ra = fit(rc, rl, ra, rpm, now)
+  tc, tl, ta = fit(tc, tl, ta, tpm, now)
   local last = redis.call('GET', lease_key)
   if last then
     local last_seq = tonumber(string.match(last, '^(%d+)'))
@@ -45,7 +45,7 @@ local function fk_lease(KEYS, ARGV)
     if last_seq == seq then
       local g = {}
       for v in string.gmatch(last, '%d+') do g[#g + 1] = tonumber(v) end
-      return append(append({ 1, g[2], g[3], g[4], g[5], g[6] }, snapshot(r, t, now)), { tier_flag(tier) })
+      return append(append({ 1, g[2], g[3], g[4], g[5], g[6] }, snapshot(rc, rl, ra, tc, tl, ta, now)), { tier_flag(tier) })
     end
   end
   local text = redis.call('HGET', keys.holds, id)
@@ -79,20 +79,20 @@ local function fk_lease(KEYS, ARGV)
   end
 
   -- 2. Give back, then take.
-  bucket_refill(r, now)
-  bucket_refill(t, now)
-  r.level = math.min(r.level + tonumber(ARGV[10]) * UNITS, r.cap * UNITS)
+  rl, ra = refill(rc, rl, ra, now)
+  tl, ta = refill(tc, tl, ta, now)
+  rl = math.min(rl + tonumber(ARGV[10]) * UNITS, rc * UNITS)
   local delta = tonumber(ARGV[11])
   if delta >= 0 then
-    t.level = math.min(t.level + delta * UNITS, t.cap * UNITS)
+    tl = math.min(tl + delta * UNITS, tc * UNITS)
   else
-    t.level = math.max(t.level + delta * UNITS, 0)
+    tl = math.max(tl + delta * UNITS, 0)
   end
   local share = math.max(tonumber(ARGV[15]), 1)
-  local granted_r = math.min(tonumber(ARGV[12]), div_floor(div_floor(r.level, UNITS), share))
-  local granted_t = math.min(tonumber(ARGV[13]), div_floor(div_floor(t.level, UNITS), share))
-  r.level = r.level - granted_r * UNITS
-  t.level = t.level - granted_t * UNITS
+  local granted_r = math.min(tonumber(ARGV[12]), div_floor(div_floor(rl, UNITS), share))
+  local granted_t = math.min(tonumber(ARGV[13]), div_floor(div_floor(tl, UNITS), share))
+  rl = rl - granted_r * UNITS
+  tl = tl - granted_t * UNITS
   local want_escrow = tonumber(ARGV[14])
   if want_escrow < escrow then
     held = held - (escrow - want_escrow)
@@ -117,16 +117,15 @@ local function fk_lease(KEYS, ARGV)
   end
 
   -- 3. Writes.
-  local fields = { 'balance', int(balance), 'held', int(math.max(held, 0)) }
-  bucket_fields(fields, f, 1, r)
-  bucket_fields(fields, f, 4, t)
+  local fields = { 'balance', int(balance), 'held', int(math.max(held, 0)),
+    'b', buckets_written(keys.acct, 'l', legacy, rc, rl, ra, tc, tl, ta) }
   if #spending_keys > 0 then
     local names = {}
     for i, key_id in ipairs(spending_keys) do names[i] = 's:' .. key_id end
     local records = redis.call('HMGET', keys.acct, unpack(names))
     local day_start, month_start = tonumber(ARGV[16]), tonumber(ARGV[17])
     for i, key_id in ipairs(spending_keys) do
-      put(fields, names[i], spend_add(spend_parse(records[i]), spent_by_key[key_id], day_start, month_start))
+      put(fields, names[i], spend_added(records[i], spent_by_key[key_id], day_start, month_start))
     end
   end
   redis.call('HSET', keys.acct, unpack(fields))
@@ -146,6 +145,7 @@ local function fk_lease(KEYS, ARGV)
   local charged = total - loss
   redis.call('SET', lease_key, table.concat({ int(seq), int(granted_r), int(granted_t), int(escrow), int(charged),
     int(loss) }, ' '), 'PX', LEASE_MEMORY_MS)
-  return append(append({ 1, granted_r, granted_t, escrow, charged, loss }, snapshot(r, t, now)), { tier_flag(tier) })
+  return append(append({ 1, granted_r, granted_t, escrow, charged, loss }, snapshot(rc, rl, ra, tc, tl, ta, now)),
+    { tier_flag(tier) })
 end
 

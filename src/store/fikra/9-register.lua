@@ -1,5 +1,7 @@
--- The functions the library registers.
+-- The functions the library registers (library 11's fk_admit and fk_settle only refuse).
 
+redis.register_function('fk_hold', fk_hold)
+redis.register_function('fk_charge', fk_charge)
 redis.register_function('fk_admit', fk_admit)
 redis.register_function('fk_settle', fk_settle)
 redis.register_function{ function_name = 'fk_peek', callback = fk_peek, flags = { 'no-writes' } }
