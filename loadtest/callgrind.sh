@@ -17,11 +17,8 @@ requests="${REQUESTS:-2000}"; contender="${CONTENDER:-proxied}"; warmup="${WARMU
 cargo build --release --quiet
 target="${CARGO_TARGET_DIR:-$PWD/target}"
 bin="$target/release/fikra-gateway"; loadgen="$target/release/fikra-loadgen"
-work=$(mktemp -d)
-pids=()
-cleanup() { for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
 . loadtest/common.sh
+scratch
 redis_port=$(free_port); sandbox_port=$(free_port); gateway_port=$(free_port); admin_port=$(free_port)
 taskset -c 0 redis-server --port "$redis_port" --bind 127.0.0.1 --dir "$work" --save '' --appendonly no >/dev/null 2>&1 &
 pids+=($!)

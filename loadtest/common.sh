@@ -1,6 +1,14 @@
 # Sourced by the loadtest scripts: what each of them needs to start a gateway the same way.
 # It starts nothing itself.
 
+# A scratch directory ($work) and the processes to stop ($pids: add each with pids+=($!)), both
+# cleaned up when the calling script exits.
+scratch() {
+  work=$(mktemp -d)
+  pids=()
+  trap 'for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"' EXIT
+}
+
 # A TCP port free on 127.0.0.1 right now.
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

@@ -209,7 +209,7 @@ fn expected_per_request(store: StoreKind, account: Account) -> u64 {
         // Admitted and settled on the worker's lease: nothing (the queued `LeaseRecord` keeps
         // its ids inline; the lease calls that pay for the records are strays).
         (StoreKind::Redis, Account::Busy) => 0,
-        // Admitted and settled by `fk_admit` and `fk_settle`: nothing either (each reply is
+        // Admitted and settled by `fk_hold` and `fk_charge`: nothing either (each reply is
         // read where it lies in the connection's read buffer, `redis::Frame`).
         (StoreKind::Redis, Account::Small) => 0,
     }

@@ -391,7 +391,7 @@ fn an_account_slot_migrates_under_load_and_no_nano_is_lost() {
 // Goal: a settlement that arrives while its account's slot is being moved charges the customer
 // once the move is over (a resharding by `redis-cli --cluster reshard` takes milliseconds per
 // slot): the store asks again after TRYAGAIN for up to a second. The TRYAGAIN comes before any
-// key has moved: `fk_settle` names the ledger, which an account that never settled does not
+// key has moved: `fk_charge` names the ledger, which an account that never settled does not
 // have, and Redis counts a key that does not exist as one that has moved.
 #[test]
 fn a_settlement_while_the_slot_moves_charges_the_customer() {

@@ -535,3 +535,46 @@ fn holds_of_a_killed_node_are_released_by_a_survivor() {
     let charged: u64 = survivor.usage_costs("small").iter().sum();
     assert_eq!(balance_end, balance - charged);
 }
+
+// Goal: a gateway of library 12 meeting a node that still runs library 11 (a Redis restored
+// from an old snapshot after the gateway started) does not call it with arguments it would
+// misread: the node has no fk_hold, the gateway loads its own library there on the spot, and
+// the admission and settlement then run on library 12.
+#[test]
+fn a_node_still_on_library_11_is_upgraded_on_the_first_call() {
+    let redis = RedisServer::start(&["--appendonly", "no"]);
+    let prefix = unique_prefix("upgrade");
+    let store = store_at(vec![redis.addr()], false, &prefix);
+    let connections = StoreConnections::default();
+    let client = store.client(&connections);
+    // What library 11 registered that matters here: fk_admit and fk_settle, and its version.
+    let library_11 = "#!lua name=fikra\n\
+        redis.register_function('fk_admit', function() return { 1 } end)\n\
+        redis.register_function('fk_settle', function() return { 1 } end)\n\
+        redis.register_function{ function_name = 'fk_version', callback = function() return 11 end, flags = { 'no-writes' } }";
+    let id = "req_AbCdEfGh0000000000000001";
+    block_on(async {
+        client.create_account(Some("payer"), Nanos(CREDIT), T0).await.unwrap();
+        assert_eq!(redis_cli(redis.port, &["FUNCTION", "LOAD", "REPLACE", library_11]).trim(), "fikra");
+        let Ok(Admission::Admitted(admitted)) = client.admit(&request(id, "payer")).await else {
+            panic!("admitted after the reload")
+        };
+        assert_eq!(redis_cli(redis.port, &["FCALL", "fk_version", "0"]).trim(), "12");
+        assert_eq!(admitted.hold, Nanos(250_000));
+        let settlement = Settlement {
+            request_id: id,
+            account_id: "payer",
+            tokens: TokenUsage::new(100, 100),
+            cost: Nanos(100_000),
+            outcome: Outcome::Completed,
+            now_ms: T0,
+        };
+        let settled = client.settle(&settlement).await.unwrap();
+        assert_eq!(
+            settled,
+            Settled::Charged { charged: Nanos(100_000), released: Nanos(150_000), operator_loss: Nanos(0) }
+        );
+        let account = client.account("payer").await.unwrap();
+        assert_eq!((account.balance, account.held), (Nanos(CREDIT - 100_000), Nanos(0)));
+    });
+}

@@ -298,8 +298,9 @@ fn a_lifetime_cap_never_resets(backend: Backend) {
 }
 
 // Goal: a gateway built for library 10 (which passed the rate-bucket hashes as two more keys)
-// calling library 11 during a rolling upgrade is refused with an error naming the mismatch, and
-// nothing of the account changes: no hold, no bucket, no held amount.
+// or for library 11 (whose fk_admit and fk_settle took their numbers as text) calling library
+// 12 during a rolling upgrade is refused with an error naming the mismatch, and nothing of the
+// account changes: no hold, no bucket, no held amount, no ledger record.
 #[test]
 fn a_call_with_the_old_key_list_is_refused_and_writes_nothing() {
     let (store, prefix) = Backend::Redis.store();
@@ -309,41 +310,82 @@ fn a_call_with_the_old_key_list_is_refused_and_writes_nothing() {
     let port = redis_server::shared_server().port();
     let key = |suffix: &str| format!("{prefix}:{{a}}:{suffix}");
     let hash_before = cli(port, &["HGETALL", &key("acct")]);
-    let args = [
+    let t0 = T0.to_string();
+    let (acct, rate, holds, holdexp, ledger) =
+        (key("acct"), key("rate:live"), key("holds"), key("holdexp"), key("ledger"));
+    let admit_numbers =
+        ["10", "10", "0", "500", "500", &t0, "30", "40000", "100", "160000", "600000", "0", "", "", "0"];
+    let request = ["r1", "k", "l", "m"];
+    let library_10 =
+        [&["FCALL", "fk_admit", "4", &acct, &rate, &holds, &holdexp][..], &request, &admit_numbers].concat();
+    let library_11 = [&["FCALL", "fk_admit", "3", &acct, &holds, &holdexp][..], &request, &admit_numbers].concat();
+    let settle_11 = [
         "FCALL",
-        "fk_admit",
+        "fk_settle",
         "4",
-        &key("acct"),
-        &key("rate:live"),
-        &key("holds"),
-        &key("holdexp"),
+        &acct,
+        &holds,
+        &holdexp,
+        &ledger,
         "r1",
-        "k",
-        "l",
-        "m",
         "10",
-        "10",
-        "0",
-        "500",
-        "500",
-        &T0.to_string(),
+        "4",
+        "completed",
+        &t0,
         "30",
         "40000",
         "100",
         "160000",
-        "600000",
+        "30",
+        "40000",
+        "1000",
         "0",
-        "",
-        "",
         "0",
-    ]
-    .map(String::from);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let reply = cli(port, &args);
-    assert!(reply.contains("fk_admit takes 3 keys, got 4 (a gateway of another version?)"), "{reply}");
+        "7000",
+        "14",
+        "14",
+        "0",
+        "0",
+    ];
+    for (call, refusal) in [
+        (&library_10[..], "fk_admit is fk_hold since library 12"),
+        (&library_11[..], "fk_admit is fk_hold since library 12"),
+        (&settle_11[..], "fk_settle is fk_charge since library 12"),
+    ] {
+        let reply = cli(port, call);
+        assert!(reply.contains(refusal) && reply.contains("a gateway of another version?"), "{reply}");
+    }
     assert_eq!(cli(port, &["HGETALL", &key("acct")]), hash_before);
-    for suffix in ["rate:live", "holds", "holdexp"] {
+    for suffix in ["rate:live", "holds", "holdexp", "ledger"] {
         assert_eq!(cli(port, &["EXISTS", &key(suffix)]).trim(), "0", "{suffix}");
     }
     assert_eq!(balance_and_held(&store), (1_000_000_000, 0));
+}
+
+// Goal: an account whose buckets library 11 wrote (six fields per key kind) keeps them through
+// the upgrade: the first admission of library 12 counts from their levels, not from full
+// buckets, writes them packed into `b` and deletes the six fields; the next admission reads `b`.
+#[test]
+fn buckets_written_by_library_11_carry_over() {
+    let (store, prefix) = Backend::Redis.store();
+    let connections = StoreConnections::default();
+    let store = store.client(&connections);
+    block_on(store.create_account(Some("a"), Nanos(1_000_000_000), T0)).unwrap();
+    let port = redis_server::shared_server().port();
+    let acct = format!("{prefix}:{{a}}:acct");
+    // As library 11 left them: 10 requests and 1,000 tokens left (levels in 1/60000), at T0.
+    let (t0, requests_level, tokens_level) = (T0.to_string(), (10 * 60_000).to_string(), (1_000 * 60_000).to_string());
+    cli(port, &["HDEL", &acct, "b", "xb"]);
+    let legacy = ["rc", "30", "rl", &requests_level, "ra", &t0, "tc", "40000", "tl", &tokens_level, "ta", &t0];
+    cli(port, &[&["HSET", acct.as_str()][..], &legacy].concat());
+    let rates = |id: &str| match block_on(store.admit(&request(id, "k", None, 100, T0))).unwrap() {
+        Admission::Admitted(admitted) => (admitted.rates.requests_remaining, admitted.rates.tokens_remaining),
+        other => panic!("{id}: {other:?}"),
+    };
+    assert_eq!(rates("r1"), (9, 1_000 - 110));
+    for field in ["rc", "rl", "ra", "tc", "tl", "ta"] {
+        assert_eq!(cli(port, &["HEXISTS", &acct, field]).trim(), "0", "{field}");
+    }
+    assert_eq!(cli(port, &["HSTRLEN", &acct, "b"]).trim(), "48", "six packed doubles");
+    assert_eq!(rates("r2"), (8, 1_000 - 220));
 }

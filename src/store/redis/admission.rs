@@ -2,20 +2,24 @@
 //! lease calls of workers.
 //!
 //! Owns the keys and arguments each of these Functions is called with (their order is the
-//! `KEYS:` and `ARGV:` lines of the function in `fikra.lua`; keep them in step) and the
-//! limits passed along, since the Lua side knows no tiers. Every decision is the Function's and
-//! every reply is read by `replies`. These run per request: no `format!` on admit and settle,
-//! numbers written through `Num`, and nothing here ever retries a call (the caller decides).
+//! `KEYS:` and `ARGV:` lines of the function in `src/store/fikra/`; keep them in step) and the
+//! limits passed along, since the Lua side knows no tiers, and what the gateway computes of an
+//! admission from `fk_hold`'s short answer. Every decision is the Function's and every reply is
+//! read by `replies`. These run per request: no `format!` and no allocation on admit and settle
+//! (numbers packed or written through `Num`, texts on the stack: `args`), and nothing here ever
+//! retries a call (the caller decides).
 
+use super::args::{StackText, UNITS, doubles, reset_ms};
 use super::connections::Connections;
-use super::replies::{FromReply, SettleReply};
+use super::replies::{FromReply, HoldReply, SettleReply};
 use super::{KeyName, LEDGER_MAX_RECORDS_PER_ACCOUNT, RedisStore};
 use crate::digits::Num;
 use crate::limits::{HOLD_TTL_MS, LEASE_ESCROW_TTL_MS};
 use crate::metrics::StoreMetrics;
+use crate::money::Nanos;
 use crate::store::spend_cap::CapPeriod;
 use crate::store::types::{
-    Admission, AdmitRequest, KeyKind, LeaseCall, LeaseReply, RateSnapshot, Settled, Settlement, StoreError,
+    Admission, AdmitRequest, Admitted, KeyKind, LeaseCall, LeaseReply, RateSnapshot, Settled, Settlement, StoreError,
     TIER_TRUSTED, TIER_UNVERIFIED,
 };
 
@@ -25,6 +29,10 @@ const MAX_SETTLED_TOKENS: u64 = 1_000_000_000;
 /// The largest integer a Lua number (a double) holds exactly, and the cap on any balance in
 /// `fikra.lua` (`MAX_BALANCE`): costs are sent to the functions at most this large.
 const MAX_EXACT_LUA_NANOS: u64 = (1 << 53) - 1;
+/// The longest hold head ("hold tokens kind in_price out_price ": four numbers of up to 20
+/// digits) and usage record tail (five numbers and an outcome name) `fk_hold` and `fk_charge` take.
+const HEAD_BYTES: usize = 96;
+const TAIL_BYTES: usize = 144;
 
 /// A key kind as the functions name it (`l`, `t`).
 fn kind_letter(kind: KeyKind) -> &'static [u8] {
@@ -44,70 +52,116 @@ impl RedisStore {
         ]
     }
 
-    /// The `KEYS` of `fk_admit` and of `fk_void`, which undoes it: acct, holds, holdexp (the
+    /// The `KEYS` of `fk_hold` and of `fk_void`, which undoes it: acct, holds, holdexp (the
     /// rate buckets and a key's spend live in the account's hash: no keys of their own).
     pub(super) fn admission_keys(&self, account: &str) -> [KeyName; 3] {
         [self.key(account, "acct"), self.key(account, "holds"), self.key(account, "holdexp")]
     }
 
-    /// `fk_admit`.
+    /// `fk_hold`: the admission, its numbers packed (see `doubles`) and the hold's head written
+    /// here; the function answers an admission with the buckets after it, from which the rest
+    /// of `Admitted` is computed here as the function did.
     pub async fn admit(&self, connections: &Connections, request: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
         let account = request.account_id;
         let [acct, holds, holdexp] = self.admission_keys(account);
-        let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, request.key_kind);
-        let (input, output) = (Num::new(request.input_tokens_upper), Num::new(request.requested_output_tokens));
-        let (in_price, out_price) = (Num::new(request.input_price.0), Num::new(request.output_price.0));
-        let now = self.now_arg(request.now_ms);
-        let ttl = Num::new(HOLD_TTL_MS);
-        let kind = kind_letter(request.key_kind);
-        let client_cap: &[u8] = if request.client_set_output_cap { b"1" } else { b"0" };
-        let refuse_clamp: &[u8] = if request.refuse_clamp { b"1" } else { b"0" };
-        // The key's cap, its period kind and the period's start on the gateway's clock.
+        let unverified = self.policy.limits_for(account, TIER_UNVERIFIED, request.key_kind);
+        let trusted = self.policy.limits_for(account, TIER_TRUSTED, request.key_kind);
+        let live = request.key_kind == KeyKind::Live;
+        let input = request.input_tokens_upper;
+        let (in_price, out_price) = (request.input_price.0, request.output_price.0);
+        // The hold at the requested output cap: the function writes its own head when it lowers it.
+        let hold_at = |output: u64| {
+            if live { input.saturating_mul(in_price).saturating_add(output.saturating_mul(out_price)) } else { 0 }
+        };
+        let requested = request.requested_output_tokens;
+        let (head_hold, head_tokens) = (hold_at(requested), input.saturating_add(requested));
+        let mut head = StackText::<HEAD_BYTES>::new();
+        for part in [
+            Num::new(head_hold).as_bytes(),
+            b" ",
+            Num::new(head_tokens).as_bytes(),
+            b" ",
+            kind_letter(request.key_kind),
+            b" ",
+            Num::new(in_price).as_bytes(),
+            b" ",
+            Num::new(out_price).as_bytes(),
+            b" ",
+        ] {
+            head.push(part);
+        }
+        // The key's cap, its period (1 day, 2 month, 3 lifetime) and the period's start on the
+        // gateway's clock; -1: none.
         let (cap, cap_period, cap_start) = match request.spend_cap {
             Some(cap) => (
-                Num::new(cap.limit.0.min(MAX_EXACT_LUA_NANOS)),
-                cap.period.letter(),
-                cap.period.start_ms(request.now_ms),
+                cap.limit.0.min(MAX_EXACT_LUA_NANOS) as f64,
+                match cap.period {
+                    CapPeriod::Day => 1.0,
+                    CapPeriod::Month => 2.0,
+                    CapPeriod::Lifetime => 3.0,
+                },
+                cap.period.start_ms(request.now_ms) as f64,
             ),
-            None => (Num::new(0), "", 0),
+            None => (-1.0, 0.0, 0.0),
         };
-        let cap_start = Num::new(cap_start);
-        let cap_arg: &[u8] = if request.spend_cap.is_some() { cap.as_bytes() } else { b"" };
-        let args: [&[u8]; 25] = [
+        let flag = |on: bool| if on { 1.0 } else { 0.0 };
+        let numbers = doubles::<{ 18 * 8 }>(&[
+            input as f64,
+            requested as f64,
+            flag(request.client_set_output_cap),
+            flag(request.refuse_clamp),
+            flag(live),
+            in_price as f64,
+            out_price as f64,
+            self.now_value(request.now_ms) as f64,
+            unverified.requests_per_minute as f64,
+            unverified.tokens_per_minute as f64,
+            trusted.requests_per_minute as f64,
+            trusted.tokens_per_minute as f64,
+            HOLD_TTL_MS as f64,
+            cap,
+            cap_period,
+            cap_start,
+            head_hold as f64,
+            head_tokens as f64,
+        ]);
+        let args: [&[u8]; 11] = [
             b"FCALL",
-            b"fk_admit",
+            b"fk_hold",
             b"3",
             acct.as_bytes(),
             holds.as_bytes(),
             holdexp.as_bytes(),
             request.request_id.as_bytes(),
             request.key_id.as_bytes(),
-            kind,
             request.model.as_bytes(),
-            input.as_bytes(),
-            output.as_bytes(),
-            client_cap,
-            in_price.as_bytes(),
-            out_price.as_bytes(),
-            now.as_bytes(),
-            u_rpm.as_bytes(),
-            u_tpm.as_bytes(),
-            t_rpm.as_bytes(),
-            t_tpm.as_bytes(),
-            ttl.as_bytes(),
-            refuse_clamp,
-            cap_arg,
-            cap_period.as_bytes(),
-            cap_start.as_bytes(),
+            head.as_bytes(),
+            &numbers,
         ];
-        match self.router.command_outcome(connections, acct.as_bytes(), &args, Admission::from_reply).await {
-            Ok(admission) => match admission {
-                Ok(Admission::KeySpendLimitReached { spent, held, needed, rates, .. }) => {
-                    let cap = request.spend_cap.ok_or(StoreError::Unavailable)?;
-                    Ok(Admission::KeySpendLimitReached { cap, spent, held, needed, rates })
-                }
-                other => other,
-            },
+        match self.router.command_outcome(connections, acct.as_bytes(), &args, HoldReply::from_reply).await {
+            Ok(Ok(HoldReply::Taken(taken))) => {
+                let limits = if taken.trusted { trusted } else { unverified };
+                let output = taken.output_cap_tokens;
+                Ok(Admission::Admitted(Admitted {
+                    hold: Nanos(hold_at(output)),
+                    output_cap_tokens: output,
+                    tokens_charged: input.saturating_add(output),
+                    rates: RateSnapshot {
+                        requests_limit: limits.requests_per_minute,
+                        requests_remaining: taken.requests_level / UNITS,
+                        requests_reset_ms: reset_ms(limits.requests_per_minute, taken.requests_level),
+                        tokens_limit: limits.tokens_per_minute,
+                        tokens_remaining: taken.tokens_level / UNITS,
+                        tokens_reset_ms: reset_ms(limits.tokens_per_minute, taken.tokens_level),
+                    },
+                }))
+            }
+            Ok(Ok(HoldReply::Refused(Admission::KeySpendLimitReached { spent, held, needed, rates, .. }))) => {
+                let cap = request.spend_cap.ok_or(StoreError::Unavailable)?;
+                Ok(Admission::KeySpendLimitReached { cap, spent, held, needed, rates })
+            }
+            Ok(Ok(HoldReply::Refused(other))) => Ok(other),
+            Ok(Err(error)) => Err(error),
             Err(failed) => {
                 // Answered 503 (or served on the fallback), yet it may run once Redis wakes:
                 // remembered so the void task undoes it (the failure path alone allocates).
@@ -119,63 +173,65 @@ impl RedisStore {
         }
     }
 
-    /// `fk_settle`.
+    /// `fk_charge`: the numbers packed (see `doubles`), the usage record's tail written here.
     pub async fn settle(&self, connections: &Connections, settlement: &Settlement<'_>) -> Result<Settled, StoreError> {
         let account = settlement.account_id;
         let acct = self.key(account, "acct");
         let holds = self.key(account, "holds");
         let holdexp = self.key(account, "holdexp");
         let ledger = self.key(account, "ledger");
-        let [u_rpm, u_tpm, t_rpm, t_tpm] = self.limit_args(account, KeyKind::Live);
-        let test = self.policy.limits_for(account, TIER_UNVERIFIED, KeyKind::Test);
-        let (test_rpm, test_tpm) = (Num::new(test.requests_per_minute), Num::new(test.tokens_per_minute));
+        let tpm = |tier: &str, kind: KeyKind| self.policy.limits_for(account, tier, kind).tokens_per_minute as f64;
         let tokens = settlement.tokens.consistent();
-        let prompt = Num::new(tokens.prompt_tokens.min(MAX_SETTLED_TOKENS));
-        let completion = Num::new(tokens.completion_tokens.min(MAX_SETTLED_TOKENS));
-        let cached = Num::new(tokens.cached_prompt_tokens.min(MAX_SETTLED_TOKENS));
-        let reasoning = Num::new(tokens.reasoning_tokens.min(MAX_SETTLED_TOKENS));
         // Lua numbers are doubles: a cost above the largest balance is above every hold, so it
         // is sent as that bound (exact) and charged as the hold; the loss is computed here.
-        let cost = Num::new(settlement.cost.0.min(MAX_EXACT_LUA_NANOS));
+        let cost = settlement.cost.0.min(MAX_EXACT_LUA_NANOS);
         // What the TPM bucket is trued up to, for each tier the function may find the account in.
         let rate_limited_in = |tier: &str| {
             let counted = tokens.rate_limited_tokens(self.policy.counts_cached_tokens(tier, KeyKind::Live));
-            Num::new(counted.min(MAX_SETTLED_TOKENS))
+            counted.min(MAX_SETTLED_TOKENS) as f64
         };
-        let (rate_limited_unverified, rate_limited_trusted) =
-            (rate_limited_in(TIER_UNVERIFIED), rate_limited_in(TIER_TRUSTED));
-        let now = self.now_arg(settlement.now_ms);
+        let numbers = doubles::<{ 9 * 8 }>(&[
+            cost as f64,
+            self.now_value(settlement.now_ms) as f64,
+            tpm(TIER_UNVERIFIED, KeyKind::Live),
+            tpm(TIER_TRUSTED, KeyKind::Live),
+            tpm(TIER_UNVERIFIED, KeyKind::Test),
+            rate_limited_in(TIER_UNVERIFIED),
+            rate_limited_in(TIER_TRUSTED),
+            // The day and month the charge counts in for the key's spend (the gateway's calendar).
+            CapPeriod::Day.start_ms(settlement.now_ms) as f64,
+            CapPeriod::Month.start_ms(settlement.now_ms) as f64,
+        ]);
+        // The usage record after "request_id key_id model " (the function writes those from the hold).
+        let mut tail = StackText::<TAIL_BYTES>::new();
+        for part in [
+            Num::new(tokens.prompt_tokens.min(MAX_SETTLED_TOKENS)).as_bytes(),
+            b" ",
+            Num::new(tokens.completion_tokens.min(MAX_SETTLED_TOKENS)).as_bytes(),
+            b" ",
+            Num::new(cost).as_bytes(),
+            b" ",
+            settlement.outcome.as_str().as_bytes(),
+            b" ",
+            Num::new(tokens.cached_prompt_tokens.min(MAX_SETTLED_TOKENS)).as_bytes(),
+            b" ",
+            Num::new(tokens.reasoning_tokens.min(MAX_SETTLED_TOKENS)).as_bytes(),
+        ] {
+            tail.push(part);
+        }
         let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
-        // The day and month the charge counts in for the key's spend (the gateway's calendar).
-        let day_start = Num::new(CapPeriod::Day.start_ms(settlement.now_ms));
-        let month_start = Num::new(CapPeriod::Month.start_ms(settlement.now_ms));
-        let args: [&[u8]; 26] = [
+        let args: [&[u8]; 11] = [
             b"FCALL",
-            b"fk_settle",
+            b"fk_charge",
             b"4",
             acct.as_bytes(),
             holds.as_bytes(),
             holdexp.as_bytes(),
             ledger.as_bytes(),
             settlement.request_id.as_bytes(),
-            prompt.as_bytes(),
-            completion.as_bytes(),
-            settlement.outcome.as_str().as_bytes(),
-            now.as_bytes(),
-            u_rpm.as_bytes(),
-            u_tpm.as_bytes(),
-            t_rpm.as_bytes(),
-            t_tpm.as_bytes(),
-            test_rpm.as_bytes(),
-            test_tpm.as_bytes(),
+            tail.as_bytes(),
             maxlen.as_bytes(),
-            cached.as_bytes(),
-            reasoning.as_bytes(),
-            cost.as_bytes(),
-            rate_limited_unverified.as_bytes(),
-            rate_limited_trusted.as_bytes(),
-            day_start.as_bytes(),
-            month_start.as_bytes(),
+            &numbers,
         ];
         let settled = match self.read::<SettleReply>(connections, acct.as_bytes(), &args).await? {
             SettleReply::Done(settled) => settled,

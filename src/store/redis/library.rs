@@ -1,4 +1,5 @@
-//! The function library (`fikra.lua`): its text, its version, and loading it onto a node.
+//! The function library (`fikra.lua`, written as the files of `src/store/fikra/`): its text,
+//! its version, and loading it onto a node.
 //!
 //! Owns when the library is (re)loaded: at start-up onto every master that lacks this version
 //! (never replacing a newer one), and on the spot when a node answers "Function not found" (a
@@ -11,8 +12,19 @@ use std::time::Duration;
 use super::replies::{FromReply, LibraryVersion};
 use crate::redis::{RedisClient, RedisError, Reply, blocking_call};
 
-/// The function library, loaded into every Redis (master) node at start-up.
-pub const FUNCTION_LIBRARY: &str = include_str!("../fikra.lua");
+/// The function library, loaded into every Redis (master) node at start-up: one library
+/// (`#!lua name=fikra`), its files joined in the order of their names.
+pub const FUNCTION_LIBRARY: &str = concat!(
+    include_str!("../fikra/1-common.lua"),
+    include_str!("../fikra/2-buckets.lua"),
+    include_str!("../fikra/3-holds.lua"),
+    include_str!("../fikra/4-admit.lua"),
+    include_str!("../fikra/5-settle.lua"),
+    include_str!("../fikra/6-accounts.lua"),
+    include_str!("../fikra/7-reap.lua"),
+    include_str!("../fikra/8-lease.lua"),
+    include_str!("../fikra/9-register.lua"),
+);
 
 /// The version number the library declares (`local LIBRARY_VERSION = N`).
 pub fn library_version() -> i64 {

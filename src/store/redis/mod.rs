@@ -26,6 +26,7 @@
 mod accounts;
 mod address;
 mod admission;
+mod args;
 mod cluster;
 mod connections;
 mod directory;
@@ -148,7 +149,12 @@ impl RedisStore {
 
     /// The clock argument of a function: `0` tells it to read Redis's `TIME`.
     fn now_arg(&self, now_ms: u64) -> Num {
-        Num::new(if self.settings.caller_clock { now_ms } else { 0 })
+        Num::new(self.now_value(now_ms))
+    }
+
+    /// The `now` a function is given: the caller's clock if the store uses it, else 0 (Redis TIME).
+    fn now_value(&self, now_ms: u64) -> u64 {
+        if self.settings.caller_clock { now_ms } else { 0 }
     }
 
     fn revocations_channel(&self) -> String {

@@ -14,8 +14,8 @@ use crate::errors::Bucket;
 use crate::money::{Nanos, TokenUsage};
 use crate::redis::{Frame, Indexed};
 use crate::store::types::{
-    Admission, Admitted, CapPeriod, DeadNode, KeyKind, KeyRecord, LeaseReply, Outcome, RateSnapshot, Reaped, Settled,
-    SpendCap, StoreError, TIER_TRUSTED, TopupResult, UsageRecord,
+    Admission, CapPeriod, DeadNode, KeyKind, KeyRecord, LeaseReply, Outcome, RateSnapshot, Reaped, Settled, SpendCap,
+    StoreError, TIER_TRUSTED, TopupResult, UsageRecord,
 };
 
 /// A value read from the reply of one command, as redis-rs's `FromRedisValue`: read where the
@@ -174,20 +174,48 @@ impl FromReply for TopupReply {
     }
 }
 
-/// `fk_admit`: `{1, hold, output_cap, tokens, rates...}` admitted; `{2, bucket (0 rpm | 1 tpm),
-/// limit, used, requested, retry_ms (-1 never), rates...}` rate limited; `{3, limit, requested,
-/// rates...}` too large for the TPM bucket; `{4, balance, available, needed, rates...}`
-/// insufficient quota; `{-1}` no account; `{-2}` a hold with this request id exists.
+/// `fk_hold`: `{1, output_cap, trusted (1|0), requests level, tokens level}` admitted (the
+/// buckets after it, in 1/60000 token: the caller computes the hold, the tokens and the rates
+/// from them and from what it sent); any other status is a refusal as `Admission` reads it.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum HoldReply {
+    Taken(HoldTaken),
+    Refused(Admission),
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct HoldTaken {
+    pub output_cap_tokens: u64,
+    /// The account's tier when admitted (whose limits the buckets were fitted to).
+    pub trusted: bool,
+    pub requests_level: u64,
+    pub tokens_level: u64,
+}
+
+impl FromReply for HoldReply {
+    fn from_reply(reply: Frame<'_>) -> Result<Self, StoreError> {
+        let items = array(reply)?;
+        if int_at(&items, 0)? != 1 {
+            return Admission::from_reply(reply).map(HoldReply::Refused);
+        }
+        Ok(HoldReply::Taken(HoldTaken {
+            output_cap_tokens: u64_at(&items, 1)?,
+            trusted: int_at(&items, 2)? == 1,
+            requests_level: u64_at(&items, 3)?,
+            tokens_level: u64_at(&items, 4)?,
+        }))
+    }
+}
+
+/// `fk_hold`'s refusals: `{2, bucket (0 rpm | 1 tpm), limit, used, requested, retry_ms (-1
+/// never), rates...}` rate limited; `{3, limit, requested, rates...}` too large for the TPM
+/// bucket; `{4, balance, available, needed, rates...}` insufficient quota; `{5, output_cap}`
+/// would clamp; `{6, cap, spent, key_held, needed, rates...}` the key's cap; `{-1}` no account;
+/// `{-2}` a hold with this request id exists. An admission (`{1, ...}`) is `HoldReply`'s to read.
 impl FromReply for Admission {
     fn from_reply(reply: Frame<'_>) -> Result<Self, StoreError> {
         let items = array(reply)?;
         match int_at(&items, 0)? {
-            1 => Ok(Admission::Admitted(Admitted {
-                hold: Nanos(u64_at(&items, 1)?),
-                output_cap_tokens: u64_at(&items, 2)?,
-                tokens_charged: u64_at(&items, 3)?,
-                rates: rates_at(&items, 4)?,
-            })),
             2 => {
                 let retry = int_at(&items, 5)?;
                 Ok(Admission::RateLimited {
@@ -226,7 +254,7 @@ impl FromReply for Admission {
     }
 }
 
-/// `fk_settle`: `{1, charged, released, operator_loss}` settled now; any other status (the
+/// `fk_charge`: `{1, charged, released, operator_loss}` settled now; any other status (the
 /// function's `{0}`) means no hold has this request id, so nothing changed.
 impl FromReply for Settled {
     fn from_reply(reply: Frame<'_>) -> Result<Self, StoreError> {
@@ -234,7 +262,7 @@ impl FromReply for Settled {
     }
 }
 
-/// `Settled` from the items of an `fk_settle` reply.
+/// `Settled` from the items of an `fk_charge` reply.
 fn settled(items: &Indexed<'_>) -> Result<Settled, StoreError> {
     match int_at(items, 0)? {
         1 => Ok(Settled::Charged {
@@ -291,7 +319,7 @@ impl FromReply for HoldsReleased {
     }
 }
 
-/// `fk_settle` as the store reads it: settled (or nothing to settle), or the hold was released
+/// `fk_charge` as the store reads it: settled (or nothing to settle), or the hold was released
 /// earlier because its node was presumed dead (`{2}`: nothing charged).
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum SettleReply {
@@ -386,6 +414,8 @@ impl FromReply for ScanPage {
 }
 
 /// `XREVRANGE P:{A}:ledger + - COUNT n`: entries newest first, each `[id, [field, value, ...]]`.
+/// Since library 12 a settlement's entry is one record in `records`, with `created_at` only on a
+/// caller's clock (else the id's milliseconds are its time).
 /// A settlement's entry holds one record in fields (`request_id key_id model prompt_tokens
 /// cached_tokens completion_tokens reasoning_tokens cost outcome created_at`); a lease call's holds all of its records in
 /// `records` (`request_id key_id model prompt completion cost outcome cached reasoning` lines
@@ -415,7 +445,11 @@ impl FromReply for LedgerPage {
                 None
             };
             let number = |name: &str| field(name).and_then(|value| value.parse::<u64>().ok()).unwrap_or(0);
-            let created_at_ms = number("created_at");
+            // An entry without created_at (a settlement on Redis's clock) was made at its id's time.
+            let created_at_ms = match field("created_at") {
+                Some(value) => value.parse::<u64>().unwrap_or(0),
+                None => entry_ms(parts.get(0)),
+            };
             let Some(batch) = field("records") else {
                 records.push(UsageRecord {
                     request_id: field("request_id").unwrap_or("").into(),
@@ -527,6 +561,11 @@ impl<'a> Push<'a> {
     }
 }
 
+/// The milliseconds of a stream entry id ("ms-seq"), 0 if it is not one.
+fn entry_ms(id: Option<Frame<'_>>) -> u64 {
+    id.and_then(text).and_then(|id| id.split('-').next()).and_then(|ms| ms.parse().ok()).unwrap_or(0)
+}
+
 /// A ledger outcome as the store's static name (`unknown` for anything else).
 fn outcome_name(text: Option<&str>) -> &'static str {
     match text {
@@ -604,6 +643,7 @@ pub fn decode_with_every_reader(bytes: &[u8]) -> usize {
         KeyPut::from_reply(frame).is_ok(),
         TopupReply::from_reply(frame).is_ok(),
         Admission::from_reply(frame).is_ok(),
+        HoldReply::from_reply(frame).is_ok(),
         Settled::from_reply(frame).is_ok(),
         RateSnapshot::from_reply(frame).is_ok(),
         LeaseReply::from_reply(frame).is_ok(),

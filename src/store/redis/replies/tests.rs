@@ -41,18 +41,25 @@ fn with_rates(head: &[i64]) -> Reply {
     ints(&[head, &RATES[..]].concat())
 }
 
-// Goal: each outcome of fk_admit decodes to the exact admission, numbers in place.
+// Goal: each outcome of fk_hold decodes exactly, numbers in place: an admission to what the
+// caller completes, a refusal to the exact admission answer.
 #[test]
 fn admit_replies_decode_to_exact_admissions() {
     assert_eq!(
-        read::<Admission>(with_rates(&[1, 100_000, 100, 200])),
-        Ok(Admission::Admitted(Admitted {
-            hold: Nanos(100_000),
+        read::<HoldReply>(ints(&[1, 100, 1, 1_740_000, 2_388_000_000])),
+        Ok(HoldReply::Taken(HoldTaken {
             output_cap_tokens: 100,
-            tokens_charged: 200,
-            rates: SNAPSHOT
+            trusted: true,
+            requests_level: 1_740_000,
+            tokens_level: 2_388_000_000
         }))
     );
+    assert_eq!(
+        read::<HoldReply>(with_rates(&[3, 40_000, 41_000])),
+        Ok(HoldReply::Refused(Admission::TooLargeForTokenLimit { limit: 40_000, requested: 41_000, rates: SNAPSHOT }))
+    );
+    assert_eq!(read::<HoldReply>(ints(&[1, 100, 0, 5])).err(), Some(StoreError::Unavailable), "short");
+    assert_eq!(read::<Admission>(ints(&[1, 100, 0, 5, 6])).err(), Some(StoreError::Unavailable), "HoldReply's");
     assert_eq!(
         read::<Admission>(with_rates(&[2, 1, 40_000, 39_990, 20, 15])),
         Ok(Admission::RateLimited {
@@ -259,7 +266,12 @@ fn ledger_scan_and_slot_replies_decode_exactly() {
             bulk("10"),
         ]),
     ]);
-    let Ok(LedgerPage(records)) = read::<LedgerPage>(Reply::Array(vec![settlement, lease])) else {
+    // A settlement of library 12 on Redis's clock: one record, its time the id's.
+    let charge = Reply::Array(vec![
+        bulk("1796295184388-0"),
+        Reply::Array(vec![bulk("records"), bulk("r3 key_1 m 12 16 14000 completed 2 1")]),
+    ]);
+    let Ok(LedgerPage(records)) = read::<LedgerPage>(Reply::Array(vec![charge, settlement, lease])) else {
         panic!("a ledger page")
     };
     let summary: Vec<_> = records
@@ -271,12 +283,14 @@ fn ledger_scan_and_slot_replies_decode_exactly() {
     assert_eq!(
         summary,
         [
+            ("r3", 12, 16, 14000, "completed", 1_796_295_184_388),
             ("r2", 10, 4, 7000, "expired", 20),
             ("q2", 3, 4, 500, "client_aborted", 10),
             ("q1", 1, 2, 300, "completed", 10),
         ]
     );
-    assert_eq!((&*records[0].key_id, &*records[0].model), ("key_1", "fikra-flash"));
+    assert_eq!((records[0].tokens.cached_prompt_tokens, records[0].tokens.reasoning_tokens), (2, 1));
+    assert_eq!((&*records[1].key_id, &*records[1].model), ("key_1", "fikra-flash"));
 
     let page = Reply::Array(vec![bulk("17"), Reply::Array(vec![bulk("a"), Reply::Integer(1), bulk("b")])]);
     assert_eq!(

@@ -1,0 +1,88 @@
+-- Token buckets as in ratelimit.rs: capacity per minute, level in 1/60000 token, updated (ms).
+-- A bucket is three locals (cap, level, at), never a table: the helpers take and return them.
+
+-- The account-hash field holding the two buckets of key kind l or t, packed with BUCKETS.
+local BUCKET_FIELD = { l = 'b', t = 'xb' }
+local BUCKETS = '<dddddd'
+-- Library 11's six fields per kind (requests then tokens, each capacity, level, updated).
+local LEGACY_BUCKET_FIELDS = {
+  l = { 'rc', 'rl', 'ra', 'tc', 'tl', 'ta' },
+  t = { 'xrc', 'xrl', 'xra', 'xtc', 'xtl', 'xta' },
+}
+
+-- The buckets of kind `kind` as rc, rl, ra, tc, tl, ta, from `packed` (the field as read: ''
+-- for an account created since library 12 that has no buckets yet) or, when the account has no
+-- such field, from library 11's fields (nil where absent), and whether any of those was there
+-- (the writer then deletes them).
+local function buckets_read(acct, kind, packed)
+  if packed then
+    if packed == '' then return nil, nil, nil, nil, nil, nil, false end
+    local rc, rl, ra, tc, tl, ta = struct.unpack(BUCKETS, packed)
+    return rc, rl, ra, tc, tl, ta, false
+  end
+  local f = LEGACY_BUCKET_FIELDS[kind]
+  local v = redis.call('HMGET', acct, f[1], f[2], f[3], f[4], f[5], f[6])
+  local legacy = v[1] or v[2] or v[3] or v[4] or v[5] or v[6]
+  return tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5]), tonumber(v[6]), legacy ~= nil
+end
+
+-- A bucket as read, or a new (full) one of `capacity` if any of its three numbers is missing.
+local function bucket_or_new(cap, level, at, capacity, now)
+  if cap == nil or level == nil or at == nil then
+    return capacity, capacity * UNITS, now
+  end
+  return cap, level, at
+end
+
+-- The buckets packed, to be written to their field; deletes library 11's fields of that kind
+-- if any was read.
+local function buckets_written(acct, kind, legacy, rc, rl, ra, tc, tl, ta)
+  if legacy then
+    local f = LEGACY_BUCKET_FIELDS[kind]
+    redis.call('HDEL', acct, f[1], f[2], f[3], f[4], f[5], f[6])
+  end
+  return struct.pack(BUCKETS, rc, rl, ra, tc, tl, ta)
+end
+
+local function refill(cap, level, at, now)
+  if now > at then
+    if now - at >= UNITS then
+      return cap * UNITS, now
+    end
+    return math.min(level + (now - at) * cap, cap * UNITS), now
+  end
+  return level, at
+end
+
+-- The bucket with its capacity changed to `capacity` (the account's tier or limits changed).
+local function fit(cap, level, at, capacity, now)
+  if capacity ~= cap then
+    level, at = refill(cap, level, at, now)
+    if capacity > cap then
+      level = level + (capacity - cap) * UNITS
+    end
+    return capacity, math.min(level, capacity * UNITS), at
+  end
+  return cap, level, at
+end
+
+-- Milliseconds until `tokens` fit in a bucket refilled to now, 0 if they fit now, -1 for never.
+local function wait_ms(cap, level, tokens)
+  local needed = tokens * UNITS
+  if needed <= level then return 0 end
+  if cap == 0 then return -1 end
+  return div_ceil(needed - level, cap)
+end
+
+local function reset_ms(cap, level)
+  if cap == 0 then return 0 end
+  return div_ceil(cap * UNITS - level, cap)
+end
+
+-- `rates...` of the replies: requests limit, remaining, reset ms, then the same for tokens,
+-- of the buckets refilled to `now`.
+local function snapshot(rc, rl, ra, tc, tl, ta, now)
+  rl = refill(rc, rl, ra, now)
+  tl = refill(tc, tl, ta, now)
+  return { rc, div_floor(rl, UNITS), reset_ms(rc, rl), tc, div_floor(tl, UNITS), reset_ms(tc, tl) }
+end
