@@ -7,7 +7,8 @@
 //! exactly as before: one read, one timer). If nothing came by then, the read is cancelled and
 //! awaited, so a byte that raced the cancel is kept, never lost; the buffer (and the canceller)
 //! go back to the worker's `IdleReadPool`, the connection waits for readability without a
-//! buffer, and borrows one again when bytes arrive. Streams that cannot wait that way (TLS:
+//! buffer (its idle deadline is a slot in the worker's `Deadlines`, not a monoio `Sleep`), and
+//! borrows one again when bytes arrive. Streams that cannot wait that way (TLS:
 //! rustls may hold decrypted bytes the socket no longer shows) keep their buffer while idle.
 //! This module never parses what it reads.
 
@@ -19,6 +20,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, CancelableAsyncReadRent, Cancell
 use monoio::time::Instant;
 
 use crate::clock::timer_now;
+use crate::http::deadlines::{Deadline, Deadlines, before};
 use crate::http::future_slot::Pooled;
 use crate::limits::{
     IDLE_READ_POOL_MAX_BUFFERS, READ_BUFFER_IDLE_MAX_BYTES, READ_BUFFER_INITIAL_BYTES, READ_CHUNK_MAX_BYTES,
@@ -51,7 +53,7 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent {
 
     /// Waits until the stream has something to read (bytes, end of stream or an error) or
     /// `deadline` passes; false if it passed or the wait failed.
-    fn wait_readable(&mut self, _deadline: Instant) -> impl Future<Output = bool> {
+    fn wait_readable(&mut self, _deadline: Deadline<'_>) -> impl Future<Output = bool> {
         std::future::ready(true)
     }
 }
@@ -78,8 +80,8 @@ impl ClientStream for monoio::net::TcpStream {
         }
     }
 
-    async fn wait_readable(&mut self, deadline: Instant) -> bool {
-        matches!(monoio::time::timeout_at(deadline, self.readable(false)).await, Ok(Ok(())))
+    async fn wait_readable(&mut self, deadline: Deadline<'_>) -> bool {
+        matches!(before(deadline, self.readable(false)).await, Some(Ok(())))
     }
 }
 
@@ -93,6 +95,8 @@ impl ClientStream for monoio::net::UnixStream {}
 pub struct IdleReadPool {
     buffers: RefCell<Vec<Vec<u8>>>,
     cancellers: RefCell<Vec<Canceller>>,
+    /// The idle deadlines of the connections waiting without a buffer (no monoio `Sleep` each).
+    deadlines: Deadlines,
 }
 
 impl IdleReadPool {
@@ -165,7 +169,7 @@ pub async fn wait_for_request<S: ClientStream>(
         }
     }
     // Quiet (or new): no buffer until the client's bytes arrive.
-    if !stream.wait_readable(idle_deadline).await {
+    if !stream.wait_readable(pool.deadlines.until(idle_deadline)).await {
         return ReadMore::TimedOut;
     }
     *buffer = pool.lend_buffer();
