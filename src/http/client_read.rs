@@ -38,11 +38,11 @@ pub trait ClientStream: AsyncReadRent + AsyncWriteRent {
     /// end a pending read early without losing bytes (`read_unless_quiet`).
     const WAITS_WITHOUT_BUFFER: bool = false;
 
-    /// Reads into `slice`; `None` (the slice back, nothing read) if no byte came by `quiet_at`.
+    /// Reads into `slice`; `None` (the slice back, nothing read) if no byte came before `quiet`.
     fn read_unless_quiet(
         &mut self,
         slice: SliceMut<Vec<u8>>,
-        _quiet_at: Instant,
+        _quiet: Deadline<'_>,
         _canceller: &mut Canceller,
     ) -> impl Future<Output = (Option<std::io::Result<usize>>, SliceMut<Vec<u8>>)> {
         async move {
@@ -64,12 +64,12 @@ impl ClientStream for monoio::net::TcpStream {
     async fn read_unless_quiet(
         &mut self,
         slice: SliceMut<Vec<u8>>,
-        quiet_at: Instant,
+        quiet: Deadline<'_>,
         canceller: &mut Canceller,
     ) -> (Option<std::io::Result<usize>>, SliceMut<Vec<u8>>) {
         let read = self.cancelable_read(slice, canceller.handle());
         let mut read = std::pin::pin!(read);
-        if let Ok((result, slice)) = monoio::time::timeout_at(quiet_at, read.as_mut()).await {
+        if let Some((result, slice)) = before(quiet, read.as_mut()).await {
             return (Some(result), slice);
         }
         // Quiet: cancel, then await the read, which ends with the bytes if they won the race.
@@ -158,7 +158,8 @@ pub async fn wait_for_request<S: ClientStream>(
         let slice = read_slice(buffer, max_bytes);
         // In a pooled slot: this read's state is larger than the quiet wait's, so a quiet
         // connection's task would otherwise carry it while it idles.
-        let (result, slice) = Pooled::new(stream.read_unless_quiet(slice, quiet_at, lent)).await;
+        let quiet = pool.deadlines.until(quiet_at);
+        let (result, slice) = Pooled::new(stream.read_unless_quiet(slice, quiet, lent)).await;
         *buffer = slice.into_inner();
         if let Some(result) = result {
             return read_outcome(result);

@@ -8,8 +8,9 @@
 //! fires what is due and sleeps again; an earlier deadline set meanwhile wakes it to re-arm.
 //!
 //! A deadline dropped before it fires frees its slot at once; its queue entry stays until it
-//! comes up or until stale entries outnumber live ones, when the queue is compacted, so the
-//! queue holds at most about twice the deadlines alive. This module only wakes tasks: it never
+//! comes up or until the queue is full and at least half stale, when it is compacted instead of
+//! grown, so the queue holds at most about twice the deadlines alive and a warm worker allocates
+//! nothing for a deadline set and dropped. This module only wakes tasks: it never
 //! reads, writes or closes a connection.
 
 use std::cell::RefCell;
@@ -23,9 +24,6 @@ use std::task::{Context, Poll, Waker};
 use monoio::time::Instant;
 
 use crate::clock::timer_now;
-
-/// Stale queue entries tolerated beyond the live ones before the queue is compacted.
-const STALE_ENTRIES_SLACK: usize = 64;
 
 #[derive(Copy, Clone, PartialEq, Eq)]
 enum SlotState {
@@ -75,7 +73,9 @@ impl State {
             }
         };
         self.live += 1;
-        if self.queue.len() >= 2 * self.live + STALE_ENTRIES_SLACK {
+        // Compact instead of growing while stale entries are at least half of the queue, so the
+        // queue grows only for live deadlines (and a warm worker allocates none per request).
+        if self.queue.len() == self.queue.capacity() && self.queue.len() >= 2 * self.live {
             let slots = &self.slots;
             self.queue.retain(|Reverse((at, index))| {
                 let slot = &slots[*index as usize];
@@ -299,7 +299,8 @@ mod tests {
                 assert_eq!(ended, Some(()));
                 assert_eq!(deadlines.waiting(), 0);
             }
-            assert!(deadlines.queued() <= STALE_ENTRIES_SLACK + 2, "{} entries queued", deadlines.queued());
+            assert!(deadlines.queued() <= 4, "{} entries queued", deadlines.queued());
+            assert!(deadlines.shared.borrow().queue.capacity() <= 4, "the queue did not grow for stale entries");
             assert!(deadlines.shared.borrow().slots.len() <= 1, "one slot reused");
         });
     }
