@@ -21,7 +21,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use crate::clock::deadline_after_ms;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
-use crate::http::client_read::{ClientStream, IdleReadPool, ReadMore, read_more, wait_for_request};
+use crate::http::client_read::{ClientStream, IdleReadPool, ReadGrace, ReadMore, read_more, wait_for_request};
 use crate::http::future_slot::Pooled;
 use crate::http::head_spans::HeadSpans;
 use crate::http::request::{BodyFraming, HeadError, Method, RequestHead, parse_head};
@@ -364,7 +364,7 @@ where
     let (handler, limits) = (&*handler, &limits);
     // Allocated when the client's first bytes arrive (`wait_for_request`).
     let mut read_buffer: Vec<u8> = Vec::new();
-    let mut read_canceller = None;
+    let mut read_grace = ReadGrace::default();
     let mut chunked_body: Vec<u8> = Vec::new();
     let mut sink = ResponseSink {
         stream,
@@ -383,7 +383,7 @@ where
             let pool = &handler.out_buffers().idle_reads;
             let room = limits.max_head_bytes + 1;
             let waits = (limits.keepalive_timeout_ms, IDLE_READ_GRACE_MS);
-            match wait_for_request(&mut sink.stream, &mut read_buffer, &mut read_canceller, pool, room, waits).await {
+            match wait_for_request(&mut sink.stream, &mut read_buffer, &mut read_grace, pool, room, waits).await {
                 ReadMore::Bytes => {}
                 ReadMore::Eof | ReadMore::Failed | ReadMore::TimedOut => return,
             }
