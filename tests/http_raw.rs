@@ -232,6 +232,35 @@ fn slow_head_is_cut_off_at_the_timeout() {
     assert!(waited < Duration::from_secs(10), "closed after {waited:?}");
 }
 
+// Goal: keep-alive connections are closed at the keep-alive timeout (lowered to 400 ms here),
+// counted from the last answer, whether they never sent a byte or were served and went quiet
+// (past the read grace, when the idle deadline is the worker's, not the connection's); and a
+// client that pauses past the grace but not the timeout still gets its next request answered.
+#[test]
+fn quiet_keep_alive_connections_close_at_the_idle_timeout() {
+    let gateway = TestGateway::start_config(config_with("keepalive_timeout_ms = 400\n"));
+    let key = gateway.account_with_key("quiet", "1.00", "live");
+    let started = Instant::now();
+    let fresh = connect(gateway.api);
+    let served = connect(gateway.api);
+    let paused = connect(gateway.api);
+    for stream in [&served, &paused] {
+        let mut stream = stream;
+        stream.write_all(models_request(&key).as_bytes()).unwrap();
+        assert_eq!(read_response(&mut BufReader::new(stream)).unwrap().status, 200);
+    }
+    let answered = Instant::now();
+    std::thread::sleep(Duration::from_millis(250));
+    (&paused).write_all(models_request(&key).as_bytes()).unwrap();
+    assert_eq!(read_response(&mut BufReader::new(&paused)).unwrap().status, 200, "the paused client's request");
+    assert!(closed_by_server(&mut BufReader::new(fresh)), "the fresh connection");
+    assert!(started.elapsed() >= Duration::from_millis(400), "closed after {:?}", started.elapsed());
+    assert!(closed_by_server(&mut BufReader::new(served)), "the served connection");
+    let waited = answered.elapsed();
+    assert!(waited >= Duration::from_millis(400), "the served connection closed {waited:?} after its answer");
+    assert!(waited < Duration::from_secs(5), "the served connection closed {waited:?} after its answer");
+}
+
 // Goal: garbage that is not HTTP gets a 400 JSON error, and the server stays up.
 #[test]
 fn garbage_gets_400_and_server_survives() {

@@ -7,6 +7,7 @@ pub mod chunked;
 pub mod client_read;
 pub mod cors;
 pub mod date;
+pub mod deadlines;
 pub mod duration;
 pub mod future_slot;
 pub mod head_spans;

@@ -21,7 +21,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use crate::clock::deadline_after_ms;
 use crate::errors::{ApiError, Detail, ErrorKind};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
-use crate::http::client_read::{ClientStream, IdleReadPool, ReadMore, read_more, wait_for_request};
+use crate::http::client_read::{ClientStream, IdleReadPool, ReadGrace, ReadMore, read_more, wait_for_request};
 use crate::http::future_slot::Pooled;
 use crate::http::head_spans::HeadSpans;
 use crate::http::request::{BodyFraming, HeadError, Method, RequestHead, parse_head};
@@ -63,6 +63,8 @@ impl Default for ServerLimits {
 #[derive(Default)]
 pub struct OutBufferPool {
     buffers: std::cell::RefCell<Vec<Vec<u8>>>,
+    /// The small buffers of answers' extra header lines (`ResponseSink::head_lines`).
+    head_lines: std::cell::RefCell<Vec<Vec<u8>>>,
     /// Read buffers and cancellers for connections waiting for their next request.
     pub idle_reads: IdleReadPool,
 }
@@ -81,6 +83,24 @@ impl OutBufferPool {
         buffer.clear();
         let mut buffers = self.buffers.borrow_mut();
         if buffers.len() < OUT_BUFFER_POOL_MAX_BUFFERS {
+            buffers.push(buffer);
+        }
+    }
+
+    /// A buffer for an answer's extra header lines: a pooled one, or an empty one that
+    /// allocates only if a line is added.
+    fn lend_head_lines(&self) -> Vec<u8> {
+        self.head_lines.borrow_mut().pop().unwrap_or_default()
+    }
+
+    /// Takes a head-lines buffer back (kept only if it has room and the pool is not full).
+    fn give_back_head_lines(&self, mut buffer: Vec<u8>) {
+        let mut buffers = self.head_lines.borrow_mut();
+        if buffer.capacity() != 0
+            && buffer.capacity() <= OUT_BUFFER_POOL_MAX_BUFFER_BYTES
+            && buffers.len() < OUT_BUFFER_POOL_MAX_BUFFERS
+        {
+            buffer.clear();
             buffers.push(buffer);
         }
     }
@@ -179,7 +199,8 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
         true
     }
 
-    /// Borrows the output and scratch buffers for one request from the worker's pool.
+    /// Borrows the output, scratch and head-lines buffers for one request from the worker's
+    /// pool.
     fn lend_buffers(&mut self, pool: &OutBufferPool) {
         if self.out.capacity() == 0 {
             self.out = pool.lend();
@@ -187,12 +208,16 @@ impl<S: AsyncWriteRent> ResponseSink<S> {
         if self.scratch.capacity() == 0 {
             self.scratch = pool.lend();
         }
+        if self.head_lines.capacity() == 0 {
+            self.head_lines = pool.lend_head_lines();
+        }
     }
 
-    /// Gives the request's output and scratch buffers back, so an idle connection holds neither.
+    /// Gives the request's buffers back, so an idle connection holds none of them.
     fn return_buffers(&mut self, pool: &OutBufferPool) {
         pool.give_back(std::mem::take(&mut self.out));
         pool.give_back(std::mem::take(&mut self.scratch));
+        pool.give_back_head_lines(std::mem::take(&mut self.head_lines));
     }
 
     /// Sets the manners of the request about to be answered.
@@ -339,7 +364,7 @@ where
     let (handler, limits) = (&*handler, &limits);
     // Allocated when the client's first bytes arrive (`wait_for_request`).
     let mut read_buffer: Vec<u8> = Vec::new();
-    let mut read_canceller = None;
+    let mut read_grace = ReadGrace::default();
     let mut chunked_body: Vec<u8> = Vec::new();
     let mut sink = ResponseSink {
         stream,
@@ -358,7 +383,7 @@ where
             let pool = &handler.out_buffers().idle_reads;
             let room = limits.max_head_bytes + 1;
             let waits = (limits.keepalive_timeout_ms, IDLE_READ_GRACE_MS);
-            match wait_for_request(&mut sink.stream, &mut read_buffer, &mut read_canceller, pool, room, waits).await {
+            match wait_for_request(&mut sink.stream, &mut read_buffer, &mut read_grace, pool, room, waits).await {
                 ReadMore::Bytes => {}
                 ReadMore::Eof | ReadMore::Failed | ReadMore::TimedOut => return,
             }
