@@ -24,6 +24,7 @@ use crate::ids::IdText;
 use crate::limits::{EMBEDDED_LEDGER_MAX_RECORDS_PER_ACCOUNT, HOLD_TTL_MS, MAX_USAGE_QUERY_LIMIT};
 use crate::money::{Nanos, TokenUsage};
 use crate::ratelimit::TokenBucket;
+use crate::store::spend_cap::PeriodSpend;
 use crate::store::types::*;
 
 mod payments;
@@ -118,27 +119,17 @@ struct Hold {
 }
 
 /// A key's spend, kept for every key whether capped or not (so a cap set later counts what the
-/// key already spent in its period): what its open holds hold, what it spent in the day and the
-/// month it was last charged in (their starts, ms) and over its lifetime. A charge counts in
-/// the period it settles in. Test keys hold and spend nothing.
+/// key already spent in its period): what its open holds hold and what it spent, by period.
+/// Test keys hold and spend nothing.
 #[derive(Default)]
 struct KeySpendState {
     held: Nanos,
-    day: (u64, Nanos),
-    month: (u64, Nanos),
-    lifetime: Nanos,
+    spend: PeriodSpend,
 }
 
 impl KeySpendState {
-    /// Spent in the period of kind `period` starting at `start_ms`: a record of an older period
-    /// spent nothing in it; one of a newer period (the caller's clock is behind) counts whole.
     fn spent_in(&self, period: CapPeriod, start_ms: u64) -> Nanos {
-        let (at, spent) = match period {
-            CapPeriod::Day => self.day,
-            CapPeriod::Month => self.month,
-            CapPeriod::Lifetime => return self.lifetime,
-        };
-        if at >= start_ms { spent } else { Nanos::ZERO }
+        self.spend.spent_in(period, start_ms)
     }
 
     /// A hold of `amount` ends (settled, released or reaped).
@@ -147,16 +138,8 @@ impl KeySpendState {
         self.held = self.held.saturating_sub(amount);
     }
 
-    /// `charged` is settled at `now_ms`: it counts in that day, that month and the lifetime.
     fn charge(&mut self, charged: Nanos, now_ms: u64) {
-        for (slot, period) in [(&mut self.day, CapPeriod::Day), (&mut self.month, CapPeriod::Month)] {
-            let start_ms = period.start_ms(now_ms);
-            if slot.0 < start_ms {
-                *slot = (start_ms, Nanos::ZERO);
-            }
-            slot.1 = slot.1.saturating_add(charged);
-        }
-        self.lifetime = self.lifetime.saturating_add(charged);
+        self.spend.charge(charged, now_ms);
     }
 }
 

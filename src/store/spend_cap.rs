@@ -99,9 +99,62 @@ pub struct SpendCap {
     pub period: CapPeriod,
 }
 
+/// What a key spent, each figure in the period it counts in: the day and the month it was last
+/// charged in (their starts, ms) and its lifetime. A charge counts in the period it settles in.
+/// The embedded store keeps one per key; the Redis store reads the library's `s:KEY` field
+/// into one (its `spend_in` follows the same rule).
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
+pub struct PeriodSpend {
+    pub day: (u64, Nanos),
+    pub month: (u64, Nanos),
+    pub lifetime: Nanos,
+}
+
+impl PeriodSpend {
+    /// Spent in the period of kind `period` starting at `start_ms`: a record of an older period
+    /// spent nothing in it; one of a newer period (the caller's clock is behind) counts whole.
+    pub fn spent_in(&self, period: CapPeriod, start_ms: u64) -> Nanos {
+        let (at, spent) = match period {
+            CapPeriod::Day => self.day,
+            CapPeriod::Month => self.month,
+            CapPeriod::Lifetime => return self.lifetime,
+        };
+        if at >= start_ms { spent } else { Nanos::ZERO }
+    }
+
+    /// `charged` is settled at `now_ms`: it counts in that day, that month and the lifetime.
+    pub fn charge(&mut self, charged: Nanos, now_ms: u64) {
+        for (slot, period) in [(&mut self.day, CapPeriod::Day), (&mut self.month, CapPeriod::Month)] {
+            let start_ms = period.start_ms(now_ms);
+            if slot.0 < start_ms {
+                *slot = (start_ms, Nanos::ZERO);
+            }
+            slot.1 = slot.1.saturating_add(charged);
+        }
+        self.lifetime = self.lifetime.saturating_add(charged);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // Goal: a charge counts in its day, month and lifetime; a new day starts the day's figure
+    // from zero and keeps the month's; a record of an older period counts nothing in a newer one.
+    #[test]
+    fn spend_counts_in_the_period_it_settles_in() {
+        let day1 = 1_796_213_700_000; // 2026-12-02T12:15:00Z
+        let day2 = day1 + MS_PER_DAY;
+        let mut spend = PeriodSpend::default();
+        spend.charge(Nanos(700), day1);
+        spend.charge(Nanos(50), day2);
+        assert_eq!(spend.spent_in(CapPeriod::Day, CapPeriod::Day.start_ms(day2)), Nanos(50));
+        assert_eq!(spend.spent_in(CapPeriod::Month, CapPeriod::Month.start_ms(day2)), Nanos(750));
+        assert_eq!(spend.spent_in(CapPeriod::Lifetime, 0), Nanos(750));
+        let next_month = CapPeriod::Month.resets_at_ms(day2).unwrap();
+        assert_eq!(spend.spent_in(CapPeriod::Month, next_month), Nanos::ZERO);
+        assert_eq!(spend.spent_in(CapPeriod::Day, CapPeriod::Day.start_ms(day1)), Nanos(50));
+    }
 
     // Goal: periods start and reset on UTC calendar boundaries, months and years included.
     #[test]

@@ -205,7 +205,7 @@ impl RedisStore {
         let held_field = format!("h:{key_id}");
         let args: [&[u8]; 4] = [b"HMGET", acct.as_bytes(), spent_field.as_bytes(), held_field.as_bytes()];
         let fields = self.read::<KeySpendFields>(connections, acct.as_bytes(), &args).await?;
-        Ok(KeySpend { spent: Nanos(fields.spent_in(period, period.start_ms(now_ms))), held: Nanos(fields.held) })
+        Ok(KeySpend { spent: fields.spend.spent_in(period, period.start_ms(now_ms)), held: Nanos(fields.held) })
     }
 
     pub async fn topup(

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use crate::errors::Bucket;
 use crate::money::{Nanos, TokenUsage};
 use crate::redis::{Frame, Indexed};
+use crate::store::spend_cap::PeriodSpend;
 use crate::store::types::{
     Admission, CapPeriod, DeadNode, KeyKind, KeyRecord, LeaseReply, Outcome, RateSnapshot, Reaped, Settled, SpendCap,
     StoreError, TIER_TRUSTED, TopupResult, UsageRecord,
@@ -94,22 +95,9 @@ pub(crate) fn cap_of(limit: Option<&str>, period: Option<&str>) -> Option<SpendC
 /// `HMGET P:{A}:acct s:KEY h:KEY`: the key's spend record ("day_start day_spent month_start
 /// month_spent lifetime_spent", see `fikra.lua`) and what its open holds hold.
 pub(super) struct KeySpendFields {
-    /// `[day_start_ms, day_spent, month_start_ms, month_spent, lifetime_spent]`; zeros if none.
-    pub spend: [u64; 5],
+    /// All zero when the key has no record (it never settled a charge).
+    pub spend: PeriodSpend,
     pub held: u64,
-}
-
-impl KeySpendFields {
-    /// Spent in the period of kind `period` starting at `start_ms` (the function's `spend_in`:
-    /// a record of an older period spent nothing in it, one of a newer period counts whole).
-    pub fn spent_in(&self, period: CapPeriod, start_ms: u64) -> u64 {
-        let (at, spent) = match period {
-            CapPeriod::Day => (self.spend[0], self.spend[1]),
-            CapPeriod::Month => (self.spend[2], self.spend[3]),
-            CapPeriod::Lifetime => return self.spend[4],
-        };
-        if at >= start_ms { spent } else { 0 }
-    }
 }
 
 impl FromReply for KeySpendFields {
@@ -124,7 +112,11 @@ impl FromReply for KeySpendFields {
                 }
                 numbers.next().is_none().then_some(spend)
             })
-            .unwrap_or([0; 5]);
+            .map_or_else(PeriodSpend::default, |[day_at, day, month_at, month, lifetime]| PeriodSpend {
+                day: (day_at, Nanos(day)),
+                month: (month_at, Nanos(month)),
+                lifetime: Nanos(lifetime),
+            });
         let held = text_at(&items, 1).and_then(|t| t.parse().ok()).unwrap_or(0);
         Ok(KeySpendFields { spend, held })
     }
