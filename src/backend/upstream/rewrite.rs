@@ -24,7 +24,7 @@
 
 use crate::json::write_json_escaped;
 use crate::limits::{MAX_JSON_DEPTH, UPSTREAM_MAX_SSE_EVENT_BYTES};
-use crate::openai::chat::json_scan::{Scanner, Span, StringToken, ValueKind, content_eq, object_members, text_members};
+use crate::openai::chat::json_scan::{Content, Scanner, Span, ValueKind, content_eq, object_members, text_members};
 
 mod usage;
 
@@ -134,14 +134,14 @@ enum Member {
 }
 
 impl Member {
-    fn of(key: StringToken, json: &[u8]) -> Member {
+    fn of(key: Content<'_>) -> Member {
         const NAMES: [(&[u8], Member); 4] = [
             (b"usage", Member::Usage),
             (b"choices", Member::Choices),
             (b"error", Member::Error),
             (b"x_groq", Member::XGroq),
         ];
-        key.pick(json, &NAMES).unwrap_or(Member::Other)
+        key.pick(&NAMES).unwrap_or(Member::Other)
     }
 }
 
@@ -225,10 +225,14 @@ pub fn rewrite_object(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) ->
 /// way (`UsageReader`).
 fn copy_rewritten(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) -> Option<TopLevel> {
     let upstream = names.upstream.as_bytes();
-    let is_upstream = |text: StringToken| {
-        let raw = text.raw(json);
-        // Without an escape only the same length can match (an escape makes the raw longer).
-        !upstream.is_empty() && if text.escaped { content_eq(raw, upstream) } else { raw == upstream }
+    // Without an escape only the same length can match (an escape makes the raw longer).
+    let is_upstream = |text: Content<'_>| {
+        !upstream.is_empty()
+            && if text.escaped {
+                content_eq(text.raw, upstream)
+            } else {
+                text.raw.len() == upstream.len() && text.raw == upstream
+            }
     };
     let mut scanner = Scanner::new(json);
     if scanner.peek_kind().ok()? != ValueKind::Object {
@@ -267,16 +271,17 @@ fn copy_rewritten(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) -> Opt
         let mut detail_count = false;
         if close == b'}' {
             let key = scanner.key_string().ok()?;
-            if is_upstream(key) {
+            let content = key.content(json);
+            if is_upstream(content) {
                 put_public(out, json, &mut copied, key.span, names.public);
             }
-            named_model = key.is(json, b"model");
+            named_model = content.is(b"model");
             if open == 1 {
-                member = Member::of(key, json);
+                member = Member::of(content);
             } else if in_usage && open == 2 {
-                usage_member = UsageMember::of(key, json);
+                usage_member = UsageMember::of(content);
             } else if in_usage && open == 3 {
-                detail_count = usage.is_detail_count(key, json);
+                detail_count = usage.is_detail_count(content);
             }
         }
         let kind = scanner.peek_kind().ok()?;
@@ -313,12 +318,12 @@ fn copy_rewritten(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) -> Opt
             }
             ValueKind::String => {
                 let text = scanner.string_value().ok()?;
-                if named_model || is_upstream(text) {
+                if named_model || is_upstream(text.content(json)) {
                     put_public(out, json, &mut copied, text.span, names.public);
                 }
                 text.span
             }
-            _ => scanner.value(open + 1).ok()?.1,
+            _ => scanner.scalar_value(kind).ok()?,
         };
         if open == 1 {
             top.record(json, member, kind, span, &usage);

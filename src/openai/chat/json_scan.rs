@@ -66,18 +66,38 @@ impl StringToken {
         self.span.inner().slice(body)
     }
 
-    /// Whether the content decodes to exactly `plain` (as `content_eq`, cheaper without an
-    /// escape).
+    /// The content in `body`, to compare (slice it once, compare it many times).
+    #[inline]
+    pub fn content<'a>(&self, body: &'a [u8]) -> Content<'a> {
+        Content { raw: self.raw(body), escaped: self.escaped }
+    }
+
+    /// Whether the content decodes to exactly `plain` (`Content::is`).
     #[inline]
     pub fn is(&self, body: &[u8], plain: &[u8]) -> bool {
-        let raw = self.raw(body);
-        if self.escaped { content_eq(raw, plain) } else { raw == plain }
+        self.content(body).is(plain)
+    }
+}
+
+/// A string's raw content and whether it holds an escape (from a `StringToken`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Content<'a> {
+    pub raw: &'a [u8],
+    pub escaped: bool,
+}
+
+impl Content<'_> {
+    /// Whether the content decodes to exactly `plain` (as `content_eq`, byte for byte without
+    /// an escape).
+    #[inline]
+    pub fn is(&self, plain: &[u8]) -> bool {
+        if self.escaped { content_eq(self.raw, plain) } else { self.raw == plain }
     }
 
     /// What `table` pairs with the first name the content decodes to, if any.
     #[inline]
-    pub fn pick<T: Copy>(&self, body: &[u8], table: &[(&[u8], T)]) -> Option<T> {
-        table.iter().find(|(name, _)| self.is(body, name)).map(|&(_, value)| value)
+    pub fn pick<T: Copy>(&self, table: &[(&[u8], T)]) -> Option<T> {
+        table.iter().find(|(name, _)| self.is(name)).map(|&(_, value)| value)
     }
 }
 
@@ -240,6 +260,15 @@ impl<'a> Scanner<'a> {
         self.string()
     }
 
+    /// Reads the scalar of kind `kind` that starts here (as `peek_kind` just told); returns
+    /// its span. A container kind is a syntax error (use `value` or `enter` for those).
+    #[inline]
+    pub fn scalar_value(&mut self, kind: ValueKind) -> Result<Span, JsonFault> {
+        let start = self.position;
+        self.scalar_of(kind)?;
+        Ok(Span::new(start, self.position))
+    }
+
     /// Reads one whole value of any kind sitting at nesting level `depth`; returns its kind and
     /// span. Containers are walked iteratively, so no input can exhaust the stack.
     pub fn value(&mut self, depth: usize) -> Result<(ValueKind, Span), JsonFault> {
@@ -327,6 +356,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string starting at its opening quote; returns its span including both quotes.
+    #[inline]
     fn string(&mut self) -> Result<StringToken, JsonFault> {
         let bytes = self.bytes;
         let start = self.position;

@@ -8,7 +8,7 @@
 //! itself beyond `text_members`, never writes, never allocates.
 
 use crate::money::TokenUsage;
-use crate::openai::chat::json_scan::{StringToken, text_members};
+use crate::openai::chat::json_scan::{Content, text_members};
 
 /// A non-negative integer JSON number, from the value's raw text. A JSON value never starts
 /// with `+`, so this reads exactly what `str::parse::<u64>` would: digits only, no overflow.
@@ -33,14 +33,14 @@ pub(super) enum UsageMember {
 }
 
 impl UsageMember {
-    pub(super) fn of(key: StringToken, json: &[u8]) -> UsageMember {
+    pub(super) fn of(key: Content<'_>) -> UsageMember {
         const NAMES: [(&[u8], UsageMember); 4] = [
             (b"prompt_tokens", UsageMember::Prompt),
             (b"completion_tokens", UsageMember::Completion),
             (b"prompt_tokens_details", UsageMember::PromptDetails),
             (b"completion_tokens_details", UsageMember::CompletionDetails),
         ];
-        key.pick(json, &NAMES).unwrap_or(UsageMember::Other)
+        key.pick(&NAMES).unwrap_or(UsageMember::Other)
     }
 
     /// The count a details member holds.
@@ -83,8 +83,8 @@ impl UsageReader {
     }
 
     /// Whether `key`, a key of the details object being read, is the count it holds.
-    pub(super) fn is_detail_count(&self, key: StringToken, json: &[u8]) -> bool {
-        self.details.is_some_and(|(member, _)| key.is(json, member.detail_key()))
+    pub(super) fn is_detail_count(&self, key: Content<'_>) -> bool {
+        self.details.is_some_and(|(member, _)| key.is(member.detail_key()))
     }
 
     /// The value of the details object's count member.
@@ -135,7 +135,7 @@ pub(super) fn parse_usage(json: &str) -> Option<TokenUsage> {
     let bytes = json.as_bytes();
     text_members(json, |key, value| {
         let raw = value.slice(bytes);
-        match UsageMember::of(key, bytes) {
+        match UsageMember::of(key.content(bytes)) {
             UsageMember::Prompt => prompt = count(raw),
             UsageMember::Completion => completion = count(raw),
             UsageMember::PromptDetails => {
