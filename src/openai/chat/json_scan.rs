@@ -96,8 +96,8 @@ impl Content<'_> {
 
     /// What `table` pairs with the first name the content decodes to, if any.
     #[inline]
-    pub fn pick<T: Copy>(&self, table: &[(&[u8], T)]) -> Option<T> {
-        table.iter().find(|(name, _)| self.is(name)).map(|&(_, value)| value)
+    pub fn pick<N: AsRef<[u8]>, T: Copy>(&self, table: &[(N, T)]) -> Option<T> {
+        table.iter().find(|(name, _)| self.is(name.as_ref())).map(|(_, value)| *value)
     }
 }
 
