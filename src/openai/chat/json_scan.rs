@@ -356,7 +356,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string starting at its opening quote; returns its span including both quotes.
-    #[inline]
+    #[inline(always)]
     fn string(&mut self) -> Result<StringToken, JsonFault> {
         let bytes = self.bytes;
         let start = self.position;
