@@ -237,6 +237,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// `key`, telling also whether the key holds an escape.
+    #[inline(always)]
     pub fn key_string(&mut self) -> Result<StringToken, JsonFault> {
         self.skip_whitespace();
         if self.peek() != Some(b'"') {
@@ -252,6 +253,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Reads the string value that starts here (after whitespace).
+    #[inline(always)]
     pub fn string_value(&mut self) -> Result<StringToken, JsonFault> {
         self.skip_whitespace();
         if self.peek() != Some(b'"') {
@@ -335,6 +337,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// The scalar of kind `kind` (as `peek_kind` just told) that starts here.
+    #[inline(always)]
     fn scalar_of(&mut self, kind: ValueKind) -> Result<(), JsonFault> {
         match kind {
             ValueKind::String => self.string().map(|_| ()),
