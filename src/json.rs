@@ -28,13 +28,22 @@ pub fn write_json_escaped(out: &mut Vec<u8>, text: &str) {
     let mut index = 0;
     while index < bytes.len() {
         // Plain bytes eight at a time, then straight to the first one that needs escaping.
-        if let Some(word) = bytes.get(index..index + 8) {
-            let special = special_bytes(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
+        if let Some(word) = bytes.get(index..).and_then(<[u8]>::first_chunk::<8>) {
+            let special = special_bytes(u64::from_le_bytes(*word));
             if special == 0 {
                 index += 8;
                 continue;
             }
             index += (special.trailing_zeros() / 8) as usize;
+        } else if let Some(last) = bytes.last_chunk::<8>() {
+            // Fewer than eight left: the last eight bytes as one word, those already looked at
+            // masked off (`bytes.len() - index` < 8, so the shift is below 64).
+            let seen = 8 - (bytes.len() - index);
+            let special = special_bytes(u64::from_le_bytes(*last)) & (u64::MAX << (8 * seen));
+            if special == 0 {
+                break;
+            }
+            index = bytes.len() - 8 + (special.trailing_zeros() / 8) as usize;
         }
         let byte = bytes[index];
         let escape: Option<&[u8]> = match byte {

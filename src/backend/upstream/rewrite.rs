@@ -24,7 +24,11 @@
 
 use crate::json::write_json_escaped;
 use crate::limits::{MAX_JSON_DEPTH, UPSTREAM_MAX_SSE_EVENT_BYTES};
-use crate::openai::chat::json_scan::{Scanner, Span, ValueKind, content_eq, object_members};
+use crate::openai::chat::json_scan::{Content, Scanner, Span, ValueKind, content_eq, object_members, text_members};
+
+mod usage;
+
+use self::usage::{UsageMember, UsageReader, parse_usage};
 
 /// Token counts an upstream reported.
 pub use crate::money::TokenUsage as ReportedUsage;
@@ -130,18 +134,14 @@ enum Member {
 }
 
 impl Member {
-    fn of(raw_key: &[u8]) -> Member {
-        if content_eq(raw_key, b"usage") {
-            Member::Usage
-        } else if content_eq(raw_key, b"choices") {
-            Member::Choices
-        } else if content_eq(raw_key, b"error") {
-            Member::Error
-        } else if content_eq(raw_key, b"x_groq") {
-            Member::XGroq
-        } else {
-            Member::Other
-        }
+    fn of(key: Content<'_>) -> Member {
+        const NAMES: [(&[u8], Member); 4] = [
+            (b"usage", Member::Usage),
+            (b"choices", Member::Choices),
+            (b"error", Member::Error),
+            (b"x_groq", Member::XGroq),
+        ];
+        key.pick(&NAMES).unwrap_or(Member::Other)
     }
 }
 
@@ -149,16 +149,18 @@ impl Member {
 /// except `error`: any non-null one counts).
 #[derive(Copy, Clone, Debug, Default)]
 struct TopLevel {
-    usage: Option<Span>,
+    /// What the last top-level `usage` said (`None` when it was not an object).
+    usage: Option<ReportedUsage>,
     choices: Choices,
     error: bool,
     x_groq: Option<Span>,
 }
 
 impl TopLevel {
-    fn record(&mut self, json: &[u8], member: Member, kind: ValueKind, span: Span) {
+    /// A top-level member's whole value; `usage` read it when it was the `usage` object.
+    fn record(&mut self, json: &[u8], member: Member, kind: ValueKind, span: Span, usage: &UsageReader) {
         match member {
-            Member::Usage => self.usage = (kind == ValueKind::Object).then_some(span),
+            Member::Usage => self.usage = if kind == ValueKind::Object { usage.finish() } else { None },
             Member::Choices => {
                 self.choices = match kind {
                     ValueKind::Array => {
@@ -192,6 +194,10 @@ fn put_public(out: &mut Vec<u8>, json: &[u8], copied: &mut usize, span: Span, pu
 /// doc), and reports what it is. `None` (and nothing written) if `json` is not one valid JSON
 /// object.
 pub fn rewrite_object(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) -> Option<ObjectFacts> {
+    if u32::try_from(json.len()).is_err() {
+        return None;
+    }
+    let text = std::str::from_utf8(json).ok()?;
     let start = out.len();
     let top = copy_rewritten(json, names, out);
     let Some(top) = top else {
@@ -199,13 +205,13 @@ pub fn rewrite_object(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) ->
         return None;
     };
     let mut facts = ObjectFacts { usage: None, choices: top.choices, is_error: top.error };
-    facts.usage = top.usage.and_then(|span| parse_usage(span.slice(json)));
+    facts.usage = top.usage;
     if let Some(span) = top.x_groq {
-        let x_groq = span.slice(json);
-        object_members(x_groq, |key, value| {
-            if content_eq(key, b"usage") && facts.usage.is_none() {
-                facts.usage = parse_usage(value.slice(x_groq));
-            } else if content_eq(key, b"error") && value.slice(x_groq) != b"null" {
+        let x_groq = span.text(text);
+        text_members(x_groq, |key, value| {
+            if key.is(x_groq.as_bytes(), b"usage") && facts.usage.is_none() {
+                facts.usage = parse_usage(value.text(x_groq));
+            } else if key.is(x_groq.as_bytes(), b"error") && value.text(x_groq) != "null" {
                 facts.is_error = true;
             }
         });
@@ -213,20 +219,28 @@ pub fn rewrite_object(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) ->
     Some(facts)
 }
 
-/// The walk behind `rewrite_object`: one pass of the strict scanner, containers tracked on a
-/// fixed stack (no recursion), every model-name site replaced as it is met.
+/// The walk behind `rewrite_object`, over bytes its caller checked to be UTF-8 and shorter
+/// than 4 GiB: one pass of the strict scanner, containers tracked on a fixed stack (no
+/// recursion), every model-name site replaced as it is met, the top-level `usage` read on the
+/// way (`UsageReader`).
 fn copy_rewritten(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) -> Option<TopLevel> {
-    if u32::try_from(json.len()).is_err() || std::str::from_utf8(json).is_err() {
-        return None;
-    }
     let upstream = names.upstream.as_bytes();
-    let is_upstream = |raw: &[u8]| !upstream.is_empty() && content_eq(raw, upstream);
+    // Without an escape only the same length can match (an escape makes the raw longer).
+    let is_upstream = |text: Content<'_>| {
+        !upstream.is_empty()
+            && if text.escaped {
+                content_eq(text.raw, upstream)
+            } else {
+                text.raw.len() == upstream.len() && text.raw == upstream
+            }
+    };
     let mut scanner = Scanner::new(json);
     if scanner.peek_kind().ok()? != ValueKind::Object {
         return None;
     }
     scanner.enter(1).ok()?;
     let mut top = TopLevel::default();
+    let mut usage = UsageReader::default();
     let mut copied = 0usize;
     // closers[i] closes the container open at level i + 1; the top-level object is level 1.
     let mut closers = [0u8; MAX_JSON_DEPTH];
@@ -237,26 +251,37 @@ fn copy_rewritten(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) -> Opt
     let mut walking: Option<(Member, ValueKind, usize)> = None;
     while open > 0 {
         let close = closers[open - 1];
+        // Inside the top-level `usage` object: its members are at level 2, a details object's at 3.
+        let in_usage = matches!(walking, Some((Member::Usage, ValueKind::Object, _)));
         if !scanner.next_item(close, &mut first).ok()? {
+            if in_usage && open == 3 {
+                usage.leave_details();
+            }
             open -= 1;
             if open == 1
                 && let Some((member, kind, value_start)) = walking.take()
             {
-                top.record(json, member, kind, Span::new(value_start, scanner.position()));
+                top.record(json, member, kind, Span::new(value_start, scanner.position()), &usage);
             }
             continue;
         }
         let mut named_model = false;
         let mut member = Member::Other;
+        let mut usage_member = UsageMember::Other;
+        let mut detail_count = false;
         if close == b'}' {
-            let key = scanner.key().ok()?;
-            let raw = key.inner().slice(json);
-            if is_upstream(raw) {
-                put_public(out, json, &mut copied, key, names.public);
+            let key = scanner.key_string().ok()?;
+            let content = key.content(json);
+            if is_upstream(content) {
+                put_public(out, json, &mut copied, key.span, names.public);
             }
-            named_model = content_eq(raw, b"model");
+            named_model = content.is(b"model");
             if open == 1 {
-                member = Member::of(raw);
+                member = Member::of(content);
+            } else if in_usage && open == 2 {
+                usage_member = UsageMember::of(content);
+            } else if in_usage && open == 3 {
+                detail_count = usage.is_detail_count(content);
             }
         }
         let kind = scanner.peek_kind().ok()?;
@@ -267,7 +292,7 @@ fn copy_rewritten(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) -> Opt
             put_public(out, json, &mut copied, span, names.public);
             continue;
         }
-        match kind {
+        let span = match kind {
             ValueKind::Object | ValueKind::Array => {
                 scanner.enter(open + 1).ok()?;
                 *closers.get_mut(open)? = if kind == ValueKind::Object { b'}' } else { b']' };
@@ -275,61 +300,42 @@ fn copy_rewritten(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) -> Opt
                 first = true;
                 if open == 2 {
                     walking = Some((member, kind, value_start));
+                    if member == Member::Usage {
+                        usage = UsageReader::default();
+                    }
+                } else if in_usage && open == 3 {
+                    let details = matches!(usage_member, UsageMember::PromptDetails | UsageMember::CompletionDetails);
+                    if details && kind == ValueKind::Object {
+                        usage.enter_details(usage_member);
+                    } else {
+                        // A container is no count, and a details array holds none.
+                        usage.member(usage_member, b"[");
+                    }
+                } else if detail_count {
+                    usage.detail(b"[");
                 }
+                continue;
             }
-            _ => {
-                let (kind, span) = scanner.value(open + 1).ok()?;
-                if kind == ValueKind::String && (named_model || is_upstream(span.inner().slice(json))) {
-                    put_public(out, json, &mut copied, span, names.public);
+            ValueKind::String => {
+                let text = scanner.string_value().ok()?;
+                if named_model || is_upstream(text.content(json)) {
+                    put_public(out, json, &mut copied, text.span, names.public);
                 }
-                if open == 1 {
-                    top.record(json, member, kind, span);
-                }
+                text.span
             }
+            _ => scanner.scalar_value(kind).ok()?,
+        };
+        if open == 1 {
+            top.record(json, member, kind, span, &usage);
+        } else if in_usage && open == 2 {
+            usage.member(usage_member, span.slice(json));
+        } else if detail_count {
+            usage.detail(span.slice(json));
         }
     }
     scanner.finish().ok()?;
     out.extend_from_slice(json.get(copied..).unwrap_or(&[]));
     Some(top)
-}
-
-/// A non-negative integer JSON number.
-fn count(raw: &[u8]) -> Option<u64> {
-    std::str::from_utf8(raw).ok()?.parse::<u64>().ok()
-}
-
-/// The one count `key` of the object `json` (`prompt_tokens_details.cached_tokens`, ...).
-fn nested_count(json: &[u8], key: &[u8]) -> Option<u64> {
-    let mut found = None;
-    object_members(json, |member, value| {
-        if content_eq(member, key) {
-            found = count(value.slice(json));
-        }
-    })?;
-    found
-}
-
-/// Reads a usage object: `prompt_tokens` and `completion_tokens` (both required), and
-/// `prompt_tokens_details.cached_tokens` and `completion_tokens_details.reasoning_tokens` when
-/// given (OpenAI's shape; Groq's `x_groq.usage` is the same).
-fn parse_usage(json: &[u8]) -> Option<ReportedUsage> {
-    let (mut prompt, mut completion) = (None, None);
-    let mut usage = ReportedUsage::default();
-    object_members(json, |key, value| {
-        let raw = value.slice(json);
-        if content_eq(key, b"prompt_tokens") {
-            prompt = count(raw);
-        } else if content_eq(key, b"completion_tokens") {
-            completion = count(raw);
-        } else if content_eq(key, b"prompt_tokens_details") {
-            usage.cached_prompt_tokens = nested_count(raw, b"cached_tokens").unwrap_or(0);
-        } else if content_eq(key, b"completion_tokens_details") {
-            usage.reasoning_tokens = nested_count(raw, b"reasoning_tokens").unwrap_or(0);
-        }
-    })?;
-    usage.prompt_tokens = prompt?;
-    usage.completion_tokens = completion?;
-    Some(usage)
 }
 
 /// What one SSE event was.

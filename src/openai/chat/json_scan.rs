@@ -37,6 +37,11 @@ impl Span {
     pub fn slice<'a>(&self, body: &'a [u8]) -> &'a [u8] {
         body.get(self.start as usize..self.end as usize).unwrap_or(&[])
     }
+    /// The text this span covers in `body` (empty if it does not fit or cuts a character).
+    /// Slicing a `str` checks two character boundaries, never the text again.
+    pub fn text<'a>(&self, body: &'a str) -> &'a str {
+        body.get(self.start as usize..self.end as usize).unwrap_or("")
+    }
     /// The span without its first and last byte: a string value's content without its quotes.
     pub fn inner(&self) -> Span {
         if self.len() < 2 {
@@ -44,6 +49,55 @@ impl Span {
         } else {
             Span { start: self.start + 1, end: self.end - 1 }
         }
+    }
+}
+
+/// A string the scanner read: its span (quotes included) and whether its content holds an
+/// escape. Without one the raw content is the text itself, so it compares byte for byte.
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct StringToken {
+    pub span: Span,
+    pub escaped: bool,
+}
+
+impl StringToken {
+    /// The raw content (between the quotes) in `body`.
+    pub fn raw<'a>(&self, body: &'a [u8]) -> &'a [u8] {
+        self.span.inner().slice(body)
+    }
+
+    /// The content in `body`, to compare (slice it once, compare it many times).
+    #[inline]
+    pub fn content<'a>(&self, body: &'a [u8]) -> Content<'a> {
+        Content { raw: self.raw(body), escaped: self.escaped }
+    }
+
+    /// Whether the content decodes to exactly `plain` (`Content::is`).
+    #[inline]
+    pub fn is(&self, body: &[u8], plain: &[u8]) -> bool {
+        self.content(body).is(plain)
+    }
+}
+
+/// A string's raw content and whether it holds an escape (from a `StringToken`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct Content<'a> {
+    pub raw: &'a [u8],
+    pub escaped: bool,
+}
+
+impl Content<'_> {
+    /// Whether the content decodes to exactly `plain` (as `content_eq`, byte for byte without
+    /// an escape).
+    #[inline]
+    pub fn is(&self, plain: &[u8]) -> bool {
+        if self.escaped { content_eq(self.raw, plain) } else { self.raw == plain }
+    }
+
+    /// What `table` pairs with the first name the content decodes to, if any.
+    #[inline]
+    pub fn pick<N: AsRef<[u8]>, T: Copy>(&self, table: &[(N, T)]) -> Option<T> {
+        table.iter().find(|(name, _)| self.is(name.as_ref())).map(|(_, value)| *value)
     }
 }
 
@@ -111,6 +165,7 @@ impl<'a> Scanner<'a> {
         self.bytes.get(self.position).copied()
     }
 
+    #[inline]
     pub fn skip_whitespace(&mut self) {
         while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
             self.position += 1;
@@ -118,6 +173,7 @@ impl<'a> Scanner<'a> {
     }
 
     /// Skips whitespace and tells which kind of value starts here, without consuming it.
+    #[inline]
     pub fn peek_kind(&mut self) -> Result<ValueKind, JsonFault> {
         self.skip_whitespace();
         match self.peek() {
@@ -134,6 +190,7 @@ impl<'a> Scanner<'a> {
 
     /// Enters the object or array that starts here and sits at nesting level `depth` (the
     /// top-level value is level 1). Returns the offset just past its opening bracket.
+    #[inline]
     pub fn enter(&mut self, depth: usize) -> Result<usize, JsonFault> {
         self.skip_whitespace();
         if !matches!(self.peek(), Some(b'{' | b'[')) {
@@ -148,6 +205,7 @@ impl<'a> Scanner<'a> {
 
     /// Moves to the next member (`close` = `}`) or element (`close` = `]`) of the container
     /// entered last; `Ok(false)` once it has closed. `first` starts true for each container.
+    #[inline]
     pub fn next_item(&mut self, close: u8, first: &mut bool) -> Result<bool, JsonFault> {
         self.skip_whitespace();
         if *first {
@@ -173,7 +231,14 @@ impl<'a> Scanner<'a> {
     }
 
     /// Reads a member's key and the colon after it; returns the key's span including quotes.
+    #[inline]
     pub fn key(&mut self) -> Result<Span, JsonFault> {
+        self.key_string().map(|key| key.span)
+    }
+
+    /// `key`, telling also whether the key holds an escape.
+    #[inline(always)]
+    pub fn key_string(&mut self) -> Result<StringToken, JsonFault> {
         self.skip_whitespace();
         if self.peek() != Some(b'"') {
             return Err(JsonFault::Syntax);
@@ -187,6 +252,25 @@ impl<'a> Scanner<'a> {
         Ok(key)
     }
 
+    /// Reads the string value that starts here (after whitespace).
+    #[inline(always)]
+    pub fn string_value(&mut self) -> Result<StringToken, JsonFault> {
+        self.skip_whitespace();
+        if self.peek() != Some(b'"') {
+            return Err(JsonFault::Syntax);
+        }
+        self.string()
+    }
+
+    /// Reads the scalar of kind `kind` that starts here (as `peek_kind` just told); returns
+    /// its span. A container kind is a syntax error (use `value` or `enter` for those).
+    #[inline]
+    pub fn scalar_value(&mut self, kind: ValueKind) -> Result<Span, JsonFault> {
+        let start = self.position;
+        self.scalar_of(kind)?;
+        Ok(Span::new(start, self.position))
+    }
+
     /// Reads one whole value of any kind sitting at nesting level `depth`; returns its kind and
     /// span. Containers are walked iteratively, so no input can exhaust the stack.
     pub fn value(&mut self, depth: usize) -> Result<(ValueKind, Span), JsonFault> {
@@ -194,7 +278,7 @@ impl<'a> Scanner<'a> {
         let start = self.position;
         match kind {
             ValueKind::Object | ValueKind::Array => self.skip_container(depth)?,
-            _ => self.scalar()?,
+            _ => self.scalar_of(kind)?,
         }
         Ok((kind, Span::new(start, self.position)))
     }
@@ -248,7 +332,14 @@ impl<'a> Scanner<'a> {
     }
 
     fn scalar(&mut self) -> Result<(), JsonFault> {
-        match self.peek_kind()? {
+        let kind = self.peek_kind()?;
+        self.scalar_of(kind)
+    }
+
+    /// The scalar of kind `kind` (as `peek_kind` just told) that starts here.
+    #[inline(always)]
+    fn scalar_of(&mut self, kind: ValueKind) -> Result<(), JsonFault> {
+        match kind {
             ValueKind::String => self.string().map(|_| ()),
             ValueKind::Number => self.number().map(|_| ()),
             ValueKind::True => self.literal(b"true"),
@@ -268,27 +359,38 @@ impl<'a> Scanner<'a> {
     }
 
     /// A string starting at its opening quote; returns its span including both quotes.
-    fn string(&mut self) -> Result<Span, JsonFault> {
+    #[inline(always)]
+    fn string(&mut self) -> Result<StringToken, JsonFault> {
+        let bytes = self.bytes;
         let start = self.position;
-        self.position += 1;
+        let mut at = start + 1;
+        let mut escaped = false;
         loop {
             // Skip plain bytes eight at a time (none is a quote, a backslash or a control byte),
             // then straight to the first special byte of the word that has one.
-            while let Some(word) = self.bytes.get(self.position..self.position + 8) {
-                let special = special_bytes(u64::from_le_bytes(word.try_into().unwrap_or([0; 8])));
+            while let Some(word) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
+                let special = special_bytes(u64::from_le_bytes(*word));
                 if special != 0 {
-                    self.position += (special.trailing_zeros() / 8) as usize;
+                    at += (special.trailing_zeros() / 8) as usize;
                     break;
                 }
-                self.position += 8;
+                at += 8;
             }
-            let Some(&byte) = self.bytes.get(self.position) else {
+            let Some(&byte) = bytes.get(at) else {
                 return Err(JsonFault::BadString);
             };
-            self.position += 1;
+            at += 1;
             match byte {
-                b'"' => return Ok(Span::new(start, self.position)),
-                b'\\' => self.escape()?,
+                b'"' => {
+                    self.position = at;
+                    return Ok(StringToken { span: Span::new(start, at), escaped });
+                }
+                b'\\' => {
+                    self.position = at;
+                    self.escape()?;
+                    at = self.position;
+                    escaped = true;
+                }
                 0x00..=0x1f => return Err(JsonFault::BadString),
                 _ => {}
             }
@@ -391,7 +493,15 @@ fn hex_value(digits: &[u8]) -> Option<u32> {
 /// grammar, nesting bounded, nothing after the object); `None` if it is not a valid object, in
 /// which case `visit` may already have seen the members before the fault.
 pub fn object_members<'j>(json: &'j [u8], mut visit: impl FnMut(&'j [u8], Span)) -> Option<()> {
-    if u32::try_from(json.len()).is_err() || std::str::from_utf8(json).is_err() {
+    let text = std::str::from_utf8(json).ok()?;
+    text_members(text, |key, value| visit(key.raw(json), value))
+}
+
+/// `object_members` of text already known to be UTF-8 (a `str` sliced out of a checked body
+/// carries that proof, so it is not checked again); `visit` gets the key as a token.
+pub fn text_members(text: &str, mut visit: impl FnMut(StringToken, Span)) -> Option<()> {
+    let json = text.as_bytes();
+    if u32::try_from(json.len()).is_err() {
         return None;
     }
     let mut scanner = Scanner::new(json);
@@ -401,9 +511,9 @@ pub fn object_members<'j>(json: &'j [u8], mut visit: impl FnMut(&'j [u8], Span))
     scanner.enter(1).ok()?;
     let mut first = true;
     while scanner.next_item(b'}', &mut first).ok()? {
-        let key = scanner.key().ok()?.inner();
+        let key = scanner.key_string().ok()?;
         let (_, value) = scanner.value(2).ok()?;
-        visit(key.slice(json), value);
+        visit(key, value);
     }
     scanner.finish().ok()
 }

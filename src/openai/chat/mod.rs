@@ -118,10 +118,11 @@ pub fn parse_chat_request(body: &[u8]) -> Result<ChatRequest<'_>, ApiError<'_>> 
     if u32::try_from(body.len()).is_err() {
         return Err(JsonFault::TooLarge.into());
     }
-    if std::str::from_utf8(body).is_err() {
+    let Ok(text) = std::str::from_utf8(body) else {
         return Err(JsonFault::NotUtf8.into());
-    }
-    let mut walk = Walk { body, scanner: Scanner::new(body), first_error: None, saw_model: false, saw_messages: false };
+    };
+    let mut walk =
+        Walk { body, text, scanner: Scanner::new(body), first_error: None, saw_model: false, saw_messages: false };
     let request = walk.request()?;
     if let Some(error) = walk.first_error {
         return Err(error);
@@ -246,6 +247,8 @@ fn prompt_bytes(kind: ValueKind, span: Span) -> u64 {
 /// `first_error` and the walk goes on, so a later JSON fault still wins.
 struct Walk<'a> {
     body: &'a [u8],
+    /// `body` as checked UTF-8: slices of it are text without a second check.
+    text: &'a str,
     scanner: Scanner<'a>,
     first_error: Option<ApiError<'a>>,
     saw_model: bool,
@@ -260,7 +263,7 @@ impl<'a> Walk<'a> {
     }
 
     fn text(&self, span: Span) -> &'a str {
-        std::str::from_utf8(span.slice(self.body)).unwrap_or("")
+        span.text(self.text)
     }
 
     fn request(&mut self) -> Result<ChatRequest<'a>, JsonFault> {
@@ -293,7 +296,8 @@ impl<'a> Walk<'a> {
         let mut key_hashes = [0u64; MAX_TOP_LEVEL_KEYS];
         let mut first = true;
         while self.scanner.next_item(b'}', &mut first)? {
-            let key_span = self.scanner.key()?;
+            let key_token = self.scanner.key_string()?;
+            let key_span = key_token.span;
             let key = key_span.inner();
             let key_raw = key.slice(self.body);
             let count = request.top_level_key_count;
@@ -310,7 +314,7 @@ impl<'a> Walk<'a> {
             key_hashes[count] = hash;
             request.top_level_keys[count] = key;
             request.top_level_key_count = count + 1;
-            let top_key = TOP_KEYS.iter().find(|(name, _)| content_eq(key_raw, name.as_bytes())).map(|(_, k)| *k);
+            let top_key = key_token.content(self.body).pick(&TOP_KEYS);
             self.member(top_key, key_span.start, &mut request)?;
             if top_key.is_some_and(TopKey::is_gateway_parameter) {
                 // Key to value: a span of this body, so never more than is left to subtract.
@@ -482,9 +486,7 @@ impl<'a> Walk<'a> {
         let mut seen_keys = 0u8;
         let mut first = true;
         while self.scanner.next_item(b'}', &mut first)? {
-            let key = self.scanner.key()?.inner();
-            let key_raw = key.slice(self.body);
-            let known = MESSAGE_KEYS.iter().find(|(name, _)| content_eq(key_raw, name.as_bytes())).map(|(_, k)| *k);
+            let known = self.scanner.key_string()?.content(self.body).pick(&MESSAGE_KEYS);
             let parts = matches!(known, Some(MessageKey::Content)) && self.scanner.peek_kind()? == ValueKind::Array;
             let (kind, span, media_payload_bytes) = if parts {
                 let (span, media_payload_bytes) = self.content_parts(message_index, request)?;

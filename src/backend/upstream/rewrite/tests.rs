@@ -201,3 +201,70 @@ fn single_event_limit() {
     assert_eq!(rewrite_event(over.as_bytes(), &NAMES, false, &mut usage, &mut out), EventKind::Malformed);
     assert!(event_too_large(UPSTREAM_MAX_SSE_EVENT_BYTES + 1) && !event_too_large(UPSTREAM_MAX_SSE_EVENT_BYTES));
 }
+
+// Goal: the top-level usage read during the walk says exactly what `parse_usage` says of the
+// same object alone (the reading the x_groq path keeps), and what each case expects, however
+// messy: repeated members (the last wins), escaped keys, details that are not objects or hold
+// the wrong kind, counts nested deeper than details, non-integer and overflowing counts, a
+// repeated `usage` whose last is not an object.
+#[test]
+fn usage_read_during_the_walk_matches_usage_read_alone() {
+    let full = |p, c, cached, reasoning| ReportedUsage {
+        prompt_tokens: p,
+        completion_tokens: c,
+        cached_prompt_tokens: cached,
+        reasoning_tokens: reasoning,
+    };
+    let cases: [(&str, Option<ReportedUsage>); 18] = [
+        (r#"{"prompt_tokens":9,"completion_tokens":5,"total_tokens":14}"#, Some(full(9, 5, 0, 0))),
+        (r#"{"prompt_tokens":1,"completion_tokens":2,"prompt_tokens":3}"#, Some(full(3, 2, 0, 0))),
+        (r#"{"prompt_tokens":1,"completion_tokens":2,"prompt_tokens":"3"}"#, None),
+        (r#"{"pr\u006fmpt_tokens":7,"completion_tokens":2}"#, Some(full(7, 2, 0, 0))),
+        (r#"{"prompt_tokens":1.0,"completion_tokens":2}"#, None),
+        (r#"{"prompt_tokens":-1,"completion_tokens":2}"#, None),
+        (r#"{"prompt_tokens":18446744073709551616,"completion_tokens":2}"#, None),
+        (r#"{"prompt_tokens":18446744073709551615,"completion_tokens":0}"#, Some(full(u64::MAX, 0, 0, 0))),
+        (r#"{"prompt_tokens":{"n":1},"completion_tokens":2}"#, None),
+        (r#"{"prompt_tokens":[1],"completion_tokens":2}"#, None),
+        (
+            r#"{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4,"cached_tokens":6},"completion_tokens_details":{"reasoning_tokens":1}}"#,
+            Some(full(10, 2, 6, 1)),
+        ),
+        (
+            r#"{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4},"prompt_tokens_details":null}"#,
+            Some(full(10, 2, 0, 0)),
+        ),
+        (
+            r#"{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":[{"cached_tokens":4}],"completion_tokens_details":{"x":{"reasoning_tokens":3}}}"#,
+            Some(full(10, 2, 0, 0)),
+        ),
+        (
+            r#"{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":"4","audio_tokens":1},"completion_tokens_details":{"reasoning_tokens":[3]}}"#,
+            Some(full(10, 2, 0, 0)),
+        ),
+        (
+            r#"{"prompt_tokens_details":{"reasoning_tokens":3,"cached_tokens":2},"completion_tokens_details":{"cached_tokens":9},"completion_tokens":2,"prompt_tokens":5}"#,
+            Some(full(5, 2, 2, 0)),
+        ),
+        (r#"{"usage":{"prompt_tokens":1,"completion_tokens":2},"completion_tokens":3}"#, None),
+        (r#"{}"#, None),
+        (
+            r#"{"prompt_tokens":0,"completion_tokens":0,"c\u006fmpletion_tokens_details":{"reas\u006fning_tokens":8}}"#,
+            Some(full(0, 0, 0, 8)),
+        ),
+    ];
+    for (usage_json, expected) in cases {
+        assert_eq!(usage::parse_usage(usage_json), expected, "alone: {usage_json}");
+        let answer =
+            format!(r#"{{"id":"c","choices":[{{"usage":{{"prompt_tokens":99}}}}],"usage":{usage_json},"n":[1]}}"#);
+        assert_eq!(rewritten(&answer).1.unwrap().usage, expected, "walked: {answer}");
+    }
+    // The last top-level `usage` counts, even when it is not an object (then Groq's is read).
+    let repeated = r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2},"usage":{"prompt_tokens":5,"completion_tokens":6}}"#;
+    assert_eq!(rewritten(repeated).1.unwrap().usage, Some(ReportedUsage::new(5, 6)));
+    let last_null = r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2},"usage":null}"#;
+    assert_eq!(rewritten(last_null).1.unwrap().usage, None);
+    let then_groq =
+        r#"{"choices":[],"usage":{"prompt_tokens":1},"x_groq":{"usage":{"prompt_tokens":3,"completion_tokens":4}}}"#;
+    assert_eq!(rewritten(then_groq).1.unwrap().usage, Some(ReportedUsage::new(3, 4)));
+}
