@@ -97,14 +97,27 @@ fn refusals_and_model_listing_do_not_allocate_once_warm() {
 }
 
 // Goal: the access log costs no allocation per request once warm: a worker's line goes into its
-// reused buffer and full buffers travel to the writer and back (the writer keeps up here: its
-// output is a sink that discards).
+// reused buffer and full buffers travel to the writer and back. The output discards, and counts
+// its flushes (one per batch) so the test hands a batch over only once the writer has written
+// the ones before: the writer is never behind here, however busy the machine.
 #[test]
 fn access_log_lines_do_not_allocate_once_warm() {
     use fikra_gateway::access_log::{ACCESS_LOG_BATCH_BYTES, AccessRecord, start, write_json_line};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    struct CountingSink(std::sync::Arc<AtomicUsize>);
+    impl std::io::Write for CountingSink {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    }
     let _turn = MEASURING.lock().unwrap_or_else(|e| e.into_inner());
     let dropped = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let workers = start(1, std::io::sink(), dropped.clone()).unwrap();
+    let flushed = std::sync::Arc::new(AtomicUsize::new(0));
+    let workers = start(1, CountingSink(flushed.clone()), dropped.clone()).unwrap();
     let lines = std::cell::RefCell::new(Vec::with_capacity(ACCESS_LOG_BATCH_BYTES));
     let record = AccessRecord {
         time_ms: 1_796_170_812_345,
@@ -118,6 +131,7 @@ fn access_log_lines_do_not_allocate_once_warm() {
         duration_us: 1_234,
         ..AccessRecord::default()
     };
+    let handed = std::cell::Cell::new(0usize);
     let log = |count: usize| {
         let before = allocations();
         for _ in 0..count {
@@ -127,9 +141,15 @@ fn access_log_lines_do_not_allocate_once_warm() {
                 lines.len() >= ACCESS_LOG_BATCH_BYTES
             };
             if full {
+                // The writer has written every earlier batch (at most one buffer is on its way
+                // back; spares remain), as it would between a worker's other requests.
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+                while flushed.load(Ordering::SeqCst) < handed.get() {
+                    assert!(std::time::Instant::now() < deadline, "the access-log writer wrote nothing for 30 s");
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 workers[0].hand_over(&lines);
-                // Give the writer its turn, as the worker's other requests would.
-                std::thread::sleep(std::time::Duration::from_millis(2));
+                handed.set(handed.get() + 1);
             }
         }
         allocations() - before
