@@ -128,18 +128,10 @@ struct KeySpendState {
 }
 
 impl KeySpendState {
-    fn spent_in(&self, period: CapPeriod, start_ms: u64) -> Nanos {
-        self.spend.spent_in(period, start_ms)
-    }
-
     /// A hold of `amount` ends (settled, released or reaped).
     fn release(&mut self, amount: Nanos) {
         debug_assert!(self.held >= amount, "a key holds {} < a hold of {amount}", self.held);
         self.held = self.held.saturating_sub(amount);
-    }
-
-    fn charge(&mut self, charged: Nanos, now_ms: u64) {
-        self.spend.charge(charged, now_ms);
     }
 }
 
@@ -269,7 +261,7 @@ impl EmbeddedStore {
     ) -> Result<KeySpend, StoreError> {
         let state = self.lock();
         Ok(state.key_spend.get(key_id).map_or(KeySpend::default(), |spend| KeySpend {
-            spent: spend.spent_in(period, period.start_ms(now_ms)),
+            spent: spend.spend.spent_in(period, period.start_ms(now_ms)),
             held: spend.held,
         }))
     }
@@ -344,7 +336,7 @@ impl EmbeddedStore {
             let (spent, key_held) = state
                 .key_spend
                 .get(request.key_id)
-                .map_or((Nanos::ZERO, Nanos::ZERO), |spend| (spend.spent_in(cap.period, start_ms), spend.held));
+                .map_or((Nanos::ZERO, Nanos::ZERO), |spend| (spend.spend.spent_in(cap.period, start_ms), spend.held));
             let room = cap.limit.saturating_sub(spent).saturating_sub(key_held);
             let needed = input_cost.checked_add(Nanos(request.output_price.0)).ok_or(StoreError::Overflow)?;
             if room < needed {
@@ -424,7 +416,7 @@ impl EmbeddedStore {
         if let Some(cap) = spend_cap {
             // The key's spend plus its open holds stay within its cap (checked above).
             debug_assert!(
-                spend.spent_in(cap.period, cap.period.start_ms(now_ms)).saturating_add(spend.held) <= cap.limit,
+                spend.spend.spent_in(cap.period, cap.period.start_ms(now_ms)).saturating_add(spend.held) <= cap.limit,
                 "key {}: spend and holds above its cap {}",
                 request.key_id,
                 cap.limit
@@ -496,7 +488,7 @@ impl EmbeddedStore {
         }
         if let Some(spend) = state.key_spend.get_mut(&*hold.key_id) {
             spend.release(hold.amount);
-            spend.charge(charged, now_ms);
+            spend.spend.charge(charged, now_ms);
         }
         account.record(UsageRecord {
             request_id: settlement.request_id.into(),

@@ -405,14 +405,13 @@ impl FromReply for ScanPage {
     }
 }
 
-/// `XREVRANGE P:{A}:ledger + - COUNT n`: entries newest first, each `[id, [field, value, ...]]`.
-/// Since library 12 a settlement's entry is one record in `records`, with `created_at` only on a
-/// caller's clock (else the id's milliseconds are its time).
-/// A settlement's entry holds one record in fields (`request_id key_id model prompt_tokens
-/// cached_tokens completion_tokens reasoning_tokens cost outcome created_at`); a lease call's holds all of its records in
-/// `records` (`request_id key_id model prompt completion cost outcome cached reasoning` lines
-/// joined by `;`,
-/// oldest first) next to `created_at`. Records come out newest first; entries and lines of
+/// `XREVRANGE P:{A}:ledger + - COUNT n`: entries newest first, each `[id, [field, value, ...]]`,
+/// in one of two shapes: one record in fields (`request_id key_id model prompt_tokens
+/// cached_tokens completion_tokens reasoning_tokens cost outcome created_at`: settlements before
+/// library 12), or records in `records` (`request_id key_id model prompt completion cost outcome
+/// cached reasoning` lines joined by `;`, oldest first: a lease call's, and since library 12 a
+/// settlement's single line). `created_at` is there when the caller passed its clock; without it
+/// the entry id's milliseconds are its time. Records come out newest first; entries and lines of
 /// another shape are skipped, missing numbers read as 0.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct LedgerPage(pub Vec<UsageRecord>);
