@@ -14,6 +14,8 @@
 #        (build both with cargo build --release first). BEFORE_SERVER / AFTER_SERVER: extra
 #        [server] lines for that side, to compare settings of one build, e.g.
 #        BEFORE=target/release/fikra-gateway BEFORE_SERVER='io_uring_task_work = "immediate"'.
+#        BEFORE_ENV / AFTER_ENV: environment for that side's gateway, e.g.
+#        BEFORE_ENV=MONOIO_FORCE_LEGACY_DRIVER=1 (the epoll driver).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BEFORE=${BEFORE:?the build to compare against}; AFTER=${AFTER:-$PWD/target/release/fikra-gateway}
@@ -30,8 +32,8 @@ up=$sp
 if [ "${CANNED:-0}" = 1 ]; then up=$(start_canned_upstream $sp "$(cat $work/body.json)" $work/canned); fi
 for round in $(seq $ROUNDS); do
  for name in before after; do
-  bin=$AFTER; server_extra=${AFTER_SERVER:-}
-  if [ $name = before ]; then bin=$BEFORE; server_extra=${BEFORE_SERVER:-}; fi
+  bin=$AFTER; server_extra=${AFTER_SERVER:-}; env_extra=${AFTER_ENV:-}
+  if [ $name = before ]; then bin=$BEFORE; server_extra=${BEFORE_SERVER:-}; env_extra=${BEFORE_ENV:-}; fi
   gp=$(free_port); ap=$(free_port)
   store_section=""
   if [ "$STORE" = redis ]; then
@@ -41,7 +43,7 @@ for round in $(seq $ROUNDS); do
    store_section=$(printf '[store]\nredis_url = "redis://127.0.0.1:%s"\nkey_prefix = "bench"\n' $rp)
   fi
   { bench_config $gp $ap $up "$server_extra"; echo "$store_section"; } > $work/g.toml
-  taskset -c 1 $bin serve --config $work/g.toml >/dev/null 2>&1 & gpid=$!
+  env $env_extra taskset -c 1 $bin serve --config $work/g.toml >/dev/null 2>&1 & gpid=$!
   for _ in $(seq 100); do curl -sf http://127.0.0.1:$ap/readyz >/dev/null && break; sleep 0.1; done
   curl -sf -X POST http://127.0.0.1:$ap/admin/accounts -H "Authorization: Bearer bench-admin-token" -d '{"id":"bench","signup_credit_usd":"1000000"}' >/dev/null
   key=$(curl -sf -X POST http://127.0.0.1:$ap/admin/accounts/bench/keys -H "Authorization: Bearer bench-admin-token" -d "$([ "$CAPPED" = 1 ] && echo '{"kind":"live","spend_cap_usd":"999999","spend_cap_period":"lifetime"}' || echo '{"kind":"live"}')" | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
