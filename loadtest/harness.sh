@@ -17,8 +17,9 @@
 #
 # Knobs (environment): DURATION seconds per run (5), WARMUP seconds (1), ROUNDS (3), CONNECTIONS
 # for (a) and (b) (64), RATES for (b) ("auto": 25/50/75 % of the slowest contender's median
-# saturation; or e.g. "5000 10000 20000"), PLOT_RATE (the middle rate), STREAMS concurrent streams
-# for (c) (64), IDLE_CONNECTIONS for (e) (10000), COUNT requests for (f) (2000), STORE (redis or
+# saturation; or e.g. "5000 10000 20000"), PLOT_RATE (the middle rate), STREAMS connections for
+# (c) (64), STREAM_RATE streams started per second in (c) (120, open loop; 0: closed loop, which
+# starts all streams on the same sandbox timer tick), IDLE_CONNECTIONS for (e) (10000), COUNT requests for (f) (2000), STORE (redis or
 # embedded), PHASES (abcdefg), CPU_RATE for (g), EPOLL_CONTENDER (1 adds the gateway on epoll to (a)), UPSTREAM
 # (sandbox, or canned: the unary model's upstream is a second nginx on CPU 0 answering every chat
 # completion with one fixed body, the sandbox's own answer fetched at start, so the upstream costs
@@ -28,10 +29,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 duration="${DURATION:-5}"; warmup="${WARMUP:-1}"; rounds="${ROUNDS:-3}"; connections="${CONNECTIONS:-64}"
-rates="${RATES:-auto}"; streams="${STREAMS:-64}"; idle="${IDLE_CONNECTIONS:-10000}"; count="${COUNT:-2000}"
+rates="${RATES:-auto}"; streams="${STREAMS:-64}"; stream_rate="${STREAM_RATE:-120}"; idle="${IDLE_CONNECTIONS:-10000}"; count="${COUNT:-2000}"
 store="${STORE:-redis}"; phases="${PHASES:-abcdefg}"; upstream="${UPSTREAM:-sandbox}"
 case "$upstream" in sandbox|canned) ;; *) echo "harness: UPSTREAM is sandbox or canned, not '$upstream'" >&2; exit 2;; esac
-command_line="DURATION=$duration WARMUP=$warmup ROUNDS=$rounds CONNECTIONS=$connections RATES='$rates' STREAMS=$streams IDLE_CONNECTIONS=$idle COUNT=$count STORE=$store PHASES=$phases CPU_RATE=${CPU_RATE:-10000} EPOLL_CONTENDER=${EPOLL_CONTENDER:-0} UPSTREAM=$upstream loadtest/harness.sh"
+command_line="DURATION=$duration WARMUP=$warmup ROUNDS=$rounds CONNECTIONS=$connections RATES='$rates' STREAMS=$streams STREAM_RATE=$stream_rate IDLE_CONNECTIONS=$idle COUNT=$count STORE=$store PHASES=$phases CPU_RATE=${CPU_RATE:-10000} EPOLL_CONTENDER=${EPOLL_CONTENDER:-0} UPSTREAM=$upstream loadtest/harness.sh"
 export PATH="$PATH:/usr/sbin"
 
 # Open files: each side of every idle connection is a descriptor, plus upstream connections.
@@ -75,8 +76,10 @@ pids+=($!)
 taskset -c 0 "$bin" sandbox --listen "127.0.0.1:$sandbox_port" --workers 1 2>"$work/sandbox.log" &
 pids+=($!)
 # The streaming upstream: a paced answer (first token after 20 ms, then 100 tokens/s, 32 tokens).
+# Its content events are stamped (when the request came, when the event left), so the load
+# generator can take the sandbox's own wait, rounded to its 1 ms timer, out of the first token.
 taskset -c 0 "$bin" sandbox --listen "127.0.0.1:$stream_port" --workers 1 --ttft-ms 20 \
-  --tokens-per-second 100 --output-tokens 32 2>"$work/stream-sandbox.log" &
+  --tokens-per-second 100 --output-tokens 32 --stamp-events on 2>"$work/stream-sandbox.log" &
 pids+=($!)
 for _ in $(seq 50); do redis-cli -p "$redis_port" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
@@ -290,13 +293,13 @@ fi
 
 # (c) streaming: time to first token and between events, gateway vs direct.
 if [[ $phases == *c* ]]; then
-  echo "== (c) streaming: $streams concurrent streams (sandbox: 20 ms to first token, 100 tokens/s, 32 tokens), ${duration}s, $rounds rounds"
+  echo "== (c) streaming: $streams connections, $stream_rate streams/s (sandbox: 20 ms to first token, 100 tokens/s, 32 tokens), ${duration}s, $rounds rounds"
   stream_url_direct="http://127.0.0.1:$stream_port/v1/chat/completions"
   for round in $(seq "$rounds"); do
     for name in direct gateway; do
       target_url=${url[gateway]}; [ "$name" = direct ] && target_url=$stream_url_direct
-      out=$(run_loadgen c "$name" "$round" "" "$target_url" "$bench_key" "$work/stream.json" --connections "$streams" --duration-s "$duration" --warmup-s "$warmup")
-      echo "  round $round $name: $(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); f=r["time_to_first_event"] or {}; b=r["between_events"] or {}; print("%.0f streams/s first token p50 %s p99 %s us, between events p50 %s p99 %s us, non-2xx %s" % (r["requests_per_s"], f.get("p50_us"), f.get("p99_us"), b.get("p50_us"), b.get("p99_us"), r["non_2xx"]))')"
+      out=$(run_loadgen c "$name" "$round" "" "$target_url" "$bench_key" "$work/stream.json" --connections "$streams" --rate "$stream_rate" --duration-s "$duration" --warmup-s "$warmup")
+      echo "  round $round $name: $(echo "$out" | python3 -c 'import json,sys; r=json.load(sys.stdin); f=r["time_to_first_event"] or {}; o=r.get("first_event_outside_upstream") or {}; b=r["between_events"] or {}; print("%.0f streams/s first token p50 %s p99 %s us (outside the sandbox p50 %s), between events p50 %s p99 %s us, non-2xx %s" % (r["requests_per_s"], f.get("p50_us"), f.get("p99_us"), o.get("p50_us"), b.get("p50_us"), b.get("p99_us"), r["non_2xx"]))')"
     done
   done
 fi
@@ -564,21 +567,31 @@ if rates:
     out.append("")
 if sel("c"):
     out.append("## (c) Streaming (sandbox: 20 ms to first token, 100 tokens/s, 32 tokens)\n")
-    out.append("| contender | streams/s | first token p50 µs | p99 µs | between events p50 µs | p99 µs | whole stream p50 µs | non-2xx + errors |")
-    out.append("|---|---|---|---|---|---|---|---|")
+    out.append("| contender | streams/s | first token p50 µs | p99 µs | between events p50 µs | p99 µs | whole stream p50 µs | first token outside the sandbox p50 µs | p99 µs | non-2xx + errors |")
+    out.append("|---|---|---|---|---|---|---|---|---|---|")
     st = {}
     for c in ("direct", "gateway"):
         rows = sel("c", c)
         st[c] = [med(rows, lambda r: r["requests_per_s"]), med(rows, lambda r: (r["time_to_first_event"] or {}).get("p50_us")),
                  med(rows, lambda r: (r["time_to_first_event"] or {}).get("p99_us")), med(rows, lambda r: (r["between_events"] or {}).get("p50_us")),
-                 med(rows, lambda r: (r["between_events"] or {}).get("p99_us")), med(rows, lambda r: r["latency"]["p50_us"])]
+                 med(rows, lambda r: (r["between_events"] or {}).get("p99_us")), med(rows, lambda r: r["latency"]["p50_us"]),
+                 med(rows, lambda r: (r.get("first_event_outside_upstream") or {}).get("p50_us")),
+                 med(rows, lambda r: (r.get("first_event_outside_upstream") or {}).get("p99_us"))]
         bad = sum(r["result"]["non_2xx"] + r["result"]["errors"] for r in rows)
         out.append(f"| {c} | " + " | ".join(fmt(v) for v in st[c]) + f" | {bad} |")
     d, g = st["direct"], st["gateway"]
     if d[1] and g[1]:
         added_first, added_between = g[1] - d[1], (g[4] or 0) - (d[4] or 0)
-        table.append(("(c) added first-token p50 µs", None, added_first, None,
-                      "met" if added_first <= 50 else "not met", "<= 50 µs"))
+        if d[6] is not None and g[6] is not None:
+            # The stamped figure: the sandbox's own wait (20 ms, rounded up to its 1 ms timer
+            # tick, which closed-loop streams hit at a phase locked to their own path) taken out.
+            added_outside = g[6] - d[6]
+            table.append(("(c) added first-token p50 µs (outside the sandbox's wait)", None, added_outside, None,
+                          "met" if added_outside <= 50 else "not met", "<= 50 µs"))
+            table.append(("(c) added first-token p50 µs, raw (includes the timer's phase)", None, added_first, None, "", ""))
+        else:
+            table.append(("(c) added first-token p50 µs", None, added_first, None,
+                          "met" if added_first <= 50 else "not met", "<= 50 µs"))
         table.append(("(c) added between-events p99 µs", None, added_between, None,
                       "met" if added_between <= 100 else "not met", "<= 100 µs"))
     out.append("")

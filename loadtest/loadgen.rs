@@ -4,8 +4,12 @@
 //! open loop at a fixed total rate: every request has a scheduled send time and its latency is
 //! measured from that time, not from when it was actually sent, so a stalled server cannot hide
 //! its queueing delay (coordinated omission). For SSE answers it also records the time to the
-//! first token (the first non-empty `content` delta) and the delay between events. Latencies go into HDR histograms (one per
-//! connection thread, merged at the end); the result is printed as one JSON object.
+//! first token (the first non-empty `content` delta) and the delay between events; when the
+//! upstream is the sandbox with `--stamp-events on`, also the time to first token less the
+//! sandbox's own wait for it (`first_event_outside_upstream`: the request's way there and the
+//! event's way back, free of the sandbox's 1 ms timer rounding). Latencies go into HDR
+//! histograms (one per connection thread, merged at the end); the result is printed as one JSON
+//! object.
 //!
 //! Connections are monoio tasks spread over `--threads` OS threads (default 2), so a few cores
 //! drive many connections the way wrk's event loops do.
@@ -109,6 +113,8 @@ fn parse_options() -> Result<Options, String> {
 struct Measured {
     latency: Histogram<u64>,
     first_event: Histogram<u64>,
+    /// The time to first token less the upstream's own wait for it (stamped events only).
+    first_event_outside_upstream: Histogram<u64>,
     between_events: Histogram<u64>,
     responses: u64,
     non_2xx: u64,
@@ -204,6 +210,7 @@ async fn run_connection(
     let mut measured = Measured {
         latency: histogram(),
         first_event: histogram(),
+        first_event_outside_upstream: histogram(),
         between_events: histogram(),
         responses: 0,
         non_2xx: 0,
@@ -259,6 +266,7 @@ async fn run_connection(
         }
         let connection = stream.as_mut().expect("connected above");
         let mut first_event_at: Option<Instant> = None;
+        let mut upstream_wait_us: Option<u64> = None;
         let mut last_event_at: Option<Instant> = None;
         let mut between = Vec::new();
         let (written, returned) = connection.write_all(std::mem::take(&mut outgoing)).await;
@@ -271,6 +279,7 @@ async fn run_connection(
                         let now = Instant::now();
                         if first_event_at.is_none() && carries_content(bytes) {
                             first_event_at = Some(now);
+                            upstream_wait_us = stamped_upstream_wait_us(bytes);
                         }
                         if let Some(last) = last_event_at {
                             between.push(now - last);
@@ -291,7 +300,12 @@ async fn run_connection(
                     }
                     let _ = measured.latency.record((done - scheduled).as_micros().max(1) as u64);
                     if let Some(first) = first_event_at {
-                        let _ = measured.first_event.record((first - scheduled).as_micros().max(1) as u64);
+                        let first_us = (first - scheduled).as_micros() as u64;
+                        let _ = measured.first_event.record(first_us.max(1));
+                        if let Some(wait_us) = upstream_wait_us {
+                            let outside_us = first_us.saturating_sub(wait_us).max(1);
+                            let _ = measured.first_event_outside_upstream.record(outside_us);
+                        }
                     }
                     for gap in between {
                         let _ = measured.between_events.record(gap.as_micros().max(1) as u64);
@@ -312,6 +326,19 @@ async fn run_connection(
 fn carries_content(bytes: &[u8]) -> bool {
     const KEY: &[u8] = b"\"content\":\"";
     bytes.windows(KEY.len() + 1).any(|w| w.starts_with(KEY) && w[KEY.len()] != b'"')
+}
+
+/// The sandbox's own wait before the first stamped event (`fikra-gateway sandbox --stamp-events
+/// on` writes `"x_sandbox_us":[received, sent]` into each content chunk): sent - received, µs.
+/// Both stamps are the sandbox's wall clock; the difference is only compared with this
+/// process's monotonic readings, so the two clocks never need to agree on the time.
+fn stamped_upstream_wait_us(bytes: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"x_sandbox_us\":[";
+    let at = bytes.windows(KEY.len()).position(|w| w == KEY)? + KEY.len();
+    let rest = std::str::from_utf8(&bytes[at..]).ok()?;
+    let (received, rest) = rest.split_once(',')?;
+    let sent = rest.split(']').next()?;
+    sent.trim().parse::<u64>().ok()?.checked_sub(received.trim().parse::<u64>().ok()?)
 }
 
 fn percentiles(histogram: &Histogram<u64>) -> String {
@@ -403,6 +430,7 @@ fn main() {
     let mut total = Measured {
         latency: histogram(),
         first_event: histogram(),
+        first_event_outside_upstream: histogram(),
         between_events: histogram(),
         responses: 0,
         non_2xx: 0,
@@ -411,6 +439,7 @@ fn main() {
     for measured in &results {
         let _ = total.latency.add(&measured.latency);
         let _ = total.first_event.add(&measured.first_event);
+        let _ = total.first_event_outside_upstream.add(&measured.first_event_outside_upstream);
         let _ = total.between_events.add(&measured.between_events);
         total.responses += measured.responses;
         total.non_2xx += measured.non_2xx;
@@ -420,7 +449,7 @@ fn main() {
     let seconds =
         if options.requests > 0 { measure_from.elapsed().as_secs_f64() } else { options.duration.as_secs_f64() };
     println!(
-        r#"{{"mode":"{}","connections":{},"rate_target":{},"duration_s":{:.3},"responses":{},"requests_per_s":{:.1},"non_2xx":{},"errors":{},"latency":{},"time_to_first_event":{},"between_events":{},"latency_curve":{}}}"#,
+        r#"{{"mode":"{}","connections":{},"rate_target":{},"duration_s":{:.3},"responses":{},"requests_per_s":{:.1},"non_2xx":{},"errors":{},"latency":{},"time_to_first_event":{},"first_event_outside_upstream":{},"between_events":{},"latency_curve":{}}}"#,
         if options.rate > 0.0 { "open" } else { "closed" },
         options.connections,
         options.rate,
@@ -431,7 +460,24 @@ fn main() {
         total.errors,
         percentiles(&total.latency),
         percentiles(&total.first_event),
+        percentiles(&total.first_event_outside_upstream),
         percentiles(&total.between_events),
         curve(&total.latency)
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stamped_upstream_wait_us;
+
+    // Goal: the sandbox's wait is read from a stamped chunk, and nothing from an unstamped one.
+    #[test]
+    fn reads_the_sandbox_stamp() {
+        let stamped = br#"data: {"id":"c","choices":[{"index":0,"delta":{"content":"habari"}}],"x_sandbox_us":[1764000000000001,1764000000020346]}"#;
+        assert_eq!(stamped_upstream_wait_us(stamped), Some(20_345));
+        let plain = br#"data: {"id":"c","choices":[{"index":0,"delta":{"content":"habari"}}]}"#;
+        assert_eq!(stamped_upstream_wait_us(plain), None);
+        let backwards = br#"data: {"x_sandbox_us":[20,10]}"#;
+        assert_eq!(stamped_upstream_wait_us(backwards), None);
+    }
 }

@@ -21,7 +21,7 @@ usage:
   fikra-gateway serve --config FILE               run in production from a TOML config
   fikra-gateway check-config --config FILE        report every problem in FILE, exit 1 if any
   fikra-gateway sandbox --listen ADDR [--ttft-ms N] [--tokens-per-second N] [--output-tokens N] [--workers N]
-                        [--tls-cert PEM --tls-key PEM]
+                        [--tls-cert PEM --tls-key PEM] [--stamp-events on|off]
                                                   run the sandbox model alone, as a stand-in upstream";
 
 #[allow(clippy::print_stdout, clippy::print_stderr)] // output to the operator, not a log line
@@ -234,6 +234,10 @@ fn sandbox(args: &[&str]) -> ExitCode {
             "--listen" => value.parse().map(|addr| listen = Some(addr)).is_ok(),
             "--ttft-ms" => number().map(|n| settings.time_to_first_token_ms = n).is_ok(),
             "--tokens-per-second" => number().map(|n| settings.tokens_per_second = n).is_ok(),
+            "--stamp-events" => {
+                settings.stamp_events = value == "on";
+                matches!(value, "on" | "off")
+            }
             "--output-tokens" => number()
                 .ok()
                 .filter(|n| (1..=crate::limits::SANDBOX_MAX_OUTPUT_TOKENS).contains(n))

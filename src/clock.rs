@@ -131,6 +131,15 @@ pub fn stopwatch_us() -> u64 {
     now.saturating_duration_since(start).as_micros() as u64
 }
 
+/// Microseconds since the Unix epoch, read now (never kept per poll): for stamps that another
+/// process on the same machine compares with its own clock readings (the sandbox's event stamps
+/// for the load generator), never for money, limits or deadlines.
+pub fn wall_stopwatch_us() -> u64 {
+    #[allow(clippy::disallowed_methods)] // the one reader of the wall clock
+    let now = SystemTime::now();
+    now.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
 /// Now on monoio's timer clock, for IO deadlines (`timeout_at`, `sleep_until`) and nothing that
 /// touches money or limits (those take `Clock::now_ms`).
 pub fn timer_now() -> monoio::time::Instant {

@@ -289,7 +289,8 @@ fn cost_on_sandbox_answers_redis_store() {
 fn cost_on_upstream_answers() {
     use fikra_gateway::config::SandboxSettings;
     use fikra_gateway::sandbox_server::SandboxServer;
-    let settings = SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens: 9 };
+    let settings =
+        SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens: 9, stamp_events: false };
     let upstream = SandboxServer::start("127.0.0.1:0".parse().unwrap(), 1, settings).unwrap();
     let config = support::scripted_upstream::upstream_model_config(&format!("http://{}/v1", upstream.addr), "", "");
     cost_is_announced_and_equals_the_ledger(&TestGateway::start(&config));

@@ -17,7 +17,8 @@ use support::scripted_upstream::{SECRET_MODEL, upstream_model_config};
 use support::wait::wait_for;
 
 fn sandbox_upstream(output_tokens: u64) -> SandboxServer {
-    let settings = SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens };
+    let settings =
+        SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens, stamp_events: false };
     SandboxServer::start("127.0.0.1:0".parse().unwrap(), 1, settings).unwrap()
 }
 

@@ -59,7 +59,8 @@ fn check_config_reports_all_problems() {
 // model it was asked for, usage, SSE events ending in [DONE], and JSON errors for bad bodies.
 #[test]
 fn standalone_sandbox_serves_like_an_upstream() {
-    let settings = SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens: 5 };
+    let settings =
+        SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens: 5, stamp_events: false };
     let sandbox = SandboxServer::start("127.0.0.1:0".parse().unwrap(), 1, settings).unwrap();
     let body = r#"{"model":"vendor/model-x","messages":[{"role":"user","content":"hi"}]}"#;
     let unary = send_one(sandbox.addr, chat_request("anything", body).as_bytes());

@@ -69,7 +69,8 @@ fn gateway_terminates_tls() {
 fn sandbox_over_tls_as_an_upstream() {
     let directory = temp_dir("sandbox");
     let (ca, cert, key) = write_certificates(&directory);
-    let settings = SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens: 4 };
+    let settings =
+        SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens: 4, stamp_events: false };
     let files = TlsFiles { cert_file: cert, key_file: key };
     let sandbox = SandboxServer::start_with_tls("127.0.0.1:0".parse().unwrap(), 1, settings, Some(&files)).unwrap();
     let config = format!(

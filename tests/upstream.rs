@@ -23,7 +23,8 @@ fn upstream_config(base_url: &str, extra_upstream: &str) -> String {
 }
 
 fn sandbox_upstream(output_tokens: u64) -> SandboxServer {
-    let settings = SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens };
+    let settings =
+        SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens, stamp_events: false };
     SandboxServer::start("127.0.0.1:0".parse().unwrap(), 1, settings).unwrap()
 }
 
@@ -245,7 +246,8 @@ fn connection_closed_while_idle_is_retried_on_a_fresh_one() {
 }
 
 fn paced_sandbox() -> SandboxServer {
-    let settings = SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 20, output_tokens: 20 };
+    let settings =
+        SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 20, output_tokens: 20, stamp_events: false };
     SandboxServer::start("127.0.0.1:0".parse().unwrap(), 1, settings).unwrap()
 }
 

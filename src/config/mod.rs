@@ -347,6 +347,11 @@ pub struct SandboxSettings {
     /// 0 = no pacing.
     pub tokens_per_second: u64,
     pub output_tokens: u64,
+    /// Each streamed content chunk carries `"x_sandbox_us":[received, sent]`: when the request
+    /// reached the sandbox and when the chunk was written, in wall-clock µs, so a load generator
+    /// can take the sandbox's own wait out of its time to first token. Only the standalone
+    /// sandbox's `--stamp-events on` sets it (never a config file: real answers carry no stamp).
+    pub stamp_events: bool,
 }
 
 impl Default for SandboxSettings {
@@ -355,6 +360,7 @@ impl Default for SandboxSettings {
             time_to_first_token_ms: 0,
             tokens_per_second: 0,
             output_tokens: DEFAULT_SANDBOX_OUTPUT_TOKENS,
+            stamp_events: false,
         }
     }
 }

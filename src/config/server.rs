@@ -357,6 +357,7 @@ pub(super) fn sandbox(reader: &mut Reader, root: &Section<'_>) -> SandboxSetting
         output_tokens: reader
             .integer(&section, "output_tokens", 1..=limits::SANDBOX_MAX_OUTPUT_TOKENS, "")
             .unwrap_or(defaults.output_tokens),
+        stamp_events: false,
     };
     // A sandbox answer is a request like any other: it must end before the request deadline,
     // or its wallet hold could be reaped while it still streams.

@@ -127,7 +127,10 @@ fn empty_file_is_the_demo_with_documented_defaults() {
             ("fikra-auto-pro", "sandbox", 5000, 5000, 8192),
         ]
     );
-    assert_eq!(config.sandbox, SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens: 16 });
+    assert_eq!(
+        config.sandbox,
+        SandboxSettings { time_to_first_token_ms: 0, tokens_per_second: 0, output_tokens: 16, stamp_events: false }
+    );
 }
 
 // Goal: the SPEC §6 example, verbatim, parses to exactly these values (the rest at defaults).

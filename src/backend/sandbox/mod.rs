@@ -118,7 +118,17 @@ pub fn write_role_chunk(out: &mut Vec<u8>, completion_id: &str, model: &str, cre
     );
 }
 
-/// One content SSE event carrying token `index`.
+/// When a stamped event's request reached the sandbox and when the event was written, in
+/// wall-clock µs (`SandboxSettings::stamp_events`).
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+pub struct EventStamp {
+    pub received_us: u64,
+    pub sent_us: u64,
+}
+
+/// One content SSE event carrying token `index`, with `"x_sandbox_us":[received, sent]` after
+/// its choices when `stamp` is given.
+#[allow(clippy::too_many_arguments)]
 pub fn write_content_chunk(
     out: &mut Vec<u8>,
     completion_id: &str,
@@ -127,11 +137,16 @@ pub fn write_content_chunk(
     seed: u64,
     index: u64,
     is_last: bool,
+    stamp: Option<EventStamp>,
 ) {
     write_chunk_prefix(out, completion_id, model, created_unix_s);
     out.extend_from_slice(b"[{\"index\":0,\"delta\":{\"content\":\"");
     write_token_text(out, seed, index, is_last);
-    out.extend_from_slice(b"\"},\"logprobs\":null,\"finish_reason\":null}]}\n\n");
+    out.extend_from_slice(b"\"},\"logprobs\":null,\"finish_reason\":null}]");
+    if let Some(stamp) = stamp {
+        let _ = write!(out, ",\"x_sandbox_us\":[{},{}]", stamp.received_us, stamp.sent_us);
+    }
+    out.extend_from_slice(b"}\n\n");
 }
 
 /// The SSE event carrying the finish reason.
@@ -183,7 +198,12 @@ mod tests {
     use super::*;
 
     fn settings(ttft: u64, tps: u64, len: u64) -> SandboxSettings {
-        SandboxSettings { time_to_first_token_ms: ttft, tokens_per_second: tps, output_tokens: len }
+        SandboxSettings {
+            time_to_first_token_ms: ttft,
+            tokens_per_second: tps,
+            output_tokens: len,
+            stamp_events: false,
+        }
     }
 
     fn events(bytes: &[u8]) -> Vec<serde_json::Value> {
@@ -218,7 +238,7 @@ mod tests {
         let mut stream = Vec::new();
         write_role_chunk(&mut stream, "chatcmpl-1", "fikra-flash", 1700000000);
         for index in 0..5 {
-            write_content_chunk(&mut stream, "chatcmpl-1", "fikra-flash", 1700000000, seed, index, index == 4);
+            write_content_chunk(&mut stream, "chatcmpl-1", "fikra-flash", 1700000000, seed, index, index == 4, None);
         }
         write_finish_chunk(&mut stream, "chatcmpl-1", "fikra-flash", 1700000000, true);
         write_usage_chunk(&mut stream, "chatcmpl-1", "fikra-flash", 1700000000, 9, 5, None);
@@ -234,6 +254,19 @@ mod tests {
         let mut done = Vec::new();
         write_done(&mut done);
         assert_eq!(done, b"data: [DONE]\n\n");
+    }
+
+    // Goal: a stamped content chunk is the same chunk plus `x_sandbox_us: [received, sent]`.
+    #[test]
+    fn stamped_chunk_adds_only_the_stamp() {
+        let (mut plain, mut stamped) = (Vec::new(), Vec::new());
+        write_content_chunk(&mut plain, "chatcmpl-1", "fikra-flash", 1700000000, 7, 0, false, None);
+        let stamp = EventStamp { received_us: 1_764_000_000_000_001, sent_us: 1_764_000_000_020_345 };
+        write_content_chunk(&mut stamped, "chatcmpl-1", "fikra-flash", 1700000000, 7, 0, false, Some(stamp));
+        let (mut plain, stamped) = (events(&plain).remove(0), events(&stamped).remove(0));
+        assert_eq!(stamped["x_sandbox_us"], serde_json::json!([1_764_000_000_000_001u64, 1_764_000_000_020_345u64]));
+        plain["x_sandbox_us"] = stamped["x_sandbox_us"].clone();
+        assert_eq!(plain, stamped);
     }
 
     // Goal: the same seed gives the same words; a different seed gives different words.

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use monoio::io::AsyncWriteRent;
 
-use crate::backend::sandbox;
+use crate::backend::sandbox::{self, EventStamp};
+use crate::clock::wall_stopwatch_us;
 use crate::config::SandboxSettings;
 use crate::http::response::{self, ClampHeader, ResponseContext};
 use crate::http::server::ResponseSink;
@@ -167,6 +168,8 @@ async fn write_stream<S: AsyncWriteRent>(
     let cut_by_cap = completion_tokens < settings.output_tokens;
     let prompt_tokens = sandbox::prompt_tokens(chat.content_bytes, chat.message_count as u64);
     let (created, model, answer) = (reply.created_unix_s, reply.model_id, reply.answer);
+    // The request reached the sandbox just before (no wait since the reply began).
+    let received_us = settings.stamp_events.then(wall_stopwatch_us);
     let mut id_bytes = [0u8; 9 + SANDBOX_MAX_REQUEST_ID_BYTES];
     let completion_id = completion_id(reply.request_id, &mut id_bytes);
     let delivered = |completion_tokens: u64, client_aborted: bool| SandboxUsage {
@@ -184,8 +187,9 @@ async fn write_stream<S: AsyncWriteRent>(
             monoio::time::sleep_until(started + Duration::from_millis(offset_ms)).await;
         }
         let is_last = index + 1 == completion_tokens;
+        let stamp = received_us.map(|received_us| EventStamp { received_us, sent_us: wall_stopwatch_us() });
         emit(sink, answer, translator, |out| {
-            sandbox::write_content_chunk(out, completion_id, model, created, seed, index, is_last)
+            sandbox::write_content_chunk(out, completion_id, model, created, seed, index, is_last, stamp)
         });
         WorkerMetrics::add(&metrics.sandbox_chunks_emitted, 1);
         if sink.flush().await.is_err() {
