@@ -16,8 +16,8 @@
 # the figure is a lower bound for every contender.
 #
 # Knobs (environment): DURATION seconds per run (5), WARMUP seconds (1), ROUNDS (3), CONNECTIONS
-# for (a) and (b) (64), RATES for (b) ("auto": 25/50/75 % of the slowest contender's median
-# saturation; or e.g. "5000 10000 20000"), PLOT_RATE (the middle rate), STREAMS connections for
+# for (a) and (b) (64), RATES for (b) ("auto": 25/50/80 % of nginx's median loadgen
+# saturation in (a), else of the slowest contender's; or e.g. "5000 10000 20000"), PLOT_RATE (the middle rate), STREAMS connections for
 # (c) (64), STREAM_RATE streams started per second in (c) (120, open loop; 0: closed loop, which
 # starts all streams on the same sandbox timer tick), IDLE_CONNECTIONS for (e) (10000), COUNT requests for (f) (2000), STORE (redis or
 # embedded), PHASES (abcdefg), CPU_RATE for (g), EPOLL_CONTENDER (1 adds the gateway on epoll to (a)), UPSTREAM
@@ -275,9 +275,14 @@ fi
 # (b) latency at fixed rates, open loop.
 if [[ $phases == *b* ]]; then
   if [ "$rates" = auto ]; then
-    slowest=$(for name in direct gateway nginx; do median_of a "$name" loadgen 'r["requests_per_s"]'; done | sort -n | head -1)
-    [ "${slowest%.*}" -gt 0 ] || slowest=20000
-    rates=$(python3 -c "s=$slowest; print(' '.join(str(max(1000, int(s*f/1000)*1000)) for f in (0.25, 0.5, 0.75)))")
+    # The issue's points: 50 % and 80 % of nginx's median saturation (fikra-loadgen), and 25 %
+    # for the quiet end; the slowest contender's when nginx was not measured.
+    reference=$(median_of a nginx loadgen 'r["requests_per_s"]')
+    if [ "${reference%.*}" -le 0 ]; then
+      reference=$(for name in direct gateway nginx; do median_of a "$name" loadgen 'r["requests_per_s"]'; done | sort -n | head -1)
+    fi
+    [ "${reference%.*}" -gt 0 ] || reference=20000
+    rates=$(python3 -c "s=$reference; print(' '.join(str(max(1000, int(s*f/1000)*1000)) for f in (0.25, 0.5, 0.8)))")
   fi
   read -ra rate_list <<< "$rates"
   plot_rate="${PLOT_RATE:-${rate_list[$(( ${#rate_list[@]} / 2 ))]}}"
