@@ -17,7 +17,9 @@
 //! `--requests N` sends exactly N requests in total (split evenly over the connections, no
 //! warm-up, no time limit) instead of running for a duration: for counting per-request costs
 //! (Redis commands, instructions under callgrind). The JSON also carries the latency percentile
-//! curve (`latency_curve`: `[quantile, µs]` pairs out to 99.999 %) for plotting.
+//! curve (`latency_curve`: `[quantile, µs]` pairs out to 99.999 %) for plotting, and the five
+//! 100 ms slices of the run whose requests waited longest (`worst_slots`: `[start ms, max µs]`),
+//! which tell one stall from slowness spread over the whole run.
 //!
 //! Usage: fikra-loadgen --url http://127.0.0.1:8080/v1/chat/completions [--connections 64]
 //!        [--threads 2] [--duration-s 10] [--warmup-s 2] [--rate 0] [--requests 0] [--body FILE]
@@ -117,6 +119,9 @@ struct Measured {
     first_event_outside_upstream: Histogram<u64>,
     between_events: Histogram<u64>,
     responses: u64,
+    /// The longest latency of the requests scheduled in each `SLOT_MS` slice of the measured
+    /// time, µs: when in the run the slow ones were (a stall shows as a few slices).
+    slot_max_us: Vec<u64>,
     non_2xx: u64,
     errors: u64,
 }
@@ -215,6 +220,7 @@ async fn run_connection(
         responses: 0,
         non_2xx: 0,
         errors: 0,
+        slot_max_us: Vec::new(),
     };
     // Open loop: this connection's share of the rate, its sends staggered among the others.
     let interval = (options.rate > 0.0).then(|| Duration::from_secs_f64(options.connections as f64 / options.rate));
@@ -298,7 +304,13 @@ async fn run_connection(
                     if !(200..300).contains(&status) {
                         measured.non_2xx += 1;
                     }
-                    let _ = measured.latency.record((done - scheduled).as_micros().max(1) as u64);
+                    let latency_us = (done - scheduled).as_micros().max(1) as u64;
+                    let _ = measured.latency.record(latency_us);
+                    let slot = ((scheduled - measure_from).as_millis() / SLOT_MS) as usize;
+                    if measured.slot_max_us.len() <= slot {
+                        measured.slot_max_us.resize(slot + 1, 0);
+                    }
+                    measured.slot_max_us[slot] = measured.slot_max_us[slot].max(latency_us);
                     if let Some(first) = first_event_at {
                         let first_us = (first - scheduled).as_micros() as u64;
                         let _ = measured.first_event.record(first_us.max(1));
@@ -339,6 +351,19 @@ fn stamped_upstream_wait_us(bytes: &[u8]) -> Option<u64> {
     let (received, rest) = rest.split_once(',')?;
     let sent = rest.split(']').next()?;
     sent.trim().parse::<u64>().ok()?.checked_sub(received.trim().parse::<u64>().ok()?)
+}
+
+/// The slice of measured time `slot_max_us` keeps one maximum for, ms.
+const SLOT_MS: u128 = 100;
+
+/// The five slices with the longest latencies, slowest first: `[[start ms into the measured
+/// time, max µs], ...]`.
+fn worst_slots(slot_max_us: &[u64]) -> String {
+    let mut slots: Vec<(usize, u64)> = slot_max_us.iter().copied().enumerate().collect();
+    slots.sort_by_key(|&(_, max_us)| std::cmp::Reverse(max_us));
+    let points: Vec<String> =
+        slots.iter().take(5).map(|&(slot, max_us)| format!("[{},{max_us}]", slot as u128 * SLOT_MS)).collect();
+    format!("[{}]", points.join(","))
 }
 
 fn percentiles(histogram: &Histogram<u64>) -> String {
@@ -435,6 +460,7 @@ fn main() {
         responses: 0,
         non_2xx: 0,
         errors: 0,
+        slot_max_us: Vec::new(),
     };
     for measured in &results {
         let _ = total.latency.add(&measured.latency);
@@ -444,12 +470,18 @@ fn main() {
         total.responses += measured.responses;
         total.non_2xx += measured.non_2xx;
         total.errors += measured.errors;
+        if total.slot_max_us.len() < measured.slot_max_us.len() {
+            total.slot_max_us.resize(measured.slot_max_us.len(), 0);
+        }
+        for (total_max, max) in total.slot_max_us.iter_mut().zip(&measured.slot_max_us) {
+            *total_max = (*total_max).max(*max);
+        }
     }
     // With `--requests` the run ends when the last answer is in, not at `end`.
     let seconds =
         if options.requests > 0 { measure_from.elapsed().as_secs_f64() } else { options.duration.as_secs_f64() };
     println!(
-        r#"{{"mode":"{}","connections":{},"rate_target":{},"duration_s":{:.3},"responses":{},"requests_per_s":{:.1},"non_2xx":{},"errors":{},"latency":{},"time_to_first_event":{},"first_event_outside_upstream":{},"between_events":{},"latency_curve":{}}}"#,
+        r#"{{"mode":"{}","connections":{},"rate_target":{},"duration_s":{:.3},"responses":{},"requests_per_s":{:.1},"non_2xx":{},"errors":{},"latency":{},"time_to_first_event":{},"first_event_outside_upstream":{},"between_events":{},"latency_curve":{},"worst_slots":{}}}"#,
         if options.rate > 0.0 { "open" } else { "closed" },
         options.connections,
         options.rate,
@@ -462,7 +494,8 @@ fn main() {
         percentiles(&total.first_event),
         percentiles(&total.first_event_outside_upstream),
         percentiles(&total.between_events),
-        curve(&total.latency)
+        curve(&total.latency),
+        worst_slots(&total.slot_max_us)
     );
 }
 
@@ -479,5 +512,15 @@ mod tests {
         assert_eq!(stamped_upstream_wait_us(plain), None);
         let backwards = br#"data: {"x_sandbox_us":[20,10]}"#;
         assert_eq!(stamped_upstream_wait_us(backwards), None);
+    }
+
+    // Goal: the slowest slices come first, each named by its start in ms.
+    #[test]
+    fn worst_slots_slowest_first() {
+        assert_eq!(
+            super::worst_slots(&[5, 900, 7, 0, 61_000, 8, 9]),
+            "[[400,61000],[100,900],[600,9],[500,8],[200,7]]"
+        );
+        assert_eq!(super::worst_slots(&[]), "[]");
     }
 }
