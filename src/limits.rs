@@ -307,7 +307,7 @@ pub const LEASE_IDLE_MS: u64 = 2_000;
 /// A lease's escrow expires unless renewed this often: what a dead node's escrow costs the
 /// customer is availability for this long plus a reaper interval, never money.
 pub const LEASE_ESCROW_TTL_MS: u64 = 10_000;
-/// Usage records paid for in one lease call (one XADD each inside it).
+/// Usage records paid for in one lease call (all of them one ledger entry, one XADD).
 pub const LEASE_MAX_RECORDS_PER_CALL: usize = 512;
 /// Records a lease may have waiting before its worker stops admitting from it (backpressure
 /// when Redis pays them slower than they come).
