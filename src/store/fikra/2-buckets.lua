@@ -17,11 +17,11 @@ local LEGACY_BUCKET_FIELDS = {
 local function buckets_read(acct, kind, packed)
   if packed then
     if packed == '' then return nil, nil, nil, nil, nil, nil, false end
-    local rc, rl, ra, tc, tl, ta = struct.unpack(BUCKETS, packed)
+    local rc, rl, ra, tc, tl, ta = unpack_struct(BUCKETS, packed)
     return rc, rl, ra, tc, tl, ta, false
   end
   local f = LEGACY_BUCKET_FIELDS[kind]
-  local v = redis.call('HMGET', acct, f[1], f[2], f[3], f[4], f[5], f[6])
+  local v = call('HMGET', acct, f[1], f[2], f[3], f[4], f[5], f[6])
   local legacy = v[1] or v[2] or v[3] or v[4] or v[5] or v[6]
   return tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5]), tonumber(v[6]), legacy ~= nil
 end
@@ -39,9 +39,9 @@ end
 local function buckets_written(acct, kind, legacy, rc, rl, ra, tc, tl, ta)
   if legacy then
     local f = LEGACY_BUCKET_FIELDS[kind]
-    redis.call('HDEL', acct, f[1], f[2], f[3], f[4], f[5], f[6])
+    call('HDEL', acct, f[1], f[2], f[3], f[4], f[5], f[6])
   end
-  return struct.pack(BUCKETS, rc, rl, ra, tc, tl, ta)
+  return pack(BUCKETS, rc, rl, ra, tc, tl, ta)
 end
 
 local function refill(cap, level, at, now)
@@ -49,7 +49,7 @@ local function refill(cap, level, at, now)
     if now - at >= UNITS then
       return cap * UNITS, now
     end
-    return math.min(level + (now - at) * cap, cap * UNITS), now
+    return min(level + (now - at) * cap, cap * UNITS), now
   end
   return level, at
 end
@@ -61,7 +61,7 @@ local function fit(cap, level, at, capacity, now)
     if capacity > cap then
       level = level + (capacity - cap) * UNITS
     end
-    return capacity, math.min(level, capacity * UNITS), at
+    return capacity, min(level, capacity * UNITS), at
   end
   return cap, level, at
 end

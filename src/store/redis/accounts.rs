@@ -199,11 +199,14 @@ impl RedisStore {
         period: CapPeriod,
         now_ms: u64,
     ) -> Result<KeySpend, StoreError> {
-        // A key's spend and holds live in the account's hash (see `fikra.lua`).
+        // A key's spend and holds live in the account's hash (see `fikra.lua`): its record, or
+        // library 12's two fields.
         let acct = self.key(account_id, "acct");
+        let record_field = format!("k:{key_id}");
         let spent_field = format!("s:{key_id}");
         let held_field = format!("h:{key_id}");
-        let args: [&[u8]; 4] = [b"HMGET", acct.as_bytes(), spent_field.as_bytes(), held_field.as_bytes()];
+        let args: [&[u8]; 5] =
+            [b"HMGET", acct.as_bytes(), record_field.as_bytes(), spent_field.as_bytes(), held_field.as_bytes()];
         let fields = self.read::<KeySpendFields>(connections, acct.as_bytes(), &args).await?;
         Ok(KeySpend { spent: fields.spend.spent_in(period, period.start_ms(now_ms)), held: Nanos(fields.held) })
     }
