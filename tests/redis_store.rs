@@ -242,7 +242,7 @@ fn redis_commands_per_admitted_and_per_refused_request() {
         inside as f64 / ADMITTED as f64
     );
     assert_eq!(admitted["fcall"], 2 * ADMITTED, "{admitted:?}");
-    // Inside them, exactly 11 commands a request (issue 14's bound was 12): fk_hold reads
+    // Inside them, 11 commands a request (issue 14's bound was 12): fk_hold reads
     // Redis's clock (TIME) and the account's hash once (HMGET), takes the hold (HSETNX, which is
     // also the duplicate-id check), writes the account (HSET) and the expiry (ZADD); fk_charge
     // reads the hold (HGET) and the account (HMGET), writes the account (HSET), drops the hold
@@ -264,9 +264,13 @@ fn redis_commands_per_admitted_and_per_refused_request() {
     .into_iter()
     .map(|(name, calls)| (name.to_string(), per_request(calls)))
     .collect();
+    // And the ledger's trim (XTRIM) on the settlements whose entry id ends its ms in 0: about
+    // one in ten, at clock times this test does not choose.
+    let trims = admitted.remove("xtrim").unwrap_or(0);
+    assert!((1..=ADMITTED / 4).contains(&trims), "{trims} trims in {ADMITTED} settlements");
     let seen: std::collections::BTreeMap<String, u64> = admitted.iter().map(|(n, c)| (n.clone(), *c)).collect();
     assert_eq!(seen, expected);
-    assert_eq!(inside, 11 * ADMITTED);
+    assert_eq!(inside, 11 * ADMITTED + trims);
 
     // 1 RPM: the first request is admitted, the second refused by the store (and remembered).
     assert_eq!(send(&capped), 200);

@@ -68,14 +68,14 @@ local MAX_BALANCE = 9007199254740991
 -- The library functions every Function calls, as locals: in Redis a global is read through
 -- the empty globals table's __index (a miss, then the real table, then the field: about 200
 -- instructions a use, against a few for a local). Globals cannot be read while the library
--- loads, so these are bound on a Function's first call (9-register.lua wraps each in `bound`)
--- and stay bound: the same library functions every call.
-local call, floor, min, max, pack, unpack_struct, format, match, gsub
+-- loads, so these are bound on a Function's first call (see 9-register.lua) and stay bound:
+-- the same library functions every call.
+local call, floor, min, max, pack, unpack_struct, format, match, gsub, byte
 
 local function bind_globals()
   call, floor, min, max = redis.call, math.floor, math.min, math.max
   pack, unpack_struct = struct.pack, struct.unpack
-  format, match, gsub = string.format, string.match, string.gsub
+  format, match, gsub, byte = string.format, string.match, string.gsub, string.byte
 end
 
 local function int(x)

@@ -25,6 +25,7 @@ local PERIOD_LETTERS = { 'd', 'm', 'l' }
 -- Commands: TIME, HMGET, then on admission HSETNX (the id check, the first write), HSET, ZADD;
 --   before a key's first k: record is written, one HMGET more of library 12's fields for it.
 local function fk_hold(KEYS, ARGV)
+  if not call then bind_globals() end
   if #KEYS ~= 3 or #ARGV ~= 5 then
     return redis.error_reply('ERR fikra library v' .. LIBRARY_VERSION .. ': fk_hold takes 3 keys and 5 arguments, got '
       .. #KEYS .. ' and ' .. #ARGV .. ' (a gateway of another version?)')

@@ -8,6 +8,7 @@
 -- trusted (tiers differ in whether cached prompt tokens count), then the start (ms, the
 -- gateway's calendar) of the day and of the month the charge counts in.
 local CHARGE_NUMBERS = '<ddddddddd'
+local ZERO_DIGIT = 48
 
 -- KEYS: acct, holds, holdexp, ledger
 -- ARGV: request_id, record tail ("prompt completion cost outcome cached reasoning", the cost as
@@ -15,10 +16,12 @@ local CHARGE_NUMBERS = '<ddddddddd'
 -- Reply: {1, charged, released, operator_loss}; {0} when no hold has this id (or it was voided);
 --   {2} when the hold was released because its node was presumed dead (nothing charged: an
 --   operator loss the gateway counts; the marker goes).
--- Commands: HGET, HMGET, HSET, HDEL, ZREM, XADD (and TIME, on Redis's clock, only to take more
---   tokens than were held, or for a new bucket or a changed limit; an HMGET and an HDEL of
---   library 12's key fields when the hold's key has no k: record yet).
+-- Commands: HGET, HMGET, HSET, HDEL, ZREM, XADD (and XTRIM on about one in ten; TIME, on
+--   Redis's clock, only to take more tokens than were held, or for a new bucket or a changed
+--   limit; an HMGET and an HDEL of library 12's key fields when the hold's key has no k: record
+--   yet).
 local function fk_charge(KEYS, ARGV)
+  if not call then bind_globals() end
   if #KEYS ~= 4 or #ARGV ~= 4 then
     return redis.error_reply('ERR fikra library v' .. LIBRARY_VERSION .. ': fk_charge takes 4 keys and 4 arguments, got '
       .. #KEYS .. ' and ' .. #ARGV .. ' (a gateway of another version?)')
@@ -97,10 +100,18 @@ local function fk_charge(KEYS, ARGV)
   end
   -- created_at only on a caller's clock: on Redis's, the entry's id (Redis's clock in ms) says it.
   local line = id .. ' ' .. key_id .. ' ' .. model .. ' ' .. tail
+  local entry
   if given_now then
-    call('XADD', ledger, 'MAXLEN', '~', ARGV[3], '*', 'records', line, 'created_at', int(given_now))
+    entry = call('XADD', ledger, '*', 'records', line, 'created_at', int(given_now))
   else
-    call('XADD', ledger, 'MAXLEN', '~', ARGV[3], '*', 'records', line)
+    entry = call('XADD', ledger, '*', 'records', line)
+  end
+  -- The ledger is trimmed to about ledger_maxlen on one settlement in ten, those whose entry id
+  -- ("ms-seq", 13 digits of ms until the year 2286) ends its ms in 0: an XADD that trims costs
+  -- its argument and two rewrites for replication, and `~` trims whole nodes of 100 entries
+  -- anyway, so the ledger overshoots by about as much as before.
+  if byte(entry, 13) == ZERO_DIGIT then
+    call('XTRIM', ledger, 'MAXLEN', '~', ARGV[3])
   end
   return { 1, charged, amount - charged, loss }
 end
