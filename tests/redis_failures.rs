@@ -28,7 +28,9 @@ use fikra_gateway::store::*;
 use support::gateway::usd_to_nanos;
 use support::gateway_process::GatewayProcess;
 use support::http::*;
-use support::redis_server::{RedisCluster, RedisServer, command_stat, redis_cli, redis_store, unique_prefix};
+use support::redis_server::{
+    RedisCluster, RedisServer, command_stat, redis_cli, redis_store, unique_prefix, wallet, wallet_hold,
+};
 use support::wait::{wait_for, wait_until};
 
 const T0: u64 = 1_800_000_000_000;
@@ -193,10 +195,7 @@ fn lost_admission_is_undone(order: Order) {
                     hold_entry(redis.port, &prefix, "payer", id).starts_with("250000 500 l ")
                 });
                 assert!(held, "the late admission ran: {}", hold_entry(redis.port, &prefix, "payer", id));
-                assert_eq!(
-                    redis_cli(redis.port, &["HGET", &format!("{prefix}:{{payer}}:acct"), "held"]).trim(),
-                    "250000"
-                );
+                assert_eq!(wallet(redis.port, &format!("{prefix}:{{payer}}:acct")).1, 250_000);
                 void_until_done(client).await
             }
             Order::VoidFirst => {
@@ -308,7 +307,7 @@ fn dead_node_holds_are_released_up_to_the_cutoff() {
             let text = format!("{ESCROW} 0 l 0 0 {expires} - lease");
             redis_cli(redis.port, &["HSET", &format!("{prefix}:{{payer}}:holds"), lease, &text]);
             redis_cli(redis.port, &["ZADD", &format!("{prefix}:{{payer}}:holdexp"), &expires, lease]);
-            redis_cli(redis.port, &["HINCRBY", &format!("{prefix}:{{payer}}:acct"), "held", &ESCROW.to_string()]);
+            wallet_hold(redis.port, &format!("{prefix}:{{payer}}:acct"), ESCROW);
         }
         assert_eq!(client.account("payer").await.unwrap().held, Nanos(3 * 250_000 + 2 * ESCROW));
         // DeAdNoDe last beat at T0 + 1 s; presumed dead 10 s later: cutoff T0 + 11 s.

@@ -17,7 +17,7 @@
 -- Key layout (P = prefix, A = account id):
 --   P:{A}:acct        hash   everything an admission and a settlement read and write, so each
 --                            reads it with one HMGET and writes it with one HSET:
---                            tier, balance, held (nano-USD), created_at (ms);
+--                            tier, created_at (ms);
 --                            b (live keys) and xb (test keys): the two rate buckets, packed
 --                            struct '<dddddd': requests capacity, level, updated, then tokens
 --                            capacity, level, updated (capacity per minute, level in 1/60000
@@ -25,6 +25,10 @@
 --                            made by fk_create_account since library 12); library 11 kept them
 --                            as six fields each (rc rl ra tc tl ta, xrc ... xta): read when b or
 --                            xb is missing, and deleted when it is first written;
+--                            since library 13, b then holds the wallet: balance and held
+--                            (nano-USD) as two more doubles ('<dddddddd', the buckets -1 until
+--                            the first admission); library 12 kept them as text fields balance
+--                            and held: read when b is shorter, deleted when b is written whole;
 --                            per live key (SPEC §10, kept for every key, capped or not, so a cap
 --                            set later counts what the key already spent in its period): k:KEY,
 --                            the key's record, packed struct '<dddddd': what the key's open

@@ -43,8 +43,9 @@ local function key_record_read(acct, key_id, packed)
   local v = call('HMGET', acct, 'h:' .. key_id, 's:' .. key_id)
   local ds, d, ms, m, l
   if v[2] then ds, d, ms, m, l = match(v[2], '^(%d+) (%d+) (%d+) (%d+) (%d+)$') end
+  -- (A missing field reads as false.)
   return tonumber(v[1] or 0) or 0, tonumber(ds or 0), tonumber(d or 0), tonumber(ms or 0), tonumber(m or 0),
-    tonumber(l or 0), (v[1] or v[2]) ~= nil
+    tonumber(l or 0), (v[1] or v[2]) ~= false
 end
 
 -- The key record packed, to be written to k:KEY; deletes library 12's fields of the key if any
@@ -85,16 +86,19 @@ end
 -- Releases one hold off the per-request path (reaper, void): held and what the key's record
 -- holds go down by its amount, the hold and its expiry entry go away.
 local function release(keys, id, hold)
-  local fields = {}
+  local v
   if key_holds(hold) then
-    local v = call('HMGET', keys.acct, 'held', 'k:' .. hold.key_id)
-    local held, ds, d, ms, m, l, legacy = key_record_read(keys.acct, hold.key_id, v[2])
-    put(fields, 'k:' .. hold.key_id,
-      key_record_written(keys.acct, hold.key_id, legacy, max(held - hold.amount, 0), ds, d, ms, m, l))
-    put(fields, 'held', int(max(tonumber(v[1] or '0') - hold.amount, 0)))
+    v = call('HMGET', keys.acct, 'b', 'k:' .. hold.key_id)
   else
-    local held = tonumber(call('HGET', keys.acct, 'held') or '0')
-    put(fields, 'held', int(max(held - hold.amount, 0)))
+    v = { call('HGET', keys.acct, 'b') }
+  end
+  local rc, rl, ra, tc, tl, ta, balance, held, legacy, legacy_wallet = account_read(keys.acct, v[1])
+  local fields = { 'b', account_written(keys.acct, legacy, legacy_wallet, rc, rl, ra, tc, tl, ta, balance,
+    max(held - hold.amount, 0)) }
+  if key_holds(hold) then
+    local key_held, ds, d, ms, m, l, key_legacy = key_record_read(keys.acct, hold.key_id, v[2])
+    put(fields, 'k:' .. hold.key_id,
+      key_record_written(keys.acct, hold.key_id, key_legacy, max(key_held - hold.amount, 0), ds, d, ms, m, l))
   end
   call('HSET', keys.acct, unpack(fields))
   call('HDEL', keys.holds, id)

@@ -39,14 +39,19 @@ local function fk_hold(KEYS, ARGV)
   local a
   if live == 1 then
     kind, key_field = 'l', 'k:' .. key_id
-    a = call('HMGET', acct, 'tier', 'balance', 'held', 'b', key_field)
+    a = call('HMGET', acct, 'tier', 'b', key_field)
   else
-    a = call('HMGET', acct, 'tier', 'balance', 'held', 'xb')
+    a = call('HMGET', acct, 'tier', 'xb')
   end
   if not a[1] then return { -1 } end
   local rpm, tpm, trusted = u_rpm, u_tpm, 0
   if a[1] == 'trusted' then rpm, tpm, trusted = t_rpm, t_tpm, 1 end
-  local rc, rl, ra, tc, tl, ta, legacy = buckets_read(acct, kind, a[4])
+  local rc, rl, ra, tc, tl, ta, balance, held, legacy, legacy_wallet
+  if live == 1 then
+    rc, rl, ra, tc, tl, ta, balance, held, legacy, legacy_wallet = account_read(acct, a[2])
+  else
+    rc, rl, ra, tc, tl, ta, legacy = buckets_read(acct, kind, a[2])
+  end
   rc, rl, ra = bucket_or_new(rc, rl, ra, rpm, now)
   tc, tl, ta = bucket_or_new(tc, tl, ta, tpm, now)
   rc, rl, ra = fit(rc, rl, ra, rpm, now)
@@ -55,11 +60,9 @@ local function fk_hold(KEYS, ARGV)
   -- 1. The wallet (test keys never touch it).
   local output_cap = requested
   local input_cost = input * in_price
-  local held, key_held, ds, d, ms, m, l, key_legacy = 0, 0
+  local key_held, ds, d, ms, m, l, key_legacy
   if live == 1 then
-    local balance = a[2] + 0
-    held = a[3] + 0
-    key_held, ds, d, ms, m, l, key_legacy = key_record_read(acct, key_id, a[5])
+    key_held, ds, d, ms, m, l, key_legacy = key_record_read(acct, key_id, a[3])
     local available = max(balance - held, 0)
     local needed = input_cost + out_price
     if available < needed then
@@ -112,12 +115,11 @@ local function fk_hold(KEYS, ARGV)
   if call('HSETNX', holds, id, head .. expires .. ' ' .. key_id .. ' ' .. model) == 0 then return { -2 } end
   rl = rl - UNITS
   tl = tl - tokens * UNITS
-  local packed = buckets_written(acct, kind, legacy, rc, rl, ra, tc, tl, ta)
   if live == 1 then
-    call('HSET', acct, 'b', packed, 'held', int(held + hold), key_field,
-      key_record_written(acct, key_id, key_legacy, key_held + hold, ds, d, ms, m, l))
+    call('HSET', acct, 'b', account_written(acct, legacy, legacy_wallet, rc, rl, ra, tc, tl, ta, balance, held + hold),
+      key_field, key_record_written(acct, key_id, key_legacy, key_held + hold, ds, d, ms, m, l))
   else
-    call('HSET', acct, 'xb', packed)
+    call('HSET', acct, 'xb', buckets_written(acct, kind, legacy, rc, rl, ra, tc, tl, ta))
   end
   call('ZADD', holdexp, expires, id)
   return { 1, output_cap, trusted, rl, tl }

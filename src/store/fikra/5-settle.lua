@@ -34,7 +34,7 @@ local function fk_charge(KEYS, ARGV)
   if kind == VOIDED then return { 0 } end
   local live = kind == 'l'
   local key_field = 'k:' .. key_id
-  local a = call('HMGET', acct, 'tier', 'balance', 'held', BUCKET_FIELD[kind] or 'b', key_field)
+  local a = call('HMGET', acct, 'tier', BUCKET_FIELD[kind] or 'b', key_field)
   if not a[1] then return { 0 } end
   if kind == RELEASED_DEAD then
     call('HDEL', holds, id)
@@ -45,7 +45,7 @@ local function fk_charge(KEYS, ARGV)
     unpack_struct(CHARGE_NUMBERS, ARGV[4])
   local given_now = now > 0 and now
   local key_held, ds, d, ms, m, l, key_legacy
-  if live and key_id ~= '-' then key_held, ds, d, ms, m, l, key_legacy = key_record_read(acct, key_id, a[5]) end
+  if live and key_id ~= '-' then key_held, ds, d, ms, m, l, key_legacy = key_record_read(acct, key_id, a[3]) end
   amount, tokens = amount + 0, tokens + 0
   local charged, loss = 0, 0
   local tpm, actual = test_tpm, counted_u
@@ -55,7 +55,12 @@ local function fk_charge(KEYS, ARGV)
     tpm = u_tpm
     if a[1] == 'trusted' then tpm, actual = t_tpm, counted_t end
   end
-  local rc, rl, ra, tc, tl, ta, legacy = buckets_read(acct, kind, a[4])
+  local rc, rl, ra, tc, tl, ta, balance, held, legacy, legacy_wallet
+  if live then
+    rc, rl, ra, tc, tl, ta, balance, held, legacy, legacy_wallet = account_read(acct, a[2])
+  else
+    rc, rl, ra, tc, tl, ta, legacy = buckets_read(acct, kind, a[2])
+  end
   -- The requests bucket is written back as read; one never written is written as capacity 0
   -- at time 0, which the next admission fits to its limit as a new bucket (full).
   rc, rl, ra = bucket_or_new(rc, rl, ra, 0, 0)
@@ -74,23 +79,19 @@ local function fk_charge(KEYS, ARGV)
   else
     tl = max(tl - (actual - tokens) * UNITS, 0)
   end
-  -- Writes.
-  local packed = buckets_written(acct, kind, legacy, rc, rl, ra, tc, tl, ta)
-  local held = int(max(a[3] - amount, 0))
-  if live and key_id ~= '-' then
-    key_held = max(key_held - amount, 0)
-    if charged > 0 then
-      ds, d, ms, m, l = spend_added(ds, d, ms, m, l, charged, day_start, month_start)
-      call('HSET', acct, BUCKET_FIELD[kind], packed, 'held', held, 'balance', int(max(a[2] - charged, 0)),
-        key_field, key_record_written(acct, key_id, key_legacy, key_held, ds, d, ms, m, l))
-    else
-      call('HSET', acct, BUCKET_FIELD[kind], packed, 'held', held,
-        key_field, key_record_written(acct, key_id, key_legacy, key_held, ds, d, ms, m, l))
-    end
-  elseif charged > 0 then
-    call('HSET', acct, BUCKET_FIELD[kind], packed, 'held', held, 'balance', int(max(a[2] - charged, 0)))
+  -- Writes (a test key's hold holds nothing: its account's wallet stays as it is).
+  if not live then
+    call('HSET', acct, BUCKET_FIELD[kind], buckets_written(acct, kind, legacy, rc, rl, ra, tc, tl, ta))
   else
-    call('HSET', acct, BUCKET_FIELD[kind], packed, 'held', held)
+    local packed = account_written(acct, legacy, legacy_wallet, rc, rl, ra, tc, tl, ta, max(balance - charged, 0),
+      max(held - amount, 0))
+    if key_id ~= '-' then
+      if charged > 0 then ds, d, ms, m, l = spend_added(ds, d, ms, m, l, charged, day_start, month_start) end
+      call('HSET', acct, 'b', packed,
+        key_field, key_record_written(acct, key_id, key_legacy, max(key_held - amount, 0), ds, d, ms, m, l))
+    else
+      call('HSET', acct, 'b', packed)
+    end
   end
   call('HDEL', holds, id)
   call('ZREM', holdexp, id)

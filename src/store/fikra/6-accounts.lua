@@ -4,22 +4,24 @@
 local function fk_create_account(KEYS, ARGV)
   if call('EXISTS', KEYS[1]) == 1 then return { -2 } end
   local now = clock(ARGV[2])
-  call('HSET', KEYS[1], 'tier', 'unverified', 'balance', ARGV[1], 'held', '0', 'created_at', int(now), 'b', '', 'xb', '')
+  call('HSET', KEYS[1], 'tier', 'unverified', 'created_at', int(now),
+    'b', account_written(KEYS[1], false, false, nil, nil, nil, nil, nil, nil, tonumber(ARGV[1]), 0), 'xb', '')
   return { 1, now }
 end
 
 -- KEYS: acct, payrefs ; ARGV: amount, reference.
 -- Reply: {1, balance, tier} credited; {0, balance, tier} duplicate; {-1} no account; {-4} too large.
 local function fk_topup(KEYS, ARGV)
-  local a = call('HMGET', KEYS[1], 'tier', 'balance')
+  local a = call('HMGET', KEYS[1], 'tier', 'b')
   if not a[1] then return { -1 } end
-  local balance = tonumber(a[2])
+  local rc, rl, ra, tc, tl, ta, balance, held, legacy, legacy_wallet = account_read(KEYS[1], a[2])
   if call('SISMEMBER', KEYS[2], ARGV[2]) == 1 then return { 0, balance, a[1] } end
   local after = balance + tonumber(ARGV[1])
   if after > MAX_BALANCE then return { -4 } end
   local tier = a[1]
   if tier == 'unverified' then tier = 'trusted' end
-  call('HSET', KEYS[1], 'balance', int(after), 'tier', tier)
+  call('HSET', KEYS[1], 'b', account_written(KEYS[1], legacy, legacy_wallet, rc, rl, ra, tc, tl, ta, after, held),
+    'tier', tier)
   call('SADD', KEYS[2], ARGV[2])
   return { 1, after, tier }
 end

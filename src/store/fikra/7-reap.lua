@@ -109,7 +109,13 @@ local function fk_void(KEYS, ARGV)
   tl = min(tl + hold.tokens * UNITS, tc * UNITS)
   -- Writes.
   release(keys, id, hold)
-  call('HSET', keys.acct, field, buckets_written(keys.acct, hold.kind, legacy, rc, rl, ra, tc, tl, ta))
+  if field == 'b' then
+    -- The live buckets share b with the wallet release() just wrote: kept as it wrote it.
+    local _, _, _, _, _, _, balance, held = account_read(keys.acct, call('HGET', keys.acct, 'b'))
+    call('HSET', keys.acct, 'b', account_written(keys.acct, false, false, rc, rl, ra, tc, tl, ta, balance, held))
+  else
+    call('HSET', keys.acct, field, buckets_written(keys.acct, hold.kind, legacy, rc, rl, ra, tc, tl, ta))
+  end
   mark(keys, id, VOIDED, expires)
   return { 1, hold.amount, hold.tokens }
 end

@@ -29,11 +29,11 @@ local function fk_lease(KEYS, ARGV)
   local ledger, lease_key = KEYS[4], KEYS[5]
   local id, seq = ARGV[1], tonumber(ARGV[2])
   local now = clock(ARGV[3])
-  local a = call('HMGET', keys.acct, 'tier', 'balance', 'held', 'b')
+  local a = call('HMGET', keys.acct, 'tier', 'b')
   if not a[1] then return { -1 } end
-  local tier, balance, held = a[1], tonumber(a[2]), tonumber(a[3])
+  local tier = a[1]
   local rpm, tpm = limits_for(tier, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
-  local rc, rl, ra, tc, tl, ta, legacy = buckets_read(keys.acct, 'l', a[4])
+  local rc, rl, ra, tc, tl, ta, balance, held, legacy, legacy_wallet = account_read(keys.acct, a[2])
   rc, rl, ra = bucket_or_new(rc, rl, ra, rpm, now)
   tc, tl, ta = bucket_or_new(tc, tl, ta, tpm, now)
   rc, rl, ra = fit(rc, rl, ra, rpm, now)
@@ -117,8 +117,7 @@ local function fk_lease(KEYS, ARGV)
   end
 
   -- 3. Writes.
-  local fields = { 'balance', int(balance), 'held', int(max(held, 0)),
-    'b', buckets_written(keys.acct, 'l', legacy, rc, rl, ra, tc, tl, ta) }
+  local fields = { 'b', account_written(keys.acct, legacy, legacy_wallet, rc, rl, ra, tc, tl, ta, balance, max(held, 0)) }
   if #spending_keys > 0 then
     local names = {}
     for i, key_id in ipairs(spending_keys) do names[i] = 'k:' .. key_id end

@@ -52,7 +52,7 @@ impl RedisStore {
 
     pub async fn account(&self, connections: &Connections, id: &str) -> Result<AccountView, StoreError> {
         let acct = self.key(id, "acct");
-        let args: [&[u8]; 6] = [b"HMGET", acct.as_bytes(), b"tier", b"balance", b"held", b"created_at"];
+        let args: [&[u8]; 7] = [b"HMGET", acct.as_bytes(), b"tier", b"balance", b"held", b"created_at", b"b"];
         let fields = self.read::<AccountFields>(connections, acct.as_bytes(), &args).await?;
         Ok(AccountView {
             id: id.into(),

@@ -42,7 +42,8 @@ impl FromReply for AccountCreated {
     }
 }
 
-/// `HMGET P:{A}:acct tier balance held created_at`: no tier means no account.
+/// `HMGET P:{A}:acct tier balance held created_at b`: no tier means no account; the wallet is
+/// b's (library 13) or, for an account library 12 last wrote, the two text fields.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct AccountFields {
     pub tier: Arc<str>,
@@ -55,14 +56,28 @@ impl FromReply for AccountFields {
     fn from_reply(reply: Frame<'_>) -> Result<Self, StoreError> {
         let items = array(reply)?;
         let tier = text_at(&items, 0).ok_or(StoreError::NotFound)?;
+        // Since library 13 the wallet is the last two of b's eight packed doubles (integral and
+        // below 2^53: exact as u64); an account library 12 last wrote keeps it in text fields.
+        let (balance, held) = match items.get(4) {
+            Some(Frame::BulkString(b)) if b.len() == ACCOUNT_BYTES => {
+                let number =
+                    |at: usize| b[at..at + 8].try_into().map(|bytes| f64::from_le_bytes(bytes).max(0.0) as u64);
+                (number(48).map_err(|_| StoreError::Unavailable)?, number(56).map_err(|_| StoreError::Unavailable)?)
+            }
+            _ => (u64_at(&items, 1)?, u64_at(&items, 2)?),
+        };
         Ok(AccountFields {
             tier: tier.into(),
-            balance: Nanos(u64_at(&items, 1)?),
-            held: Nanos(u64_at(&items, 2)?),
+            balance: Nanos(balance),
+            held: Nanos(held),
             created_at_ms: u64_at(&items, 3)?,
         })
     }
 }
+
+/// The live field `b` of library 13: the account's two rate buckets (six doubles), then its
+/// balance and held amount (two more).
+const ACCOUNT_BYTES: usize = 8 * 8;
 
 /// `HMGET P:key:HASH key_id account kind name revoked cap cap_period`: no key id or account
 /// means no key; kind `l` is live (anything else test), an empty name is none, revoked is `1`;
