@@ -362,30 +362,80 @@ fn a_call_with_the_old_key_list_is_refused_and_writes_nothing() {
     assert_eq!(balance_and_held(&store), (1_000_000_000, 0));
 }
 
-// Goal: an account whose buckets library 11 wrote (six fields per key kind) keeps them through
-// the upgrade: the first admission of library 12 counts from their levels, not from full
-// buckets, writes them packed into `b` and deletes the six fields; the next admission reads `b`.
-#[test]
-fn buckets_written_by_library_11_carry_over() {
+/// A standalone Redis store with account `a` (1 USD) created at T0, its connections, the
+/// account hash's name and the server's port: for tests that write what an older library left.
+fn redis_account_a() -> (Store, StoreConnections, String, u16) {
     let (store, prefix) = Backend::Redis.store();
     let connections = StoreConnections::default();
+    block_on(store.client(&connections).create_account(Some("a"), Nanos(1_000_000_000), T0)).unwrap();
+    (store, connections, format!("{prefix}:{{a}}:acct"), redis_server::shared_server().port())
+}
+
+// Goal: an account whose buckets library 11 wrote (six fields per key kind, the wallet in text
+// fields) keeps them through the upgrade: the first admission counts from their levels, not
+// from full buckets, writes them and the wallet packed into `b` and deletes the eight fields;
+// the next admission reads `b`.
+#[test]
+fn buckets_written_by_library_11_carry_over() {
+    let (store, connections, acct, port) = redis_account_a();
     let store = store.client(&connections);
-    block_on(store.create_account(Some("a"), Nanos(1_000_000_000), T0)).unwrap();
-    let port = redis_server::shared_server().port();
-    let acct = format!("{prefix}:{{a}}:acct");
     // As library 11 left them: 10 requests and 1,000 tokens left (levels in 1/60000), at T0.
     let (t0, requests_level, tokens_level) = (T0.to_string(), (10 * 60_000).to_string(), (1_000 * 60_000).to_string());
     cli(port, &["HDEL", &acct, "b", "xb"]);
     let legacy = ["rc", "30", "rl", &requests_level, "ra", &t0, "tc", "40000", "tl", &tokens_level, "ta", &t0];
-    cli(port, &[&["HSET", acct.as_str()][..], &legacy].concat());
+    cli(port, &[&["HSET", acct.as_str(), "balance", "1000000000", "held", "0"][..], &legacy].concat());
     let rates = |id: &str| match block_on(store.admit(&request(id, "k", None, 100, T0))).unwrap() {
         Admission::Admitted(admitted) => (admitted.rates.requests_remaining, admitted.rates.tokens_remaining),
         other => panic!("{id}: {other:?}"),
     };
     assert_eq!(rates("r1"), (9, 1_000 - 110));
-    for field in ["rc", "rl", "ra", "tc", "tl", "ta"] {
+    for field in ["rc", "rl", "ra", "tc", "tl", "ta", "balance", "held"] {
         assert_eq!(cli(port, &["HEXISTS", &acct, field]).trim(), "0", "{field}");
     }
-    assert_eq!(cli(port, &["HSTRLEN", &acct, "b"]).trim(), "48", "six packed doubles");
+    assert_eq!(cli(port, &["HSTRLEN", &acct, "b"]).trim(), "64", "eight packed doubles");
     assert_eq!(rates("r2"), (8, 1_000 - 220));
+    // 10 in, 100 out at 500 each, twice.
+    assert_eq!(balance_and_held(&store), (1_000_000_000, 2 * 55_000));
+}
+
+// Goal: an account and a key as library 12 left them (the wallet in text fields and `b` the
+// buckets alone; the key's spend and holds in `s:KEY` text and `h:KEY`) keep everything
+// through the upgrade: the account and the key's spend read from them, the first admission of
+// library 13 counts the key's both against its cap, writes them packed into `k:KEY` and the
+// wallet into `b` and deletes the old fields, and the settlements that follow (the hold library
+// 12 took among them) add to what was spent.
+#[test]
+fn key_records_written_by_library_12_carry_over() {
+    let (store, connections, acct, port) = redis_account_a();
+    let store = store.client(&connections);
+    // r0 holds 5,500 (10 in, 1 out); then its key's fields as library 12 left them, with
+    // 3,000 spent today and this month and 7,000 in its lifetime.
+    assert_eq!(admitted(&store, &request("r0", "k", None, 1, T0)), (5_500, 1));
+    let (day_start, month_start) = (CapPeriod::Day.start_ms(T0), CapPeriod::Month.start_ms(T0));
+    let spent_text = format!("{day_start} 3000 {month_start} 3000 7000");
+    cli(port, &["HDEL", &acct, "k:k"]);
+    cli(port, &["HSET", &acct, "h:k", "5500", "s:k", &spent_text]);
+    let as_library_12 = "local b = redis.call('HGET', KEYS[1], 'b') \
+        local n = { struct.unpack('<dddddddd', b) } \
+        redis.call('HSET', KEYS[1], 'b', string.sub(b, 1, 48), 'balance', string.format('%d', n[7]), \
+        'held', string.format('%d', n[8]))";
+    cli(port, &["EVAL", as_library_12, "1", &acct]);
+    assert_eq!(cli(port, &["HMGET", &acct, "balance", "held"]), "1000000000\n5500\n");
+    assert_eq!(balance_and_held(&store), (1_000_000_000, 5_500));
+    assert_eq!(spend(&store, "k", CapPeriod::Day, T0), (3_000, 5_500));
+    assert_eq!(spend(&store, "k", CapPeriod::Lifetime, T0), (7_000, 5_500));
+    // Room under 20,000 a day: 20,000 - 3,000 - 5,500 = 11,500, so 13 output tokens.
+    assert_eq!(admitted(&store, &request("r1", "k", cap(20_000, CapPeriod::Day), 100, T0)), (11_500, 13));
+    for field in ["h:k", "s:k", "balance", "held"] {
+        assert_eq!(cli(port, &["HEXISTS", &acct, field]).trim(), "0", "{field}");
+    }
+    assert_eq!(cli(port, &["HSTRLEN", &acct, "k:k"]).trim(), "48", "six packed doubles");
+    assert_eq!(cli(port, &["HSTRLEN", &acct, "b"]).trim(), "64", "eight packed doubles");
+    assert_eq!(balance_and_held(&store), (1_000_000_000, 17_000));
+    assert_eq!(spend(&store, "k", CapPeriod::Day, T0), (3_000, 17_000));
+    assert_eq!(settle(&store, "r0", 10, 1, T0 + 1), 5_500);
+    assert_eq!(settle(&store, "r1", 10, 10, T0 + 2), 10_000);
+    assert_eq!(spend(&store, "k", CapPeriod::Day, T0), (18_500, 0));
+    assert_eq!(spend(&store, "k", CapPeriod::Lifetime, T0), (22_500, 0));
+    assert_eq!(balance_and_held(&store), (1_000_000_000 - 15_500, 0));
 }

@@ -101,7 +101,7 @@ pub struct SpendCap {
 
 /// What a key spent, each figure in the period it counts in: the day and the month it was last
 /// charged in (their starts, ms) and its lifetime. A charge counts in the period it settles in.
-/// The embedded store keeps one per key; the Redis store reads the library's `s:KEY` field
+/// The embedded store keeps one per key; the Redis store reads the library's `k:KEY` record
 /// into one (its `spend_in` follows the same rule).
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct PeriodSpend {

@@ -148,6 +148,23 @@ pub fn redis_cli(port: u16, args: &[&str]) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// The account hash `acct`'s balance and held amount (nano-USD): since library 13 the last two
+/// of the eight doubles packed in its field `b`.
+pub fn wallet(port: u16, acct: &str) -> (u64, u64) {
+    let unpack = "local n = { struct.unpack('<dddddddd', redis.call('HGET', KEYS[1], 'b')) } return { n[7], n[8] }";
+    let text = redis_cli(port, &["EVAL", unpack, "1", acct]);
+    let mut numbers = text.lines().map(|line| line.trim().parse::<u64>().unwrap_or_else(|_| panic!("{text}")));
+    (numbers.next().unwrap_or_else(|| panic!("{text}")), numbers.next().unwrap_or_else(|| panic!("{text}")))
+}
+
+/// Adds `nanos` to what the account hash `acct` holds (in its field `b`, as `wallet` reads it): a hold written by hand.
+pub fn wallet_hold(port: u16, acct: &str, nanos: u64) {
+    let add = "local n = { struct.unpack('<dddddddd', redis.call('HGET', KEYS[1], 'b')) } \
+        redis.call('HSET', KEYS[1], 'b', struct.pack('<dddddddd', n[1], n[2], n[3], n[4], n[5], n[6], n[7], \
+        n[8] + tonumber(ARGV[1])))";
+    redis_cli(port, &["EVAL", add, "1", acct, &nanos.to_string()]);
+}
+
 /// Sum of `calls=` over every command in `INFO commandstats`, and the `FCALL` calls alone.
 pub fn command_calls(port: u16) -> (u64, u64) {
     let stats = redis_cli(port, &["INFO", "commandstats"]);

@@ -17,7 +17,7 @@
 -- Key layout (P = prefix, A = account id):
 --   P:{A}:acct        hash   everything an admission and a settlement read and write, so each
 --                            reads it with one HMGET and writes it with one HSET:
---                            tier, balance, held (nano-USD), created_at (ms);
+--                            tier, created_at (ms);
 --                            b (live keys) and xb (test keys): the two rate buckets, packed
 --                            struct '<dddddd': requests capacity, level, updated, then tokens
 --                            capacity, level, updated (capacity per minute, level in 1/60000
@@ -25,13 +25,21 @@
 --                            made by fk_create_account since library 12); library 11 kept them
 --                            as six fields each (rc rl ra tc tl ta, xrc ... xta): read when b or
 --                            xb is missing, and deleted when it is first written;
+--                            since library 13, b then holds the wallet: balance and held
+--                            (nano-USD) as two more doubles ('<dddddddd', the buckets -1 until
+--                            the first admission); library 12 kept them as text fields balance
+--                            and held: read when b is shorter, deleted when b is written whole;
 --                            per live key (SPEC §10, kept for every key, capped or not, so a cap
---                            set later counts what the key already spent in its period):
---                            h:KEY = what the key's open holds hold, s:KEY = "day_start
---                            day_spent month_start month_spent lifetime_spent" (ms, nano-USD; a
---                            charge counts in the period it settles in, on the gateway's
---                            calendar). Fields, not keys of their own: a Function never declares
---                            a key that may not exist (a slot being migrated would refuse it)
+--                            set later counts what the key already spent in its period): k:KEY,
+--                            the key's record, packed struct '<dddddd': what the key's open
+--                            holds hold, then day_start, day_spent, month_start, month_spent,
+--                            lifetime_spent (ms, nano-USD; a charge counts in the period it
+--                            settles in, on the gateway's calendar); library 12 kept it as h:KEY
+--                            (the holds) and s:KEY ("day_start day_spent month_start month_spent
+--                            lifetime_spent"): read when k:KEY is missing, deleted when it is
+--                            first written. Fields, not keys of their own: a Function never
+--                            declares a key that may not exist (a slot being migrated would
+--                            refuse it)
 --   P:{A}:holds       hash   request id -> "amount tokens kind in_price out_price expires key model"
 --                            (the prices as admitted, for operators reading holds: settlement
 --                            is priced by the gateway, which passes the cost);
@@ -56,18 +64,31 @@
 -- Library 10 kept the buckets in P:{A}:rate:live and P:{A}:rate:test and a capped key's spend in
 -- s:KEY:P and r:REQUEST fields; none of them is read since library 11.
 
-local LIBRARY_VERSION = 12
+local LIBRARY_VERSION = 13
 local UNITS = 60000
 -- Largest balance an account may hold, in nano-USD (about 9 million USD): exact in a double.
 local MAX_BALANCE = 9007199254740991
 
+-- The library functions every Function calls, as locals: in Redis a global is read through
+-- the empty globals table's __index (a miss, then the real table, then the field: about 200
+-- instructions a use, against a few for a local). Globals cannot be read while the library
+-- loads, so these are bound on a Function's first call (see 9-register.lua) and stay bound:
+-- the same library functions every call.
+local call, floor, min, max, pack, unpack_struct, format, match, gsub, byte
+
+local function bind_globals()
+  call, floor, min, max = redis.call, math.floor, math.min, math.max
+  pack, unpack_struct = struct.pack, struct.unpack
+  format, match, gsub, byte = string.format, string.match, string.gsub, string.byte
+end
+
 local function int(x)
-  return string.format('%d', x)
+  return format('%d', x)
 end
 
 -- Redis's clock in ms.
 local function redis_now()
-  local t = redis.call('TIME')
+  local t = call('TIME')
   local us = t[2] + 0
   return t[1] * 1000 + (us - us % 1000) / 1000
 end
@@ -93,7 +114,7 @@ end
 
 -- floor(a / b) for non-negative integers below 2^53, exact.
 local function div_floor(a, b)
-  local q = math.floor(a / b)
+  local q = floor(a / b)
   while q * b > a do q = q - 1 end
   while (q + 1) * b <= a do q = q + 1 end
   return q

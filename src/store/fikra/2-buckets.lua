@@ -17,11 +17,13 @@ local LEGACY_BUCKET_FIELDS = {
 local function buckets_read(acct, kind, packed)
   if packed then
     if packed == '' then return nil, nil, nil, nil, nil, nil, false end
-    local rc, rl, ra, tc, tl, ta = struct.unpack(BUCKETS, packed)
+    -- (Of a live b of library 13, the first six of its eight numbers: see ACCOUNT.)
+    local rc, rl, ra, tc, tl, ta = unpack_struct(BUCKETS, packed)
+    if rc < 0 then return nil, nil, nil, nil, nil, nil, false end
     return rc, rl, ra, tc, tl, ta, false
   end
   local f = LEGACY_BUCKET_FIELDS[kind]
-  local v = redis.call('HMGET', acct, f[1], f[2], f[3], f[4], f[5], f[6])
+  local v = call('HMGET', acct, f[1], f[2], f[3], f[4], f[5], f[6])
   local legacy = v[1] or v[2] or v[3] or v[4] or v[5] or v[6]
   return tonumber(v[1]), tonumber(v[2]), tonumber(v[3]), tonumber(v[4]), tonumber(v[5]), tonumber(v[6]), legacy ~= nil
 end
@@ -39,9 +41,44 @@ end
 local function buckets_written(acct, kind, legacy, rc, rl, ra, tc, tl, ta)
   if legacy then
     local f = LEGACY_BUCKET_FIELDS[kind]
-    redis.call('HDEL', acct, f[1], f[2], f[3], f[4], f[5], f[6])
+    call('HDEL', acct, f[1], f[2], f[3], f[4], f[5], f[6])
   end
-  return struct.pack(BUCKETS, rc, rl, ra, tc, tl, ta)
+  return pack(BUCKETS, rc, rl, ra, tc, tl, ta)
+end
+
+-- Since library 13 the live field b holds the account's wallet too, after its buckets: ACCOUNT
+-- = the six bucket numbers as in BUCKETS (all -1 before the account's first admission), then
+-- balance and held (nano-USD). Library 12 kept balance and held as text fields of those names
+-- and b as the buckets alone (48 bytes, or '' before the first admission): they are read when b
+-- is shorter, and deleted when b is first written whole.
+local ACCOUNT = '<dddddddd'
+local ACCOUNT_BYTES = 64
+
+-- The live buckets (rc, rl, ra, tc, tl, ta as buckets_read), then balance, held, whether library
+-- 11's bucket fields were read and whether library 12's wallet fields were, from `packed` (the b
+-- field as read) and, for an account written before library 13, the older fields (read here).
+local function account_read(acct, packed)
+  if packed and #packed == ACCOUNT_BYTES then
+    local rc, rl, ra, tc, tl, ta, balance, held = unpack_struct(ACCOUNT, packed)
+    if rc < 0 then rc, rl, ra, tc, tl, ta = nil, nil, nil, nil, nil, nil end
+    return rc, rl, ra, tc, tl, ta, balance, held, false, false
+  end
+  local rc, rl, ra, tc, tl, ta, legacy = buckets_read(acct, 'l', packed)
+  local w = call('HMGET', acct, 'balance', 'held')
+  return rc, rl, ra, tc, tl, ta, tonumber(w[1] or 0) or 0, tonumber(w[2] or 0) or 0, legacy, true
+end
+
+-- The live field b packed (a bucket with any number missing is written as none yet: -1s);
+-- deletes the older fields account_read says it read.
+local function account_written(acct, legacy, legacy_wallet, rc, rl, ra, tc, tl, ta, balance, held)
+  if legacy or legacy_wallet then
+    local f = LEGACY_BUCKET_FIELDS.l
+    call('HDEL', acct, 'balance', 'held', f[1], f[2], f[3], f[4], f[5], f[6])
+  end
+  if rc == nil or rl == nil or ra == nil or tc == nil or tl == nil or ta == nil then
+    rc, rl, ra, tc, tl, ta = -1, -1, -1, -1, -1, -1
+  end
+  return pack(ACCOUNT, rc, rl, ra, tc, tl, ta, balance, held)
 end
 
 local function refill(cap, level, at, now)
@@ -49,7 +86,7 @@ local function refill(cap, level, at, now)
     if now - at >= UNITS then
       return cap * UNITS, now
     end
-    return math.min(level + (now - at) * cap, cap * UNITS), now
+    return min(level + (now - at) * cap, cap * UNITS), now
   end
   return level, at
 end
@@ -61,7 +98,7 @@ local function fit(cap, level, at, capacity, now)
     if capacity > cap then
       level = level + (capacity - cap) * UNITS
     end
-    return capacity, math.min(level, capacity * UNITS), at
+    return capacity, min(level, capacity * UNITS), at
   end
   return cap, level, at
 end

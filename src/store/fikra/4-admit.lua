@@ -22,8 +22,10 @@ local PERIOD_LETTERS = { 'd', 'm', 'l' }
 --   key's cap leaves no room; {-1} no account; {-2} duplicate id (a hold or a marker has this
 --   id: a voided admission refuses itself here, writing nothing; a refusal on the way there
 --   writes nothing either).
--- Commands: TIME, HMGET, then on admission HSETNX (the id check, the first write), HSET, ZADD.
+-- Commands: TIME, HMGET, then on admission HSETNX (the id check, the first write), HSET, ZADD;
+--   before a key's first k: record is written, one HMGET more of library 12's fields for it.
 local function fk_hold(KEYS, ARGV)
+  if not call then bind_globals() end
   if #KEYS ~= 3 or #ARGV ~= 5 then
     return redis.error_reply('ERR fikra library v' .. LIBRARY_VERSION .. ': fk_hold takes 3 keys and 5 arguments, got '
       .. #KEYS .. ' and ' .. #ARGV .. ' (a gateway of another version?)')
@@ -31,24 +33,25 @@ local function fk_hold(KEYS, ARGV)
   local acct, holds, holdexp = KEYS[1], KEYS[2], KEYS[3]
   local id, key_id, model, head = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
   local input, requested, client_cap, refuse_clamp, live, in_price, out_price, now, u_rpm, u_tpm, t_rpm, t_tpm, ttl,
-    cap, cap_p, cap_start, head_hold, head_tokens = struct.unpack(HOLD_NUMBERS, ARGV[5])
+    cap, cap_p, cap_start, head_hold, head_tokens = unpack_struct(HOLD_NUMBERS, ARGV[5])
   if now <= 0 then now = redis_now() end
-  local kind, key_held_field = 't', nil
+  local kind, key_field = 't', nil
   local a
   if live == 1 then
-    kind, key_held_field = 'l', 'h:' .. key_id
-    if cap >= 0 then
-      a = redis.call('HMGET', acct, 'tier', 'balance', 'held', 'b', key_held_field, 's:' .. key_id)
-    else
-      a = redis.call('HMGET', acct, 'tier', 'balance', 'held', 'b', key_held_field)
-    end
+    kind, key_field = 'l', 'k:' .. key_id
+    a = call('HMGET', acct, 'tier', 'b', key_field)
   else
-    a = redis.call('HMGET', acct, 'tier', 'balance', 'held', 'xb')
+    a = call('HMGET', acct, 'tier', 'xb')
   end
   if not a[1] then return { -1 } end
   local rpm, tpm, trusted = u_rpm, u_tpm, 0
   if a[1] == 'trusted' then rpm, tpm, trusted = t_rpm, t_tpm, 1 end
-  local rc, rl, ra, tc, tl, ta, legacy = buckets_read(acct, kind, a[4])
+  local rc, rl, ra, tc, tl, ta, balance, held, legacy, legacy_wallet
+  if live == 1 then
+    rc, rl, ra, tc, tl, ta, balance, held, legacy, legacy_wallet = account_read(acct, a[2])
+  else
+    rc, rl, ra, tc, tl, ta, legacy = buckets_read(acct, kind, a[2])
+  end
   rc, rl, ra = bucket_or_new(rc, rl, ra, rpm, now)
   tc, tl, ta = bucket_or_new(tc, tl, ta, tpm, now)
   rc, rl, ra = fit(rc, rl, ra, rpm, now)
@@ -57,37 +60,36 @@ local function fk_hold(KEYS, ARGV)
   -- 1. The wallet (test keys never touch it).
   local output_cap = requested
   local input_cost = input * in_price
-  local held, key_held = 0, 0
+  local key_held, ds, d, ms, m, l, key_legacy
   if live == 1 then
-    local balance = a[2] + 0
-    held, key_held = a[3] + 0, (a[5] or 0) + 0
-    local available = math.max(balance - held, 0)
+    key_held, ds, d, ms, m, l, key_legacy = key_record_read(acct, key_id, a[3])
+    local available = max(balance - held, 0)
     local needed = input_cost + out_price
     if available < needed then
       return append({ 4, balance, available, needed }, snapshot(rc, rl, ra, tc, tl, ta, now))
     end
     if out_price > 0 then
-      output_cap = math.min(output_cap, div_floor(available - input_cost, out_price))
+      output_cap = min(output_cap, div_floor(available - input_cost, out_price))
     end
     -- 1b. The key's own cap: its spend in this period plus its open holds stay within it.
     if cap >= 0 then
-      local spent = spent_in(a[6], cap_p, cap_start)
-      local room = math.max(cap - spent - key_held, 0)
+      local spent = spent_in(ds, d, ms, m, l, cap_p, cap_start)
+      local room = max(cap - spent - key_held, 0)
       if room < needed then
         return append({ 6, cap, spent, key_held, needed }, snapshot(rc, rl, ra, tc, tl, ta, now))
       end
       if out_price > 0 then
-        output_cap = math.min(output_cap, div_floor(room - input_cost, out_price))
+        output_cap = min(output_cap, div_floor(room - input_cost, out_price))
       end
     end
   end
   -- 2. A request larger than the whole TPM bucket can never pass.
   if client_cap == 0 then
-    output_cap = math.min(output_cap, math.max(tc - input, 0))
+    output_cap = min(output_cap, max(tc - input, 0))
   end
   local tokens = input + output_cap
   if output_cap == 0 or tokens > tc then
-    return append({ 3, tc, input + math.max(output_cap, 1) }, snapshot(rc, rl, ra, tc, tl, ta, now))
+    return append({ 3, tc, input + max(output_cap, 1) }, snapshot(rc, rl, ra, tc, tl, ta, now))
   end
   if refuse_clamp == 1 and output_cap < requested then
     return { 5, output_cap }
@@ -108,18 +110,18 @@ local function fk_hold(KEYS, ARGV)
   if live == 1 then hold = input_cost + output_cap * out_price end
   local expires = int(now + ttl)
   if hold ~= head_hold or tokens ~= head_tokens then
-    head = int(hold) .. ' ' .. int(tokens) .. ' ' .. string.match(head, '^%d+ %d+ (.*)$')
+    head = int(hold) .. ' ' .. int(tokens) .. ' ' .. match(head, '^%d+ %d+ (.*)$')
   end
-  if redis.call('HSETNX', holds, id, head .. expires .. ' ' .. key_id .. ' ' .. model) == 0 then return { -2 } end
+  if call('HSETNX', holds, id, head .. expires .. ' ' .. key_id .. ' ' .. model) == 0 then return { -2 } end
   rl = rl - UNITS
   tl = tl - tokens * UNITS
-  local packed = buckets_written(acct, kind, legacy, rc, rl, ra, tc, tl, ta)
   if live == 1 then
-    redis.call('HSET', acct, 'b', packed, 'held', int(held + hold), key_held_field, int(key_held + hold))
+    call('HSET', acct, 'b', account_written(acct, legacy, legacy_wallet, rc, rl, ra, tc, tl, ta, balance, held + hold),
+      key_field, key_record_written(acct, key_id, key_legacy, key_held + hold, ds, d, ms, m, l))
   else
-    redis.call('HSET', acct, 'xb', packed)
+    call('HSET', acct, 'xb', buckets_written(acct, kind, legacy, rc, rl, ra, tc, tl, ta))
   end
-  redis.call('ZADD', holdexp, expires, id)
+  call('ZADD', holdexp, expires, id)
   return { 1, output_cap, trusted, rl, tl }
 end
 

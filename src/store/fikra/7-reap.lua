@@ -3,7 +3,7 @@
 -- The node tag inside an id this gateway made: request ids are "req_" + tag + hex, lease ids
 -- tag + "-" + worker + ":" + account (a tag is 8 base62 characters). nil for any other id.
 local function owner_tag(id)
-  return string.match(id, '^req_(%w%w%w%w%w%w%w%w)%x+$') or string.match(id, '^(%w%w%w%w%w%w%w%w)%-%d+:')
+  return match(id, '^req_(%w%w%w%w%w%w%w%w)%x+$') or match(id, '^(%w%w%w%w%w%w%w%w)%-%d+:')
 end
 
 -- KEYS: acct, holds, holdexp, ledger
@@ -27,15 +27,15 @@ local function fk_reap(KEYS, ARGV)
     any_dead = true
   end
   -- Everything read first.
-  local due = redis.call('ZRANGEBYSCORE', keys.holdexp, '-inf', int(now), 'LIMIT', 0, most)
+  local due = call('ZRANGEBYSCORE', keys.holdexp, '-inf', int(now), 'LIMIT', 0, most)
   local expired = {}
   for _, id in ipairs(due) do
-    local text = redis.call('HGET', keys.holds, id)
+    local text = call('HGET', keys.holds, id)
     expired[#expired + 1] = { id = id, hold = text and parse_hold(text) }
   end
   local orphans = {}
   if any_dead then
-    local all = redis.call('HGETALL', keys.holds)
+    local all = call('HGETALL', keys.holds)
     for i = 1, #all - 1, 2 do
       local id = all[i]
       local tag = owner_tag(id)
@@ -58,8 +58,8 @@ local function fk_reap(KEYS, ARGV)
       record(KEYS[4], ARGV[2], entry.id, entry.hold.key_id, entry.hold.model, { 0, 0, 0, 0 }, 0, 'expired', now)
       released = released + 1
     else
-      redis.call('HDEL', keys.holds, entry.id)
-      redis.call('ZREM', keys.holdexp, entry.id)
+      call('HDEL', keys.holds, entry.id)
+      call('ZREM', keys.holdexp, entry.id)
     end
   end
   for _, entry in ipairs(orphans) do
@@ -85,9 +85,9 @@ local function fk_void(KEYS, ARGV)
   local keys = { acct = KEYS[1], holds = KEYS[2], holdexp = KEYS[3] }
   local id = ARGV[1]
   local now = clock(ARGV[2])
-  local tier = redis.call('HGET', keys.acct, 'tier')
+  local tier = call('HGET', keys.acct, 'tier')
   if not tier then return { -1 } end
-  local text = redis.call('HGET', keys.holds, id)
+  local text = call('HGET', keys.holds, id)
   local expires = now + tonumber(ARGV[7])
   if not text then
     mark(keys, id, VOIDED, expires)
@@ -96,7 +96,7 @@ local function fk_void(KEYS, ARGV)
   local hold = parse_hold(text)
   if is_marker(hold) then return { 0 } end
   local field = BUCKET_FIELD[hold.kind]
-  local packed = redis.call('HGET', keys.acct, field)
+  local packed = call('HGET', keys.acct, field)
   local rpm, tpm = limits_for(tier, tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]))
   local rc, rl, ra, tc, tl, ta, legacy = buckets_read(keys.acct, hold.kind, packed)
   rc, rl, ra = bucket_or_new(rc, rl, ra, rpm, now)
@@ -105,11 +105,17 @@ local function fk_void(KEYS, ARGV)
   tc, tl, ta = fit(tc, tl, ta, tpm, now)
   rl, ra = refill(rc, rl, ra, now)
   tl, ta = refill(tc, tl, ta, now)
-  rl = math.min(rl + UNITS, rc * UNITS)
-  tl = math.min(tl + hold.tokens * UNITS, tc * UNITS)
+  rl = min(rl + UNITS, rc * UNITS)
+  tl = min(tl + hold.tokens * UNITS, tc * UNITS)
   -- Writes.
   release(keys, id, hold)
-  redis.call('HSET', keys.acct, field, buckets_written(keys.acct, hold.kind, legacy, rc, rl, ra, tc, tl, ta))
+  if field == 'b' then
+    -- The live buckets share b with the wallet release() just wrote: kept as it wrote it.
+    local _, _, _, _, _, _, balance, held = account_read(keys.acct, call('HGET', keys.acct, 'b'))
+    call('HSET', keys.acct, 'b', account_written(keys.acct, false, false, rc, rl, ra, tc, tl, ta, balance, held))
+  else
+    call('HSET', keys.acct, field, buckets_written(keys.acct, hold.kind, legacy, rc, rl, ra, tc, tl, ta))
+  end
   mark(keys, id, VOIDED, expires)
   return { 1, hold.amount, hold.tokens }
 end
@@ -125,13 +131,13 @@ local function fk_nodes(KEYS, ARGV)
   local tag = ARGV[1]
   local now = clock(ARGV[2])
   local dead_after, forget_after = tonumber(ARGV[3]), tonumber(ARGV[4])
-  local dead = redis.call('ZRANGEBYSCORE', KEYS[1], int(now - forget_after), '(' .. int(now - dead_after), 'WITHSCORES')
+  local dead = call('ZRANGEBYSCORE', KEYS[1], int(now - forget_after), '(' .. int(now - dead_after), 'WITHSCORES')
   if ARGV[5] == '1' then
-    redis.call('ZREM', KEYS[1], tag)
+    call('ZREM', KEYS[1], tag)
   elseif tag ~= '' then
-    redis.call('ZADD', KEYS[1], int(now), tag)
+    call('ZADD', KEYS[1], int(now), tag)
   end
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. int(now - forget_after))
+  call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. int(now - forget_after))
   return dead
 end
 

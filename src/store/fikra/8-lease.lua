@@ -10,7 +10,7 @@
 --       return_requests, tokens_delta (signed: returned > 0, owed < 0), want_requests,
 --       want_tokens, want_escrow (escrow to hold after this call; 0 ends the lease), share,
 --       the starts (ms, the gateway's calendar) of the day and the month the records' charges
---       count in (each key's s: field), then 2 fields per usage record: the record as
+--       count in (each key's record, k:), then 2 fields per usage record: the record as
 --       "request_id key_id model prompt completion cost outcome cached reasoning", and its cost
 --       again (the gateway writes both; no field holds ' ' or ';')
 -- Reply: {1, granted_requests, granted_tokens, escrow, charged, loss, rates..., trusted (1|0)};
@@ -29,18 +29,18 @@ local function fk_lease(KEYS, ARGV)
   local ledger, lease_key = KEYS[4], KEYS[5]
   local id, seq = ARGV[1], tonumber(ARGV[2])
   local now = clock(ARGV[3])
-  local a = redis.call('HMGET', keys.acct, 'tier', 'balance', 'held', 'b')
+  local a = call('HMGET', keys.acct, 'tier', 'b')
   if not a[1] then return { -1 } end
-  local tier, balance, held = a[1], tonumber(a[2]), tonumber(a[3])
+  local tier = a[1]
   local rpm, tpm = limits_for(tier, tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7]))
-  local rc, rl, ra, tc, tl, ta, legacy = buckets_read(keys.acct, 'l', a[4])
+  local rc, rl, ra, tc, tl, ta, balance, held, legacy, legacy_wallet = account_read(keys.acct, a[2])
   rc, rl, ra = bucket_or_new(rc, rl, ra, rpm, now)
   tc, tl, ta = bucket_or_new(tc, tl, ta, tpm, now)
   rc, rl, ra = fit(rc, rl, ra, rpm, now)
   tc, tl, ta = fit(tc, tl, ta, tpm, now)
-  local last = redis.call('GET', lease_key)
+  local last = call('GET', lease_key)
   if last then
-    local last_seq = tonumber(string.match(last, '^(%d+)'))
+    local last_seq = tonumber(match(last, '^(%d+)'))
     if last_seq > seq then return { 0 } end
     if last_seq == seq then
       local g = {}
@@ -48,7 +48,7 @@ local function fk_lease(KEYS, ARGV)
       return append(append({ 1, g[2], g[3], g[4], g[5], g[6] }, snapshot(rc, rl, ra, tc, tl, ta, now)), { tier_flag(tier) })
     end
   end
-  local text = redis.call('HGET', keys.holds, id)
+  local text = call('HGET', keys.holds, id)
   local escrow = 0
   if text then escrow = parse_hold(text).amount end
 
@@ -60,8 +60,8 @@ local function fk_lease(KEYS, ARGV)
     costs[i] = tonumber(ARGV[LEASE_FIXED_ARGS + i * 2])
     total = total + costs[i]
   end
-  local from_escrow = math.min(total, escrow)
-  local from_balance = math.min(total - from_escrow, math.max(balance - held, 0))
+  local from_escrow = min(total, escrow)
+  local from_balance = min(total - from_escrow, max(balance - held, 0))
   local loss = total - from_escrow - from_balance
   balance = balance - from_escrow - from_balance
   held = held - from_escrow
@@ -72,25 +72,25 @@ local function fk_lease(KEYS, ARGV)
   local cut = loss
   for i = count, 1, -1 do
     if cut == 0 then break end
-    local d = math.min(costs[i], cut)
+    local d = min(costs[i], cut)
     costs[i] = costs[i] - d
     cut = cut - d
-    lines[i] = string.gsub(lines[i], '^(%S+ %S+ %S+ %d+ %d+ )%d+', '%1' .. int(costs[i]))
+    lines[i] = gsub(lines[i], '^(%S+ %S+ %S+ %d+ %d+ )%d+', '%1' .. int(costs[i]))
   end
 
   -- 2. Give back, then take.
   rl, ra = refill(rc, rl, ra, now)
   tl, ta = refill(tc, tl, ta, now)
-  rl = math.min(rl + tonumber(ARGV[10]) * UNITS, rc * UNITS)
+  rl = min(rl + tonumber(ARGV[10]) * UNITS, rc * UNITS)
   local delta = tonumber(ARGV[11])
   if delta >= 0 then
-    tl = math.min(tl + delta * UNITS, tc * UNITS)
+    tl = min(tl + delta * UNITS, tc * UNITS)
   else
-    tl = math.max(tl + delta * UNITS, 0)
+    tl = max(tl + delta * UNITS, 0)
   end
-  local share = math.max(tonumber(ARGV[15]), 1)
-  local granted_r = math.min(tonumber(ARGV[12]), div_floor(div_floor(rl, UNITS), share))
-  local granted_t = math.min(tonumber(ARGV[13]), div_floor(div_floor(tl, UNITS), share))
+  local share = max(tonumber(ARGV[15]), 1)
+  local granted_r = min(tonumber(ARGV[12]), div_floor(div_floor(rl, UNITS), share))
+  local granted_t = min(tonumber(ARGV[13]), div_floor(div_floor(tl, UNITS), share))
   rl = rl - granted_r * UNITS
   tl = tl - granted_t * UNITS
   local want_escrow = tonumber(ARGV[14])
@@ -98,7 +98,7 @@ local function fk_lease(KEYS, ARGV)
     held = held - (escrow - want_escrow)
     escrow = want_escrow
   elseif want_escrow > escrow then
-    local add = math.min(want_escrow - escrow, div_floor(math.max(balance - held, 0), share))
+    local add = min(want_escrow - escrow, div_floor(max(balance - held, 0), share))
     held = held + add
     escrow = escrow + add
   end
@@ -106,7 +106,7 @@ local function fk_lease(KEYS, ARGV)
   -- Each key's spend: what its records cost, after the loss was taken off.
   local spent_by_key, spending_keys = {}, {}
   for i = 1, count do
-    local key_id = string.match(lines[i], '^%S+ (%S+) ')
+    local key_id = match(lines[i], '^%S+ (%S+) ')
     if key_id and key_id ~= '-' and costs[i] > 0 then
       if not spent_by_key[key_id] then
         spent_by_key[key_id] = 0
@@ -117,33 +117,34 @@ local function fk_lease(KEYS, ARGV)
   end
 
   -- 3. Writes.
-  local fields = { 'balance', int(balance), 'held', int(math.max(held, 0)),
-    'b', buckets_written(keys.acct, 'l', legacy, rc, rl, ra, tc, tl, ta) }
+  local fields = { 'b', account_written(keys.acct, legacy, legacy_wallet, rc, rl, ra, tc, tl, ta, balance, max(held, 0)) }
   if #spending_keys > 0 then
     local names = {}
-    for i, key_id in ipairs(spending_keys) do names[i] = 's:' .. key_id end
-    local records = redis.call('HMGET', keys.acct, unpack(names))
+    for i, key_id in ipairs(spending_keys) do names[i] = 'k:' .. key_id end
+    local records = call('HMGET', keys.acct, unpack(names))
     local day_start, month_start = tonumber(ARGV[16]), tonumber(ARGV[17])
     for i, key_id in ipairs(spending_keys) do
-      put(fields, names[i], spend_added(records[i], spent_by_key[key_id], day_start, month_start))
+      local key_held, ds, d, ms, m, l, key_legacy = key_record_read(keys.acct, key_id, records[i])
+      ds, d, ms, m, l = spend_added(ds, d, ms, m, l, spent_by_key[key_id], day_start, month_start)
+      put(fields, names[i], key_record_written(keys.acct, key_id, key_legacy, key_held, ds, d, ms, m, l))
     end
   end
-  redis.call('HSET', keys.acct, unpack(fields))
+  call('HSET', keys.acct, unpack(fields))
   -- The call's usage records go into one ledger entry (one XADD per call, not per request):
   -- 'records' = "request_id key_id model prompt completion cost outcome" joined by ';'.
   if count > 0 then
-    redis.call('XADD', ledger, 'MAXLEN', '~', ARGV[9], '*', 'records', table.concat(lines, ';'), 'created_at', int(now))
+    call('XADD', ledger, 'MAXLEN', '~', ARGV[9], '*', 'records', table.concat(lines, ';'), 'created_at', int(now))
   end
   if escrow > 0 then
     local expires = now + tonumber(ARGV[8])
-    redis.call('HSET', keys.holds, id, table.concat({ int(escrow), '0', 'l', '0', '0', int(expires), '-', 'lease' }, ' '))
-    redis.call('ZADD', keys.holdexp, int(expires), id)
+    call('HSET', keys.holds, id, table.concat({ int(escrow), '0', 'l', '0', '0', int(expires), '-', 'lease' }, ' '))
+    call('ZADD', keys.holdexp, int(expires), id)
   elseif text then
-    redis.call('HDEL', keys.holds, id)
-    redis.call('ZREM', keys.holdexp, id)
+    call('HDEL', keys.holds, id)
+    call('ZREM', keys.holdexp, id)
   end
   local charged = total - loss
-  redis.call('SET', lease_key, table.concat({ int(seq), int(granted_r), int(granted_t), int(escrow), int(charged),
+  call('SET', lease_key, table.concat({ int(seq), int(granted_r), int(granted_t), int(escrow), int(charged),
     int(loss) }, ' '), 'PX', LEASE_MEMORY_MS)
   return append(append({ 1, granted_r, granted_t, escrow, charged, loss }, snapshot(rc, rl, ra, tc, tl, ta, now)),
     { tier_flag(tier) })

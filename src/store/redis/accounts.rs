@@ -52,7 +52,7 @@ impl RedisStore {
 
     pub async fn account(&self, connections: &Connections, id: &str) -> Result<AccountView, StoreError> {
         let acct = self.key(id, "acct");
-        let args: [&[u8]; 6] = [b"HMGET", acct.as_bytes(), b"tier", b"balance", b"held", b"created_at"];
+        let args: [&[u8]; 7] = [b"HMGET", acct.as_bytes(), b"tier", b"balance", b"held", b"created_at", b"b"];
         let fields = self.read::<AccountFields>(connections, acct.as_bytes(), &args).await?;
         Ok(AccountView {
             id: id.into(),
@@ -199,11 +199,14 @@ impl RedisStore {
         period: CapPeriod,
         now_ms: u64,
     ) -> Result<KeySpend, StoreError> {
-        // A key's spend and holds live in the account's hash (see `fikra.lua`).
+        // A key's spend and holds live in the account's hash (see `fikra.lua`): its record, or
+        // library 12's two fields.
         let acct = self.key(account_id, "acct");
+        let record_field = format!("k:{key_id}");
         let spent_field = format!("s:{key_id}");
         let held_field = format!("h:{key_id}");
-        let args: [&[u8]; 4] = [b"HMGET", acct.as_bytes(), spent_field.as_bytes(), held_field.as_bytes()];
+        let args: [&[u8]; 5] =
+            [b"HMGET", acct.as_bytes(), record_field.as_bytes(), spent_field.as_bytes(), held_field.as_bytes()];
         let fields = self.read::<KeySpendFields>(connections, acct.as_bytes(), &args).await?;
         Ok(KeySpend { spent: fields.spend.spent_in(period, period.start_ms(now_ms)), held: Nanos(fields.held) })
     }

@@ -42,7 +42,8 @@ impl FromReply for AccountCreated {
     }
 }
 
-/// `HMGET P:{A}:acct tier balance held created_at`: no tier means no account.
+/// `HMGET P:{A}:acct tier balance held created_at b`: no tier means no account; the wallet is
+/// b's (library 13) or, for an account library 12 last wrote, the two text fields.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) struct AccountFields {
     pub tier: Arc<str>,
@@ -55,14 +56,28 @@ impl FromReply for AccountFields {
     fn from_reply(reply: Frame<'_>) -> Result<Self, StoreError> {
         let items = array(reply)?;
         let tier = text_at(&items, 0).ok_or(StoreError::NotFound)?;
+        // Since library 13 the wallet is the last two of b's eight packed doubles (integral and
+        // below 2^53: exact as u64); an account library 12 last wrote keeps it in text fields.
+        let (balance, held) = match items.get(4) {
+            Some(Frame::BulkString(b)) if b.len() == ACCOUNT_BYTES => {
+                let number =
+                    |at: usize| b[at..at + 8].try_into().map(|bytes| f64::from_le_bytes(bytes).max(0.0) as u64);
+                (number(48).map_err(|_| StoreError::Unavailable)?, number(56).map_err(|_| StoreError::Unavailable)?)
+            }
+            _ => (u64_at(&items, 1)?, u64_at(&items, 2)?),
+        };
         Ok(AccountFields {
             tier: tier.into(),
-            balance: Nanos(u64_at(&items, 1)?),
-            held: Nanos(u64_at(&items, 2)?),
+            balance: Nanos(balance),
+            held: Nanos(held),
             created_at_ms: u64_at(&items, 3)?,
         })
     }
 }
+
+/// The live field `b` of library 13: the account's two rate buckets (six doubles), then its
+/// balance and held amount (two more).
+const ACCOUNT_BYTES: usize = 8 * 8;
 
 /// `HMGET P:key:HASH key_id account kind name revoked cap cap_period`: no key id or account
 /// means no key; kind `l` is live (anything else test), an empty name is none, revoked is `1`;
@@ -92,18 +107,39 @@ pub(crate) fn cap_of(limit: Option<&str>, period: Option<&str>) -> Option<SpendC
     Some(SpendCap { limit: Nanos(limit), period })
 }
 
-/// `HMGET P:{A}:acct s:KEY h:KEY`: the key's spend record ("day_start day_spent month_start
-/// month_spent lifetime_spent", see `fikra.lua`) and what its open holds hold.
+/// `HMGET P:{A}:acct k:KEY s:KEY h:KEY`: the key's record (six little-endian doubles: what its
+/// open holds hold, then day_start day_spent month_start month_spent lifetime_spent, see
+/// `fikra.lua`) or, for a key last written by library 12, its `s:` spend text ("day_start
+/// day_spent month_start month_spent lifetime_spent") and its `h:` holds.
 pub(super) struct KeySpendFields {
     /// All zero when the key has no record (it never settled a charge).
     pub spend: PeriodSpend,
     pub held: u64,
 }
 
+/// The key record's length: six packed doubles.
+const KEY_RECORD_BYTES: usize = 6 * 8;
+
 impl FromReply for KeySpendFields {
     fn from_reply(reply: Frame<'_>) -> Result<Self, StoreError> {
         let items = array(reply)?;
-        let spend = text_at(&items, 0)
+        let spend_of = |[day_at, day, month_at, month, lifetime]: [u64; 5]| PeriodSpend {
+            day: (day_at, Nanos(day)),
+            month: (month_at, Nanos(month)),
+            lifetime: Nanos(lifetime),
+        };
+        if let Some(Frame::BulkString(record)) = items.get(0)
+            && record.len() == KEY_RECORD_BYTES
+        {
+            // Integral doubles below 2^53 (the functions' amounts): exact as u64.
+            let mut numbers = [0u64; 6];
+            for (number, bytes) in numbers.iter_mut().zip(record.chunks_exact(8)) {
+                *number = f64::from_le_bytes(bytes.try_into().map_err(|_| StoreError::Unavailable)?).max(0.0) as u64;
+            }
+            let [held, spend @ ..] = numbers;
+            return Ok(KeySpendFields { spend: spend_of(spend), held });
+        }
+        let spend = text_at(&items, 1)
             .and_then(|text| {
                 let mut numbers = text.split(' ').map(|n| n.parse::<u64>().ok());
                 let mut spend = [0u64; 5];
@@ -112,12 +148,8 @@ impl FromReply for KeySpendFields {
                 }
                 numbers.next().is_none().then_some(spend)
             })
-            .map_or_else(PeriodSpend::default, |[day_at, day, month_at, month, lifetime]| PeriodSpend {
-                day: (day_at, Nanos(day)),
-                month: (month_at, Nanos(month)),
-                lifetime: Nanos(lifetime),
-            });
-        let held = text_at(&items, 1).and_then(|t| t.parse().ok()).unwrap_or(0);
+            .map_or_else(PeriodSpend::default, spend_of);
+        let held = text_at(&items, 2).and_then(|t| t.parse().ok()).unwrap_or(0);
         Ok(KeySpendFields { spend, held })
     }
 }

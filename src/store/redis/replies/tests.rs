@@ -173,6 +173,14 @@ fn account_key_and_topup_replies_decode_exactly() {
         read::<AccountFields>(fields),
         Ok(AccountFields { tier: "trusted".into(), balance: Nanos(900), held: Nanos(100), created_at_ms: 17 })
     );
+    // Library 13's b: six bucket numbers, then balance and held, as little-endian doubles.
+    let packed: Vec<u8> =
+        [-1.0f64, -1.0, -1.0, -1.0, -1.0, -1.0, 900.0, 100.0].iter().flat_map(|n| n.to_le_bytes()).collect();
+    let fields = Reply::Array(vec![bulk("trusted"), Reply::Null, Reply::Null, bulk("17"), Reply::BulkString(packed)]);
+    assert_eq!(
+        read::<AccountFields>(fields),
+        Ok(AccountFields { tier: "trusted".into(), balance: Nanos(900), held: Nanos(100), created_at_ms: 17 })
+    );
     let missing = Reply::Array(vec![Reply::Null, Reply::Null, Reply::Null, Reply::Null]);
     assert_eq!(read::<AccountFields>(missing), Err(StoreError::NotFound));
     let record = Reply::Array(vec![bulk("key_1"), bulk("acct_1"), bulk("l"), bulk(""), bulk("1")]);
