@@ -12,6 +12,7 @@
 
 use crate::json::special_bytes;
 use crate::limits::MAX_JSON_DEPTH;
+use crate::words::skip_unmarked_words;
 
 /// A byte range of the body (`start..end`). Bodies are bounded far below 4 GiB, so `u32` fits.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -382,14 +383,7 @@ pub fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), JsonFault
     loop {
         // Skip plain bytes eight at a time (none is a quote, a backslash or a control byte),
         // then straight to the first special byte of the word that has one.
-        while let Some(word) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
-            let special = special_bytes(u64::from_le_bytes(*word));
-            if special != 0 {
-                at += (special.trailing_zeros() / 8) as usize;
-                break;
-            }
-            at += 8;
-        }
+        at = skip_unmarked_words(bytes, at, special_bytes);
         let Some(&byte) = bytes.get(at) else {
             return Err(JsonFault::BadString);
         };
