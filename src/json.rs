@@ -44,6 +44,18 @@ pub fn write_json_escaped(out: &mut Vec<u8>, text: &str) {
                 break;
             }
             index = bytes.len() - 8 + (special.trailing_zeros() / 8) as usize;
+        } else {
+            // Fewer than eight bytes in all: those left as one word, padded with spaces (which
+            // need no escape).
+            let mut padded = [b' '; 8];
+            for (slot, &byte) in padded.iter_mut().zip(&bytes[index..]) {
+                *slot = byte;
+            }
+            let special = special_bytes(u64::from_le_bytes(padded));
+            if special == 0 {
+                break;
+            }
+            index += (special.trailing_zeros() / 8) as usize;
         }
         let byte = bytes[index];
         let escape: Option<&[u8]> = match byte {

@@ -55,10 +55,11 @@
 //! Leaves every layer may use: `money` (integer nano-USD), `limits` (every bound, named),
 //! `clock` (time, injected), `ratelimit` (bucket arithmetic), `metrics`, `log`, `access_log`,
 //! `errors`, `ids`, `json`, `panic_guard`, `tls`, `histogram`, and under them all `digits`
-//! (decimal digits on the stack, which `money` uses too). Imports between
+//! (decimal digits on the stack, which `money` uses too) and `words` (the eight-bytes-at-a-time
+//! search loop of the JSON scanner and the upstream head reader). Imports between
 //! top-level modules only go down: `cli` > `runtime` > `admin`, `api`, `payments`, `sandbox_server` >
 //! `worker` > `shared` > `access`, `backend` > `config` > `store` > `redis`, `http`, `openai` >
-//! `metrics`, `log`, `access_log` > `errors` > the other leaves > `digits`
+//! `metrics`, `log`, `access_log` > `errors` > the other leaves > `digits`, `words`
 //! (`tests/layers.rs` checks it).
 #![deny(unsafe_code)]
 // One logging facility (`log`): a bare print is refused outside the CLI's own output to the
@@ -93,4 +94,5 @@ pub mod sandbox_server;
 pub mod shared;
 pub mod store;
 pub mod tls;
+pub mod words;
 pub mod worker;

@@ -17,6 +17,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
 use monoio::net::TcpStream;
 
 use crate::backend::upstream::UpstreamTarget;
+use crate::backend::upstream::plain_head::{HeaderKind, plain_head};
 use crate::clock::{deadline_after_ms, time_left, timer_now};
 use crate::http::chunked::{ChunkedDecoder, ChunkedError};
 use crate::limits::{
@@ -212,8 +213,14 @@ pub struct ResponseHead {
     pub event_stream: bool,
 }
 
-/// Parses a response head at the start of `buffer`: `Ok(None)` while incomplete.
+/// Parses a response head at the start of `buffer`: `Ok(None)` while incomplete. A plain head
+/// takes the quick road (`plain_head`); any other goes to httparse, which refuses what is not
+/// HTTP.
 pub fn parse_response_head(buffer: &[u8]) -> Result<Option<(ResponseHead, usize)>, UpstreamFailure> {
+    if let Some(plain) = plain_head(buffer) {
+        let head = read_head(plain.status, plain.minor_version, plain.read_headers())?;
+        return Ok(Some((head, plain.head_len)));
+    }
     let mut headers = [httparse::EMPTY_HEADER; crate::limits::MAX_REQUEST_HEADERS];
     let mut response = httparse::Response::new(&mut headers);
     let head_len = match response.parse(buffer) {
@@ -221,34 +228,52 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Option<(ResponseHead, usize)
         Ok(httparse::Status::Partial) if buffer.len() < UPSTREAM_MAX_RESPONSE_HEAD_BYTES => return Ok(None),
         _ => return Err(UpstreamFailure::Malformed),
     };
-    let status = response.code.unwrap_or(0);
+    // Text only for the headers read (most of an upstream's head is not).
+    let read = response.headers.iter().filter_map(|header| {
+        let kind = HeaderKind::of(header.name.as_bytes())?;
+        Some((kind, std::str::from_utf8(header.value).map(str::trim).unwrap_or("")))
+    });
+    let head = read_head(response.code.unwrap_or(0), response.version.unwrap_or(1), read)?;
+    Ok(Some((head, head_len)))
+}
+
+/// The response head from its status line and the headers the client reads (values as text,
+/// trimmed; a value that is not UTF-8 reads as empty).
+fn read_head<'b>(
+    status: u16,
+    minor_version: u8,
+    headers: impl Iterator<Item = (HeaderKind, &'b str)>,
+) -> Result<ResponseHead, UpstreamFailure> {
     let mut length: Option<u64> = None;
     let mut chunked = false;
-    let mut close = response.version == Some(0);
+    let mut close = minor_version == 0;
     let mut retry_after_s = None;
     let mut event_stream = false;
-    for header in response.headers.iter() {
-        // Text only for the headers read below (most of an upstream's head is not).
-        let text = || std::str::from_utf8(header.value).map(str::trim).unwrap_or("");
-        if header.name.eq_ignore_ascii_case("content-length") {
-            let value = text();
-            let parsed = value.parse::<u64>().map_err(|_| UpstreamFailure::Malformed)?;
-            if length.is_some_and(|l| l != parsed) {
-                return Err(UpstreamFailure::Malformed);
+    for (kind, text) in headers {
+        match kind {
+            HeaderKind::ContentLength => {
+                let parsed = text.parse::<u64>().map_err(|_| UpstreamFailure::Malformed)?;
+                if length.is_some_and(|l| l != parsed) {
+                    return Err(UpstreamFailure::Malformed);
+                }
+                length = Some(parsed);
             }
-            length = Some(parsed);
-        } else if header.name.eq_ignore_ascii_case("transfer-encoding") {
-            chunked = text().eq_ignore_ascii_case("chunked");
-            if !chunked {
-                return Err(UpstreamFailure::Malformed);
+            HeaderKind::TransferEncoding => {
+                chunked = text.eq_ignore_ascii_case("chunked");
+                if !chunked {
+                    return Err(UpstreamFailure::Malformed);
+                }
             }
-        } else if header.name.eq_ignore_ascii_case("connection") {
-            close |= text().split(',').any(|t| t.trim().eq_ignore_ascii_case("close"));
-        } else if header.name.eq_ignore_ascii_case("retry-after") {
-            retry_after_s = text().parse().ok();
-        } else if header.name.eq_ignore_ascii_case("content-type") {
-            let media_type = text().split(';').next().unwrap_or("").trim();
-            event_stream = media_type.eq_ignore_ascii_case("text/event-stream");
+            HeaderKind::Connection => close |= text.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")),
+            HeaderKind::RetryAfter => retry_after_s = text.parse().ok(),
+            HeaderKind::ContentType => {
+                const EVENT_STREAM: &str = "text/event-stream";
+                let media_end = text.bytes().position(|byte| byte == b';').unwrap_or(text.len());
+                let media_type = text.get(..media_end).unwrap_or("");
+                // Trimming cannot make a shorter type long enough to match.
+                event_stream =
+                    media_type.len() >= EVENT_STREAM.len() && media_type.trim().eq_ignore_ascii_case(EVENT_STREAM);
+            }
         }
     }
     let framing = if chunked {
@@ -267,7 +292,7 @@ pub fn parse_response_head(buffer: &[u8]) -> Result<Option<(ResponseHead, usize)
         // Declared larger than the gateway ever reads: refused before a byte of it is read.
         return Err(UpstreamFailure::Malformed);
     }
-    Ok(Some((ResponseHead { status, framing, keep_alive: !close, retry_after_s, event_stream }, head_len)))
+    Ok(ResponseHead { status, framing, keep_alive: !close, retry_after_s, event_stream })
 }
 
 /// One exchange with an upstream, from request to the end of the body.

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod exchange;
+pub mod plain_head;
 pub mod proxy;
 pub mod responses_native;
 pub mod rewrite;

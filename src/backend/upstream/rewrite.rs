@@ -22,13 +22,15 @@
 //! (generated text, ids, messages); rewriting inside those would corrupt the model's output.
 //! Error messages the gateway shows are cleaned of it separately (`write_replacing`).
 
-use crate::json::write_json_escaped;
-use crate::limits::{MAX_JSON_DEPTH, UPSTREAM_MAX_SSE_EVENT_BYTES};
-use crate::openai::chat::json_scan::{Content, Scanner, Span, ValueKind, content_eq, object_members, text_members};
+use crate::limits::UPSTREAM_MAX_SSE_EVENT_BYTES;
+use crate::openai::chat::json_scan::{Span, content_eq, object_members, text_members};
 
 mod usage;
+mod walk;
 
-use self::usage::{UsageMember, UsageReader, parse_usage};
+use self::usage::parse_usage;
+pub use self::walk::Choices;
+use self::walk::copy_rewritten;
 
 /// Token counts an upstream reported.
 pub use crate::money::TokenUsage as ReportedUsage;
@@ -93,18 +95,6 @@ pub fn event_too_large(pending_len: usize) -> bool {
     pending_len > UPSTREAM_MAX_SSE_EVENT_BYTES
 }
 
-/// How the `choices` member of an object looked.
-#[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
-pub enum Choices {
-    #[default]
-    Absent,
-    /// Present but not an array.
-    NotArray,
-    /// `[]` (a usage-only chunk).
-    Empty,
-    NonEmpty,
-}
-
 /// What `rewrite_object` found.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
 pub struct ObjectFacts {
@@ -123,73 +113,6 @@ impl ObjectFacts {
     }
 }
 
-/// The top-level members the gateway reads.
-#[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Member {
-    Usage,
-    Choices,
-    Error,
-    XGroq,
-    Other,
-}
-
-impl Member {
-    fn of(key: Content<'_>) -> Member {
-        const NAMES: [(&[u8], Member); 4] = [
-            (b"usage", Member::Usage),
-            (b"choices", Member::Choices),
-            (b"error", Member::Error),
-            (b"x_groq", Member::XGroq),
-        ];
-        key.pick(&NAMES).unwrap_or(Member::Other)
-    }
-}
-
-/// Where the members `Member` names sit in the object (the last of each, as JSON parsers keep,
-/// except `error`: any non-null one counts).
-#[derive(Copy, Clone, Debug, Default)]
-struct TopLevel {
-    /// What the last top-level `usage` said (`None` when it was not an object).
-    usage: Option<ReportedUsage>,
-    choices: Choices,
-    error: bool,
-    x_groq: Option<Span>,
-}
-
-impl TopLevel {
-    /// A top-level member's whole value; `usage` read it when it was the `usage` object.
-    fn record(&mut self, json: &[u8], member: Member, kind: ValueKind, span: Span, usage: &UsageReader) {
-        match member {
-            Member::Usage => self.usage = if kind == ValueKind::Object { usage.finish() } else { None },
-            Member::Choices => {
-                self.choices = match kind {
-                    ValueKind::Array => {
-                        let inside = span.slice(json).get(1..).unwrap_or(&[]);
-                        match inside.iter().find(|b| !b.is_ascii_whitespace()) {
-                            Some(b']') => Choices::Empty,
-                            _ => Choices::NonEmpty,
-                        }
-                    }
-                    _ => Choices::NotArray,
-                }
-            }
-            Member::Error => self.error |= kind != ValueKind::Null,
-            Member::XGroq => self.x_groq = (kind == ValueKind::Object).then_some(span),
-            Member::Other => {}
-        }
-    }
-}
-
-/// Appends `json[*copied..span.start]` and then the public id as a JSON string in place of the
-/// span; `*copied` moves past the span.
-fn put_public(out: &mut Vec<u8>, json: &[u8], copied: &mut usize, span: Span, public: &str) {
-    out.extend_from_slice(json.get(*copied..span.start as usize).unwrap_or(&[]));
-    out.push(b'"');
-    write_json_escaped(out, public);
-    out.push(b'"');
-    *copied = span.end as usize;
-}
-
 /// Copies the JSON object `json` to `out` with the model names rewritten (see the module
 /// doc), and reports what it is. `None` (and nothing written) if `json` is not one valid JSON
 /// object.
@@ -199,7 +122,7 @@ pub fn rewrite_object(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) ->
     }
     let text = std::str::from_utf8(json).ok()?;
     let start = out.len();
-    let top = copy_rewritten(json, names, out);
+    let top = copy_rewritten(json, names.public, names.upstream, out);
     let Some(top) = top else {
         out.truncate(start);
         return None;
@@ -217,125 +140,6 @@ pub fn rewrite_object(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) ->
         });
     }
     Some(facts)
-}
-
-/// The walk behind `rewrite_object`, over bytes its caller checked to be UTF-8 and shorter
-/// than 4 GiB: one pass of the strict scanner, containers tracked on a fixed stack (no
-/// recursion), every model-name site replaced as it is met, the top-level `usage` read on the
-/// way (`UsageReader`).
-fn copy_rewritten(json: &[u8], names: &ModelNames<'_>, out: &mut Vec<u8>) -> Option<TopLevel> {
-    let upstream = names.upstream.as_bytes();
-    // Without an escape only the same length can match (an escape makes the raw longer).
-    let is_upstream = |text: Content<'_>| {
-        !upstream.is_empty()
-            && if text.escaped {
-                content_eq(text.raw, upstream)
-            } else {
-                text.raw.len() == upstream.len() && text.raw == upstream
-            }
-    };
-    let mut scanner = Scanner::new(json);
-    if scanner.peek_kind().ok()? != ValueKind::Object {
-        return None;
-    }
-    scanner.enter(1).ok()?;
-    let mut top = TopLevel::default();
-    let mut usage = UsageReader::default();
-    let mut copied = 0usize;
-    // closers[i] closes the container open at level i + 1; the top-level object is level 1.
-    let mut closers = [0u8; MAX_JSON_DEPTH];
-    closers[0] = b'}';
-    let mut open = 1usize;
-    let mut first = true;
-    // The top-level member whose container value is being walked, its kind and where it starts.
-    let mut walking: Option<(Member, ValueKind, usize)> = None;
-    while open > 0 {
-        let close = closers[open - 1];
-        // Inside the top-level `usage` object: its members are at level 2, a details object's at 3.
-        let in_usage = matches!(walking, Some((Member::Usage, ValueKind::Object, _)));
-        if !scanner.next_item(close, &mut first).ok()? {
-            if in_usage && open == 3 {
-                usage.leave_details();
-            }
-            open -= 1;
-            if open == 1
-                && let Some((member, kind, value_start)) = walking.take()
-            {
-                top.record(json, member, kind, Span::new(value_start, scanner.position()), &usage);
-            }
-            continue;
-        }
-        let mut named_model = false;
-        let mut member = Member::Other;
-        let mut usage_member = UsageMember::Other;
-        let mut detail_count = false;
-        if close == b'}' {
-            let key = scanner.key_string().ok()?;
-            let content = key.content(json);
-            if is_upstream(content) {
-                put_public(out, json, &mut copied, key.span, names.public);
-            }
-            named_model = content.is(b"model");
-            if open == 1 {
-                member = Member::of(content);
-            } else if in_usage && open == 2 {
-                usage_member = UsageMember::of(content);
-            } else if in_usage && open == 3 {
-                detail_count = usage.is_detail_count(content);
-            }
-        }
-        let kind = scanner.peek_kind().ok()?;
-        let value_start = scanner.position();
-        if open == 1 && named_model {
-            // A top-level `model`: the public id, whatever the upstream put there.
-            let (_, span) = scanner.value(2).ok()?;
-            put_public(out, json, &mut copied, span, names.public);
-            continue;
-        }
-        let span = match kind {
-            ValueKind::Object | ValueKind::Array => {
-                scanner.enter(open + 1).ok()?;
-                *closers.get_mut(open)? = if kind == ValueKind::Object { b'}' } else { b']' };
-                open += 1;
-                first = true;
-                if open == 2 {
-                    walking = Some((member, kind, value_start));
-                    if member == Member::Usage {
-                        usage = UsageReader::default();
-                    }
-                } else if in_usage && open == 3 {
-                    let details = matches!(usage_member, UsageMember::PromptDetails | UsageMember::CompletionDetails);
-                    if details && kind == ValueKind::Object {
-                        usage.enter_details(usage_member);
-                    } else {
-                        // A container is no count, and a details array holds none.
-                        usage.member(usage_member, b"[");
-                    }
-                } else if detail_count {
-                    usage.detail(b"[");
-                }
-                continue;
-            }
-            ValueKind::String => {
-                let text = scanner.string_value().ok()?;
-                if named_model || is_upstream(text.content(json)) {
-                    put_public(out, json, &mut copied, text.span, names.public);
-                }
-                text.span
-            }
-            _ => scanner.scalar_value(kind).ok()?,
-        };
-        if open == 1 {
-            top.record(json, member, kind, span, &usage);
-        } else if in_usage && open == 2 {
-            usage.member(usage_member, span.slice(json));
-        } else if detail_count {
-            usage.detail(span.slice(json));
-        }
-    }
-    scanner.finish().ok()?;
-    out.extend_from_slice(json.get(copied..).unwrap_or(&[]));
-    Some(top)
 }
 
 /// What one SSE event was.

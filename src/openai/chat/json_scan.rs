@@ -12,6 +12,7 @@
 
 use crate::json::special_bytes;
 use crate::limits::MAX_JSON_DEPTH;
+use crate::words::skip_unmarked_words;
 
 /// A byte range of the body (`start..end`). Bodies are bounded far below 4 GiB, so `u32` fits.
 #[derive(Copy, Clone, Debug, Default, PartialEq, Eq)]
@@ -167,9 +168,7 @@ impl<'a> Scanner<'a> {
 
     #[inline]
     pub fn skip_whitespace(&mut self) {
-        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.peek() {
-            self.position += 1;
-        }
+        self.position = whitespace_end(self.bytes, self.position);
     }
 
     /// Skips whitespace and tells which kind of value starts here, without consuming it.
@@ -361,118 +360,119 @@ impl<'a> Scanner<'a> {
     /// A string starting at its opening quote; returns its span including both quotes.
     #[inline(always)]
     fn string(&mut self) -> Result<StringToken, JsonFault> {
-        let bytes = self.bytes;
         let start = self.position;
-        let mut at = start + 1;
-        let mut escaped = false;
-        loop {
-            // Skip plain bytes eight at a time (none is a quote, a backslash or a control byte),
-            // then straight to the first special byte of the word that has one.
-            while let Some(word) = bytes.get(at..).and_then(<[u8]>::first_chunk::<8>) {
-                let special = special_bytes(u64::from_le_bytes(*word));
-                if special != 0 {
-                    at += (special.trailing_zeros() / 8) as usize;
-                    break;
-                }
-                at += 8;
-            }
-            let Some(&byte) = bytes.get(at) else {
-                return Err(JsonFault::BadString);
-            };
-            at += 1;
-            match byte {
-                b'"' => {
-                    self.position = at;
-                    return Ok(StringToken { span: Span::new(start, at), escaped });
-                }
-                b'\\' => {
-                    self.position = at;
-                    self.escape()?;
-                    at = self.position;
-                    escaped = true;
-                }
-                0x00..=0x1f => return Err(JsonFault::BadString),
-                _ => {}
-            }
-        }
-    }
-
-    /// The rest of an escape after its backslash.
-    fn escape(&mut self) -> Result<(), JsonFault> {
-        let Some(&byte) = self.bytes.get(self.position) else {
-            return Err(JsonFault::BadString);
-        };
-        self.position += 1;
-        match byte {
-            b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(()),
-            b'u' => {
-                let unit = self.hex4()?;
-                if is_low_surrogate(unit) {
-                    return Err(JsonFault::BadString);
-                }
-                if is_high_surrogate(unit) {
-                    // A high surrogate must be followed at once by an escaped low surrogate.
-                    if self.bytes.get(self.position..self.position + 2) != Some(b"\\u".as_slice()) {
-                        return Err(JsonFault::BadString);
-                    }
-                    self.position += 2;
-                    if !is_low_surrogate(self.hex4()?) {
-                        return Err(JsonFault::BadString);
-                    }
-                }
-                Ok(())
-            }
-            _ => Err(JsonFault::BadString),
-        }
-    }
-
-    fn hex4(&mut self) -> Result<u32, JsonFault> {
-        let digits = self.bytes.get(self.position..self.position + 4).ok_or(JsonFault::BadString)?;
-        let value = hex_value(digits).ok_or(JsonFault::BadString)?;
-        self.position += 4;
-        Ok(value)
+        let (end, escaped) = string_end(self.bytes, start)?;
+        self.position = end;
+        Ok(StringToken { span: Span::new(start, end), escaped })
     }
 
     /// A number per the RFC grammar; returns its span.
     fn number(&mut self) -> Result<Span, JsonFault> {
         let start = self.position;
-        if self.peek() == Some(b'-') {
-            self.position += 1;
-        }
-        match self.peek() {
-            Some(b'0') => self.position += 1,
-            Some(b'1'..=b'9') => self.digits(),
-            _ => return Err(JsonFault::BadNumber),
-        }
-        if self.peek() == Some(b'.') {
-            self.position += 1;
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(JsonFault::BadNumber);
-            }
-            self.digits();
-        }
-        if let Some(b'e' | b'E') = self.peek() {
-            self.position += 1;
-            if let Some(b'+' | b'-') = self.peek() {
-                self.position += 1;
-            }
-            if !matches!(self.peek(), Some(b'0'..=b'9')) {
-                return Err(JsonFault::BadNumber);
-            }
-            self.digits();
-        }
-        // A digit right after a complete number ("01") is not part of any valid token.
-        if matches!(self.peek(), Some(b'0'..=b'9')) {
-            return Err(JsonFault::BadNumber);
-        }
+        self.position = number_end(self.bytes, start)?;
         Ok(Span::new(start, self.position))
     }
+}
 
-    fn digits(&mut self) {
-        while let Some(b'0'..=b'9') = self.peek() {
-            self.position += 1;
+/// Where the string whose opening quote is at `bytes[start]` ends (just past its closing
+/// quote), and whether it holds an escape: `Scanner`'s strings, for walks over a position.
+#[inline(always)]
+pub fn string_end(bytes: &[u8], start: usize) -> Result<(usize, bool), JsonFault> {
+    let mut at = start + 1;
+    let mut escaped = false;
+    loop {
+        // Skip plain bytes eight at a time (none is a quote, a backslash or a control byte),
+        // then straight to the first special byte of the word that has one.
+        at = skip_unmarked_words(bytes, at, special_bytes);
+        let Some(&byte) = bytes.get(at) else {
+            return Err(JsonFault::BadString);
+        };
+        at += 1;
+        match byte {
+            b'"' => return Ok((at, escaped)),
+            b'\\' => {
+                at = escape_end(bytes, at)?;
+                escaped = true;
+            }
+            0x00..=0x1f => return Err(JsonFault::BadString),
+            _ => {}
         }
     }
+}
+
+/// The end of an escape whose backslash is just before `bytes[at]`.
+fn escape_end(bytes: &[u8], mut at: usize) -> Result<usize, JsonFault> {
+    let hex4 = |at: usize| bytes.get(at..at + 4).and_then(hex_value).ok_or(JsonFault::BadString);
+    let byte = *bytes.get(at).ok_or(JsonFault::BadString)?;
+    at += 1;
+    match byte {
+        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Ok(at),
+        b'u' => {
+            let unit = hex4(at)?;
+            at += 4;
+            if is_low_surrogate(unit) {
+                return Err(JsonFault::BadString);
+            }
+            if is_high_surrogate(unit) {
+                // A high surrogate must be followed at once by an escaped low surrogate.
+                if bytes.get(at..at + 2) != Some(b"\\u".as_slice()) || !is_low_surrogate(hex4(at + 2)?) {
+                    return Err(JsonFault::BadString);
+                }
+                at += 6;
+            }
+            Ok(at)
+        }
+        _ => Err(JsonFault::BadString),
+    }
+}
+
+/// Where the number starting at `bytes[start]` ends, per the RFC grammar.
+#[inline(always)]
+pub fn number_end(bytes: &[u8], start: usize) -> Result<usize, JsonFault> {
+    let digits = |mut at: usize| {
+        while let Some(b'0'..=b'9') = bytes.get(at) {
+            at += 1;
+        }
+        at
+    };
+    let mut at = start + usize::from(bytes.get(start) == Some(&b'-'));
+    match bytes.get(at) {
+        Some(b'0') => at += 1,
+        Some(b'1'..=b'9') => at = digits(at + 1),
+        _ => return Err(JsonFault::BadNumber),
+    }
+    if bytes.get(at) == Some(&b'.') {
+        if !matches!(bytes.get(at + 1), Some(b'0'..=b'9')) {
+            return Err(JsonFault::BadNumber);
+        }
+        at = digits(at + 1);
+    }
+    if let Some(b'e' | b'E') = bytes.get(at) {
+        at += 1 + usize::from(matches!(bytes.get(at + 1), Some(b'+' | b'-')));
+        if !matches!(bytes.get(at), Some(b'0'..=b'9')) {
+            return Err(JsonFault::BadNumber);
+        }
+        at = digits(at);
+    }
+    // A digit right after a complete number ("01") is not part of any valid token.
+    if matches!(bytes.get(at), Some(b'0'..=b'9')) {
+        return Err(JsonFault::BadNumber);
+    }
+    Ok(at)
+}
+
+/// Where the whitespace (space, tab, CR, LF) starting at `bytes[at]` ends.
+#[inline(always)]
+pub fn whitespace_end(bytes: &[u8], mut at: usize) -> usize {
+    while let Some(b' ' | b'\t' | b'\n' | b'\r') = bytes.get(at) {
+        at += 1;
+    }
+    at
+}
+
+/// One whole value at `bytes[at]` (after whitespace) at nesting level `depth`, as `Scanner::value`.
+pub fn value_at(bytes: &[u8], at: usize, depth: usize) -> Result<(ValueKind, Span), JsonFault> {
+    Scanner { bytes, position: at }.value(depth)
 }
 
 fn is_high_surrogate(unit: u32) -> bool {
