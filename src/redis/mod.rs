@@ -76,8 +76,11 @@ impl RedisError {
     }
 }
 
+mod command;
 mod frame;
 mod reply_slots;
+
+pub use command::{Args, Command, Fcall, FcallHead, encode_command};
 
 pub use frame::{Frame, Indexed, Items, ItemsIter, ProtocolError, Reply, reply_len};
 use reply_slots::{ReplySlots, ReplyWait};
@@ -175,9 +178,9 @@ impl Connection {
         self.read_buffer.wake_reader();
     }
 
-    /// Queues `args` and returns the reply's slot; the flusher is woken by `wake_flusher`.
-    fn queue(self: &Rc<Self>, args: &[&[u8]]) -> PendingReply {
-        encode_command(&mut self.outgoing.borrow_mut(), args);
+    /// Queues `command` and returns the reply's slot; the flusher is woken by `wake_flusher`.
+    fn queue(self: &Rc<Self>, command: &(impl Command + ?Sized)) -> PendingReply {
+        command.encode(&mut self.outgoing.borrow_mut());
         let index = self.slots.borrow_mut().claim();
         self.waiting.borrow_mut().push_back(index);
         ReplyWait::new(self.clone(), index)
@@ -237,22 +240,31 @@ impl RedisClient {
     /// connection's read buffer: nothing is copied or allocated. An error reply is
     /// `RedisError::Server` (and `read` is not called).
     pub async fn call_with<T>(&self, args: &[&[u8]], read: impl FnOnce(Frame<'_>) -> T) -> Result<T, RedisError> {
+        self.send_with(&Args(args), read).await
+    }
+
+    /// `call_with` for a command that encodes itself (`Fcall`: written in place, no argument list).
+    pub async fn send_with<T>(
+        &self,
+        command: &(impl Command + ?Sized),
+        read: impl FnOnce(Frame<'_>) -> T,
+    ) -> Result<T, RedisError> {
         let connection = self.connected().await?;
-        let reply = connection.queue(args);
+        let reply = connection.queue(command);
         connection.wake_flusher();
         self.wait_reply(&connection, reply, read).await
     }
 
-    /// Sends `ASKING` then `args` back to back on one connection (a Cluster `ASK` redirect) and
-    /// reads the reply to `args` as `call_with` does.
-    pub async fn call_asking_with<T>(
+    /// Sends `ASKING` then `command` back to back on one connection (a Cluster `ASK` redirect)
+    /// and reads the reply to `command` as `send_with` does.
+    pub async fn send_asking_with<T>(
         &self,
-        args: &[&[u8]],
+        command: &(impl Command + ?Sized),
         read: impl FnOnce(Frame<'_>) -> T,
     ) -> Result<T, RedisError> {
         let connection = self.connected().await?;
-        let asking_reply = connection.queue(&[b"ASKING"]);
-        let reply = connection.queue(args);
+        let asking_reply = connection.queue(&Args(&[b"ASKING"]));
+        let reply = connection.queue(command);
         connection.wake_flusher();
         self.wait_reply(&connection, asking_reply, |_| ()).await?;
         self.wait_reply(&connection, reply, read).await
@@ -348,7 +360,7 @@ impl RedisClient {
         monoio::spawn(read_replies(connection.clone(), reader));
         monoio::spawn(flush(connection.clone()));
         if let Some(password) = &self.settings.password {
-            let reply = connection.queue(&[b"AUTH", password.as_bytes()]);
+            let reply = connection.queue(&Args(&[b"AUTH", password.as_bytes()]));
             connection.wake_flusher();
             let answer = match monoio::time::timeout(self.settings.command_timeout, reply).await {
                 Ok(Some(Ok(lent))) => {
@@ -577,35 +589,9 @@ fn crc16_xmodem(bytes: &[u8]) -> u16 {
     crc
 }
 
-/// Appends `args` as a RESP array of bulk strings.
-pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    let payload: usize = args.iter().map(|arg| arg.len() + 16).sum();
-    out.reserve(payload + 16);
-    out.push(b'*');
-    push_decimal(out, args.len() as u64);
-    out.extend_from_slice(b"\r\n");
-    for arg in args {
-        out.push(b'$');
-        push_decimal(out, arg.len() as u64);
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-use crate::digits::push_decimal;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    // Goal: commands encode as RESP arrays of bulk strings, byte for byte.
-    #[test]
-    fn encodes_commands() {
-        let mut out = Vec::new();
-        encode_command(&mut out, &[b"SET", b"k", b"v a"]);
-        assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv a\r\n");
-    }
 
     // Goal: slots match Redis Cluster's (values from `CLUSTER KEYSLOT`), hash tags included.
     #[test]
