@@ -142,23 +142,24 @@ struct SliceWriter<'a> {
 }
 
 impl SliceWriter<'_> {
+    #[inline]
     fn put(&mut self, part: &[u8]) {
         let end = self.at + part.len();
         self.bytes[self.at..end].copy_from_slice(part);
         self.at = end;
     }
 
-    /// `$len\r\n` (see `push_bulk_head`).
+    /// `$len\r\n` (see `push_bulk_head`): one fixed-size store below 100 bytes.
+    #[inline]
     fn put_bulk_head(&mut self, len: usize) {
-        let digit = |value: usize| b'0' + (value % 10) as u8;
-        match len {
-            0..=9 => self.put(&[b'$', digit(len), b'\r', b'\n']),
-            10..=99 => self.put(&[b'$', digit(len / 10), digit(len), b'\r', b'\n']),
-            _ => {
-                self.put(b"$");
-                self.put(crate::digits::Num::new(len as u64).as_bytes());
-                self.put(b"\r\n");
-            }
+        if len < 10 {
+            self.put(&[b'$', b'0' + len as u8, b'\r', b'\n']);
+        } else if len < 100 {
+            self.put(&[b'$', b'0' + (len / 10) as u8, b'0' + (len % 10) as u8, b'\r', b'\n']);
+        } else {
+            self.put(b"$");
+            self.put(crate::digits::Num::new(len as u64).as_bytes());
+            self.put(b"\r\n");
         }
     }
 }
