@@ -307,8 +307,11 @@ fn number_line(bytes: &[u8], start: usize) -> Result<Option<(i64, usize)>, Proto
     if at == digits_start {
         return Err(ProtocolError);
     }
-    let signed = if negative { -i128::from(magnitude) } else { i128::from(magnitude) };
-    let value = i64::try_from(signed).map_err(|_| ProtocolError)?;
+    // In range: up to 2^63 - 1, or 2^63 when negative (`i64::MIN`).
+    if magnitude > i64::MAX as u64 + u64::from(negative) {
+        return Err(ProtocolError);
+    }
+    let value = if negative { (magnitude as i64).wrapping_neg() } else { magnitude as i64 };
     match bytes.get(at..at + 2) {
         Some(b"\r\n") => Ok(Some((value, at + 2))),
         Some(_) => Err(ProtocolError),
