@@ -132,9 +132,9 @@ impl RedisStore {
         let command = Fcall {
             head: &HOLD_CALL,
             args: [
-                &self.key_parts(account, "acct"),
-                &self.key_parts(account, "holds"),
-                &self.key_parts(account, "holdexp"),
+                &self.key_parts(account, "}:acct"),
+                &self.key_parts(account, "}:holds"),
+                &self.key_parts(account, "}:holdexp"),
                 &[request.request_id.as_bytes()],
                 &[request.key_id.as_bytes()],
                 &[request.model.as_bytes()],
@@ -229,10 +229,10 @@ impl RedisStore {
         let command = Fcall {
             head: &CHARGE_CALL,
             args: [
-                &self.key_parts(account, "acct"),
-                &self.key_parts(account, "holds"),
-                &self.key_parts(account, "holdexp"),
-                &self.key_parts(account, "ledger"),
+                &self.key_parts(account, "}:acct"),
+                &self.key_parts(account, "}:holds"),
+                &self.key_parts(account, "}:holdexp"),
+                &self.key_parts(account, "}:ledger"),
                 &[settlement.request_id.as_bytes()],
                 &tail,
                 &[maxlen.as_bytes()],

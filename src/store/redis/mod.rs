@@ -152,9 +152,10 @@ impl RedisStore {
     }
 
     /// The name `key(account_id, suffix)` spells, as the parts a call writes one after the
-    /// other (no name assembled on the way).
-    fn key_parts<'a>(&'a self, account_id: &'a str, suffix: &'static str) -> [&'a [u8]; 4] {
-        [&self.key_start, account_id.as_bytes(), b"}:", suffix.as_bytes()]
+    /// other (no name assembled on the way); `tail` is `}:` and the suffix, one constant part.
+    fn key_parts<'a>(&'a self, account_id: &'a str, tail: &'static str) -> [&'a [u8]; 3] {
+        debug_assert!(tail.starts_with("}:"), "a key's tail closes its hash tag");
+        [&self.key_start, account_id.as_bytes(), tail.as_bytes()]
     }
 
     /// The Cluster slot of the account's keys (all under one hash tag): for `Router::send`.
