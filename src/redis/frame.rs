@@ -251,21 +251,27 @@ enum Head<'a> {
 fn head(bytes: &[u8], at: usize) -> Result<Option<(Head<'_>, usize)>, ProtocolError> {
     let Some(&kind) = bytes.get(at) else { return Ok(None) };
     let start = at + 1;
-    let Some(cr) = bytes[start..].iter().position(|&b| b == b'\r').map(|i| start + i) else {
-        return Ok(None);
+    let (value, next) = match kind {
+        b'+' | b'-' => {
+            let Some(cr) = memchr::memchr(b'\r', &bytes[start..]).map(|i| start + i) else { return Ok(None) };
+            match bytes.get(cr + 1) {
+                None => return Ok(None),
+                Some(b'\n') => {}
+                Some(_) => return Err(ProtocolError),
+            }
+            let text = &bytes[start..cr];
+            let head = if kind == b'+' { Head::Simple(text) } else { Head::Error(text) };
+            return Ok(Some((head, cr + 2)));
+        }
+        b':' | b'$' | b'*' => match number_line(bytes, start)? {
+            Some(line) => line,
+            None => return Ok(None),
+        },
+        _ => return Err(ProtocolError),
     };
-    match bytes.get(cr + 1) {
-        None => return Ok(None),
-        Some(b'\n') => {}
-        Some(_) => return Err(ProtocolError),
-    }
-    let text = &bytes[start..cr];
-    let next = cr + 2;
     let head = match kind {
-        b'+' => Head::Simple(text),
-        b'-' => Head::Error(text),
-        b':' => Head::Integer(integer(text)?),
-        b'$' | b'*' => match integer(text)? {
+        b':' => Head::Integer(value),
+        _ => match value {
             -1 => Head::Null,
             len if len < 0 => return Err(ProtocolError),
             len => {
@@ -273,10 +279,49 @@ fn head(bytes: &[u8], at: usize) -> Result<Option<(Head<'_>, usize)>, ProtocolEr
                 if kind == b'$' { Head::Bulk(len) } else { Head::Array(len) }
             }
         },
-        _ => return Err(ProtocolError),
     };
     Ok(Some((head, next)))
 }
+
+/// The decimal integer of the line starting at `start` (an optional `-`, then digits, then
+/// `\r\n`), read as its digits are found, and where the next line starts; `None` if the line is
+/// not all there yet.
+fn number_line(bytes: &[u8], start: usize) -> Result<Option<(i64, usize)>, ProtocolError> {
+    let negative = bytes.get(start) == Some(&b'-');
+    let digits_start = start + usize::from(negative);
+    let mut at = digits_start;
+    // Nineteen digits never overflow a u64: the digits are summed unchecked, the range checked once.
+    let mut magnitude: u64 = 0;
+    loop {
+        let Some(&byte) = bytes.get(at) else { return Ok(None) };
+        let digit = byte.wrapping_sub(b'0');
+        if digit > 9 {
+            break;
+        }
+        if at - digits_start == MAX_NUMBER_DIGITS {
+            return Err(ProtocolError);
+        }
+        magnitude = magnitude * 10 + u64::from(digit);
+        at += 1;
+    }
+    if at == digits_start {
+        return Err(ProtocolError);
+    }
+    // In range: up to 2^63 - 1, or 2^63 when negative (`i64::MIN`).
+    if magnitude > i64::MAX as u64 + u64::from(negative) {
+        return Err(ProtocolError);
+    }
+    let value = if negative { (magnitude as i64).wrapping_neg() } else { magnitude as i64 };
+    match bytes.get(at..at + 2) {
+        Some(b"\r\n") => Ok(Some((value, at + 2))),
+        Some(_) => Err(ProtocolError),
+        None if bytes[at] == b'\r' => Ok(None),
+        None => Err(ProtocolError),
+    }
+}
+
+/// The most digits a RESP integer has (`i64::MIN` has 19).
+const MAX_NUMBER_DIGITS: usize = 19;
 
 /// Where a bulk string of `len` bytes starting at `at` ends, past its `\r\n`.
 fn bulk_end(bytes: &[u8], at: usize, len: usize) -> Result<Option<usize>, ProtocolError> {
@@ -320,29 +365,6 @@ fn value_end(bytes: &[u8], at: usize) -> Result<Option<usize>, ProtocolError> {
             _ => {}
         }
     }
-}
-
-/// A decimal integer as RESP writes it: an optional `-`, then digits.
-fn integer(text: &[u8]) -> Result<i64, ProtocolError> {
-    let (negative, digits) = match text.split_first() {
-        Some((b'-', digits)) => (true, digits),
-        _ => (false, text),
-    };
-    if digits.is_empty() {
-        return Err(ProtocolError);
-    }
-    let mut value: i64 = 0;
-    for &digit in digits {
-        if !digit.is_ascii_digit() {
-            return Err(ProtocolError);
-        }
-        let digit = i64::from(digit - b'0');
-        value = value
-            .checked_mul(10)
-            .and_then(|v| if negative { v.checked_sub(digit) } else { v.checked_add(digit) })
-            .ok_or(ProtocolError)?;
-    }
-    Ok(value)
 }
 
 #[cfg(test)]

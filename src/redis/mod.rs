@@ -3,11 +3,14 @@
 //!
 //! There is no Redis client for monoio, so this is ours, with its own RESP2 reader (`frame`).
 //! Commands from many tasks of one worker share the connection: each appends its encoded
-//! command to the write buffer and queues a reply slot (`reply_slots`); one flusher task per
+//! command (`command`: a list of arguments, or a Function call written in place) to the write
+//! buffer and queues a reply slot (`reply_slots`); one flusher task per
 //! connection writes whatever has piled up (natural batching) from one of two buffers it swaps,
 //! one reader task hands each whole reply to the oldest waiting slot. A reply is not copied
 //! out: the reader lends its place in the read buffer, the caller reads it there (`call_with`)
-//! and gives it back, and the reader reads no more until every lent reply is back. Once warm, a
+//! and gives it back, and the reader reads no more until every lent reply is back. The timeout
+//! is kept by one watchdog task per connection, which sleeps until the oldest reply is due (one
+//! timer per connection, not one per command). Once warm, a
 //! command and its reply allocate nothing (`call`, which keeps an owned `Reply`, does).
 //! Any failure (timeout, reset, protocol error) retires the connection: waiting commands fail,
 //! and the next command reconnects once the backoff has passed. While disconnected, commands
@@ -76,8 +79,11 @@ impl RedisError {
     }
 }
 
+mod command;
 mod frame;
 mod reply_slots;
+
+pub use command::{Args, Command, Fcall, FcallHead, encode_command};
 
 pub use frame::{Frame, Indexed, Items, ItemsIter, ProtocolError, Reply, reply_len};
 use reply_slots::{ReplySlots, ReplyWait};
@@ -149,13 +155,27 @@ struct Connection {
     writer: RefCell<Option<OwnedWriteHalf<TcpStream>>>,
     /// Encoded commands not yet written.
     outgoing: RefCell<Vec<u8>>,
-    /// Reply slots (indices into `slots`) in the order their commands were queued.
-    waiting: RefCell<VecDeque<usize>>,
+    /// Reply slots (indices into `slots`) in the order their commands were queued, each with
+    /// the time by which its reply is due.
+    waiting: RefCell<VecDeque<Waiting>>,
     slots: RefCell<ReplySlots<ReplyResult>>,
     read_buffer: Rc<ReadBuffer>,
     /// The flusher task's waker while it waits for commands.
     flusher: RefCell<Option<Waker>>,
+    /// The watchdog task's waker while no command waits (see `watch`).
+    watchdog: RefCell<Option<Waker>>,
+    command_timeout: Duration,
     broken: Cell<bool>,
+    /// Retired because a reply was not in time, and the client's reconnect backoff not yet
+    /// started for it (the first to notice starts it: a waiter, or the next command).
+    timed_out: Cell<bool>,
+}
+
+/// A command waiting for its reply.
+struct Waiting {
+    slot: usize,
+    /// `command_timeout` after it was queued: a server still silent then is lost.
+    reply_due: monoio::time::Instant,
 }
 
 impl AsRef<RefCell<ReplySlots<ReplyResult>>> for Connection {
@@ -167,19 +187,40 @@ impl AsRef<RefCell<ReplySlots<ReplyResult>>> for Connection {
 impl Connection {
     /// Retires the connection: every waiting command fails, the flusher ends.
     fn break_down(&self) {
+        self.retire(|| Err(RedisError::Lost));
+    }
+
+    /// Retires the connection because the oldest command's reply is overdue: every waiting
+    /// command fails with `Timeout` (each may still run once the server wakes).
+    fn time_out(&self) {
+        self.timed_out.set(true);
+        self.retire(|| Err(RedisError::Timeout));
+    }
+
+    fn retire(&self, failure: fn() -> ReplyResult) {
         self.broken.set(true);
-        let waiting: Vec<usize> = self.waiting.borrow_mut().drain(..).collect();
-        reply_slots::fail_all(&self.slots, waiting, || Err(RedisError::Lost));
+        let waiting: Vec<usize> = self.waiting.borrow_mut().drain(..).map(|waiting| waiting.slot).collect();
+        reply_slots::fail_all(&self.slots, waiting, failure);
         self.writer.borrow_mut().take();
         self.wake_flusher();
         self.read_buffer.wake_reader();
+        let watchdog = self.watchdog.borrow_mut().take();
+        if let Some(watchdog) = watchdog {
+            watchdog.wake();
+        }
     }
 
-    /// Queues `args` and returns the reply's slot; the flusher is woken by `wake_flusher`.
-    fn queue(self: &Rc<Self>, args: &[&[u8]]) -> PendingReply {
-        encode_command(&mut self.outgoing.borrow_mut(), args);
+    /// Queues `command` and returns the reply's slot; the flusher is woken by `wake_flusher`.
+    fn queue(self: &Rc<Self>, command: &(impl Command + ?Sized)) -> PendingReply {
+        command.encode(&mut self.outgoing.borrow_mut());
         let index = self.slots.borrow_mut().claim();
-        self.waiting.borrow_mut().push_back(index);
+        let reply_due = crate::clock::timer_now() + self.command_timeout;
+        self.waiting.borrow_mut().push_back(Waiting { slot: index, reply_due });
+        // Woken only when it waits for a first command (it sleeps on its own timer otherwise).
+        let watchdog = self.watchdog.borrow_mut().take();
+        if let Some(watchdog) = watchdog {
+            watchdog.wake();
+        }
         ReplyWait::new(self.clone(), index)
     }
 
@@ -237,52 +278,69 @@ impl RedisClient {
     /// connection's read buffer: nothing is copied or allocated. An error reply is
     /// `RedisError::Server` (and `read` is not called).
     pub async fn call_with<T>(&self, args: &[&[u8]], read: impl FnOnce(Frame<'_>) -> T) -> Result<T, RedisError> {
+        self.send_with(&Args(args), read).await
+    }
+
+    /// `call_with` for a command that encodes itself (`Fcall`: written in place, no argument list).
+    pub async fn send_with<T>(
+        &self,
+        command: &(impl Command + ?Sized),
+        read: impl FnOnce(Frame<'_>) -> T,
+    ) -> Result<T, RedisError> {
         let connection = self.connected().await?;
-        let reply = connection.queue(args);
+        let reply = connection.queue(command);
         connection.wake_flusher();
         self.wait_reply(&connection, reply, read).await
     }
 
-    /// Sends `ASKING` then `args` back to back on one connection (a Cluster `ASK` redirect) and
-    /// reads the reply to `args` as `call_with` does.
-    pub async fn call_asking_with<T>(
+    /// Sends `ASKING` then `command` back to back on one connection (a Cluster `ASK` redirect)
+    /// and reads the reply to `command` as `send_with` does.
+    pub async fn send_asking_with<T>(
         &self,
-        args: &[&[u8]],
+        command: &(impl Command + ?Sized),
         read: impl FnOnce(Frame<'_>) -> T,
     ) -> Result<T, RedisError> {
         let connection = self.connected().await?;
-        let asking_reply = connection.queue(&[b"ASKING"]);
-        let reply = connection.queue(args);
+        let asking_reply = connection.queue(&Args(&[b"ASKING"]));
+        let reply = connection.queue(command);
         connection.wake_flusher();
         self.wait_reply(&connection, asking_reply, |_| ()).await?;
         self.wait_reply(&connection, reply, read).await
     }
 
+    /// The reply `reply` waits for, due within the command timeout: the connection's watchdog
+    /// (`watch`) fails it with `Timeout` otherwise, so no timer is set per command.
     async fn wait_reply<T>(
         &self,
         connection: &Rc<Connection>,
         reply: PendingReply,
         read: impl FnOnce(Frame<'_>) -> T,
     ) -> Result<T, RedisError> {
-        match monoio::time::timeout(self.settings.command_timeout, reply).await {
+        match reply.await {
             // Read at once (no await before the lent reply is dropped): the reader waits for it.
-            Ok(Some(Ok(lent))) => lent.read(|frame| unless_error(frame, read)).unwrap_or(Err(RedisError::Lost)),
-            Ok(Some(Err(error))) => Err(error),
-            Ok(None) => Err(RedisError::Lost),
-            Err(_elapsed) => {
-                // A silent server: stop trusting this connection.
-                connection.break_down();
-                self.schedule_retry();
-                Err(RedisError::Timeout)
+            Some(Ok(lent)) => lent.read(|frame| unless_error(frame, read)).unwrap_or(Err(RedisError::Lost)),
+            Some(Err(error)) => {
+                self.back_off_if_timed_out(connection);
+                Err(error)
             }
+            None => Err(RedisError::Lost),
+        }
+    }
+
+    /// A silent server: its connection was retired, and new ones wait out the backoff (started
+    /// once per timed-out connection).
+    fn back_off_if_timed_out(&self, connection: &Connection) {
+        if connection.timed_out.replace(false) {
+            self.schedule_retry();
         }
     }
 
     async fn connected(&self) -> Result<Rc<Connection>, RedisError> {
-        if let Some(connection) = self.connection.borrow().as_ref()
-            && !connection.broken.get()
-        {
-            return Ok(connection.clone());
+        if let Some(connection) = self.connection.borrow().as_ref() {
+            if !connection.broken.get() {
+                return Ok(connection.clone());
+            }
+            self.back_off_if_timed_out(connection);
         }
         // The breaker is open after a failure: fail fast until the backoff has passed.
         if self.retry_at.get().is_some_and(|at| !time_left(at).is_zero()) {
@@ -343,12 +401,16 @@ impl RedisClient {
             slots: RefCell::default(),
             read_buffer: Rc::default(),
             flusher: RefCell::new(None),
+            watchdog: RefCell::new(None),
+            command_timeout: self.settings.command_timeout,
             broken: Cell::new(false),
+            timed_out: Cell::new(false),
         });
         monoio::spawn(read_replies(connection.clone(), reader));
         monoio::spawn(flush(connection.clone()));
+        monoio::spawn(watch(connection.clone()));
         if let Some(password) = &self.settings.password {
-            let reply = connection.queue(&[b"AUTH", password.as_bytes()]);
+            let reply = connection.queue(&Args(&[b"AUTH", password.as_bytes()]));
             connection.wake_flusher();
             let answer = match monoio::time::timeout(self.settings.command_timeout, reply).await {
                 Ok(Some(Ok(lent))) => {
@@ -402,6 +464,36 @@ async fn flush(connection: Rc<Connection>) {
     }
 }
 
+/// The connection's watchdog, for as long as it lives: sleeps until the reply of the oldest
+/// waiting command is due and retires the connection if it has not come by then (a silent
+/// server), else sleeps again until the next one is due. With no command waiting it waits to be
+/// woken by the next one queued. One timer per connection, set once per command timeout under
+/// steady traffic, instead of one per command.
+async fn watch(connection: Rc<Connection>) {
+    loop {
+        let oldest_due = std::future::poll_fn(|cx| {
+            if connection.broken.get() {
+                return Poll::Ready(None);
+            }
+            match connection.waiting.borrow().front() {
+                Some(waiting) => Poll::Ready(Some(waiting.reply_due)),
+                None => {
+                    *connection.watchdog.borrow_mut() = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        let Some(due) = oldest_due else { return };
+        if time_left(due).is_zero() {
+            connection.time_out();
+            return;
+        }
+        // Answered meanwhile or not, the oldest is looked at again when this one is due.
+        monoio::time::sleep_until(due).await;
+    }
+}
+
 /// Reads replies and lends each to the oldest waiting command; reads again once every lent
 /// reply is back.
 async fn read_replies(connection: Rc<Connection>, mut reader: OwnedReadHalf<TcpStream>) {
@@ -421,9 +513,9 @@ async fn read_replies(connection: Rc<Connection>, mut reader: OwnedReadHalf<TcpS
                         return;
                     }
                     // Bound first: `break_down` below borrows the queue again.
-                    let slot = connection.waiting.borrow_mut().pop_front();
-                    match slot {
-                        Some(slot) => {
+                    let waiting = connection.waiting.borrow_mut().pop_front();
+                    match waiting {
+                        Some(Waiting { slot, .. }) => {
                             // An abandoned slot drops the reply at once, which gives it back.
                             let lent = LentReply::lend(&shared, range);
                             let waker = connection.slots.borrow_mut().fill(slot, Ok(lent));
@@ -577,35 +669,9 @@ fn crc16_xmodem(bytes: &[u8]) -> u16 {
     crc
 }
 
-/// Appends `args` as a RESP array of bulk strings.
-pub fn encode_command(out: &mut Vec<u8>, args: &[&[u8]]) {
-    let payload: usize = args.iter().map(|arg| arg.len() + 16).sum();
-    out.reserve(payload + 16);
-    out.push(b'*');
-    push_decimal(out, args.len() as u64);
-    out.extend_from_slice(b"\r\n");
-    for arg in args {
-        out.push(b'$');
-        push_decimal(out, arg.len() as u64);
-        out.extend_from_slice(b"\r\n");
-        out.extend_from_slice(arg);
-        out.extend_from_slice(b"\r\n");
-    }
-}
-
-use crate::digits::push_decimal;
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    // Goal: commands encode as RESP arrays of bulk strings, byte for byte.
-    #[test]
-    fn encodes_commands() {
-        let mut out = Vec::new();
-        encode_command(&mut out, &[b"SET", b"k", b"v a"]);
-        assert_eq!(out, b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3\r\nv a\r\n");
-    }
 
     // Goal: slots match Redis Cluster's (values from `CLUSTER KEYSLOT`), hash tags included.
     #[test]

@@ -198,3 +198,24 @@ fn measured_replies_and_indexed_items_read_the_same() {
     assert_eq!(cut.iter().collect::<Vec<_>>(), [Frame::Integer(1)]);
     assert_eq!(cut.indexed().get(1), None);
 }
+
+// Goal: integers of every length read exactly, signs included; nothing past 19 digits or the
+// range of an i64 is read as a number.
+#[test]
+fn integers_of_every_length_read_exactly() {
+    let mut values: Vec<i64> = vec![0, 7, -1, i64::MAX, i64::MIN, 12_345_678, 123_456_789, -99_999_999];
+    let mut power: i64 = 1;
+    for _ in 0..18 {
+        power *= 10;
+        values.extend([power - 1, power, power + 1, -(power - 1), power / 3 * 2 + 7]);
+    }
+    for value in values {
+        let line = format!(":{value}\r\n");
+        assert_eq!(Frame::of_reply(line.as_bytes()), Some(Frame::Integer(value)), "{line:?}");
+        assert_eq!(reply_len(line.as_bytes()), Ok(Some(line.len())), "{line:?}");
+    }
+    assert_eq!(reply_len(b":12345678a\r\n"), Err(ProtocolError));
+    assert_eq!(reply_len(b":9223372036854775808\r\n"), Err(ProtocolError), "above i64::MAX");
+    assert_eq!(reply_len(b":12345678901234567890\r\n"), Err(ProtocolError), "twenty digits");
+    assert_eq!(reply_len(b":123456789012"), Ok(None), "not all there yet");
+}

@@ -6,10 +6,11 @@
 //! limits passed along, since the Lua side knows no tiers, and what the gateway computes of an
 //! admission from `fk_hold`'s short answer. Every decision is the Function's and every reply is
 //! read by `replies`. These run per request: no `format!` and no allocation on admit and settle
-//! (numbers packed or written through `Num`, texts on the stack: `args`), and nothing here ever
-//! retries a call (the caller decides).
+//! (numbers packed by `args` or written through `Num`; keys and texts written from their parts
+//! straight into the command, `redis::Fcall`), and nothing here ever retries a call (the caller
+//! decides).
 
-use super::args::{StackText, UNITS, doubles, reset_ms};
+use super::args::{UNITS, doubles, reset_ms};
 use super::connections::Connections;
 use super::replies::{FromReply, HoldReply, SettleReply};
 use super::{KeyName, LEDGER_MAX_RECORDS_PER_ACCOUNT, RedisStore};
@@ -17,6 +18,7 @@ use crate::digits::Num;
 use crate::limits::{HOLD_TTL_MS, LEASE_ESCROW_TTL_MS};
 use crate::metrics::StoreMetrics;
 use crate::money::Nanos;
+use crate::redis::{Fcall, FcallHead};
 use crate::store::spend_cap::CapPeriod;
 use crate::store::types::{
     Admission, AdmitRequest, Admitted, KeyKind, LeaseCall, LeaseReply, RateSnapshot, Settled, Settlement, StoreError,
@@ -29,10 +31,16 @@ const MAX_SETTLED_TOKENS: u64 = 1_000_000_000;
 /// The largest integer a Lua number (a double) holds exactly, and the cap on any balance in
 /// `fikra.lua` (`MAX_BALANCE`): costs are sent to the functions at most this large.
 const MAX_EXACT_LUA_NANOS: u64 = (1 << 53) - 1;
-/// The longest hold head ("hold tokens kind in_price out_price ": four numbers of up to 20
-/// digits) and usage record tail (five numbers and an outcome name) `fk_hold` and `fk_charge` take.
-const HEAD_BYTES: usize = 96;
-const TAIL_BYTES: usize = 144;
+/// How many `KEYS` and arguments in all (keys included) `fk_hold` and `fk_charge` take.
+const HOLD_KEYS: usize = 3;
+const HOLD_ARGUMENTS: usize = 8;
+const CHARGE_KEYS: usize = 4;
+const CHARGE_ARGUMENTS: usize = 8;
+
+/// The constant start of each per-request call (`FCALL`, name, number of keys), encoded at
+/// compile time.
+const HOLD_CALL: FcallHead = FcallHead::new("fk_hold", HOLD_KEYS, HOLD_ARGUMENTS);
+const CHARGE_CALL: FcallHead = FcallHead::new("fk_charge", CHARGE_KEYS, CHARGE_ARGUMENTS);
 
 /// A key kind as the functions name it (`l`, `t`).
 fn kind_letter(kind: KeyKind) -> &'static [u8] {
@@ -63,7 +71,6 @@ impl RedisStore {
     /// of `Admitted` is computed here as the function did.
     pub async fn admit(&self, connections: &Connections, request: &AdmitRequest<'_>) -> Result<Admission, StoreError> {
         let account = request.account_id;
-        let [acct, holds, holdexp] = self.admission_keys(account);
         let unverified = self.policy.limits_for(account, TIER_UNVERIFIED, request.key_kind);
         let trusted = self.policy.limits_for(account, TIER_TRUSTED, request.key_kind);
         let live = request.key_kind == KeyKind::Live;
@@ -75,21 +82,18 @@ impl RedisStore {
         };
         let requested = request.requested_output_tokens;
         let (head_hold, head_tokens) = (hold_at(requested), input.saturating_add(requested));
-        let mut head = StackText::<HEAD_BYTES>::new();
-        for part in [
-            Num::new(head_hold).as_bytes(),
+        let head_numbers = [Num::new(head_hold), Num::new(head_tokens), Num::new(in_price), Num::new(out_price)];
+        // The hold's head, "hold tokens kind in_price out_price ", written into the command.
+        let head = [
+            head_numbers[0].as_bytes(),
             b" ",
-            Num::new(head_tokens).as_bytes(),
+            head_numbers[1].as_bytes(),
+            if live { b" l " } else { b" t " },
+            head_numbers[2].as_bytes(),
             b" ",
-            kind_letter(request.key_kind),
+            head_numbers[3].as_bytes(),
             b" ",
-            Num::new(in_price).as_bytes(),
-            b" ",
-            Num::new(out_price).as_bytes(),
-            b" ",
-        ] {
-            head.push(part);
-        }
+        ];
         // The key's cap, its period (1 day, 2 month, 3 lifetime) and the period's start on the
         // gateway's clock; -1: none.
         let (cap, cap_period, cap_start) = match request.spend_cap {
@@ -125,20 +129,21 @@ impl RedisStore {
             head_hold as f64,
             head_tokens as f64,
         ]);
-        let args: [&[u8]; 11] = [
-            b"FCALL",
-            b"fk_hold",
-            b"3",
-            acct.as_bytes(),
-            holds.as_bytes(),
-            holdexp.as_bytes(),
-            request.request_id.as_bytes(),
-            request.key_id.as_bytes(),
-            request.model.as_bytes(),
-            head.as_bytes(),
-            &numbers,
-        ];
-        match self.router.command_outcome(connections, acct.as_bytes(), &args, HoldReply::from_reply).await {
+        let command = Fcall {
+            head: &HOLD_CALL,
+            args: [
+                &self.key_parts(account, "}:acct"),
+                &self.key_parts(account, "}:holds"),
+                &self.key_parts(account, "}:holdexp"),
+                &[request.request_id.as_bytes()],
+                &[request.key_id.as_bytes()],
+                &[request.model.as_bytes()],
+                &head,
+                &[&numbers],
+            ],
+        };
+        let slot = || self.account_slot(account);
+        match self.router.send_outcome(connections, slot, &command, HoldReply::from_reply).await {
             Ok(Ok(HoldReply::Taken(taken))) => {
                 let limits = if taken.trusted { trusted } else { unverified };
                 let output = taken.output_cap_tokens;
@@ -176,10 +181,6 @@ impl RedisStore {
     /// `fk_charge`: the numbers packed (see `doubles`), the usage record's tail written here.
     pub async fn settle(&self, connections: &Connections, settlement: &Settlement<'_>) -> Result<Settled, StoreError> {
         let account = settlement.account_id;
-        let acct = self.key(account, "acct");
-        let holds = self.key(account, "holds");
-        let holdexp = self.key(account, "holdexp");
-        let ledger = self.key(account, "ledger");
         let tpm = |tier: &str, kind: KeyKind| self.policy.limits_for(account, tier, kind).tokens_per_minute as f64;
         let tokens = settlement.tokens.consistent();
         // Lua numbers are doubles: a cost above the largest balance is above every hold, so it
@@ -202,38 +203,44 @@ impl RedisStore {
             CapPeriod::Day.start_ms(settlement.now_ms) as f64,
             CapPeriod::Month.start_ms(settlement.now_ms) as f64,
         ]);
-        // The usage record after "request_id key_id model " (the function writes those from the hold).
-        let mut tail = StackText::<TAIL_BYTES>::new();
-        for part in [
-            Num::new(tokens.prompt_tokens.min(MAX_SETTLED_TOKENS)).as_bytes(),
+        // The usage record after "request_id key_id model " (the function writes those from the
+        // hold), written into the command.
+        let tail_numbers = [
+            Num::new(tokens.prompt_tokens.min(MAX_SETTLED_TOKENS)),
+            Num::new(tokens.completion_tokens.min(MAX_SETTLED_TOKENS)),
+            Num::new(cost),
+            Num::new(tokens.cached_prompt_tokens.min(MAX_SETTLED_TOKENS)),
+            Num::new(tokens.reasoning_tokens.min(MAX_SETTLED_TOKENS)),
+        ];
+        let tail = [
+            tail_numbers[0].as_bytes(),
             b" ",
-            Num::new(tokens.completion_tokens.min(MAX_SETTLED_TOKENS)).as_bytes(),
+            tail_numbers[1].as_bytes(),
             b" ",
-            Num::new(cost).as_bytes(),
+            tail_numbers[2].as_bytes(),
             b" ",
             settlement.outcome.as_str().as_bytes(),
             b" ",
-            Num::new(tokens.cached_prompt_tokens.min(MAX_SETTLED_TOKENS)).as_bytes(),
+            tail_numbers[3].as_bytes(),
             b" ",
-            Num::new(tokens.reasoning_tokens.min(MAX_SETTLED_TOKENS)).as_bytes(),
-        ] {
-            tail.push(part);
-        }
-        let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
-        let args: [&[u8]; 11] = [
-            b"FCALL",
-            b"fk_charge",
-            b"4",
-            acct.as_bytes(),
-            holds.as_bytes(),
-            holdexp.as_bytes(),
-            ledger.as_bytes(),
-            settlement.request_id.as_bytes(),
-            tail.as_bytes(),
-            maxlen.as_bytes(),
-            &numbers,
+            tail_numbers[4].as_bytes(),
         ];
-        let settled = match self.read::<SettleReply>(connections, acct.as_bytes(), &args).await? {
+        let maxlen = Num::new(LEDGER_MAX_RECORDS_PER_ACCOUNT);
+        let command = Fcall {
+            head: &CHARGE_CALL,
+            args: [
+                &self.key_parts(account, "}:acct"),
+                &self.key_parts(account, "}:holds"),
+                &self.key_parts(account, "}:holdexp"),
+                &self.key_parts(account, "}:ledger"),
+                &[settlement.request_id.as_bytes()],
+                &tail,
+                &[maxlen.as_bytes()],
+                &[&numbers],
+            ],
+        };
+        let slot = || self.account_slot(account);
+        let settled = match self.router.send(connections, slot, &command, SettleReply::from_reply).await?? {
             SettleReply::Done(settled) => settled,
             SettleReply::ReleasedAsDeadNodes => {
                 // This node was presumed dead (no heartbeat within the dead-after bound, a

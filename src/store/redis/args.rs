@@ -1,7 +1,7 @@
 //! Function arguments written on the stack for the per-request calls (`fk_hold`, `fk_charge`):
 //! numbers packed as the functions unpack them (`struct.unpack('<d...')`: no number parsing in
-//! Lua) and short texts made of parts, and the rate numbers derived from a bucket level the
-//! way `fikra.lua` derives them.
+//! Lua), and the rate numbers derived from a bucket level the way `fikra.lua` derives them.
+//! (Texts made of parts are written into the command itself: `redis::Fcall`.)
 //!
 //! Owns those encodings only. It never allocates, never sends anything and never decides what
 //! goes into an argument (the callers in `admission` do).
@@ -20,30 +20,6 @@ pub(super) fn doubles<const BYTES: usize>(values: &[f64]) -> [u8; BYTES] {
         slot.copy_from_slice(&value.to_le_bytes());
     }
     out
-}
-
-/// A text of at most `N` bytes made of parts on the stack. Callers size `N` for their longest
-/// text (numbers of 20 digits at most); a part that would not fit is cut (checked in debug builds).
-pub(super) struct StackText<const N: usize> {
-    bytes: [u8; N],
-    len: usize,
-}
-
-impl<const N: usize> StackText<N> {
-    pub fn new() -> Self {
-        StackText { bytes: [0; N], len: 0 }
-    }
-
-    pub fn push(&mut self, part: &[u8]) {
-        debug_assert!(self.len + part.len() <= N, "a stack text sized too small");
-        let end = (self.len + part.len()).min(N);
-        self.bytes[self.len..end].copy_from_slice(&part[..end - self.len]);
-        self.len = end;
-    }
-
-    pub fn as_bytes(&self) -> &[u8] {
-        &self.bytes[..self.len]
-    }
 }
 
 /// Milliseconds until a bucket of `capacity` per minute at `level` (1/60000 token) is full,
@@ -65,16 +41,6 @@ mod tests {
         let packed = doubles::<16>(&[9_007_199_254_740_991.0, -1.0]);
         assert_eq!(f64::from_le_bytes(packed[..8].try_into().unwrap()) as u64, (1 << 53) - 1);
         assert_eq!(&packed[8..], &(-1.0f64).to_le_bytes());
-    }
-
-    // Goal: a text is its parts in order.
-    #[test]
-    fn a_stack_text_is_its_parts() {
-        let mut text = StackText::<16>::new();
-        for part in [&b"47000"[..], b" ", b"94", b" l "] {
-            text.push(part);
-        }
-        assert_eq!(text.as_bytes(), b"47000 94 l ");
     }
 
     // Goal: the reset time is rounded up, 0 when full or of no capacity.

@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::connections::{ClientRecipe, Connections};
 use super::library;
 use super::replies::{FromReply, SlotRanges};
-use crate::redis::{Frame, RedisClient, RedisError, blocking_call, key_slot};
+use crate::redis::{Args, Command, Frame, RedisClient, RedisError, blocking_call, key_slot};
 use crate::store::types::StoreError;
 
 use crate::limits::{
@@ -131,12 +131,13 @@ impl Router {
         }
     }
 
-    fn node_for(&self, routing_key: &[u8]) -> Option<SocketAddr> {
+    /// The node serving the slot `slot` computes (asked only of a Cluster).
+    fn node_for(&self, slot: &impl Fn() -> u16) -> Option<SocketAddr> {
         if !self.cluster {
             return self.seeds.first().copied();
         }
         let slots = self.slots.read().unwrap_or_else(|e| e.into_inner());
-        slots.as_ref()?.node_of(key_slot(routing_key))
+        slots.as_ref()?.node_of(slot())
     }
 
     /// Reads the slot map from the first seed that answers (start-up, blocking).
@@ -184,24 +185,36 @@ impl Router {
         args: &[&[u8]],
         read: impl Fn(Frame<'_>) -> T,
     ) -> Result<T, StoreError> {
-        self.command_outcome(connections, routing_key, args, read).await.map_err(|failed| failed.error)
+        self.send(connections, || key_slot(routing_key), &Args(args), read).await
     }
 
-    /// `command`, saying on failure whether the command may have run anyway (its connection
-    /// failed or timed out after it was queued): a caller whose command must not half-happen
-    /// (an admission) then undoes it.
-    pub async fn command_outcome<T>(
+    /// `command` for a command that encodes itself (an `Fcall`); `slot` says which Cluster slot
+    /// its keys are in, and is asked only of a Cluster (a standalone server needs no key name).
+    pub async fn send<T>(
         &self,
         connections: &Connections,
-        routing_key: &[u8],
-        args: &[&[u8]],
+        slot: impl Fn() -> u16,
+        command: &(impl Command + ?Sized),
+        read: impl Fn(Frame<'_>) -> T,
+    ) -> Result<T, StoreError> {
+        self.send_outcome(connections, slot, command, read).await.map_err(|failed| failed.error)
+    }
+
+    /// `send`, saying on failure whether the command may have run anyway (its connection
+    /// failed or timed out after it was queued): a caller whose command must not half-happen
+    /// (an admission) then undoes it.
+    pub async fn send_outcome<T>(
+        &self,
+        connections: &Connections,
+        slot: impl Fn() -> u16,
+        command: &(impl Command + ?Sized),
         read: impl Fn(Frame<'_>) -> T,
     ) -> Result<T, Failed> {
         let not_run = |error: StoreError| Failed { error, may_have_run: false };
-        let mut target = self.node_for(routing_key);
+        let mut target = self.node_for(&slot);
         if target.is_none() && self.cluster {
             self.refresh_slots(connections).await;
-            target = self.node_for(routing_key);
+            target = self.node_for(&slot);
         }
         let mut addr = target.ok_or(not_run(StoreError::Unavailable))?;
         let mut asking = false;
@@ -211,8 +224,11 @@ impl Router {
         while redirects < MAX_REDIRECTS {
             redirects += 1;
             let client = self.client(connections, addr);
-            let result =
-                if asking { client.call_asking_with(args, &read).await } else { client.call_with(args, &read).await };
+            let result = if asking {
+                client.send_asking_with(command, &read).await
+            } else {
+                client.send_with(command, &read).await
+            };
             asking = false;
             match result {
                 Ok(reply) => return Ok(reply),
@@ -233,7 +249,7 @@ impl Router {
                         try_again_waited_ms += TRY_AGAIN_PAUSE_MS;
                         redirects = 0;
                         self.refresh_slots(connections).await;
-                        addr = self.node_for(routing_key).unwrap_or(addr);
+                        addr = self.node_for(&slot).unwrap_or(addr);
                     } else if message.starts_with("TRYAGAIN") || message.starts_with("CLUSTERDOWN") {
                         return Err(not_run(StoreError::Unavailable));
                     } else {

@@ -66,6 +66,8 @@ pub struct RedisStore {
     policy: LimitPolicy,
     /// The nodes, the slot map and how clients to them are made.
     router: Router,
+    /// `PREFIX:{`, how every key name of the store starts (see `key`).
+    key_start: Box<[u8]>,
     events: Arc<subscriber::Events>,
     /// Counters of voids and of dead nodes' holds released.
     pub metrics: StoreMetrics,
@@ -88,10 +90,12 @@ impl RedisStore {
             command_timeout: settings.command_timeout,
         };
         let router = Router::new(settings.cluster, settings.nodes.clone(), recipe);
+        let key_start = [settings.prefix.as_bytes(), b":{"].concat().into_boxed_slice();
         let store = Arc::new(RedisStore {
             settings,
             policy,
             router,
+            key_start,
             events: Arc::new(subscriber::Events::default()),
             metrics: StoreMetrics::default(),
         });
@@ -145,6 +149,18 @@ impl RedisStore {
     /// allocated.
     fn key(&self, account_id: &str, suffix: &str) -> KeyName {
         KeyName::new([self.settings.prefix.as_str(), ":{", account_id, "}:", suffix])
+    }
+
+    /// The name `key(account_id, suffix)` spells, as the parts a call writes one after the
+    /// other (no name assembled on the way); `tail` is `}:` and the suffix, one constant part.
+    fn key_parts<'a>(&'a self, account_id: &'a str, tail: &'static str) -> [&'a [u8]; 3] {
+        debug_assert!(tail.starts_with("}:"), "a key's tail closes its hash tag");
+        [&self.key_start, account_id.as_bytes(), tail.as_bytes()]
+    }
+
+    /// The Cluster slot of the account's keys (all under one hash tag): for `Router::send`.
+    fn account_slot(&self, account_id: &str) -> u16 {
+        crate::redis::key_slot(self.key(account_id, "acct").as_bytes())
     }
 
     /// The clock argument of a function: `0` tells it to read Redis's `TIME`.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::errors::Bucket;
 use crate::money::{Nanos, TokenUsage};
-use crate::redis::{Frame, Indexed};
+use crate::redis::{Frame, Indexed, ItemsIter};
 use crate::store::spend_cap::PeriodSpend;
 use crate::store::types::{
     Admission, CapPeriod, DeadNode, KeyKind, KeyRecord, LeaseReply, Outcome, RateSnapshot, Reaped, Settled, SpendCap,
@@ -218,15 +218,16 @@ pub(super) struct HoldTaken {
 
 impl FromReply for HoldReply {
     fn from_reply(reply: Frame<'_>) -> Result<Self, StoreError> {
-        let items = array(reply)?;
-        if int_at(&items, 0)? != 1 {
+        // Read in order (a reply per request: no index of its items is built).
+        let mut items = in_order(reply)?;
+        if next_int(&mut items)? != 1 {
             return Admission::from_reply(reply).map(HoldReply::Refused);
         }
         Ok(HoldReply::Taken(HoldTaken {
-            output_cap_tokens: u64_at(&items, 1)?,
-            trusted: int_at(&items, 2)? == 1,
-            requests_level: u64_at(&items, 3)?,
-            tokens_level: u64_at(&items, 4)?,
+            output_cap_tokens: next_u64(&mut items)?,
+            trusted: next_int(&mut items)? == 1,
+            requests_level: next_u64(&mut items)?,
+            tokens_level: next_u64(&mut items)?,
         }))
     }
 }
@@ -353,10 +354,16 @@ pub(super) enum SettleReply {
 
 impl FromReply for SettleReply {
     fn from_reply(reply: Frame<'_>) -> Result<Self, StoreError> {
-        let items = array(reply)?;
-        match int_at(&items, 0)? {
+        // Read in order, as `settled` reads it (a reply per request: no index of its items).
+        let mut items = in_order(reply)?;
+        match next_int(&mut items)? {
+            1 => Ok(SettleReply::Done(Settled::Charged {
+                charged: Nanos(next_u64(&mut items)?),
+                released: Nanos(next_u64(&mut items)?),
+                operator_loss: Nanos(next_u64(&mut items)?),
+            })),
             2 => Ok(SettleReply::ReleasedAsDeadNodes),
-            _ => settled(&items).map(SettleReply::Done),
+            _ => Ok(SettleReply::Done(Settled::AlreadySettled)),
         }
     }
 }
@@ -608,9 +615,32 @@ fn array(reply: Frame<'_>) -> Result<Indexed<'_>, StoreError> {
     }
 }
 
+/// The items of an array reply, to be read one after the other (`next_int`, `next_u64`).
+fn in_order(reply: Frame<'_>) -> Result<ItemsIter<'_>, StoreError> {
+    match reply {
+        Frame::Array(items) => Ok(items.iter()),
+        _ => Err(StoreError::Unavailable),
+    }
+}
+
+/// The next item as `int_at` reads it.
+fn next_int(items: &mut ItemsIter<'_>) -> Result<i64, StoreError> {
+    int_of(items.next())
+}
+
+/// The next item as `u64_at` reads it.
+fn next_u64(items: &mut ItemsIter<'_>) -> Result<u64, StoreError> {
+    next_int(items).map(|value| value.max(0) as u64)
+}
+
 /// An integer reply item, or a string item holding one (Lua numbers may come back either way).
 fn int_at(items: &Indexed<'_>, index: usize) -> Result<i64, StoreError> {
-    match items.get(index) {
+    int_of(items.get(index))
+}
+
+/// `item` as `int_at` reads it.
+fn int_of(item: Option<Frame<'_>>) -> Result<i64, StoreError> {
+    match item {
         Some(Frame::Integer(value)) => Ok(value),
         Some(Frame::BulkString(text)) | Some(Frame::SimpleString(text)) => {
             std::str::from_utf8(text).ok().and_then(|t| t.parse().ok()).ok_or(StoreError::Unavailable)
