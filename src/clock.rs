@@ -35,11 +35,7 @@ impl Clock {
 
     pub fn now_ms(&self) -> u64 {
         match self {
-            Clock::System => event_or(&EVENT_UNIX_MS, || {
-                #[allow(clippy::disallowed_methods)] // the one reader of the wall clock
-                let now = SystemTime::now();
-                now.duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
-            }),
+            Clock::System => event_or(&EVENT_UNIX_MS, || since_unix_epoch().as_millis() as u64),
             Clock::Manual(now_ms) => now_ms.load(Ordering::Relaxed),
         }
     }
@@ -135,9 +131,14 @@ pub fn stopwatch_us() -> u64 {
 /// process on the same machine compares with its own clock readings (the sandbox's event stamps
 /// for the load generator), never for money, limits or deadlines.
 pub fn wall_stopwatch_us() -> u64 {
+    since_unix_epoch().as_micros() as u64
+}
+
+/// The wall clock read now (zero if it is set before 1970).
+fn since_unix_epoch() -> Duration {
     #[allow(clippy::disallowed_methods)] // the one reader of the wall clock
     let now = SystemTime::now();
-    now.duration_since(UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+    now.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO)
 }
 
 /// Now on monoio's timer clock, for IO deadlines (`timeout_at`, `sleep_until`) and nothing that
